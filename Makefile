@@ -1,0 +1,40 @@
+# fluxserve — `make help` lists the targets.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch by default; set TORCH_VERSION (and PIP_INDEX_URL / PIP_EXTRA_INDEX_URL)
+# to take another build, or TORCH_VERSION= to keep the torch already in the venv.
+TORCH_VERSION ?= 2.13.0
+EXTRAS ?= server,operator,dev
+
+.PHONY: help install test lint format
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+install: $(VENV)/.installed ## Build .venv with everything (server, operator, dev tools)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	if [ -n "$(TORCH_VERSION)" ]; then $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; fi
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+test: install ## Run every test (unit, operator against the API emulator, server with a tiny model, chart)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: install ## ruff, the import layers, mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy client/flux_client operator/flux_operator server/flux_server
+
+format: install ## Apply ruff's formatting and fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .

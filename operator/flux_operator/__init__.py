@@ -1,0 +1,1 @@
+"""flux_operator: the kopf operator that reconciles FluxDeployment resources."""
