@@ -38,3 +38,9 @@ lint: install ## ruff, the import layers, mypy
 format: install ## Apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# --- Wire: the gRPC contract and its generated stubs ---
+.PHONY: proto
+
+proto: install ## Regenerate the gRPC stubs in client/flux_client/_proto from proto/ (a test fails when they are stale)
+	$(PY) proto/generate_stubs.py
