@@ -45,6 +45,12 @@ format: install ## Apply ruff's formatting and fixes
 proto: install ## Regenerate the gRPC stubs in client/flux_client/_proto from proto/ (a test fails when they are stale)
 	$(PY) proto/generate_stubs.py
 
+# --- Operator: the CRD generated from the pydantic models ---
+.PHONY: crds
+
+crds: install ## Regenerate crds/ from the operator's spec models (a test fails when they are stale)
+	$(PY) -m flux_operator.crdgen crds/
+
 # --- Shipping: pinned tools, container images, end to end on kind ---
 .PHONY: tools images e2e
 TOOLS_BIN ?= .tools/bin

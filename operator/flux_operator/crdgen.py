@@ -1,0 +1,196 @@
+"""Generate the FluxDeployment CustomResourceDefinition from the pydantic models.
+
+``python -m flux_operator.crdgen crds/`` writes ``crds/fluxserve.dev_fluxdeployments.yaml``;
+``--check`` exits 1 when the file on disk differs (stale).
+
+Pydantic emits JSON Schema 2020-12; a CRD wants a *structural* OpenAPI v3 schema. The
+conversion inlines ``$ref``s, turns ``X | None`` into an optional ``X``, drops what the
+API server rejects (``title``, ``propertyNames``, ``anyOf`` of types) and keeps
+descriptions, bounds, enums, defaults and the CEL rules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flux_operator.spec import (
+    GROUP,
+    KIND,
+    MAX_NAME_LENGTH,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    FluxDeploymentSpec,
+    FluxDeploymentStatus,
+)
+
+CRD_FILE_NAME = f"{GROUP}_{PLURAL}.yaml"
+
+_DROP_KEYS = {"title", "propertyNames", "$defs"}
+
+
+def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """One pydantic JSON-schema node → a structural OpenAPI v3 node."""
+    if "$ref" in schema:
+        target = defs[schema["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    if "anyOf" in schema:
+        options = [o for o in schema["anyOf"] if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"cannot express a union in a structural schema: {schema}")
+        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+        merged = {**_structural(options[0], defs), **rest}
+        if merged.get("default", ...) is None:
+            del merged["default"]
+        return _structural(merged, defs)
+
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in _DROP_KEYS:
+            continue
+        if key == "properties":
+            out[key] = {name: _structural(sub, defs) for name, sub in value.items()}
+        elif key == "patternProperties":
+            # Structural schemas have no patternProperties; the key pattern is a CEL rule.
+            (value_schema,) = value.values()
+            out["additionalProperties"] = _structural(value_schema, defs)
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = _structural(value, defs)
+        elif key == "additionalProperties" and value is False:
+            continue  # structural schemas prune unknown fields already
+        elif key == "const":
+            out["enum"] = [value]
+        else:
+            out[key] = value
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    if "default" in out and out["default"] is None:
+        del out["default"]
+    return out
+
+
+def _model_schema(model: type[Any]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _structural(raw, raw.get("$defs", {}))
+
+
+def build_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition as a dict."""
+    spec_schema = _model_schema(FluxDeploymentSpec)
+    status_schema = _model_schema(FluxDeploymentStatus)
+    status_schema.pop("default", None)
+    _strip_defaults(status_schema)
+    root: dict[str, Any] = {
+        "type": "object",
+        "description": f"{KIND}: FLUX.1 served on GPUs, rolled out and back by release.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+                "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters "
+                "(children append -presets-<hash>)",
+            },
+            {
+                "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
+                "message": "metadata.name must be a DNS label (it names a Service)",
+            },
+        ],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {
+                "app.kubernetes.io/name": "fluxserve",
+                "app.kubernetes.io/part-of": "fluxserve",
+            },
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": ["all", "fluxserve"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {
+                        "status": {},
+                        "scale": {
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        },
+                    },
+                    "additionalPrinterColumns": [
+                        {"name": "Release", "type": "string", "jsonPath": ".status.currentRelease"},
+                        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+                        {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
+def _strip_defaults(node: Any) -> None:
+    # Status is written by the operator alone; defaults there would only hide missing writes.
+    if isinstance(node, dict):
+        node.pop("default", None)
+        for value in node.values():
+            _strip_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strip_defaults(value)
+
+
+def render_crd_yaml() -> str:
+    header = "# Generated by `make crds` (python -m flux_operator.crdgen crds/). Do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m flux_operator.crdgen", description=__doc__)
+    parser.add_argument("out_dir", type=Path, help="directory to write the CRD into")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
+    args = parser.parse_args(argv)
+    target = args.out_dir / CRD_FILE_NAME
+    text = render_crd_yaml()
+    if args.check:
+        if not target.exists() or target.read_text() != text:
+            print(f"{target} is stale: run `make crds`", file=sys.stderr)
+            return 1
+        return 0
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""What the operator checks before it acts: the CRD's rules again (a resource may predate
+the installed CRD, or the CRD may not be installed with its CEL rules), plus what only the
+operator knows it cannot serve. Problems become a ``Degraded`` condition and an Event.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from flux_operator.spec import DNS_LABEL, MAX_NAME_LENGTH, FluxDeploymentSpec
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    parts = ["spec"]
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1] += f"[{item}]"
+        else:
+            parts.append(str(item))
+    return ".".join(parts)
+
+
+def spec_problems(resource: dict[str, Any]) -> list[str]:
+    """Human-readable problems (``field: message``), empty when the operator can serve it."""
+    problems: list[str] = []
+    name = str(resource.get("metadata", {}).get("name", ""))
+    if len(name) > MAX_NAME_LENGTH:
+        problems.append(f"metadata.name: at most {MAX_NAME_LENGTH} characters, got {len(name)}")
+    if name and not re.match(DNS_LABEL, name):
+        problems.append("metadata.name: must be a DNS label (it names a Service)")
+    try:
+        spec = FluxDeploymentSpec.model_validate(resource.get("spec") or {})
+    except ValidationError as exc:
+        for error in exc.errors():
+            problems.append(f"{_field_path(error['loc'])}: {error['msg']}")
+        return problems
+    return problems + serving_problems(spec)
+
+
+def serving_problems(spec: FluxDeploymentSpec) -> list[str]:
+    """Specs the API server accepts but no pod could run."""
+    problems: list[str] = []
+    if spec.model.source.pvc is None:
+        for i, lora in enumerate(spec.loras):
+            if lora.path is not None:
+                problems.append(
+                    f"spec.loras[{i}].path: a path under the model volume needs "
+                    "spec.model.source.pvc (the hub source has no volume)"
+                )
+    if spec.model.revision is not None and spec.model.source.pvc is not None:
+        problems.append("spec.model.revision: only applies to spec.model.source.hub")
+    for name, preset in spec.style_presets.items():
+        if preset.lora is not None and preset.lora.name not in {lora.name for lora in spec.loras}:
+            problems.append(
+                f"spec.stylePresets.{name}.lora.name: {preset.lora.name!r} is not in spec.loras"
+            )
+    return problems
