@@ -28,11 +28,11 @@ ACCEPTED_MODES: Final[frozenset[str]] = frozenset(
 DEFAULT_MAX_PIXELS: Final[int] = 4096 * 4096
 
 
-class ImageInputError(ValueError):
-    """An uploaded image (or mask) cannot be used.
+class InputError(ValueError):
+    """A request value that cannot be used: the API adapters answer 400 / INVALID_ARGUMENT.
 
     Attributes:
-        field: the request field that carried the bad data (``image``, ``mask``).
+        field: the request field that carried the bad value (``image``, ``mask``, ...).
         message: what is wrong, for the caller; never a stack trace.
     """
 
@@ -40,6 +40,10 @@ class ImageInputError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class ImageInputError(InputError):
+    """An uploaded image (or mask) cannot be used: not an image, truncated, too big, ..."""
 
 
 def decode_image(

@@ -1,0 +1,343 @@
+"""Image editing on the already-loaded FLUX weights: image-to-image, inpainting and
+instruction editing (FLUX.1 Kontext).
+
+The img2img and inpaint pipelines are built from the generator's ``FluxPipeline``
+with diffusers' ``from_pipe``: they hold the *same* module objects, so editing costs
+no second copy of the 12B weights (and LoRA adapters loaded on the transformer apply
+to edits too). Instruction editing needs Kontext's own transformer; it is loaded
+once, when the :class:`Editor` is built, and shares the VAE, text encoders and
+tokenizers with the generator.
+
+Sizes: FLUX works on 16-pixel patches (VAE factor 8, then 2x2 packing), so the
+source (and mask) is resized to the nearest multiples of 16 (at least 16), edited
+there, and the result is resized back, so callers always get the size they asked
+for: the source image's size unless ``width``/``height`` are given.
+
+Seeds: as in generation, image ``i`` of a request uses ``seed + i``; an unset seed
+is drawn at random and reported back. Generators live on the CPU so that a seed
+gives the same noise on any device.
+
+An :class:`Editor` is not thread-safe (it shares modules with the generator): call
+it from the engine's single inference thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from PIL import Image
+
+from flux_server.images import InputError, check_mask
+
+if TYPE_CHECKING:
+    from diffusers import FluxPipeline
+
+log = logging.getLogger(__name__)
+
+EditMode = Literal["img2img", "inpaint", "instruct"]
+EDIT_MODES: Final[tuple[str, ...]] = ("img2img", "inpaint", "instruct")
+
+#: FLUX's latent patch: VAE scale factor 8 times the 2x2 token packing.
+PATCH: Final[int] = 16
+#: Seeds drawn when the caller sets none (image i then uses seed + i).
+_SEED_BITS: Final[int] = 32
+_MAX_SEED: Final[int] = 2**64 - 1
+
+StepCallback = Callable[[int, int], None]
+"""Called after each denoising step with (1-based step, total steps)."""
+
+
+class EditInputError(InputError):
+    """An edit request that cannot run (a 400 / INVALID_ARGUMENT, naming the field)."""
+
+
+class InstructEditingUnavailable(EditInputError):
+    """Instruction editing was asked for but the server has no Kontext weights."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "mode",
+            "instruction editing is not available: the server was started without "
+            "--kontext-model; use img2img or inpaint",
+        )
+
+
+@dataclass(frozen=True)
+class EditJob:
+    """One edit request, already decoded and checked at the API edge.
+
+    ``width``/``height`` default to the source image's size. ``strength`` (0..1]
+    is how far to move from the source; Kontext ignores it.
+    """
+
+    mode: EditMode
+    image: Image.Image
+    prompt: str
+    mask: Image.Image | None = None
+    strength: float = 0.6
+    negative_prompt: str | None = None
+    width: int | None = None
+    height: int | None = None
+    steps: int = 28
+    guidance_scale: float = 3.5
+    true_cfg_scale: float = 1.0
+    seed: int | None = None
+    num_images: int = 1
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The output size (width, height)."""
+        return (self.width or self.image.width, self.height or self.image.height)
+
+
+@dataclass
+class EditResult:
+    """The edited images of one job, each with the seed that produced it."""
+
+    images: list[Image.Image]
+    seeds: list[int]
+    width: int
+    height: int
+
+
+def snap(size: tuple[int, int]) -> tuple[int, int]:
+    """The nearest multiples of 16 (at least 16) to a (width, height)."""
+    return tuple(max(PATCH, round(v / PATCH) * PATCH) for v in size)  # type: ignore[return-value]
+
+
+def seeds_for(seed: int | None, count: int) -> list[int]:
+    """Per-image seeds: ``seed, seed + 1, ...``; a random start when ``seed`` is None."""
+    start = secrets.randbits(_SEED_BITS) if seed is None else seed
+    return [(start + i) & _MAX_SEED for i in range(count)]
+
+
+def validate(job: EditJob, *, kontext_available: bool) -> None:
+    """Check a job before it reaches a pipeline; raise :class:`EditInputError`."""
+    if job.mode not in EDIT_MODES:
+        raise EditInputError("mode", f"must be one of {', '.join(EDIT_MODES)}, not {job.mode!r}")
+    if not job.prompt.strip():
+        what = "the instruction" if job.mode == "instruct" else "the prompt"
+        raise EditInputError("prompt", f"is empty; give {what}")
+    if job.mode == "instruct" and not kontext_available:
+        raise InstructEditingUnavailable()
+    if job.mode == "inpaint" and job.mask is None:
+        raise EditInputError("mask", "is required for inpainting (white = repaint)")
+    if job.mode != "inpaint" and job.mask is not None:
+        raise EditInputError("mask", f"is only used for inpainting, not in {job.mode} mode")
+    if job.mask is not None:
+        check_mask(job.mask, job.image.size)
+    if job.steps < 1:
+        raise EditInputError("steps", f"must be at least 1, not {job.steps}")
+    if job.num_images < 1:
+        raise EditInputError("num_images", f"must be at least 1, not {job.num_images}")
+    for name, value in (("width", job.width), ("height", job.height)):
+        if value is not None and value < 1:
+            raise EditInputError(name, f"must be positive, not {value}")
+    if job.mode != "instruct" and not 0.0 < job.strength <= 1.0:
+        raise EditInputError("strength", f"must be in (0, 1], not {job.strength}")
+
+
+def denoising_steps(job: EditJob) -> int:
+    """Steps the pipeline actually runs: img2img and inpaint skip the first
+    ``1 - strength`` of the schedule (diffusers' ``get_timesteps``)."""
+    if job.mode == "instruct":
+        return job.steps
+    return job.steps - int(max(job.steps - job.steps * job.strength, 0))
+
+
+def batch_key(job: EditJob) -> tuple[Any, ...]:
+    """Jobs with equal keys may run in one pipeline call (see :meth:`Editor.run_batch`)."""
+    return (
+        job.mode,
+        snap(job.size),
+        job.steps,
+        job.guidance_scale,
+        job.true_cfg_scale,
+        job.negative_prompt is not None,
+        job.strength if job.mode != "instruct" else None,
+    )
+
+
+class Editor:
+    """Edits images with pipelines that share the generator's loaded components.
+
+    Args:
+        engine_pipe: the loaded ``FluxPipeline`` (the engine's ``.pipe``).
+        kontext: a FLUX.1 Kontext model (hub id, a directory laid out like
+            FLUX.1-Kontext-dev, or a directory holding only its transformer), or
+            None to serve img2img and inpainting only.
+        kontext_revision: the hub revision of ``kontext``.
+    """
+
+    def __init__(
+        self,
+        engine_pipe: FluxPipeline,
+        kontext: str | None = None,
+        *,
+        kontext_revision: str | None = None,
+    ) -> None:
+        from diffusers import FluxImg2ImgPipeline, FluxInpaintPipeline
+
+        self.base = engine_pipe
+        self.img2img_pipe = FluxImg2ImgPipeline.from_pipe(engine_pipe)
+        self.inpaint_pipe = FluxInpaintPipeline.from_pipe(engine_pipe)
+        self.kontext_pipe = (
+            None if kontext is None else _load_kontext(engine_pipe, kontext, kontext_revision)
+        )
+        self.kontext = kontext
+        for pipe in (self.img2img_pipe, self.inpaint_pipe, self.kontext_pipe):
+            if pipe is not None:
+                pipe.set_progress_bar_config(disable=True)
+
+    @property
+    def can_instruct(self) -> bool:
+        """Whether instruction editing (Kontext) is available."""
+        return self.kontext_pipe is not None
+
+    def img2img(self, image: Image.Image, prompt: str, **params: Any) -> EditResult:
+        """Image-to-image: re-noise ``image`` by ``strength`` and denoise toward ``prompt``."""
+        return self.run(EditJob(mode="img2img", image=image, prompt=prompt, **params))
+
+    def inpaint(
+        self, image: Image.Image, mask: Image.Image, prompt: str, **params: Any
+    ) -> EditResult:
+        """Repaint the white area of ``mask`` (same size as ``image``) following ``prompt``."""
+        return self.run(EditJob(mode="inpaint", image=image, mask=mask, prompt=prompt, **params))
+
+    def instruct(self, image: Image.Image, prompt: str, **params: Any) -> EditResult:
+        """Instruction editing with FLUX.1 Kontext: ``prompt`` says what to change.
+
+        Raises:
+            InstructEditingUnavailable: the Editor was built without Kontext weights.
+        """
+        return self.run(EditJob(mode="instruct", image=image, prompt=prompt, **params))
+
+    def run(self, job: EditJob, on_step: StepCallback | None = None) -> EditResult:
+        """Run one job."""
+        return self.run_batch([job], on_step)[0]
+
+    def run_batch(
+        self, jobs: Sequence[EditJob], on_step: StepCallback | None = None
+    ) -> list[EditResult]:
+        """Run jobs with one :func:`batch_key` in a single pipeline call.
+
+        Each job contributes ``num_images`` rows (its image, mask and prompt
+        repeated, one generator per seed); the results come back per job, in order.
+
+        Raises:
+            EditInputError: a job is invalid, or the jobs are not compatible.
+        """
+        if not jobs:
+            return []
+        for job in jobs:
+            validate(job, kontext_available=self.can_instruct)
+        key = batch_key(jobs[0])
+        if any(batch_key(job) != key for job in jobs[1:]):
+            raise EditInputError("batch", "jobs of different mode, size or settings")
+
+        import torch
+
+        first = jobs[0]
+        width, height = snap(first.size)
+        seeds = [seeds_for(job.seed, job.num_images) for job in jobs]
+        rows = [
+            (job, seed) for job, job_seeds in zip(jobs, seeds, strict=True) for seed in job_seeds
+        ]
+        kwargs: dict[str, Any] = {
+            "prompt": [job.prompt for job, _ in rows],
+            "image": [
+                _fit(job.image, (width, height), Image.Resampling.LANCZOS) for job, _ in rows
+            ],
+            "height": height,
+            "width": width,
+            "num_inference_steps": first.steps,
+            "guidance_scale": first.guidance_scale,
+            "true_cfg_scale": first.true_cfg_scale,
+            "generator": [torch.Generator("cpu").manual_seed(seed) for _, seed in rows],
+            "num_images_per_prompt": 1,
+            "output_type": "pil",
+        }
+        if first.negative_prompt is not None:
+            kwargs["negative_prompt"] = [job.negative_prompt or "" for job, _ in rows]
+        if on_step is not None:
+            total = denoising_steps(first)
+
+            def _callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
+                on_step(step + 1, total)
+                return tensors
+
+            kwargs["callback_on_step_end"] = _callback
+
+        pipe: Any
+        if first.mode == "instruct":
+            pipe = self.kontext_pipe
+            # Keep the requested size: by default Kontext snaps to its training
+            # resolutions and rescales to one megapixel.
+            kwargs.update(_auto_resize=False, max_area=width * height)
+        else:
+            kwargs["strength"] = first.strength
+            pipe = self.img2img_pipe
+            if first.mode == "inpaint":
+                pipe = self.inpaint_pipe
+                kwargs["mask_image"] = [
+                    _fit(job.mask, (width, height), Image.Resampling.NEAREST)  # type: ignore[arg-type]
+                    for job, _ in rows
+                ]
+        log.info(
+            "edit batch",
+            extra={
+                "mode": first.mode,
+                "jobs": len(jobs),
+                "images": len(rows),
+                "size": [width, height],
+            },
+        )
+        out = pipe(**kwargs).images
+
+        results: list[EditResult] = []
+        offset = 0
+        for job, job_seeds in zip(jobs, seeds, strict=True):
+            size = job.size
+            images = [
+                _fit(img, size, Image.Resampling.LANCZOS)
+                for img in out[offset : offset + len(job_seeds)]
+            ]
+            offset += len(job_seeds)
+            results.append(
+                EditResult(images=images, seeds=job_seeds, width=size[0], height=size[1])
+            )
+        return results
+
+
+def _fit(image: Image.Image, size: tuple[int, int], resample: Image.Resampling) -> Image.Image:
+    return image if image.size == tuple(size) else image.resize(size, resample)
+
+
+def _load_kontext(base: Any, kontext: str, revision: str | None) -> Any:
+    """FLUX.1 Kontext = FLUX.1-dev's VAE and text encoders + its own transformer.
+
+    Only the transformer is loaded; everything else is the generator's, via ``from_pipe``.
+    """
+    from diffusers import FluxKontextPipeline, FluxTransformer2DModel
+
+    local = Path(kontext)
+    # A full pipeline layout (hub repo or saved directory) keeps the transformer in
+    # a subfolder; a bare transformer directory holds config.json at its root.
+    subfolder = None if (local / "config.json").is_file() else "transformer"
+    try:
+        transformer = FluxTransformer2DModel.from_pretrained(
+            kontext,
+            subfolder=subfolder,
+            revision=revision,
+            torch_dtype=base.transformer.dtype,
+        )
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"cannot load the Kontext transformer from {kontext!r}: {exc}") from exc
+    transformer.to(base.transformer.device)
+    log.info("loaded Kontext transformer", extra={"kontext": kontext})
+    return FluxKontextPipeline.from_pipe(base, transformer=transformer)

@@ -1,0 +1,193 @@
+"""Editing with pipelines built from the loaded generator: sizes, seeds, shared weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from flux_server.editing import (
+    EditInputError,
+    EditJob,
+    Editor,
+    InstructEditingUnavailable,
+    batch_key,
+    seeds_for,
+    snap,
+)
+from flux_server.images import ImageInputError
+
+FAST: dict[str, Any] = {"steps": 2, "strength": 1.0}
+
+
+@pytest.fixture(scope="module")
+def kontext_dir(tmp_path_factory: pytest.TempPathFactory, flux_pipe: Any) -> Path:
+    # Kontext's transformer has FLUX.1-dev's architecture; a bare transformer
+    # directory (config.json at the root) is one of the accepted layouts.
+    out = tmp_path_factory.mktemp("kontext")
+    torch.manual_seed(1)
+    type(flux_pipe.transformer).from_config(flux_pipe.transformer.config).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def editor(flux_pipe: Any, kontext_dir: Path) -> Editor:
+    return Editor(flux_pipe, kontext=str(kontext_dir))
+
+
+@pytest.fixture(scope="module")
+def plain_editor(flux_pipe: Any) -> Editor:
+    return Editor(flux_pipe)
+
+
+def picture(size: tuple[int, int]) -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+def storage(module: torch.nn.Module) -> dict[str, int]:
+    return {name: p.data_ptr() for name, p in module.state_dict().items()}
+
+
+def test_edit_pipelines_share_the_generator_weights(editor: Editor, flux_pipe: Any) -> None:
+    names = ("transformer", "vae", "text_encoder", "text_encoder_2")
+    for pipe in (editor.img2img_pipe, editor.inpaint_pipe):
+        for name in names:
+            assert getattr(pipe, name) is getattr(flux_pipe, name)
+            assert storage(getattr(pipe, name)) == storage(getattr(flux_pipe, name))
+    kontext = editor.kontext_pipe
+    for name in ("vae", "text_encoder", "text_encoder_2"):
+        assert storage(getattr(kontext, name)) == storage(getattr(flux_pipe, name))
+    # Kontext brings its own transformer, and only that.
+    assert kontext.transformer is not flux_pipe.transformer
+    ptrs = set(storage(flux_pipe.transformer).values())
+    assert ptrs.isdisjoint(storage(kontext.transformer).values())
+
+
+def test_snap_to_patches() -> None:
+    assert snap((50, 30)) == (48, 32)
+    assert snap((1, 7)) == (16, 16)
+    assert snap((1024, 768)) == (1024, 768)
+
+
+def test_seeds_follow_generation() -> None:
+    assert seeds_for(7, 3) == [7, 8, 9]
+    drawn = seeds_for(None, 2)
+    assert drawn[1] == drawn[0] + 1
+
+
+def test_img2img_keeps_the_input_size_and_reports_seeds(editor: Editor) -> None:
+    result = editor.img2img(picture((50, 30)), "a red house", seed=11, num_images=2, **FAST)
+    assert [img.size for img in result.images] == [(50, 30), (50, 30)]
+    assert result.seeds == [11, 12]
+    assert all(img.mode == "RGB" for img in result.images)
+
+
+def test_img2img_is_reproducible_per_seed(editor: Editor) -> None:
+    src = picture((32, 32))
+    a = editor.img2img(src, "a cat", seed=5, **FAST).images[0]
+    b = editor.img2img(src, "a cat", seed=5, **FAST).images[0]
+    c = editor.img2img(src, "a cat", seed=6, **FAST).images[0]
+    assert a.tobytes() == b.tobytes()
+    assert a.tobytes() != c.tobytes()
+
+
+def test_explicit_output_size(editor: Editor) -> None:
+    result = editor.img2img(picture((40, 40)), "a tree", width=64, height=32, **FAST)
+    assert result.images[0].size == (64, 32)
+
+
+def test_inpaint_keeps_the_input_size(editor: Editor) -> None:
+    mask = Image.new("L", (40, 56), 0)
+    mask.paste(255, (10, 10, 30, 40))
+    result = editor.inpaint(picture((40, 56)), mask, "a window", seed=3, **FAST)
+    assert result.images[0].size == (40, 56)
+    assert result.seeds == [3]
+
+
+def test_inpaint_needs_a_mask_of_the_image_size(editor: Editor) -> None:
+    with pytest.raises(ImageInputError, match="mask must have the image's size") as err:
+        editor.inpaint(picture((32, 32)), Image.new("L", (16, 16)), "x", **FAST)
+    assert err.value.field == "mask"
+    with pytest.raises(EditInputError, match="required for inpainting"):
+        editor.run(EditJob(mode="inpaint", image=picture((32, 32)), prompt="x", **FAST))
+
+
+def test_instruct_with_kontext_keeps_the_input_size(editor: Editor) -> None:
+    assert editor.can_instruct
+    result = editor.instruct(picture((48, 40)), "make it night", seed=1, steps=2)
+    assert result.images[0].size == (48, 40)
+
+
+def test_kontext_from_a_pipeline_layout(flux_pipe: Any, tiny_flux_dir: Path) -> None:
+    # A directory laid out like FLUX.1-Kontext-dev keeps its transformer in a subfolder.
+    assert Editor(flux_pipe, kontext=str(tiny_flux_dir)).can_instruct
+
+
+def test_kontext_that_cannot_be_loaded(flux_pipe: Any, tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="cannot load the Kontext transformer"):
+        Editor(flux_pipe, kontext=str(tmp_path / "missing"))
+
+
+def test_instruct_without_kontext_is_a_clear_error(plain_editor: Editor) -> None:
+    assert not plain_editor.can_instruct
+    with pytest.raises(InstructEditingUnavailable, match="--kontext-model") as err:
+        plain_editor.instruct(picture((32, 32)), "make it night", steps=2)
+    assert err.value.field == "mode"
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        ({"prompt": "  "}, "prompt", "empty"),
+        ({"strength": 0.0}, "strength", r"\(0, 1\]"),
+        ({"strength": 1.5}, "strength", r"\(0, 1\]"),
+        ({"steps": 0}, "steps", "at least 1"),
+        ({"num_images": 0}, "num_images", "at least 1"),
+        ({"width": -8}, "width", "positive"),
+        ({"mask": Image.new("L", (32, 32))}, "mask", "only used for inpainting"),
+    ],
+)
+def test_bad_edit_parameters(
+    plain_editor: Editor, changes: dict[str, Any], field: str, message: str
+) -> None:
+    params: dict[str, Any] = {"mode": "img2img", "image": picture((32, 32)), "prompt": "x"}
+    params.update(FAST)
+    params.update(changes)
+    with pytest.raises(EditInputError, match=message) as err:
+        plain_editor.run(EditJob(**params))
+    assert err.value.field == field
+
+
+def test_compatible_jobs_run_in_one_call(editor: Editor) -> None:
+    jobs = [
+        EditJob(mode="img2img", image=picture((50, 30)), prompt="a", seed=1, **FAST),
+        EditJob(mode="img2img", image=picture((48, 32)), prompt="b", seed=9, num_images=2, **FAST),
+    ]
+    assert batch_key(jobs[0]) == batch_key(jobs[1])
+    steps: list[tuple[int, int]] = []
+    results = editor.run_batch(jobs, on_step=lambda step, total: steps.append((step, total)))
+    assert [r.seeds for r in results] == [[1], [9, 10]]
+    assert [img.size for img in results[0].images] == [(50, 30)]
+    assert [img.size for img in results[1].images] == [(48, 32), (48, 32)]
+    assert steps == [(1, 2), (2, 2)]
+
+
+def test_progress_counts_the_steps_that_run(editor: Editor) -> None:
+    steps: list[tuple[int, int]] = []
+    job = EditJob(mode="img2img", image=picture((32, 32)), prompt="a", steps=4, strength=0.5)
+    editor.run(job, on_step=lambda step, total: steps.append((step, total)))
+    assert steps == [(1, 2), (2, 2)]
+
+
+def test_incompatible_jobs_are_refused(editor: Editor) -> None:
+    jobs = [
+        EditJob(mode="img2img", image=picture((32, 32)), prompt="a", **FAST),
+        EditJob(mode="img2img", image=picture((64, 32)), prompt="b", **FAST),
+    ]
+    with pytest.raises(EditInputError, match="different"):
+        editor.run_batch(jobs)
