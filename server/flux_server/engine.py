@@ -1,0 +1,226 @@
+"""The engine: a loaded ``FluxPipeline`` and one synchronous call per batch.
+
+Everything here is blocking and runs in the engine's single worker thread (the
+scheduler hands batches over with ``run_in_executor``), so the event loop never
+waits on torch. One ``torch.Generator`` per image, always on the CPU, makes the
+same seed give the same image on any device and in any batch position.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from flux_server.params import Job
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+"""Called from the worker thread after each denoising step: (step, total_steps)."""
+
+AdapterHook = Callable[[Any, dict[str, float]], None]
+"""Switches the pipeline's LoRA adapters to the given weights before a call."""
+
+
+def choose_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    return requested
+
+
+def choose_dtype(requested: str, device: str) -> Any:
+    import torch
+
+    if requested == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Half precision on CPU is slow and, for bfloat16, lossy for no gain.
+        return torch.float32
+    return getattr(torch, requested)
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    data: bytes
+    format: str
+    width: int
+    height: int
+    seed: int
+
+
+@dataclass
+class ModelInfo:
+    model: str
+    revision: str | None
+    device: str
+    dtype: str
+    load_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    if fmt == "png":
+        image.save(buffer, format="PNG")
+    elif fmt == "jpeg":
+        image.convert("RGB").save(buffer, format="JPEG", quality=92)
+    else:
+        image.save(buffer, format="WEBP", quality=92)
+    return buffer.getvalue()
+
+
+class Engine:
+    """A loaded FLUX pipeline. ``.pipe`` is shared with the editing pipelines
+    (built from it with ``from_pipe``)."""
+
+    def __init__(self, pipe: Any, info: ModelInfo) -> None:
+        self.pipe = pipe
+        self.info = info
+        self.device = info.device
+        self.dtype = pipe.dtype if hasattr(pipe, "dtype") else None
+        self.adapter_hook: AdapterHook | None = None
+        self._active_adapters: dict[str, float] | None = None
+
+    @classmethod
+    def load(
+        cls, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto"
+    ) -> Engine:
+        """Load a FLUX pipeline from a directory or a hub id (``HF_TOKEN`` from the
+        environment, read by huggingface_hub itself)."""
+        import torch
+        from diffusers import FluxPipeline
+
+        chosen_device = choose_device(device)
+        chosen_dtype = choose_dtype(dtype, chosen_device)
+        started = time.perf_counter()
+        pipe = FluxPipeline.from_pretrained(model, revision=revision, dtype=chosen_dtype)
+        pipe.to(chosen_device)
+        pipe.set_progress_bar_config(disable=True)
+        info = ModelInfo(
+            model=model,
+            revision=revision,
+            device=chosen_device,
+            dtype=str(chosen_dtype).removeprefix("torch."),
+            load_seconds=time.perf_counter() - started,
+        )
+        torch.set_grad_enabled(False)
+        log.info(
+            "model loaded",
+            extra={
+                "model": model,
+                "revision": revision,
+                "device": chosen_device,
+                "dtype": info.dtype,
+                "load_seconds": round(info.load_seconds, 3),
+            },
+        )
+        return cls(pipe, info)
+
+    def warmup(self) -> None:
+        """One small generation, so the first caller does not pay for lazy init."""
+        started = time.perf_counter()
+        job = Job(
+            prompt="warm-up",
+            negative_prompt=None,
+            width=256,
+            height=256,
+            steps=1,
+            guidance_scale=3.5,
+            true_cfg_scale=1.0,
+            seed=0,
+            num_images=1,
+            output_format="png",
+            adapters=(),
+            style_preset=None,
+        )
+        self.generate([job])
+        self.info.warmup_seconds = time.perf_counter() - started
+        log.info("warm-up done", extra={"warmup_seconds": round(self.info.warmup_seconds, 3)})
+
+    def generate(
+        self, jobs: Sequence[Job], progress: ProgressFn | None = None
+    ) -> list[list[GeneratedImage]]:
+        """Run compatible jobs (equal ``batch_key()``) in one pipeline call; return each
+        job's images in order."""
+        import torch
+
+        if not jobs:
+            return []
+        first = jobs[0]
+        if any(job.batch_key() != first.batch_key() for job in jobs):
+            raise ValueError("jobs in one pipeline call must share width, height, steps, ...")
+        self._set_adapters(dict(first.adapters))
+
+        prompts: list[str] = []
+        negatives: list[str] = []
+        generators: list[torch.Generator] = []
+        seeds: list[int] = []
+        for job in jobs:
+            for seed in job.seeds():
+                prompts.append(job.prompt)
+                negatives.append(job.negative_prompt or "")
+                generators.append(torch.Generator("cpu").manual_seed(seed))
+                seeds.append(seed)
+
+        kwargs: dict[str, Any] = {}
+        if first.true_cfg_scale > 1.0:
+            kwargs["negative_prompt"] = negatives
+            kwargs["true_cfg_scale"] = first.true_cfg_scale
+        if progress is not None:
+
+            def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict:
+                progress(step + 1, first.steps)
+                return tensors
+
+            kwargs["callback_on_step_end"] = on_step_end
+
+        output = self.pipe(
+            prompt=prompts,
+            width=first.width,
+            height=first.height,
+            num_inference_steps=first.steps,
+            guidance_scale=first.guidance_scale,
+            generator=generators,
+            num_images_per_prompt=1,
+            output_type="pil",
+            **kwargs,
+        )
+        images: list[Image.Image] = output.images
+        results: list[list[GeneratedImage]] = []
+        index = 0
+        for job in jobs:
+            mine = []
+            for _ in range(job.num_images):
+                image = images[index]
+                mine.append(
+                    GeneratedImage(
+                        data=encode(image, job.output_format),
+                        format=job.output_format,
+                        width=image.width,
+                        height=image.height,
+                        seed=seeds[index],
+                    )
+                )
+                index += 1
+            results.append(mine)
+        return results
+
+    def _set_adapters(self, adapters: dict[str, float]) -> None:
+        if self.adapter_hook is None:
+            if adapters:
+                raise ValueError("this server has no LoRA adapters loaded")
+            return
+        if adapters != self._active_adapters:
+            self.adapter_hook(self.pipe, adapters)
+            self._active_adapters = adapters

@@ -1,0 +1,183 @@
+"""What a caller asks for, and the fully resolved job the engine runs.
+
+:class:`GenerateParams` is the REST body (the article's fields plus seed, num_images,
+output_format, adapters, true_cfg_scale); the gRPC adapter converts its message into
+the same model. :func:`resolve` applies the style preset and the server's defaults and
+limits, and returns a :class:`Job` with every value set, or raises
+:class:`~flux_server.errors.InvalidRequest` naming the field and the limit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from flux_client.presets import StylePreset
+from flux_server.errors import InvalidRequest
+from flux_server.settings import ServerSettings
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+MAX_PROMPT_CHARS = 2000
+MAX_SEED = 2**63 - 1
+
+
+class AdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    scale: float = Field(1.0, ge=0.0, le=4.0)
+
+
+class GenerateParams(BaseModel):
+    """A generation request. Unset fields take the style preset's value, then the
+    server's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    width: int | None = Field(None, ge=16, multiple_of=16, description="Pixels, multiple of 16.")
+    height: int | None = Field(None, ge=16, multiple_of=16, description="Pixels, multiple of 16.")
+    steps: int | None = Field(None, ge=1)
+    guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
+    true_cfg_scale: float | None = Field(
+        None,
+        ge=1.0,
+        le=30.0,
+        description="True classifier-free guidance, used with negative_prompt (> 1 on); it "
+        "costs a second transformer pass per step.",
+    )
+    style_preset: str | None = Field(None, max_length=63)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    num_images: int = Field(1, ge=1)
+    output_format: ImageFormat = "png"
+    adapters: list[AdapterRequest] = Field(default_factory=list, max_length=8)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return value
+
+    @field_validator("output_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+class Job(BaseModel):
+    """A request with every value resolved: what one pipeline call needs for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    true_cfg_scale: float
+    seed: int
+    num_images: int
+    output_format: ImageFormat
+    adapters: tuple[tuple[str, float], ...]
+    style_preset: str | None
+
+    def batch_key(self) -> tuple[object, ...]:
+        """Requests with equal keys can share one pipeline call."""
+        return (
+            self.width,
+            self.height,
+            self.steps,
+            self.guidance_scale,
+            self.true_cfg_scale,
+            self.adapters,
+        )
+
+    def seeds(self) -> list[int]:
+        """Image i uses seed + i (wrapping within the 63-bit range)."""
+        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
+
+
+def resolve(
+    params: GenerateParams,
+    presets: Mapping[str, StylePreset],
+    settings: ServerSettings,
+    known_adapters: frozenset[str] = frozenset(),
+) -> Job:
+    """Apply the preset, defaults and limits; raise InvalidRequest naming the field."""
+    preset: StylePreset | None = None
+    if params.style_preset is not None:
+        preset = presets.get(params.style_preset)
+        if preset is None:
+            known = ", ".join(sorted(presets)) or "none configured"
+            raise InvalidRequest(
+                f"unknown style preset {params.style_preset!r} (known: {known})",
+                field="style_preset",
+            )
+
+    def pick(name: str, default: object) -> object:
+        value = getattr(params, name)
+        if value is None and preset is not None:
+            value = getattr(preset, name)
+        return default if value is None else value
+
+    width = int(pick("width", settings.default_width))  # type: ignore[call-overload]
+    height = int(pick("height", settings.default_height))  # type: ignore[call-overload]
+    steps = int(pick("steps", settings.default_steps))  # type: ignore[call-overload]
+    for field, value in (("width", width), ("height", height)):
+        if value > settings.max_side:
+            raise InvalidRequest(
+                f"{field} {value} is over the limit of {settings.max_side} pixels", field=field
+            )
+    if steps > settings.max_steps:
+        raise InvalidRequest(f"steps {steps} is over the limit of {settings.max_steps}", "steps")
+    if params.num_images > settings.max_images:
+        raise InvalidRequest(
+            f"num_images {params.num_images} is over the limit of {settings.max_images}",
+            field="num_images",
+        )
+
+    negative = params.negative_prompt
+    if negative is None and preset is not None:
+        negative = preset.negative_prompt
+    if negative is not None and not negative.strip():
+        negative = None
+    true_cfg = params.true_cfg_scale
+    if true_cfg is None:
+        true_cfg = settings.default_true_cfg_scale if negative else 1.0
+    if negative is None:
+        # Without a negative prompt true CFG has nothing to push away from.
+        true_cfg = 1.0
+
+    adapters: dict[str, float] = {}
+    if preset is not None and preset.lora is not None:
+        adapters[preset.lora.name] = preset.lora.scale
+    for adapter in params.adapters:
+        adapters[adapter.name] = adapter.scale
+    for index, name in enumerate(adapters):
+        if name not in known_adapters:
+            known = ", ".join(sorted(known_adapters)) or "none loaded"
+            raise InvalidRequest(
+                f"unknown adapter {name!r} (known: {known})", field=f"adapters[{index}].name"
+            )
+
+    prompt = preset.expand(params.prompt) if preset is not None else params.prompt
+    return Job(
+        prompt=prompt,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance_scale=float(pick("guidance_scale", settings.default_guidance_scale)),  # type: ignore[arg-type]
+        true_cfg_scale=float(true_cfg),
+        seed=params.seed if params.seed is not None else secrets.randbelow(2**32),
+        num_images=params.num_images,
+        output_format=params.output_format,
+        adapters=tuple(sorted(adapters.items())),
+        style_preset=params.style_preset,
+    )

@@ -1,0 +1,213 @@
+"""All of the server's settings: one pydantic object, built in ``main()`` from the
+command line and ``FLUXSERVE_*`` environment variables (a flag wins over its variable).
+
+Every field is a flag: ``max_batch_size`` is ``--max-batch-size`` and
+``FLUXSERVE_MAX_BATCH_SIZE``. Nothing here is read at import time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ENV_PREFIX = "FLUXSERVE_"
+
+
+class ServerSettings(BaseModel):
+    """The inference server's configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # --- model -------------------------------------------------------------------------
+    model: str = Field(description="Local directory or hub id of a FLUX pipeline.")
+    model_revision: str | None = Field(None, description="Hub revision (branch, tag, commit).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA when present, else CPU."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="auto: bfloat16 on CUDA, float32 on CPU."
+    )
+    warmup: bool = Field(True, description="Run one small generation before reporting ready.")
+
+    # --- listeners -----------------------------------------------------------------------
+    host: str = Field("0.0.0.0", description="Address the listeners bind.")
+    http_port: int = Field(8080, ge=0, le=65535, description="REST port (0: any free port).")
+    grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: any free port).")
+    metrics_port: int = Field(
+        9090, ge=0, le=65535, description="Prometheus port; 0 = off (/metrics is on HTTP too)."
+    )
+
+    # --- scheduling ----------------------------------------------------------------------
+    max_batch_size: int = Field(
+        4, ge=1, le=64, description="Most images one pipeline call generates."
+    )
+    max_delay_ms: float = Field(
+        50, ge=0, le=10_000, description="Longest a request waits for others to batch with."
+    )
+    max_queue: int = Field(64, ge=1, description="Requests that may wait; beyond, 429.")
+    request_timeout: float = Field(
+        600, gt=0, description="Deadline in seconds of a request that sets none."
+    )
+    drain_timeout: float = Field(
+        30, ge=0, description="Seconds to finish accepted work after SIGTERM."
+    )
+
+    # --- request limits and defaults ------------------------------------------------------
+    max_side: int = Field(2048, ge=64, description="Largest width or height, in pixels.")
+    max_steps: int = Field(100, ge=1, description="Most denoising steps per request.")
+    max_images: int = Field(4, ge=1, description="Most images per request.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest HTTP request body, in bytes."
+    )
+    max_image_pixels: int = Field(
+        4096 * 4096, ge=1, description="Largest uploaded image (edit, VQA), in pixels."
+    )
+    default_width: int = Field(1024, ge=64, multiple_of=16, description="Width when unset.")
+    default_height: int = Field(1024, ge=64, multiple_of=16, description="Height when unset.")
+    default_steps: int = Field(28, ge=1, description="Denoising steps when unset.")
+    default_guidance_scale: float = Field(3.5, ge=0, description="Guidance when unset.")
+    default_true_cfg_scale: float = Field(
+        4.0,
+        ge=1,
+        description="True CFG scale used when a request has a negative prompt but no scale.",
+    )
+
+    # --- identity ------------------------------------------------------------------------
+    release: str = Field("dev", description="Release tag, recorded in responses, logs, metrics.")
+    presets_dir: Path | None = Field(None, description="Directory of <name>.json style presets.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+
+    # --- production features -------------------------------------------------------------
+    lora: tuple[str, ...] = Field((), description="LoRA adapters, NAME=PATH[:SCALE], repeatable.")
+    blocklist: Path | None = Field(None, description="Prompt blocklist file.")
+    safety_model: str | None = Field(None, description="Prompt safety classifier.")
+    audit_log: str | None = Field(None, description="Audit log file, or - for stdout.")
+    audit_hash_prompts: bool = Field(False, description="Store prompt hashes, not prompts.")
+    api_keys: Path | None = Field(None, description="API key file; when set, keys are required.")
+    redis_url: str | None = Field(None, description="Result cache in Redis instead of memory.")
+    cache_bytes: int = Field(
+        256 * 1024 * 1024, ge=0, description="In-memory result cache size; 0 = off."
+    )
+    cache_ttl: float = Field(3600, gt=0, description="Result cache entry lifetime, seconds.")
+    enable_editing: bool = Field(False, description="Serve /edit (img2img, inpainting).")
+    kontext_model: str | None = Field(None, description="FLUX.1 Kontext for instruction edits.")
+    vqa_model: str | None = Field(None, description="Model answering /vqa questions.")
+
+    @model_validator(mode="after")
+    def _defaults_within_limits(self) -> ServerSettings:
+        for name, limit_name in (
+            ("default_width", "max_side"),
+            ("default_height", "max_side"),
+            ("default_steps", "max_steps"),
+        ):
+            value, limit = getattr(self, name), getattr(self, limit_name)
+            if value > limit:
+                raise ValueError(f"{_flag(name)} {value} is over {_flag(limit_name)} {limit}")
+        return self
+
+    @property
+    def max_delay_s(self) -> float:
+        return self.max_delay_ms / 1000.0
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _is_bool(annotation: Any) -> bool:
+    return annotation is bool
+
+
+def _is_multi(annotation: Any) -> bool:
+    return typing.get_origin(annotation) is tuple
+
+
+def _choices(annotation: Any) -> tuple[str, ...] | None:
+    if typing.get_origin(annotation) is Literal:
+        return tuple(typing.get_args(annotation))
+    return None
+
+
+def _bool_env(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{_env(name)}={value!r} is not a boolean (use true or false)")
+
+
+class SettingsError(ValueError):
+    """A flag or variable with a value the server cannot start with."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line, generated from the fields of :class:`ServerSettings`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m flux_server",
+        description="Serve a FLUX pipeline over REST and gRPC. Every flag is also an "
+        f"environment variable {ENV_PREFIX}<FLAG_IN_UPPER_SNAKE>.",
+        argument_default=argparse.SUPPRESS,
+    )
+    for name, field in ServerSettings.model_fields.items():
+        annotation = field.annotation
+        help_text = f"{field.description or ''} [env {_env(name)}]".strip()
+        if not field.is_required():
+            help_text += f" (default: {field.default!r})"
+        if _is_bool(annotation):
+            parser.add_argument(
+                _flag(name), dest=name, action=argparse.BooleanOptionalAction, help=help_text
+            )
+        elif _is_multi(annotation):
+            parser.add_argument(_flag(name), dest=name, action="append", help=help_text)
+        else:
+            parser.add_argument(
+                _flag(name), dest=name, choices=_choices(annotation), help=help_text
+            )
+    return parser
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> ServerSettings:
+    """Settings from ``argv`` over ``environ`` over the defaults.
+
+    Raises :class:`SettingsError` naming the flag and the limit for a bad value.
+    """
+    args = vars(build_parser().parse_args(list(argv or [])))
+    environ = environ or {}
+    values: dict[str, Any] = {}
+    for name, field in ServerSettings.model_fields.items():
+        if name in args:
+            values[name] = args[name]
+            continue
+        raw = environ.get(_env(name))
+        if raw is None:
+            continue
+        if _is_bool(field.annotation):
+            values[name] = _bool_env(raw, name)
+        elif _is_multi(field.annotation):
+            # Several values in one variable: comma separated.
+            values[name] = [part.strip() for part in raw.split(",") if part.strip()]
+        else:
+            values[name] = raw
+    try:
+        return ServerSettings.model_validate(values)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            if not error["loc"]:
+                problems.append(error["msg"].removeprefix("Value error, "))
+                continue
+            name = str(error["loc"][0])
+            problems.append(f"{_flag(name)} / {_env(name)}: {error['msg']}")
+        raise SettingsError("; ".join(problems)) from None

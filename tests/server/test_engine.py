@@ -1,0 +1,90 @@
+"""The engine on the tiny model: seeds, batching of jobs, true CFG, formats."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from flux_server.engine import Engine, choose_dtype
+from flux_server.params import Job
+
+
+def job(**overrides: object) -> Job:
+    values: dict[str, object] = dict(
+        prompt="a futuristic city",
+        negative_prompt=None,
+        width=64,
+        height=32,
+        steps=2,
+        guidance_scale=3.5,
+        true_cfg_scale=1.0,
+        seed=11,
+        num_images=1,
+        output_format="png",
+        adapters=(),
+        style_preset=None,
+    )
+    values.update(overrides)
+    return Job.model_validate(values)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_model_dir: Path) -> Engine:
+    return Engine.load(str(tiny_model_dir), device="cpu")
+
+
+def test_cpu_defaults_to_float32(engine: Engine) -> None:
+    import torch
+
+    assert engine.info.device == "cpu"
+    assert engine.info.dtype == "float32"
+    assert choose_dtype("bfloat16", "cpu") is torch.bfloat16
+
+
+def test_same_seed_same_bytes_and_seed_per_image(engine: Engine) -> None:
+    [[a]] = engine.generate([job()])
+    [[b]] = engine.generate([job()])
+    assert a.data == b.data
+    assert (a.width, a.height, a.seed) == (64, 32, 11)
+    [[c]] = engine.generate([job(seed=12)])
+    assert c.data != a.data
+    # Image i of a request uses seed + i: image 1 of seed 11 is image 0 of seed 12.
+    [[d0, d1]] = engine.generate([job(num_images=2)])
+    assert [d0.seed, d1.seed] == [11, 12]
+    assert d0.data == a.data
+
+
+def test_several_jobs_in_one_call_keep_their_order(engine: Engine) -> None:
+    results = engine.generate([job(prompt="one", seed=1), job(prompt="two", seed=2, num_images=2)])
+    assert [len(images) for images in results] == [1, 2]
+    assert [image.seed for image in results[1]] == [2, 3]
+
+
+def test_incompatible_jobs_are_refused(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="share"):
+        engine.generate([job(), job(width=128)])
+
+
+def test_negative_prompt_runs_true_cfg_and_reports_progress(engine: Engine) -> None:
+    steps: list[tuple[int, int]] = []
+    [[plain]] = engine.generate([job()])
+    [[guided]] = engine.generate(
+        [job(negative_prompt="blurry", true_cfg_scale=4.0)],
+        progress=lambda s, t: steps.append((s, t)),
+    )
+    assert guided.data != plain.data
+    assert steps == [(1, 2), (2, 2)]
+
+
+@pytest.mark.parametrize("fmt,pil", [("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")])
+def test_output_formats(engine: Engine, fmt: str, pil: str) -> None:
+    [[image]] = engine.generate([job(output_format=fmt)])
+    assert Image.open(io.BytesIO(image.data)).format == pil
+
+
+def test_adapters_without_lora_support_fail(engine: Engine) -> None:
+    with pytest.raises(ValueError, match="LoRA"):
+        engine.generate([job(adapters=(("style", 1.0),))])
