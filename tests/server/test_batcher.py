@@ -1,0 +1,220 @@
+"""The scheduler with a fake engine: batching, priority, backpressure, deadlines,
+cancellation, split on failure, drain. Conditions are polled, never slept for."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from flux_server.batcher import Batcher
+from flux_server.errors import DeadlineExceeded, QueueFull, Unavailable
+
+
+class FakeEngine:
+    """Records every call; a call can be held at a gate to let a queue build up."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()
+
+    async def __call__(self, payloads: Sequence[str]) -> list[str]:
+        self.calls.append(list(payloads))
+        self.entered.set()
+        await self.gate.wait()
+        if any(p.startswith("bad") for p in payloads):
+            raise MemoryError("out of memory")
+        return [p.upper() for p in payloads]
+
+
+def make(engine: FakeEngine, **kwargs: object) -> Batcher[str, str]:
+    options: dict[str, object] = dict(
+        key=lambda p: p.split(":")[0], max_batch_size=4, max_delay=0.2, max_queue=8
+    )
+    options.update(kwargs)
+    batcher: Batcher[str, str] = Batcher(engine, **options)  # type: ignore[arg-type]
+    batcher.start()
+    return batcher
+
+
+async def until(condition, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    # Polls a condition the code under test exposes no event for (queue depth).
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def hold(engine: FakeEngine, batcher: Batcher[str, str]) -> asyncio.Task:
+    """Occupy the worker with one request held at the gate."""
+    engine.gate.clear()
+    engine.entered.clear()
+    task = asyncio.create_task(batcher.submit("hold:0", priority=True))
+    await engine.entered.wait()
+    return task
+
+
+async def test_compatible_requests_share_a_call() -> None:
+    engine = FakeEngine()
+    batcher = make(engine)
+    blocker = await hold(engine, batcher)
+    tasks = [asyncio.create_task(batcher.submit(f"a:{i}")) for i in range(4)]
+    tasks += [asyncio.create_task(batcher.submit(f"b:{i}")) for i in range(2)]
+    await until(lambda: batcher.depth == 6)
+    engine.gate.set()
+    results = await asyncio.gather(*tasks)
+    await blocker
+    assert [r for r, _ in results] == ["A:0", "A:1", "A:2", "A:3", "B:0", "B:1"]
+    assert [info.size for _, info in results] == [4, 4, 4, 4, 2, 2]
+    assert engine.calls[1:] == [["a:0", "a:1", "a:2", "a:3"], ["b:0", "b:1"]]
+    await batcher.drain(5)
+
+
+async def test_a_lone_request_waits_at_most_max_delay() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_delay=0.01)
+    result, info = await batcher.submit("a:1")
+    assert result == "A:1" and info.size == 1
+    await batcher.drain(5)
+
+
+async def test_units_cap_the_batch() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, units=lambda p: int(p.split(":")[1]))
+    blocker = await hold(engine, batcher)
+    tasks = [asyncio.create_task(batcher.submit(p)) for p in ("a:3", "a:2", "a:1", "a:5")]
+    await until(lambda: batcher.depth == 4)
+    engine.gate.set()
+    await asyncio.gather(*tasks, blocker)
+    # 3 + 1 fit in 4; 2 waits for the next call; 5 is over the cap and runs alone.
+    assert engine.calls[1:] == [["a:3", "a:1"], ["a:2"], ["a:5"]]
+    await batcher.drain(5)
+
+
+async def test_priority_overtakes_waiting_normal_requests() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_batch_size=1)
+    blocker = await hold(engine, batcher)
+    normal = [asyncio.create_task(batcher.submit(f"n{i}:1")) for i in range(3)]
+    await until(lambda: batcher.depth == 3)
+    urgent = asyncio.create_task(batcher.submit("urgent:1", priority=True))
+    await until(lambda: batcher.depth == 4)
+    engine.gate.set()
+    await asyncio.gather(*normal, urgent, blocker)
+    assert engine.calls[1] == ["urgent:1"]
+    assert engine.calls[2:] == [["n0:1"], ["n1:1"], ["n2:1"]]
+    await batcher.drain(5)
+
+
+async def test_full_queue_is_refused_with_retry_after() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_queue=2)
+    blocker = await hold(engine, batcher)
+    waiting = [asyncio.create_task(batcher.submit(f"a:{i}")) for i in range(2)]
+    await until(lambda: batcher.depth == 2)
+    with pytest.raises(QueueFull) as caught:
+        await batcher.submit("a:9")
+    assert caught.value.retry_after >= 1
+    engine.gate.set()
+    await asyncio.gather(*waiting, blocker)
+    await batcher.drain(5)
+
+
+async def test_deadline_while_waiting_leaves_the_queue() -> None:
+    engine = FakeEngine()
+    batcher = make(engine)
+    blocker = await hold(engine, batcher)
+    with pytest.raises(DeadlineExceeded, match="waited"):
+        await batcher.submit("a:1", timeout=0.05)
+    assert batcher.depth == 0
+    engine.gate.set()
+    await blocker
+    assert ["a:1"] not in engine.calls
+    await batcher.drain(5)
+
+
+async def test_deadline_while_running() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_delay=0)
+    engine.gate.clear()
+    with pytest.raises(DeadlineExceeded, match="ran"):
+        await batcher.submit("a:1", timeout=0.1)
+    engine.gate.set()
+    await batcher.drain(5)
+
+
+async def test_cancelled_caller_leaves_the_queue() -> None:
+    engine = FakeEngine()
+    batcher = make(engine)
+    blocker = await hold(engine, batcher)
+    gone = asyncio.create_task(batcher.submit("gone:1"))
+    stays = asyncio.create_task(batcher.submit("stays:1"))
+    await until(lambda: batcher.depth == 2)
+    gone.cancel()
+    await until(lambda: batcher.depth == 1)
+    engine.gate.set()
+    await asyncio.gather(stays, blocker)
+    assert all("gone:1" not in call for call in engine.calls)
+    await batcher.drain(5)
+
+
+async def test_a_failing_request_is_split_out_of_its_batch() -> None:
+    engine = FakeEngine()
+    batcher = make(engine)
+    blocker = await hold(engine, batcher)
+    tasks = [asyncio.create_task(batcher.submit(p)) for p in ("bad:0", "bad:1", "bad:2", "bad:3")]
+    good = [asyncio.create_task(batcher.submit(f"good:{i}")) for i in range(3)]
+    await until(lambda: batcher.depth == 7)
+    engine.gate.set()
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(o, MemoryError) for o in outcomes)
+    assert [r for r, _ in await asyncio.gather(*good)] == ["GOOD:0", "GOOD:1", "GOOD:2"]
+    await blocker
+    await batcher.drain(5)
+
+
+async def test_split_isolates_the_one_bad_request() -> None:
+    async def engine(payloads: Sequence[str]) -> list[str]:
+        if "x:bad" in payloads:
+            raise MemoryError("out of memory")
+        return list(payloads)
+
+    batcher: Batcher[str, str] = Batcher(
+        engine, key=lambda p: p.split(":")[0], max_batch_size=4, max_delay=1.0
+    )
+    batcher.start()
+    tasks = [asyncio.create_task(batcher.submit(p)) for p in ("x:1", "x:bad", "x:3", "x:4")]
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert isinstance(outcomes[1], MemoryError)
+    assert [o[0] for i, o in enumerate(outcomes) if i != 1] == ["x:1", "x:3", "x:4"]  # type: ignore[index]
+    await batcher.drain(5)
+
+
+async def test_drain_finishes_accepted_work_and_refuses_new() -> None:
+    engine = FakeEngine()
+    batcher = make(engine)
+    blocker = await hold(engine, batcher)
+    tasks = [asyncio.create_task(batcher.submit(f"a:{i}")) for i in range(3)]
+    await until(lambda: batcher.depth == 3)
+    drain = asyncio.create_task(batcher.drain(10))
+    await until(lambda: not batcher.accepting)
+    with pytest.raises(Unavailable):
+        await batcher.submit("late:1")
+    engine.gate.set()
+    assert await drain is True
+    assert [r for r, _ in await asyncio.gather(*tasks)] == ["A:0", "A:1", "A:2"]
+    await blocker
+
+
+async def test_drain_timeout_fails_what_is_left() -> None:
+    engine = FakeEngine()
+    batcher = make(engine)
+    blocker = await hold(engine, batcher)
+    waiting = asyncio.create_task(batcher.submit("a:1"))
+    await until(lambda: batcher.depth == 1)
+    assert await batcher.drain(0.05) is False
+    with pytest.raises(Unavailable):
+        await waiting
+    blocker.cancel()
