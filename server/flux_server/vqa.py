@@ -1,0 +1,194 @@
+"""Visual question answering with a transformers vision-language model.
+
+Two families load through the Auto classes, chosen by the checkpoint's
+``model_type``:
+
+* BLIP-style VQA (``blip``, e.g. Salesforce/blip-vqa-base):
+  ``BlipForQuestionAnswering`` + its processor; the question goes in as text and the
+  decoder writes the answer.
+* image-text-to-text models (LLaVA, Qwen2-VL, Idefics, SmolVLM, ...):
+  ``AutoModelForImageTextToText`` + ``AutoProcessor``; the question is put in a
+  one-turn chat (the processor's chat template, when it has one) and only the newly
+  generated tokens are returned.
+
+Decoding is greedy, so one question about one image gets one answer. Calls are
+serialized by a lock: :meth:`VqaModel.answer` blocks, so async servers run it in a
+worker thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Final, Literal
+
+from PIL import Image
+
+from flux_server.images import InputError
+
+log = logging.getLogger(__name__)
+
+#: Tokens generated when the caller does not say (the SDK's default too).
+DEFAULT_MAX_TOKENS: Final[int] = 64
+#: The most tokens one answer may take.
+MAX_TOKENS: Final[int] = 512
+#: The longest question accepted, in characters.
+MAX_QUESTION_CHARS: Final[int] = 2000
+
+VqaKind = Literal["blip", "image-text-to-text"]
+
+
+class VqaInputError(InputError):
+    """A question or token budget that cannot be used (400 / INVALID_ARGUMENT)."""
+
+
+class VqaModelError(RuntimeError):
+    """The VQA model could not be loaded (a start-up failure, not a request error)."""
+
+
+def validate_question(question: str, max_tokens: int) -> None:
+    """Check a question and its token budget before any model runs.
+
+    Raises:
+        VqaInputError: an empty or too long question, ``max_tokens`` out of range.
+    """
+    if not question or not question.strip():
+        raise VqaInputError("question", "is empty; ask a question about the image")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise VqaInputError(
+            "question", f"is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
+        )
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise VqaInputError("max_tokens", f"must be an integer, not {max_tokens!r}")
+    if not 1 <= max_tokens <= MAX_TOKENS:
+        raise VqaInputError("max_tokens", f"must be between 1 and {MAX_TOKENS}, not {max_tokens}")
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; others pass through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class VqaModel:
+    """A loaded vision-language model that answers questions about images."""
+
+    def __init__(self, model: Any, processor: Any, kind: VqaKind, name: str, device: str) -> None:
+        self.model = model
+        self.processor = processor
+        self.kind: VqaKind = kind
+        self.name = name
+        self.device = device
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(
+        cls,
+        path_or_id: str,
+        device: str = "auto",
+        *,
+        revision: str | None = None,
+        dtype: Any = None,
+    ) -> VqaModel:
+        """Load a VQA model from a local directory or a hub id.
+
+        Args:
+            path_or_id: what ``from_pretrained`` accepts. Hub models read ``HF_TOKEN``.
+            device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
+            revision: the hub revision.
+            dtype: a torch dtype; default float32 on CPU, bfloat16 on CUDA.
+
+        Raises:
+            VqaModelError: the checkpoint is missing, unreadable or not a VQA model.
+        """
+        import torch
+        from transformers import (
+            AutoConfig,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            BlipForQuestionAnswering,
+        )
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+        )
+
+        device = resolve_device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        try:
+            config = AutoConfig.from_pretrained(path_or_id, revision=revision)
+        except (OSError, ValueError) as exc:
+            raise VqaModelError(f"cannot load the VQA model {path_or_id!r}: {exc}") from exc
+        kind: VqaKind
+        model_cls: Any
+        if config.model_type == "blip":
+            kind, model_cls = "blip", BlipForQuestionAnswering
+        elif config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+            kind, model_cls = "image-text-to-text", AutoModelForImageTextToText
+        else:
+            raise VqaModelError(
+                f"{path_or_id!r} is a {config.model_type!r} model; --vqa-model needs a BLIP "
+                "VQA model or an image-text-to-text model"
+            )
+        try:
+            processor = AutoProcessor.from_pretrained(path_or_id, revision=revision)
+            model = model_cls.from_pretrained(path_or_id, revision=revision, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            raise VqaModelError(f"cannot load the VQA model {path_or_id!r}: {exc}") from exc
+        model.to(device).eval()
+        log.info(
+            "loaded VQA model", extra={"vqa_model": path_or_id, "kind": kind, "device": device}
+        )
+        return cls(model, processor, kind, name=path_or_id, device=device)
+
+    def answer(
+        self, image: Image.Image, question: str, max_tokens: int = DEFAULT_MAX_TOKENS
+    ) -> str:
+        """Answer ``question`` about ``image`` in at most ``max_tokens`` tokens.
+
+        Raises:
+            VqaInputError: see :func:`validate_question`.
+        """
+        validate_question(question, max_tokens)
+        import torch
+
+        image = image.convert("RGB")
+        with self._lock, torch.inference_mode():
+            if self.kind == "blip":
+                inputs = self.processor(images=image, text=question, return_tensors="pt")
+                out = self.model.generate(
+                    **self._to_device(inputs), max_new_tokens=max_tokens, do_sample=False
+                )
+                text = self.processor.decode(out[0], skip_special_tokens=True)
+            else:
+                inputs = self.processor(
+                    images=[image], text=self._chat_prompt(question), return_tensors="pt"
+                )
+                out = self.model.generate(
+                    **self._to_device(inputs), max_new_tokens=max_tokens, do_sample=False
+                )
+                prompt_len = inputs["input_ids"].shape[1]
+                text = self.processor.decode(out[0][prompt_len:], skip_special_tokens=True)
+        return str(text).strip()
+
+    def _chat_prompt(self, question: str) -> str:
+        messages = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}
+        ]
+        if getattr(self.processor, "chat_template", None):
+            return str(self.processor.apply_chat_template(messages, add_generation_prompt=True))
+        # Without a template, the model's own image placeholder then the question.
+        image_token = getattr(self.processor, "image_token", "<image>")
+        return f"{image_token}\n{question}"
+
+    def _to_device(self, inputs: Any) -> Any:
+        inputs = inputs.to(self.device)
+        dtype = self.model.dtype
+        # Pixel values follow the model's dtype (bfloat16 on GPU); token ids stay integers.
+        for key, value in inputs.items():
+            if hasattr(value, "is_floating_point") and value.is_floating_point():
+                inputs[key] = value.to(dtype)
+        return inputs

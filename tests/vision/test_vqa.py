@@ -1,0 +1,92 @@
+"""Visual question answering with a tiny random BLIP model built locally."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from flux_server.tiny_model import main as tiny_model_main
+from flux_server.tiny_vqa import write_tiny_vqa
+from flux_server.vqa import (
+    MAX_TOKENS,
+    VqaInputError,
+    VqaModel,
+    VqaModelError,
+    validate_question,
+)
+
+QUESTION = "What is the man holding in his right hand?"
+
+
+@pytest.fixture(scope="module")
+def vqa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_vqa(tmp_path_factory.mktemp("tiny-vqa"))
+
+
+@pytest.fixture(scope="module")
+def vqa(vqa_dir: Path) -> VqaModel:
+    return VqaModel.load(str(vqa_dir), "cpu")
+
+
+def test_loads_blip_through_the_auto_classes(vqa: VqaModel) -> None:
+    assert vqa.kind == "blip"
+    assert type(vqa.model).__name__ == "BlipForQuestionAnswering"
+    assert vqa.device == "cpu"
+
+
+def test_answers_with_a_string(vqa: VqaModel) -> None:
+    answer = vqa.answer(Image.new("RGB", (50, 40), (200, 10, 10)), QUESTION, max_tokens=8)
+    assert isinstance(answer, str)
+    assert answer == answer.strip()
+    # Greedy decoding: the same question about the same image, the same answer.
+    assert vqa.answer(Image.new("RGB", (50, 40), (200, 10, 10)), QUESTION, max_tokens=8) == answer
+
+
+def test_max_tokens_bounds_the_answer(vqa: VqaModel) -> None:
+    answer = vqa.answer(Image.new("RGB", (32, 32)), QUESTION, max_tokens=2)
+    # Two word pieces decode to at most two words.
+    assert len(answer.split()) <= 2
+    assert len(vqa.answer(Image.new("RGB", (32, 32)), QUESTION, max_tokens=1).split()) <= 1
+
+
+def test_grayscale_images_are_accepted(vqa: VqaModel) -> None:
+    assert isinstance(vqa.answer(Image.new("L", (32, 32)), QUESTION, max_tokens=4), str)
+
+
+@pytest.mark.parametrize(
+    ("question", "max_tokens", "field", "message"),
+    [
+        ("", 8, "question", "empty"),
+        ("   ", 8, "question", "empty"),
+        ("x" * 5000, 8, "question", "the limit is"),
+        (QUESTION, 0, "max_tokens", f"between 1 and {MAX_TOKENS}"),
+        (QUESTION, MAX_TOKENS + 1, "max_tokens", f"between 1 and {MAX_TOKENS}"),
+        (QUESTION, -3, "max_tokens", "not -3"),
+    ],
+)
+def test_bad_questions(
+    vqa: VqaModel, question: str, max_tokens: int, field: str, message: str
+) -> None:
+    with pytest.raises(VqaInputError, match=message) as err:
+        vqa.answer(Image.new("RGB", (32, 32)), question, max_tokens)
+    assert err.value.field == field
+    with pytest.raises(VqaInputError):
+        validate_question(question, max_tokens)
+
+
+def test_missing_model_is_a_load_error(tmp_path: Path) -> None:
+    with pytest.raises(VqaModelError, match="cannot load the VQA model"):
+        VqaModel.load(str(tmp_path / "nothing-here"), "cpu")
+
+
+def test_a_model_that_is_not_vqa_is_refused(tiny_flux_dir: Path) -> None:
+    with pytest.raises(VqaModelError, match="needs a BLIP VQA model"):
+        VqaModel.load(str(tiny_flux_dir / "text_encoder"), "cpu")
+
+
+def test_tiny_model_command_writes_a_servable_vqa_model(tmp_path: Path) -> None:
+    assert tiny_model_main(["--vqa", str(tmp_path / "vqa")]) == 0
+    model = VqaModel.load(str(tmp_path / "vqa"), "cpu")
+    assert isinstance(model.answer(Image.new("RGB", (32, 32)), QUESTION, 4), str)
