@@ -74,7 +74,7 @@ def _adapter_items(adapters: Mapping[str, float] | Iterable[Any]) -> list[list[A
         elif isinstance(item, BaseModel):
             items.append((str(item.name), float(item.scale)))  # type: ignore[attr-defined]
         else:
-            name, scale = item
+            name, scale = tuple(item)
             items.append((str(name), float(scale)))
     return [[name, _canonical(scale)] for name, scale in sorted(items)]
 
@@ -268,7 +268,9 @@ class RedisCache:
             self._failed(exc, "get")
             return None
         self._succeeded()
-        return bytes(value) if value is not None else None
+        if value is None:
+            return None
+        return value.encode() if isinstance(value, str) else bytes(value)
 
     async def set(self, key: str, value: bytes) -> None:
         if self._skipping():
