@@ -14,12 +14,59 @@ from typing import Final
 
 # BERT's special tokens, then BLIP's decoder-start token, then a small English vocabulary.
 _SPECIALS: Final[list[str]] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
-_WORDS: Final[list[str]] = (
-    "a an the what is are who where how many which color man woman cat dog "
-    "holding holds hand right left in on of with his her it yes no one two three "
-    "briefcase umbrella phone book cup bag red blue green black white silver "
-    "table street city room sky car"
-).split()
+_WORDS: Final[list[str]] = [
+    "a",
+    "an",
+    "the",
+    "what",
+    "is",
+    "are",
+    "who",
+    "where",
+    "how",
+    "many",
+    "which",
+    "color",
+    "man",
+    "woman",
+    "cat",
+    "dog",
+    "holding",
+    "holds",
+    "hand",
+    "right",
+    "left",
+    "in",
+    "on",
+    "of",
+    "with",
+    "his",
+    "her",
+    "it",
+    "yes",
+    "no",
+    "one",
+    "two",
+    "three",
+    "briefcase",
+    "umbrella",
+    "phone",
+    "book",
+    "cup",
+    "bag",
+    "red",
+    "blue",
+    "green",
+    "black",
+    "white",
+    "silver",
+    "table",
+    "street",
+    "city",
+    "room",
+    "sky",
+    "car",
+]
 _IMAGE_SIZE: Final[int] = 32
 
 
