@@ -17,6 +17,8 @@ from flux_server.vqa import (
     validate_question,
 )
 
+from .tiny_llava import write_tiny_llava
+
 QUESTION = "What is the man holding in his right hand?"
 
 
@@ -90,3 +92,18 @@ def test_tiny_model_command_writes_a_servable_vqa_model(tmp_path: Path) -> None:
     assert tiny_model_main(["--vqa", str(tmp_path / "vqa")]) == 0
     model = VqaModel.load(str(tmp_path / "vqa"), "cpu")
     assert isinstance(model.answer(Image.new("RGB", (32, 32)), QUESTION, 4), str)
+
+
+def test_image_text_to_text_models_answer_too(tmp_path: Path) -> None:
+    model = VqaModel.load(str(write_tiny_llava(tmp_path / "llava")), "cpu")
+    assert model.kind == "image-text-to-text"
+    assert type(model.model).__name__ == "LlavaForConditionalGeneration"
+    # The question goes through the processor's chat template.
+    assert model._chat_prompt("what?") == "user: <image> what? assistant :"
+    image = Image.new("RGB", (40, 30), (0, 90, 200))
+    answer = model.answer(image, QUESTION, max_tokens=3)
+    assert isinstance(answer, str)
+    assert answer == model.answer(image, QUESTION, max_tokens=3)
+    # Only the new tokens come back, never the prompt.
+    assert "assistant" not in answer
+    assert len(answer.split()) <= 3
