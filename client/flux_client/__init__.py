@@ -1,1 +1,63 @@
-"""flux_client: the Python SDK for fluxserve (gRPC and REST), and the wire types."""
+"""flux_client: the Python SDK for fluxserve (gRPC and REST), and the wire types.
+
+>>> from flux_client import FluxModelClient
+>>> client = FluxModelClient(host="localhost", port=8080)
+>>> client.generate(prompt="a futuristic city at sunset", output_path="city.png")
+"""
+
+from flux_client._retry import RetryPolicy
+from flux_client.aio import AsyncFluxModelClient
+from flux_client.client import FluxModelClient
+from flux_client.errors import (
+    AuthenticationError,
+    AuthError,
+    DeadlineExceededError,
+    FluxError,
+    InvalidArgumentError,
+    NotFoundError,
+    OverloadedError,
+    PermissionDeniedError,
+    ServerError,
+    UnavailableError,
+    UnsupportedError,
+)
+from flux_client.presets import PresetLora, StylePreset
+from flux_client.types import (
+    Adapter,
+    EditMode,
+    GeneratedImage,
+    GenerationResult,
+    ImageFormat,
+    Priority,
+    Progress,
+    Timings,
+    VqaResult,
+)
+
+__all__ = [
+    "Adapter",
+    "AsyncFluxModelClient",
+    "AuthError",
+    "AuthenticationError",
+    "DeadlineExceededError",
+    "EditMode",
+    "FluxError",
+    "FluxModelClient",
+    "GeneratedImage",
+    "GenerationResult",
+    "ImageFormat",
+    "InvalidArgumentError",
+    "NotFoundError",
+    "OverloadedError",
+    "PermissionDeniedError",
+    "PresetLora",
+    "Priority",
+    "Progress",
+    "RetryPolicy",
+    "ServerError",
+    "StylePreset",
+    "Timings",
+    "UnavailableError",
+    "UnsupportedError",
+    "VqaResult",
+]

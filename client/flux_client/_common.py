@@ -1,0 +1,148 @@
+"""What the blocking and the asyncio client share: settings, transport choice and the
+building of typed requests from keyword arguments."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypedDict
+
+from pydantic import ValidationError
+
+from flux_client._images import ImageArg, image_bytes
+from flux_client._retry import RetryPolicy
+from flux_client.errors import FluxError, InvalidArgumentError
+from flux_client.types import (
+    AdaptersArg,
+    EditMode,
+    EditParams,
+    GenerationParams,
+    ImageFormat,
+    Priority,
+    TransportName,
+    VqaParams,
+    adapters_from_arg,
+)
+
+log = logging.getLogger("flux_client")
+
+HTTP_PORTS = frozenset({8080})
+"""Ports ``transport="auto"`` reaches over REST: the server's HTTP port (8080), which is
+the port of the documented REST and SDK examples. Any other port is taken to be gRPC
+(the server's default is 50051)."""
+
+DEFAULT_TIMEOUT = 300.0
+
+
+class GenerationOptions(TypedDict, total=False):
+    """Keyword arguments every generating call accepts; unset means the style preset's
+    value, then the server's default."""
+
+    negative_prompt: str | None
+    width: int | None
+    height: int | None
+    steps: int | None
+    guidance_scale: float | None
+    true_cfg_scale: float | None
+    style_preset: str | None
+    seed: int | None
+    num_images: int | None
+    output_format: ImageFormat | str | None
+    priority: Priority | str
+    adapters: AdaptersArg
+
+
+def resolve_transport(port: int, transport: TransportName) -> str:
+    """``"grpc"`` or ``"http"``: ``auto`` picks HTTP on 8080 and gRPC on any other port."""
+    if transport == "auto":
+        return "http" if port in HTTP_PORTS else "grpc"
+    if transport not in ("grpc", "http"):
+        raise ValueError(f"transport must be 'auto', 'grpc' or 'http', not {transport!r}")
+    return transport
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Where and how a client talks to the server."""
+
+    host: str
+    port: int
+    transport: str
+    """``grpc`` or ``http``, resolved from ``auto``."""
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float | None = DEFAULT_TIMEOUT
+    """Seconds for a whole call, retries included; ``None`` waits forever."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    secure: bool = False
+    """TLS (https / a secure channel with the system's roots)."""
+
+    @property
+    def grpc_target(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{self.port}"
+
+
+def _invalid(error: ValidationError) -> InvalidArgumentError:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or None
+    return InvalidArgumentError(f"{where}: {first['msg']}", field=where, code="invalid_argument")
+
+
+def build_generation(prompt: str, options: GenerationOptions) -> GenerationParams:
+    """Typed parameters from keyword arguments; a wrong type names the field."""
+    values = dict(options)
+    adapters = adapters_from_arg(values.pop("adapters", None))  # type: ignore[arg-type]
+    if values.get("priority") is None:
+        values.pop("priority", None)
+    try:
+        return GenerationParams(prompt=prompt, adapters=adapters, **values)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise _invalid(error) from None
+    except ValueError as error:  # e.g. an unknown output_format
+        raise InvalidArgumentError(str(error), code="invalid_argument") from None
+
+
+def with_format_from_path(options: GenerationOptions, output_path: str | Path | None) -> None:
+    """Ask for the format the output file's suffix names, unless one was given."""
+    if output_path is not None and options.get("output_format") is None:
+        fmt = ImageFormat.from_path(output_path)
+        if fmt is not None:
+            options["output_format"] = fmt
+
+
+def build_edit(
+    image: ImageArg,
+    prompt: str,
+    mask: ImageArg | None,
+    strength: float | None,
+    mode: EditMode | str | None,
+    options: GenerationOptions,
+) -> EditParams:
+    params = build_generation(prompt, options)
+    try:
+        return EditParams(
+            image=image_bytes(image, "image"),
+            mask=image_bytes(mask, "mask") if mask is not None else None,
+            strength=strength,
+            mode=mode,  # type: ignore[arg-type]
+            params=params,
+        )
+    except ValidationError as error:
+        raise _invalid(error) from None
+
+
+def build_vqa(image: ImageArg, question: str, max_tokens: int) -> VqaParams:
+    try:
+        return VqaParams(
+            image=image_bytes(image, "image"), question=question, max_tokens=max_tokens
+        )
+    except ValidationError as error:
+        raise _invalid(error) from None
+
+
+def log_retry(error: FluxError, attempt: int, wait: float) -> None:
+    log.warning(
+        "retrying after a transient failure",
+        extra={"attempt": attempt, "wait_s": round(wait, 3), "error": str(error)},
+    )

@@ -1,0 +1,314 @@
+"""The gRPC transport (port 50051): conversions to and from ``fluxserve.v1`` messages, and
+a blocking and an asyncio variant over the generated stubs."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_client.errors import FluxError, error_class_for_grpc, parse_retry_after
+from flux_client.presets import PresetLora, StylePreset
+from flux_client.types import (
+    EditMode,
+    EditParams,
+    GeneratedImage,
+    GenerationParams,
+    GenerationResult,
+    ImageFormat,
+    Priority,
+    Progress,
+    StreamEvent,
+    Timings,
+    VqaParams,
+    VqaResult,
+)
+
+ERROR_FIELD_METADATA = "fluxserve-error-field"
+"""Trailing metadata key naming the request field an error is about."""
+RETRY_AFTER_METADATA = "retry-after"
+"""Trailing metadata key with the server's backoff advice (seconds) on RESOURCE_EXHAUSTED."""
+REQUEST_ID_METADATA = "x-request-id"
+
+# Several full-size images exceed gRPC's 4 MiB default in either direction.
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+)
+
+_FORMAT_TO_PB = {
+    ImageFormat.PNG: pb.IMAGE_FORMAT_PNG,
+    ImageFormat.JPEG: pb.IMAGE_FORMAT_JPEG,
+    ImageFormat.WEBP: pb.IMAGE_FORMAT_WEBP,
+}
+_FORMAT_FROM_PB = {v: k for k, v in _FORMAT_TO_PB.items()}
+_PRIORITY_TO_PB = {Priority.NORMAL: pb.PRIORITY_NORMAL, Priority.HIGH: pb.PRIORITY_HIGH}
+_MODE_TO_PB = {
+    EditMode.IMG2IMG: pb.EDIT_MODE_IMG2IMG,
+    EditMode.INPAINT: pb.EDIT_MODE_INPAINT,
+    EditMode.INSTRUCT: pb.EDIT_MODE_INSTRUCT,
+}
+
+
+def params_to_proto(params: GenerationParams) -> pb.GenerationParams:
+    message = pb.GenerationParams(
+        prompt=params.prompt,
+        priority=_PRIORITY_TO_PB[params.priority],
+        adapters=[pb.Adapter(name=a.name, scale=a.scale) for a in params.adapters],
+    )
+    if params.output_format is not None:
+        message.output_format = _FORMAT_TO_PB[params.output_format]
+    # Unset stays unset on the wire (proto3 `optional`), so the preset's value applies.
+    for name in (
+        "negative_prompt",
+        "width",
+        "height",
+        "steps",
+        "guidance_scale",
+        "true_cfg_scale",
+        "style_preset",
+        "seed",
+        "num_images",
+    ):
+        value = getattr(params, name)
+        if value is not None:
+            setattr(message, name, value)
+    return message
+
+
+def edit_to_proto(edit: EditParams) -> pb.EditRequest:
+    message = pb.EditRequest(image=edit.image, params=params_to_proto(edit.params))
+    if edit.mask is not None:
+        message.mask = edit.mask
+    if edit.strength is not None:
+        message.strength = edit.strength
+    if edit.mode is not None:
+        message.mode = _MODE_TO_PB[edit.mode]
+    return message
+
+
+def result_from_proto(message: pb.GenerateResponse) -> GenerationResult:
+    return GenerationResult(
+        images=[
+            GeneratedImage(
+                data=image.data,
+                format=_FORMAT_FROM_PB.get(image.format, ImageFormat.PNG),
+                width=image.width,
+                height=image.height,
+                seed=image.seed,
+            )
+            for image in message.images
+        ],
+        request_id=message.request_id,
+        release=message.release,
+        model=message.model,
+        batch_size=message.batch_size,
+        timings=Timings(
+            queue_ms=message.timings.queue_ms,
+            inference_ms=message.timings.inference_ms,
+            total_ms=message.timings.total_ms,
+        ),
+        cache_hit=message.cache_hit,
+    )
+
+
+def event_from_proto(message: pb.GenerateEvent) -> StreamEvent:
+    if message.WhichOneof("event") == "progress":
+        p = message.progress
+        return Progress(request_id=p.request_id, step=p.step, total_steps=p.total_steps)
+    return result_from_proto(message.result)
+
+
+def presets_from_proto(message: pb.ListPresetsResponse) -> dict[str, StylePreset]:
+    presets: dict[str, StylePreset] = {}
+    for p in message.presets:
+        presets[p.name] = StylePreset(
+            prompt_template=p.prompt_template,
+            negative_prompt=p.negative_prompt if p.HasField("negative_prompt") else None,
+            guidance_scale=p.guidance_scale if p.HasField("guidance_scale") else None,
+            steps=p.steps if p.HasField("steps") else None,
+            width=p.width if p.HasField("width") else None,
+            height=p.height if p.HasField("height") else None,
+            lora=PresetLora(name=p.lora.name, scale=p.lora.scale) if p.HasField("lora") else None,
+        )
+    return presets
+
+
+def vqa_to_proto(vqa: VqaParams) -> pb.VQARequest:
+    return pb.VQARequest(image=vqa.image, question=vqa.question, max_tokens=vqa.max_tokens)
+
+
+def vqa_from_proto(message: pb.VQAResponse) -> VqaResult:
+    return VqaResult(answer=message.answer, request_id=message.request_id, model=message.model)
+
+
+def _metadata_value(metadata: Sequence[tuple[str, Any]] | None, key: str) -> str | None:
+    for name, value in metadata or ():
+        if name.lower() == key:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None
+
+
+def error_from_rpc(error: grpc.RpcError) -> FluxError:
+    """The SDK error for a failed call, with the server's message and field."""
+    code: grpc.StatusCode = error.code()
+    details: str = error.details() or code.name
+    trailing = error.trailing_metadata()
+    cls = error_class_for_grpc(code.name)
+    return cls(
+        details,
+        field=_metadata_value(trailing, ERROR_FIELD_METADATA),
+        code=code.name.lower(),
+        grpc_code=code.name,
+        request_id=_metadata_value(trailing, REQUEST_ID_METADATA),
+        retry_after=parse_retry_after(_metadata_value(trailing, RETRY_AFTER_METADATA)),
+    )
+
+
+def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+class GrpcTransport:
+    """Blocking gRPC calls. One channel, reused; ``close()`` releases it."""
+
+    def __init__(self, target: str, *, api_key: str | None, secure: bool) -> None:
+        self._channel = (
+            grpc.secure_channel(target, grpc.ssl_channel_credentials(), CHANNEL_OPTIONS)
+            if secure
+            else grpc.insecure_channel(target, CHANNEL_OPTIONS)
+        )
+        self._stub = pb_grpc.FluxServiceStub(self._channel)
+        self._metadata = _metadata(api_key)
+
+    def generate(self, params: GenerationParams, timeout: float | None) -> GenerationResult:
+        request = pb.GenerateRequest(params=params_to_proto(params))
+        try:
+            response = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        return result_from_proto(response)
+
+    def stream(self, params: GenerationParams, timeout: float | None) -> Iterator[StreamEvent]:
+        request = pb.GenerateRequest(params=params_to_proto(params))
+        call = self._stub.GenerateStream(request, timeout=timeout, metadata=self._metadata)
+        try:
+            for message in call:
+                yield event_from_proto(message)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        finally:
+            call.cancel()  # a caller that stops iterating early frees the server's slot
+
+    def edit(self, edit: EditParams, timeout: float | None) -> GenerationResult:
+        try:
+            response = self._stub.Edit(
+                edit_to_proto(edit), timeout=timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        return result_from_proto(response)
+
+    def vqa(self, vqa: VqaParams, timeout: float | None) -> VqaResult:
+        try:
+            response = self._stub.VQA(vqa_to_proto(vqa), timeout=timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        return vqa_from_proto(response)
+
+    def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
+        try:
+            response = self._stub.ListPresets(
+                pb.ListPresetsRequest(), timeout=timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        return presets_from_proto(response)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class AsyncGrpcTransport:
+    """asyncio gRPC calls. The channel is opened on first use, inside the running loop."""
+
+    def __init__(self, target: str, *, api_key: str | None, secure: bool) -> None:
+        self._target = target
+        self._secure = secure
+        self._metadata = _metadata(api_key)
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: pb_grpc.FluxServiceAsyncStub | None = None
+
+    def _get_stub(self) -> pb_grpc.FluxServiceAsyncStub:
+        if self._stub is None:
+            self._channel = (
+                grpc.aio.secure_channel(
+                    self._target, grpc.ssl_channel_credentials(), CHANNEL_OPTIONS
+                )
+                if self._secure
+                else grpc.aio.insecure_channel(self._target, CHANNEL_OPTIONS)
+            )
+            self._stub = pb_grpc.FluxServiceStub(self._channel)  # type: ignore[assignment]
+        assert self._stub is not None
+        return self._stub
+
+    async def generate(self, params: GenerationParams, timeout: float | None) -> GenerationResult:
+        request = pb.GenerateRequest(params=params_to_proto(params))
+        try:
+            response = await self._get_stub().Generate(
+                request, timeout=timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        return result_from_proto(response)
+
+    async def stream(
+        self, params: GenerationParams, timeout: float | None
+    ) -> AsyncIterator[StreamEvent]:
+        request = pb.GenerateRequest(params=params_to_proto(params))
+        call = self._get_stub().GenerateStream(request, timeout=timeout, metadata=self._metadata)
+        try:
+            async for message in call:
+                yield event_from_proto(message)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        finally:
+            call.cancel()
+
+    async def edit(self, edit: EditParams, timeout: float | None) -> GenerationResult:
+        try:
+            response = await self._get_stub().Edit(
+                edit_to_proto(edit), timeout=timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        return result_from_proto(response)
+
+    async def vqa(self, vqa: VqaParams, timeout: float | None) -> VqaResult:
+        try:
+            response = await self._get_stub().VQA(
+                vqa_to_proto(vqa), timeout=timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        return vqa_from_proto(response)
+
+    async def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
+        try:
+            response = await self._get_stub().ListPresets(
+                pb.ListPresetsRequest(), timeout=timeout, metadata=self._metadata
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        return presets_from_proto(response)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+            self._stub = None

@@ -1,0 +1,280 @@
+"""The REST transport (port 8080): JSON and multipart bodies over httpx, a blocking and an
+asyncio variant sharing the conversions below."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from flux_client.errors import (
+    DeadlineExceededError,
+    FluxError,
+    UnavailableError,
+    UnsupportedError,
+    error_class_for_http,
+    parse_retry_after,
+)
+from flux_client.presets import StylePreset
+from flux_client.types import (
+    EditParams,
+    GeneratedImage,
+    GenerationParams,
+    GenerationResult,
+    ImageFormat,
+    Priority,
+    StreamEvent,
+    Timings,
+    VqaParams,
+    VqaResult,
+)
+
+JSON = "application/json"
+
+
+def base_url(host: str, port: int, secure: bool) -> str:
+    bracketed = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    return f"{'https' if secure else 'http'}://{bracketed}:{port}"
+
+
+def params_to_json(params: GenerationParams) -> dict[str, Any]:
+    """The ``POST /generate`` body: the article's fields plus ours; unset fields are left
+    out so that the style preset's values apply. Priority travels as ``X-Priority``."""
+    body = params.model_dump(mode="json", exclude_none=True, exclude={"priority", "adapters"})
+    if params.adapters:
+        body["adapters"] = [a.model_dump() for a in params.adapters]
+    return body
+
+
+def _headers(params: GenerationParams | None) -> dict[str, str]:
+    headers = {"Accept": JSON}
+    if params is not None and params.priority is Priority.HIGH:
+        headers["X-Priority"] = "high"
+    return headers
+
+
+def result_from_json(payload: Mapping[str, Any]) -> GenerationResult:
+    images = [
+        GeneratedImage(
+            data=base64.b64decode(image["b64"]),
+            format=ImageFormat.parse(image.get("format") or "png"),
+            width=image["width"],
+            height=image["height"],
+            seed=image["seed"],
+        )
+        for image in payload.get("images", [])
+    ]
+    return GenerationResult(
+        images=images,
+        request_id=payload.get("request_id") or "",
+        release=payload.get("release") or "",
+        model=payload.get("model") or "",
+        batch_size=payload.get("batch_size") or 0,
+        timings=Timings.model_validate(payload.get("timings") or {}),
+        cache_hit=bool(payload.get("cache_hit")),
+    )
+
+
+def presets_from_json(payload: Any) -> dict[str, StylePreset]:
+    """``GET /v1/presets``: ``{"presets": [{"name": ..., ...}]}`` or ``{"presets": {name:
+    {...}}}`` (camelCase or snake_case fields)."""
+    presets = payload.get("presets", payload) if isinstance(payload, Mapping) else payload
+    if isinstance(presets, Mapping):
+        return {name: StylePreset.model_validate(body) for name, body in presets.items()}
+    result: dict[str, StylePreset] = {}
+    for entry in presets:
+        body = dict(entry)
+        name = body.pop("name")
+        result[name] = StylePreset.model_validate(body)
+    return result
+
+
+def _multipart_fields(params: GenerationParams) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    for name, value in params_to_json(params).items():
+        fields[name] = json.dumps(value) if isinstance(value, list | dict) else str(value)
+    return fields
+
+
+def edit_to_multipart(edit: EditParams) -> tuple[dict[str, str], dict[str, Any]]:
+    """``POST /edit`` form fields and files."""
+    data = _multipart_fields(edit.params)
+    if edit.strength is not None:
+        data["strength"] = str(edit.strength)
+    if edit.mode is not None:
+        data["mode"] = edit.mode.value
+    files: dict[str, Any] = {"image": ("image", edit.image, "application/octet-stream")}
+    if edit.mask is not None:
+        files["mask"] = ("mask", edit.mask, "application/octet-stream")
+    return data, files
+
+
+def vqa_to_multipart(vqa: VqaParams) -> tuple[dict[str, str], dict[str, Any]]:
+    """``POST /vqa`` form fields and files."""
+    data = {"question": vqa.question, "max_tokens": str(vqa.max_tokens)}
+    return data, {"image": ("image", vqa.image, "application/octet-stream")}
+
+
+def error_from_response(response: httpx.Response) -> FluxError:
+    """The SDK error for a non-2xx response: the server's ``{"error": {code, message,
+    field}}``, FastAPI's ``{"detail": ...}``, or the body's text."""
+    message, field, code = response.text.strip() or response.reason_phrase, None, None
+    try:
+        payload = response.json()
+    except ValueError:
+        payload = None
+    if isinstance(payload, Mapping):
+        error = payload.get("error")
+        detail = payload.get("detail")
+        if isinstance(error, Mapping):
+            message = str(error.get("message") or message)
+            field = error.get("field") or None
+            code = str(error["code"]) if error.get("code") is not None else None
+        elif isinstance(detail, list) and detail and isinstance(detail[0], Mapping):
+            first = detail[0]
+            loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query")]
+            field = ".".join(loc) or None
+            message = str(first.get("msg") or message)
+        elif isinstance(detail, str):
+            message = detail
+    cls = error_class_for_http(response.status_code)
+    return cls(
+        message,
+        field=field,
+        code=code,
+        http_status=response.status_code,
+        request_id=response.headers.get("x-request-id"),
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+    )
+
+
+def error_from_transport(error: httpx.TransportError, timeout: float | None) -> FluxError:
+    """Connection failures are retryable; a read that outlives the timeout is a deadline."""
+    if isinstance(error, httpx.TimeoutException) and not isinstance(error, httpx.ConnectTimeout):
+        return DeadlineExceededError(f"no response within {timeout} s", code="deadline_exceeded")
+    return UnavailableError(f"cannot reach the server: {error!r}", code="unavailable")
+
+
+def _json_payload(response: httpx.Response) -> Any:
+    if response.status_code >= 400:
+        raise error_from_response(response)
+    try:
+        return response.json()
+    except ValueError:
+        raise FluxError(
+            f"expected JSON from {response.request.url.path}, got "
+            f"{response.headers.get('content-type')!r}",
+            http_status=response.status_code,
+        ) from None
+
+
+_STREAM_OVER_HTTP = UnsupportedError(
+    "progress streaming needs gRPC: use transport='grpc' (port 50051)", code="unsupported"
+)
+
+
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+
+
+class HttpTransport:
+    """Blocking REST calls over one pooled ``httpx.Client``."""
+
+    def __init__(self, url: str, *, api_key: str | None) -> None:
+        self._client = httpx.Client(base_url=url, headers=_auth_headers(api_key))
+
+    def _send(self, timeout: float | None, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._client.request(method, path, timeout=timeout, **kwargs)
+        except httpx.TransportError as error:
+            raise error_from_transport(error, timeout) from None
+        return _json_payload(response)
+
+    def generate(self, params: GenerationParams, timeout: float | None) -> GenerationResult:
+        payload = self._send(
+            timeout, "POST", "/generate", json=params_to_json(params), headers=_headers(params)
+        )
+        return result_from_json(payload)
+
+    def stream(self, params: GenerationParams, timeout: float | None) -> Iterator[StreamEvent]:
+        raise _STREAM_OVER_HTTP
+
+    def edit(self, edit: EditParams, timeout: float | None) -> GenerationResult:
+        data, files = edit_to_multipart(edit)
+        payload = self._send(
+            timeout, "POST", "/edit", data=data, files=files, headers=_headers(edit.params)
+        )
+        return result_from_json(payload)
+
+    def vqa(self, vqa: VqaParams, timeout: float | None) -> VqaResult:
+        data, files = vqa_to_multipart(vqa)
+        payload = self._send(
+            timeout, "POST", "/vqa", data=data, files=files, headers=_headers(None)
+        )
+        return _vqa_from_json(payload)
+
+    def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
+        return presets_from_json(self._send(timeout, "GET", "/v1/presets", headers=_headers(None)))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class AsyncHttpTransport:
+    """asyncio REST calls over one pooled ``httpx.AsyncClient``."""
+
+    def __init__(self, url: str, *, api_key: str | None) -> None:
+        self._client = httpx.AsyncClient(base_url=url, headers=_auth_headers(api_key))
+
+    async def _send(self, timeout: float | None, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = await self._client.request(method, path, timeout=timeout, **kwargs)
+        except httpx.TransportError as error:
+            raise error_from_transport(error, timeout) from None
+        return _json_payload(response)
+
+    async def generate(self, params: GenerationParams, timeout: float | None) -> GenerationResult:
+        payload = await self._send(
+            timeout, "POST", "/generate", json=params_to_json(params), headers=_headers(params)
+        )
+        return result_from_json(payload)
+
+    async def stream(
+        self, params: GenerationParams, timeout: float | None
+    ) -> AsyncIterator[StreamEvent]:
+        raise _STREAM_OVER_HTTP
+        yield  # pragma: no cover - makes this an async generator
+
+    async def edit(self, edit: EditParams, timeout: float | None) -> GenerationResult:
+        data, files = edit_to_multipart(edit)
+        payload = await self._send(
+            timeout, "POST", "/edit", data=data, files=files, headers=_headers(edit.params)
+        )
+        return result_from_json(payload)
+
+    async def vqa(self, vqa: VqaParams, timeout: float | None) -> VqaResult:
+        data, files = vqa_to_multipart(vqa)
+        payload = await self._send(
+            timeout, "POST", "/vqa", data=data, files=files, headers=_headers(None)
+        )
+        return _vqa_from_json(payload)
+
+    async def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
+        payload = await self._send(timeout, "GET", "/v1/presets", headers=_headers(None))
+        return presets_from_json(payload)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+def _vqa_from_json(payload: Any) -> VqaResult:
+    if not isinstance(payload, Mapping) or "answer" not in payload:
+        raise FluxError(f"unexpected VQA response: {payload!r:.200}")
+    return VqaResult(
+        answer=str(payload["answer"]),
+        request_id=payload.get("request_id") or "",
+        model=payload.get("model") or "",
+    )

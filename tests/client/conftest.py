@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from wire_fakes import FakeServers, running_fake_servers
+
+
+@pytest.fixture(scope="module")
+def fake_servers() -> Iterator[FakeServers]:
+    """The fake gRPC and REST servers, shared by a module's tests."""
+    with running_fake_servers() as servers:
+        yield servers
+
+
+@pytest.fixture
+def fakes(fake_servers: FakeServers) -> Iterator[FakeServers]:
+    """The fake servers with a clean script."""
+    fake_servers.script.reset()
+    yield fake_servers
+    fake_servers.script.reset()
