@@ -30,6 +30,8 @@ from flux_client.types import (
 
 ERROR_FIELD_METADATA = "fluxserve-error-field"
 """Trailing metadata key naming the request field an error is about."""
+ERROR_CODE_METADATA = "fluxserve-error-code"
+"""Trailing metadata key with the server's stable error code (e.g. ``content_rejected``)."""
 RETRY_AFTER_METADATA = "retry-after"
 """Trailing metadata key with the server's backoff advice (seconds) on RESOURCE_EXHAUSTED."""
 REQUEST_ID_METADATA = "x-request-id"
@@ -159,11 +161,12 @@ def error_from_rpc(error: grpc.RpcError) -> FluxError:
     code: grpc.StatusCode = error.code()
     details: str = error.details() or code.name
     trailing = error.trailing_metadata()
-    cls = error_class_for_grpc(code.name)
+    server_code = _metadata_value(trailing, ERROR_CODE_METADATA)
+    cls = error_class_for_grpc(code.name, server_code)
     return cls(
         details,
         field=_metadata_value(trailing, ERROR_FIELD_METADATA),
-        code=code.name.lower(),
+        code=server_code or code.name.lower(),
         grpc_code=code.name,
         request_id=_metadata_value(trailing, REQUEST_ID_METADATA),
         retry_after=parse_retry_after(_metadata_value(trailing, RETRY_AFTER_METADATA)),

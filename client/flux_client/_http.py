@@ -140,7 +140,7 @@ def error_from_response(response: httpx.Response) -> FluxError:
             message = str(first.get("msg") or message)
         elif isinstance(detail, str):
             message = detail
-    cls = error_class_for_http(response.status_code)
+    cls = error_class_for_http(response.status_code, code)
     return cls(
         message,
         field=field,

@@ -60,9 +60,13 @@ class PermissionDeniedError(AuthError):
     """The key may not do this, e.g. use the priority lane (403, PERMISSION_DENIED)."""
 
 
-class NotFoundError(FluxError):
-    """The server has no such endpoint or resource, e.g. VQA without a VQA model (404,
-    NOT_FOUND, UNIMPLEMENTED)."""
+class ContentRejectedError(InvalidArgumentError):
+    """The server's safety filter refused the prompt (code ``content_rejected``)."""
+
+
+class NotEnabledError(FluxError):
+    """The server was not started with this feature (VQA without ``--vqa-model``, editing
+    without ``--enable-editing``), or has no such endpoint (501, 404, UNIMPLEMENTED)."""
 
 
 class OverloadedError(FluxError):
@@ -103,19 +107,25 @@ ERROR_TABLE: tuple[ErrorKind, ...] = (
     ErrorKind(InvalidArgumentError, (400, 413, 415, 422), ("INVALID_ARGUMENT", "OUT_OF_RANGE")),
     ErrorKind(AuthenticationError, (401,), ("UNAUTHENTICATED",)),
     ErrorKind(PermissionDeniedError, (403,), ("PERMISSION_DENIED",)),
-    ErrorKind(NotFoundError, (404, 405, 501), ("NOT_FOUND", "UNIMPLEMENTED")),
+    ErrorKind(NotEnabledError, (404, 405, 501), ("NOT_FOUND", "UNIMPLEMENTED")),
     ErrorKind(OverloadedError, (429,), ("RESOURCE_EXHAUSTED",)),
     ErrorKind(UnavailableError, (502, 503), ("UNAVAILABLE",)),
     ErrorKind(DeadlineExceededError, (504, 408), ("DEADLINE_EXCEEDED",)),
-    ErrorKind(FluxError, (409,), ("CANCELLED", "ABORTED", "FAILED_PRECONDITION")),
+    ErrorKind(FluxError, (409, 499), ("CANCELLED", "ABORTED", "FAILED_PRECONDITION")),
 )
+
+CODE_TABLE: dict[str, type[FluxError]] = {"content_rejected": ContentRejectedError}
+"""Server error codes (the REST body's ``code``, gRPC metadata ``fluxserve-error-code``)
+that pick a narrower class than the status alone."""
 
 _BY_HTTP = {status: kind.error for kind in ERROR_TABLE for status in kind.http_statuses}
 _BY_GRPC = {code: kind.error for kind in ERROR_TABLE for code in kind.grpc_codes}
 
 
-def error_class_for_http(status: int) -> type[FluxError]:
-    """The error class for an HTTP status (>= 400)."""
+def error_class_for_http(status: int, code: str | None = None) -> type[FluxError]:
+    """The error class for an HTTP status (>= 400) and the server's error code."""
+    if code in CODE_TABLE:
+        return CODE_TABLE[code]
     if status in _BY_HTTP:
         return _BY_HTTP[status]
     if status >= 500:
@@ -123,8 +133,11 @@ def error_class_for_http(status: int) -> type[FluxError]:
     return InvalidArgumentError if 400 <= status < 500 else FluxError
 
 
-def error_class_for_grpc(code_name: str) -> type[FluxError]:
-    """The error class for a gRPC status code name (``grpc.StatusCode.X.name``)."""
+def error_class_for_grpc(code_name: str, code: str | None = None) -> type[FluxError]:
+    """The error class for a gRPC status code name (``grpc.StatusCode.X.name``) and the
+    server's error code."""
+    if code in CODE_TABLE:
+        return CODE_TABLE[code]
     return _BY_GRPC.get(code_name, ServerError)
 
 

@@ -11,9 +11,11 @@ import pytest
 
 from flux_client import (
     AuthenticationError,
+    ContentRejectedError,
     DeadlineExceededError,
+    FluxError,
     InvalidArgumentError,
-    NotFoundError,
+    NotEnabledError,
     OverloadedError,
     PermissionDeniedError,
     RetryPolicy,
@@ -40,16 +42,23 @@ def _response(status: int, body: object = None, **headers: str) -> httpx.Respons
         (422, InvalidArgumentError),
         (401, AuthenticationError),
         (403, PermissionDeniedError),
-        (404, NotFoundError),
+        (404, NotEnabledError),
         (429, OverloadedError),
         (503, UnavailableError),
         (504, DeadlineExceededError),
+        (499, FluxError),
         (500, ServerError),
         (507, ServerError),
     ],
 )
 def test_http_statuses_map_to_error_classes(status: int, cls: type) -> None:
     assert error_class_for_http(status) is cls
+
+
+def test_error_codes_narrow_the_class() -> None:
+    assert error_class_for_http(400, "content_rejected") is ContentRejectedError
+    assert error_class_for_grpc("INVALID_ARGUMENT", "content_rejected") is ContentRejectedError
+    assert error_class_for_http(422, "invalid_argument") is InvalidArgumentError
 
 
 @pytest.mark.parametrize(
@@ -61,7 +70,7 @@ def test_http_statuses_map_to_error_classes(status: int, cls: type) -> None:
         ("RESOURCE_EXHAUSTED", OverloadedError),
         ("UNAVAILABLE", UnavailableError),
         ("DEADLINE_EXCEEDED", DeadlineExceededError),
-        ("UNIMPLEMENTED", NotFoundError),
+        ("UNIMPLEMENTED", NotEnabledError),
         ("INTERNAL", ServerError),
     ],
 )

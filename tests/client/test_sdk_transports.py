@@ -12,6 +12,7 @@ from wire_fakes import DEFAULT_SEED, DEFAULT_SIZE, FakeServers
 
 from flux_client import (
     AuthenticationError,
+    ContentRejectedError,
     DeadlineExceededError,
     FluxModelClient,
     InvalidArgumentError,
@@ -205,6 +206,15 @@ def test_overload_raises_with_retry_after_and_is_not_retried(
     assert exc.value.retry_after == 2.0
     assert "queue full" in exc.value.message
     assert fakes.script.calls("generate") == 1
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_safety_rejection_is_its_own_invalid_argument(fakes: FakeServers, transport: str) -> None:
+    fakes.script.fail_next[:] = ["rejected"]
+    with client_for(fakes, transport) as client, pytest.raises(ContentRejectedError) as exc:
+        client.generate("a cat")
+    assert isinstance(exc.value, InvalidArgumentError)
+    assert (exc.value.field, exc.value.code) == ("prompt", "content_rejected")
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

@@ -48,10 +48,16 @@ class Failure(Exception):
     """A contract error: (HTTP status, gRPC code, message, field, retry-after)."""
 
     def __init__(
-        self, http: int, code: grpc.StatusCode, message: str, field: str | None = None
+        self,
+        http: int,
+        code: grpc.StatusCode,
+        message: str,
+        field: str | None = None,
+        error_code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.http, self.code, self.message, self.field = http, code, message, field
+        self.error_code = error_code or code.name.lower()
         self.retry_after: str | None = "2" if http == 429 else None
 
 
@@ -59,6 +65,9 @@ FAILURES = {
     "unavailable": lambda: Failure(503, grpc.StatusCode.UNAVAILABLE, "model not ready"),
     "overloaded": lambda: Failure(429, grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full (64)"),
     "internal": lambda: Failure(500, grpc.StatusCode.INTERNAL, "out of memory"),
+    "rejected": lambda: Failure(
+        400, grpc.StatusCode.INVALID_ARGUMENT, "blocked term", "prompt", "content_rejected"
+    ),
 }
 
 
@@ -219,7 +228,7 @@ class FakeServicer(pb_grpc.FluxServiceServicer):
         try:
             return await coro
         except Failure as failure:
-            trailing = []
+            trailing = [("fluxserve-error-code", failure.error_code)]
             if failure.field:
                 trailing.append(("fluxserve-error-field", failure.field))
             if failure.retry_after:
@@ -320,7 +329,7 @@ def _answer(image: bytes, question: str) -> str:
 
 def _error(failure: Failure) -> JSONResponse:
     headers = {"Retry-After": failure.retry_after} if failure.retry_after else None
-    body = {"error": {"code": failure.code.name.lower(), "message": failure.message}}
+    body = {"error": {"code": failure.error_code, "message": failure.message}}
     body["error"]["field"] = failure.field
     return JSONResponse(body, status_code=failure.http, headers=headers)
 

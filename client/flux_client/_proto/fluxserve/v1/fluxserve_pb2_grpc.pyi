@@ -14,9 +14,11 @@ Conventions every RPC follows:
   passes ends with DEADLINE_EXCEEDED.
 - Errors: the status details string is a human-readable message; trailing
   metadata `fluxserve-error-field` names the offending request field (e.g.
-  `width`) when there is one. Bad input is INVALID_ARGUMENT; a full queue is
-  RESOURCE_EXHAUSTED with trailing metadata `retry-after` (seconds); a server
-  not ready or draining is UNAVAILABLE (safe to retry).
+  `width`) when there is one, and `fluxserve-error-code` carries the server's
+  stable error code (the `code` of the REST error body, e.g. `content_rejected`).
+  Bad input is INVALID_ARGUMENT; a full queue is RESOURCE_EXHAUSTED with trailing
+  metadata `retry-after` (seconds); a server not ready or draining is UNAVAILABLE
+  (safe to retry); a feature the server was not started with is UNIMPLEMENTED.
 - Every response carries `request_id`; the same id appears in the server's logs.
 - Unset optional fields take the style preset's value, then the server default.
 """
