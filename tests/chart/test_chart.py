@@ -152,7 +152,7 @@ def test_chart_crds_are_the_generated_crds() -> None:
     assert "fluxserve.dev_fluxdeployments.yaml" in top, "crds/ has no FluxDeployment CRD"
     assert chart.keys() == top.keys(), "charts/fluxserve-operator/crds differs from crds/"
     for name in top:
-        assert chart[name] == top[name], f"charts/fluxserve-operator/crds/{name} is stale"
+        assert chart[name] == top[name], f"charts/fluxserve-operator/crds/{name} is stale: run `make crds`"
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=_ids(CI_VALUES))
