@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
@@ -233,6 +234,15 @@ class GrpcTransport:
             raise error_from_rpc(error) from None
         return presets_from_proto(response)
 
+    def ready(self, timeout: float | None) -> bool:
+        """Whether standard gRPC health checking reports SERVING (model loaded, warmed)."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
     def close(self) -> None:
         self._channel.close()
 
@@ -309,6 +319,16 @@ class AsyncGrpcTransport:
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
         return presets_from_proto(response)
+
+    async def ready(self, timeout: float | None) -> bool:
+        """Whether standard gRPC health checking reports SERVING (model loaded, warmed)."""
+        self._get_stub()
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        try:
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
+        except grpc.RpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
     async def close(self) -> None:
         if self._channel is not None:

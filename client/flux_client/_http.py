@@ -219,6 +219,13 @@ class HttpTransport:
     def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
         return presets_from_json(self._send(timeout, "GET", "/v1/presets", headers=_headers(None)))
 
+    def ready(self, timeout: float | None) -> bool:
+        """Whether ``GET /readyz`` answers 200 (model loaded, warmed)."""
+        try:
+            return self._client.get("/readyz", timeout=timeout).status_code == 200
+        except httpx.TransportError:
+            return False
+
     def close(self) -> None:
         self._client.close()
 
@@ -265,6 +272,14 @@ class AsyncHttpTransport:
     async def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
         payload = await self._send(timeout, "GET", "/v1/presets", headers=_headers(None))
         return presets_from_json(payload)
+
+    async def ready(self, timeout: float | None) -> bool:
+        """Whether ``GET /readyz`` answers 200 (model loaded, warmed)."""
+        try:
+            response = await self._client.get("/readyz", timeout=timeout)
+        except httpx.TransportError:
+            return False
+        return response.status_code == 200
 
     async def close(self) -> None:
         await self._client.aclose()

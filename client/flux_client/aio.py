@@ -26,7 +26,7 @@ from flux_client._grpc import AsyncGrpcTransport
 from flux_client._http import AsyncHttpTransport, base_url
 from flux_client._images import ImageArg
 from flux_client._retry import RetryPolicy
-from flux_client.errors import FluxError
+from flux_client.errors import FluxError, UnavailableError
 from flux_client.presets import StylePreset
 from flux_client.types import (
     AdaptersArg,
@@ -231,6 +231,25 @@ class AsyncFluxModelClient:
     async def list_presets(self, *, timeout: float | None = None) -> dict[str, StylePreset]:
         """The style presets the server serves now, by name."""
         return await self._call(self._transport.list_presets, timeout)
+
+    # -- readiness ----------------------------------------------------------------
+
+    async def is_ready(self, *, timeout: float = 5.0) -> bool:
+        """Whether the server has loaded and warmed its model (gRPC health SERVING, or
+        ``GET /readyz`` 200); ``False`` while it is unreachable, loading or draining."""
+        return await self._transport.ready(timeout)
+
+    async def wait_until_ready(self, timeout: float = 300.0, poll: float = 0.5) -> None:
+        """Poll readiness until the server is ready; ``UnavailableError`` after ``timeout``
+        seconds."""
+        deadline = time.monotonic() + timeout
+        while not await self.is_ready(timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                raise UnavailableError(
+                    f"server {self.settings.host}:{self.settings.port} not ready after {timeout} s",
+                    code="unavailable",
+                )
+            await asyncio.sleep(poll)
 
     # -- plumbing -----------------------------------------------------------------
 

@@ -86,3 +86,11 @@ async def test_stream_over_http_says_it_needs_grpc(fakes: FakeServers) -> None:
         with pytest.raises(UnsupportedError):
             async for _ in client.stream("a cat"):
                 pass
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_readiness(fakes: FakeServers, transport: str) -> None:
+    async with client_for(fakes, transport) as client:
+        await client.wait_until_ready(timeout=5)
+        fakes.script.ready = False
+        assert not await client.is_ready()

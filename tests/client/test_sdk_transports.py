@@ -352,3 +352,23 @@ def test_stream_retries_before_the_first_event(fakes: FakeServers) -> None:
 def test_stream_over_http_says_it_needs_grpc(fakes: FakeServers) -> None:
     with client_for(fakes, "http") as client, pytest.raises(UnsupportedError, match="gRPC"):
         next(iter(client.stream("a cat")))
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_readiness(fakes: FakeServers, transport: str) -> None:
+    with client_for(fakes, transport) as client:
+        assert client.is_ready()
+        client.wait_until_ready(timeout=5)
+        fakes.script.ready = False
+        assert not client.is_ready()
+        with pytest.raises(UnavailableError, match="not ready"):
+            client.wait_until_ready(timeout=0.3, poll=0.05)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_nothing_listening_is_not_ready(transport: str) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        with FluxModelClient(host="127.0.0.1", port=port, transport=transport) as client:  # type: ignore[arg-type]
+            assert not client.is_ready(timeout=1)

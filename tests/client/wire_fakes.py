@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import uvicorn
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -83,8 +84,11 @@ class Script:
     """One record per request that arrived: its endpoint, fields, auth and priority."""
     release: threading.Event = field(default_factory=threading.Event)
     """Set to let hanging requests go (at teardown)."""
+    ready: bool = True
+    """What the health checks (gRPC health, GET /readyz) report."""
 
     def reset(self) -> None:
+        self.ready = True
         self.fail_next.clear()
         self.api_key = None
         self.seen.clear()
@@ -324,6 +328,18 @@ def _answer(image: bytes, question: str) -> str:
     return f"a {width}x{height} image; you asked: {question}"
 
 
+class FakeHealth(health_pb2_grpc.HealthServicer):
+    """Standard gRPC health checking, SERVING when the script says ready."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+
+    async def Check(self, request: Any, context: Any) -> health_pb2.HealthCheckResponse:
+        serving = health_pb2.HealthCheckResponse.SERVING
+        not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+        return health_pb2.HealthCheckResponse(status=serving if self.script.ready else not_serving)
+
+
 # -- REST --------------------------------------------------------------------------
 
 
@@ -413,8 +429,12 @@ def build_app(script: Script) -> Starlette:
 
         return await guarded(work())
 
+    async def readyz(request: Request) -> Response:
+        return Response("ready" if script.ready else "loading", 200 if script.ready else 503)
+
     return Starlette(
         routes=[
+            Route("/readyz", readyz, methods=["GET"]),
             Route("/generate", generate, methods=["POST"]),
             Route("/v1/presets", presets, methods=["GET"]),
             Route("/edit", edit, methods=["POST"]),
@@ -450,6 +470,7 @@ def running_fake_servers() -> Iterator[FakeServers]:
     async def serve() -> None:
         server = grpc.aio.server()
         pb_grpc.add_FluxServiceServicer_to_server(FakeServicer(script), server)
+        health_pb2_grpc.add_HealthServicer_to_server(FakeHealth(script), server)
         holder["grpc_port"] = server.add_insecure_port("127.0.0.1:0")
         await server.start()
         config = uvicorn.Config(build_app(script), log_level="warning", lifespan="off")
