@@ -263,3 +263,18 @@ async def test_redis_never_reachable_is_only_misses() -> None:
         assert cache.errors == 6
     finally:
         await cache.close()
+
+
+def test_key_of_the_servers_resolved_job() -> None:
+    from flux_server.params import GenerateParams, resolve
+    from flux_server.settings import ServerSettings
+
+    settings = ServerSettings(model="tiny")
+    seeded = resolve(GenerateParams(prompt="a red fox", seed=7), {}, settings)
+    again = resolve(GenerateParams(prompt="a red fox", seed=7, steps=seeded.steps), {}, settings)
+    other = resolve(GenerateParams(prompt="a red fox", seed=8), {}, settings)
+    k = cache_key(seeded, **IDENTITY, seeded=True)
+    assert k is not None and k == cache_key(again, **IDENTITY, seeded=True)
+    assert k != cache_key(other, **IDENTITY, seeded=True)
+    drawn = resolve(GenerateParams(prompt="a red fox"), {}, settings)
+    assert cache_key(drawn, **IDENTITY, seeded=False) is None
