@@ -17,6 +17,13 @@ Seeds: as in generation, image ``i`` of a request uses ``seed + i``; an unset se
 is drawn at random and reported back. Generators live on the CPU so that a seed
 gives the same noise on any device.
 
+LoRA adapters: the img2img and inpaint pipelines share the generator's transformer,
+so whatever adapters the last generation activated are active for an edit too. The
+Editor therefore sets each batch's adapters (none = all off) through the
+``set_adapters`` hook it is given -- the engine's, so that the engine knows what is
+active. Kontext has its own transformer without adapters: an instruction edit that
+asks for adapters is refused rather than silently run without them.
+
 An :class:`Editor` is not thread-safe (it shares modules with the generator): call
 it from the engine's single inference thread.
 """
@@ -32,7 +39,9 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from PIL import Image
 
+from flux_server.errors import NotEnabled
 from flux_server.images import InputError, check_mask
+from flux_server.params import MAX_SEED, Job
 
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
@@ -44,9 +53,10 @@ EDIT_MODES: Final[tuple[str, ...]] = ("img2img", "inpaint", "instruct")
 
 #: FLUX's latent patch: VAE scale factor 8 times the 2x2 token packing.
 PATCH: Final[int] = 16
-#: Seeds drawn when the caller sets none (image i then uses seed + i).
+#: Seeds drawn when the caller sets none (image i then uses seed + i), as in generation.
 _SEED_BITS: Final[int] = 32
-_MAX_SEED: Final[int] = 2**64 - 1
+#: How far img2img / inpainting move from the source when the caller does not say.
+DEFAULT_STRENGTH: Final[float] = 0.6
 
 StepCallback = Callable[[int, int], None]
 """Called after each denoising step with (1-based step, total steps)."""
@@ -56,14 +66,20 @@ class EditInputError(InputError):
     """An edit request that cannot run (a 400 / INVALID_ARGUMENT, naming the field)."""
 
 
-class InstructEditingUnavailable(EditInputError):
-    """Instruction editing was asked for but the server has no Kontext weights."""
+SetAdapters = Callable[[dict[str, float]], None]
+"""Activates exactly these LoRA adapters (name -> weight; empty: none) on the shared
+transformer."""
+
+
+class InstructEditingUnavailable(NotEnabled):
+    """Instruction editing was asked for but the server has no Kontext weights
+    (501 / UNIMPLEMENTED: the request is fine, this server cannot serve it)."""
 
     def __init__(self) -> None:
         super().__init__(
-            "mode",
-            "instruction editing is not available: the server was started without "
+            "mode instruct is not available: the server was started without "
             "--kontext-model; use img2img or inpaint",
+            "mode",
         )
 
 
@@ -71,15 +87,17 @@ class InstructEditingUnavailable(EditInputError):
 class EditJob:
     """One edit request, already decoded and checked at the API edge.
 
-    ``width``/``height`` default to the source image's size. ``strength`` (0..1]
-    is how far to move from the source; Kontext ignores it.
+    ``width``/``height`` default to the source image's size (the exact size, not
+    snapped: the Editor snaps internally and resizes back). ``strength`` (0..1]
+    is how far to move from the source; Kontext ignores it. ``adapters`` are
+    (name, weight) pairs, sorted, as in ``params.Job``.
     """
 
     mode: EditMode
     image: Image.Image
     prompt: str
     mask: Image.Image | None = None
-    strength: float = 0.6
+    strength: float = DEFAULT_STRENGTH
     negative_prompt: str | None = None
     width: int | None = None
     height: int | None = None
@@ -88,6 +106,7 @@ class EditJob:
     true_cfg_scale: float = 1.0
     seed: int | None = None
     num_images: int = 1
+    adapters: tuple[tuple[str, float], ...] = ()
 
     @property
     def size(self) -> tuple[int, int]:
@@ -105,6 +124,43 @@ class EditResult:
     height: int
 
 
+def edit_job_from(
+    job: Job,
+    *,
+    image: Image.Image,
+    mask: Image.Image | None = None,
+    mode: str | None = None,
+    strength: float | None = None,
+    width: int | None = None,
+    height: int | None = None,
+) -> EditJob:
+    """The edit of a resolved request (prompt, preset, defaults, seed already applied).
+
+    ``mode`` defaults to ``inpaint`` with a mask and ``img2img`` without one.
+    ``width``/``height`` are the caller's own (``GenerateParams.width``), not the
+    resolved job's: when the caller sets none, the output has the source's exact
+    size, even when that is no multiple of 16. Negative prompts only count with
+    true CFG (``true_cfg_scale > 1``), as in generation.
+    """
+    chosen = (mode or ("inpaint" if mask is not None else "img2img")).lower()
+    return EditJob(
+        mode=chosen,  # type: ignore[arg-type]  # validate() names a bad mode
+        image=image,
+        prompt=job.prompt,
+        mask=mask,
+        strength=DEFAULT_STRENGTH if strength is None else strength,
+        negative_prompt=job.negative_prompt if job.true_cfg_scale > 1 else None,
+        width=width,
+        height=height,
+        steps=job.steps,
+        guidance_scale=job.guidance_scale,
+        true_cfg_scale=job.true_cfg_scale,
+        seed=job.seed,
+        num_images=job.num_images,
+        adapters=job.adapters,
+    )
+
+
 def snap(size: tuple[int, int]) -> tuple[int, int]:
     """The nearest multiples of 16 (at least 16) to a (width, height)."""
     return tuple(max(PATCH, round(v / PATCH) * PATCH) for v in size)  # type: ignore[return-value]
@@ -113,7 +169,7 @@ def snap(size: tuple[int, int]) -> tuple[int, int]:
 def seeds_for(seed: int | None, count: int) -> list[int]:
     """Per-image seeds: ``seed, seed + 1, ...``; a random start when ``seed`` is None."""
     start = secrets.randbits(_SEED_BITS) if seed is None else seed
-    return [(start + i) & _MAX_SEED for i in range(count)]
+    return [(start + i) % (MAX_SEED + 1) for i in range(count)]
 
 
 def validate(job: EditJob, *, kontext_available: bool) -> None:
@@ -125,6 +181,12 @@ def validate(job: EditJob, *, kontext_available: bool) -> None:
         raise EditInputError("prompt", f"is empty; give {what}")
     if job.mode == "instruct" and not kontext_available:
         raise InstructEditingUnavailable()
+    if job.mode == "instruct" and job.adapters:
+        raise EditInputError(
+            "adapters",
+            "are not applied to instruction editing (Kontext has its own transformer); "
+            "leave them out, or use img2img or inpaint",
+        )
     if job.mode == "inpaint" and job.mask is None:
         raise EditInputError("mask", "is required for inpainting (white = repaint)")
     if job.mode != "inpaint" and job.mask is not None:
@@ -160,6 +222,7 @@ def batch_key(job: EditJob) -> tuple[Any, ...]:
         job.true_cfg_scale,
         job.negative_prompt is not None,
         job.strength if job.mode != "instruct" else None,
+        job.adapters,
     )
 
 
@@ -172,6 +235,8 @@ class Editor:
             FLUX.1-Kontext-dev, or a directory holding only its transformer), or
             None to serve img2img and inpainting only.
         kontext_revision: the hub revision of ``kontext``.
+        set_adapters: activates a batch's LoRA adapters on the shared transformer
+            (the engine's hook). Without it, edits that ask for adapters are refused.
     """
 
     def __init__(
@@ -180,6 +245,7 @@ class Editor:
         kontext: str | None = None,
         *,
         kontext_revision: str | None = None,
+        set_adapters: SetAdapters | None = None,
     ) -> None:
         from diffusers import FluxImg2ImgPipeline, FluxInpaintPipeline
 
@@ -190,6 +256,7 @@ class Editor:
             None if kontext is None else _load_kontext(engine_pipe, kontext, kontext_revision)
         )
         self.kontext = kontext
+        self.set_adapters = set_adapters
         for pipe in (self.img2img_pipe, self.inpaint_pipe, self.kontext_pipe):
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
@@ -239,10 +306,17 @@ class Editor:
         key = batch_key(jobs[0])
         if any(batch_key(job) != key for job in jobs[1:]):
             raise EditInputError("batch", "jobs of different mode, size or settings")
+        first = jobs[0]
+        if first.mode != "instruct":
+            # Always set them, even to none: the shared transformer may still carry
+            # the adapters of the last generation.
+            if self.set_adapters is not None:
+                self.set_adapters(dict(first.adapters))
+            elif first.adapters:
+                raise EditInputError("adapters", "cannot be used: this server has no LoRA adapters")
 
         import torch
 
-        first = jobs[0]
         width, height = snap(first.size)
         seeds = [seeds_for(job.seed, job.num_images) for job in jobs]
         rows = [

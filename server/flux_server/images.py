@@ -13,6 +13,8 @@ from typing import Final, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from flux_server.errors import MalformedRequest
+
 #: Container formats accepted from callers. Others (PSD, ICO, EPS, ...) are
 #: refused before their decoders run: fewer decoders, less attack surface.
 ACCEPTED_FORMATS: Final[tuple[str, ...]] = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
@@ -28,18 +30,21 @@ ACCEPTED_MODES: Final[frozenset[str]] = frozenset(
 DEFAULT_MAX_PIXELS: Final[int] = 4096 * 4096
 
 
-class InputError(ValueError):
-    """A request value that cannot be used: the API adapters answer 400 / INVALID_ARGUMENT.
+class InputError(MalformedRequest):
+    """A request value that cannot be used: 400 / INVALID_ARGUMENT through the
+    server's error table (a :class:`~flux_server.errors.ServeError`).
 
     Attributes:
         field: the request field that carried the bad value (``image``, ``mask``, ...).
-        message: what is wrong, for the caller; never a stack trace.
+        message: what is wrong, as one sentence that starts with the field's name
+            ("mask is 16x16 but the image is 32x16; ..."); never a stack trace.
     """
 
+    code = "invalid_argument"
+
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
+        super().__init__(f"{field} {message}", field=field)
+        self.field: str = field
 
 
 class ImageInputError(InputError):

@@ -16,6 +16,7 @@ from flux_server.editing import (
     Editor,
     InstructEditingUnavailable,
     batch_key,
+    edit_job_from,
     seeds_for,
     snap,
 )
@@ -191,3 +192,68 @@ def test_incompatible_jobs_are_refused(editor: Editor) -> None:
     ]
     with pytest.raises(EditInputError, match="different"):
         editor.run_batch(jobs)
+
+
+def test_seeds_wrap_like_generation() -> None:
+    from flux_server.params import MAX_SEED
+
+    assert seeds_for(MAX_SEED, 2) == [MAX_SEED, 0]
+
+
+def test_edit_job_from_a_resolved_request() -> None:
+    from flux_server.params import Job
+
+    job = Job(
+        prompt="a lighthouse, oil painting",
+        negative_prompt="blurry",
+        width=64,
+        height=32,
+        steps=3,
+        guidance_scale=4.0,
+        true_cfg_scale=1.0,
+        seed=42,
+        num_images=2,
+        output_format="png",
+        adapters=(("ink", 0.5),),
+        style_preset=None,
+    )
+    src = picture((50, 30))
+    plain = edit_job_from(job, image=src)
+    assert (plain.mode, plain.strength, plain.size) == ("img2img", 0.6, (50, 30))
+    assert (plain.seed, plain.num_images, plain.steps, plain.adapters) == (42, 2, 3, job.adapters)
+    # Without true CFG the negative prompt has no effect, as in generation.
+    assert plain.negative_prompt is None
+    masked = edit_job_from(job, image=src, mask=Image.new("L", (50, 30)), strength=0.3)
+    assert (masked.mode, masked.strength) == ("inpaint", 0.3)
+    sized = edit_job_from(job, image=src, mode="INSTRUCT", width=64, height=32)
+    assert (sized.mode, sized.size) == ("instruct", (64, 32))
+
+
+class AdapterLog:
+    """An adapter hook that records what each batch activated."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, float]] = []
+
+    def __call__(self, adapters: dict[str, float]) -> None:
+        self.calls.append(adapters)
+
+
+def test_each_edit_batch_sets_its_adapters(flux_pipe: Any) -> None:
+    hook = AdapterLog()
+    editor = Editor(flux_pipe, set_adapters=hook)
+    editor.img2img(picture((32, 32)), "a", **FAST)
+    editor.img2img(picture((32, 32)), "a", adapters=(("ink", 0.7),), **FAST)
+    # Edits without adapters turn the generator's off rather than inherit them.
+    assert hook.calls == [{}, {"ink": 0.7}]
+
+
+def test_adapters_without_a_hook_are_refused(plain_editor: Editor) -> None:
+    with pytest.raises(EditInputError, match="no LoRA adapters") as err:
+        plain_editor.img2img(picture((32, 32)), "a", adapters=(("ink", 1.0),), **FAST)
+    assert err.value.field == "adapters"
+
+
+def test_instruct_refuses_adapters(editor: Editor) -> None:
+    with pytest.raises(EditInputError, match="not applied to instruction editing"):
+        editor.instruct(picture((32, 32)), "make it night", steps=2, adapters=(("ink", 1.0),))

@@ -128,3 +128,14 @@ def test_mask_of_wrong_size() -> None:
 def test_encode_round_trip() -> None:
     img = Image.new("RGB", (8, 8), (1, 2, 3))
     assert decode_image(encode_image(img, "png"), "image", 100).getpixel((1, 1)) == (1, 2, 3)
+
+
+def test_input_errors_are_400s_that_name_the_field() -> None:
+    from flux_server.errors import status_of
+
+    with pytest.raises(ImageInputError) as err:
+        decode_image(b"GIF89a broken", "image", 10_000)
+    assert status_of(err.value).http == 400
+    assert status_of(err.value).grpc == "INVALID_ARGUMENT"
+    assert err.value.to_json()["error"]["field"] == "image"
+    assert err.value.message.startswith("image ")
