@@ -1,0 +1,303 @@
+"""The gRPC adapter (grpc.aio): ``fluxserve.v1.FluxService`` over the service, plus the
+standard health service and reflection.
+
+Errors end the call with the code from :data:`flux_server.errors.STATUS`; trailing
+metadata carries ``fluxserve-error-field`` (the field at fault), ``retry-after`` (on
+RESOURCE_EXHAUSTED) and ``x-request-id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from pydantic import ValidationError
+
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_server.errors import InvalidRequest, QueueFull, ServeError, status_of
+from flux_server.params import GenerateParams
+from flux_server.service import CallContext, GenerationResult, GenerationService, new_request_id
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FluxService"].full_name
+ERROR_FIELD_METADATA = "fluxserve-error-field"
+RETRY_AFTER_METADATA = "retry-after"
+REQUEST_ID_METADATA = "x-request-id"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+FORMATS = {
+    pb.IMAGE_FORMAT_UNSPECIFIED: "png",
+    pb.IMAGE_FORMAT_PNG: "png",
+    pb.IMAGE_FORMAT_JPEG: "jpeg",
+    pb.IMAGE_FORMAT_WEBP: "webp",
+}
+FORMAT_TO_PB = {
+    "png": pb.IMAGE_FORMAT_PNG,
+    "jpeg": pb.IMAGE_FORMAT_JPEG,
+    "webp": pb.IMAGE_FORMAT_WEBP,
+}
+EDIT_MODES = {
+    pb.EDIT_MODE_UNSPECIFIED: None,
+    pb.EDIT_MODE_IMG2IMG: "img2img",
+    pb.EDIT_MODE_INPAINT: "inpaint",
+    pb.EDIT_MODE_INSTRUCT: "instruct",
+}
+
+
+def params_from_proto(message: pb.GenerationParams) -> GenerateParams:
+    """The request model of a proto message; unset optional fields stay unset."""
+    body: dict[str, Any] = {"prompt": message.prompt}
+    for name in (
+        "negative_prompt",
+        "width",
+        "height",
+        "steps",
+        "guidance_scale",
+        "true_cfg_scale",
+        "style_preset",
+        "seed",
+        "num_images",
+    ):
+        if message.HasField(name):
+            body[name] = getattr(message, name)
+    if message.output_format not in FORMATS:
+        raise InvalidRequest(f"unknown output_format {message.output_format}", "output_format")
+    body["output_format"] = FORMATS[message.output_format]
+    body["adapters"] = [{"name": a.name, "scale": a.scale} for a in message.adapters]
+    try:
+        return GenerateParams.model_validate(body)
+    except ValidationError as exc:
+        from flux_server.rest import validation_error
+
+        raise validation_error(exc) from None
+
+
+def result_to_proto(result: GenerationResult) -> pb.GenerateResponse:
+    return pb.GenerateResponse(
+        images=[
+            pb.Image(
+                data=image.data,
+                format=FORMAT_TO_PB[image.format],
+                width=image.width,
+                height=image.height,
+                seed=image.seed,
+            )
+            for image in result.images
+        ],
+        request_id=result.request_id,
+        release=result.release,
+        model=result.model,
+        batch_size=result.batch_size,
+        timings=pb.Timings(
+            queue_ms=result.queue_ms, inference_ms=result.inference_ms, total_ms=result.total_ms
+        ),
+        cache_hit=result.cache_hit,
+    )
+
+
+def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
+    for entry in context.invocation_metadata() or ():
+        if entry.key == key:
+            return entry.value if isinstance(entry.value, str) else entry.value.decode()
+    return None
+
+
+class FluxServicer(pb_grpc.FluxServiceServicer):
+    def __init__(self, service: GenerationService) -> None:
+        self.service = service
+
+    def _context(
+        self, context: grpc.aio.ServicerContext, method: str, priority: bool = False
+    ) -> CallContext:
+        given = _metadata(context, REQUEST_ID_METADATA) or ""
+        remaining = context.time_remaining()
+        return CallContext(
+            endpoint=f"grpc:{method}",
+            request_id=given if 0 < len(given) <= 128 else new_request_id(),
+            authorization=_metadata(context, "authorization"),
+            priority=priority,
+            timeout=remaining if remaining is not None and remaining > 0 else None,
+        )
+
+    async def _call(
+        self,
+        context: grpc.aio.ServicerContext,
+        ctx: CallContext,
+        work: Callable[[], Awaitable[T]],
+    ) -> T:
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await work()
+        except ServeError as error:
+            status = status_of(error)
+            code = status.grpc
+            trailing = [(REQUEST_ID_METADATA, ctx.request_id)]
+            if error.field:
+                trailing.append((ERROR_FIELD_METADATA, error.field))
+            if isinstance(error, QueueFull):
+                trailing.append((RETRY_AFTER_METADATA, str(error.retry_after)))
+            self.service.audit_refusal(ctx, error, status.http)
+            await context.abort(
+                getattr(grpc.StatusCode, status.grpc), error.message, tuple(trailing)
+            )
+            raise  # abort raises; this line is never reached
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            metrics = self.service.metrics
+            metrics.requests.labels(endpoint=ctx.endpoint, code=code).inc()
+            metrics.request_duration.labels(endpoint=ctx.endpoint).observe(
+                time.perf_counter() - started
+            )
+
+    async def Generate(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        ctx = self._context(context, "Generate", request.params.priority == pb.PRIORITY_HIGH)
+
+        async def work() -> pb.GenerateResponse:
+            params = params_from_proto(request.params)
+            result = await self.service.generate(params, ctx)
+            context.set_trailing_metadata(((REQUEST_ID_METADATA, ctx.request_id),))
+            return result_to_proto(result)
+
+        return await self._call(context, ctx, work)
+
+    async def GenerateStream(
+        self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.GenerateEvent]:
+        ctx = self._context(context, "GenerateStream", request.params.priority == pb.PRIORITY_HIGH)
+        events: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+
+        async def run() -> GenerationResult:
+            params = params_from_proto(request.params)
+            return await self.service.generate(
+                params, ctx, progress=lambda step, total: events.put_nowait((step, total))
+            )
+
+        task = asyncio.ensure_future(self._call(context, ctx, run))
+        try:
+            while not task.done() or not events.empty():
+                getter = asyncio.ensure_future(events.get())
+                await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    step, total = getter.result()
+                    yield pb.GenerateEvent(
+                        progress=pb.Progress(
+                            request_id=ctx.request_id, step=step, total_steps=total
+                        )
+                    )
+                else:
+                    getter.cancel()
+            result = task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        yield pb.GenerateEvent(result=result_to_proto(result))
+
+    async def ListPresets(
+        self, request: pb.ListPresetsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListPresetsResponse:
+        presets = []
+        for name, preset in sorted(self.service.list_presets().items()):
+            message = pb.Preset(name=name, prompt_template=preset.prompt_template)
+            for field in ("negative_prompt", "guidance_scale", "steps", "width", "height"):
+                value = getattr(preset, field)
+                if value is not None:
+                    setattr(message, field, value)
+            if preset.lora is not None:
+                message.lora.CopyFrom(pb.Adapter(name=preset.lora.name, scale=preset.lora.scale))
+            presets.append(message)
+        return pb.ListPresetsResponse(presets=presets)
+
+    async def Edit(
+        self, request: pb.EditRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GenerateResponse:
+        ctx = self._context(context, "Edit", request.params.priority == pb.PRIORITY_HIGH)
+
+        async def work() -> pb.GenerateResponse:
+            if request.mode not in EDIT_MODES:
+                raise InvalidRequest(f"unknown edit mode {request.mode}", "mode")
+            params = params_from_proto(request.params)
+            result = await self.service.edit(
+                image=request.image,
+                mask=request.mask if request.HasField("mask") else None,
+                mode=EDIT_MODES[request.mode],
+                strength=request.strength if request.HasField("strength") else None,
+                params=params,
+                ctx=ctx,
+            )
+            return result_to_proto(result)
+
+        return await self._call(context, ctx, work)
+
+    async def VQA(
+        self, request: pb.VQARequest, context: grpc.aio.ServicerContext
+    ) -> pb.VQAResponse:
+        ctx = self._context(context, "VQA")
+
+        async def work() -> pb.VQAResponse:
+            answer = await self.service.vqa(
+                image=request.image,
+                question=request.question,
+                max_tokens=request.max_tokens or 64,
+                ctx=ctx,
+            )
+            return pb.VQAResponse(
+                answer=answer,
+                request_id=ctx.request_id,
+                model=self.service.settings.vqa_model or "",
+            )
+
+        return await self._call(context, ctx, work)
+
+
+def build_grpc_server(
+    service: GenerationService, host: str, port: int
+) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    """The gRPC server (not started), its health servicer (NOT_SERVING until the service
+    is ready) and the bound port."""
+    server = grpc.aio.server(
+        options=(
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        )
+    )
+    pb_grpc.add_FluxServiceServicer_to_server(FluxServicer(service), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
+    bound = server.add_insecure_port(f"{'[::]' if host in {'0.0.0.0', '::'} else host}:{port}")
+    return server, health_servicer, bound
+
+
+async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, status)

@@ -1,0 +1,108 @@
+"""Every Prometheus metric of one server, in its own registry (no global registry, so a
+test process can run several servers)."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The ``fluxserve_*`` metrics. ``fluxserve_queue_depth`` is what the HPA scales on."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, release: str = "dev") -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "fluxserve_requests",
+            "Requests answered, by endpoint and status code.",
+            ["endpoint", "code"],
+            registry=r,
+        )
+        self.request_duration = Histogram(
+            "fluxserve_request_duration_seconds",
+            "Time from arrival to answer.",
+            ["endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "fluxserve_queue_depth", "Requests waiting for a batch slot.", registry=r
+        )
+        self.batch_size = Histogram(
+            "fluxserve_batch_size",
+            "Requests per pipeline call.",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+            registry=r,
+        )
+        self.inference_duration = Histogram(
+            "fluxserve_inference_duration_seconds",
+            "Duration of one pipeline call.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.images_generated = Counter(
+            "fluxserve_images_generated", "Images the pipeline produced.", registry=r
+        )
+        self.cache_hits = Counter(
+            "fluxserve_cache_hits", "Requests answered from the result cache.", registry=r
+        )
+        self.cache_misses = Counter(
+            "fluxserve_cache_misses", "Cacheable requests not in the cache.", registry=r
+        )
+        self.cache_errors = Counter(
+            "fluxserve_cache_errors", "Result cache failures (served as misses).", registry=r
+        )
+        self.safety_rejections = Counter(
+            "fluxserve_safety_rejections",
+            "Prompts the safety filter refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.gpu_memory_used = Gauge(
+            "fluxserve_gpu_memory_used_bytes", "CUDA memory allocated by torch.", registry=r
+        )
+        self.gpu_utilization = Gauge(
+            "fluxserve_gpu_utilization_ratio",
+            "GPU busy fraction (0-1) as the driver reports it.",
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "fluxserve_model_info",
+            "The model this server serves (value 1).",
+            ["model", "revision", "release"],
+            registry=r,
+        )
+        self.ready = Gauge("fluxserve_ready", "1 when the model is loaded and warm.", registry=r)
+
+    def set_model(self, model: str, revision: str | None, release: str) -> None:
+        self.model_info.labels(model=model, revision=revision or "", release=release).set(1)
+
+    def sample_gpu(self) -> None:
+        """Refresh the GPU gauges (no-op without CUDA)."""
+        try:
+            import torch
+        except ImportError:  # pragma: no cover - the server always has torch
+            return
+        if not torch.cuda.is_available():
+            return
+        self.gpu_memory_used.set(torch.cuda.memory_allocated())
+        # torch.cuda.utilization needs pynvml; without it, memory alone is still useful.
+        with contextlib.suppress(Exception):
+            self.gpu_utilization.set(torch.cuda.utilization() / 100.0)
+
+    def render(self) -> bytes:
+        self.sample_gpu()
+        return generate_latest(self.registry)

@@ -1,0 +1,429 @@
+"""The REST adapter (FastAPI): converts HTTP to and from the service's types.
+
+``POST /generate`` takes the article's JSON body and answers ``image/png`` (the first
+image), or with ``Accept: application/json`` every image in base64 with seeds and
+timings. Errors are ``{"error": {"code", "message", "field"}}`` with the status from
+:data:`flux_server.errors.STATUS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flux_server.errors import (
+    Cancelled,
+    InvalidRequest,
+    MalformedRequest,
+    QueueFull,
+    ServeError,
+    status_of,
+)
+from flux_server.params import GenerateParams
+from flux_server.service import CallContext, GenerationResult, GenerationService, new_request_id
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+ROUTES = {"/generate", "/edit", "/vqa", "/v1/presets", "/healthz", "/readyz", "/metrics"}
+MAX_TIMEOUT_S = 3600.0
+
+
+def error_response(error: ServeError, request_id: str | None = None) -> JSONResponse:
+    headers = {"X-Request-Id": request_id} if request_id else {}
+    if isinstance(error, QueueFull):
+        headers["Retry-After"] = str(error.retry_after)
+    return JSONResponse(error.to_json(), status_code=status_of(error).http, headers=headers)
+
+
+def field_of(error: dict[str, Any]) -> str | None:
+    """``loc`` of a pydantic error as a field path: ``adapters[0].name``."""
+    path = ""
+    for part in error.get("loc", ()):
+        if part in {"body", "query", "header"} and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or None
+
+
+def validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequest:
+    first = exc.errors()[0]
+    field = field_of(first)
+    message = first.get("msg", "invalid value")
+    return InvalidRequest(f"{field}: {message}" if field else message, field)
+
+
+class BodyLimit:
+    """Refuses request bodies over ``max_bytes`` (by Content-Length, or while streaming)
+    before the application buffers them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = MalformedRequest(
+            f"the request body is over the limit of {self.max_bytes} bytes", "body"
+        )
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await error_response(error)(scope, receive, send)
+                return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise error
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except MalformedRequest as exc:
+            if not too_large:
+                raise
+            await error_response(exc)(scope, receive, send)
+
+
+class RequestMetrics:
+    """Counts answers by endpoint and status, and their durations."""
+
+    def __init__(self, app: ASGIApp, service: GenerationService) -> None:
+        self.app = app
+        self.metrics = service.metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in ROUTES else "other"
+        started = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            if endpoint not in {"/metrics", "/healthz", "/readyz"}:
+                self.metrics.requests.labels(endpoint=f"rest:{endpoint}", code=str(status)).inc()
+                self.metrics.request_duration.labels(endpoint=f"rest:{endpoint}").observe(
+                    time.perf_counter() - started
+                )
+
+
+async def until_disconnect(request: Request) -> None:
+    """Returns when the client goes away (the body has been read by then)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work``; cancel it (leaving the queue) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(until_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if not task.done():
+        task.cancel()
+        raise Cancelled("the client went away")
+    return task.result()
+
+
+def context_from(request: Request, endpoint: str) -> CallContext:
+    headers = request.headers
+    given = headers.get("x-request-id", "")
+    request.state.request_id = given if 0 < len(given) <= 128 else new_request_id()
+    timeout: float | None = None
+    raw_timeout = headers.get("x-request-timeout")
+    if raw_timeout is not None:
+        try:
+            timeout = float(raw_timeout)
+        except ValueError:
+            timeout = math.nan
+        if not (0 < timeout <= MAX_TIMEOUT_S):
+            raise InvalidRequest(
+                f"X-Request-Timeout must be seconds in (0, {MAX_TIMEOUT_S:g}]",
+                "X-Request-Timeout",
+            )
+    priority = headers.get("x-priority", "normal").strip().lower()
+    if priority not in {"high", "normal"}:
+        raise InvalidRequest("X-Priority must be 'high' or 'normal'", "X-Priority")
+    return CallContext(
+        endpoint=endpoint,
+        request_id=request.state.request_id,
+        authorization=headers.get("authorization"),
+        priority=priority == "high",
+        timeout=timeout,
+    )
+
+
+def result_json(result: GenerationResult) -> dict[str, Any]:
+    return {
+        "images": [
+            {
+                "b64": base64.b64encode(image.data).decode("ascii"),
+                "seed": image.seed,
+                "format": image.format,
+                "width": image.width,
+                "height": image.height,
+            }
+            for image in result.images
+        ],
+        "request_id": result.request_id,
+        "release": result.release,
+        "model": result.model,
+        "batch_size": result.batch_size,
+        "timings": {
+            "queue_ms": round(result.queue_ms, 3),
+            "inference_ms": round(result.inference_ms, 3),
+            "total_ms": round(result.total_ms, 3),
+        },
+        "cache_hit": result.cache_hit,
+    }
+
+
+def result_response(request: Request, result: GenerationResult) -> Response:
+    first = result.images[0]
+    headers = {
+        "X-Request-Id": result.request_id,
+        "X-Seed": str(first.seed),
+        "X-Batch-Size": str(result.batch_size),
+        "X-Release": result.release,
+        "X-Cache-Hit": "true" if result.cache_hit else "false",
+    }
+    if "application/json" in request.headers.get("accept", ""):
+        return JSONResponse(result_json(result), headers=headers)
+    return Response(first.data, media_type=MEDIA_TYPES[first.format], headers=headers)
+
+
+async def json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise MalformedRequest("the request body is empty; send a JSON object", "body")
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise MalformedRequest(f"the body is not valid JSON: {exc}", "body") from None
+    if not isinstance(body, dict):
+        raise MalformedRequest("the body must be a JSON object", "body")
+    return body
+
+
+def parse_params(body: dict[str, Any]) -> GenerateParams:
+    try:
+        return GenerateParams.model_validate(body)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+_FORM_JSON_FIELDS = {"adapters"}
+_FORM_OTHER_FIELDS = {"image", "mask", "mode", "strength", "question", "max_tokens"}
+
+
+async def form_fields(request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Text fields and uploaded files of a multipart form."""
+    try:
+        form = await request.form()
+    except Exception as exc:  # multipart parse errors have no common base class
+        raise MalformedRequest(f"the multipart form cannot be read: {exc}", "body") from None
+    fields: dict[str, Any] = {}
+    files: dict[str, bytes] = {}
+    for name, value in form.multi_items():
+        if hasattr(value, "read"):
+            files[name] = await value.read()  # type: ignore[union-attr]
+        elif name in _FORM_JSON_FIELDS:
+            try:
+                fields[name] = json.loads(value)
+            except json.JSONDecodeError:
+                raise InvalidRequest(f"{name} must be JSON", name) from None
+        else:
+            fields[name] = value
+    return fields, files
+
+
+def create_app(service: GenerationService) -> FastAPI:
+    """The REST application over ``service`` (one per server; no module globals)."""
+    settings = service.settings
+    app = FastAPI(
+        title="fluxserve",
+        version="v1",
+        description="FLUX text-to-image, editing and VQA. Errors: "
+        '{"error": {"code", "message", "field"}}.',
+    )
+
+    @app.exception_handler(ServeError)
+    async def serve_error(request: Request, exc: ServeError) -> JSONResponse:
+        rid = getattr(request.state, "request_id", None)
+        if not isinstance(exc, QueueFull):
+            service.audit_refusal(
+                CallContext(endpoint=f"rest:{request.url.path}", request_id=rid or ""),
+                exc,
+                status_of(exc).http,
+            )
+        return error_response(exc, rid)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc), getattr(request.state, "request_id", None))
+
+    @app.post(
+        "/generate",
+        summary="Generate images",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": GenerateParams.model_json_schema()}},
+            }
+        },
+        responses={200: {"content": {"image/png": {}, "application/json": {}}}},
+    )
+    async def generate(request: Request) -> Response:
+        ctx = context_from(request, "rest:/generate")
+        params = parse_params(await json_body(request))
+        result = await unless_disconnected(request, service.generate(params, ctx))
+        return result_response(request, result)
+
+    @app.post("/edit", summary="Edit an image (multipart: image, mask?, prompt, strength, mode)")
+    async def edit(request: Request) -> Response:
+        ctx = context_from(request, "rest:/edit")
+        fields, files = await form_fields(request)
+        if "image" not in files:
+            raise InvalidRequest("upload the image to edit as the 'image' file", "image")
+        strength: float | None = None
+        if "strength" in fields:
+            try:
+                strength = float(fields["strength"])
+            except ValueError:
+                raise InvalidRequest("strength must be a number in (0, 1]", "strength") from None
+        mode = fields.get("mode") or None
+        params = parse_params({k: v for k, v in fields.items() if k not in _FORM_OTHER_FIELDS})
+        result = await unless_disconnected(
+            request,
+            service.edit(
+                image=files["image"],
+                mask=files.get("mask"),
+                mode=mode,
+                strength=strength,
+                params=params,
+                ctx=ctx,
+            ),
+        )
+        return result_response(request, result)
+
+    @app.post("/vqa", summary="Answer a question about an image (multipart, or JSON base64)")
+    async def vqa(request: Request) -> JSONResponse:
+        ctx = context_from(request, "rest:/vqa")
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = await json_body(request)
+            try:
+                image = base64.b64decode(str(body.get("image", "")), validate=True)
+            except (binascii.Error, ValueError):
+                raise InvalidRequest("image must be base64", "image") from None
+            fields: dict[str, Any] = body
+        else:
+            fields, files = await form_fields(request)
+            image = files.get("image", b"")
+        if not image:
+            raise InvalidRequest("send the image (a file, or base64 in JSON)", "image")
+        try:
+            max_tokens = int(fields.get("max_tokens") or 64)
+        except (TypeError, ValueError):
+            raise InvalidRequest("max_tokens must be an integer", "max_tokens") from None
+        answer = await unless_disconnected(
+            request,
+            service.vqa(
+                image=image,
+                question=str(fields.get("question") or ""),
+                max_tokens=max_tokens,
+                ctx=ctx,
+            ),
+        )
+        return JSONResponse(
+            {"answer": answer, "request_id": ctx.request_id, "model": settings.vqa_model},
+            headers={"X-Request-Id": ctx.request_id},
+        )
+
+    @app.get("/v1/presets", summary="Style presets")
+    async def presets() -> dict[str, Any]:
+        return {
+            "presets": [
+                {"name": name, **json.loads(preset.to_json())}
+                for name, preset in sorted(service.list_presets().items())
+            ]
+        }
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/readyz", summary="Readiness: model loaded and warmed up")
+    async def readyz() -> JSONResponse:
+        if service.ready:
+            return JSONResponse(
+                {"status": "ready", "model": settings.model, "release": settings.release}
+            )
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=service.metrics.content_type)
+
+    wrapped = RequestMetrics(BodyLimit(app, settings.max_body_bytes), service)
+    app.state.asgi = wrapped
+    return app
+
+
+def asgi_app(service: GenerationService) -> ASGIApp:
+    """The application with the body limit and request metrics around it."""
+    return create_app(service).state.asgi  # type: ignore[no-any-return]
+
+
+def metrics_app(service: GenerationService) -> ASGIApp:
+    """The separate Prometheus listener (``--metrics-port``)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope.get("path") == "/metrics":
+            response = Response(service.metrics.render(), media_type=service.metrics.content_type)
+        else:
+            response = Response(b"not found; try /metrics\n", status_code=404)
+        await response(scope, receive, send)
+
+    return app

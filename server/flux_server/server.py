@@ -1,0 +1,135 @@
+"""One process, one event loop: uvicorn (REST + /metrics), grpc.aio, and the core.
+
+Start-up order: listeners first (so ``/healthz`` answers and ``/readyz`` says 503 while
+the model loads), then the model, then readiness (``/readyz`` 200, gRPC health
+SERVING). On SIGTERM/SIGINT: readiness off, stop accepting, finish accepted work for
+up to ``--drain-timeout`` seconds, then close the listeners and exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import uvicorn
+
+from flux_server.grpc_api import build_grpc_server, set_serving
+from flux_server.metrics import Metrics
+from flux_server.rest import asgi_app, metrics_app
+from flux_server.service import GenerationService
+from flux_server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    # Signals are ours: uvicorn must not exit on SIGTERM before the drain.
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    return server
+
+
+def _bound_port(server: uvicorn.Server) -> int:
+    return int(server.servers[0].sockets[0].getsockname()[1])
+
+
+class FluxServer:
+    """The running server. ``run()`` returns when it has stopped."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        self.metrics = Metrics(settings.release)
+        self.service = GenerationService(settings, self.metrics)
+        self.stop_requested = asyncio.Event()
+        self.http_port = 0
+        self.grpc_port = 0
+        self.metrics_port = 0
+
+    def request_stop(self) -> None:
+        self.stop_requested.set()
+
+    async def run(self) -> int:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+
+        http = _uvicorn(asgi_app(self.service), s.host, s.http_port)
+        metrics_server = (
+            _uvicorn(metrics_app(self.service), s.host, s.metrics_port) if s.metrics_port else None
+        )
+        grpc_server, health_servicer, self.grpc_port = build_grpc_server(
+            self.service, s.host, s.grpc_port
+        )
+        await set_serving(health_servicer, False)
+        await grpc_server.start()
+        http_task = asyncio.create_task(http.serve(), name="http")
+        metrics_task = (
+            asyncio.create_task(metrics_server.serve(), name="metrics") if metrics_server else None
+        )
+        while not http.started:
+            if http_task.done():
+                await grpc_server.stop(0)
+                http_task.result()
+                log.error("the HTTP listener did not start", extra={"port": s.http_port})
+                return 1
+            await asyncio.sleep(0.01)
+        self.http_port = _bound_port(http)
+        if metrics_server is not None:
+            # uvicorn exposes only a flag for "listening"; poll it briefly.
+            while not metrics_server.started and not metrics_task.done():  # type: ignore[union-attr]  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            if metrics_server.started:
+                self.metrics_port = _bound_port(metrics_server)
+        log.info(
+            "listening",
+            extra={
+                "http_port": self.http_port,
+                "grpc_port": self.grpc_port,
+                "metrics_port": self.metrics_port,
+                "release": s.release,
+            },
+        )
+
+        exit_code = 0
+        start = asyncio.create_task(self.service.start(), name="load")
+        stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
+        await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if start.done() and start.exception() is not None:
+            log.error("the model could not be loaded: %s", start.exception())
+            exit_code = 1
+        elif start.done():
+            await set_serving(health_servicer, True)
+            await stop
+        else:
+            start.cancel()
+
+        log.info("draining", extra={"drain_timeout": s.drain_timeout})
+        # Health answers NOT_SERVING from here on, and ignores later updates.
+        await health_servicer.enter_graceful_shutdown()
+        drained = await self.service.drain(s.drain_timeout)
+        if not drained:
+            log.warning("drain timed out; unfinished requests were refused")
+        # Accepted work is done: let the adapters send the last answers, then close.
+        await grpc_server.stop(grace=2)
+        http.should_exit = True
+        if metrics_server is not None:
+            metrics_server.should_exit = True
+        await http_task
+        if metrics_task is not None:
+            await metrics_task
+        await self.service.close()
+        log.info("stopped", extra={"drained": drained})
+        return exit_code

@@ -1,0 +1,623 @@
+"""The transport-free core: what a generation, an edit or a question goes through
+between an API adapter (REST or gRPC) and the engine.
+
+authenticate → resolve (preset, defaults, limits) → safety → cache → batcher → engine,
+with the audit log, metrics and structured logs along the way. The adapters only
+convert to and from their wire types and map :mod:`flux_server.errors` to statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flux_client.presets import StylePreset
+from flux_server.batcher import Batcher, BatchInfo
+from flux_server.engine import Engine, GeneratedImage, encode
+from flux_server.errors import (
+    ContentRejected,
+    InternalError,
+    InvalidRequest,
+    NotEnabled,
+    PermissionDenied,
+    ServeError,
+    Unauthenticated,
+    Unavailable,
+)
+from flux_server.images import InputError
+from flux_server.metrics import Metrics
+from flux_server.params import GenerateParams, Job, resolve
+from flux_server.presets_store import PresetStore
+from flux_server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[int, int], None]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Who asks, through which endpoint, with which deadline and lane."""
+
+    endpoint: str  # "rest:/generate", "grpc:Generate", ...
+    request_id: str = field(default_factory=new_request_id)
+    authorization: str | None = None  # the "authorization" header / metadata value
+    priority: bool = False
+    timeout: float | None = None  # seconds; None: --request-timeout
+
+
+@dataclass
+class GenerationResult:
+    images: list[GeneratedImage]
+    request_id: str
+    release: str
+    model: str
+    batch_size: int
+    queue_ms: float
+    inference_ms: float
+    total_ms: float
+    cache_hit: bool = False
+
+
+@dataclass(eq=False)
+class _Work:
+    """One request in the scheduler: a generation or an edit."""
+
+    kind: Literal["generate", "edit"]
+    job: Any  # params.Job or editing.EditJob
+    output_format: str
+    request_id: str
+    progress: ProgressFn | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def key(self) -> tuple[Any, ...]:
+        if self.kind == "generate":
+            return ("generate", *self.job.batch_key())
+        from flux_server import editing
+
+        return ("edit", *editing.batch_key(self.job))
+
+    @property
+    def units(self) -> int:
+        return int(self.job.num_images)
+
+
+class GenerationService:
+    """The server's core. ``start()`` loads the model (in the engine thread, so the
+    probes answer meanwhile); ``ready`` turns true after the warm-up."""
+
+    def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics(settings.release)
+        self.presets = PresetStore(settings.presets_dir)
+        self.engine: Engine | None = None
+        self.editor: Any = None
+        self.vqa_model: Any = None
+        self.ready = False
+        self.draining = False
+        # One thread owns the accelerator: torch calls never overlap.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._aux_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aux")
+        self.batcher: Batcher[_Work, list[GeneratedImage]] = Batcher(
+            self._run_batch,
+            key=_Work.key,
+            units=lambda work: work.units,
+            max_batch_size=settings.max_batch_size,
+            max_delay=settings.max_delay_s,
+            max_queue=settings.max_queue,
+            on_batch=self._observe_batch,
+            on_depth=self.metrics.queue_depth.set,
+        )
+        self.keys: Any = None
+        self.safety: Any = None
+        self.audit: Any = None
+        self.cache: Any = None
+        self.adapter_names: frozenset[str] = frozenset()
+        self._build_features()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def _build_features(self) -> None:
+        """The optional modules the settings switch on; a bad file fails start-up."""
+        s = self.settings
+        if s.api_keys is not None:
+            from flux_server.auth import KeyStore
+
+            self.keys = KeyStore.from_file(s.api_keys)
+        from flux_server.safety import SafetyFilter
+
+        # The default blocklist is always on; --blocklist extends it.
+        self.safety = SafetyFilter.from_files(s.blocklist, s.safety_model)
+        if s.audit_log is not None:
+            from flux_server.audit import AuditLog
+
+            self.audit = AuditLog(s.audit_log, hash_prompts=s.audit_hash_prompts)
+        from flux_server.cache import build_cache
+
+        self.cache = build_cache(
+            redis_url=s.redis_url,
+            cache_bytes=s.cache_bytes,
+            ttl=s.cache_ttl,
+            on_error=lambda _exc: self.metrics.cache_errors.inc(),
+        )
+
+    async def start(self) -> None:
+        """Load, warm up, start scheduling; then ready. Raises on a model that cannot
+        load (the process exits and Kubernetes sees a failing pod)."""
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        self.metrics.set_model(s.model, s.model_revision, s.release)
+        self.engine = await loop.run_in_executor(
+            self._executor, lambda: Engine.load(s.model, s.model_revision, s.device, s.dtype)
+        )
+        await loop.run_in_executor(self._executor, self._load_extras)
+        if s.warmup:
+            await loop.run_in_executor(self._executor, self.engine.warmup)
+        self.batcher.start()
+        self.ready = True
+        self.metrics.ready.set(1)
+        log.info(
+            "ready",
+            extra={
+                "model": s.model,
+                "release": s.release,
+                "device": self.engine.info.device,
+                "dtype": self.engine.info.dtype,
+                "load_seconds": round(self.engine.info.load_seconds, 3),
+            },
+        )
+
+    def _load_extras(self) -> None:
+        """LoRA adapters, editing pipelines, the VQA model (engine thread)."""
+        assert self.engine is not None
+        s = self.settings
+        if s.lora:
+            from flux_server import lora
+
+            specs = [lora.parse_lora_flag(flag) for flag in s.lora]
+            lora.load_adapters(self.engine.pipe, specs)
+            self.engine.adapter_hook = lora.activate
+            self.adapter_names = frozenset(spec.name for spec in specs)
+        if s.enable_editing or s.kontext_model:
+            from flux_server.editing import Editor
+
+            self.editor = Editor(self.engine.pipe, s.kontext_model)
+        if s.vqa_model:
+            from flux_server.vqa import VqaModel
+
+            self.vqa_model = VqaModel.load(s.vqa_model, self.engine.info.device)
+
+    async def drain(self, timeout: float) -> bool:
+        """Stop accepting, finish accepted work (up to ``timeout`` s)."""
+        self.ready = False
+        self.draining = True
+        self.metrics.ready.set(0)
+        drained = await self.batcher.drain(timeout)
+        return drained
+
+    async def close(self) -> None:
+        await self.batcher.close()
+        if self.cache is not None:
+            await self.cache.close()
+        if self.audit is not None:
+            self.audit.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._aux_executor.shutdown(wait=False, cancel_futures=True)
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model
+
+    def list_presets(self) -> dict[str, StylePreset]:
+        return dict(self.presets.get())
+
+    # -- requests ------------------------------------------------------------------------
+
+    def authenticate(self, ctx: CallContext) -> Any:
+        """The caller's principal (None on an open server); checks the priority lane."""
+        if self.keys is None:
+            return None
+        from flux_server.auth import bearer_token
+
+        self.keys.reload_if_changed()
+        token = bearer_token(ctx.authorization)
+        if token is None:
+            raise Unauthenticated(
+                "an API key is required: send 'authorization: Bearer <key>'", "authorization"
+            )
+        principal = self.keys.authenticate(token)
+        if principal is None:
+            raise Unauthenticated("the API key is not valid", "authorization")
+        if ctx.priority and not principal.can_priority:
+            raise PermissionDenied(
+                f"user {principal.user!r} may not use the priority lane", "priority"
+            )
+        return principal
+
+    def _check_ready(self) -> None:
+        if self.draining:
+            raise Unavailable("the server is draining; retry on another replica")
+        if not self.ready:
+            raise Unavailable("the model is still loading; retry shortly")
+
+    async def generate(
+        self, params: GenerateParams, ctx: CallContext, progress: ProgressFn | None = None
+    ) -> GenerationResult:
+        """Generate the images of one request."""
+        started = time.perf_counter()
+        self._check_ready()
+        principal = self.authenticate(ctx)
+        user = principal.user if principal is not None else None
+        job = resolve(params, self.presets.get(), self.settings, self.adapter_names)
+        await self._check_safety(job.prompt, ctx, user, job)
+
+        key = self._cache_key(job, seeded=params.seed is not None)
+        if key is not None:
+            cached = await self.cache.get(key)
+            if cached is not None:
+                self.metrics.cache_hits.inc()
+                images = _images_from_blob(cached)
+                if progress is not None:
+                    progress(job.steps, job.steps)
+                result = self._result(ctx, images, 0, 0.0, 0.0, started, cache_hit=True)
+                self._audit(ctx, user, job, "accepted", None, 200, result)
+                return result
+            self.metrics.cache_misses.inc()
+
+        work = _Work(
+            "generate",
+            job,
+            job.output_format,
+            ctx.request_id,
+            progress,
+            asyncio.get_running_loop() if progress else None,
+        )
+        images, info = await self._submit(work, ctx)
+        if key is not None:
+            await self.cache.set(key, _images_to_blob(images))
+        result = self._result(
+            ctx, images, info.size, info.queue_s * 1000, info.run_s * 1000, started
+        )
+        self._audit(ctx, user, job, "accepted", None, 200, result)
+        log.info(
+            "generated",
+            extra={
+                "request_id": ctx.request_id,
+                "endpoint": ctx.endpoint,
+                "user": user,
+                "size": [job.width, job.height],
+                "steps": job.steps,
+                "images": job.num_images,
+                "batch_size": info.size,
+                "queue_ms": round(result.queue_ms, 1),
+                "total_ms": round(result.total_ms, 1),
+            },
+        )
+        return result
+
+    async def edit(
+        self,
+        *,
+        image: bytes,
+        mask: bytes | None,
+        mode: str | None,
+        strength: float | None,
+        params: GenerateParams,
+        ctx: CallContext,
+    ) -> GenerationResult:
+        """Edit an uploaded image (img2img, inpaint, instruct)."""
+        started = time.perf_counter()
+        self._check_ready()
+        if self.editor is None:
+            raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
+        principal = self.authenticate(ctx)
+        user = principal.user if principal is not None else None
+        from flux_server.editing import EditJob
+        from flux_server.images import decode_image
+
+        max_pixels = self.settings.max_image_pixels
+        try:
+            source = decode_image(image, "image", max_pixels)
+            mask_image = decode_image(mask, "mask", max_pixels, mode="L") if mask else None
+        except InputError as exc:
+            raise InvalidRequest(exc.message, exc.field) from None
+        mode = mode or ("inpaint" if mask_image is not None else "img2img")
+        # The output follows the source image unless the request sets a size.
+        sized = params.model_copy(
+            update={
+                "width": params.width or _snap16(source.width),
+                "height": params.height or _snap16(source.height),
+            }
+        )
+        job = resolve(sized, self.presets.get(), self.settings, self.adapter_names)
+        await self._check_safety(job.prompt, ctx, user, job)
+        edit_job = EditJob(
+            mode=mode,  # type: ignore[arg-type]
+            image=source,
+            prompt=job.prompt,
+            mask=mask_image,
+            strength=0.6 if strength is None else strength,
+            negative_prompt=job.negative_prompt if job.true_cfg_scale > 1 else None,
+            width=job.width,
+            height=job.height,
+            steps=job.steps,
+            guidance_scale=job.guidance_scale,
+            true_cfg_scale=job.true_cfg_scale,
+            seed=job.seed,
+            num_images=job.num_images,
+        )
+        from flux_server.editing import validate
+
+        try:
+            validate(edit_job, kontext_available=self.editor.can_instruct)
+        except InputError as exc:
+            raise InvalidRequest(exc.message, exc.field) from None
+        work = _Work("edit", edit_job, job.output_format, ctx.request_id)
+        images, info = await self._submit(work, ctx)
+        result = self._result(
+            ctx, images, info.size, info.queue_s * 1000, info.run_s * 1000, started
+        )
+        self._audit(ctx, user, job, "accepted", None, 200, result)
+        return result
+
+    async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
+        """Answer a question about an image."""
+        self._check_ready()
+        if self.vqa_model is None:
+            raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
+        self.authenticate(ctx)
+        from flux_server.images import decode_image
+        from flux_server.vqa import validate_question
+
+        try:
+            validate_question(question, max_tokens)
+            decoded = decode_image(image, "image", self.settings.max_image_pixels)
+        except InputError as exc:
+            raise InvalidRequest(exc.message, exc.field) from None
+        decision = self.safety.check(question)
+        if not decision.allowed:
+            self.metrics.safety_rejections.labels(reason=decision.reason or "unknown").inc()
+            raise ContentRejected("the question was refused by the content policy", "question")
+        loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(
+            self._executor, self.vqa_model.answer, decoded, question, max_tokens
+        )
+        timeout = ctx.timeout or self.settings.request_timeout
+        try:
+            answer: str = await asyncio.wait_for(call, timeout)
+        except asyncio.TimeoutError:
+            from flux_server.errors import DeadlineExceeded
+
+            raise DeadlineExceeded(f"no answer within the deadline of {timeout:.3g}s") from None
+        except InputError as exc:
+            raise InvalidRequest(exc.message, exc.field) from None
+        return answer
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def _check_safety(
+        self, prompt: str, ctx: CallContext, user: str | None, job: Job
+    ) -> None:
+        if self.safety is None:
+            return
+        if getattr(self.safety, "classifier", None) is not None:
+            decision = await asyncio.get_running_loop().run_in_executor(
+                self._aux_executor, self.safety.check, prompt
+            )
+        else:
+            decision = self.safety.check(prompt)
+        if decision.allowed:
+            return
+        reason = decision.reason or "unknown"
+        self.metrics.safety_rejections.labels(reason=reason).inc()
+        self._audit(ctx, user, job, "rejected", reason, 400, None)
+        log.warning(
+            "prompt rejected",
+            extra={"request_id": ctx.request_id, "user": user, "reason": reason},
+        )
+        raise ContentRejected("the prompt was refused by the content policy", "prompt")
+
+    def _cache_key(self, job: Job, *, seeded: bool) -> str | None:
+        if self.cache is None:
+            return None
+        from flux_server.cache import cache_key
+
+        s = self.settings
+        return cache_key(
+            job,
+            model=s.model,
+            revision=s.model_revision,
+            release=s.release,
+            adapters=dict(job.adapters),
+            seeded=seeded,
+        )
+
+    async def _submit(
+        self, work: _Work, ctx: CallContext
+    ) -> tuple[list[GeneratedImage], BatchInfo]:
+        timeout = ctx.timeout if ctx.timeout is not None else self.settings.request_timeout
+        try:
+            return await self.batcher.submit(work, priority=ctx.priority, timeout=timeout)
+        except ServeError:
+            raise
+        except InputError as exc:
+            raise InvalidRequest(exc.message, exc.field) from None
+        except Exception as exc:
+            log.exception(
+                "generation failed", extra={"request_id": ctx.request_id, "error": repr(exc)}
+            )
+            raise InternalError(_describe_failure(exc, work)) from None
+
+    async def _run_batch(self, works: Sequence[_Work]) -> list[list[GeneratedImage]]:
+        loop = asyncio.get_running_loop()
+        listeners = [w for w in works if w.progress is not None and w.loop is not None]
+
+        def progress(step: int, total: int) -> None:
+            for work in listeners:
+                work.loop.call_soon_threadsafe(work.progress, step, total)  # type: ignore[union-attr,arg-type]
+
+        on_step = progress if listeners else None
+        if works[0].kind == "generate":
+            engine = self.engine
+            assert engine is not None
+            jobs = [w.job for w in works]
+            return await loop.run_in_executor(self._executor, engine.generate, jobs, on_step)
+
+        def run_edits() -> list[list[GeneratedImage]]:
+            results = self.editor.run_batch([w.job for w in works], on_step)
+            return [
+                [
+                    GeneratedImage(
+                        data=encode(image, work.output_format),
+                        format=work.output_format,
+                        width=image.width,
+                        height=image.height,
+                        seed=seed,
+                    )
+                    for image, seed in zip(result.images, result.seeds, strict=True)
+                ]
+                for work, result in zip(works, results, strict=True)
+            ]
+
+        return await loop.run_in_executor(self._executor, run_edits)
+
+    def _observe_batch(self, info: BatchInfo) -> None:
+        self.metrics.batch_size.observe(info.size)
+        self.metrics.inference_duration.observe(info.run_s)
+        self.metrics.images_generated.inc(info.units)
+
+    def _result(
+        self,
+        ctx: CallContext,
+        images: list[GeneratedImage],
+        batch_size: int,
+        queue_ms: float,
+        inference_ms: float,
+        started: float,
+        cache_hit: bool = False,
+    ) -> GenerationResult:
+        return GenerationResult(
+            images=images,
+            request_id=ctx.request_id,
+            release=self.settings.release,
+            model=self.settings.model,
+            batch_size=batch_size,
+            queue_ms=queue_ms,
+            inference_ms=inference_ms,
+            total_ms=(time.perf_counter() - started) * 1000,
+            cache_hit=cache_hit,
+        )
+
+    def _audit(
+        self,
+        ctx: CallContext,
+        user: str | None,
+        job: Job,
+        decision: Literal["accepted", "rejected"],
+        reason: str | None,
+        status: int,
+        result: GenerationResult | None,
+    ) -> None:
+        if self.audit is None:
+            return
+        from flux_server.audit import AuditRecord
+
+        self.audit.record(
+            AuditRecord(
+                request_id=ctx.request_id,
+                user=user,
+                endpoint=ctx.endpoint,
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                params={
+                    "width": job.width,
+                    "height": job.height,
+                    "steps": job.steps,
+                    "guidance_scale": job.guidance_scale,
+                    "true_cfg_scale": job.true_cfg_scale,
+                    "seed": job.seed,
+                    "num_images": job.num_images,
+                    "style_preset": job.style_preset,
+                    "adapters": dict(job.adapters),
+                    "priority": ctx.priority,
+                },
+                decision=decision,
+                reason=reason,
+                status=status,
+                latency_ms=result.total_ms if result is not None else None,
+                cache_hit=result.cache_hit if result is not None else False,
+            )
+        )
+
+    def audit_refusal(self, ctx: CallContext, error: ServeError, status: int) -> None:
+        """Record an authentication/priority refusal (no job was resolved)."""
+        if self.audit is None or not isinstance(error, Unauthenticated | PermissionDenied):
+            return
+        from flux_server.audit import AuditRecord
+
+        self.audit.record(
+            AuditRecord(
+                request_id=ctx.request_id,
+                endpoint=ctx.endpoint,
+                decision="rejected",
+                reason="unauthenticated"
+                if isinstance(error, Unauthenticated)
+                else "priority_denied",
+                status=status,
+            )
+        )
+
+
+def _snap16(value: int) -> int:
+    return max(16, round(value / 16) * 16)
+
+
+def _describe_failure(exc: BaseException, work: _Work) -> str:
+    job = work.job
+    size = f"{getattr(job, 'width', '?')}x{getattr(job, 'height', '?')}"
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return (
+            f"the accelerator ran out of memory for this request ({size}, "
+            f"{job.num_images} image(s)); try a smaller size or fewer images"
+        )
+    return f"generation failed ({type(exc).__name__}); the request id is in the server's logs"
+
+
+def _images_to_blob(images: list[GeneratedImage]) -> bytes:
+    return json.dumps(
+        [
+            {
+                "b64": base64.b64encode(i.data).decode("ascii"),
+                "format": i.format,
+                "width": i.width,
+                "height": i.height,
+                "seed": i.seed,
+            }
+            for i in images
+        ]
+    ).encode("utf-8")
+
+
+def _images_from_blob(blob: bytes) -> list[GeneratedImage]:
+    return [
+        GeneratedImage(
+            data=base64.b64decode(entry["b64"]),
+            format=entry["format"],
+            width=entry["width"],
+            height=entry["height"],
+            seed=entry["seed"],
+        )
+        for entry in json.loads(blob)
+    ]
