@@ -281,25 +281,37 @@ SAFE_LABELS = frozenset(
 )
 
 
+class SafetyModelError(RuntimeError):
+    """A safety model that cannot be loaded; the message names it."""
+
+
 class SafetyClassifier:
-    """A transformers text-classification model, loaded from a local directory.
+    """A transformers text-classification model, from a local directory or a hub id
+    (read with ``HF_TOKEN`` like the main model).
 
     A prompt is flagged when any label outside ``SAFE_LABELS`` scores at or above the
     threshold. For a two-class model without label names, ``LABEL_1`` is the unsafe one.
     """
 
-    def __init__(self, path: str | Path, threshold: float = DEFAULT_THRESHOLD) -> None:
-        from transformers import pipeline  # heavy import, only when a model is configured
-
+    def __init__(self, model: str | Path, threshold: float = DEFAULT_THRESHOLD) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"safety threshold must be in (0, 1], got {threshold}")
-        if not Path(path).is_dir():
-            raise FileNotFoundError(f"safety model: {path} is not a directory")
-        self.path = str(path)
+        name = str(model)
+        # Something written as a path must be a directory here; anything else may be a
+        # hub id, which transformers resolves (and reports on) itself.
+        looks_like_path = name.startswith(("/", ".", "~")) or Path(name).exists()
+        if looks_like_path and not Path(name).expanduser().is_dir():
+            raise SafetyModelError(f"safety model {name}: not a directory")
+        self.model = name
         self.threshold = threshold
-        self._pipe = pipeline(
-            "text-classification", model=self.path, tokenizer=self.path, top_k=None, device="cpu"
-        )
+        from transformers import pipeline  # heavy import, only when a model is configured
+
+        try:
+            self._pipe = pipeline(
+                "text-classification", model=name, tokenizer=name, top_k=None, device="cpu"
+            )
+        except (OSError, ValueError) as exc:
+            raise SafetyModelError(f"safety model {name}: cannot load it: {exc}") from exc
 
     def flag(self, text: str) -> tuple[str, float] | None:
         """The highest-scoring unsafe label at or above the threshold, or None."""

@@ -10,6 +10,7 @@ import pytest
 from flux_server.safety import (
     BlocklistError,
     SafetyFilter,
+    SafetyModelError,
     build_blocklist,
     default_blocklist,
     normalise,
@@ -62,6 +63,7 @@ def test_blocked_in_disguise(default_filter: SafetyFilter, prompt: str, entry: s
         "the Sussex coastline",
         "a cocktail on a bar",
         "the gorilla in a forest",  # "gor..." is not "gore"
+        "Al Gore giving a speech",  # allowed phrase
         "a naked mole rat in a burrow",  # allowed phrase
         "visible to the naked eye",
         "a tortoise, 2024, 1080p, f/1.8",
@@ -190,5 +192,11 @@ def test_blocklist_is_checked_before_the_classifier(classifier_dirs: tuple[Path,
 
 
 def test_missing_model_directory_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="safety model"):
+    with pytest.raises(SafetyModelError, match=r"safety model .*absent: not a directory"):
         SafetyFilter.from_files(model=tmp_path / "absent")
+
+
+def test_unusable_model_directory_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SafetyModelError, match=r"safety model .*empty: cannot load it"):
+        SafetyFilter.from_files(model=tmp_path / "empty")
