@@ -281,7 +281,7 @@ SAFE_LABELS = frozenset(
 )
 
 
-class SafetyModelError(RuntimeError):
+class SafetyModelError(ValueError):
     """A safety model that cannot be loaded; the message names it."""
 
 
