@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("name")
     history.add_argument("-n", "--namespace", default=None, help="namespace (kubeconfig's default)")
     history.add_argument("-o", "--output", choices=("table", "yaml"), default="table")
+    history.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig file")
     rollback = sub.add_parser("rollback", help="roll back to a release in the history")
     rollback.add_argument("name")
     rollback.add_argument("--to", required=True, dest="to_release", help="release in history")
@@ -87,6 +88,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-port", type=int, default=8080, help="liveness port (/healthz)")
     parser.add_argument("--log-format", choices=("json", "plain"), default="json")
     parser.add_argument("--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -99,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     from flux_operator import commands  # the cluster-facing commands import kopf/kubernetes
 
     if args.command == "history":
-        return commands.history(args.name, args.namespace, args.output)
+        return commands.history(args.name, args.namespace, args.output, args.kubeconfig)
     if args.command == "rollback":
-        return commands.rollback(args.name, args.namespace, args.to_release)
+        return commands.rollback(args.name, args.namespace, args.to_release, args.kubeconfig)
     return commands.run(args)

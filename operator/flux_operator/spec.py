@@ -477,6 +477,8 @@ Outcome = Literal["Progressing", "Available", "Failed", "RolledBack", "Supersede
 class Condition(_Model):
     """A Kubernetes-style condition."""
 
+    model_config = ConfigDict(extra="ignore")
+
     type: ConditionType = Field(description="Ready, Progressing, Degraded or RolledBack.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="CamelCase reason.")
@@ -489,6 +491,8 @@ class Condition(_Model):
 
 class HistoryEntry(_Model):
     """One revision: what ran and how it ended."""
+
+    model_config = ConfigDict(extra="ignore")
 
     revision: int = Field(ge=1, description="Increasing revision number.")
     release: str = Field(description="The release (git tag) of this revision.")
@@ -509,6 +513,8 @@ class HistoryEntry(_Model):
 class RollbackRecord(_Model):
     """The rollback in force, until the spec changes."""
 
+    model_config = ConfigDict(extra="ignore")
+
     from_release: str = Field(description="The release rolled back from.")
     from_revision: int = Field(description="The revision rolled back from.")
     to_revision: int = Field(description="The revision restored (a new history entry).")
@@ -521,6 +527,9 @@ class RollbackRecord(_Model):
 class FluxDeploymentStatus(_Model):
     """What the operator observed; written only by the operator."""
 
+    # Read back leniently: other writers (kopf's own bookkeeping) may add keys to status.
+    model_config = ConfigDict(extra="ignore")
+
     observed_generation: int | None = Field(default=None, description="Last generation handled.")
     phase: Phase = Field(default="Pending", description="Summary for humans and health checks.")
     conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
@@ -531,6 +540,10 @@ class FluxDeploymentStatus(_Model):
     current_revision: int | None = Field(default=None, description="Revision now deployed.")
     history: list[HistoryEntry] = Field(default_factory=list, description="Newest last.")
     rollback: RollbackRecord | None = Field(default=None, description="Rollback in force.")
+    handled_rollback_to: str | None = Field(
+        default=None,
+        description="The fluxserve.dev/rollback-to value already acted on (acted on once).",
+    )
 
 
 class FluxDeployment(_Model):

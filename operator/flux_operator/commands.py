@@ -1,0 +1,151 @@
+"""The cluster-facing commands: run the operator, print the history, request a rollback."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+import kopf
+import yaml
+
+from flux_operator.handlers import build_registry
+from flux_operator.kube import ApiError, KubeApi, default_namespace, load_configuration
+from flux_operator.render import ROLLBACK_ANNOTATION
+from flux_operator.settings import OperatorSettings, RetrySettings
+from flux_operator.spec import FluxDeploymentStatus
+
+
+def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
+    return OperatorSettings(
+        namespaces=tuple(args.namespaces),
+        peering=args.peering,
+        health_port=args.health_port,
+        log_format=args.log_format,
+        verbose=args.verbose,
+        kubeconfig=args.kubeconfig,
+    )
+
+
+async def operate(settings: OperatorSettings, stop_flag: asyncio.Event | None = None) -> None:
+    """Run the operator until ``stop_flag`` is set (or forever)."""
+    registry = build_registry(settings)
+    liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
+    await kopf.operator(
+        registry=registry,
+        clusterwide=not settings.namespaces,
+        namespaces=list(settings.namespaces),
+        standalone=settings.peering is None,
+        peering_name=settings.peering,
+        liveness_endpoint=liveness,
+        stop_flag=stop_flag,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from_args(args)
+    kopf.configure(
+        verbose=settings.verbose,
+        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
+    )
+    asyncio.run(operate(settings))
+    return 0
+
+
+def _api(kubeconfig: Path | None) -> KubeApi:
+    return KubeApi(load_configuration(kubeconfig), RetrySettings(attempts=3), threads=2)
+
+
+def format_history(status: FluxDeploymentStatus) -> str:
+    rows = [("REVISION", "RELEASE", "OUTCOME", "TIME", "PRESETS", "IMAGE")]
+    for entry in status.history:
+        marker = "*" if entry.revision == status.current_revision else " "
+        rows.append(
+            (
+                f"{marker}{entry.revision}",
+                entry.release,
+                entry.outcome,
+                entry.time,
+                entry.presets_hash,
+                entry.image,
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    )
+
+
+def history(name: str, namespace: str | None, output: str, kubeconfig: Path | None = None) -> int:
+    namespace = namespace or default_namespace(kubeconfig)
+    api = _api(kubeconfig)
+    try:
+        body = asyncio.run(api.get("FluxDeployment", namespace, name))
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        api.close()
+    if body is None:
+        print(f"error: FluxDeployment {namespace}/{name} not found", file=sys.stderr)
+        return 1
+    status = FluxDeploymentStatus.model_validate(body.get("status") or {})
+    if output == "yaml":
+        dumped = status.model_dump(by_alias=True, exclude_none=True)["history"]
+        sys.stdout.write(yaml.safe_dump(dumped, sort_keys=False))
+    else:
+        print(format_history(status))
+    return 0
+
+
+async def _rollback(api: KubeApi, name: str, namespace: str, release: str, wait: float) -> int:
+    body = await api.get("FluxDeployment", namespace, name)
+    if body is None:
+        print(f"error: FluxDeployment {namespace}/{name} not found", file=sys.stderr)
+        return 1
+    status = FluxDeploymentStatus.model_validate(body.get("status") or {})
+    releases = [e.release for e in status.history]
+    if release not in releases:
+        print(
+            f"error: release {release!r} is not in the history of {namespace}/{name} "
+            f"(known: {', '.join(dict.fromkeys(releases)) or 'none'})",
+            file=sys.stderr,
+        )
+        return 1
+    annotations = body.get("metadata", {}).get("annotations") or {}
+    if annotations.get(ROLLBACK_ANNOTATION) == release:
+        # The operator acts once per annotation value: clear it, let it notice, set it again.
+        await api.merge_patch(
+            "FluxDeployment",
+            namespace,
+            name,
+            {"metadata": {"annotations": {ROLLBACK_ANNOTATION: None}}},
+        )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            fresh = await api.get("FluxDeployment", namespace, name) or {}
+            if not (fresh.get("status") or {}).get("handledRollbackTo"):
+                break
+            await asyncio.sleep(0.5)
+    await api.merge_patch(
+        "FluxDeployment",
+        namespace,
+        name,
+        {"metadata": {"annotations": {ROLLBACK_ANNOTATION: release}}},
+    )
+    print(f"fluxdeployment {namespace}/{name}: rollback to {release} requested")
+    return 0
+
+
+def rollback(name: str, namespace: str | None, release: str, kubeconfig: Path | None = None) -> int:
+    namespace = namespace or default_namespace(kubeconfig)
+    api = _api(kubeconfig)
+    try:
+        return asyncio.run(_rollback(api, name, namespace, release, wait=30.0))
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        api.close()

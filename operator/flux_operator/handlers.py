@@ -1,0 +1,293 @@
+"""kopf handlers: watch FluxDeployments and their Deployments, and reconcile.
+
+Handlers only route events to ``Reconciler``, which reads, asks ``reconcile.plan`` what
+to do, applies the rendered objects and writes the status. Reconciliation is level-based
+and idempotent: every event (and every re-list) reconciles the whole resource again, so a
+failed attempt is repaired by the next one and an operator restart duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from collections import defaultdict
+from typing import Any
+
+import kopf
+
+from flux_operator.kube import ApiError, KubeApi, load_configuration
+from flux_operator.reconcile import Event, degraded_status, plan
+from flux_operator.render import (
+    INSTANCE_LABEL,
+    KIND_LABEL,
+    MANAGER,
+    OWNER_LABEL,
+    Owner,
+    desired_revision,
+    render_blocklist_config_map,
+    render_deployment,
+    render_hpa,
+    render_presets_config_map,
+    render_service,
+)
+from flux_operator.settings import OperatorSettings
+from flux_operator.spec import GROUP, PLURAL, VERSION, FluxDeploymentSpec, FluxDeploymentStatus
+from flux_operator.validation import spec_problems
+
+logger = logging.getLogger(__name__)
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def is_subset(desired: Any, observed: Any) -> bool:
+    """True when everything ``desired`` says is already in ``observed`` (the API server
+    adds defaults and status; those do not count as drift)."""
+    if isinstance(desired, dict):
+        return isinstance(observed, dict) and all(
+            key in observed and is_subset(value, observed[key]) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(observed, list)
+            and len(desired) == len(observed)
+            and all(is_subset(d, o) for d, o in zip(desired, observed, strict=True))
+        )
+    return bool(desired == observed)
+
+
+def status_patch(status: FluxDeploymentStatus) -> dict[str, Any]:
+    """A merge patch that sets the whole status and removes the fields now empty."""
+    body = status.model_dump(by_alias=True, exclude_none=True)
+    for name, info in FluxDeploymentStatus.model_fields.items():
+        alias = info.alias or name
+        body.setdefault(alias, None)
+    return body
+
+
+class Reconciler:
+    """Brings one FluxDeployment's children and status in line with its spec."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        # One reconciliation per resource at a time: events for the resource and for its
+        # Deployment arrive on different kopf workers.
+        async with self._locks[(namespace, name)]:
+            body = await self.api.get("FluxDeployment", namespace, name)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                return  # gone: owner references let the garbage collector remove children
+            await self._reconcile(body)
+
+    async def _reconcile(self, body: dict[str, Any]) -> None:
+        meta = body["metadata"]
+        namespace, name = meta.get("namespace") or "default", meta["name"]
+        owner = Owner(name=name, namespace=namespace, uid=meta.get("uid"))
+        generation = meta.get("generation")
+        old_status = _parse_status(body.get("status"))
+        log = logging.LoggerAdapter(logger, {"object": f"{namespace}/{name}"})
+
+        problems = spec_problems(body)
+        if problems:
+            message = "; ".join(problems)
+            new_status = degraded_status(
+                old_status, generation, "InvalidSpec", message, now_rfc3339()
+            )
+            old_degraded = next((c for c in old_status.conditions if c.type == "Degraded"), None)
+            await self._write_status(owner, body, old_status, new_status)
+            if old_degraded is None or old_degraded.message != message:
+                log.warning("spec cannot be served: %s", message)
+                await self._post(body, [Event("Warning", "InvalidSpec", message)])
+            return
+
+        spec = FluxDeploymentSpec.model_validate(body["spec"])
+        deployment = await self.api.get("Deployment", namespace, name)
+        decided = plan(
+            owner,
+            spec,
+            old_status,
+            meta.get("annotations") or {},
+            generation,
+            deployment,
+            now_rfc3339(),
+        )
+        revision = decided.revision
+        assert revision is not None
+        new_status = decided.status
+
+        if revision == desired_revision(owner, spec):
+            await self.api.create_if_absent(render_presets_config_map(owner, spec, revision))
+        elif await self.api.get("ConfigMap", namespace, revision.presets_config_map) is None:
+            # An older revision's presets are only in its ConfigMap: without it, stop here.
+            message = (
+                f"presets ConfigMap {revision.presets_config_map} of release "
+                f"{revision.release} is missing; cannot restore it"
+            )
+            new_status = degraded_status(
+                new_status, generation, "PresetsMissing", message, now_rfc3339()
+            )
+            await self._write_status(owner, body, old_status, new_status)
+            await self._post(body, [*decided.events, Event("Warning", "PresetsMissing", message)])
+            return
+
+        blocklist = render_blocklist_config_map(owner, spec)
+        if blocklist is not None:
+            await self.api.create_if_absent(blocklist)
+        rolled = await self._apply(render_deployment(owner, spec, revision), deployment)
+        service = render_service(owner, spec)
+        await self._apply(service, await self.api.get("Service", namespace, name))
+        hpa = render_hpa(owner, spec)
+        existing_hpa = await self.api.get("HorizontalPodAutoscaler", namespace, name)
+        if hpa is not None:
+            await self._apply(hpa, existing_hpa)
+        elif existing_hpa is not None and _owned(existing_hpa):
+            await self.api.delete("HorizontalPodAutoscaler", namespace, name)
+
+        old_maps = {e.presets_config_map for e in old_status.history}
+        if rolled or old_maps - decided.keep_config_maps:
+            await self._prune_config_maps(owner, decided.keep_config_maps, blocklist)
+
+        await self._write_status(owner, body, old_status, new_status)
+        for event in decided.events:
+            log.info("%s: %s", event.reason, event.message)
+        await self._post(body, decided.events)
+
+    async def _apply(self, desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:
+        if observed is not None and is_subset(desired, observed):
+            return False  # nothing to change: no write, no event, no feedback loop
+        await self.api.apply(desired)
+        return True
+
+    async def _prune_config_maps(
+        self, owner: Owner, keep: set[str], blocklist: dict[str, Any] | None
+    ) -> None:
+        maps = await self.api.list(
+            "ConfigMap", owner.namespace, {OWNER_LABEL: owner.name, INSTANCE_LABEL: owner.name}
+        )
+        current_blocklist = blocklist["metadata"]["name"] if blocklist else None
+        for cm in maps:
+            labels = cm.get("metadata", {}).get("labels", {})
+            cm_name = cm["metadata"]["name"]
+            kind = labels.get(KIND_LABEL)
+            stale = (kind == "presets" and cm_name not in keep) or (
+                kind == "blocklist" and cm_name != current_blocklist
+            )
+            if stale and labels.get("app.kubernetes.io/managed-by") == MANAGER:
+                await self.api.delete("ConfigMap", owner.namespace, cm_name)
+
+    async def _write_status(
+        self,
+        owner: Owner,
+        body: dict[str, Any],
+        old: FluxDeploymentStatus,
+        new: FluxDeploymentStatus,
+    ) -> None:
+        if old == new and body.get("status"):
+            return
+        await self.api.merge_patch(
+            "FluxDeployment",
+            owner.namespace,
+            owner.name,
+            {"status": status_patch(new)},
+            subresource="status",
+        )
+
+    async def _post(self, body: dict[str, Any], events: list[Event]) -> None:
+        for event in events:
+            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _owned(obj: dict[str, Any]) -> bool:
+    return obj.get("metadata", {}).get("labels", {}).get("app.kubernetes.io/managed-by") == MANAGER
+
+
+def _parse_status(raw: Any) -> FluxDeploymentStatus:
+    try:
+        return FluxDeploymentStatus.model_validate(raw or {})
+    except ValueError:
+        # A status we cannot read (hand-edited, older format) is rebuilt from scratch.
+        return FluxDeploymentStatus()
+
+
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """A fresh kopf registry with the operator's handlers (no module-level state)."""
+    registry = kopf.OperatorRegistry()
+    configuration = load_configuration(settings.kubeconfig)
+    holder: dict[str, Reconciler] = {}
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        header = configuration.get_api_key_with_prefix(
+            "BearerToken"
+        ) or configuration.get_api_key_with_prefix("authorization")
+        parts = header.split(" ", 1) if header else []
+        scheme, token = (
+            (None, None)
+            if not parts
+            else (None, parts[0])
+            if len(parts) == 1
+            else (parts[0], parts[1])
+        )
+        return kopf.ConnectionInfo(
+            server=configuration.host,
+            ca_path=configuration.ssl_ca_cert,
+            insecure=not configuration.verify_ssl,
+            username=configuration.username or None,
+            password=configuration.password or None,
+            scheme=scheme,
+            token=token,
+            certificate_path=configuration.cert_file,
+            private_key_path=configuration.key_file,
+        )
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.posting.level = logging.INFO
+        settings.watching.server_timeout = operator_settings.watch_timeout_seconds
+        holder["reconciler"] = Reconciler(
+            KubeApi(configuration, operator_settings.retry, operator_settings.api_threads)
+        )
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        reconciler = holder.pop("reconciler", None)
+        if reconciler is not None:
+            reconciler.api.close()
+
+    async def _reconcile(namespace: str, name: str) -> None:
+        try:
+            await holder["reconciler"].reconcile(namespace, name)
+        except ApiError as exc:
+            # Retried inside KubeApi already; the next event or re-list tries again.
+            logger.error(
+                "reconciliation failed", extra={"object": f"{namespace}/{name}", "error": str(exc)}
+            )
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def fluxdeployment_event(
+        event: dict[str, Any], namespace: str, name: str, **_: Any
+    ) -> None:
+        if event.get("type") == "DELETED":
+            return
+        await _reconcile(namespace, name)
+
+    @kopf.on.event(
+        "apps",
+        "v1",
+        "deployments",
+        labels={"app.kubernetes.io/managed-by": MANAGER},
+        registry=registry,
+    )
+    async def deployment_event(
+        event: dict[str, Any], namespace: str, labels: dict[str, str], **_: Any
+    ) -> None:
+        owner = labels.get(OWNER_LABEL)
+        if owner:
+            await _reconcile(namespace, owner)
+
+    operator_settings = settings
+    return registry

@@ -1,0 +1,296 @@
+"""The one module that talks to the Kubernetes API (besides kopf's own watching).
+
+A thin async layer over the official ``kubernetes`` client: plain dicts in and out
+(no generated models: they would reject objects the API server itself accepts), server-side
+apply for what the operator owns, merge patches for status, and retries with backoff
+for errors that may clear up (409 conflict, 429, 5xx, a dropped connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
+
+import kubernetes
+import urllib3
+
+from flux_operator.settings import RetrySettings
+
+FIELD_MANAGER = "fluxserve-operator"
+TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
+
+_T = TypeVar("_T")
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A response from the API server other than 2xx."""
+
+    def __init__(self, status: int, reason: str, message: str, method: str, path: str) -> None:
+        super().__init__(f"{method} {path}: {status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+
+    @property
+    def transient(self) -> bool:
+        return self.status in TRANSIENT_STATUSES
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind lives in the API."""
+
+    group: str
+    version: str
+    plural: str
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+KINDS: dict[str, Kind] = {
+    "ConfigMap": Kind("", "v1", "configmaps"),
+    "Service": Kind("", "v1", "services"),
+    "Event": Kind("", "v1", "events"),
+    "Deployment": Kind("apps", "v1", "deployments"),
+    "HorizontalPodAutoscaler": Kind("autoscaling", "v2", "horizontalpodautoscalers"),
+    "FluxDeployment": Kind("fluxserve.dev", "v1alpha1", "fluxdeployments"),
+}
+
+
+def object_path(
+    kind: str, namespace: str | None, name: str | None = None, subresource: str | None = None
+) -> str:
+    info = KINDS[kind]
+    base = f"/api/{info.version}" if not info.group else f"/apis/{info.group}/{info.version}"
+    if info.namespaced and namespace:
+        base += f"/namespaces/{quote(namespace, safe='')}"
+    path = f"{base}/{info.plural}"
+    if name is not None:
+        path += f"/{quote(name, safe='')}"
+    if subresource is not None:
+        path += f"/{subresource}"
+    return path
+
+
+def load_configuration(kubeconfig: Path | None) -> kubernetes.client.Configuration:
+    """Client configuration from a kubeconfig file, else $KUBECONFIG/~/.kube, else in-cluster."""
+    config = kubernetes.client.Configuration()
+    if kubeconfig is not None:
+        kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
+        return config
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)
+    return config
+
+
+def default_namespace(kubeconfig: Path | None) -> str:
+    """The current context's namespace (for the CLI), ``default`` when it names none."""
+    try:
+        _, context = kubernetes.config.list_kube_config_contexts(
+            config_file=str(kubeconfig) if kubeconfig else None
+        )
+        return str(context.get("context", {}).get("namespace") or "default")
+    except (kubernetes.config.ConfigException, OSError, TypeError):
+        return "default"
+
+
+class KubeApi:
+    """Async access to the objects the operator reads and writes."""
+
+    def __init__(
+        self,
+        configuration: kubernetes.client.Configuration,
+        retry: RetrySettings,
+        threads: int = 16,
+    ) -> None:
+        configuration.connection_pool_maxsize = max(threads, 4)
+        self._client = kubernetes.client.ApiClient(configuration)
+        self._retry = retry
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="kube")
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._client.close()
+
+    # --- transport ------------------------------------------------------------------------
+
+    def _request_sync(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+    ) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        self._client.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
+        url = self._client.configuration.host + path
+        if query:
+            url += "?" + urlencode(query)
+        response = self._client.call_api(method, url, header_params=headers, body=body)
+        response.read()
+        data = json.loads(response.data) if response.data else {}
+        if not 200 <= response.status < 300:
+            raise ApiError(
+                response.status,
+                str(data.get("reason", "")) if isinstance(data, dict) else "",
+                str(data.get("message", "")) if isinstance(data, dict) else str(data),
+                method,
+                path,
+            )
+        return data
+
+    async def _in_thread(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        query: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        retry_conflicts: bool = True,
+    ) -> Any:
+        delay = self._retry.first_delay
+        for attempt in range(1, self._retry.attempts + 1):
+            try:
+                return await self._in_thread(
+                    self._request_sync, method, path, body, query, content_type
+                )
+            except ApiError as exc:
+                retryable = exc.transient and (retry_conflicts or exc.status != 409)
+                if not retryable or attempt == self._retry.attempts:
+                    raise
+                failure: Exception = exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                if attempt == self._retry.attempts:
+                    raise
+                failure = exc
+            logger.warning(
+                "API call failed, retrying",
+                extra={"method": method, "path": path, "attempt": attempt, "error": str(failure)},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self._retry.max_delay)
+        raise AssertionError("unreachable")
+
+    # --- objects --------------------------------------------------------------------------
+
+    async def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self.request("GET", object_path(kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def list(
+        self, kind: str, namespace: str | None, labels: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        data = await self.request(
+            "GET", object_path(kind, namespace), query={"labelSelector": selector}
+        )
+        items: list[dict[str, Any]] = data.get("items", [])
+        # Filter here too: the selector is the server's job, but being exact costs nothing.
+        return [
+            item
+            for item in items
+            if all(
+                item.get("metadata", {}).get("labels", {}).get(k) == v for k, v in labels.items()
+            )
+        ]
+
+    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of the fields the operator owns (created when absent)."""
+        meta = obj["metadata"]
+        path = object_path(obj["kind"], meta.get("namespace"), meta["name"])
+        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        try:
+            result: dict[str, Any] = await self.request(
+                "PATCH", path, obj, query, content_type="application/apply-patch+yaml"
+            )
+            return result
+        except ApiError as exc:
+            # A real API server creates on apply; a server without apply support answers 404
+            # (or 415): create it then, and treat a racing creation as success.
+            if exc.status not in (404, 415):
+                raise
+        try:
+            created: dict[str, Any] = await self.request(
+                "POST",
+                object_path(obj["kind"], meta.get("namespace")),
+                obj,
+                {"fieldManager": FIELD_MANAGER},
+                retry_conflicts=False,
+            )
+            return created
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            return await self.merge_patch(obj["kind"], meta.get("namespace"), meta["name"], obj)
+
+    async def create_if_absent(self, obj: dict[str, Any]) -> bool:
+        """Create an immutable object; True when it was created, False when it existed."""
+        meta = obj["metadata"]
+        if await self.get(obj["kind"], meta.get("namespace"), meta["name"]) is not None:
+            return False
+        try:
+            await self.request(
+                "POST",
+                object_path(obj["kind"], meta.get("namespace")),
+                obj,
+                {"fieldManager": FIELD_MANAGER},
+                retry_conflicts=False,
+            )
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            return False
+        return True
+
+    async def merge_patch(
+        self,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        patch: dict[str, Any],
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            object_path(kind, namespace, name, subresource),
+            patch,
+            content_type="application/merge-patch+json",
+        )
+        return result
+
+    async def delete(self, kind: str, namespace: str | None, name: str) -> bool:
+        try:
+            await self.request(
+                "DELETE",
+                object_path(kind, namespace, name),
+                {"kind": "DeleteOptions", "apiVersion": "v1", "propagationPolicy": "Background"},
+            )
+        except ApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return True

@@ -1,0 +1,460 @@
+"""Decide, without I/O: which revision runs, what the history says, and which conditions,
+phase and events follow from what was observed.
+
+``plan(...)`` takes the resource (spec, status, annotations, generation), the Deployment as
+observed, and the time, and returns a ``Plan``. The handler applies it. Everything a test
+of rollouts and rollbacks needs to reason about is here, in one pure function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from flux_operator.render import (
+    ROLLBACK_ANNOTATION,
+    Owner,
+    Revision,
+    desired_revision,
+    selector_string,
+)
+from flux_operator.spec import (
+    Condition,
+    ConditionType,
+    FluxDeploymentSpec,
+    FluxDeploymentStatus,
+    HistoryEntry,
+    RollbackRecord,
+)
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """What to do: run ``revision`` and write ``status``; post ``events``."""
+
+    revision: Revision | None
+    status: FluxDeploymentStatus
+    events: list[Event] = field(default_factory=list)
+    keep_config_maps: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """The Deployment as the API server reports it, reduced to what decisions need."""
+
+    exists: bool
+    image: str | None = None
+    presets_hash: str | None = None
+    replicas: int = 0
+    ready_replicas: int = 0
+    desired_replicas: int = 0
+    available: bool = False
+    deadline_exceeded: bool = False
+    deadline_message: str = ""
+    current: bool = True
+    """The controller has seen the latest template (observedGeneration >= generation)."""
+
+    @classmethod
+    def from_deployment(cls, deployment: dict[str, Any] | None) -> Observed:
+        if deployment is None:
+            return cls(exists=False)
+        spec = deployment.get("spec", {})
+        status = deployment.get("status") or {}
+        template = spec.get("template", {})
+        containers = template.get("spec", {}).get("containers") or [{}]
+        annotations = template.get("metadata", {}).get("annotations") or {}
+        desired = int(spec.get("replicas", 1))
+        conditions = {c.get("type"): c for c in status.get("conditions") or []}
+        progressing = conditions.get("Progressing", {})
+        available_cond = conditions.get("Available", {})
+        generation = deployment.get("metadata", {}).get("generation")
+        observed_generation = status.get("observedGeneration")
+        current = generation is None or (
+            observed_generation is not None and int(observed_generation) >= int(generation)
+        )
+        updated = int(status.get("updatedReplicas") or 0)
+        available_replicas = int(status.get("availableReplicas") or 0)
+        rolled_out = (
+            progressing.get("reason") == "NewReplicaSetAvailable"
+            and progressing.get("status") == "True"
+        ) or (updated >= desired and available_replicas >= desired and "replicas" in status)
+        return cls(
+            exists=True,
+            image=containers[0].get("image"),
+            presets_hash=annotations.get("fluxserve.dev/presets-hash"),
+            replicas=int(status.get("replicas") or 0),
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            desired_replicas=desired,
+            available=rolled_out
+            and available_cond.get("status", "True") == "True"
+            and available_replicas >= desired,
+            deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded"
+            and progressing.get("status") == "False",
+            deadline_message=str(progressing.get("message", "")),
+            current=current,
+        )
+
+    def runs(self, revision: Revision) -> bool:
+        return (
+            self.exists
+            and self.current
+            and self.image == revision.image
+            and self.presets_hash == revision.presets_hash
+        )
+
+
+def _revision_of(entry: HistoryEntry) -> Revision:
+    return Revision(entry.release, entry.image, entry.presets_hash, entry.presets_config_map)
+
+
+def _same(entry: HistoryEntry, revision: Revision) -> bool:
+    return _revision_of(entry) == revision
+
+
+def _set_condition(
+    conditions: list[Condition],
+    type_: ConditionType,
+    status: bool,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+) -> list[Condition]:
+    value: Literal["True", "False"] = "True" if status else "False"
+    old = next((c for c in conditions if c.type == type_), None)
+    since = old.last_transition_time if old is not None and old.status == value else now
+    new = Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    return [c for c in conditions if c.type != type_] + [new]
+
+
+def _find_rollback_target(history: list[HistoryEntry], release: str) -> HistoryEntry | None:
+    healthy = [e for e in history if e.release == release and e.available_time is not None]
+    if healthy:
+        return healthy[-1]
+    named = [e for e in history if e.release == release]
+    return named[-1] if named else None
+
+
+def _append(history: list[HistoryEntry], revision: Revision, now: str) -> HistoryEntry:
+    number = max((e.revision for e in history), default=0) + 1
+    entry = HistoryEntry(
+        revision=number,
+        release=revision.release,
+        image=revision.image,
+        presets_hash=revision.presets_hash,
+        presets_config_map=revision.presets_config_map,
+        time=now,
+        outcome="Progressing",
+    )
+    history.append(entry)
+    return entry
+
+
+def _replace(history: list[HistoryEntry], entry: HistoryEntry, **changes: Any) -> HistoryEntry:
+    updated = entry.model_copy(update=changes)
+    history[history.index(entry)] = updated
+    return updated
+
+
+def _prune(history: list[HistoryEntry], limit: int, keep: set[int]) -> list[HistoryEntry]:
+    """Newest ``limit`` entries, plus the current and the last healthy one."""
+    if len(history) <= limit:
+        return history
+    newest = {e.revision for e in history[-limit:]}
+    return [e for e in history if e.revision in newest or e.revision in keep]
+
+
+def degraded_status(
+    status: FluxDeploymentStatus, generation: int | None, reason: str, message: str, now: str
+) -> FluxDeploymentStatus:
+    """The status of a resource the operator cannot serve; children are left as they are."""
+    conditions = _set_condition(
+        status.conditions, "Degraded", True, reason, message, now, generation
+    )
+    conditions = _set_condition(conditions, "Ready", False, reason, message, now, generation)
+    conditions = _set_condition(
+        conditions, "Progressing", False, reason, "nothing rolls out", now, generation
+    )
+    if not any(c.type == "RolledBack" for c in conditions):
+        conditions = _set_condition(
+            conditions, "RolledBack", False, "NoRollback", "", now, generation
+        )
+    return status.model_copy(
+        update={"observed_generation": generation, "phase": "Degraded", "conditions": conditions}
+    )
+
+
+def plan(
+    owner: Owner,
+    spec: FluxDeploymentSpec,
+    status: FluxDeploymentStatus,
+    annotations: dict[str, str],
+    generation: int | None,
+    deployment: dict[str, Any] | None,
+    now: str,
+) -> Plan:
+    observed = Observed.from_deployment(deployment)
+    history = list(status.history)
+    events: list[Event] = []
+    rollback = status.rollback
+    degraded: tuple[str, str] | None = None
+    handled = status.handled_rollback_to
+
+    # A rollback holds until the spec changes (a new generation): then the spec wins again.
+    if rollback is not None and generation is not None and rollback.generation != generation:
+        rollback = None
+
+    current = next((e for e in history if e.revision == status.current_revision), None)
+
+    # Manual rollback: the annotation, acted on once per value.
+    requested = annotations.get(ROLLBACK_ANNOTATION)
+    if requested is None:
+        handled = None
+    elif requested != handled:
+        handled = requested
+        target = _find_rollback_target(history, requested)
+        if target is None:
+            events.append(
+                Event(
+                    "Warning", "RollbackTargetNotFound", f"release {requested!r} is not in history"
+                )
+            )
+        elif current is not None and _same(current, _revision_of(target)):
+            events.append(
+                Event("Normal", "RollbackNotNeeded", f"release {requested!r} is already running")
+            )
+        else:
+            from_entry = current
+            if from_entry is not None:
+                from_entry = _replace(
+                    history, from_entry, outcome="RolledBack", message=f"rolled back to {requested}"
+                )
+            restored = _append(history, _revision_of(target), now)
+            rollback = RollbackRecord(
+                from_release=from_entry.release if from_entry else "",
+                from_revision=from_entry.revision if from_entry else 0,
+                to_revision=restored.revision,
+                to_release=restored.release,
+                generation=generation or 0,
+                manual=True,
+                reason="ManualRollback",
+            )
+            current = restored
+            events.append(
+                Event(
+                    "Normal",
+                    "RolledBack",
+                    f"rolled back from {rollback.from_release or '-'} to {requested} "
+                    f"(revision {restored.revision}) by {ROLLBACK_ANNOTATION}",
+                )
+            )
+
+    # Which revision should run now.
+    if rollback is not None:
+        pinned = next((e for e in history if e.revision == rollback.to_revision), None)
+        target_revision = _revision_of(pinned) if pinned else desired_revision(owner, spec)
+    else:
+        target_revision = desired_revision(owner, spec)
+
+    if current is None or not _same(current, target_revision):
+        if current is not None and current.outcome in ("Progressing", "Available"):
+            _replace(history, current, outcome="Superseded")
+        current = _append(history, target_revision, now)
+        events.append(
+            Event(
+                "Normal",
+                "RolloutStarted",
+                f"revision {current.revision}: release {current.release}, image {current.image}",
+            )
+        )
+
+    # What the Deployment says about the revision it runs.
+    if observed.runs(target_revision):
+        if observed.available and current.outcome == "Progressing":
+            current = _replace(history, current, outcome="Available", available_time=now)
+            events.append(
+                Event(
+                    "Normal",
+                    "RevisionAvailable",
+                    f"revision {current.revision} (release {current.release}) is available",
+                )
+            )
+        elif observed.deadline_exceeded and current.outcome == "Progressing":
+            why = observed.deadline_message or "progress deadline exceeded"
+            healthy = [
+                e
+                for e in history
+                if e.available_time is not None
+                and e.revision != current.revision
+                and not _same(e, target_revision)
+            ]
+            if rollback is None and spec.rollout.auto_rollback and healthy:
+                good = healthy[-1]
+                failed = _replace(history, current, outcome="RolledBack", message=why)
+                restored = _append(history, _revision_of(good), now)
+                rollback = RollbackRecord(
+                    from_release=failed.release,
+                    from_revision=failed.revision,
+                    to_revision=restored.revision,
+                    to_release=restored.release,
+                    generation=generation or 0,
+                    manual=False,
+                    reason="ProgressDeadlineExceeded",
+                )
+                current = restored
+                target_revision = _revision_of(restored)
+                events.append(
+                    Event(
+                        "Warning",
+                        "RolledBack",
+                        f"release {failed.release} (revision {failed.revision}) missed its "
+                        f"progress deadline: {why}; rolled back to release {good.release} "
+                        f"(revision {restored.revision})",
+                    )
+                )
+            else:
+                current = _replace(history, current, outcome="Failed", message=why)
+                if rollback is not None:
+                    reason = "restored revision failed too; not rolling back again"
+                elif not spec.rollout.auto_rollback:
+                    reason = "autoRollback is off"
+                else:
+                    reason = "no healthy revision to roll back to"
+                degraded = (
+                    "ProgressDeadlineExceeded",
+                    f"release {current.release} (revision {current.revision}): {why}; {reason}",
+                )
+                events.append(Event("Warning", "RolloutFailed", degraded[1]))
+
+    if current.outcome == "Failed" and degraded is None:
+        degraded = (
+            "ProgressDeadlineExceeded",
+            f"release {current.release} (revision {current.revision}) failed: {current.message}",
+        )
+
+    healthy_revisions = [e.revision for e in history if e.available_time is not None]
+    keep = {current.revision, *healthy_revisions[-1:]}
+    if rollback is not None:
+        keep.add(rollback.to_revision)
+    history = _prune(history, spec.rollout.revision_history_limit, keep)
+
+    suspended = spec.autoscaling is None and spec.replicas == 0
+    ready = suspended or (current.outcome == "Available" and observed.ready_replicas > 0)
+    conditions = list(status.conditions)
+    gen = generation
+
+    if degraded is not None:
+        conditions = _set_condition(conditions, "Degraded", True, *degraded, now, gen)
+    else:
+        conditions = _set_condition(conditions, "Degraded", False, "AsExpected", "", now, gen)
+
+    if current.outcome == "Progressing":
+        conditions = _set_condition(
+            conditions,
+            "Progressing",
+            True,
+            "RolloutInProgress",
+            f"revision {current.revision} (release {current.release}) is rolling out",
+            now,
+            gen,
+        )
+    else:
+        conditions = _set_condition(
+            conditions,
+            "Progressing",
+            False,
+            "RolloutComplete" if current.outcome == "Available" else "RolloutFailed",
+            f"revision {current.revision} (release {current.release}): {current.outcome}",
+            now,
+            gen,
+        )
+
+    if suspended:
+        conditions = _set_condition(
+            conditions, "Ready", True, "Suspended", "replicas is 0 and no autoscaling", now, gen
+        )
+    elif ready:
+        conditions = _set_condition(
+            conditions,
+            "Ready",
+            True,
+            "Available",
+            f"{observed.ready_replicas} pod(s) serve release {current.release}",
+            now,
+            gen,
+        )
+    else:
+        conditions = _set_condition(
+            conditions,
+            "Ready",
+            False,
+            "RolloutFailed" if degraded else "NotAvailable",
+            f"{observed.ready_replicas}/{observed.desired_replicas} pod(s) ready",
+            now,
+            gen,
+        )
+
+    if rollback is not None:
+        how = "manually" if rollback.manual else "automatically"
+        conditions = _set_condition(
+            conditions,
+            "RolledBack",
+            True,
+            rollback.reason,
+            f"release {rollback.from_release or '-'} (revision {rollback.from_revision}) was "
+            f"rolled back {how} to release {rollback.to_release} "
+            f"(revision {rollback.to_revision}); change the spec to roll forward",
+            now,
+            gen,
+        )
+    else:
+        conditions = _set_condition(conditions, "RolledBack", False, "NoRollback", "", now, gen)
+
+    if degraded is not None:
+        phase: Any = "Degraded"
+    elif rollback is not None:
+        phase = "RolledBack"
+    elif ready:
+        phase = "Ready"
+    elif observed.exists:
+        phase = "Progressing"
+    else:
+        phase = "Pending"
+
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
+    conditions.sort(key=lambda c: order[c.type])
+    new_status = FluxDeploymentStatus(
+        observed_generation=generation,
+        phase=phase,
+        conditions=conditions,
+        replicas=observed.replicas,
+        ready_replicas=observed.ready_replicas,
+        selector=selector_string(owner),
+        current_release=current.release,
+        current_revision=current.revision,
+        history=history,
+        rollback=rollback,
+        handled_rollback_to=handled,
+    )
+    return Plan(
+        revision=target_revision,
+        status=new_status,
+        events=events,
+        keep_config_maps={e.presets_config_map for e in history},
+    )
