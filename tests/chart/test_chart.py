@@ -152,7 +152,9 @@ def test_chart_crds_are_the_generated_crds() -> None:
     assert "fluxserve.dev_fluxdeployments.yaml" in top, "crds/ has no FluxDeployment CRD"
     assert chart.keys() == top.keys(), "charts/fluxserve-operator/crds differs from crds/"
     for name in top:
-        assert chart[name] == top[name], f"charts/fluxserve-operator/crds/{name} is stale: run `make crds`"
+        assert chart[name] == top[name], (
+            f"charts/fluxserve-operator/crds/{name} is stale: run `make crds`"
+        )
 
 
 @pytest.mark.parametrize("values", CI_VALUES, ids=_ids(CI_VALUES))
@@ -241,6 +243,9 @@ def test_leader_election_renders_peering(helm: Helm) -> None:
     )
     (sample,) = _by_kind(docs, "FluxDeployment")
     assert sample["metadata"]["namespace"] == "inference"
+    from flux_operator.spec import FluxDeploymentSpec
+
+    FluxDeploymentSpec.model_validate(sample["spec"])  # unknown fields refused too
 
 
 def test_long_release_names_stay_within_63_characters(helm: Helm) -> None:
@@ -249,3 +254,34 @@ def test_long_release_names_stay_within_63_characters(helm: Helm) -> None:
     for doc in docs:
         if doc["kind"] != "CustomResourceDefinition":
             assert len(doc["metadata"]["name"]) <= 63, doc["metadata"]["name"]
+
+
+def _notes(helm: Helm, *values: Path) -> str:
+    args = ["install", "fluxserve-operator", str(CHART), "--dry-run=client", "-n", "ops"]
+    for f in values:
+        args += ["--values", str(f)]
+    proc = helm.run(*args)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("NOTES:", 1)[1]
+
+
+def test_notes_tell_the_next_step_with_a_valid_fluxdeployment(helm: Helm) -> None:
+    from flux_operator.spec import FluxDeploymentSpec
+
+    notes = _notes(helm)
+    assert "kubectl -n ops rollout status deployment/fluxserve-operator" in notes
+    assert "in all namespaces" in notes
+    # The FluxDeployment the notes suggest is one the CRD and the operator accept.
+    snippet = notes.split("<<'YAML'\n", 1)[1].split("YAML\n", 1)[0]
+    doc = yaml.safe_load("\n".join(line[5:] for line in snippet.splitlines()))
+    crd = yaml.safe_load((ROOT / "crds" / "fluxserve.dev_fluxdeployments.yaml").read_text())
+    jsonschema.validate(doc, crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+    FluxDeploymentSpec.model_validate(doc["spec"])
+    app_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+    assert doc["spec"]["release"] == app_version
+
+
+def test_notes_follow_the_values(helm: Helm) -> None:
+    notes = _notes(helm, CHART / "ci" / "namespaced-ha-sample-values.yaml")
+    assert "FluxDeployments in: inference." in notes
+    assert "kubectl -n inference get fluxdeployment flux-sample -w" in notes
