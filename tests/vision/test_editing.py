@@ -257,3 +257,26 @@ def test_adapters_without_a_hook_are_refused(plain_editor: Editor) -> None:
 def test_instruct_refuses_adapters(editor: Editor) -> None:
     with pytest.raises(EditInputError, match="not applied to instruction editing"):
         editor.instruct(picture((32, 32)), "make it night", steps=2, adapters=(("ink", 1.0),))
+
+
+def test_edits_use_their_own_adapters_on_the_shared_transformer(tiny_flux_dir: Path) -> None:
+    from diffusers import FluxPipeline
+
+    from flux_server import lora
+
+    # A pipeline of its own: loading adapters changes its transformer.
+    pipe = FluxPipeline.from_pretrained(tiny_flux_dir)
+    weights = lora.write_tiny_lora(pipe, tiny_flux_dir.parent / "ink-lora", "ink")
+    lora.load_adapters(pipe, [lora.LoraSpec(name="ink", path=str(weights))])
+    editor = Editor(pipe, set_adapters=lambda adapters: lora.activate(pipe, adapters))
+    src = picture((32, 32))
+
+    def edit(**extra: Any) -> bytes:
+        return editor.img2img(src, "a cat", seed=4, **FAST, **extra).images[0].tobytes()
+
+    plain = edit()
+    inked = edit(adapters=(("ink", 1.0),))
+    assert inked != plain
+    # A generation left the adapter on; an edit without adapters does not inherit it.
+    lora.activate(pipe, {"ink": 1.0})
+    assert edit() == plain
