@@ -14,6 +14,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "fluxserve-operator"
 HELM = ROOT / ".tools" / "bin" / "helm"
+KUBE_VERSION = "1.33.0"
+"""The Kubernetes version the chart is rendered for and validated against."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class Helm:
         namespace: str = "fluxserve-system",
     ) -> list[dict[str, Any]]:
         args = ["template", release, str(CHART), "--namespace", namespace, "--include-crds"]
+        args += ["--kube-version", KUBE_VERSION]
         for f in values_files:
             args += ["--values", str(f)]
         for s in sets:

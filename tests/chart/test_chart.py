@@ -17,9 +17,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from .conftest import CHART, ROOT, Helm
+from .conftest import CHART, KUBE_VERSION, ROOT, Helm
 
-K8S_VERSION = "1.33.0"
+K8S_VERSION = KUBE_VERSION
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 # Resources that live outside namespaces; namespaced rules must not name them.
 CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "clusterkopfpeerings", "nodes"}
@@ -285,3 +285,25 @@ def test_notes_follow_the_values(helm: Helm) -> None:
     notes = _notes(helm, CHART / "ci" / "namespaced-ha-sample-values.yaml")
     assert "FluxDeployments in: inference." in notes
     assert "kubectl -n inference get fluxdeployment flux-sample -w" in notes
+
+
+@pytest.mark.parametrize("values", CI_VALUES, ids=_ids(CI_VALUES))
+def test_operator_accepts_the_rendered_arguments(helm: Helm, values: Path) -> None:
+    """The container args parse with the operator's own command line."""
+    from flux_operator.cli import build_parser
+
+    chart_values = yaml.safe_load(values.read_text()) or {}
+    (deploy,) = _by_kind(helm.template([values]), "Deployment")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    args = build_parser().parse_args(["run", *container["args"]])
+    assert args.namespaces == chart_values.get("watchNamespaces", [])
+    assert (args.peering is not None) == chart_values.get("leaderElection", {}).get(
+        "enabled", False
+    )
+    assert container["ports"][0]["containerPort"] == args.health_port
+
+
+def test_disruption_budget_only_with_several_replicas(helm: Helm) -> None:
+    assert not _by_kind(helm.template(), "PodDisruptionBudget")
+    (pdb,) = _by_kind(helm.template([CHART / "ci" / "ha-values.yaml"]), "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
