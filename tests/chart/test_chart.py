@@ -153,7 +153,8 @@ def test_chart_crds_are_the_generated_crds() -> None:
     assert chart.keys() == top.keys(), "charts/fluxserve-operator/crds differs from crds/"
     for name in top:
         assert chart[name] == top[name], (
-            f"charts/fluxserve-operator/crds/{name} is stale: run `make crds`"
+            f"charts/fluxserve-operator/crds/{name} is stale: run "
+            "`python -m flux_operator.crdgen charts/fluxserve-operator/crds`"
         )
 
 

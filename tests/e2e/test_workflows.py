@@ -78,6 +78,9 @@ def test_ci_lints_and_tests_pushes_and_pull_requests() -> None:
     assert set(ci["on"]) == {"push", "pull_request"}
     runs = [s.get("run", "") for job in ci["jobs"].values() for s in job["steps"]]
     assert "make lint" in runs and "make test" in runs
+    e2e = ci["jobs"]["e2e"]
+    assert e2e["if"] == "github.event_name == 'push'" and e2e["needs"] == "test"
+    assert [s.get("run") for s in e2e["steps"]][-1] == "make e2e"
 
 
 def test_release_runs_on_version_tags_only() -> None:
