@@ -1,0 +1,323 @@
+"""Editing and VQA through a real server process (``python -m flux_server``) over real
+sockets: REST, gRPC and the SDK, with tiny random FLUX, Kontext and BLIP models."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from PIL import Image
+
+from flux_client import FluxModelClient
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_client.errors import InvalidArgumentError
+from flux_server.tiny_vqa import write_tiny_vqa
+
+from .test_images import png_bytes, with_png_header_size
+
+QUESTION = "What is the man holding in his right hand?"
+# Sizes that are no multiples of 16: the server snaps internally and resizes back.
+SIZE = (50, 30)
+FAST = {"steps": "2", "strength": "1.0"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_ready(server: Server, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"server not ready after {timeout}s:\n{server.log()}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("vision-server")
+    vqa_dir = write_tiny_vqa(base / "vqa")
+    http_port, grpc_port = free_port(), free_port()
+    log_path = base / "server.log"
+    command = [
+        sys.executable, "-m", "flux_server",
+        "--model", str(tiny_flux_dir),
+        "--host", "127.0.0.1",
+        "--http-port", str(http_port),
+        "--grpc-port", str(grpc_port),
+        "--metrics-port", "0",
+        "--default-steps", "2",
+        "--enable-editing",
+        # Kontext's transformer has FLUX.1-dev's shape: the tiny pipeline's serves.
+        "--kontext-model", str(tiny_flux_dir),
+        "--vqa-model", str(vqa_dir),
+        "--max-image-pixels", "1000000",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    running = Server(process, http_port, grpc_port, log_path)
+    try:
+        wait_ready(running)
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def stub(server: Server) -> Iterator[pb_grpc.FluxServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
+        yield pb_grpc.FluxServiceStub(channel)
+
+
+def photo(size: tuple[int, int] = SIZE) -> bytes:
+    return png_bytes(Image.effect_noise(size, 40).convert("RGB"))
+
+
+def mask(size: tuple[int, int] = SIZE) -> bytes:
+    canvas = Image.new("L", size, 0)
+    canvas.paste(255, (5, 5, size[0] // 2, size[1] // 2))
+    return png_bytes(canvas)
+
+
+def size_of(data: bytes) -> tuple[int, int]:
+    return Image.open(io.BytesIO(data)).size
+
+
+def assert_error(response: httpx.Response, status: int, field: str, text: str) -> None:
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["field"] == field, error
+    assert text in error["message"], error
+
+
+# -- REST ------------------------------------------------------------------------------
+
+
+def test_rest_img2img_returns_the_input_size(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/edit",
+        files={"image": ("in.png", photo(), "image/png")},
+        data={"prompt": "a red house", "seed": "7", "num_images": "2", **FAST},
+        headers={"Accept": "application/json"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    images = response.json()["images"]
+    assert [(i["width"], i["height"], i["seed"]) for i in images] == [(*SIZE, 7), (*SIZE, 8)]
+    assert all(size_of(base64.b64decode(i["b64"])) == SIZE for i in images)
+
+
+def test_rest_inpaint_returns_a_png_of_the_input_size(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/edit",
+        files={"image": ("in.png", photo(), "image/png"), "mask": ("m.png", mask(), "image/png")},
+        data={"prompt": "a window", "mode": "inpaint", **FAST},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/png"
+    assert size_of(response.content) == SIZE
+    assert int(response.headers["X-Seed"]) >= 0
+
+
+def test_rest_instruct_returns_the_input_size(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/edit",
+        files={"image": ("in.png", photo(), "image/png")},
+        data={"prompt": "make it night", "mode": "instruct", "steps": "2"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert size_of(response.content) == SIZE
+
+
+def test_rest_vqa_multipart_and_json(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/vqa",
+        files={"image": ("in.png", photo(), "image/png")},
+        data={"question": QUESTION, "max_tokens": "8"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    answer = response.json()["answer"]
+    assert isinstance(answer, str)
+    response = httpx.post(
+        f"{server.url}/vqa",
+        json={"image": base64.b64encode(photo()).decode(), "question": QUESTION, "max_tokens": 8},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["answer"] == answer
+
+
+@pytest.mark.parametrize(
+    ("files", "field", "text"),
+    [
+        ({"image": b"this is not an image"}, "image", "not an image"),
+        ({"image": photo()[:200]}, "image", "truncated"),
+        (
+            {"image": with_png_header_size(photo((8, 8)), 20_000, 20_000)},
+            "image",
+            "the limit is 1000000 pixels",
+        ),
+        ({"image": photo(), "mask": mask((16, 16))}, "mask", "the image is 50x30"),
+        ({"image": photo(), "mask": b"GIF89a"}, "mask", "not an image"),
+    ],
+    ids=["not-an-image", "truncated", "decompression-bomb", "mask-size", "mask-not-an-image"],
+)
+def test_rest_edit_bad_images_are_400s(
+    server: Server, files: dict[str, bytes], field: str, text: str
+) -> None:
+    response = httpx.post(
+        f"{server.url}/edit",
+        files={name: (f"{name}.png", data, "image/png") for name, data in files.items()},
+        data={"prompt": "a window", **FAST},
+        timeout=60,
+    )
+    assert_error(response, 400, field, text)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "text"),
+    [
+        ({"question": "", "max_tokens": "8"}, "question", "empty"),
+        ({"question": QUESTION, "max_tokens": "100000"}, "max_tokens", "between 1 and"),
+        ({"question": QUESTION, "max_tokens": "-1"}, "max_tokens", "between 1 and"),
+    ],
+)
+def test_rest_vqa_bad_questions_are_400s(
+    server: Server, fields: dict[str, str], field: str, text: str
+) -> None:
+    response = httpx.post(
+        f"{server.url}/vqa",
+        files={"image": ("in.png", photo(), "image/png")},
+        data=fields,
+        timeout=60,
+    )
+    assert_error(response, 400, field, text)
+
+
+def test_rest_vqa_bad_image_is_a_400(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/vqa",
+        files={"image": ("in.png", photo()[:100], "image/png")},
+        data={"question": QUESTION},
+        timeout=60,
+    )
+    assert_error(response, 400, "image", "truncated")
+
+
+# -- gRPC ------------------------------------------------------------------------------
+
+
+def test_grpc_edit_and_inpaint_return_the_input_size(stub: pb_grpc.FluxServiceStub) -> None:
+    params = pb.GenerationParams(prompt="a red house", steps=2, seed=3)
+    reply = stub.Edit(pb.EditRequest(image=photo(), strength=1.0, params=params), timeout=60)
+    assert [(i.width, i.height, i.seed) for i in reply.images] == [(*SIZE, 3)]
+    assert size_of(reply.images[0].data) == SIZE
+    reply = stub.Edit(
+        pb.EditRequest(
+            image=photo(), mask=mask(), strength=1.0, mode=pb.EDIT_MODE_INPAINT, params=params
+        ),
+        timeout=60,
+    )
+    assert size_of(reply.images[0].data) == SIZE
+
+
+def test_grpc_vqa_returns_a_string(stub: pb_grpc.FluxServiceStub) -> None:
+    reply = stub.VQA(pb.VQARequest(image=photo(), question=QUESTION, max_tokens=8), timeout=60)
+    assert isinstance(reply.answer, str)
+    assert reply.request_id
+
+
+def grpc_error(call: Any) -> grpc.RpcError:
+    with pytest.raises(grpc.RpcError) as err:
+        call()
+    return err.value
+
+
+def test_grpc_bad_input_is_invalid_argument(stub: pb_grpc.FluxServiceStub) -> None:
+    params = pb.GenerationParams(prompt="x", steps=2)
+    error = grpc_error(lambda: stub.Edit(pb.EditRequest(image=b"nope", params=params), timeout=60))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not an image" in error.details()
+    assert ("fluxserve-error-field", "image") in error.trailing_metadata()
+    bad_mask = pb.EditRequest(image=photo(), mask=mask((16, 16)), params=params)
+    error = grpc_error(lambda: stub.Edit(bad_mask, timeout=60))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("fluxserve-error-field", "mask") in error.trailing_metadata()
+    error = grpc_error(lambda: stub.VQA(pb.VQARequest(image=photo(), question=" "), timeout=60))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert ("fluxserve-error-field", "question") in error.trailing_metadata()
+
+
+# -- SDK -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+def test_sdk_generate_ask_edit(server: Server, transport: str, tmp_path: Path) -> None:
+    port = server.http_port if transport == "http" else server.grpc_port
+    client = FluxModelClient(host="127.0.0.1", port=port, transport=transport)  # type: ignore[arg-type]
+    try:
+        path = tmp_path / "generated.png"
+        client.generate(prompt="a man with a briefcase", width=64, height=48, output_path=path)
+        # The article's call, as written: a path, a question, max_tokens.
+        answer = client.vqa(image=str(path), question=QUESTION, max_tokens=8)
+        assert isinstance(answer, str)
+        source = Image.open(path).resize(SIZE)
+        edited = client.edit(image=source, prompt="a silver briefcase", strength=1.0, steps=2)
+        assert edited.size == SIZE
+        inpainted = client.edit(
+            image=photo(), prompt="a window", mask=mask(), strength=1.0, steps=2
+        )
+        assert inpainted.size == SIZE
+        with pytest.raises(InvalidArgumentError) as err:
+            client.vqa(image=b"not an image", question=QUESTION)
+        assert err.value.field == "image"
+    finally:
+        client.close()
