@@ -160,7 +160,7 @@ class Engine:
         first = jobs[0]
         if any(job.batch_key() != first.batch_key() for job in jobs):
             raise ValueError("jobs in one pipeline call must share width, height, steps, ...")
-        self._set_adapters(dict(first.adapters))
+        self.set_adapters(dict(first.adapters))
 
         prompts: list[str] = []
         negatives: list[str] = []
@@ -216,7 +216,9 @@ class Engine:
             results.append(mine)
         return results
 
-    def _set_adapters(self, adapters: dict[str, float]) -> None:
+    def set_adapters(self, adapters: dict[str, float]) -> None:
+        """Make exactly these LoRA adapters active (engine thread only); a no-op when
+        they already are."""
         if self.adapter_hook is None:
             if adapters:
                 raise ValueError("this server has no LoRA adapters loaded")

@@ -74,7 +74,11 @@ def params_from_proto(message: pb.GenerationParams) -> GenerateParams:
     if message.output_format not in FORMATS:
         raise InvalidRequest(f"unknown output_format {message.output_format}", "output_format")
     body["output_format"] = FORMATS[message.output_format]
-    body["adapters"] = [{"name": a.name, "scale": a.scale} for a in message.adapters]
+    # proto3 cannot tell an unset float from 0: scale 0 means "the server's default"
+    # (leaving the adapter out is how a caller turns it off).
+    body["adapters"] = [
+        {"name": a.name, "scale": a.scale if a.scale else None} for a in message.adapters
+    ]
     try:
         return GenerateParams.model_validate(body)
     except ValidationError as exc:

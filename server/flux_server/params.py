@@ -28,7 +28,9 @@ class AdapterRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=128)
-    scale: float = Field(1.0, ge=0.0, le=4.0)
+    scale: float | None = Field(
+        None, ge=0.0, le=4.0, description="Weight; unset: the scale the server loaded it with."
+    )
 
 
 class GenerateParams(BaseModel):
@@ -107,9 +109,13 @@ def resolve(
     params: GenerateParams,
     presets: Mapping[str, StylePreset],
     settings: ServerSettings,
-    known_adapters: frozenset[str] = frozenset(),
+    known_adapters: Mapping[str, float] | None = None,
 ) -> Job:
-    """Apply the preset, defaults and limits; raise InvalidRequest naming the field."""
+    """Apply the preset, defaults and limits; raise InvalidRequest naming the field.
+
+    ``known_adapters`` maps the loaded LoRA adapters to their default scales.
+    """
+    known_adapters = known_adapters or {}
     preset: StylePreset | None = None
     if params.style_preset is not None:
         preset = presets.get(params.style_preset)
@@ -157,13 +163,22 @@ def resolve(
     adapters: dict[str, float] = {}
     if preset is not None and preset.lora is not None:
         adapters[preset.lora.name] = preset.lora.scale
-    for adapter in params.adapters:
-        adapters[adapter.name] = adapter.scale
-    for index, name in enumerate(adapters):
+    for index, adapter in enumerate(params.adapters):
+        if adapter.name not in known_adapters:
+            known = ", ".join(sorted(known_adapters)) or "none loaded"
+            raise InvalidRequest(
+                f"unknown adapter {adapter.name!r} (known: {known})",
+                field=f"adapters[{index}].name",
+            )
+        scale = adapter.scale if adapter.scale is not None else known_adapters[adapter.name]
+        adapters[adapter.name] = scale
+    for name in adapters:
         if name not in known_adapters:
             known = ", ".join(sorted(known_adapters)) or "none loaded"
             raise InvalidRequest(
-                f"unknown adapter {name!r} (known: {known})", field=f"adapters[{index}].name"
+                f"style preset {params.style_preset!r} uses adapter {name!r}, which this "
+                f"server has not loaded (known: {known})",
+                field="style_preset",
             )
 
     prompt = preset.expand(params.prompt) if preset is not None else params.prompt

@@ -25,14 +25,12 @@ from flux_server.engine import Engine, GeneratedImage, encode
 from flux_server.errors import (
     ContentRejected,
     InternalError,
-    InvalidRequest,
     NotEnabled,
     PermissionDenied,
     ServeError,
     Unauthenticated,
     Unavailable,
 )
-from flux_server.images import InputError
 from flux_server.metrics import Metrics
 from flux_server.params import GenerateParams, Job, resolve
 from flux_server.presets_store import PresetStore
@@ -124,7 +122,7 @@ class GenerationService:
         self.safety: Any = None
         self.audit: Any = None
         self.cache: Any = None
-        self.adapter_names: frozenset[str] = frozenset()
+        self.adapter_defaults: dict[str, float] = {}  # loaded LoRA adapters: default scales
         self._build_features()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -186,14 +184,16 @@ class GenerationService:
         if s.lora:
             from flux_server import lora
 
-            specs = [lora.parse_lora_flag(flag) for flag in s.lora]
-            lora.load_adapters(self.engine.pipe, specs)
+            specs = lora.parse_lora_flags(s.lora)
+            loaded = lora.load_adapters(self.engine.pipe, specs)
             self.engine.adapter_hook = lora.activate
-            self.adapter_names = frozenset(spec.name for spec in specs)
+            self.adapter_defaults = {name: spec.scale for name, spec in loaded.items()}
         if s.enable_editing or s.kontext_model:
             from flux_server.editing import Editor
 
-            self.editor = Editor(self.engine.pipe, s.kontext_model)
+            self.editor = Editor(
+                self.engine.pipe, s.kontext_model, set_adapters=self.engine.set_adapters
+            )
         if s.vqa_model:
             from flux_server.vqa import VqaModel
 
@@ -260,7 +260,7 @@ class GenerationService:
         self._check_ready()
         principal = self.authenticate(ctx)
         user = principal.user if principal is not None else None
-        job = resolve(params, self.presets.get(), self.settings, self.adapter_names)
+        job = resolve(params, self.presets.get(), self.settings, self.adapter_defaults)
         await self._check_safety(job.prompt, ctx, user, job)
 
         key = self._cache_key(job, seeded=params.seed is not None)
@@ -324,46 +324,32 @@ class GenerationService:
             raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
         principal = self.authenticate(ctx)
         user = principal.user if principal is not None else None
-        from flux_server.editing import EditJob
+        from flux_server.editing import edit_job_from, validate
         from flux_server.images import decode_image
 
         max_pixels = self.settings.max_image_pixels
-        try:
-            source = decode_image(image, "image", max_pixels)
-            mask_image = decode_image(mask, "mask", max_pixels, mode="L") if mask else None
-        except InputError as exc:
-            raise InvalidRequest(exc.message, exc.field) from None
-        mode = mode or ("inpaint" if mask_image is not None else "img2img")
-        # The output follows the source image unless the request sets a size.
+        source = decode_image(image, "image", max_pixels)
+        mask_image = decode_image(mask, "mask", max_pixels, mode="L") if mask else None
+        # Limits and defaults apply at the size the pipeline runs (the source's, snapped
+        # to 16 pixels, unless the request sets one); the result keeps the source's size.
         sized = params.model_copy(
             update={
                 "width": params.width or _snap16(source.width),
                 "height": params.height or _snap16(source.height),
             }
         )
-        job = resolve(sized, self.presets.get(), self.settings, self.adapter_names)
+        job = resolve(sized, self.presets.get(), self.settings, self.adapter_defaults)
         await self._check_safety(job.prompt, ctx, user, job)
-        edit_job = EditJob(
-            mode=mode,  # type: ignore[arg-type]
+        edit_job = edit_job_from(
+            job,
             image=source,
-            prompt=job.prompt,
             mask=mask_image,
-            strength=0.6 if strength is None else strength,
-            negative_prompt=job.negative_prompt if job.true_cfg_scale > 1 else None,
-            width=job.width,
-            height=job.height,
-            steps=job.steps,
-            guidance_scale=job.guidance_scale,
-            true_cfg_scale=job.true_cfg_scale,
-            seed=job.seed,
-            num_images=job.num_images,
+            mode=mode,
+            strength=strength,
+            width=params.width,
+            height=params.height,
         )
-        from flux_server.editing import validate
-
-        try:
-            validate(edit_job, kontext_available=self.editor.can_instruct)
-        except InputError as exc:
-            raise InvalidRequest(exc.message, exc.field) from None
+        validate(edit_job, kontext_available=self.editor.can_instruct)
         work = _Work("edit", edit_job, job.output_format, ctx.request_id)
         images, info = await self._submit(work, ctx)
         result = self._result(
@@ -381,11 +367,8 @@ class GenerationService:
         from flux_server.images import decode_image
         from flux_server.vqa import validate_question
 
-        try:
-            validate_question(question, max_tokens)
-            decoded = decode_image(image, "image", self.settings.max_image_pixels)
-        except InputError as exc:
-            raise InvalidRequest(exc.message, exc.field) from None
+        validate_question(question, max_tokens)
+        decoded = decode_image(image, "image", self.settings.max_image_pixels)
         decision = self.safety.check(question)
         if not decision.allowed:
             self.metrics.safety_rejections.labels(reason=decision.reason or "unknown").inc()
@@ -401,8 +384,6 @@ class GenerationService:
             from flux_server.errors import DeadlineExceeded
 
             raise DeadlineExceeded(f"no answer within the deadline of {timeout:.3g}s") from None
-        except InputError as exc:
-            raise InvalidRequest(exc.message, exc.field) from None
         return answer
 
     # -- steps ---------------------------------------------------------------------------
@@ -452,8 +433,6 @@ class GenerationService:
             return await self.batcher.submit(work, priority=ctx.priority, timeout=timeout)
         except ServeError:
             raise
-        except InputError as exc:
-            raise InvalidRequest(exc.message, exc.field) from None
         except Exception as exc:
             log.exception(
                 "generation failed", extra={"request_id": ctx.request_id, "error": repr(exc)}

@@ -1,10 +1,15 @@
-"""Fixtures shared by the server tests: one tiny random FLUX pipeline per session."""
+"""Fixtures shared by the server tests: one tiny random FLUX pipeline per session, and
+real server processes (``python -m flux_server``) on free ports."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from server_process import ServerProcess, start_server
+
+from flux_client.presets import StylePreset, presets_to_files
 
 
 @pytest.fixture(scope="session")
@@ -12,3 +17,38 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from flux_server.tiny_model import write_tiny_flux
 
     return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
+
+
+@pytest.fixture(scope="session")
+def presets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("presets")
+    presets = {
+        "cyberpunk": StylePreset(
+            prompt_template="{prompt}, cyberpunk, neon", negative_prompt="washed out"
+        ),
+        "sketch": StylePreset(prompt_template="pencil sketch of {prompt}", steps=3),
+    }
+    for name, content in presets_to_files(presets).items():
+        (directory / name).write_text(content)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def server_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[object]:
+    started: list[ServerProcess] = []
+    log_dir = tmp_path_factory.mktemp("server-logs")
+
+    def factory(model: Path | str, args: Sequence[str] = (), wait: bool = True) -> ServerProcess:
+        server = start_server(model, log_dir, args)
+        started.append(server)
+        if wait:
+            server.wait_ready()
+        return server
+
+    yield factory
+    for server in started:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()

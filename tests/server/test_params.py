@@ -35,7 +35,7 @@ def test_preset_fills_unset_fields_and_request_wins() -> None:
         GenerateParams(prompt="a city", style_preset="cyberpunk", steps=3),
         PRESETS,
         SETTINGS,
-        frozenset({"neon"}),
+        {"neon": 1.0},
     )
     assert job.prompt == "a city, neon, cyberpunk"
     assert (job.width, job.height, job.steps) == (256, SETTINGS.default_height, 3)
@@ -87,3 +87,19 @@ def test_schema_errors_name_the_field(body: dict[str, object], field: str) -> No
     with pytest.raises(ValidationError) as caught:
         GenerateParams.model_validate(body)
     assert caught.value.errors()[0]["loc"][0] == field
+
+
+def test_adapter_scale_defaults_to_the_loaded_scale() -> None:
+    job = resolve(
+        GenerateParams(prompt="x", adapters=[{"name": "ink"}, {"name": "neon", "scale": 0.3}]),
+        {},
+        SETTINGS,
+        {"ink": 0.7, "neon": 1.0},
+    )
+    assert job.adapters == (("ink", 0.7), ("neon", 0.3))
+
+
+def test_preset_with_an_unloaded_adapter_names_the_preset() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        resolve(GenerateParams(prompt="x", style_preset="cyberpunk"), PRESETS, SETTINGS, {})
+    assert caught.value.field == "style_preset"

@@ -1,0 +1,93 @@
+"""Real server processes (``python -m flux_server``) on free ports, for the tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    http_port: int
+    grpc_port: int
+    metrics_port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def log_records(self) -> list[dict[str, object]]:
+        records = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                records.append(json.loads(line))
+        return records
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.log()}")
+
+    def stop(self, timeout: float = 60.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"server ignored SIGTERM for {timeout}s:\n{self.log()}") from None
+
+
+def start_server(model: Path | str, log_dir: Path, args: Sequence[str] = ()) -> ServerProcess:
+    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    log_path = log_dir / f"server-{http_port}.log"
+    command = [
+        sys.executable, "-m", "flux_server",
+        "--model", str(model),
+        "--host", "127.0.0.1",
+        "--http-port", str(http_port),
+        "--grpc-port", str(grpc_port),
+        "--metrics-port", str(metrics_port),
+        "--release", "v0.0.0-test",
+        "--default-width", "64", "--default-height", "64", "--default-steps", "2",
+        *args,
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
+    env["HF_HUB_OFFLINE"] = "1"
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+    return ServerProcess(process, http_port, grpc_port, metrics_port, log_path)
