@@ -325,3 +325,24 @@ def test_helm_is_the_pinned_binary(helm: Helm) -> None:
         assert digest == pins["HELM_SHA256"]
     else:  # no pinned binary for this platform: a helm of the same major version
         assert version.split(".")[0] == pins["HELM_VERSION"].split(".")[0]
+
+
+def test_cluster_roles_cover_every_child_the_operator_renders(helm: Helm) -> None:
+    """Derived from the objects themselves: for each kind the operator renders for the
+    FluxDeployment kept in git, the chart grants what applying and watching it takes."""
+    from flux_operator.render import Owner, render_all
+    from flux_operator.spec import FluxDeploymentSpec
+
+    (fxd,) = yaml.safe_load_all((ROOT / "deploy/argocd/fluxdeployments/flux-dev.yaml").read_text())
+    spec = FluxDeploymentSpec.model_validate(fxd["spec"])
+    children = render_all(Owner(name="flux-dev", namespace="inference", uid="u-1"), spec)
+    roles = _by_kind(helm.template(), "ClusterRole")
+    granted = _triples([rule for role in roles for rule in role["rules"]])
+    kinds = set()
+    for child in children:
+        group = child["apiVersion"].rpartition("/")[0]
+        resource = child["kind"].lower() + "s"
+        kinds.add(child["kind"])
+        for verb in ("get", "list", "watch", "create", "patch", "delete"):
+            assert (group, resource, verb) in granted, (group, resource, verb)
+    assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler"} <= kinds

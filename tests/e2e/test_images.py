@@ -144,3 +144,28 @@ def test_make_images_without_an_engine_says_so(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0
     assert "images: skipped:" in proc.stderr and "docker" in proc.stderr
+
+
+def test_server_image_fits_the_pods_the_operator_renders() -> None:
+    """The uid the operator's pods run as, the cache it mounts and the image it names
+    are the server image's."""
+    from flux_operator.render import Owner, desired_revision, render_deployment
+    from flux_operator.spec import FluxDeploymentSpec
+
+    spec = FluxDeploymentSpec.model_validate(
+        {"release": "v1.2.3", "model": {"id": "m", "source": {"hub": {}}}}
+    )
+    owner = Owner(name="flux", namespace="ns", uid="u")
+    pod = render_deployment(owner, spec, desired_revision(owner, spec))["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    stage = _final_stage(IMAGES["server"][0])
+    (user,) = _values(stage, "USER")[-1:]
+    assert str(pod["spec"]["securityContext"]["runAsUser"]) == user[0].split(":")[0]
+    image_env: dict[str, str] = {}
+    for value in _values(stage, "ENV"):
+        image_env.update(_pairs(value))
+    pod_env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    assert pod_env.get("HF_HOME", image_env["HF_HOME"]) == image_env["HF_HOME"]
+    # release.yaml pushes <registry>/fluxserve-server:<tag>; the operator's default image.
+    assert container["image"] == "ghcr.io/fluxserve/fluxserve-server:v1.2.3"
+    assert "command" not in container, "the image's entrypoint runs the server"
