@@ -176,6 +176,20 @@ _STREAM_OVER_HTTP = UnsupportedError(
 )
 
 
+MAX_SERVER_TIMEOUT_S = 3600.0
+"""The longest ``X-Request-Timeout`` the server accepts."""
+
+
+def _with_deadline(timeout: float | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Tell the server the time left (``X-Request-Timeout``) so that it gives up too,
+    with a 504, instead of computing an image nobody waits for."""
+    if timeout is not None:
+        headers = dict(kwargs.get("headers") or {})
+        headers["X-Request-Timeout"] = f"{min(max(timeout, 0.001), MAX_SERVER_TIMEOUT_S):.3f}"
+        kwargs = {**kwargs, "headers": headers}
+    return kwargs
+
+
 def _auth_headers(api_key: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
@@ -188,7 +202,9 @@ class HttpTransport:
 
     def _send(self, timeout: float | None, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = self._client.request(method, path, timeout=timeout, **kwargs)
+            response = self._client.request(
+                method, path, timeout=timeout, **_with_deadline(timeout, kwargs)
+            )
         except httpx.TransportError as error:
             raise error_from_transport(error, timeout) from None
         return _json_payload(response)
@@ -238,7 +254,9 @@ class AsyncHttpTransport:
 
     async def _send(self, timeout: float | None, method: str, path: str, **kwargs: Any) -> Any:
         try:
-            response = await self._client.request(method, path, timeout=timeout, **kwargs)
+            response = await self._client.request(
+                method, path, timeout=timeout, **_with_deadline(timeout, kwargs)
+            )
         except httpx.TransportError as error:
             raise error_from_transport(error, timeout) from None
         return _json_payload(response)

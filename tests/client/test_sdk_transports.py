@@ -372,3 +372,10 @@ def test_nothing_listening_is_not_ready(transport: str) -> None:
         port = probe.getsockname()[1]
         with FluxModelClient(host="127.0.0.1", port=port, transport=transport) as client:  # type: ignore[arg-type]
             assert not client.is_ready(timeout=1)
+
+
+def test_http_tells_the_server_the_time_left(fakes: FakeServers) -> None:
+    with client_for(fakes, "http", timeout=42) as client:
+        client.generate("a cat")
+    (record,) = fakes.script.seen
+    assert 0 < float(record["deadline"]) <= 42

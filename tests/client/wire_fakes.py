@@ -368,7 +368,8 @@ def build_app(script: Script) -> Starlette:
             if request.headers.get("x-priority") == "high":
                 params["priority"] = "high"
             auth = request.headers.get("authorization")
-            await _admit(script, "generate", params, auth)
+            deadline = request.headers.get("x-request-timeout")
+            await _admit(script, "generate", {**params, "deadline": deadline}, auth)
             result = _generate(params)
             if "application/json" in request.headers.get("accept", ""):
                 return JSONResponse(result)
