@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,25 +71,18 @@ def wait_ready(server: Server, timeout: float = 120.0) -> None:
     raise AssertionError(f"server not ready after {timeout}s:\n{server.log()}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Iterator[Server]:
-    base = tmp_path_factory.mktemp("vision-server")
-    vqa_dir = write_tiny_vqa(base / "vqa")
+def start(base: Path, model: Path, *args: str) -> Server:
     http_port, grpc_port = free_port(), free_port()
-    log_path = base / "server.log"
+    log_path = base / f"server-{http_port}.log"
     command = [
         sys.executable, "-m", "flux_server",
-        "--model", str(tiny_flux_dir),
+        "--model", str(model),
         "--host", "127.0.0.1",
         "--http-port", str(http_port),
         "--grpc-port", str(grpc_port),
         "--metrics-port", "0",
         "--default-steps", "2",
-        "--enable-editing",
-        # Kontext's transformer has FLUX.1-dev's shape: the tiny pipeline's serves.
-        "--kontext-model", str(tiny_flux_dir),
-        "--vqa-model", str(vqa_dir),
-        "--max-image-pixels", "1000000",
+        *args,
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
     env["HF_HUB_OFFLINE"] = "1"
@@ -97,15 +91,36 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Ite
     running = Server(process, http_port, grpc_port, log_path)
     try:
         wait_ready(running)
-        yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+    except BaseException:
+        stop(running)
+        raise
+    return running
+
+
+def stop(server: Server) -> None:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            server.process.wait(60)
+        except subprocess.TimeoutExpired:
+            server.process.kill()
+            server.process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Iterator[Server]:
+    base = tmp_path_factory.mktemp("vision-server")
+    running = start(
+        base,
+        tiny_flux_dir,
+        "--enable-editing",
+        # Kontext's transformer has FLUX.1-dev's shape: the tiny pipeline's serves.
+        "--kontext-model", str(tiny_flux_dir),
+        "--vqa-model", str(write_tiny_vqa(base / "vqa")),
+        "--max-image-pixels", "1000000",
+    )  # fmt: skip
+    yield running
+    stop(running)
 
 
 @pytest.fixture(scope="module")
@@ -294,6 +309,37 @@ def test_grpc_bad_input_is_invalid_argument(stub: pb_grpc.FluxServiceStub) -> No
     error = grpc_error(lambda: stub.VQA(pb.VQARequest(image=photo(), question=" "), timeout=60))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert ("fluxserve-error-field", "question") in error.trailing_metadata()
+
+
+def test_compatible_edits_share_a_pipeline_call(
+    tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path
+) -> None:
+    # A batch of two runs as soon as it is full: the long delay only matters if the
+    # second request came ten seconds after the first.
+    base = tmp_path_factory.mktemp("batching-server")
+    batching = start(
+        base, tiny_flux_dir, "--enable-editing", "--max-batch-size", "2",
+        "--max-delay-ms", "10000",
+    )  # fmt: skip
+    try:
+
+        def edit(prompt: str) -> httpx.Response:
+            return httpx.post(
+                f"{batching.url}/edit",
+                files={"image": ("in.png", photo(), "image/png")},
+                data={"prompt": prompt, **FAST},
+                headers={"Accept": "application/json"},
+                timeout=120,
+            )
+
+        with ThreadPoolExecutor(2) as pool:
+            responses = list(pool.map(edit, ["a red house", "a blue house"]))
+        for response in responses:
+            assert response.status_code == 200, response.text
+            assert response.json()["batch_size"] == 2
+            assert response.json()["images"][0]["width"] == SIZE[0]
+    finally:
+        stop(batching)
 
 
 # -- SDK -------------------------------------------------------------------------------
