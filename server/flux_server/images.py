@@ -19,10 +19,13 @@ from flux_server.errors import MalformedRequest
 #: refused before their decoders run: fewer decoders, less attack surface.
 ACCEPTED_FORMATS: Final[tuple[str, ...]] = ("PNG", "JPEG", "WEBP", "BMP", "GIF", "TIFF")
 
-#: Pixel modes that convert to RGB / L without guessing. 16/32-bit integer and
-#: float modes (``I``, ``I;16``, ``F``) would need a caller-chosen value range.
-ACCEPTED_MODES: Final[frozenset[str]] = frozenset(
-    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+#: Pixel modes that convert to RGB / L without guessing. 16-bit grayscale (as
+#: 16-bit PNG masks are) keeps its high byte. 32-bit integer and float modes
+#: (``I``, ``F``) would need a caller-chosen value range, so they are refused.
+_SIXTEEN_BIT: Final[frozenset[str]] = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+ACCEPTED_MODES: Final[frozenset[str]] = (
+    frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
+    | _SIXTEEN_BIT
 )
 
 #: Default cap on decoded pixels: 4096 x 4096. FLUX works at up to ~2 MP; more
@@ -117,6 +120,11 @@ def decode_image(
 
 
 def _to_mode(img: Image.Image, mode: Literal["RGB", "L"]) -> Image.Image:
+    if img.mode in _SIXTEEN_BIT:
+        # PIL's own I;16 -> L conversion clips at 255 instead of scaling.
+        import numpy as np
+
+        img = Image.fromarray((np.asarray(img, dtype=np.uint16) >> 8).astype(np.uint8))
     if mode == "RGB" and ("A" in img.mode or "a" in img.mode or "transparency" in img.info):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

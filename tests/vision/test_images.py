@@ -111,6 +111,19 @@ def test_unsupported_mode() -> None:
         decode_image(buf.getvalue(), "image", 10_000)
 
 
+def test_sixteen_bit_grayscale_is_scaled_to_eight_bits() -> None:
+    import numpy as np
+
+    levels = np.array([[0, 0x8000, 0xFFFF]], dtype=np.uint16)
+    mask = decode_mask(png_bytes(Image.fromarray(levels)), (3, 1))
+    assert [mask.getpixel((x, 0)) for x in range(3)] == [0, 128, 255]
+    assert decode_image(png_bytes(Image.fromarray(levels)), "image", 100).getpixel((1, 0)) == (
+        128,
+        128,
+        128,
+    )
+
+
 def test_mask_decodes_to_grayscale_of_the_image_size() -> None:
     mask = decode_mask(png_bytes(Image.new("RGB", (32, 16), (255, 255, 255))), (32, 16))
     assert mask.mode == "L"
