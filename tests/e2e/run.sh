@@ -13,7 +13,11 @@
 # E2E_TIMEOUT seconds to wait for each condition (900), PY (.venv/bin/python).
 set -euo pipefail
 
-ROOT="$(cd "${BASH_SOURCE[0]%/*}/../.." && pwd)"
+case "${BASH_SOURCE[0]}" in
+    */*) here="${BASH_SOURCE[0]%/*}" ;;
+    *) here="." ;;
+esac
+ROOT="$(cd "${here}/../.." && pwd)"
 TOOLS_BIN="${TOOLS_BIN:-.tools/bin}"
 [[ "${TOOLS_BIN}" = /* ]] || TOOLS_BIN="${ROOT}/${TOOLS_BIN}"
 PATH="${TOOLS_BIN}:${PATH}"
@@ -160,11 +164,13 @@ spec:
   gpu:
     count: 0
   resources:
-    cpu: "1"
+    cpu: "2"
     memory: 4Gi
     shmSize: 256Mi
   rollout:
-    progressDeadlineSeconds: 120
+    # Long enough for the tiny model to load and warm up on a laptop's CPU, short
+    # enough that the bad release below is rolled back within a few minutes.
+    progressDeadlineSeconds: 300
     autoRollback: true
 YAML
 wait_for "phase Ready" phase_is Ready
