@@ -126,26 +126,25 @@ class _Views:
 
     spaced: tuple[str, ...]
     """Separators reduced to one space; with and without punctuation inside words."""
-    fragments: tuple[str, ...]
-    """Runs of single letters joined ("n u d e" → "nude"), searched without word bounds."""
+    joined: tuple[str, ...]
+    """The same with runs of single letters joined in place ("n u d e" → "nude")."""
+
+
+def _join_single_glyph_runs(spaced: str) -> str:
+    return _SINGLE_GLYPH_RUN.sub(lambda m: m.group().replace(" ", ""), spaced)
 
 
 def _views(text: str, allow: re.Pattern[str] | None = None) -> _Views:
     norm = normalise(text)
-    spaced_variants = []
+    spaced_variants: list[str] = []
     for variant in (norm, _PUNCT_BETWEEN_GLYPHS.sub("", norm)):
         spaced = _NOT_GLYPH_RUN.sub(" ", variant).strip()
         if allow is not None:
             spaced = allow.sub(" ", spaced)
         if spaced not in spaced_variants:
             spaced_variants.append(spaced)
-    fragments = []
-    for spaced in spaced_variants:
-        for match in _SINGLE_GLYPH_RUN.finditer(spaced):
-            fragment = match.group().replace(" ", "")
-            if fragment not in fragments:
-                fragments.append(fragment)
-    return _Views(tuple(spaced_variants), tuple(fragments))
+    joined = {_join_single_glyph_runs(s) for s in spaced_variants} - set(spaced_variants)
+    return _Views(tuple(spaced_variants), tuple(sorted(joined)))
 
 
 def _read_leet(spaced: str) -> str:
@@ -162,64 +161,74 @@ def _read_leet(spaced: str) -> str:
     return re.sub(r"\S+", word, spaced)
 
 
+def _word_regex(word: str, ending: str | None) -> str:
+    """One word of an entry: written solid ("nude", "nuuude", "n00de") or spelled out a
+    letter at a time ("n u d e"); ``ending`` is "plural", "prefix" or None."""
+    solid, spelled = [], []
+    for letter_match in re.finditer(r"(.)\1*", word):
+        letter, count = letter_match.group(1), len(letter_match.group())
+        chars = _LEET.get(letter, letter)
+        cls = re.escape(chars) if len(chars) == 1 else f"[{re.escape(chars)}]"
+        # A doubled letter must stay doubled ("ass" is not "as"), more is allowed.
+        solid.append(f"{cls}+" if count == 1 else f"{cls}{{{count},}}")
+        # Spelled out, a letter may repeat only a little: an unbounded repeat would make
+        # "a a a a ..." cost quadratic time, as every letter is a possible start.
+        spelled.append(f"{cls}(?: {cls}){{{count - 1},{count + 1}}}")
+    solid_rx, spelled_rx = "".join(solid), " ".join(spelled)
+    if ending == "prefix":
+        solid_rx += f"(?:{_GLYPH})*"
+        spelled_rx += f"(?: (?:{_GLYPH}))*"
+    elif ending == "plural":
+        solid_rx += "(?:e?s)?"
+        spelled_rx += "(?: e)?(?: s)?"
+    return f"(?:{solid_rx}|{spelled_rx})"
+
+
 def _term_regex(term: str) -> str:
-    """A blocklist word or phrase as a regex over the normalised, spaced text."""
+    """A blocklist word or phrase as a regex over a spaced view, bounded by whole words."""
     prefix = term.endswith("*")
     words = _NOT_GLYPH_RUN.sub(" ", normalise(term.rstrip("*"))).split()
-    parts = []
-    for word in words:
-        pieces = []
-        for letter_match in re.finditer(r"(.)\1*", word):
-            letter, count = letter_match.group(1), len(letter_match.group())
-            chars = _LEET.get(letter, letter)
-            cls = re.escape(chars) if len(chars) == 1 else f"[{re.escape(chars)}]"
-            pieces.append(f"{cls}+" if count == 1 else f"{cls}{{{count},}}")
-        parts.append("".join(pieces))
-    body = r"\s*".join(parts)
-    return body + (rf"(?:{_GLYPH})*" if prefix else "(?:e?s)?")
+    last = len(words) - 1
+    parts = [
+        _word_regex(word, ("prefix" if prefix else "plural") if i == last else None)
+        for i, word in enumerate(words)
+    ]
+    return rf"(?<!{_WORD_CHAR})(?:{' ?'.join(parts)})(?!{_WORD_CHAR})"
 
 
-@dataclass(frozen=True)
 class Blocklist:
-    """Compiled blocklist entries."""
+    """Compiled blocklist entries: blocked terms, ``re:`` patterns, allowed phrases."""
 
-    terms: tuple[str, ...]
-    patterns: tuple[str, ...]
-    allowed: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        allow = [f"(?<!{_WORD_CHAR})(?:{_term_regex(a)})(?!{_WORD_CHAR})" for a in self.allowed]
-        object.__setattr__(self, "_allow", re.compile("|".join(allow)) if allow else None)
-        # One alternation per kind, so a check is a handful of regex searches however long
-        # the list is; the entry that matched is found again only on a hit.
-        bounded = [f"(?<!{_WORD_CHAR})(?:{_term_regex(t)})(?!{_WORD_CHAR})" for t in self.terms]
-        loose = [_term_regex(t) for t in self.terms]
-        object.__setattr__(self, "_bounded", [re.compile(p) for p in bounded])
-        object.__setattr__(self, "_loose", [re.compile(p) for p in loose])
-        object.__setattr__(self, "_patterns", [re.compile(p) for p in self.patterns])
-        object.__setattr__(self, "_any_bounded", re.compile("|".join(bounded)) if bounded else None)
-        object.__setattr__(self, "_any_loose", re.compile("|".join(loose)) if loose else None)
+    def __init__(
+        self,
+        terms: Sequence[str] = (),
+        patterns: Sequence[str] = (),
+        allowed: Sequence[str] = (),
+    ) -> None:
+        self.terms = tuple(terms)
+        self.patterns = tuple(patterns)
+        self.allowed = tuple(allowed)
+        self._allow = re.compile("|".join(map(_term_regex, allowed))) if allowed else None
+        self._term_rx = [re.compile(_term_regex(t)) for t in self.terms]
+        # One alternation for all terms, so a check is a couple of regex searches however
+        # long the list is; the entry that matched is looked up only on a hit.
+        self._any_term = re.compile("|".join(map(_term_regex, self.terms))) if terms else None
+        self._pattern_rx = [re.compile(p) for p in self.patterns]
 
     def __len__(self) -> int:
         return len(self.terms) + len(self.patterns)
 
     def find(self, text: str) -> str | None:
         """The first entry (as written in the list) that the text matches, else None."""
-        views = _views(text, self._allow)  # type: ignore[attr-defined]
-        any_bounded: re.Pattern[str] | None = self._any_bounded  # type: ignore[attr-defined]
-        any_loose: re.Pattern[str] | None = self._any_loose  # type: ignore[attr-defined]
-        if any_bounded is not None and any(any_bounded.search(s) for s in views.spaced):
-            for term, rx in zip(self.terms, self._bounded, strict=True):  # type: ignore[attr-defined]
+        views = _views(text, self._allow)
+        if self._any_term is not None and any(self._any_term.search(s) for s in views.spaced):
+            for term, rx in zip(self.terms, self._term_rx, strict=True):
                 if any(rx.search(s) for s in views.spaced):
                     return term
-        if any_loose is not None and any(any_loose.search(f) for f in views.fragments):
-            for term, rx in zip(self.terms, self._loose, strict=True):  # type: ignore[attr-defined]
-                if any(rx.search(f) for f in views.fragments):
-                    return term
         if self.patterns:
-            readings = {_read_leet(s) for s in views.spaced} | set(views.spaced)
-            readings |= {_read_leet(f) for f in views.fragments}
-            for pattern, rx in zip(self.patterns, self._patterns, strict=True):  # type: ignore[attr-defined]
+            plain = set(views.spaced) | set(views.joined)
+            readings = plain | {_read_leet(r) for r in plain}
+            for pattern, rx in zip(self.patterns, self._pattern_rx, strict=True):
                 if any(rx.search(r) for r in readings):
                     return PATTERN_PREFIX + pattern
         return None

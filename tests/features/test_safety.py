@@ -69,6 +69,8 @@ def test_blocked_in_disguise(default_filter: SafetyFilter, prompt: str, entry: s
         "a tortoise, 2024, 1080p, f/1.8",
         "a child flying a kite",
         "a p.m. meeting, e.g. at noon",
+        "let's go re-do the mural",  # "go re" is not a spelled-out "gore"
+        "a b c d e f g on a blackboard",
         "",
     ],
 )
@@ -91,6 +93,8 @@ def test_file_extends_default_list(tmp_path: Path) -> None:
     extra.write_text("# ours\nzebra crossing\nre:\\bw+o+lf(pack)?\\b\n!gore\n", "utf-8")
     safety = SafetyFilter.from_files(extra)
     assert safety.check("a z3bra cr0ssing").matched == "zebra crossing"
+    assert safety.check("a Z E B R A  crossing").matched == "zebra crossing"
+    assert safety.check("a zebra-crossing").matched == "zebra crossing"
     assert safety.check("a w0lf at night").matched == "re:\\bw+o+lf(pack)?\\b"
     assert safety.check("a wolfpack").matched is not None
     assert safety.check("gore").allowed  # removed by "!gore"
@@ -131,9 +135,17 @@ def test_normalise_folds_width_case_accents_and_lookalikes() -> None:
     assert normalise("ＣАFÉ\u200d") == "cafe"
 
 
-def test_long_prompt_is_checked_quickly_enough_to_not_hang(default_filter: SafetyFilter) -> None:
-    # Pathological input for backtracking regexes; finishing at all is the assertion.
-    assert default_filter.check("s" * 20_000 + " n u" * 5_000).allowed
+@pytest.mark.timeout(60)  # a hang guard: linear work takes well under a second
+@pytest.mark.parametrize(
+    "prompt",
+    ["s" * 40_000, "a " * 40_000, "n u d " * 6_000, "k1" * 20_000, ("a" * 50 + " ") * 800],
+    ids=["one-long-word", "single-letters", "spelled-prefixes", "leet-run", "long-words"],
+)
+def test_pathological_prompts_are_checked_in_linear_time(
+    default_filter: SafetyFilter, prompt: str
+) -> None:
+    # Inputs that make naive backtracking patterns quadratic or worse.
+    assert default_filter.check(prompt).allowed
 
 
 # --- the optional classifier -------------------------------------------------------------
