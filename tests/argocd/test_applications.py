@@ -67,3 +67,14 @@ def test_fluxdeployments_in_git_are_valid(path: Path) -> None:
         assert doc["kind"] == crd["spec"]["names"]["kind"]
         jsonschema.validate(doc, schema)
         FluxDeploymentSpec.model_validate(doc["spec"])
+
+
+def test_argocd_cm_patch_is_a_valid_configmap() -> None:
+    import kubernetes_validate
+
+    (cm,) = _load(ARGOCD / "argocd-cm-health.yaml")
+    kubernetes_validate.validate(cm, "1.33.0", strict=True)
+    assert set(cm["data"]) == {
+        "resource.customizations.health.fluxserve.dev_FluxDeployment",
+        "resource.customizations.health.argoproj.io_Application",
+    }
