@@ -311,35 +311,73 @@ def test_grpc_bad_input_is_invalid_argument(stub: pb_grpc.FluxServiceStub) -> No
     assert ("fluxserve-error-field", "question") in error.trailing_metadata()
 
 
-def test_compatible_edits_share_a_pipeline_call(
-    tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path
-) -> None:
-    # A batch of two runs as soon as it is full: the long delay only matters if the
-    # second request came ten seconds after the first.
-    base = tmp_path_factory.mktemp("batching-server")
-    batching = start(
-        base, tiny_flux_dir, "--enable-editing", "--max-batch-size", "2",
-        "--max-delay-ms", "10000",
+@pytest.fixture(scope="module")
+def plain_server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Iterator[Server]:
+    """Editing without Kontext, no VQA model; batches of two edits."""
+    running = start(
+        tmp_path_factory.mktemp("plain-server"), tiny_flux_dir, "--enable-editing",
+        # A batch of two runs as soon as it is full: the long delay only matters if
+        # the second request came ten seconds after the first.
+        "--max-batch-size", "2", "--max-delay-ms", "10000",
     )  # fmt: skip
-    try:
+    yield running
+    stop(running)
 
-        def edit(prompt: str) -> httpx.Response:
-            return httpx.post(
-                f"{batching.url}/edit",
-                files={"image": ("in.png", photo(), "image/png")},
-                data={"prompt": prompt, **FAST},
-                headers={"Accept": "application/json"},
-                timeout=120,
-            )
 
-        with ThreadPoolExecutor(2) as pool:
-            responses = list(pool.map(edit, ["a red house", "a blue house"]))
-        for response in responses:
-            assert response.status_code == 200, response.text
-            assert response.json()["batch_size"] == 2
-            assert response.json()["images"][0]["width"] == SIZE[0]
-    finally:
-        stop(batching)
+def test_compatible_edits_share_a_pipeline_call(plain_server: Server) -> None:
+    def edit(prompt: str) -> httpx.Response:
+        return httpx.post(
+            f"{plain_server.url}/edit",
+            files={"image": ("in.png", photo(), "image/png")},
+            data={"prompt": prompt, **FAST},
+            headers={"Accept": "application/json"},
+            timeout=120,
+        )
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(edit, ["a red house", "a blue house"]))
+    for response in responses:
+        assert response.status_code == 200, response.text
+        assert response.json()["batch_size"] == 2
+        assert response.json()["images"][0]["width"] == SIZE[0]
+
+
+def test_features_the_server_was_not_started_with(plain_server: Server) -> None:
+    response = httpx.post(
+        f"{plain_server.url}/edit",
+        files={"image": ("in.png", photo(), "image/png")},
+        data={"prompt": "make it night", "mode": "instruct"},
+        timeout=60,
+    )
+    assert_error(response, 501, "mode", "--kontext-model")
+    response = httpx.post(
+        f"{plain_server.url}/vqa",
+        files={"image": ("in.png", photo(), "image/png")},
+        data={"question": QUESTION},
+        timeout=60,
+    )
+    assert response.status_code == 501, response.text
+    assert "--vqa-model" in response.json()["error"]["message"]
+
+
+def test_unknown_edit_mode_is_a_400(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/edit",
+        files={"image": ("in.png", photo(), "image/png")},
+        data={"prompt": "a window", "mode": "sketch", **FAST},
+        timeout=60,
+    )
+    assert_error(response, 400, "mode", "img2img, inpaint, instruct")
+
+
+def test_a_mask_outside_inpainting_is_refused(server: Server) -> None:
+    response = httpx.post(
+        f"{server.url}/edit",
+        files={"image": ("in.png", photo(), "image/png"), "mask": ("m.png", mask(), "image/png")},
+        data={"prompt": "a window", "mode": "img2img", **FAST},
+        timeout=60,
+    )
+    assert_error(response, 400, "mask", "only used for inpainting")
 
 
 # -- SDK -------------------------------------------------------------------------------
