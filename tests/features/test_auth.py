@@ -132,3 +132,31 @@ def test_broken_update_keeps_the_loaded_keys(
 )
 def test_bearer_token(header: str | None, token: str | None) -> None:
     assert bearer_token(header) == token
+
+
+def test_python_m_flux_server_keys_add(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "keys"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flux_server",
+            "keys",
+            "add",
+            "dave",
+            "--priority",
+            "--file",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    key = done.stdout.strip()
+    assert "shown only this once" in done.stderr
+    assert KeyStore.from_file(path).authenticate(key) == Principal(user="dave", can_priority=True)

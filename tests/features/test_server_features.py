@@ -164,7 +164,13 @@ def secured(
     ).start()
     try:
         with httpx.Client(base_url=server.url, timeout=120) as client:
-            yield {"client": client, "alice": alice, "bob": bob, "audit": audit}
+            yield {
+                "client": client,
+                "server": server,
+                "alice": alice,
+                "bob": bob,
+                "audit": audit,
+            }
     finally:
         server.stop()
 
@@ -336,3 +342,33 @@ def test_redis_cache_survives_redis_dying_and_coming_back(
             _wait_for(hit_again, "the cache to work again after Redis came back", timeout=60)
     finally:
         server.stop()
+
+
+def test_grpc_carries_keys_safety_and_cache(secured: dict[str, Any]) -> None:
+    import grpc
+
+    from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
+    from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+
+    server: Any = secured["server"]
+    with grpc.insecure_channel(f"127.0.0.1:{server.server.grpc_port}") as channel:
+        stub = pb_grpc.FluxServiceStub(channel)
+        bob = (("authorization", f"Bearer {secured['bob']}"),)
+
+        def generate(prompt: str, metadata: Any = bob, seed: int | None = 5) -> Any:
+            params = pb.GenerationParams(prompt=prompt)
+            if seed is not None:
+                params.seed = seed
+            return stub.Generate(pb.GenerateRequest(params=params), metadata=metadata, timeout=120)
+
+        with pytest.raises(grpc.RpcError) as no_key:
+            generate("a cat", metadata=())
+        assert no_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        with pytest.raises(grpc.RpcError) as blocked:
+            generate(BLOCKED_IN_DISGUISE)
+        assert blocked.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+        first, second = generate("a grey heron"), generate("a grey heron")
+        assert (first.cache_hit, second.cache_hit) == (False, True)
+        assert first.images[0].data == second.images[0].data
