@@ -22,6 +22,12 @@ from flux_server.lora import (
     write_tiny_lora,
 )
 
+# Several adapters in one model is the point here; PEFT warns about it regardless.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Already found a `peft_config`:UserWarning",
+    "ignore:Adapter .* was active which is now deleted:UserWarning",
+)
+
 # --- the flag -------------------------------------------------------------------------
 
 
@@ -153,3 +159,21 @@ def test_unreadable_adapter_names_the_adapter(pipe: Any, tmp_path: Path) -> None
     bogus.write_bytes(b"not a safetensors file")
     with pytest.raises(LoraLoadError, match="adapter 'bogus' from"):
         load_adapters(pipe, [LoraSpec(name="bogus", path=str(bogus))])
+
+
+def test_adapter_from_a_mounted_configmap_directory(
+    pipe: Any, adapter_files: dict[str, Path], tmp_path: Path
+) -> None:
+    # Laid out as kubelet mounts a ConfigMap: the file is a link into ..data, and the
+    # directory also holds the ..data link and the timestamped folder.
+    import os
+    import shutil
+
+    mount = tmp_path / "ink-cm"
+    (mount / "..2026_01_01").mkdir(parents=True)
+    shutil.copy(adapter_files["ink"], mount / "..2026_01_01" / "ink.safetensors")
+    os.symlink("..2026_01_01", mount / "..data")
+    os.symlink("..data/ink.safetensors", mount / "ink.safetensors")
+    load_adapters(pipe, [LoraSpec(name="ink_cm", path=str(mount))])
+    assert "ink_cm" in loaded_adapters(pipe)
+    pipe.delete_adapters("ink_cm")
