@@ -297,7 +297,9 @@ class Editor:
         repeated, one generator per seed); the results come back per job, in order.
 
         Raises:
-            EditInputError: a job is invalid, or the jobs are not compatible.
+            EditInputError: a job is invalid.
+            ValueError: the jobs have different batch keys (a caller's bug, not a
+                request's fault).
         """
         if not jobs:
             return []
@@ -305,7 +307,7 @@ class Editor:
             validate(job, kontext_available=self.can_instruct)
         key = batch_key(jobs[0])
         if any(batch_key(job) != key for job in jobs[1:]):
-            raise EditInputError("batch", "jobs of different mode, size or settings")
+            raise ValueError("edit jobs in one call must share mode, size and settings")
         first = jobs[0]
         if first.mode != "instruct":
             # Always set them, even to none: the shared transformer may still carry
@@ -319,14 +321,16 @@ class Editor:
 
         width, height = snap(first.size)
         seeds = [seeds_for(job.seed, job.num_images) for job in jobs]
-        rows = [
-            (job, seed) for job, job_seeds in zip(jobs, seeds, strict=True) for seed in job_seeds
+        # One resize per job, shared by its rows.
+        sources = [_fit(job.image, (width, height), Image.Resampling.LANCZOS) for job in jobs]
+        masks = [
+            None if job.mask is None else _fit(job.mask, (width, height), Image.Resampling.NEAREST)
+            for job in jobs
         ]
+        rows = [(index, seed) for index, job_seeds in enumerate(seeds) for seed in job_seeds]
         kwargs: dict[str, Any] = {
-            "prompt": [job.prompt for job, _ in rows],
-            "image": [
-                _fit(job.image, (width, height), Image.Resampling.LANCZOS) for job, _ in rows
-            ],
+            "prompt": [jobs[index].prompt for index, _ in rows],
+            "image": [sources[index] for index, _ in rows],
             "height": height,
             "width": width,
             "num_inference_steps": first.steps,
@@ -337,7 +341,7 @@ class Editor:
             "output_type": "pil",
         }
         if first.negative_prompt is not None:
-            kwargs["negative_prompt"] = [job.negative_prompt or "" for job, _ in rows]
+            kwargs["negative_prompt"] = [jobs[index].negative_prompt or "" for index, _ in rows]
         if on_step is not None:
             total = denoising_steps(first)
 
@@ -358,10 +362,7 @@ class Editor:
             pipe = self.img2img_pipe
             if first.mode == "inpaint":
                 pipe = self.inpaint_pipe
-                kwargs["mask_image"] = [
-                    _fit(job.mask, (width, height), Image.Resampling.NEAREST)  # type: ignore[arg-type]
-                    for job, _ in rows
-                ]
+                kwargs["mask_image"] = [masks[index] for index, _ in rows]
         log.info(
             "edit batch",
             extra={

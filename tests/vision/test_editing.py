@@ -190,7 +190,7 @@ def test_incompatible_jobs_are_refused(editor: Editor) -> None:
         EditJob(mode="img2img", image=picture((32, 32)), prompt="a", **FAST),
         EditJob(mode="img2img", image=picture((64, 32)), prompt="b", **FAST),
     ]
-    with pytest.raises(EditInputError, match="different"):
+    with pytest.raises(ValueError, match="must share mode, size and settings"):
         editor.run_batch(jobs)
 
 
