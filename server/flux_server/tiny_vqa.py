@@ -10,7 +10,7 @@ same Auto-class code that loads a real model. The answers are random words.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 # BERT's special tokens, then BLIP's decoder-start token, then a small English vocabulary.
 _SPECIALS: Final[list[str]] = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
@@ -70,7 +70,7 @@ _WORDS: Final[list[str]] = [
 _IMAGE_SIZE: Final[int] = 32
 
 
-def build_tiny_vqa(seed: int = 0):  # type: ignore[no-untyped-def]
+def build_tiny_vqa(seed: int = 0) -> tuple[Any, Any]:
     """A random ``BlipForQuestionAnswering`` and its ``BlipProcessor``."""
     import torch
     from transformers import (
