@@ -87,6 +87,7 @@ def cache_key(
     release: str | None = None,
     adapters: Mapping[str, float] | Iterable[Any] | None = None,
     seeded: bool | None = None,
+    adapter_versions: Mapping[str, str] | None = None,
 ) -> str | None:
     """The cache key of a resolved request, or None when it must not be cached.
 
@@ -95,6 +96,8 @@ def cache_key(
     name → scale, ``(name, scale)`` pairs or ``{name, scale}`` items). ``seeded`` says
     whether the caller chose the seed; by default, whether ``request`` has one. Pass it
     when the server filled in a random seed: such a request is not repeatable.
+    ``adapter_versions`` maps adapter names to a digest of their weights
+    (``lora.fingerprint``); those of the adapters in use join the key.
     """
     fields: dict[str, Any] = (
         request.model_dump() if isinstance(request, BaseModel) else dict(request)
@@ -108,12 +111,14 @@ def cache_key(
     body = {k: v for k, v in fields.items() if k not in IGNORED_FIELDS}
     if isinstance(body.get("output_format"), str):
         body["output_format"] = body["output_format"].lower()
+    adapter_items = _adapter_items(adapters)
+    versions = adapter_versions or {}
     document = {
         "v": KEY_VERSION,
         "model": model,
         "revision": revision,
         "release": release,
-        "adapters": _adapter_items(adapters),
+        "adapters": [[name, scale, versions.get(name)] for name, scale in adapter_items],
         "request": _canonical(body),
     }
     encoded = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)

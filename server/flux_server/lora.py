@@ -11,6 +11,7 @@ sets the pipeline to that set before each batch (empty: adapters off).
 from __future__ import annotations
 
 import copy
+import hashlib
 import logging
 import math
 import re
@@ -136,6 +137,35 @@ def load_adapters(pipe: Any, specs: Sequence[LoraSpec]) -> dict[str, LoraSpec]:
         log.info("lora adapter loaded", extra={"adapter": spec.name, "path": spec.path})
     activate(pipe, {})
     return loaded
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def weight_files(spec: LoraSpec) -> list[Path]:
+    """The weight files of an adapter: the file itself, or a directory's weight files
+    (top level, links followed; kubelet's dot-folders skipped)."""
+    path = Path(spec.path)
+    if path.is_file():
+        return [path]
+    return sorted(
+        child
+        for child in path.iterdir()
+        if not child.name.startswith(".") and child.is_file() and child.suffix in WEIGHT_SUFFIXES
+    )
+
+
+def fingerprint(spec: LoraSpec) -> str:
+    """A digest of the adapter's weights, equal on every replica that mounts the same
+    files: part of the result cache key, so new weights under an old name never serve
+    images made with the old ones."""
+    digest = hashlib.sha256()
+    for file in weight_files(spec):
+        digest.update(file.name.encode() + b"\0")
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 class AdapterSwitch:

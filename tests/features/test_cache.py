@@ -80,6 +80,16 @@ def test_unseeded_requests_are_not_cached() -> None:
     assert cache_key(BASE, seeded=False, **IDENTITY) is None
 
 
+def test_new_adapter_weights_change_the_key() -> None:
+    ink = {**BASE, "adapters": {"ink": 1.0}}
+    v1 = cache_key(ink, adapter_versions={"ink": "aaaa", "neon": "cccc"}, **IDENTITY)
+    v2 = cache_key(ink, adapter_versions={"ink": "bbbb", "neon": "cccc"}, **IDENTITY)
+    assert v1 != v2
+    # Only the adapters in use count: another adapter's new weights change nothing.
+    assert v1 == cache_key(ink, adapter_versions={"ink": "aaaa", "neon": "dddd"}, **IDENTITY)
+    assert key() == cache_key(BASE, adapter_versions={"ink": "aaaa"}, **IDENTITY)
+
+
 def test_adapters_argument_overrides_the_field() -> None:
     with_arg = cache_key(BASE, adapters={"ink": 0.8}, **IDENTITY)
     assert with_arg == key(adapters=[{"name": "ink", "scale": 0.8}])

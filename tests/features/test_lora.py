@@ -149,6 +149,23 @@ def test_adapters_load_once_and_switch_per_request(
         activate(pipe, {"mist": 1.0})
 
 
+def test_fingerprint_follows_the_weights_not_the_path(
+    adapter_files: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from flux_server.lora import fingerprint
+
+    ink_file = LoraSpec(name="ink", path=str(adapter_files["ink"]))
+    ink_dir = LoraSpec(name="ink", path=str(adapter_files["ink"].parent))
+    copy_dir = tmp_path / "copy"
+    shutil.copytree(adapter_files["ink"].parent, copy_dir)
+    assert fingerprint(ink_dir) == fingerprint(LoraSpec(name="ink", path=str(copy_dir)))
+    assert fingerprint(ink_file) == fingerprint(ink_dir)  # same single file
+    neon_dir = LoraSpec(name="neon", path=str(adapter_files["neon"].parent))
+    assert fingerprint(neon_dir) != fingerprint(ink_dir)
+
+
 def test_missing_adapter_path_names_the_adapter(pipe: Any, tmp_path: Path) -> None:
     with pytest.raises(LoraLoadError, match=r"adapter 'ghost'.*does not exist"):
         load_adapters(pipe, [LoraSpec(name="ghost", path=str(tmp_path / "absent"))])
