@@ -194,3 +194,38 @@ def test_adapter_from_a_mounted_configmap_directory(
     load_adapters(pipe, [LoraSpec(name="ink_cm", path=str(mount))])
     assert "ink_cm" in loaded_adapters(pipe)
     pipe.delete_adapters("ink_cm")
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
+def test_adapters_on_cuda_in_bfloat16(tiny_flux_dir: Path, tmp_path: Path) -> None:
+    import torch
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(tiny_flux_dir, torch_dtype=torch.bfloat16).to("cuda")
+    weights = write_tiny_lora(pipe, tmp_path / "ink", "ink", seed=1)
+    load_adapters(pipe, [LoraSpec(name="ink", path=str(weights))])
+
+    def image() -> np.ndarray:
+        result = pipe(
+            prompt="a lighthouse",
+            width=32,
+            height=32,
+            num_inference_steps=2,
+            max_sequence_length=32,
+            generator=torch.Generator("cuda").manual_seed(0),
+            output_type="np",
+        )
+        return np.asarray(result.images[0], dtype=np.float32)
+
+    base = image()
+    activate(pipe, {"ink": 1.0})
+    assert not np.allclose(image(), base)
+    activate(pipe, {})
+    assert np.allclose(image(), base)
