@@ -39,6 +39,10 @@ class AuditRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["audit"] = Field(
+        default="audit",
+        description="Tells audit lines from the server's other JSON lines in a shared stream.",
+    )
     time: datetime = Field(default_factory=_now, description="When the request arrived (UTC).")
     request_id: str
     user: str | None = Field(default=None, description="The API key's user; None when open.")

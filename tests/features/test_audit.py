@@ -39,6 +39,7 @@ def test_file_gets_one_json_line_per_record(tmp_path: Path) -> None:
         )
     lines = [json.loads(line) for line in target.read_text("utf-8").splitlines()]
     assert [line["request_id"] for line in lines] == ["req-1", "req-2"]
+    assert lines[0]["kind"] == "audit"
     assert lines[0]["prompt"] == "a lighthouse at dusk #1"
     assert lines[0]["params"]["seed"] == 1
     assert lines[0]["time"].endswith("Z") or lines[0]["time"].endswith("+00:00")
