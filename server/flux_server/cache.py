@@ -231,12 +231,15 @@ class RedisCache:
         self._skip_until = 0.0
         self._errors = _outage_errors()
         # No client-side retries: a miss now beats a request held up by backoff.
-        self._client = Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-        )
+        try:
+            self._client = Redis.from_url(
+                url,
+                socket_timeout=timeout,
+                socket_connect_timeout=timeout,
+                retry=Retry(NoBackoff(), 0),
+            )
+        except ValueError as exc:  # the message never repeats the URL (it may hold a password)
+            raise ValueError(f"--redis-url: {exc}") from None
 
     @property
     def available(self) -> bool:

@@ -133,6 +133,16 @@ def test_memory_cache_refuses_zero_size() -> None:
         MemoryCache(0)
 
 
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("redis://:secret@host:port/0", "Port could not be cast"), ("http://x", "scheme")],
+)
+def test_bad_redis_url_is_a_clear_error_without_the_password(url: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        RedisCache(url, ttl=60)
+    assert str(info.value).startswith("--redis-url: ") and "secret" not in str(info.value)
+
+
 def test_build_cache_follows_settings() -> None:
     assert build_cache(redis_url=None, cache_bytes=0, ttl=60) is None
     assert isinstance(build_cache(redis_url=None, cache_bytes=1 << 20, ttl=60), MemoryCache)
