@@ -34,6 +34,11 @@ def default_filter() -> SafetyFilter:
         ("a nudе woman", "nude"),  # Cyrillic "е"
         ("an ηυdε statue", "nude"),  # Greek look-alikes
         ("n u d e beach", "nude"),  # spaced out
+        ("a 𝐧𝐮𝐝𝐞 woman", "nude"),  # mathematical bold (NFKC)
+        ("ⓝⓤⓓⓔ", "nude"),  # circled letters (NFKC)
+        ("ɴᴜᴅᴇ", "nude"),  # small capitals
+        ("n_u_d_e", "nude"),
+        ("#nude", "nude"),
         ("n.u.d.e beach", "nude"),  # punctuation-split
         ("nu-de beach", "nude"),
         ("nuuuude beach", "nude"),  # repeated letters
