@@ -189,3 +189,24 @@ def test_kustomization_lists_the_files_that_exist() -> None:
     for generator in kustomization["configMapGenerator"]:
         for name in generator["files"]:
             assert (MONITORING / name).is_file()
+
+
+def test_kustomize_builds_the_configmap_from_the_dashboard() -> None:
+    import subprocess
+
+    kubectl = ROOT / ".tools" / "bin" / "kubectl"
+    if not kubectl.exists():
+        pytest.skip(f"kubectl is not installed at {kubectl.relative_to(ROOT)}: run `make tools`")
+    built = subprocess.run(
+        [str(kubectl), "kustomize", str(MONITORING)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    objects = {doc["kind"]: doc for doc in yaml.safe_load_all(built)}
+    assert set(objects) == {"ConfigMap", "PodMonitor", "PrometheusRule"}
+    config_map = objects["ConfigMap"]
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["grafana-dashboard.json"])
+    assert dashboard["uid"] == "fluxserve-overview"
