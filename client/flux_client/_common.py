@@ -4,6 +4,7 @@ building of typed requests from keyword arguments."""
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -83,6 +84,17 @@ class ClientSettings:
         return f"{host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a call, as a transport sends it."""
+
+    timeout: float | None
+    """Seconds left of the call's budget."""
+    request_id: str
+    """Sent as ``x-request-id``; the server logs and answers with it. The same for every
+    retry of one call, so the server's logs show them as one request."""
+
+
 def _invalid(error: ValidationError) -> InvalidArgumentError:
     first = error.errors()[0]
     where = ".".join(str(part) for part in first["loc"]) or None
@@ -141,8 +153,24 @@ def build_vqa(image: ImageArg, question: str, max_tokens: int) -> VqaParams:
         raise _invalid(error) from None
 
 
-def log_retry(error: FluxError, attempt: int, wait: float) -> None:
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def log_retry(error: FluxError, request_id: str, attempt: int, wait: float) -> None:
     log.warning(
         "retrying after a transient failure",
-        extra={"attempt": attempt, "wait_s": round(wait, 3), "error": str(error)},
+        extra={
+            "request_id": request_id,
+            "attempt": attempt,
+            "wait_s": round(wait, 3),
+            "error": str(error),
+        },
     )
+
+
+def with_request_id(error: FluxError, request_id: str) -> FluxError:
+    """The error, naming the call's request id when the server did not."""
+    if error.request_id is None:
+        error.request_id = request_id
+    return error

@@ -10,6 +10,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from flux_client._common import Attempt
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
 from flux_client.errors import FluxError, error_class_for_grpc, parse_retry_after
@@ -178,7 +179,14 @@ def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
     return (("authorization", f"Bearer {api_key}"),) if api_key else ()
 
 
-class GrpcTransport:
+class _Metadata:
+    _metadata: tuple[tuple[str, str], ...]
+
+    def _call_metadata(self, call: Attempt) -> tuple[tuple[str, str], ...]:
+        return (*self._metadata, (REQUEST_ID_METADATA, call.request_id))
+
+
+class GrpcTransport(_Metadata):
     """Blocking gRPC calls. One channel, reused; ``close()`` releases it."""
 
     def __init__(self, target: str, *, api_key: str | None, secure: bool) -> None:
@@ -190,45 +198,51 @@ class GrpcTransport:
         self._stub = pb_grpc.FluxServiceStub(self._channel)
         self._metadata = _metadata(api_key)
 
-    def generate(self, params: GenerationParams, timeout: float | None) -> GenerationResult:
+    def generate(self, params: GenerationParams, call: Attempt) -> GenerationResult:
         request = pb.GenerateRequest(params=params_to_proto(params))
         try:
-            response = self._stub.Generate(request, timeout=timeout, metadata=self._metadata)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return result_from_proto(response)
-
-    def stream(self, params: GenerationParams, timeout: float | None) -> Iterator[StreamEvent]:
-        request = pb.GenerateRequest(params=params_to_proto(params))
-        call = self._stub.GenerateStream(request, timeout=timeout, metadata=self._metadata)
-        try:
-            for message in call:
-                yield event_from_proto(message)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        finally:
-            call.cancel()  # a caller that stops iterating early frees the server's slot
-
-    def edit(self, edit: EditParams, timeout: float | None) -> GenerationResult:
-        try:
-            response = self._stub.Edit(
-                edit_to_proto(edit), timeout=timeout, metadata=self._metadata
+            response = self._stub.Generate(
+                request, timeout=call.timeout, metadata=self._call_metadata(call)
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
         return result_from_proto(response)
 
-    def vqa(self, vqa: VqaParams, timeout: float | None) -> VqaResult:
+    def stream(self, params: GenerationParams, call: Attempt) -> Iterator[StreamEvent]:
+        request = pb.GenerateRequest(params=params_to_proto(params))
+        rpc = self._stub.GenerateStream(
+            request, timeout=call.timeout, metadata=self._call_metadata(call)
+        )
         try:
-            response = self._stub.VQA(vqa_to_proto(vqa), timeout=timeout, metadata=self._metadata)
+            for message in rpc:
+                yield event_from_proto(message)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        finally:
+            rpc.cancel()  # a caller that stops iterating early frees the server's slot
+
+    def edit(self, edit: EditParams, call: Attempt) -> GenerationResult:
+        try:
+            response = self._stub.Edit(
+                edit_to_proto(edit), timeout=call.timeout, metadata=self._call_metadata(call)
+            )
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        return result_from_proto(response)
+
+    def vqa(self, vqa: VqaParams, call: Attempt) -> VqaResult:
+        try:
+            response = self._stub.VQA(
+                vqa_to_proto(vqa), timeout=call.timeout, metadata=self._call_metadata(call)
+            )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
         return vqa_from_proto(response)
 
-    def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
+    def list_presets(self, call: Attempt) -> dict[str, StylePreset]:
         try:
             response = self._stub.ListPresets(
-                pb.ListPresetsRequest(), timeout=timeout, metadata=self._metadata
+                pb.ListPresetsRequest(), timeout=call.timeout, metadata=self._call_metadata(call)
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
@@ -247,7 +261,7 @@ class GrpcTransport:
         self._channel.close()
 
 
-class AsyncGrpcTransport:
+class AsyncGrpcTransport(_Metadata):
     """asyncio gRPC calls. The channel is opened on first use, inside the running loop."""
 
     def __init__(self, target: str, *, api_key: str | None, secure: bool) -> None:
@@ -270,51 +284,51 @@ class AsyncGrpcTransport:
         assert self._stub is not None
         return self._stub
 
-    async def generate(self, params: GenerationParams, timeout: float | None) -> GenerationResult:
+    async def generate(self, params: GenerationParams, call: Attempt) -> GenerationResult:
         request = pb.GenerateRequest(params=params_to_proto(params))
         try:
             response = await self._get_stub().Generate(
-                request, timeout=timeout, metadata=self._metadata
+                request, timeout=call.timeout, metadata=self._call_metadata(call)
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
         return result_from_proto(response)
 
-    async def stream(
-        self, params: GenerationParams, timeout: float | None
-    ) -> AsyncIterator[StreamEvent]:
+    async def stream(self, params: GenerationParams, call: Attempt) -> AsyncIterator[StreamEvent]:
         request = pb.GenerateRequest(params=params_to_proto(params))
-        call = self._get_stub().GenerateStream(request, timeout=timeout, metadata=self._metadata)
+        rpc = self._get_stub().GenerateStream(
+            request, timeout=call.timeout, metadata=self._call_metadata(call)
+        )
         try:
-            async for message in call:
+            async for message in rpc:
                 yield event_from_proto(message)
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
         finally:
-            call.cancel()
+            rpc.cancel()
 
-    async def edit(self, edit: EditParams, timeout: float | None) -> GenerationResult:
+    async def edit(self, edit: EditParams, call: Attempt) -> GenerationResult:
         try:
             response = await self._get_stub().Edit(
-                edit_to_proto(edit), timeout=timeout, metadata=self._metadata
+                edit_to_proto(edit), timeout=call.timeout, metadata=self._call_metadata(call)
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
         return result_from_proto(response)
 
-    async def vqa(self, vqa: VqaParams, timeout: float | None) -> VqaResult:
+    async def vqa(self, vqa: VqaParams, call: Attempt) -> VqaResult:
         try:
             response = await self._get_stub().VQA(
-                vqa_to_proto(vqa), timeout=timeout, metadata=self._metadata
+                vqa_to_proto(vqa), timeout=call.timeout, metadata=self._call_metadata(call)
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
         return vqa_from_proto(response)
 
-    async def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
+    async def list_presets(self, call: Attempt) -> dict[str, StylePreset]:
         try:
             response = await self._get_stub().ListPresets(
-                pb.ListPresetsRequest(), timeout=timeout, metadata=self._metadata
+                pb.ListPresetsRequest(), timeout=call.timeout, metadata=self._call_metadata(call)
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from flux_client._common import Attempt
 from flux_client.errors import (
     DeadlineExceededError,
     FluxError,
@@ -180,14 +181,16 @@ MAX_SERVER_TIMEOUT_S = 3600.0
 """The longest ``X-Request-Timeout`` the server accepts."""
 
 
-def _with_deadline(timeout: float | None, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Tell the server the time left (``X-Request-Timeout``) so that it gives up too,
-    with a 504, instead of computing an image nobody waits for."""
-    if timeout is not None:
-        headers = dict(kwargs.get("headers") or {})
-        headers["X-Request-Timeout"] = f"{min(max(timeout, 0.001), MAX_SERVER_TIMEOUT_S):.3f}"
-        kwargs = {**kwargs, "headers": headers}
-    return kwargs
+def _with_call_headers(call: Attempt, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Name the request (``X-Request-Id``) and tell the server the time left
+    (``X-Request-Timeout``), so that it gives up too, with a 504, instead of computing
+    an image nobody waits for."""
+    headers = dict(kwargs.get("headers") or {})
+    headers["X-Request-Id"] = call.request_id
+    if call.timeout is not None:
+        seconds = min(max(call.timeout, 0.001), MAX_SERVER_TIMEOUT_S)
+        headers["X-Request-Timeout"] = f"{seconds:.3f}"
+    return {**kwargs, "headers": headers}
 
 
 def _auth_headers(api_key: str | None) -> dict[str, str]:
@@ -200,40 +203,38 @@ class HttpTransport:
     def __init__(self, url: str, *, api_key: str | None) -> None:
         self._client = httpx.Client(base_url=url, headers=_auth_headers(api_key))
 
-    def _send(self, timeout: float | None, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, call: Attempt, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = self._client.request(
-                method, path, timeout=timeout, **_with_deadline(timeout, kwargs)
+                method, path, timeout=call.timeout, **_with_call_headers(call, kwargs)
             )
         except httpx.TransportError as error:
-            raise error_from_transport(error, timeout) from None
+            raise error_from_transport(error, call.timeout) from None
         return _json_payload(response)
 
-    def generate(self, params: GenerationParams, timeout: float | None) -> GenerationResult:
+    def generate(self, params: GenerationParams, call: Attempt) -> GenerationResult:
         payload = self._send(
-            timeout, "POST", "/generate", json=params_to_json(params), headers=_headers(params)
+            call, "POST", "/generate", json=params_to_json(params), headers=_headers(params)
         )
         return result_from_json(payload)
 
-    def stream(self, params: GenerationParams, timeout: float | None) -> Iterator[StreamEvent]:
+    def stream(self, params: GenerationParams, call: Attempt) -> Iterator[StreamEvent]:
         raise _STREAM_OVER_HTTP
 
-    def edit(self, edit: EditParams, timeout: float | None) -> GenerationResult:
+    def edit(self, edit: EditParams, call: Attempt) -> GenerationResult:
         data, files = edit_to_multipart(edit)
         payload = self._send(
-            timeout, "POST", "/edit", data=data, files=files, headers=_headers(edit.params)
+            call, "POST", "/edit", data=data, files=files, headers=_headers(edit.params)
         )
         return result_from_json(payload)
 
-    def vqa(self, vqa: VqaParams, timeout: float | None) -> VqaResult:
+    def vqa(self, vqa: VqaParams, call: Attempt) -> VqaResult:
         data, files = vqa_to_multipart(vqa)
-        payload = self._send(
-            timeout, "POST", "/vqa", data=data, files=files, headers=_headers(None)
-        )
+        payload = self._send(call, "POST", "/vqa", data=data, files=files, headers=_headers(None))
         return _vqa_from_json(payload)
 
-    def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
-        return presets_from_json(self._send(timeout, "GET", "/v1/presets", headers=_headers(None)))
+    def list_presets(self, call: Attempt) -> dict[str, StylePreset]:
+        return presets_from_json(self._send(call, "GET", "/v1/presets", headers=_headers(None)))
 
     def ready(self, timeout: float | None) -> bool:
         """Whether ``GET /readyz`` answers 200 (model loaded, warmed)."""
@@ -252,43 +253,41 @@ class AsyncHttpTransport:
     def __init__(self, url: str, *, api_key: str | None) -> None:
         self._client = httpx.AsyncClient(base_url=url, headers=_auth_headers(api_key))
 
-    async def _send(self, timeout: float | None, method: str, path: str, **kwargs: Any) -> Any:
+    async def _send(self, call: Attempt, method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = await self._client.request(
-                method, path, timeout=timeout, **_with_deadline(timeout, kwargs)
+                method, path, timeout=call.timeout, **_with_call_headers(call, kwargs)
             )
         except httpx.TransportError as error:
-            raise error_from_transport(error, timeout) from None
+            raise error_from_transport(error, call.timeout) from None
         return _json_payload(response)
 
-    async def generate(self, params: GenerationParams, timeout: float | None) -> GenerationResult:
+    async def generate(self, params: GenerationParams, call: Attempt) -> GenerationResult:
         payload = await self._send(
-            timeout, "POST", "/generate", json=params_to_json(params), headers=_headers(params)
+            call, "POST", "/generate", json=params_to_json(params), headers=_headers(params)
         )
         return result_from_json(payload)
 
-    async def stream(
-        self, params: GenerationParams, timeout: float | None
-    ) -> AsyncIterator[StreamEvent]:
+    async def stream(self, params: GenerationParams, call: Attempt) -> AsyncIterator[StreamEvent]:
         raise _STREAM_OVER_HTTP
         yield  # pragma: no cover - makes this an async generator
 
-    async def edit(self, edit: EditParams, timeout: float | None) -> GenerationResult:
+    async def edit(self, edit: EditParams, call: Attempt) -> GenerationResult:
         data, files = edit_to_multipart(edit)
         payload = await self._send(
-            timeout, "POST", "/edit", data=data, files=files, headers=_headers(edit.params)
+            call, "POST", "/edit", data=data, files=files, headers=_headers(edit.params)
         )
         return result_from_json(payload)
 
-    async def vqa(self, vqa: VqaParams, timeout: float | None) -> VqaResult:
+    async def vqa(self, vqa: VqaParams, call: Attempt) -> VqaResult:
         data, files = vqa_to_multipart(vqa)
         payload = await self._send(
-            timeout, "POST", "/vqa", data=data, files=files, headers=_headers(None)
+            call, "POST", "/vqa", data=data, files=files, headers=_headers(None)
         )
         return _vqa_from_json(payload)
 
-    async def list_presets(self, timeout: float | None) -> dict[str, StylePreset]:
-        payload = await self._send(timeout, "GET", "/v1/presets", headers=_headers(None))
+    async def list_presets(self, call: Attempt) -> dict[str, StylePreset]:
+        payload = await self._send(call, "GET", "/v1/presets", headers=_headers(None))
         return presets_from_json(payload)
 
     async def ready(self, timeout: float | None) -> bool:

@@ -13,14 +13,17 @@ from typing_extensions import Unpack
 
 from flux_client._common import (
     DEFAULT_TIMEOUT,
+    Attempt,
     ClientSettings,
     GenerationOptions,
     build_edit,
     build_generation,
     build_vqa,
     log_retry,
+    new_request_id,
     resolve_transport,
     with_format_from_path,
+    with_request_id,
 )
 from flux_client._grpc import AsyncGrpcTransport
 from flux_client._http import AsyncHttpTransport, base_url
@@ -145,7 +148,7 @@ class AsyncFluxModelClient:
         """Generate ``num_images`` images; the full result: images with their seeds,
         request id, release, model, the batch size they ran in, timings, cache hit."""
         params = build_generation(prompt, options)
-        return await self._call(lambda t: self._transport.generate(params, t), timeout)
+        return await self._call(lambda call: self._transport.generate(params, call), timeout)
 
     async def stream(
         self, prompt: str, *, timeout: float | None = None, **options: Unpack[GenerationOptions]
@@ -154,20 +157,23 @@ class AsyncFluxModelClient:
         only). A failure before the first event is retried like any call."""
         params = build_generation(prompt, options)
         deadline = self._deadline(timeout)
+        request_id = new_request_id()
         attempt = 0
         while True:
             attempt += 1
             started = False
             try:
-                async for event in self._transport.stream(params, self._remaining(deadline)):
+                async for event in self._transport.stream(
+                    params, Attempt(self._remaining(deadline), request_id)
+                ):
                     started = True
                     yield event
                 return
             except FluxError as error:
                 wait = None if started else self.settings.retry.next_delay(attempt, error, deadline)
                 if wait is None:
-                    raise
-                log_retry(error, attempt, wait)
+                    raise with_request_id(error, request_id) from None
+                log_retry(error, request_id, attempt, wait)
                 await asyncio.sleep(wait)
 
     # -- editing and questions ----------------------------------------------------
@@ -213,7 +219,7 @@ class AsyncFluxModelClient:
     ) -> GenerationResult:
         """``edit``, returning the full result."""
         request = build_edit(image, prompt, mask, strength, mode, options)
-        return await self._call(lambda t: self._transport.edit(request, t), timeout)
+        return await self._call(lambda call: self._transport.edit(request, call), timeout)
 
     async def vqa(
         self,
@@ -225,7 +231,7 @@ class AsyncFluxModelClient:
     ) -> str:
         """Answer ``question`` about ``image`` (a path, bytes or a PIL image)."""
         request = build_vqa(image, question, max_tokens)
-        result = await self._call(lambda t: self._transport.vqa(request, t), timeout)
+        result = await self._call(lambda call: self._transport.vqa(request, call), timeout)
         return result.answer
 
     async def list_presets(self, *, timeout: float | None = None) -> dict[str, StylePreset]:
@@ -261,18 +267,19 @@ class AsyncFluxModelClient:
     def _remaining(deadline: float | None) -> float | None:
         return None if deadline is None else max(0.001, deadline - time.monotonic())
 
-    async def _call(self, send: Callable[[float | None], Awaitable[T]], timeout: float | None) -> T:
+    async def _call(self, send: Callable[[Attempt], Awaitable[T]], timeout: float | None) -> T:
         deadline = self._deadline(timeout)
+        request_id = new_request_id()
         attempt = 0
         while True:
             attempt += 1
             try:
-                return await send(self._remaining(deadline))
+                return await send(Attempt(self._remaining(deadline), request_id))
             except FluxError as error:
                 wait = self.settings.retry.next_delay(attempt, error, deadline)
                 if wait is None:
-                    raise
-                log_retry(error, attempt, wait)
+                    raise with_request_id(error, request_id) from None
+                log_retry(error, request_id, attempt, wait)
                 await asyncio.sleep(wait)
 
     async def close(self) -> None:

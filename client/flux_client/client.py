@@ -12,14 +12,17 @@ from typing_extensions import Unpack
 
 from flux_client._common import (
     DEFAULT_TIMEOUT,
+    Attempt,
     ClientSettings,
     GenerationOptions,
     build_edit,
     build_generation,
     build_vqa,
     log_retry,
+    new_request_id,
     resolve_transport,
     with_format_from_path,
+    with_request_id,
 )
 from flux_client._grpc import GrpcTransport
 from flux_client._http import HttpTransport, base_url
@@ -143,7 +146,7 @@ class FluxModelClient:
         """Generate ``num_images`` images; the full result: images with their seeds,
         request id, release, model, the batch size they ran in, timings, cache hit."""
         params = build_generation(prompt, options)
-        return self._call(lambda t: self._transport.generate(params, t), timeout)
+        return self._call(lambda call: self._transport.generate(params, call), timeout)
 
     def stream(
         self, prompt: str, *, timeout: float | None = None, **options: Unpack[GenerationOptions]
@@ -152,20 +155,23 @@ class FluxModelClient:
         only). A failure before the first event is retried like any call."""
         params = build_generation(prompt, options)
         deadline = self._deadline(timeout)
+        request_id = new_request_id()
         attempt = 0
         while True:
             attempt += 1
             started = False
             try:
-                for event in self._transport.stream(params, self._remaining(deadline)):
+                for event in self._transport.stream(
+                    params, Attempt(self._remaining(deadline), request_id)
+                ):
                     started = True
                     yield event
                 return
             except FluxError as error:
                 wait = None if started else self.settings.retry.next_delay(attempt, error, deadline)
                 if wait is None:
-                    raise
-                log_retry(error, attempt, wait)
+                    raise with_request_id(error, request_id) from None
+                log_retry(error, request_id, attempt, wait)
                 time.sleep(wait)
 
     # -- editing and questions ----------------------------------------------------
@@ -209,7 +215,7 @@ class FluxModelClient:
     ) -> GenerationResult:
         """``edit``, returning the full result."""
         request = build_edit(image, prompt, mask, strength, mode, options)
-        return self._call(lambda t: self._transport.edit(request, t), timeout)
+        return self._call(lambda call: self._transport.edit(request, call), timeout)
 
     def vqa(
         self,
@@ -221,7 +227,7 @@ class FluxModelClient:
     ) -> str:
         """Answer ``question`` about ``image`` (a path, bytes or a PIL image)."""
         request = build_vqa(image, question, max_tokens)
-        return self._call(lambda t: self._transport.vqa(request, t), timeout).answer
+        return self._call(lambda call: self._transport.vqa(request, call), timeout).answer
 
     def list_presets(self, *, timeout: float | None = None) -> dict[str, StylePreset]:
         """The style presets the server serves now, by name."""
@@ -256,18 +262,19 @@ class FluxModelClient:
     def _remaining(deadline: float | None) -> float | None:
         return None if deadline is None else max(0.001, deadline - time.monotonic())
 
-    def _call(self, send: Callable[[float | None], T], timeout: float | None) -> T:
+    def _call(self, send: Callable[[Attempt], T], timeout: float | None) -> T:
         deadline = self._deadline(timeout)
+        request_id = new_request_id()
         attempt = 0
         while True:
             attempt += 1
             try:
-                return send(self._remaining(deadline))
+                return send(Attempt(self._remaining(deadline), request_id))
             except FluxError as error:
                 wait = self.settings.retry.next_delay(attempt, error, deadline)
                 if wait is None:
-                    raise
-                log_retry(error, attempt, wait)
+                    raise with_request_id(error, request_id) from None
+                log_retry(error, request_id, attempt, wait)
                 time.sleep(wait)
 
     def close(self) -> None:

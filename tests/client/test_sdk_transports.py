@@ -165,6 +165,19 @@ def test_unavailable_is_retried_with_backoff(fakes: FakeServers, transport: str)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
+def test_retries_share_one_request_id_that_errors_carry(fakes: FakeServers, transport: str) -> None:
+    fakes.script.fail_next[:] = ["unavailable", "overloaded"]
+    with client_for(fakes, transport) as client, pytest.raises(OverloadedError) as exc:
+        client.generate("a cat")
+    first, second = fakes.script.seen
+    assert first["request_id"] and first["request_id"] == second["request_id"]
+    assert exc.value.request_id == first["request_id"]
+    with client_for(fakes, transport) as client:
+        client.generate("a cat")
+    assert fakes.script.seen[2]["request_id"] != first["request_id"]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_retries_stop_after_max_attempts(fakes: FakeServers, transport: str) -> None:
     fakes.script.fail_next[:] = ["unavailable"] * 5
     retry = RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.02)

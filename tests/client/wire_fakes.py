@@ -15,7 +15,7 @@ import json
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,9 +104,17 @@ def _png(width: int, height: int, seed: int, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-async def _admit(script: Script, endpoint: str, record: dict[str, Any], auth: str | None) -> None:
+async def _admit(
+    script: Script, endpoint: str, record: dict[str, Any], headers: Mapping[str, str]
+) -> None:
     """What the real server does before work: authenticate, then (here) scripted failures."""
-    record = {"endpoint": endpoint, "authorization": auth, **record}
+    auth = headers.get("authorization")
+    record = {
+        "endpoint": endpoint,
+        "authorization": auth,
+        "request_id": headers.get("x-request-id"),
+        **record,
+    }
     script.seen.append(record)
     if script.api_key is not None and auth != f"Bearer {script.api_key}":
         if auth is None:
@@ -241,13 +249,13 @@ class FakeServicer(pb_grpc.FluxServiceServicer):
             await context.abort(failure.code, failure.message)
 
     @staticmethod
-    def _auth(context: grpc.aio.ServicerContext) -> str | None:
-        return dict(context.invocation_metadata() or ()).get("authorization")
+    def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
+        return dict(context.invocation_metadata() or ())
 
     async def Generate(self, request: pb.GenerateRequest, context: Any) -> pb.GenerateResponse:
         async def work() -> pb.GenerateResponse:
             params = params_from_proto(request.params)
-            await _admit(self.script, "generate", params, self._auth(context))
+            await _admit(self.script, "generate", params, self._headers(context))
             return response_to_proto(_generate(params))
 
         return await self._run(context, work())
@@ -265,12 +273,12 @@ class FakeServicer(pb_grpc.FluxServiceServicer):
         yield pb.GenerateEvent(result=result)
 
     async def _stream_result(self, params: dict[str, Any], context: Any) -> pb.GenerateResponse:
-        await _admit(self.script, "stream", params, self._auth(context))
+        await _admit(self.script, "stream", params, self._headers(context))
         return response_to_proto(_generate(params))
 
     async def ListPresets(self, request: Any, context: Any) -> pb.ListPresetsResponse:
         async def work() -> pb.ListPresetsResponse:
-            await _admit(self.script, "presets", {}, self._auth(context))
+            await _admit(self.script, "presets", {}, self._headers(context))
             presets = []
             for name, body in PRESETS.items():
                 preset = pb.Preset(name=name, prompt_template=body["promptTemplate"])
@@ -295,7 +303,7 @@ class FakeServicer(pb_grpc.FluxServiceServicer):
                 "strength": request.strength if request.HasField("strength") else None,
                 "mode": pb.EditMode.Name(request.mode).removeprefix("EDIT_MODE_").lower(),
             }
-            await _admit(self.script, "edit", record, self._auth(context))
+            await _admit(self.script, "edit", record, self._headers(context))
             size = _decode_size(request.image)
             return response_to_proto(_generate(params, size))
 
@@ -305,7 +313,7 @@ class FakeServicer(pb_grpc.FluxServiceServicer):
         async def work() -> pb.VQAResponse:
             record = {"image": request.image, "question": request.question}
             record["max_tokens"] = request.max_tokens
-            await _admit(self.script, "vqa", record, self._auth(context))
+            await _admit(self.script, "vqa", record, self._headers(context))
             return pb.VQAResponse(answer=_answer(request.image, request.question), model="fake")
 
         return await self._run(context, work())
@@ -367,9 +375,8 @@ def build_app(script: Script) -> Starlette:
                 ) from None
             if request.headers.get("x-priority") == "high":
                 params["priority"] = "high"
-            auth = request.headers.get("authorization")
             deadline = request.headers.get("x-request-timeout")
-            await _admit(script, "generate", {**params, "deadline": deadline}, auth)
+            await _admit(script, "generate", {**params, "deadline": deadline}, request.headers)
             result = _generate(params)
             if "application/json" in request.headers.get("accept", ""):
                 return JSONResponse(result)
@@ -384,7 +391,7 @@ def build_app(script: Script) -> Starlette:
 
     async def presets(request: Request) -> Response:
         async def work() -> Response:
-            await _admit(script, "presets", {}, request.headers.get("authorization"))
+            await _admit(script, "presets", {}, request.headers)
             return JSONResponse({"presets": [{"name": n, **body} for n, body in PRESETS.items()]})
 
         return await guarded(work())
@@ -406,7 +413,7 @@ def build_app(script: Script) -> Starlette:
                 else:
                     params[name] = value
             record = {**params, "image": image, "mask": mask}
-            await _admit(script, "edit", record, request.headers.get("authorization"))
+            await _admit(script, "edit", record, request.headers)
             params.pop("strength", None)
             params.pop("mode", None)
             return JSONResponse(_generate(params, _decode_size(image)))
@@ -425,7 +432,7 @@ def build_app(script: Script) -> Starlette:
                 question = str(form["question"])
                 max_tokens = int(str(form.get("max_tokens", "64")))
             record = {"image": image, "question": question, "max_tokens": max_tokens}
-            await _admit(script, "vqa", record, request.headers.get("authorization"))
+            await _admit(script, "vqa", record, request.headers)
             return JSONResponse({"answer": _answer(image, question), "request_id": "r1"})
 
         return await guarded(work())
