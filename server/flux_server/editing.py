@@ -4,9 +4,11 @@ instruction editing (FLUX.1 Kontext).
 The img2img and inpaint pipelines are built from the generator's ``FluxPipeline``
 with diffusers' ``from_pipe``: they hold the *same* module objects, so editing costs
 no second copy of the 12B weights (and LoRA adapters loaded on the transformer apply
-to edits too). Instruction editing needs Kontext's own transformer; it is loaded
-once, when the :class:`Editor` is built, and shares the VAE, text encoders and
-tokenizers with the generator.
+to edits too). ``from_pipe`` is told the pipeline's dtype, since by default it
+casts the shared modules to float32 in place (see :func:`_derive`). Instruction
+editing needs Kontext's own transformer; it is loaded once, when the
+:class:`Editor` is built, and shares the VAE, text encoders and tokenizers with the
+generator.
 
 Sizes: FLUX works on 16-pixel patches (VAE factor 8, then 2x2 packing), so the
 source (and mask) is resized to the nearest multiples of 16 (at least 16), edited
@@ -250,8 +252,8 @@ class Editor:
         from diffusers import FluxImg2ImgPipeline, FluxInpaintPipeline
 
         self.base = engine_pipe
-        self.img2img_pipe = FluxImg2ImgPipeline.from_pipe(engine_pipe)
-        self.inpaint_pipe = FluxInpaintPipeline.from_pipe(engine_pipe)
+        self.img2img_pipe = _derive(FluxImg2ImgPipeline, engine_pipe)
+        self.inpaint_pipe = _derive(FluxInpaintPipeline, engine_pipe)
         self.kontext_pipe = (
             None if kontext is None else _load_kontext(engine_pipe, kontext, kontext_revision)
         )
@@ -393,6 +395,36 @@ def _fit(image: Image.Image, size: tuple[int, int], resample: Image.Resampling) 
     return image if image.size == tuple(size) else image.resize(size, resample)
 
 
+def _module_dtypes(components: dict[str, Any]) -> set[Any]:
+    import torch
+
+    return {
+        c.dtype
+        for c in components.values()
+        if isinstance(c, torch.nn.Module) and isinstance(getattr(c, "dtype", None), torch.dtype)
+    }
+
+
+def _derive(cls: Any, base: Any, **overrides: Any) -> Any:
+    """A ``cls`` pipeline on ``base``'s very modules (plus ``overrides``).
+
+    ``from_pipe`` ends with ``pipe.to(dtype)``, float32 unless told otherwise, and
+    that cast is in place: on a bfloat16 generator it would silently turn the
+    shared weights to float32 (twice the memory, under the generator's feet). So it
+    is told the pipeline's one dtype, which makes the cast a no-op. A pipeline of
+    mixed precision (say, a float32 VAE under a bfloat16 transformer) has no such
+    dtype; it is assembled from the same components directly, without any cast.
+    """
+    components = {**base.components, **overrides}
+    dtypes = _module_dtypes(components)
+    if len(dtypes) == 1:
+        return cls.from_pipe(base, dtype=dtypes.pop(), **overrides)
+    import inspect
+
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    return cls(**{name: c for name, c in components.items() if name in accepted})
+
+
 def _load_kontext(base: Any, kontext: str, revision: str | None) -> Any:
     """FLUX.1 Kontext = FLUX.1-dev's VAE and text encoders + its own transformer.
 
@@ -409,10 +441,10 @@ def _load_kontext(base: Any, kontext: str, revision: str | None) -> Any:
             kontext,
             subfolder=subfolder,
             revision=revision,
-            torch_dtype=base.transformer.dtype,
+            dtype=base.transformer.dtype,
         )
     except (OSError, ValueError) as exc:
         raise RuntimeError(f"cannot load the Kontext transformer from {kontext!r}: {exc}") from exc
     transformer.to(base.transformer.device)
     log.info("loaded Kontext transformer", extra={"kontext": kontext})
-    return FluxKontextPipeline.from_pipe(base, transformer=transformer)
+    return _derive(FluxKontextPipeline, base, transformer=transformer)

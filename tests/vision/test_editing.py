@@ -280,3 +280,31 @@ def test_edits_use_their_own_adapters_on_the_shared_transformer(tiny_flux_dir: P
     # A generation left the adapter on; an edit without adapters does not inherit it.
     lora.activate(pipe, {"ink": 1.0})
     assert edit() == plain
+
+
+def test_half_precision_weights_stay_shared_and_half(tiny_flux_dir: Path) -> None:
+    # diffusers' from_pipe casts the new pipeline to float32 unless told otherwise,
+    # in place: that would double a bfloat16 generator's memory under it.
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(tiny_flux_dir, dtype=torch.bfloat16)
+    before = {name: storage(getattr(pipe, name)) for name in ("transformer", "vae")}
+    editor = Editor(pipe, kontext=str(tiny_flux_dir))
+    for name, ptrs in before.items():
+        assert getattr(pipe, name).dtype == torch.bfloat16
+        assert storage(getattr(pipe, name)) == ptrs
+        assert storage(getattr(editor.img2img_pipe, name)) == ptrs
+    assert editor.kontext_pipe.transformer.dtype == torch.bfloat16
+    assert editor.img2img(picture((32, 32)), "a cat", **FAST).images[0].size == (32, 32)
+
+
+def test_mixed_precision_pipelines_are_not_recast(tiny_flux_dir: Path) -> None:
+    # A float32 VAE under a bfloat16 transformer is a common choice; keep both.
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(tiny_flux_dir, dtype=torch.bfloat16)
+    pipe.vae.to(torch.float32)
+    editor = Editor(pipe)
+    assert (pipe.transformer.dtype, pipe.vae.dtype) == (torch.bfloat16, torch.float32)
+    assert editor.inpaint_pipe.vae is pipe.vae
+    assert editor.inpaint_pipe.transformer is pipe.transformer
