@@ -62,6 +62,10 @@ class AuditRecord(BaseModel):
     reason: str | None = Field(
         default=None, description='Why: "blocklist", "unauthenticated", "priority_denied"…'
     )
+    detail: str | None = Field(
+        default=None,
+        description="What decided it: the blocklist entry or the classifier label that matched.",
+    )
     status: int | None = Field(default=None, description="HTTP status sent (gRPC mapped to HTTP).")
     latency_ms: float | None = None
     cache_hit: bool = False

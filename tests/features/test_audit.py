@@ -34,9 +34,7 @@ def test_file_gets_one_json_line_per_record(tmp_path: Path) -> None:
     target = tmp_path / "logs" / "audit.jsonl"
     with AuditLog(target) as audit:
         audit.record(_record(1))
-        audit.record(
-            _record(2, decision="rejected", reason="blocklist", status=400, cache_hit=False)
-        )
+        audit.record(_record(2, decision="rejected", reason="blocklist", detail="nude", status=400))
     lines = [json.loads(line) for line in target.read_text("utf-8").splitlines()]
     assert [line["request_id"] for line in lines] == ["req-1", "req-2"]
     assert lines[0]["kind"] == "audit"
@@ -44,6 +42,7 @@ def test_file_gets_one_json_line_per_record(tmp_path: Path) -> None:
     assert lines[0]["params"]["seed"] == 1
     assert lines[0]["time"].endswith("Z") or lines[0]["time"].endswith("+00:00")
     assert lines[1]["decision"] == "rejected" and lines[1]["reason"] == "blocklist"
+    assert lines[1]["detail"] == "nude"
     assert {"user", "latency_ms", "cache_hit", "status", "endpoint"} <= lines[0].keys()
 
 
