@@ -83,22 +83,35 @@ class Observed:
         )
         updated = int(status.get("updatedReplicas") or 0)
         available_replicas = int(status.get("availableReplicas") or 0)
-        rolled_out = (
-            progressing.get("reason") == "NewReplicaSetAvailable"
-            and progressing.get("status") == "True"
-        ) or (updated >= desired and available_replicas >= desired and "replicas" in status)
+        replicas = int(status.get("replicas") or 0)
+        deadline_exceeded = (
+            progressing.get("reason") == "ProgressDeadlineExceeded"
+            and progressing.get("status") == "False"
+        )
+        # As `kubectl rollout status` decides: every pod is of the new template and available.
+        rolled_out = not deadline_exceeded and (
+            (
+                progressing.get("reason") == "NewReplicaSetAvailable"
+                and progressing.get("status") == "True"
+            )
+            or (
+                "replicas" in status
+                and updated >= desired
+                and replicas == updated
+                and available_replicas >= updated
+            )
+        )
         return cls(
             exists=True,
             image=containers[0].get("image"),
             presets_hash=annotations.get("fluxserve.dev/presets-hash"),
-            replicas=int(status.get("replicas") or 0),
+            replicas=replicas,
             ready_replicas=int(status.get("readyReplicas") or 0),
             desired_replicas=desired,
             available=rolled_out
             and available_cond.get("status", "True") == "True"
             and available_replicas >= desired,
-            deadline_exceeded=progressing.get("reason") == "ProgressDeadlineExceeded"
-            and progressing.get("status") == "False",
+            deadline_exceeded=deadline_exceeded,
             deadline_message=str(progressing.get("message", "")),
             current=current,
         )

@@ -2,17 +2,23 @@
 
 The emulator stores objects and streams watch events, but it is not a full API server.
 The tests play the missing parts, each marked where it happens:
-- ``uid`` and ``metadata.generation`` are set by the test (the emulator assigns neither,
-  and the kubernetes client rejects an owner reference without a uid);
-- the Deployment controller is the test: it writes ``Deployment.status``;
+- ``ApiServerEmulator`` adds the API server's bookkeeping the emulator lacks: a ``uid``
+  and ``creationTimestamp`` on creation, and ``metadata.generation`` bumped when a spec
+  changes (the operator relies on generation/observedGeneration like on a real cluster);
+- the Deployment controller is the test: it writes ``Deployment.status``, with
+  ``observedGeneration``;
 - server-side apply of a missing object answers 404, so the operator creates it (a real
-  server creates on apply; the operator handles both).
+  server creates on apply; the operator handles both);
+- kopf names events by ``generateName``, which the emulator does not expand: events are
+  read from the requests the operator sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
+import datetime
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -76,6 +82,54 @@ def base_spec(**changes: Any) -> dict[str, Any]:
     return spec
 
 
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+class ApiServerEmulator(kmock.KubernetesEmulator):
+    """The emulator plus the API server's bookkeeping: uid, creationTimestamp, generation."""
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        data = request.data
+        if request.resource is not None and isinstance(data, dict):
+            if request.action == kmock.action.CREATE:
+                meta = data.setdefault("metadata", {})
+                meta.setdefault("uid", str(uuid.uuid4()))
+                meta.setdefault("generation", 1)
+                meta.setdefault(
+                    "creationTimestamp",
+                    datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                )
+            elif (
+                request.action == kmock.action.UPDATE
+                and request.name is not None
+                and request.subresource is None
+                and "spec" in data
+            ):
+                key = (request.resource, request.namespace, request.name)
+                if key in self.objects and not self.objects[key].deleted:
+                    old = self.objects[key].raw
+                    new_spec = merge_patch(old.get("spec"), data["spec"])
+                    if new_spec != old.get("spec"):
+                        generation = int(old.get("metadata", {}).get("generation", 1)) + 1
+                        data.setdefault("metadata", {})["generation"] = generation
+        return await super()._handle(request)
+
+
+@pytest.fixture
+def kmock_options() -> dict[str, Any]:
+    return {"cls": ApiServerEmulator}
+
+
 class Cluster:
     """Test-side access to the emulator: the API server's and controllers' missing parts."""
 
@@ -111,17 +165,10 @@ class Cluster:
             return await resp.json()
 
     async def create_fd(self, name: str, spec: dict[str, Any], **meta: Any) -> dict[str, Any]:
-        # Playing the API server: it would assign uid and generation.
         body = {
             "apiVersion": "fluxserve.dev/v1alpha1",
             "kind": "FluxDeployment",
-            "metadata": {
-                "name": name,
-                "namespace": NAMESPACE,
-                "uid": str(uuid.uuid4()),
-                "generation": 1,
-                **meta,
-            },
+            "metadata": {"name": name, "namespace": NAMESPACE, **meta},
             "spec": spec,
         }
         async with self.session.post(self.path("FluxDeployment"), json=body) as resp:
@@ -129,16 +176,15 @@ class Cluster:
             return await resp.json()
 
     async def update_spec(self, name: str, **changes: Any) -> None:
-        # Playing the API server: a spec change bumps metadata.generation.
-        current = await self.get("FluxDeployment", name)
-        assert current is not None
-        generation = int(current["metadata"].get("generation", 1)) + 1
-        await self.patch(
-            "FluxDeployment", name, {"metadata": {"generation": generation}, "spec": changes}
-        )
+        await self.patch("FluxDeployment", name, {"spec": changes})
 
     async def annotate(self, name: str, key: str, value: str | None) -> None:
         await self.patch("FluxDeployment", name, {"metadata": {"annotations": {key: value}}})
+
+    async def _generation(self, name: str) -> int:
+        deployment = await self.get("Deployment", name)
+        assert deployment is not None
+        return int(deployment["metadata"].get("generation", 1))
 
     async def deployment_available(self, name: str) -> None:
         # Playing the Deployment controller: the new ReplicaSet is up.
@@ -147,6 +193,7 @@ class Cluster:
             name,
             {
                 "status": {
+                    "observedGeneration": await self._generation(name),
                     "replicas": 1,
                     "readyReplicas": 1,
                     "updatedReplicas": 1,
@@ -174,6 +221,7 @@ class Cluster:
             name,
             {
                 "status": {
+                    "observedGeneration": await self._generation(name),
                     "replicas": 2,
                     "readyReplicas": 1,
                     "updatedReplicas": 1,
@@ -202,6 +250,7 @@ class Cluster:
             name,
             {
                 "status": {
+                    "observedGeneration": await self._generation(name),
                     "replicas": 2,
                     "readyReplicas": 1,
                     "updatedReplicas": 0,

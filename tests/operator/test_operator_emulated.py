@@ -46,3 +46,213 @@ async def test_create_makes_children_and_reports_progress(
     assert cluster.events("RevisionAvailable")
     assert operator.crashed() is None
     assert deployment["metadata"]["namespace"] == NAMESPACE
+
+
+async def _ready(cluster: Cluster, name: str, spec: dict | None = None) -> dict:
+    await cluster.create_fd(name, spec or base_spec())
+    await cluster.wait_for(lambda: cluster.get("Deployment", name), "the Deployment")
+    await cluster.deployment_available(name)
+    return await cluster.wait_status(name, lambda s: s.get("phase") == "Ready", "phase Ready")
+
+
+def _image(deployment: dict) -> str:
+    return deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+async def _deployment_image_is(cluster: Cluster, name: str, image: str) -> dict:
+    async def check() -> dict | None:
+        deployment = await cluster.get("Deployment", name)
+        return deployment if deployment and _image(deployment) == image else None
+
+    return await cluster.wait_for(check, f"Deployment image {image}")
+
+
+async def test_new_release_is_a_new_revision(cluster: Cluster, operator: OperatorHandle) -> None:
+    await _ready(cluster, "flux-dev")
+    await cluster.update_spec("flux-dev", release="v1.4.2")
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.4.2")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: len(s.get("history", [])) == 2, "revision 2"
+    )
+    first, second = status["history"]
+    assert (first["release"], first["outcome"]) == ("v1.4.1", "Superseded")
+    assert (second["revision"], second["release"], second["outcome"]) == (2, "v1.4.2", "Progressing")
+    assert status["phase"] == "Progressing"
+    assert condition(status, "Progressing")["status"] == "True"
+    assert status["observedGeneration"] == 2
+
+    await cluster.deployment_available("flux-dev")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: s["history"][-1]["outcome"] == "Available", "revision 2 available"
+    )
+    assert status["currentRelease"] == "v1.4.2" and status["currentRevision"] == 2
+
+
+async def test_presets_change_rolls_a_new_config_map(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    status = await _ready(cluster, "flux-dev")
+    old_map = status["history"][0]["presetsConfigMap"]
+    await cluster.update_spec(
+        "flux-dev",
+        stylePresets={
+            "cyberpunk": {"promptTemplate": "{prompt}, neon lights"},
+            "noir": {"promptTemplate": "{prompt}, film noir, black and white"},
+        },
+    )
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: len(s.get("history", [])) == 2, "a presets revision"
+    )
+    new_map = status["history"][1]["presetsConfigMap"]
+    assert new_map != old_map and status["history"][1]["release"] == "v1.4.1"
+    cm = await cluster.wait_for(lambda: cluster.get("ConfigMap", new_map), "the new ConfigMap")
+    assert set(cm["data"]) == {"cyberpunk.json", "noir.json"} and cm["immutable"] is True
+    deployment = await cluster.get("Deployment", "flux-dev")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["annotations"]["fluxserve.dev/presets-hash"] == (
+        status["history"][1]["presetsHash"]
+    )
+    volume = next(v for v in template["spec"]["volumes"] if v["name"] == "presets")
+    assert volume["configMap"]["name"] == new_map
+    # The previous revision's ConfigMap stays for a rollback.
+    assert await cluster.get("ConfigMap", old_map) is not None
+
+
+async def test_missed_progress_deadline_rolls_back(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    await _ready(cluster, "flux-dev")
+    await cluster.update_spec("flux-dev", release="v1.5.0")
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.5.0")
+    await cluster.wait_status(
+        "flux-dev", lambda s: len(s.get("history", [])) == 2, "the new revision in history"
+    )
+    await cluster.deployment_deadline_exceeded("flux-dev")
+
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.4.1")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: s.get("phase") == "RolledBack", "phase RolledBack"
+    )
+    rolled_back = condition(status, "RolledBack")
+    assert rolled_back["status"] == "True" and "v1.5.0" in rolled_back["message"]
+    outcomes = [(e["revision"], e["release"], e["outcome"]) for e in status["history"]]
+    assert outcomes == [
+        (1, "v1.4.1", "Superseded"),
+        (2, "v1.5.0", "RolledBack"),
+        (3, "v1.4.1", "Progressing"),
+    ]
+    assert status["currentRelease"] == "v1.4.1"
+    assert any("v1.5.0" in e["message"] for e in cluster.events("RolledBack"))
+
+    # The restored revision becomes available; the failed release is not retried.
+    await cluster.deployment_rolling("flux-dev")
+    await cluster.deployment_available("flux-dev")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: s["history"][-1]["outcome"] == "Available", "restored available"
+    )
+    assert status["phase"] == "RolledBack"
+    assert condition(status, "RolledBack")["status"] == "True"
+    deployment = await cluster.get("Deployment", "flux-dev")
+    assert _image(deployment).endswith(":v1.4.1")
+
+    # A spec change ends the rollback and rolls forward.
+    await cluster.update_spec("flux-dev", release="v1.5.1")
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.5.1")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: condition(s, "RolledBack").get("status") == "False", "rolled forward"
+    )
+    assert status["history"][-1]["release"] == "v1.5.1"
+
+
+async def test_missed_deadline_without_auto_rollback_is_degraded(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    await _ready(
+        cluster, "flux-dev", base_spec(rollout={"progressDeadlineSeconds": 600, "autoRollback": False})
+    )
+    await cluster.update_spec("flux-dev", release="v1.5.0")
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.5.0")
+    await cluster.deployment_deadline_exceeded("flux-dev")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: s.get("phase") == "Degraded", "phase Degraded"
+    )
+    degraded = condition(status, "Degraded")
+    assert degraded["reason"] == "ProgressDeadlineExceeded" and "autoRollback" in degraded["message"]
+    assert status["history"][-1]["outcome"] == "Failed"
+    deployment = await cluster.get("Deployment", "flux-dev")
+    assert _image(deployment).endswith(":v1.5.0")
+
+
+async def test_rollback_annotation_restores_the_named_release(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    await _ready(cluster, "flux-dev")
+    await cluster.update_spec("flux-dev", release="v1.4.2")
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.4.2")
+    await cluster.deployment_available("flux-dev")
+    await cluster.wait_status(
+        "flux-dev", lambda s: s["history"][-1]["outcome"] == "Available", "v1.4.2 available"
+    )
+
+    await cluster.annotate("flux-dev", "fluxserve.dev/rollback-to", "v1.4.1")
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.4.1")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: condition(s, "RolledBack").get("status") == "True", "RolledBack"
+    )
+    assert condition(status, "RolledBack")["reason"] == "ManualRollback"
+    assert [e["outcome"] for e in status["history"]] == ["Superseded", "RolledBack", "Progressing"]
+    assert status["history"][-1]["release"] == "v1.4.1"
+    # The spec is the user's: the operator never rewrote it.
+    body = await cluster.get("FluxDeployment", "flux-dev")
+    assert body["spec"]["release"] == "v1.4.2"
+
+
+async def test_restart_midway_duplicates_nothing(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    await _ready(cluster, "flux-dev")
+    await operator.stop()
+    await cluster.update_spec("flux-dev", release="v1.4.2")
+    await operator.start()
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.4.2")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: len(s.get("history", [])) == 2, "revision 2"
+    )
+    # Restart again with nothing changed: nothing new happens.
+    await operator.stop()
+    await operator.start()
+    await cluster.deployment_available("flux-dev")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: s["history"][-1]["outcome"] == "Available", "available"
+    )
+    assert [e["revision"] for e in status["history"]] == [1, 2]
+    deployments = [d for d in await cluster.list("Deployment")]
+    assert len(deployments) == 1
+    maps = [c for c in await cluster.list("ConfigMap") if "-presets-" in c["metadata"]["name"]]
+    assert len(maps) == 1  # same presets, same ConfigMap
+    assert operator.crashed() is None
+
+
+async def test_invalid_spec_is_degraded_not_a_crash(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    # Accepted by the CRD, but a LoRA path needs the model volume the hub source lacks.
+    spec = base_spec(
+        model={"id": "black-forest-labs/FLUX.1-dev", "source": {"hub": {}}},
+        loras=[{"name": "ink", "path": "loras/ink.safetensors"}],
+    )
+    await cluster.create_fd("flux-bad", spec)
+    status = await cluster.wait_status(
+        "flux-bad", lambda s: s.get("phase") == "Degraded", "phase Degraded"
+    )
+    degraded = condition(status, "Degraded")
+    assert degraded["reason"] == "InvalidSpec" and "spec.loras[0].path" in degraded["message"]
+    assert any("spec.loras[0].path" in e["message"] for e in cluster.events("InvalidSpec"))
+    assert await cluster.get("Deployment", "flux-bad") is None
+    assert operator.crashed() is None
+
+    await cluster.update_spec("flux-bad", loras=[])
+    await cluster.wait_for(lambda: cluster.get("Deployment", "flux-bad"), "the Deployment")
+    status = await cluster.wait_status(
+        "flux-bad", lambda s: condition(s, "Degraded").get("status") == "False", "not Degraded"
+    )
