@@ -54,6 +54,18 @@ class GenerationOptions(TypedDict, total=False):
     adapters: AdaptersArg
 
 
+def check_address(host: str, port: int) -> None:
+    """Refuse what would otherwise fail later and less clearly: a URL as the host, a
+    port out of range."""
+    if "://" in host or "/" in host:
+        raise ValueError(
+            f"host must be a host name or address, not {host!r}: "
+            "FluxModelClient(host='flux.example.com', port=8080)"
+        )
+    if not 0 < port < 65536:
+        raise ValueError(f"port must be between 1 and 65535, not {port}")
+
+
 def resolve_transport(port: int, transport: TransportName) -> str:
     """``"grpc"`` or ``"http"``: ``auto`` picks HTTP on 8080 and gRPC on any other port."""
     if transport == "auto":

@@ -19,6 +19,7 @@ from flux_client._common import (
     build_edit,
     build_generation,
     build_vqa,
+    check_address,
     log_retry,
     new_request_id,
     resolve_transport,
@@ -69,6 +70,7 @@ class AsyncFluxModelClient:
         retry: RetryPolicy | None = None,
         secure: bool = False,
     ) -> None:
+        check_address(host, port)
         self.settings = ClientSettings(
             host=host,
             port=port,

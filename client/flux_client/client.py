@@ -18,6 +18,7 @@ from flux_client._common import (
     build_edit,
     build_generation,
     build_vqa,
+    check_address,
     log_retry,
     new_request_id,
     resolve_transport,
@@ -67,6 +68,7 @@ class FluxModelClient:
         retry: RetryPolicy | None = None,
         secure: bool = False,
     ) -> None:
+        check_address(host, port)
         self.settings = ClientSettings(
             host=host,
             port=port,

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import tomllib
+import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "diffusers", "transformers", "fastapi", "uvicorn", "kopf", "flux_server")
@@ -40,6 +40,7 @@ def test_sdk_works_without_torch_or_the_server_stack() -> None:
 
 
 def test_base_dependencies_are_light() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     names = {
         dep.split(">")[0].split("=")[0].split("[")[0].strip() for dep in project["dependencies"]

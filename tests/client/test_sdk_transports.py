@@ -66,9 +66,13 @@ def test_auto_transport_speaks_rest_to_8080_and_grpc_elsewhere(
         assert client.transport == expected
 
 
-def test_unknown_transport_is_rejected() -> None:
+def test_unknown_transport_and_bad_addresses_are_rejected() -> None:
     with pytest.raises(ValueError, match="transport"):
         FluxModelClient(transport="carrier-pigeon")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="host name"):
+        FluxModelClient(host="http://localhost:8080")
+    with pytest.raises(ValueError, match="port"):
+        FluxModelClient(port=80800)
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
