@@ -91,7 +91,8 @@ class EditJob:
 
     ``width``/``height`` default to the source image's size (the exact size, not
     snapped: the Editor snaps internally and resizes back). ``strength`` (0..1]
-    is how far to move from the source; Kontext ignores it. ``adapters`` are
+    is how far img2img / inpainting move from the source (unset:
+    :data:`DEFAULT_STRENGTH`); instruction editing has none and refuses one. ``adapters`` are
     (name, weight) pairs, sorted, as in ``params.Job``.
     """
 
@@ -99,7 +100,7 @@ class EditJob:
     image: Image.Image
     prompt: str
     mask: Image.Image | None = None
-    strength: float = DEFAULT_STRENGTH
+    strength: float | None = None
     negative_prompt: str | None = None
     width: int | None = None
     height: int | None = None
@@ -109,6 +110,11 @@ class EditJob:
     seed: int | None = None
     num_images: int = 1
     adapters: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def effective_strength(self) -> float:
+        """``strength``, or :data:`DEFAULT_STRENGTH` when unset."""
+        return DEFAULT_STRENGTH if self.strength is None else self.strength
 
     @property
     def size(self) -> tuple[int, int]:
@@ -150,7 +156,7 @@ def edit_job_from(
         image=image,
         prompt=job.prompt,
         mask=mask,
-        strength=DEFAULT_STRENGTH if strength is None else strength,
+        strength=strength,
         negative_prompt=job.negative_prompt if job.true_cfg_scale > 1 else None,
         width=width,
         height=height,
@@ -202,7 +208,11 @@ def validate(job: EditJob, *, kontext_available: bool) -> None:
     for name, value in (("width", job.width), ("height", job.height)):
         if value is not None and value < 1:
             raise EditInputError(name, f"must be positive, not {value}")
-    if job.mode != "instruct" and not 0.0 < job.strength <= 1.0:
+    if job.mode == "instruct" and job.strength is not None:
+        raise EditInputError(
+            "strength", "is not used by instruction editing (mode instruct); leave it out"
+        )
+    if job.mode != "instruct" and not 0.0 < job.effective_strength <= 1.0:
         raise EditInputError("strength", f"must be in (0, 1], not {job.strength}")
 
 
@@ -211,7 +221,8 @@ def denoising_steps(job: EditJob) -> int:
     ``1 - strength`` of the schedule (diffusers' ``get_timesteps``)."""
     if job.mode == "instruct":
         return job.steps
-    return job.steps - int(max(job.steps - job.steps * job.strength, 0))
+    strength = job.effective_strength
+    return job.steps - int(max(job.steps - job.steps * strength, 0))
 
 
 def batch_key(job: EditJob) -> tuple[Any, ...]:
@@ -223,7 +234,7 @@ def batch_key(job: EditJob) -> tuple[Any, ...]:
         job.guidance_scale,
         job.true_cfg_scale,
         job.negative_prompt is not None,
-        job.strength if job.mode != "instruct" else None,
+        job.effective_strength if job.mode != "instruct" else None,
         job.adapters,
     )
 
@@ -360,7 +371,7 @@ class Editor:
             # resolutions and rescales to one megapixel.
             kwargs.update(_auto_resize=False, max_area=width * height)
         else:
-            kwargs["strength"] = first.strength
+            kwargs["strength"] = first.effective_strength
             pipe = self.img2img_pipe
             if first.mode == "inpaint":
                 pipe = self.inpaint_pipe

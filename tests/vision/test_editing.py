@@ -151,16 +151,17 @@ def test_instruct_without_kontext_is_a_clear_error(plain_editor: Editor) -> None
         ({"num_images": 0}, "num_images", "at least 1"),
         ({"width": -8}, "width", "positive"),
         ({"mask": Image.new("L", (32, 32))}, "mask", "only used for inpainting"),
+        ({"mode": "instruct", "prompt": "make it night"}, "strength", "not used by instruction"),
     ],
 )
 def test_bad_edit_parameters(
-    plain_editor: Editor, changes: dict[str, Any], field: str, message: str
+    editor: Editor, changes: dict[str, Any], field: str, message: str
 ) -> None:
     params: dict[str, Any] = {"mode": "img2img", "image": picture((32, 32)), "prompt": "x"}
     params.update(FAST)
     params.update(changes)
     with pytest.raises(EditInputError, match=message) as err:
-        plain_editor.run(EditJob(**params))
+        editor.run(EditJob(**params))
     assert err.value.field == field
 
 
@@ -219,7 +220,7 @@ def test_edit_job_from_a_resolved_request() -> None:
     )
     src = picture((50, 30))
     plain = edit_job_from(job, image=src)
-    assert (plain.mode, plain.strength, plain.size) == ("img2img", 0.6, (50, 30))
+    assert (plain.mode, plain.effective_strength, plain.size) == ("img2img", 0.6, (50, 30))
     assert (plain.seed, plain.num_images, plain.steps, plain.adapters) == (42, 2, 3, job.adapters)
     # Without true CFG the negative prompt has no effect, as in generation.
     assert plain.negative_prompt is None
