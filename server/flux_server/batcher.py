@@ -72,6 +72,7 @@ class Batcher(Generic[P, R]):
         max_queue: int = 64,
         on_batch: Callable[[BatchInfo], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        on_running: Callable[[int], None] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._key = key
@@ -81,6 +82,7 @@ class Batcher(Generic[P, R]):
         self.max_queue = max_queue
         self._on_batch = on_batch
         self._on_depth = on_depth
+        self._on_running = on_running
         self._normal: list[_Item[P, R]] = []
         self._priority: list[_Item[P, R]] = []
         self._seq = itertools.count()
@@ -266,10 +268,14 @@ class Batcher(Generic[P, R]):
         self._running += 1
         for item in batch:
             item.started = True
+        if self._on_running is not None:
+            self._on_running(len(batch))
         try:
             await self._run_split(batch)
         finally:
             self._running -= 1
+            if self._on_running is not None:
+                self._on_running(0)
             self._check_idle()
 
     async def _run_split(self, batch: list[_Item[P, R]]) -> None:

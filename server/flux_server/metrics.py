@@ -41,6 +41,11 @@ class Metrics:
         self.queue_depth = Gauge(
             "fluxserve_queue_depth", "Requests waiting for a batch slot.", registry=r
         )
+        self.running = Gauge(
+            "fluxserve_requests_running",
+            "Requests in the pipeline call running now.",
+            registry=r,
+        )
         self.batch_size = Histogram(
             "fluxserve_batch_size",
             "Requests per pipeline call.",

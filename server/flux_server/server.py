@@ -35,8 +35,9 @@ def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    # Signals are ours: uvicorn must not exit on SIGTERM before the drain.
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    # Signals are ours: uvicorn must not close its connections on SIGTERM before the
+    # drain has answered them.
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
     return server
 
 

@@ -117,6 +117,7 @@ class GenerationService:
             max_queue=settings.max_queue,
             on_batch=self._observe_batch,
             on_depth=self.metrics.queue_depth.set,
+            on_running=self.metrics.running.set,
         )
         self.keys: Any = None
         self.safety: Any = None

@@ -1,0 +1,192 @@
+"""Backpressure, SIGTERM drain, start-up failures, and the production features wired into
+the server (API keys, priority permission, safety filter, audit log), over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from server_process import ServerProcess
+
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_server import keys
+
+SLOW = {"width": 512, "height": 512, "steps": 24}
+
+
+def gauge(server: ServerProcess, name: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    raise KeyError(name)
+
+
+async def wait_for(server: ServerProcess, name: str, value: float) -> None:
+    async with asyncio.timeout(120):
+        while gauge(server, name) < value:  # noqa: ASYNC110 - a gauge has no event
+            await asyncio.sleep(0.02)
+
+
+async def fill(server: ServerProcess, client: httpx.AsyncClient) -> list[asyncio.Task]:
+    """One request running and two waiting: the small server's queue is full."""
+    calls = [asyncio.create_task(client.post("/generate", json={"prompt": "p0", **SLOW}))]
+    await wait_for(server, "fluxserve_requests_running", 1)
+    calls += [
+        asyncio.create_task(client.post("/generate", json={"prompt": f"p{i}", **SLOW}))
+        for i in (1, 2)
+    ]
+    await wait_for(server, "fluxserve_queue_depth", 2)
+    return calls
+
+
+@pytest.fixture(scope="module")
+def small_server(
+    server_factory: Callable[..., ServerProcess], tiny_model_dir: Path
+) -> ServerProcess:
+    return server_factory(
+        tiny_model_dir,
+        [
+            "--max-queue",
+            "2",
+            "--max-batch-size",
+            "1",
+            "--max-delay-ms",
+            "0",
+            "--drain-timeout",
+            "60",
+        ],
+    )
+
+
+async def test_full_queue_answers_429_with_retry_after(small_server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=small_server.url, timeout=300) as client:
+        accepted = await fill(small_server, client)
+        refused = await client.post("/generate", json={"prompt": "one too many"})
+        assert refused.status_code == 429, refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        assert refused.json()["error"]["code"] == "resource_exhausted"
+
+        stub = pb_grpc.FluxServiceStub(grpc.aio.insecure_channel(small_server.grpc_target))
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.Generate(pb.GenerateRequest(params=pb.GenerationParams(prompt="x")))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert int(dict(caught.value.trailing_metadata())["retry-after"]) >= 1
+
+        assert [r.status_code for r in await asyncio.gather(*accepted)] == [200, 200, 200]
+
+
+async def test_sigterm_finishes_accepted_work(small_server: ServerProcess) -> None:
+    async with httpx.AsyncClient(base_url=small_server.url, timeout=300) as client:
+        accepted = await fill(small_server, client)
+        small_server.process.send_signal(signal.SIGTERM)
+        replies = await asyncio.gather(*accepted)
+    assert [r.status_code for r in replies] == [200, 200, 200], [r.text for r in replies]
+    assert small_server.process.wait(60) == 0
+    records = small_server.log_records()
+    assert any(r.get("message") == "draining" for r in records)
+    assert any(r.get("message") == "stopped" and r.get("drained") is True for r in records)
+
+
+def test_a_model_that_cannot_load_exits_non_zero(
+    server_factory: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    server = server_factory(tmp_path / "no-such-model", wait=False)
+    assert server.process.wait(120) == 1
+    assert "could not be loaded" in server.log()
+
+
+def test_bad_flags_exit_2_naming_the_flag(tiny_model_dir: Path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flux_server",
+            "--model",
+            str(tiny_model_dir),
+            "--max-batch-size",
+            "0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "--max-batch-size / FLUXSERVE_MAX_BATCH_SIZE" in result.stderr
+
+
+# -- features wired in --------------------------------------------------------------------
+
+
+def new_key(path: Path, user: str, priority: bool, capsys: pytest.CaptureFixture[str]) -> str:
+    assert keys.main(["add", user, "--file", str(path), *(["--priority"] if priority else [])]) == 0
+    return capsys.readouterr().out.strip().split()[-1]
+
+
+def test_keys_priority_safety_and_audit(
+    server_factory: Callable[..., ServerProcess],
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key_file = tmp_path / "keys"
+    alice = new_key(key_file, "alice", False, capsys)
+    boss = new_key(key_file, "boss", True, capsys)
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("forbidden thing\n")
+    audit = tmp_path / "audit.jsonl"
+    server = server_factory(
+        tiny_model_dir,
+        ["--api-keys", str(key_file), "--blocklist", str(blocklist), "--audit-log", str(audit)],
+    )
+    url = f"{server.url}/generate"
+
+    def post(key: str | None, body: dict[str, object], **headers: str) -> httpx.Response:
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return httpx.post(url, json=body, headers=headers, timeout=60)
+
+    missing = post(None, {"prompt": "x"})
+    assert missing.status_code == 401 and missing.json()["error"]["field"] == "authorization"
+    assert post("not-a-key", {"prompt": "x"}).status_code == 401
+    denied = post(alice, {"prompt": "x"}, **{"X-Priority": "high"})
+    assert denied.status_code == 403 and denied.json()["error"]["field"] == "priority"
+    assert post(alice, {"prompt": "a garden", "seed": 1}).status_code == 200
+    assert (
+        post(boss, {"prompt": "a garden", "seed": 2}, **{"X-Priority": "high"}).status_code == 200
+    )
+    refused = post(alice, {"prompt": "a Forbidden   Thing in a garden"})
+    assert refused.status_code == 400 and refused.json()["error"]["field"] == "prompt"
+
+    stub = pb_grpc.FluxServiceStub(grpc.insecure_channel(server.grpc_target))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Generate(pb.GenerateRequest(params=pb.GenerationParams(prompt="x")), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    reply = stub.Generate(
+        pb.GenerateRequest(params=pb.GenerationParams(prompt="x", seed=3)),
+        metadata=(("authorization", f"Bearer {alice}"),),
+        timeout=60,
+    )
+    assert reply.images[0].seed == 3
+
+    text = httpx.get(f"{server.url}/metrics").text
+    assert 'fluxserve_safety_rejections_total{reason="blocklist"} 1.0' in text
+    assert server.stop() == 0
+    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    by_decision = {(r.get("user"), r["decision"], r.get("reason")) for r in records}
+    assert ("alice", "accepted", None) in by_decision
+    assert ("boss", "accepted", None) in by_decision
+    assert ("alice", "rejected", "blocklist") in by_decision
+    assert any(r.get("reason") == "unauthenticated" for r in records)
+    assert any(r.get("reason") == "priority_denied" for r in records)
