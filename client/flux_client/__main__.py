@@ -1,0 +1,166 @@
+"""``python -m flux_client``: the SDK from a shell, for trying a deployment.
+
+    python -m flux_client --port 8080 ready --wait 120
+    python -m flux_client --port 8080 generate "a lighthouse at dawn" -o lighthouse.png --seed 7
+    python -m flux_client --port 50051 vqa lighthouse.png "What is in the picture?"
+    python -m flux_client edit lighthouse.png "make it night" -o night.png --strength 0.6
+    python -m flux_client presets
+
+The API key comes from ``--api-key`` or the ``FLUXSERVE_API_KEY`` environment variable.
+Exit status: 0 done, 1 the server refused or failed (the message says why), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from flux_client.client import FluxModelClient
+from flux_client.errors import FluxError
+from flux_client.types import ImageFormat
+
+API_KEY_ENV = "FLUXSERVE_API_KEY"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m flux_client", description="Call a fluxserve server."
+    )
+    parser.add_argument("--host", default="localhost")
+    parser.add_argument(
+        "--port", type=int, default=8080, help="8080: REST, any other: gRPC (default 8080)"
+    )
+    parser.add_argument("--transport", choices=("auto", "grpc", "http"), default="auto")
+    parser.add_argument("--api-key", help=f"default: ${API_KEY_ENV}")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ready = commands.add_parser("ready", help="is the model loaded? (exit 1 if not)")
+    ready.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it")
+
+    generate = commands.add_parser("generate", help="generate images from a prompt")
+    generate.add_argument("prompt")
+    generate.add_argument("-o", "--output", type=Path, default=Path("output.png"))
+    _generation_flags(generate)
+    generate.add_argument("--num-images", type=int, help="more than 1: output-1.png, ...")
+
+    edit = commands.add_parser("edit", help="edit an image as a prompt says")
+    edit.add_argument("image", type=Path)
+    edit.add_argument("prompt")
+    edit.add_argument("-o", "--output", type=Path, default=Path("edited.png"))
+    edit.add_argument("--mask", type=Path, help="white = repaint (inpainting)")
+    edit.add_argument("--strength", type=float)
+    edit.add_argument("--mode", choices=("img2img", "inpaint", "instruct"))
+    _generation_flags(edit)
+
+    vqa = commands.add_parser("vqa", help="ask a question about an image")
+    vqa.add_argument("image", type=Path)
+    vqa.add_argument("question")
+    vqa.add_argument("--max-tokens", type=int, default=64)
+
+    commands.add_parser("presets", help="the style presets the server serves (JSON)")
+    return parser
+
+
+def _generation_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--negative-prompt")
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--guidance-scale", type=float)
+    parser.add_argument("--true-cfg-scale", type=float)
+    parser.add_argument("--style-preset")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--priority", choices=("normal", "high"), default="normal")
+
+
+def _options(args: argparse.Namespace) -> dict[str, object]:
+    names = [
+        "negative_prompt",
+        "width",
+        "height",
+        "steps",
+        "guidance_scale",
+        "true_cfg_scale",
+        "style_preset",
+        "seed",
+        "priority",
+    ]
+    return {name: getattr(args, name) for name in names}
+
+
+def _output_paths(output: Path, count: int) -> list[Path]:
+    if count == 1:
+        return [output]
+    return [output.with_name(f"{output.stem}-{i + 1}{output.suffix}") for i in range(count)]
+
+
+def run(args: argparse.Namespace, client: FluxModelClient) -> int:
+    if args.command == "ready":
+        if args.wait > 0:
+            client.wait_until_ready(timeout=args.wait)
+            return 0
+        ready = client.is_ready()
+        print("ready" if ready else "not ready")
+        return 0 if ready else 1
+    if args.command == "generate":
+        result = client.generate_images(
+            args.prompt,
+            num_images=args.num_images,
+            output_format=ImageFormat.from_path(args.output),
+            **_options(args),  # type: ignore[arg-type]
+        )
+        for image, path in zip(
+            result.images, _output_paths(args.output, len(result.images)), strict=True
+        ):
+            image.save(path)
+            print(f"{path}  seed={image.seed} {image.width}x{image.height}")
+        print(f"request {result.request_id}: batch of {result.batch_size}, "
+              f"{result.timings.total_ms:.0f} ms")  # fmt: skip
+        return 0
+    if args.command == "edit":
+        result = client.edit_images(
+            args.image,
+            args.prompt,
+            mask=args.mask,
+            strength=args.strength,
+            mode=args.mode,
+            **_options(args),  # type: ignore[arg-type]
+        )
+        result.images[0].save(args.output)
+        print(f"{args.output}  seed={result.images[0].seed}")
+        return 0
+    if args.command == "vqa":
+        print(client.vqa(args.image, args.question, max_tokens=args.max_tokens))
+        return 0
+    presets = client.list_presets()
+    print(json.dumps({name: json.loads(p.to_json()) for name, p in presets.items()}, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    try:
+        with FluxModelClient(
+            host=args.host,
+            port=args.port,
+            transport=args.transport,
+            api_key=api_key,
+            timeout=args.timeout,
+        ) as client:
+            return run(args, client)
+    except FluxError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except (ValueError, OSError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
