@@ -393,6 +393,9 @@ def test_sdk_generate_ask_edit(server: Server, transport: str, tmp_path: Path) -
         # The article's call, as written: a path, a question, max_tokens.
         answer = client.vqa(image=str(path), question=QUESTION, max_tokens=8)
         assert isinstance(answer, str)
+        # Bytes and PIL images are the same picture: the same (greedy) answer.
+        assert client.vqa(image=path.read_bytes(), question=QUESTION, max_tokens=8) == answer
+        assert client.vqa(image=Image.open(path), question=QUESTION, max_tokens=8) == answer
         source = Image.open(path).resize(SIZE)
         edited = client.edit(image=source, prompt="a silver briefcase", strength=1.0, steps=2)
         assert edited.size == SIZE
