@@ -16,9 +16,9 @@ The tests play the missing parts, each marked where it happens:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import datetime
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -301,6 +301,16 @@ class Cluster:
         bodies = [request.data for request in posted]
         return [b for b in bodies if reason is None or b.get("reason") == reason]
 
+    async def wait_event(self, reason: str, text: str = "") -> dict[str, Any]:
+        """An event with ``reason`` whose message contains ``text`` (kopf posts in the
+        background, after the handler)."""
+
+        async def check() -> dict[str, Any] | None:
+            found = [e for e in self.events(reason) if text in e.get("message", "")]
+            return found[0] if found else None
+
+        return await self.wait_for(check, f"event {reason} {text!r}")
+
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
     return next((c for c in status.get("conditions", []) if c["type"] == type_), {})
@@ -344,7 +354,9 @@ async def cluster(kmock: kmock.KubernetesEmulator, kubeconfig: Path) -> AsyncIte
 
 
 class OperatorHandle:
-    """Start and stop the real operator (kopf) in this event loop."""
+    """Start and stop the real operator (kopf) — in its own thread and event loop, as in
+    production: at exit kopf cancels every task of its loop, which must not be the
+    emulator's."""
 
     def __init__(self, kubeconfig: Path) -> None:
         self.settings = OperatorSettings(
@@ -353,24 +365,34 @@ class OperatorHandle:
             retry=RetrySettings(attempts=8, first_delay=0.05, max_delay=0.5),
             api_threads=4,
         )
-        self._running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+        self._running: list[tuple[threading.Event, threading.Thread]] = []
+        self._errors: list[BaseException] = []
+
+    def _main(self, stop: threading.Event) -> None:
+        try:
+            asyncio.run(operate(self.settings, stop_flag=stop))
+        except BaseException as exc:  # reported by crashed()
+            self._errors.append(exc)
 
     async def start(self) -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(operate(self.settings, stop_flag=stop))
-        self._running.append((stop, task))
+        stop = threading.Event()
+        thread = threading.Thread(target=self._main, args=(stop,), daemon=True)
+        thread.start()
+        self._running.append((stop, thread))
 
     async def stop(self) -> None:
         while self._running:
-            stop, task = self._running.pop()
+            stop, thread = self._running.pop()
             stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(task, timeout=15)
+            await asyncio.to_thread(thread.join, 30)
+            assert not thread.is_alive(), "the operator did not stop"
 
     def crashed(self) -> BaseException | None:
-        for _, task in self._running:
-            if task.done():
-                return task.exception() or RuntimeError("operator exited")
+        if self._errors:
+            return self._errors[0]
+        for _, thread in self._running:
+            if not thread.is_alive():
+                return RuntimeError("operator exited")
         return None
 
 
