@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TypedDict
 
@@ -34,6 +35,18 @@ the port of the documented REST and SDK examples. Any other port is taken to be 
 (the server's default is 50051)."""
 
 DEFAULT_TIMEOUT = 300.0
+
+
+def _sdk_version() -> str:
+    try:
+        return version("fluxserve")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "0+unknown"
+
+
+USER_AGENT = f"fluxserve-client/{_sdk_version()}"
+"""Sent as the HTTP User-Agent and the gRPC primary user agent, so server logs can tell
+SDK versions apart."""
 
 
 class GenerationOptions(TypedDict, total=False):

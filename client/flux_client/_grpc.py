@@ -10,7 +10,7 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from flux_client._common import Attempt
+from flux_client._common import USER_AGENT, Attempt
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
 from flux_client.errors import FluxError, error_class_for_grpc, parse_retry_after
@@ -41,6 +41,7 @@ REQUEST_ID_METADATA = "x-request-id"
 # Several full-size images exceed gRPC's 4 MiB default in either direction.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.primary_user_agent", USER_AGENT),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from flux_client._common import Attempt
+from flux_client._common import USER_AGENT, Attempt
 from flux_client.errors import (
     DeadlineExceededError,
     FluxError,
@@ -193,15 +193,18 @@ def _with_call_headers(call: Attempt, kwargs: dict[str, Any]) -> dict[str, Any]:
     return {**kwargs, "headers": headers}
 
 
-def _auth_headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+def _client_headers(api_key: str | None) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return headers
 
 
 class HttpTransport:
     """Blocking REST calls over one pooled ``httpx.Client``."""
 
     def __init__(self, url: str, *, api_key: str | None) -> None:
-        self._client = httpx.Client(base_url=url, headers=_auth_headers(api_key))
+        self._client = httpx.Client(base_url=url, headers=_client_headers(api_key))
 
     def _send(self, call: Attempt, method: str, path: str, **kwargs: Any) -> Any:
         try:
@@ -251,7 +254,7 @@ class AsyncHttpTransport:
     """asyncio REST calls over one pooled ``httpx.AsyncClient``."""
 
     def __init__(self, url: str, *, api_key: str | None) -> None:
-        self._client = httpx.AsyncClient(base_url=url, headers=_auth_headers(api_key))
+        self._client = httpx.AsyncClient(base_url=url, headers=_client_headers(api_key))
 
     async def _send(self, call: Attempt, method: str, path: str, **kwargs: Any) -> Any:
         try:

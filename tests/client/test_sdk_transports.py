@@ -157,6 +157,7 @@ def test_priority_and_api_key_travel(fakes: FakeServers, transport: str) -> None
     (record,) = fakes.script.seen
     assert record["priority"] == "high"
     assert record["authorization"] == "Bearer s3cret"
+    assert "fluxserve-client/" in record["user_agent"]
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

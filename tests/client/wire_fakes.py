@@ -113,6 +113,7 @@ async def _admit(
         "endpoint": endpoint,
         "authorization": auth,
         "request_id": headers.get("x-request-id"),
+        "user_agent": headers.get("user-agent"),
         **record,
     }
     script.seen.append(record)
