@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument(
         "-n", "--namespace", default=None, help="namespace (kubeconfig's default)"
     )
+    rollback.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig file")
     return parser
 
 

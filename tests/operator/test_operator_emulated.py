@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from pathlib import Path
+
+import kmock
+import pytest
 from conftest import NAMESPACE, Cluster, OperatorHandle, base_spec, condition
+
+from flux_operator.cli import main as cli_main
 
 
 async def test_create_makes_children_and_reports_progress(
@@ -265,3 +273,107 @@ async def test_invalid_spec_is_degraded_not_a_crash(
     status = await cluster.wait_status(
         "flux-bad", lambda s: condition(s, "Degraded").get("status") == "False", "not Degraded"
     )
+
+
+async def test_api_errors_are_retried_without_a_crash(
+    cluster: Cluster, operator: OperatorHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="flux_operator.kube")
+    deployments = kmock.resource("apps/v1/deployments")
+    fluxdeployments = kmock.resource("fluxserve.dev/v1alpha1/fluxdeployments")
+    # The first writes fail: a server error on create, a conflict and then a server error
+    # on the status. (The emulator stores a create even when a reaction answers 500: like a
+    # lost response on a real server, after which the retried create finds the object.
+    # A PATCH of a missing object gets the emulator's 404 before any reaction.)
+    cluster.server["post", deployments][:1] << 500
+    cluster.server["patch", fluxdeployments][:1] << 409
+    cluster.server["patch", fluxdeployments][1:2] << 500
+
+    await cluster.create_fd("flux-dev", base_spec())
+    await cluster.wait_for(lambda: cluster.get("Deployment", "flux-dev"), "the Deployment")
+    await cluster.wait_status("flux-dev", lambda s: s.get("history"), "status written")
+    retried = " ".join(str(getattr(r, "error", "")) for r in caplog.records)
+    assert "409" in retried and "500" in retried, retried
+    await cluster.deployment_available("flux-dev")
+    await cluster.wait_status("flux-dev", lambda s: s.get("phase") == "Ready", "phase Ready")
+    assert operator.crashed() is None
+
+
+async def test_history_and_rollback_commands(
+    cluster: Cluster, operator: OperatorHandle, kubeconfig: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await _ready(cluster, "flux-dev")
+    await cluster.update_spec("flux-dev", release="v1.4.2")
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.4.2")
+    await cluster.wait_status("flux-dev", lambda s: len(s.get("history", [])) == 2, "revision 2")
+
+    args = ["--kubeconfig", str(kubeconfig), "-n", NAMESPACE]
+    assert await asyncio.to_thread(cli_main, ["history", "flux-dev", *args]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:3] == ["REVISION", "RELEASE", "OUTCOME"]
+    assert table[1].split()[:3] == ["1", "v1.4.1", "Superseded"]
+    assert table[2].split()[:3] == ["*2", "v1.4.2", "Progressing"]
+
+    assert await asyncio.to_thread(cli_main, ["rollback", "flux-dev", "--to", "v0.9", *args]) == 1
+    assert "v0.9" in capsys.readouterr().err
+
+    assert await asyncio.to_thread(cli_main, ["rollback", "flux-dev", "--to", "v1.4.1", *args]) == 0
+    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.4.1")
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: condition(s, "RolledBack").get("status") == "True", "RolledBack"
+    )
+    assert status["currentRelease"] == "v1.4.1"
+
+
+async def test_old_config_maps_are_pruned_with_history(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    spec = base_spec(rollout={"progressDeadlineSeconds": 600, "revisionHistoryLimit": 2})
+    await _ready(cluster, "flux-dev", spec)
+    for i in range(3):
+        presets = {"style": {"promptTemplate": "{prompt}, style " + str(i)}}
+        await cluster.update_spec("flux-dev", stylePresets=presets)
+        await cluster.wait_status(
+            "flux-dev", lambda s, n=i + 2: s.get("currentRevision") == n, f"revision {i + 2}"
+        )
+        await cluster.deployment_available("flux-dev")
+        await cluster.wait_status(
+            "flux-dev", lambda s: s["history"][-1]["outcome"] == "Available", "available"
+        )
+
+    async def pruned() -> list[str] | None:
+        names = sorted(
+            c["metadata"]["name"]
+            for c in await cluster.list("ConfigMap")
+            if "-presets-" in c["metadata"]["name"]
+        )
+        return names if len(names) == 2 else None
+
+    names = await cluster.wait_for(pruned, "two presets ConfigMaps left")
+    status = (await cluster.get("FluxDeployment", "flux-dev"))["status"]
+    assert [e["revision"] for e in status["history"]] == [3, 4]
+    assert names == sorted(e["presetsConfigMap"] for e in status["history"])
+
+
+async def test_suspend_and_autoscaling_off(cluster: Cluster, operator: OperatorHandle) -> None:
+    await _ready(cluster, "flux-dev")
+    assert await cluster.get("HorizontalPodAutoscaler", "flux-dev") is not None
+    await cluster.update_spec("flux-dev", autoscaling=None, replicas=0)
+
+    async def hpa_gone() -> bool:
+        return await cluster.get("HorizontalPodAutoscaler", "flux-dev") is None
+
+    await cluster.wait_for(hpa_gone, "the HPA removed")
+    deployment = await cluster.wait_for(
+        lambda: _deployment_with_replicas(cluster, "flux-dev", 0), "replicas 0"
+    )
+    assert deployment["spec"]["replicas"] == 0
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: condition(s, "Ready").get("reason") == "Suspended", "Suspended"
+    )
+    assert status["phase"] == "Ready"
+
+
+async def _deployment_with_replicas(cluster: Cluster, name: str, replicas: int) -> dict | None:
+    deployment = await cluster.get("Deployment", name)
+    return deployment if deployment and deployment["spec"].get("replicas") == replicas else None
