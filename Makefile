@@ -65,3 +65,13 @@ images: ## Build the server and operator images: make images TAG=v1.2.3 [REGISTR
 
 e2e: tools ## On a kind cluster: install the chart, serve the tiny model, roll a bad release back (needs docker, kind)
 	TOOLS_BIN=$(TOOLS_BIN) PY=$(PY) tests/e2e/run.sh
+
+# --- Server: the demo and the benchmarks ---
+.PHONY: demo bench
+
+demo: install ## Serve a random-weight FLUX, run the article's REST example (demo-output/output.png), then the SDK over gRPC
+	$(PY) scripts/demo.py
+
+bench: install ## Server latency overhead (REST, gRPC vs in-process) and batching on/off; the operator's bench when present
+	$(PY) bench/server_bench.py
+	if [ -f bench/operator_bench.py ]; then $(PY) bench/operator_bench.py; fi
