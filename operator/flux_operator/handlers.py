@@ -12,6 +12,7 @@ import asyncio
 import datetime
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -58,6 +59,10 @@ def is_subset(desired: Any, observed: Any) -> bool:
     return bool(desired == observed)
 
 
+def status_dump(status: FluxDeploymentStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, exclude_none=True)
+
+
 def status_patch(status: FluxDeploymentStatus) -> dict[str, Any]:
     """A merge patch that sets the whole status and removes the fields now empty."""
     body = status.model_dump(by_alias=True, exclude_none=True)
@@ -73,6 +78,32 @@ class Reconciler:
     def __init__(self, api: KubeApi) -> None:
         self.api = api
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        # ConfigMaps are immutable and content-named: once seen, there is no need to look.
+        self._known_maps: set[tuple[str, str]] = set()
+        # What each resource looked like after its last reconciliation: an event that only
+        # echoes our own status write needs no reconciliation.
+        self._settled: dict[tuple[str, str], Any] = {}
+
+    @staticmethod
+    def _fingerprint(body: dict[str, Any], status: Any) -> Any:
+        meta = body.get("metadata", {})
+        return (meta.get("generation"), meta.get("annotations") or {}, body.get("spec"), status)
+
+    def settled(self, body: dict[str, Any]) -> bool:
+        """True when ``body`` is what the last reconciliation left (nothing new to do)."""
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace") or "default", meta.get("name", ""))
+        return self._settled.get(key) == self._fingerprint(body, body.get("status"))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._settled.pop((namespace, name), None)
+        self._locks.pop((namespace, name), None)
+
+    async def _ensure_map(self, obj: dict[str, Any]) -> None:
+        key = (obj["metadata"].get("namespace", ""), obj["metadata"]["name"])
+        if key not in self._known_maps:
+            await self.api.create_if_absent(obj)
+            self._known_maps.add(key)
 
     async def reconcile(self, namespace: str, name: str) -> None:
         # One reconciliation per resource at a time: events for the resource and for its
@@ -120,7 +151,7 @@ class Reconciler:
         new_status = decided.status
 
         if revision == desired_revision(owner, spec):
-            await self.api.create_if_absent(render_presets_config_map(owner, spec, revision))
+            await self._ensure_map(render_presets_config_map(owner, spec, revision))
         elif await self.api.get("ConfigMap", namespace, revision.presets_config_map) is None:
             # An older revision's presets are only in its ConfigMap: without it, stop here.
             message = (
@@ -136,7 +167,7 @@ class Reconciler:
 
         blocklist = render_blocklist_config_map(owner, spec)
         if blocklist is not None:
-            await self.api.create_if_absent(blocklist)
+            await self._ensure_map(blocklist)
         rolled = await self._apply(render_deployment(owner, spec, revision), deployment)
         service = render_service(owner, spec)
         await self._apply(service, await self.api.get("Service", namespace, name))
@@ -152,14 +183,18 @@ class Reconciler:
             await self._prune_config_maps(owner, decided.keep_config_maps, blocklist)
 
         await self._write_status(owner, body, old_status, new_status)
+        self._settled[(namespace, name)] = self._fingerprint(body, status_dump(new_status))
         for event in decided.events:
             log.info("%s: %s", event.reason, event.message)
         await self._post(body, decided.events)
 
     async def _apply(self, desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:
-        if observed is not None and is_subset(desired, observed):
+        if observed is None:
+            await self.api.create(desired)
+        elif not is_subset(desired, observed):
+            await self.api.apply(desired)
+        else:
             return False  # nothing to change: no write, no event, no feedback loop
-        await self.api.apply(desired)
         return True
 
     async def _prune_config_maps(
@@ -199,6 +234,11 @@ class Reconciler:
     async def _post(self, body: dict[str, Any], events: list[Event]) -> None:
         for event in events:
             kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
+    """kopf's body views as plain dicts (the nested values are plain already)."""
+    return {k: dict(v) if isinstance(v, Mapping) else v for k, v in body.items()}
 
 
 def _owned(obj: dict[str, Any]) -> bool:
@@ -269,10 +309,14 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def fluxdeployment_event(
-        event: dict[str, Any], namespace: str, name: str, **_: Any
+        event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any
     ) -> None:
+        reconciler = holder["reconciler"]
         if event.get("type") == "DELETED":
+            reconciler.forget(namespace, name)
             return
+        if reconciler.settled(_plain(body)):
+            return  # the echo of our own status write
         await _reconcile(namespace, name)
 
     @kopf.on.event(

@@ -247,6 +247,23 @@ class KubeApi:
                 raise
             return await self.merge_patch(obj["kind"], meta.get("namespace"), meta["name"], obj)
 
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create an object known to be absent; if it appeared meanwhile, apply instead."""
+        meta = obj["metadata"]
+        try:
+            created: dict[str, Any] = await self.request(
+                "POST",
+                object_path(obj["kind"], meta.get("namespace")),
+                obj,
+                {"fieldManager": FIELD_MANAGER},
+                retry_conflicts=False,
+            )
+            return created
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+        return await self.apply(obj)
+
     async def create_if_absent(self, obj: dict[str, Any]) -> bool:
         """Create an immutable object; True when it was created, False when it existed."""
         meta = obj["metadata"]
