@@ -60,6 +60,10 @@ class EditMode(str, Enum):
     INSTRUCT = "instruct"
 
 
+INT32_MAX = 2**31 - 1
+UINT64_MAX = 2**64 - 1
+
+
 class Adapter(BaseModel):
     """A LoRA adapter the server was started with, and its weight."""
 
@@ -88,14 +92,16 @@ class GenerationParams(BaseModel):
 
     prompt: str
     negative_prompt: str | None = None
-    width: int | None = None
-    height: int | None = None
-    steps: int | None = None
+    # Only what the wire cannot carry is refused here (int32, uint64); the server
+    # checks its own, tighter limits and names them.
+    width: int | None = Field(None, le=INT32_MAX)
+    height: int | None = Field(None, le=INT32_MAX)
+    steps: int | None = Field(None, le=INT32_MAX)
     guidance_scale: float | None = None
     true_cfg_scale: float | None = None
     style_preset: str | None = None
-    seed: int | None = None
-    num_images: int | None = None
+    seed: int | None = Field(None, ge=0, le=UINT64_MAX)
+    num_images: int | None = Field(None, le=INT32_MAX)
     output_format: ImageFormat | None = None
     priority: Priority = Priority.NORMAL
     adapters: list[Adapter] = Field(default_factory=list)
@@ -135,7 +141,7 @@ class VqaParams(BaseModel):
 
     image: bytes
     question: str
-    max_tokens: int = 64
+    max_tokens: int = Field(64, le=INT32_MAX)
 
 
 class GeneratedImage(BaseModel):

@@ -292,6 +292,12 @@ def test_client_side_type_errors_name_the_field() -> None:
         assert exc.value.field == "width"
         with pytest.raises(InvalidArgumentError, match="output_format"):
             client.generate("a cat", output_format="gif")
+        with pytest.raises(InvalidArgumentError) as exc:
+            client.generate("a cat", seed=-1)
+        assert exc.value.field == "seed"
+        with pytest.raises(InvalidArgumentError) as exc:
+            client.generate("a cat", width=2**40)
+        assert exc.value.field == "width"
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)
