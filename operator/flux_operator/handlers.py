@@ -13,7 +13,7 @@ import datetime
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -233,7 +233,12 @@ class Reconciler:
 
     async def _post(self, body: dict[str, Any], events: list[Event]) -> None:
         for event in events:
-            kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+            kopf.event(
+                kopf.Body(cast(kopf.RawBody, body)),
+                type=event.type,
+                reason=event.reason,
+                message=event.message,
+            )
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -309,9 +314,10 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
     async def fluxdeployment_event(
-        event: dict[str, Any], body: kopf.Body, namespace: str, name: str, **_: Any
+        *, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **_: Any
     ) -> None:
         reconciler = holder["reconciler"]
+        namespace = namespace or "default"
         if event.get("type") == "DELETED":
             reconciler.forget(namespace, name)
             return
@@ -327,10 +333,10 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         registry=registry,
     )
     async def deployment_event(
-        event: dict[str, Any], namespace: str, labels: dict[str, str], **_: Any
+        *, namespace: str | None, labels: Mapping[str, str], **_: Any
     ) -> None:
         owner = labels.get(OWNER_LABEL)
-        if owner:
+        if owner and namespace:
             await _reconcile(namespace, owner)
 
     operator_settings = settings

@@ -143,7 +143,7 @@ class KubeApi:
             url += "?" + urlencode(query)
         response = self._client.call_api(method, url, header_params=headers, body=body)
         response.read()
-        data = json.loads(response.data) if response.data else {}
+        data: Any = json.loads(response.data) if response.data else {}
         if not 200 <= response.status < 300:
             raise ApiError(
                 response.status,
