@@ -1,0 +1,175 @@
+"""The operator scenarios against a real Kubernetes API (kind, or any cluster).
+
+Runs when FLUXSERVE_E2E_KUBECONFIG names a kubeconfig; skipped otherwise. The CRD from
+crds/ is applied, a throw-away namespace is created, and the operator (kopf, in its own
+thread as in the emulator tests) watches only that namespace. No GPU or server image is
+needed: these scenarios check what the operator writes, not that pods become ready; the
+full path with a running server is `make e2e`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from flux_operator.commands import operate
+from flux_operator.kube import KubeApi, load_configuration
+from flux_operator.settings import OperatorSettings, RetrySettings
+
+ROOT = Path(__file__).resolve().parents[2]
+KUBECONFIG = os.environ.get("FLUXSERVE_E2E_KUBECONFIG")
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not KUBECONFIG, reason="FLUXSERVE_E2E_KUBECONFIG is not set (no real cluster)"
+    ),
+]
+
+CRD_PATH = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/fluxdeployments.fluxserve.dev"
+APPLY = {"fieldManager": "fluxserve-e2e", "force": "true"}
+
+
+def _spec(**changes: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "release": "v1.4.1",
+        "image": "ghcr.io/acme/fluxserve-server",
+        "model": {"id": "tiny", "source": {"hub": {}}},
+        "replicas": 1,
+        "gpu": {"count": 0},
+        "resources": {"cpu": "100m", "memory": "256Mi", "shmSize": "64Mi"},
+        "stylePresets": {"cyberpunk": {"promptTemplate": "{prompt}, neon lights"}},
+    }
+    spec.update(changes)
+    return spec
+
+
+async def _wait(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 60) -> Any:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+async def real() -> AsyncIterator[tuple[KubeApi, str]]:
+    assert KUBECONFIG
+    api = KubeApi(load_configuration(Path(KUBECONFIG)), RetrySettings(), threads=4)
+    crd = yaml.safe_load((ROOT / "crds" / "fluxserve.dev_fluxdeployments.yaml").read_text())
+    await api.request("PATCH", CRD_PATH, crd, APPLY, content_type="application/apply-patch+yaml")
+
+    async def established() -> bool:
+        body = await api.request("GET", CRD_PATH)
+        conditions = body.get("status", {}).get("conditions", [])
+        return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+    await _wait(established, "the CRD established")
+    namespace = f"fluxserve-e2e-{uuid.uuid4().hex[:6]}"
+    await api.request(
+        "POST",
+        "/api/v1/namespaces",
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+    )
+    stop = threading.Event()
+    settings = OperatorSettings(namespaces=(namespace,), kubeconfig=Path(KUBECONFIG), health_port=0)
+    thread = threading.Thread(
+        target=lambda: asyncio.run(operate(settings, stop_flag=stop)), daemon=True
+    )
+    thread.start()
+    try:
+        yield api, namespace
+    finally:
+        stop.set()
+        await asyncio.to_thread(thread.join, 30)
+        await api.request("DELETE", f"/api/v1/namespaces/{namespace}")
+        api.close()
+
+
+async def _fd(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:
+    body = await api.get("FluxDeployment", namespace, name)
+    assert body is not None
+    return body
+
+
+async def test_children_history_presets_and_manual_rollback(real: tuple[KubeApi, str]) -> None:
+    api, namespace = real
+    body = {
+        "apiVersion": "fluxserve.dev/v1alpha1",
+        "kind": "FluxDeployment",
+        "metadata": {"name": "flux-e2e", "namespace": namespace},
+        "spec": _spec(),
+    }
+    created = await api.request(
+        "POST", f"/apis/fluxserve.dev/v1alpha1/namespaces/{namespace}/fluxdeployments", body
+    )
+    uid = created["metadata"]["uid"]
+
+    deployment = await _wait(lambda: api.get("Deployment", namespace, "flux-e2e"), "Deployment")
+    assert deployment["metadata"]["ownerReferences"][0]["uid"] == uid
+    assert await api.get("Service", namespace, "flux-e2e") is not None
+
+    async def history(n: int) -> dict[str, Any] | None:
+        status = (await _fd(api, namespace, "flux-e2e")).get("status") or {}
+        return status if len(status.get("history", [])) == n else None
+
+    status = await _wait(lambda: history(1), "revision 1")
+    assert status["history"][0]["release"] == "v1.4.1"
+
+    await api.merge_patch("FluxDeployment", namespace, "flux-e2e", {"spec": {"release": "v1.4.2"}})
+    status = await _wait(lambda: history(2), "revision 2")
+    assert status["history"][1]["release"] == "v1.4.2"
+    assert status["observedGeneration"] == 2
+
+    presets = {"noir": {"promptTemplate": "{prompt}, film noir"}}
+    await api.merge_patch(
+        "FluxDeployment", namespace, "flux-e2e", {"spec": {"stylePresets": presets}}
+    )
+    status = await _wait(lambda: history(3), "revision 3")
+    new_map = status["history"][2]["presetsConfigMap"]
+    assert await api.get("ConfigMap", namespace, new_map) is not None
+
+    annotations = {"metadata": {"annotations": {"fluxserve.dev/rollback-to": "v1.4.1"}}}
+    await api.merge_patch("FluxDeployment", namespace, "flux-e2e", annotations)
+
+    async def rolled_back() -> dict[str, Any] | None:
+        d = await api.get("Deployment", namespace, "flux-e2e")
+        image = d["spec"]["template"]["spec"]["containers"][0]["image"] if d else ""
+        return d if image.endswith(":v1.4.1") else None
+
+    await _wait(rolled_back, "the Deployment back on v1.4.1")
+    status = (await _fd(api, namespace, "flux-e2e"))["status"]
+    rolled = next(c for c in status["conditions"] if c["type"] == "RolledBack")
+    assert rolled["status"] == "True" and rolled["reason"] == "ManualRollback"
+
+
+async def test_invalid_spec_is_degraded(real: tuple[KubeApi, str]) -> None:
+    api, namespace = real
+    body = {
+        "apiVersion": "fluxserve.dev/v1alpha1",
+        "kind": "FluxDeployment",
+        "metadata": {"name": "flux-bad", "namespace": namespace},
+        "spec": _spec(loras=[{"name": "ink", "path": "ink.safetensors"}]),
+    }
+    await api.request(
+        "POST", f"/apis/fluxserve.dev/v1alpha1/namespaces/{namespace}/fluxdeployments", body
+    )
+
+    async def degraded() -> dict[str, Any] | None:
+        status = (await _fd(api, namespace, "flux-bad")).get("status") or {}
+        return status if status.get("phase") == "Degraded" else None
+
+    status = await _wait(degraded, "phase Degraded")
+    condition = next(c for c in status["conditions"] if c["type"] == "Degraded")
+    assert condition["reason"] == "InvalidSpec"
+    assert await api.get("Deployment", namespace, "flux-bad") is None
