@@ -47,7 +47,9 @@ T = TypeVar("T")
 
 class AsyncFluxModelClient:
     """An asyncio client of one fluxserve server; the same methods as ``FluxModelClient``,
-    awaitable (``stream`` is an async iterator). Connections open on first use.
+    awaitable (``stream`` is an async iterator). Connections open on first use and belong
+    to the event loop that opened them: use one client per loop, and close it there.
+    Calls may run concurrently (``asyncio.gather``); the server batches them.
 
     >>> async with AsyncFluxModelClient(host="localhost", port=50051) as client:
     ...     image = await client.generate(prompt="a lighthouse at dawn")
