@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from flux_client import (
     AsyncFluxModelClient,
@@ -25,6 +26,7 @@ from flux_client import (
     DeadlineExceededError,
     FluxModelClient,
     InvalidArgumentError,
+    NotEnabledError,
     OverloadedError,
     PermissionDeniedError,
     Progress,
@@ -236,3 +238,13 @@ async def test_overload_raises_overloaded_with_retry_after(server: Server, trans
     assert overloaded and done, outcomes
     assert all(o.retry_after is not None and o.retry_after >= 1 for o in overloaded)
     assert len(overloaded) + len(done) == len(outcomes), outcomes
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_features_the_server_was_not_started_with(server: Server, transport: str) -> None:
+    photo = Image.new("RGB", (64, 64), (90, 120, 200))
+    with server.client(transport, server.bob) as client:
+        with pytest.raises(NotEnabledError, match="--vqa-model"):
+            client.vqa(image=photo, question="What is in the picture?")
+        with pytest.raises(NotEnabledError, match="--enable-editing"):
+            client.edit(photo, "make it night")
