@@ -313,7 +313,7 @@ class ApiKeysSpec(_Model):
         min_length=1, max_length=253, pattern=K8S_NAME, description="Secret with the key file."
     )
     key: str = Field(
-        default="keys.json",
+        default="keys",
         min_length=1,
         max_length=253,
         pattern=r"^[-._a-zA-Z0-9]+$",

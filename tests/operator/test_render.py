@@ -176,7 +176,7 @@ def test_every_feature_switch_becomes_a_server_flag() -> None:
         "--safety-model=/models/safety",
         "--audit-log=-",
         "--audit-hash-prompts",
-        "--api-keys=/etc/fluxserve/api-keys/keys.json",
+        "--api-keys=/etc/fluxserve/api-keys/keys",
         "--cache-bytes=268435456",
         "--cache-ttl=3600",
         "--enable-editing",
