@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -27,9 +28,11 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
         capture_output=True,
     )
     fresh, committed = _tree(out), _tree(COMMITTED)
-    assert sorted(fresh) == sorted(committed), "stub files differ: run `make proto`"
+    tools = ", ".join(f"{name} {version(name)}" for name in ("grpcio-tools", "mypy-protobuf"))
+    hint = f"run `make proto` (generated here with {tools}; pyproject pins the versions)"
+    assert sorted(fresh) == sorted(committed), f"stub files differ: {hint}"
     stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert not stale, f"stale stubs {stale}: run `make proto`"
+    assert not stale, f"stale stubs {stale}: {hint}"
 
 
 def test_stubs_import_inside_the_package() -> None:
