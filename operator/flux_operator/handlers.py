@@ -263,6 +263,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
     configuration = load_configuration(settings.kubeconfig)
     holder: dict[str, Reconciler] = {}
+    tasks: list[asyncio.Task[None]] = []
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -293,12 +294,31 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = logging.INFO
         settings.watching.server_timeout = operator_settings.watch_timeout_seconds
-        holder["reconciler"] = Reconciler(
+        reconciler = Reconciler(
             KubeApi(configuration, operator_settings.retry, operator_settings.api_threads)
         )
+        holder["reconciler"] = reconciler
+        if operator_settings.resync_seconds > 0:
+            tasks.append(asyncio.create_task(_resync_forever(reconciler)))
+
+    async def _resync_forever(reconciler: Reconciler) -> None:
+        namespaces: list[str | None] = list(operator_settings.namespaces) or [None]
+        while True:
+            await asyncio.sleep(operator_settings.resync_seconds)
+            for namespace in namespaces:
+                try:
+                    items = await reconciler.api.list("FluxDeployment", namespace, {})
+                except ApiError as exc:
+                    logger.warning("resync listing failed", extra={"error": str(exc)})
+                    continue
+                for item in items:
+                    meta = item.get("metadata", {})
+                    await _reconcile(meta.get("namespace") or "default", meta["name"])
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        for task in tasks:
+            task.cancel()
         reconciler = holder.pop("reconciler", None)
         if reconciler is not None:
             reconciler.api.close()

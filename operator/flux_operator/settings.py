@@ -38,5 +38,8 @@ class OperatorSettings:
     """API retries."""
     api_threads: int = 16
     """Threads for blocking Kubernetes client calls."""
+    resync_seconds: float = 300.0
+    """Every so often reconcile every resource even without events (repairs children
+    deleted or edited behind the operator's back); 0 = off."""
     watch_timeout_seconds: int = 600
     """Server-side watch timeout; each re-list also re-reconciles every resource."""

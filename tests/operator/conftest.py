@@ -178,6 +178,10 @@ class Cluster:
     async def update_spec(self, name: str, **changes: Any) -> None:
         await self.patch("FluxDeployment", name, {"spec": changes})
 
+    async def delete(self, kind: str, name: str) -> None:
+        async with self.session.delete(self.path(kind, name)) as resp:
+            resp.raise_for_status()
+
     async def annotate(self, name: str, key: str, value: str | None) -> None:
         await self.patch("FluxDeployment", name, {"metadata": {"annotations": {key: value}}})
 
@@ -364,6 +368,7 @@ class OperatorHandle:
             health_port=0,
             retry=RetrySettings(attempts=8, first_delay=0.05, max_delay=0.5),
             api_threads=4,
+            resync_seconds=1.0,
         )
         self._running: list[tuple[threading.Event, threading.Thread]] = []
         self._errors: list[BaseException] = []

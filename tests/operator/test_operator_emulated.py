@@ -377,3 +377,20 @@ async def test_suspend_and_autoscaling_off(cluster: Cluster, operator: OperatorH
 async def _deployment_with_replicas(cluster: Cluster, name: str, replicas: int) -> dict | None:
     deployment = await cluster.get("Deployment", name)
     return deployment if deployment and deployment["spec"].get("replicas") == replicas else None
+
+
+async def test_children_deleted_behind_its_back_are_restored(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    await _ready(cluster, "flux-dev")
+    # Nothing watches Services: the periodic resync notices the loss.
+    await cluster.delete("Service", "flux-dev")
+    assert await cluster.wait_for(lambda: cluster.get("Service", "flux-dev"), "Service restored")
+    # A Deployment edited by hand is put back by its own watch event.
+    await cluster.patch("Deployment", "flux-dev", {"spec": {"progressDeadlineSeconds": 5}})
+
+    async def repaired() -> bool:
+        deployment = await cluster.get("Deployment", "flux-dev")
+        return bool(deployment and deployment["spec"]["progressDeadlineSeconds"] == 900)
+
+    assert await cluster.wait_for(repaired, "Deployment repaired")
