@@ -472,7 +472,9 @@ def running_fake_servers() -> Iterator[FakeServers]:
     ready = threading.Event()
     loop = asyncio.new_event_loop()
     holder: dict[str, Any] = {}
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when
+    # the listening socket says TCP, and without it every response waits ~40 ms for an ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
 
