@@ -165,14 +165,31 @@ class Reconciler:
             await self._post(body, [*decided.events, Event("Warning", "PresetsMissing", message)])
             return
 
+        existing_service = await self.api.get("Service", namespace, name)
+        existing_hpa = await self.api.get("HorizontalPodAutoscaler", namespace, name)
+        foreign = [
+            f"{obj['kind']} {name}"
+            for obj in (deployment, existing_service, existing_hpa)
+            if obj is not None and not _owned_by(obj, owner)
+        ]
+        if foreign:
+            # Never take over what someone else made: say so and leave it alone.
+            message = f"{', '.join(foreign)} already exist(s) and belong(s) to something else"
+            new_status = degraded_status(
+                old_status, generation, "ChildConflict", message, now_rfc3339()
+            )
+            old_degraded = next((c for c in old_status.conditions if c.type == "Degraded"), None)
+            await self._write_status(owner, body, old_status, new_status)
+            if old_degraded is None or old_degraded.message != message:
+                await self._post(body, [Event("Warning", "ChildConflict", message)])
+            return
+
         blocklist = render_blocklist_config_map(owner, spec)
         if blocklist is not None:
             await self._ensure_map(blocklist)
         rolled = await self._apply(render_deployment(owner, spec, revision), deployment)
-        service = render_service(owner, spec)
-        await self._apply(service, await self.api.get("Service", namespace, name))
+        await self._apply(render_service(owner, spec), existing_service)
         hpa = render_hpa(owner, spec)
-        existing_hpa = await self.api.get("HorizontalPodAutoscaler", namespace, name)
         if hpa is not None:
             await self._apply(hpa, existing_hpa)
         elif existing_hpa is not None and _owned(existing_hpa):
@@ -244,6 +261,13 @@ class Reconciler:
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
     """kopf's body views as plain dicts (the nested values are plain already)."""
     return {k: dict(v) if isinstance(v, Mapping) else v for k, v in body.items()}
+
+
+def _owned_by(obj: dict[str, Any], owner: Owner) -> bool:
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    if owner.uid is None:
+        return _owned(obj)
+    return any(ref.get("uid") == owner.uid for ref in refs)
 
 
 def _owned(obj: dict[str, Any]) -> bool:

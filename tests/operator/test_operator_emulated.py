@@ -394,3 +394,25 @@ async def test_children_deleted_behind_its_back_are_restored(
         return bool(deployment and deployment["spec"]["progressDeadlineSeconds"] == 900)
 
     assert await cluster.wait_for(repaired, "Deployment repaired")
+
+
+async def test_a_foreign_deployment_of_the_same_name_is_left_alone(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    foreign = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "flux-dev", "namespace": NAMESPACE, "labels": {"team": "other"}},
+        "spec": {"template": {"spec": {"containers": [{"name": "x", "image": "nginx"}]}}},
+    }
+    async with cluster.session.post(cluster.path("Deployment"), json=foreign) as resp:
+        resp.raise_for_status()
+    await cluster.create_fd("flux-dev", base_spec())
+    status = await cluster.wait_status(
+        "flux-dev", lambda s: s.get("phase") == "Degraded", "phase Degraded"
+    )
+    assert condition(status, "Degraded")["reason"] == "ChildConflict"
+    await cluster.wait_event("ChildConflict", "Deployment flux-dev")
+    deployment = await cluster.get("Deployment", "flux-dev")
+    assert _image(deployment) == "nginx"
+    assert await cluster.get("Service", "flux-dev") is None
