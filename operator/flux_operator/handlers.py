@@ -169,7 +169,11 @@ class Reconciler:
         existing_hpa = await self.api.get("HorizontalPodAutoscaler", namespace, name)
         foreign = [
             f"{obj['kind']} {name}"
-            for obj in (deployment, existing_service, existing_hpa)
+            for obj in (
+                deployment,
+                existing_service,
+                existing_hpa if spec.autoscaling is not None else None,
+            )
             if obj is not None and not _owned_by(obj, owner)
         ]
         if foreign:
@@ -230,6 +234,7 @@ class Reconciler:
             )
             if stale and labels.get("app.kubernetes.io/managed-by") == MANAGER:
                 await self.api.delete("ConfigMap", owner.namespace, cm_name)
+                self._known_maps.discard((owner.namespace or "", cm_name))
 
     async def _write_status(
         self,

@@ -300,10 +300,22 @@ class SafetySpec(_Model):
 class AuditSpec(_Model):
     """The audit log of prompts and decisions, written to the pod's stdout."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("!self.hashPrompts || self.enabled", "hashPrompts needs enabled: true")
+        )
+    )
+
     enabled: bool = Field(default=False, description="Write the audit log (--audit-log -).")
     hash_prompts: bool = Field(
         default=False, description="Record a hash instead of the prompt (--audit-hash-prompts)."
     )
+
+    @model_validator(mode="after")
+    def _hash_needs_log(self) -> AuditSpec:
+        if self.hash_prompts and not self.enabled:
+            raise ValueError("hashPrompts needs enabled: true")
+        return self
 
 
 class ApiKeysSpec(_Model):
@@ -359,12 +371,24 @@ class CacheSpec(_Model):
 class EditingSpec(_Model):
     """Image editing: img2img, inpainting, instruction editing (POST /edit, Edit)."""
 
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            ("!has(self.kontextModel) || self.enabled", "kontextModel needs enabled: true")
+        )
+    )
+
     enabled: bool = Field(default=False, description="Serve editing (--enable-editing).")
     kontext_model: str | None = Field(
         default=None,
         max_length=1024,
         description="Instruction-editing model path or hub id (--kontext-model).",
     )
+
+    @model_validator(mode="after")
+    def _kontext_needs_editing(self) -> EditingSpec:
+        if self.kontext_model is not None and not self.enabled:
+            raise ValueError("kontextModel needs enabled: true")
+        return self
 
 
 class VqaSpec(_Model):
