@@ -1,0 +1,236 @@
+"""The server's benchmark (``make bench``), on a random FLUX big enough that compute
+dominates on a CPU (``python -m flux_server.tiny_model --size bench``: 2 double-stream
++ 4 single-stream blocks, 4 heads of 48, 16 latent channels, 4-block VAE, 64-wide CLIP
+and T5 of 2 layers; about 5M transformer parameters; T5 pads prompts to 512 tokens as
+for FLUX.1-dev).
+
+(a) Per-image latency, one request at a time: the pipeline called in-process versus
+    through REST and through gRPC -- the serving overhead as a ratio.
+(b) 16 concurrent clients: batching on (``--max-batch-size 4``) versus off
+    (``--max-batch-size 1``): images/s and p50/p95 latency.
+
+Timings depend on the machine and its load; run it on a quiet one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+import httpx
+
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
+from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+
+SIZE, STEPS = 256, 4
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """``python -m flux_server`` in a child process, on free ports."""
+
+    def __init__(self, model: Path, log: Path, args: Sequence[str]) -> None:
+        self.http_port, self.grpc_port = free_port(), free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
+        env["HF_HUB_OFFLINE"] = "1"
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "flux_server",
+                    "--model",
+                    str(model),
+                    "--host",
+                    "127.0.0.1",
+                    "--http-port",
+                    str(self.http_port),
+                    "--grpc-port",
+                    str(self.grpc_port),
+                    "--metrics-port",
+                    "0",
+                    "--cache-bytes",
+                    "0",
+                    "--max-queue",
+                    "256",
+                    *args,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        self.url = f"http://127.0.0.1:{self.http_port}"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                sys.exit(f"server exited: {log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        sys.exit("server not ready")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(60)
+
+
+def body(seed: int) -> dict[str, object]:
+    return {
+        "prompt": f"a city at dusk {seed}",
+        "width": SIZE,
+        "height": SIZE,
+        "steps": STEPS,
+        "seed": seed,
+    }
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class InProcess:
+    """The engine called directly, from one worker thread as the server does."""
+
+    def __init__(self, model: Path) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from flux_server.engine import Engine
+        from flux_server.settings import ServerSettings
+
+        self.executor = ThreadPoolExecutor(max_workers=1)
+        self.engine = self.executor.submit(Engine.load, str(model), None, "cpu").result()
+        self.settings = ServerSettings(model=str(model))
+        self.executor.submit(self.engine.warmup).result()
+
+    def once(self, seed: int) -> float:
+        from flux_server.params import GenerateParams, resolve
+
+        job = resolve(GenerateParams.model_validate(body(seed)), {}, self.settings)
+        started = time.perf_counter()
+        # Includes PNG encoding, as the server's answer does.
+        self.executor.submit(self.engine.generate, [job]).result()
+        return time.perf_counter() - started
+
+
+def rest_once(client: httpx.Client, seed: int) -> float:
+    started = time.perf_counter()
+    client.post("/generate", json=body(seed)).raise_for_status()
+    return time.perf_counter() - started
+
+
+def grpc_once(stub: pb_grpc.FluxServiceStub, seed: int) -> float:
+    request = pb.GenerateRequest(
+        params=pb.GenerationParams(
+            prompt=f"a city at dusk {seed}", width=SIZE, height=SIZE, steps=STEPS, seed=seed
+        )
+    )
+    started = time.perf_counter()
+    stub.Generate(request, timeout=600)
+    return time.perf_counter() - started
+
+
+def sequential(model: Path, server: Server, reps: int) -> dict[str, list[float]]:
+    """The three paths taken in turn, so a change in the machine's load hits all three."""
+    direct = InProcess(model)
+    stub = pb_grpc.FluxServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
+    times: dict[str, list[float]] = {"in-process": [], "REST": [], "gRPC": []}
+    with httpx.Client(base_url=server.url, timeout=600) as client:
+        rest_once(client, 999)  # connections and first calls
+        grpc_once(stub, 999)
+        for i in range(reps):
+            times["in-process"].append(direct.once(i))
+            times["REST"].append(rest_once(client, i))
+            times["gRPC"].append(grpc_once(stub, i))
+    direct.executor.shutdown()
+    return times
+
+
+async def concurrent(server: Server, clients: int) -> tuple[float, list[float], list[int]]:
+    async with httpx.AsyncClient(
+        base_url=server.url, timeout=1200, headers={"Accept": "application/json"}
+    ) as client:
+        await client.post("/generate", json=body(999))
+
+        async def one(seed: int) -> tuple[float, int]:
+            started = time.perf_counter()
+            response = await client.post("/generate", json=body(seed))
+            response.raise_for_status()
+            return time.perf_counter() - started, int(response.json()["batch_size"])
+
+        started = time.perf_counter()
+        results = await asyncio.gather(*(one(i) for i in range(clients)))
+        wall = time.perf_counter() - started
+    return clients / wall, [r[0] for r in results], [r[1] for r in results]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="fluxserve server benchmark")
+    parser.add_argument("--reps", type=int, default=5, help="sequential requests per path")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
+    args = parser.parse_args()
+
+    from flux_server.tiny_model import write_tiny_flux
+
+    with tempfile.TemporaryDirectory(prefix="fluxserve-bench-") as tmp:
+        work = Path(tmp)
+        model = write_tiny_flux(work / "model", size="bench")
+        print(
+            f"random FLUX (bench size), {SIZE}x{SIZE}, {STEPS} steps, CPU, {os.cpu_count()} cores"
+        )
+
+        server = Server(model, work / "a.log", ["--max-batch-size", "1", "--max-delay-ms", "0"])
+        try:
+            times = sequential(model, server, args.reps)
+            off = asyncio.run(concurrent(server, args.clients))
+        finally:
+            server.stop()
+        server = Server(model, work / "b.log", ["--max-batch-size", "4", "--max-delay-ms", "50"])
+        try:
+            on = asyncio.run(concurrent(server, args.clients))
+        finally:
+            server.stop()
+
+    base = statistics.median(times["in-process"])
+    print()
+    print("(a) per-image latency, sequential (median of", args.reps, "runs)")
+    print(f"    {'path':<12}{'median s':>10}{'vs in-process':>15}")
+    for name, samples in times.items():
+        median = statistics.median(samples)
+        print(f"    {name:<12}{median:>10.3f}{median / base:>14.3f}x")
+    print()
+    print(f"(b) {args.clients} concurrent clients over REST")
+    print(f"    {'batching':<22}{'images/s':>10}{'p50 s':>9}{'p95 s':>9}{'batch sizes':>14}")
+    for name, (rate, latencies, sizes) in (
+        ("off (max-batch 1)", off),
+        ("on (max-batch 4)", on),
+    ):
+        print(
+            f"    {name:<22}{rate:>10.3f}{percentile(latencies, 0.5):>9.2f}"
+            f"{percentile(latencies, 0.95):>9.2f}{max(sizes):>10} max"
+        )
+    print(f"    throughput ratio on/off: {on[0] / off[0]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
