@@ -213,6 +213,218 @@ def degraded_status(
     )
 
 
+@dataclass
+class _Work:
+    """The state ``plan`` builds up, step by step."""
+
+    owner: Owner
+    spec: FluxDeploymentSpec
+    generation: int | None
+    now: str
+    history: list[HistoryEntry]
+    current: HistoryEntry | None
+    rollback: RollbackRecord | None
+    handled: str | None
+    events: list[Event] = field(default_factory=list)
+    degraded: tuple[str, str] | None = None
+
+    def event(self, type_: EventType, reason: str, message: str) -> None:
+        self.events.append(Event(type_, reason, message))
+
+
+def _manual_rollback(work: _Work, requested: str | None) -> None:
+    """The rollback-to annotation, acted on once per value."""
+    if requested is None:
+        work.handled = None
+        return
+    if requested == work.handled:
+        return
+    work.handled = requested
+    target = _find_rollback_target(work.history, requested)
+    if target is None:
+        work.event("Warning", "RollbackTargetNotFound", f"release {requested!r} is not in history")
+        return
+    if work.current is not None and _same(work.current, _revision_of(target)):
+        work.event("Normal", "RollbackNotNeeded", f"release {requested!r} is already running")
+        return
+    from_entry = work.current
+    if from_entry is not None:
+        from_entry = _replace(
+            work.history, from_entry, outcome="RolledBack", message=f"rolled back to {requested}"
+        )
+    restored = _append(work.history, _revision_of(target), work.now)
+    work.rollback = RollbackRecord(
+        from_release=from_entry.release if from_entry else "",
+        from_revision=from_entry.revision if from_entry else 0,
+        to_revision=restored.revision,
+        to_release=restored.release,
+        generation=work.generation or 0,
+        manual=True,
+        reason="ManualRollback",
+    )
+    work.current = restored
+    work.event(
+        "Normal",
+        "RolledBack",
+        f"rolled back from {work.rollback.from_release or '-'} to {requested} "
+        f"(revision {restored.revision}) by {ROLLBACK_ANNOTATION}",
+    )
+
+
+def _target(work: _Work) -> Revision:
+    """The revision that should run: the pinned one during a rollback, else the spec's."""
+    if work.rollback is not None:
+        pinned = next((e for e in work.history if e.revision == work.rollback.to_revision), None)
+        if pinned is not None:
+            return _revision_of(pinned)
+    return desired_revision(work.owner, work.spec)
+
+
+def _start_revision_if_new(work: _Work, target: Revision) -> HistoryEntry:
+    current = work.current
+    if current is not None and _same(current, target):
+        return current
+    if current is not None and current.outcome in ("Progressing", "Available"):
+        _replace(work.history, current, outcome="Superseded")
+    current = _append(work.history, target, work.now)
+    work.event(
+        "Normal",
+        "RolloutStarted",
+        f"revision {current.revision}: release {current.release}, image {current.image}",
+    )
+    work.current = current
+    return current
+
+
+def _observe(work: _Work, observed: Observed, target: Revision) -> Revision:
+    """Apply what the Deployment says about the running revision; returns the revision to
+    run (another one after an automatic rollback)."""
+    current = work.current
+    assert current is not None
+    if not observed.runs(target) or current.outcome != "Progressing":
+        return target
+    if observed.available:
+        work.current = _replace(work.history, current, outcome="Available", available_time=work.now)
+        work.event(
+            "Normal",
+            "RevisionAvailable",
+            f"revision {current.revision} (release {current.release}) is available",
+        )
+        return target
+    if not observed.deadline_exceeded:
+        return target
+    why = observed.deadline_message or "progress deadline exceeded"
+    healthy = [
+        e
+        for e in work.history
+        if e.available_time is not None and e.revision != current.revision and not _same(e, target)
+    ]
+    if work.rollback is None and work.spec.rollout.auto_rollback and healthy:
+        good = healthy[-1]
+        failed = _replace(work.history, current, outcome="RolledBack", message=why)
+        restored = _append(work.history, _revision_of(good), work.now)
+        work.rollback = RollbackRecord(
+            from_release=failed.release,
+            from_revision=failed.revision,
+            to_revision=restored.revision,
+            to_release=restored.release,
+            generation=work.generation or 0,
+            manual=False,
+            reason="ProgressDeadlineExceeded",
+        )
+        work.current = restored
+        work.event(
+            "Warning",
+            "RolledBack",
+            f"release {failed.release} (revision {failed.revision}) missed its progress "
+            f"deadline: {why}; rolled back to release {good.release} "
+            f"(revision {restored.revision})",
+        )
+        return _revision_of(restored)
+    failed = _replace(work.history, current, outcome="Failed", message=why)
+    work.current = failed
+    if work.rollback is not None:
+        reason = "restored revision failed too; not rolling back again"
+    elif not work.spec.rollout.auto_rollback:
+        reason = "autoRollback is off"
+    else:
+        reason = "no healthy revision to roll back to"
+    work.degraded = (
+        "ProgressDeadlineExceeded",
+        f"release {failed.release} (revision {failed.revision}): {why}; {reason}",
+    )
+    work.event("Warning", "RolloutFailed", work.degraded[1])
+    return target
+
+
+def _conditions(
+    work: _Work, old: list[Condition], observed: Observed
+) -> tuple[list[Condition], Any]:
+    """Conditions and phase from the outcome of the steps."""
+    current = work.current
+    assert current is not None
+    now, gen = work.now, work.generation
+    suspended = work.spec.autoscaling is None and work.spec.replicas == 0
+    ready = suspended or (current.outcome == "Available" and observed.ready_replicas > 0)
+    conditions = list(old)
+
+    if work.degraded is not None:
+        conditions = _set_condition(conditions, "Degraded", True, *work.degraded, now, gen)
+    else:
+        conditions = _set_condition(conditions, "Degraded", False, "AsExpected", "", now, gen)
+
+    if current.outcome == "Progressing":
+        message = f"revision {current.revision} (release {current.release}) is rolling out"
+        conditions = _set_condition(
+            conditions, "Progressing", True, "RolloutInProgress", message, now, gen
+        )
+    else:
+        reason = "RolloutComplete" if current.outcome == "Available" else "RolloutFailed"
+        message = f"revision {current.revision} (release {current.release}): {current.outcome}"
+        conditions = _set_condition(conditions, "Progressing", False, reason, message, now, gen)
+
+    if suspended:
+        conditions = _set_condition(
+            conditions, "Ready", True, "Suspended", "replicas is 0 and no autoscaling", now, gen
+        )
+    elif ready:
+        message = f"{observed.ready_replicas} pod(s) serve release {current.release}"
+        conditions = _set_condition(conditions, "Ready", True, "Available", message, now, gen)
+    else:
+        reason = "RolloutFailed" if work.degraded else "NotAvailable"
+        message = f"{observed.ready_replicas}/{observed.desired_replicas} pod(s) ready"
+        conditions = _set_condition(conditions, "Ready", False, reason, message, now, gen)
+
+    rollback = work.rollback
+    if rollback is not None:
+        how = "manually" if rollback.manual else "automatically"
+        message = (
+            f"release {rollback.from_release or '-'} (revision {rollback.from_revision}) was "
+            f"rolled back {how} to release {rollback.to_release} "
+            f"(revision {rollback.to_revision}); change the spec to roll forward"
+        )
+        conditions = _set_condition(
+            conditions, "RolledBack", True, rollback.reason, message, now, gen
+        )
+    else:
+        conditions = _set_condition(conditions, "RolledBack", False, "NoRollback", "", now, gen)
+
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
+    conditions.sort(key=lambda c: order[c.type])
+
+    if work.degraded is not None:
+        phase = "Degraded"
+    elif rollback is not None:
+        phase = "RolledBack"
+    elif ready:
+        phase = "Ready"
+    elif observed.exists:
+        phase = "Progressing"
+    else:
+        phase = "Pending"
+    return conditions, phase
+
+
 def plan(
     owner: Owner,
     spec: FluxDeploymentSpec,
@@ -222,236 +434,42 @@ def plan(
     deployment: dict[str, Any] | None,
     now: str,
 ) -> Plan:
+    """Which revision runs and the status that follows (see the module docstring)."""
     observed = Observed.from_deployment(deployment)
-    history = list(status.history)
-    events: list[Event] = []
     rollback = status.rollback
-    degraded: tuple[str, str] | None = None
-    handled = status.handled_rollback_to
-
     # A rollback holds until the spec changes (a new generation): then the spec wins again.
     if rollback is not None and generation is not None and rollback.generation != generation:
         rollback = None
+    history = list(status.history)
+    work = _Work(
+        owner=owner,
+        spec=spec,
+        generation=generation,
+        now=now,
+        history=history,
+        current=next((e for e in history if e.revision == status.current_revision), None),
+        rollback=rollback,
+        handled=status.handled_rollback_to,
+    )
 
-    current = next((e for e in history if e.revision == status.current_revision), None)
-
-    # Manual rollback: the annotation, acted on once per value.
-    requested = annotations.get(ROLLBACK_ANNOTATION)
-    if requested is None:
-        handled = None
-    elif requested != handled:
-        handled = requested
-        target = _find_rollback_target(history, requested)
-        if target is None:
-            events.append(
-                Event(
-                    "Warning", "RollbackTargetNotFound", f"release {requested!r} is not in history"
-                )
-            )
-        elif current is not None and _same(current, _revision_of(target)):
-            events.append(
-                Event("Normal", "RollbackNotNeeded", f"release {requested!r} is already running")
-            )
-        else:
-            from_entry = current
-            if from_entry is not None:
-                from_entry = _replace(
-                    history, from_entry, outcome="RolledBack", message=f"rolled back to {requested}"
-                )
-            restored = _append(history, _revision_of(target), now)
-            rollback = RollbackRecord(
-                from_release=from_entry.release if from_entry else "",
-                from_revision=from_entry.revision if from_entry else 0,
-                to_revision=restored.revision,
-                to_release=restored.release,
-                generation=generation or 0,
-                manual=True,
-                reason="ManualRollback",
-            )
-            current = restored
-            events.append(
-                Event(
-                    "Normal",
-                    "RolledBack",
-                    f"rolled back from {rollback.from_release or '-'} to {requested} "
-                    f"(revision {restored.revision}) by {ROLLBACK_ANNOTATION}",
-                )
-            )
-
-    # Which revision should run now.
-    if rollback is not None:
-        pinned = next((e for e in history if e.revision == rollback.to_revision), None)
-        target_revision = _revision_of(pinned) if pinned else desired_revision(owner, spec)
-    else:
-        target_revision = desired_revision(owner, spec)
-
-    if current is None or not _same(current, target_revision):
-        if current is not None and current.outcome in ("Progressing", "Available"):
-            _replace(history, current, outcome="Superseded")
-        current = _append(history, target_revision, now)
-        events.append(
-            Event(
-                "Normal",
-                "RolloutStarted",
-                f"revision {current.revision}: release {current.release}, image {current.image}",
-            )
-        )
-
-    # What the Deployment says about the revision it runs.
-    if observed.runs(target_revision):
-        if observed.available and current.outcome == "Progressing":
-            current = _replace(history, current, outcome="Available", available_time=now)
-            events.append(
-                Event(
-                    "Normal",
-                    "RevisionAvailable",
-                    f"revision {current.revision} (release {current.release}) is available",
-                )
-            )
-        elif observed.deadline_exceeded and current.outcome == "Progressing":
-            why = observed.deadline_message or "progress deadline exceeded"
-            healthy = [
-                e
-                for e in history
-                if e.available_time is not None
-                and e.revision != current.revision
-                and not _same(e, target_revision)
-            ]
-            if rollback is None and spec.rollout.auto_rollback and healthy:
-                good = healthy[-1]
-                failed = _replace(history, current, outcome="RolledBack", message=why)
-                restored = _append(history, _revision_of(good), now)
-                rollback = RollbackRecord(
-                    from_release=failed.release,
-                    from_revision=failed.revision,
-                    to_revision=restored.revision,
-                    to_release=restored.release,
-                    generation=generation or 0,
-                    manual=False,
-                    reason="ProgressDeadlineExceeded",
-                )
-                current = restored
-                target_revision = _revision_of(restored)
-                events.append(
-                    Event(
-                        "Warning",
-                        "RolledBack",
-                        f"release {failed.release} (revision {failed.revision}) missed its "
-                        f"progress deadline: {why}; rolled back to release {good.release} "
-                        f"(revision {restored.revision})",
-                    )
-                )
-            else:
-                current = _replace(history, current, outcome="Failed", message=why)
-                if rollback is not None:
-                    reason = "restored revision failed too; not rolling back again"
-                elif not spec.rollout.auto_rollback:
-                    reason = "autoRollback is off"
-                else:
-                    reason = "no healthy revision to roll back to"
-                degraded = (
-                    "ProgressDeadlineExceeded",
-                    f"release {current.release} (revision {current.revision}): {why}; {reason}",
-                )
-                events.append(Event("Warning", "RolloutFailed", degraded[1]))
-
-    if current.outcome == "Failed" and degraded is None:
-        degraded = (
+    _manual_rollback(work, annotations.get(ROLLBACK_ANNOTATION))
+    target = _target(work)
+    current = _start_revision_if_new(work, target)
+    target = _observe(work, observed, target)
+    current = work.current or current
+    if current.outcome == "Failed" and work.degraded is None:
+        work.degraded = (
             "ProgressDeadlineExceeded",
             f"release {current.release} (revision {current.revision}) failed: {current.message}",
         )
 
-    healthy_revisions = [e.revision for e in history if e.available_time is not None]
+    healthy_revisions = [e.revision for e in work.history if e.available_time is not None]
     keep = {current.revision, *healthy_revisions[-1:]}
-    if rollback is not None:
-        keep.add(rollback.to_revision)
-    history = _prune(history, spec.rollout.revision_history_limit, keep)
+    if work.rollback is not None:
+        keep.add(work.rollback.to_revision)
+    work.history = _prune(work.history, spec.rollout.revision_history_limit, keep)
 
-    suspended = spec.autoscaling is None and spec.replicas == 0
-    ready = suspended or (current.outcome == "Available" and observed.ready_replicas > 0)
-    conditions = list(status.conditions)
-    gen = generation
-
-    if degraded is not None:
-        conditions = _set_condition(conditions, "Degraded", True, *degraded, now, gen)
-    else:
-        conditions = _set_condition(conditions, "Degraded", False, "AsExpected", "", now, gen)
-
-    if current.outcome == "Progressing":
-        conditions = _set_condition(
-            conditions,
-            "Progressing",
-            True,
-            "RolloutInProgress",
-            f"revision {current.revision} (release {current.release}) is rolling out",
-            now,
-            gen,
-        )
-    else:
-        conditions = _set_condition(
-            conditions,
-            "Progressing",
-            False,
-            "RolloutComplete" if current.outcome == "Available" else "RolloutFailed",
-            f"revision {current.revision} (release {current.release}): {current.outcome}",
-            now,
-            gen,
-        )
-
-    if suspended:
-        conditions = _set_condition(
-            conditions, "Ready", True, "Suspended", "replicas is 0 and no autoscaling", now, gen
-        )
-    elif ready:
-        conditions = _set_condition(
-            conditions,
-            "Ready",
-            True,
-            "Available",
-            f"{observed.ready_replicas} pod(s) serve release {current.release}",
-            now,
-            gen,
-        )
-    else:
-        conditions = _set_condition(
-            conditions,
-            "Ready",
-            False,
-            "RolloutFailed" if degraded else "NotAvailable",
-            f"{observed.ready_replicas}/{observed.desired_replicas} pod(s) ready",
-            now,
-            gen,
-        )
-
-    if rollback is not None:
-        how = "manually" if rollback.manual else "automatically"
-        conditions = _set_condition(
-            conditions,
-            "RolledBack",
-            True,
-            rollback.reason,
-            f"release {rollback.from_release or '-'} (revision {rollback.from_revision}) was "
-            f"rolled back {how} to release {rollback.to_release} "
-            f"(revision {rollback.to_revision}); change the spec to roll forward",
-            now,
-            gen,
-        )
-    else:
-        conditions = _set_condition(conditions, "RolledBack", False, "NoRollback", "", now, gen)
-
-    if degraded is not None:
-        phase: Any = "Degraded"
-    elif rollback is not None:
-        phase = "RolledBack"
-    elif ready:
-        phase = "Ready"
-    elif observed.exists:
-        phase = "Progressing"
-    else:
-        phase = "Pending"
-
-    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
-    conditions.sort(key=lambda c: order[c.type])
+    conditions, phase = _conditions(work, status.conditions, observed)
     new_status = FluxDeploymentStatus(
         observed_generation=generation,
         phase=phase,
@@ -461,13 +479,13 @@ def plan(
         selector=selector_string(owner),
         current_release=current.release,
         current_revision=current.revision,
-        history=history,
-        rollback=rollback,
-        handled_rollback_to=handled,
+        history=work.history,
+        rollback=work.rollback,
+        handled_rollback_to=work.handled,
     )
     return Plan(
-        revision=target_revision,
+        revision=target,
         status=new_status,
-        events=events,
-        keep_config_maps={e.presets_config_map for e in history},
+        events=work.events,
+        keep_config_maps={e.presets_config_map for e in work.history},
     )
