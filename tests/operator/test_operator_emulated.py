@@ -280,9 +280,10 @@ async def test_api_errors_are_retried_without_a_crash(
     deployments = kmock.resource("apps/v1/deployments")
     fluxdeployments = kmock.resource("fluxserve.dev/v1alpha1/fluxdeployments")
     # The first writes fail: a server error creating the Deployment and the Service, a
-    # conflict writing the status. (The emulator stores a create even when a reaction answers 500: like a
-    # lost response on a real server, after which the retried create finds the object.
-    # A PATCH of a missing object gets the emulator's 404 before any reaction.)
+    # conflict writing the status. (The emulator stores a create even when a reaction
+    # answers 500: like a lost response on a real server, after which the retried create
+    # finds the object. A PATCH of a missing object gets the emulator's 404 before any
+    # reaction.)
     injected = [
         cluster.server["post", deployments][:1] << 500,
         cluster.server["post", kmock.resource("v1/services")][:1] << 500,
