@@ -52,6 +52,12 @@ async def test_create_makes_children_and_reports_progress(
     assert status["observedGeneration"] == 1
     await cluster.wait_event("RevisionAvailable", "v1.4.1")
     assert operator.crashed() is None
+    # Nothing but the status was written to the resource: no finalizers, no bookkeeping
+    # annotations, no spec change (ArgoCD would see drift).
+    body = await cluster.get("FluxDeployment", "flux-dev")
+    assert not body["metadata"].get("finalizers")
+    assert not body["metadata"].get("annotations")
+    assert body["spec"] == base_spec()
     assert deployment["metadata"]["namespace"] == NAMESPACE
 
 
