@@ -51,7 +51,7 @@ def error_response(error: ServeError, request_id: str | None = None) -> JSONResp
     return JSONResponse(error.to_json(), status_code=status_of(error).http, headers=headers)
 
 
-def field_of(error: dict[str, Any]) -> str | None:
+def field_of(error: Any) -> str | None:
     """``loc`` of a pydantic error as a field path: ``adapters[0].name``."""
     path = ""
     for part in error.get("loc", ()):
@@ -266,7 +266,7 @@ async def form_fields(request: Request) -> tuple[dict[str, Any], dict[str, bytes
     files: dict[str, bytes] = {}
     for name, value in form.multi_items():
         if hasattr(value, "read"):
-            files[name] = await value.read()  # type: ignore[union-attr]
+            files[name] = await value.read()
         elif name in _FORM_JSON_FIELDS:
             try:
                 fields[name] = json.loads(value)
@@ -411,7 +411,7 @@ def create_app(service: GenerationService) -> FastAPI:
 
 def asgi_app(service: GenerationService) -> ASGIApp:
     """The application with the body limit and request metrics around it."""
-    return create_app(service).state.asgi  # type: ignore[no-any-return]
+    return create_app(service).state.asgi
 
 
 def metrics_app(service: GenerationService) -> ASGIApp:

@@ -37,7 +37,7 @@ def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
     server = uvicorn.Server(config)
     # Signals are ours: uvicorn must not close its connections on SIGTERM before the
     # drain has answered them.
-    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign]
+    server.capture_signals = contextlib.nullcontext  # type: ignore[method-assign,assignment]
     return server
 
 

@@ -21,7 +21,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -41,14 +41,18 @@ _T5_CORPUS = [
 class TinyFluxConfig(BaseModel):
     """Widths and depths of a random FLUX pipeline."""
 
-    layers: int = Field(1, ge=1, description="Double-stream (MMDiT) transformer blocks.")
-    single_layers: int = Field(1, ge=1, description="Single-stream transformer blocks.")
-    heads: int = Field(2, ge=1, description="Attention heads.")
-    head_dim: int = Field(16, ge=8, description="Width of one head (multiple of 8 for RoPE).")
-    latent_channels: int = Field(4, ge=1, description="VAE latent channels (FLUX.1-dev: 16).")
-    vae_channels: int = Field(8, ge=4, description="Width of every VAE block.")
-    text_dim: int = Field(32, ge=8, description="Width of both text encoders.")
-    text_layers: int = Field(1, ge=1, description="Layers of each text encoder.")
+    layers: int = Field(default=1, ge=1, description="Double-stream (MMDiT) transformer blocks.")
+    single_layers: int = Field(default=1, ge=1, description="Single-stream transformer blocks.")
+    heads: int = Field(default=2, ge=1, description="Attention heads.")
+    head_dim: int = Field(
+        default=16, ge=8, description="Width of one head (multiple of 8 for RoPE)."
+    )
+    latent_channels: int = Field(
+        default=4, ge=1, description="VAE latent channels (FLUX.1-dev: 16)."
+    )
+    vae_channels: int = Field(default=8, ge=4, description="Width of every VAE block.")
+    text_dim: int = Field(default=32, ge=8, description="Width of both text encoders.")
+    text_layers: int = Field(default=1, ge=1, description="Layers of each text encoder.")
 
 
 SIZES: dict[str, TinyFluxConfig] = {
@@ -77,7 +81,7 @@ def _rope_axes(head_dim: int) -> tuple[int, int, int]:
     return (quarter, row, rest - row)
 
 
-def build_clip_tokenizer():  # type: ignore[no-untyped-def]
+def build_clip_tokenizer() -> Any:
     """A CLIP tokenizer over the 256 byte-level symbols (no merges): every string
     tokenizes, the way CLIP's real BPE does, only into more pieces."""
     from tokenizers import pre_tokenizers
@@ -91,10 +95,10 @@ def build_clip_tokenizer():  # type: ignore[no-untyped-def]
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
 
 
-def build_t5_tokenizer():  # type: ignore[no-untyped-def]
+def build_t5_tokenizer() -> Any:
     """A T5 tokenizer from a Unigram model trained on a few sentences."""
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import T5TokenizerFast
+    from transformers import T5TokenizerFast  # type: ignore[attr-defined]  # an alias of T5Tokenizer in transformers 5
 
     trainer = trainers.UnigramTrainer(
         vocab_size=300,
@@ -109,7 +113,7 @@ def build_t5_tokenizer():  # type: ignore[no-untyped-def]
     return T5TokenizerFast(vocab=pieces, extra_ids=0, model_max_length=512)
 
 
-def build_pipeline(config: TinyFluxConfig, seed: int = 0):  # type: ignore[no-untyped-def]
+def build_pipeline(config: TinyFluxConfig, seed: int = 0) -> Any:
     """A ``FluxPipeline`` with random weights drawn from ``seed``."""
     import torch
     from diffusers import (
