@@ -62,8 +62,34 @@ async def _wait(check: Callable[[], Awaitable[Any]], what: str, timeout: float =
     raise AssertionError(f"timed out waiting for {what}")
 
 
+class _Operator:
+    """The operator in its own thread, watching one namespace; restartable."""
+
+    def __init__(self, namespace: str) -> None:
+        assert KUBECONFIG
+        self.settings = OperatorSettings(
+            namespaces=(namespace,), kubeconfig=Path(KUBECONFIG), health_port=0
+        )
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stop = threading.Event()
+        stop = self._stop
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(operate(self.settings, stop_flag=stop)), daemon=True
+        )
+        self._thread.start()
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 30)
+            assert not self._thread.is_alive(), "the operator did not stop"
+
+
 @pytest.fixture
-async def real() -> AsyncIterator[tuple[KubeApi, str]]:
+async def real() -> AsyncIterator[tuple[KubeApi, str, _Operator]]:
     assert KUBECONFIG
     api = KubeApi(load_configuration(Path(KUBECONFIG)), RetrySettings(), threads=4)
     crd = yaml.safe_load((ROOT / "crds" / "fluxserve.dev_fluxdeployments.yaml").read_text())
@@ -81,17 +107,12 @@ async def real() -> AsyncIterator[tuple[KubeApi, str]]:
         "/api/v1/namespaces",
         {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
     )
-    stop = threading.Event()
-    settings = OperatorSettings(namespaces=(namespace,), kubeconfig=Path(KUBECONFIG), health_port=0)
-    thread = threading.Thread(
-        target=lambda: asyncio.run(operate(settings, stop_flag=stop)), daemon=True
-    )
-    thread.start()
+    operator = _Operator(namespace)
+    operator.start()
     try:
-        yield api, namespace
+        yield api, namespace, operator
     finally:
-        stop.set()
-        await asyncio.to_thread(thread.join, 30)
+        await operator.stop()
         await api.request("DELETE", f"/api/v1/namespaces/{namespace}")
         api.close()
 
@@ -102,8 +123,10 @@ async def _fd(api: KubeApi, namespace: str, name: str) -> dict[str, Any]:
     return body
 
 
-async def test_children_history_presets_and_manual_rollback(real: tuple[KubeApi, str]) -> None:
-    api, namespace = real
+async def test_children_history_presets_and_manual_rollback(
+    real: tuple[KubeApi, str, _Operator],
+) -> None:
+    api, namespace, _ = real
     body = {
         "apiVersion": "fluxserve.dev/v1alpha1",
         "kind": "FluxDeployment",
@@ -153,8 +176,8 @@ async def test_children_history_presets_and_manual_rollback(real: tuple[KubeApi,
     assert rolled["status"] == "True" and rolled["reason"] == "ManualRollback"
 
 
-async def test_invalid_spec_is_degraded(real: tuple[KubeApi, str]) -> None:
-    api, namespace = real
+async def test_invalid_spec_is_degraded(real: tuple[KubeApi, str, _Operator]) -> None:
+    api, namespace, _ = real
     body = {
         "apiVersion": "fluxserve.dev/v1alpha1",
         "kind": "FluxDeployment",
@@ -173,3 +196,41 @@ async def test_invalid_spec_is_degraded(real: tuple[KubeApi, str]) -> None:
     condition = next(c for c in status["conditions"] if c["type"] == "Degraded")
     assert condition["reason"] == "InvalidSpec"
     assert await api.get("Deployment", namespace, "flux-bad") is None
+
+
+async def test_restart_midway_duplicates_nothing(real: tuple[KubeApi, str, _Operator]) -> None:
+    api, namespace, operator = real
+    body = {
+        "apiVersion": "fluxserve.dev/v1alpha1",
+        "kind": "FluxDeployment",
+        "metadata": {"name": "flux-restart", "namespace": namespace},
+        "spec": _spec(),
+    }
+    await api.request(
+        "POST", f"/apis/fluxserve.dev/v1alpha1/namespaces/{namespace}/fluxdeployments", body
+    )
+
+    async def revisions(n: int) -> dict[str, Any] | None:
+        status = (await _fd(api, namespace, "flux-restart")).get("status") or {}
+        return status if len(status.get("history", [])) == n else None
+
+    await _wait(lambda: revisions(1), "revision 1")
+    await operator.stop()
+    patch = {"spec": {"release": "v1.4.2"}}
+    await api.merge_patch("FluxDeployment", namespace, "flux-restart", patch)
+    operator.start()
+    status = await _wait(lambda: revisions(2), "revision 2 after the restart")
+    await operator.stop()
+    operator.start()
+    # A change that is not a new revision proves the restarted operator has handled it.
+    await api.merge_patch("FluxDeployment", namespace, "flux-restart", {"spec": {"replicas": 2}})
+
+    async def scaled() -> bool:
+        d = await api.get("Deployment", namespace, "flux-restart")
+        return bool(d and d["spec"].get("replicas") == 2)
+
+    await _wait(scaled, "the Deployment scaled by the restarted operator")
+    status = (await _fd(api, namespace, "flux-restart"))["status"]
+    assert [e["revision"] for e in status["history"]] == [1, 2]
+    maps = await api.list("ConfigMap", namespace, {"fluxserve.dev/fluxdeployment": "flux-restart"})
+    assert len([m for m in maps if "-presets-" in m["metadata"]["name"]]) == 1
