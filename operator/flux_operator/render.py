@@ -149,6 +149,8 @@ def _metadata(
     if annotations:
         meta["annotations"] = annotations
     if owner.uid:
+        # The reference kopf.adopt() would add, rendered here so that rendering stays pure
+        # and `render` shows it; without a uid (`render` of a file) there is no owner yet.
         meta["ownerReferences"] = [
             {
                 "apiVersion": f"{GROUP}/{VERSION}",
