@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
 from flux_server.errors import InvalidRequest, QueueFull, ServeError, status_of
-from flux_server.params import GenerateParams
+from flux_server.params import GenerateParams, validation_error
 from flux_server.service import CallContext, GenerationResult, GenerationService, new_request_id
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,7 @@ def params_from_proto(message: pb.GenerationParams) -> GenerateParams:
     try:
         return GenerateParams.model_validate(body)
     except ValidationError as exc:
-        from flux_server.rest import validation_error
-
-        raise validation_error(exc) from None
+        raise validation_error(exc.errors()) from None
 
 
 def result_to_proto(result: GenerationResult) -> pb.GenerateResponse:

@@ -10,8 +10,8 @@ limits, and returns a :class:`Job` with every value set, or raises
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -196,3 +196,24 @@ def resolve(
         adapters=tuple(sorted(adapters.items())),
         style_preset=params.style_preset,
     )
+
+
+def field_of(error: Any) -> str | None:
+    """``loc`` of a pydantic error as a field path: ``adapters[0].name``."""
+    path = ""
+    for part in error.get("loc", ()):
+        if part in {"body", "query", "header"} and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or None
+
+
+def validation_error(errors: Sequence[Any]) -> InvalidRequest:
+    """The first of pydantic's (or FastAPI's) ``errors()`` as an error naming its field."""
+    first = errors[0]
+    field = field_of(first)
+    message = first.get("msg", "invalid value")
+    return InvalidRequest(f"{field}: {message}" if field else message, field)

@@ -32,7 +32,7 @@ from flux_server.errors import (
     ServeError,
     status_of,
 )
-from flux_server.params import GenerateParams
+from flux_server.params import GenerateParams, validation_error
 from flux_server.service import CallContext, GenerationResult, GenerationService, new_request_id
 
 log = logging.getLogger(__name__)
@@ -49,26 +49,6 @@ def error_response(error: ServeError, request_id: str | None = None) -> JSONResp
     if isinstance(error, QueueFull):
         headers["Retry-After"] = str(error.retry_after)
     return JSONResponse(error.to_json(), status_code=status_of(error).http, headers=headers)
-
-
-def field_of(error: Any) -> str | None:
-    """``loc`` of a pydantic error as a field path: ``adapters[0].name``."""
-    path = ""
-    for part in error.get("loc", ()):
-        if part in {"body", "query", "header"} and not path:
-            continue
-        if isinstance(part, int):
-            path += f"[{part}]"
-        else:
-            path += f".{part}" if path else str(part)
-    return path or None
-
-
-def validation_error(exc: ValidationError | RequestValidationError) -> InvalidRequest:
-    first = exc.errors()[0]
-    field = field_of(first)
-    message = first.get("msg", "invalid value")
-    return InvalidRequest(f"{field}: {message}" if field else message, field)
 
 
 class BodyLimit:
@@ -249,7 +229,7 @@ def parse_params(body: dict[str, Any]) -> GenerateParams:
     try:
         return GenerateParams.model_validate(body)
     except ValidationError as exc:
-        raise validation_error(exc) from None
+        raise validation_error(exc.errors()) from None
 
 
 _FORM_JSON_FIELDS = {"adapters"}
@@ -300,7 +280,9 @@ def create_app(service: GenerationService) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc), getattr(request.state, "request_id", None))
+        return error_response(
+            validation_error(exc.errors()), getattr(request.state, "request_id", None)
+        )
 
     @app.post(
         "/generate",
