@@ -87,6 +87,26 @@ async def test_full_queue_answers_429_with_retry_after(small_server: ServerProce
         assert [r.status_code for r in await asyncio.gather(*accepted)] == [200, 200, 200]
 
 
+async def test_a_caller_that_goes_away_leaves_the_queue(small_server: ServerProcess) -> None:
+    before = gauge(small_server, "fluxserve_images_generated_total")
+    async with httpx.AsyncClient(base_url=small_server.url, timeout=300) as client:
+        running = asyncio.create_task(client.post("/generate", json={"prompt": "a", **SLOW}))
+        await wait_for(small_server, "fluxserve_requests_running", 1)
+        async with httpx.AsyncClient(base_url=small_server.url, timeout=300) as impatient:
+            gone = asyncio.create_task(impatient.post("/generate", json={"prompt": "b", **SLOW}))
+            await wait_for(small_server, "fluxserve_queue_depth", 1)
+            gone.cancel()  # closes its connection
+        async with asyncio.timeout(120):
+            while gauge(small_server, "fluxserve_queue_depth") > 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        assert (await running).status_code == 200
+    async with asyncio.timeout(120):
+        while gauge(small_server, "fluxserve_requests_running") > 0:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    # Only the first request was generated: the second left before its batch started.
+    assert gauge(small_server, "fluxserve_images_generated_total") - before == 1
+
+
 async def test_sigterm_finishes_accepted_work(small_server: ServerProcess) -> None:
     async with httpx.AsyncClient(base_url=small_server.url, timeout=300) as client:
         accepted = await fill(small_server, client)
