@@ -196,7 +196,8 @@ def main() -> int:
         work = Path(tmp)
         model = write_tiny_flux(work / "model", size="bench")
         print(
-            f"random FLUX (bench size), {SIZE}x{SIZE}, {STEPS} steps, CPU, {os.cpu_count()} cores"
+            f"random FLUX (bench size), {SIZE}x{SIZE}, {STEPS} steps, CPU, "
+            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
         )
 
         unbatched = Server(model, work / "a.log", ["--max-batch-size", "1", "--max-delay-ms", "0"])
