@@ -53,3 +53,17 @@ def configure(level: str = "info", release: str | None = None) -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    _quiet_hub_libraries()
+
+
+def _quiet_hub_libraries() -> None:
+    """diffusers and transformers print with their own handlers and draw progress bars
+    while loading; send their records through ours and drop the bars (not JSON)."""
+    for name in ("diffusers", "transformers"):
+        try:
+            module = __import__(f"{name}.utils.logging", fromlist=["logging"])
+        except ImportError:  # the SDK-only install has neither
+            continue
+        module.disable_default_handler()
+        module.enable_propagation()
+        module.disable_progress_bar()

@@ -88,3 +88,17 @@ def test_output_formats(engine: Engine, fmt: str, pil: str) -> None:
 def test_adapters_without_lora_support_fail(engine: Engine) -> None:
     with pytest.raises(ValueError, match="LoRA"):
         engine.generate([job(adapters=(("style", 1.0),))])
+
+
+@pytest.mark.gpu
+def test_cuda_takes_bfloat16_and_keeps_seeds_reproducible(tiny_model_dir: Path) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    engine = Engine.load(str(tiny_model_dir), device="auto")
+    assert engine.info.device == "cuda"
+    assert engine.info.dtype == ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+    [[a]] = engine.generate([job(seed=5)])
+    [[b]] = engine.generate([job(seed=5)])
+    assert a.data == b.data

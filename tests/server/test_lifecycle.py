@@ -203,6 +203,10 @@ def test_keys_priority_safety_and_audit(
     text = httpx.get(f"{server.url}/metrics").text
     assert 'fluxserve_safety_rejections_total{reason="blocklist"} 1.0' in text
     assert server.stop() == 0
+    # The server's own log is JSON lines only, request ids included.
+    lines = [line for line in server.log().splitlines() if line.strip()]
+    logged = [json.loads(line) for line in lines]
+    assert any(r.get("request_id") and r.get("user") == "alice" for r in logged)
     records = [json.loads(line) for line in audit.read_text().splitlines()]
     by_decision = {(r.get("user"), r["decision"], r.get("reason")) for r in records}
     assert ("alice", "accepted", None) in by_decision
