@@ -291,7 +291,8 @@ def build_grpc_server(
         ),
         server,
     )
-    bound = server.add_insecure_port(f"{'[::]' if host in {'0.0.0.0', '::'} else host}:{port}")
+    address = f"[{host}]" if ":" in host and not host.startswith("[") else host
+    bound = server.add_insecure_port(f"{address}:{port}")
     return server, health_servicer, bound
 
 

@@ -376,9 +376,19 @@ def create_app(service: GenerationService) -> FastAPI:
 
     @app.get("/readyz", summary="Readiness: model loaded and warmed up")
     async def readyz() -> JSONResponse:
-        if service.ready:
+        if service.ready and service.engine is not None:
+            info = service.engine.info
             return JSONResponse(
-                {"status": "ready", "model": settings.model, "release": settings.release}
+                {
+                    "status": "ready",
+                    "model": info.model,
+                    "revision": info.revision,
+                    "release": settings.release,
+                    "device": info.device,
+                    "dtype": info.dtype,
+                    "load_seconds": round(info.load_seconds, 3),
+                    "warmup_seconds": round(info.warmup_seconds, 3),
+                }
             )
         return JSONResponse({"status": "not ready"}, status_code=503)
 

@@ -205,6 +205,7 @@ def test_probes_presets_openapi_metrics(server: ServerProcess) -> None:
     assert httpx.get(f"{server.url}/healthz").status_code == 200
     ready = httpx.get(f"{server.url}/readyz")
     assert ready.status_code == 200 and ready.json()["release"] == "v0.0.0-test"
+    assert ready.json()["device"] == "cpu" and ready.json()["load_seconds"] > 0
     presets = httpx.get(f"{server.url}/v1/presets").json()["presets"]
     assert {p["name"] for p in presets} == {"cyberpunk", "sketch"}
     cyberpunk = next(p for p in presets if p["name"] == "cyberpunk")
