@@ -71,10 +71,11 @@ class GenerationResult:
 
 @dataclass(eq=False)
 class _Work:
-    """One request in the scheduler: a generation or an edit."""
+    """One request in the scheduler: a generation, an edit or a question. All three
+    share one queue (one accelerator): the same backpressure, lane and deadlines."""
 
-    kind: Literal["generate", "edit"]
-    job: Any  # params.Job or editing.EditJob
+    kind: Literal["generate", "edit", "vqa"]
+    job: Any  # params.Job, editing.EditJob, or _Question
     output_format: str
     request_id: str
     progress: ProgressFn | None = None
@@ -83,13 +84,22 @@ class _Work:
     def key(self) -> tuple[Any, ...]:
         if self.kind == "generate":
             return ("generate", *self.job.batch_key())
+        if self.kind == "vqa":
+            return ("vqa", id(self))  # answered one at a time
         from flux_server import editing
 
         return ("edit", *editing.batch_key(self.job))
 
     @property
     def units(self) -> int:
-        return int(self.job.num_images)
+        return 1 if self.kind == "vqa" else int(self.job.num_images)
+
+
+@dataclass(frozen=True)
+class _Question:
+    image: Any  # PIL image
+    question: str
+    max_tokens: int
 
 
 class GenerationService:
@@ -108,7 +118,8 @@ class GenerationService:
         # One thread owns the accelerator: torch calls never overlap.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._aux_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aux")
-        self.batcher: Batcher[_Work, list[GeneratedImage]] = Batcher(
+        # Results: a list of images per generation or edit, an answer per question.
+        self.batcher: Batcher[_Work, Any] = Batcher(
             self._run_batch,
             key=_Work.key,
             units=lambda work: work.units,
@@ -374,18 +385,9 @@ class GenerationService:
         if not decision.allowed:
             self.metrics.safety_rejections.labels(reason=decision.reason or "unknown").inc()
             raise ContentRejected("the question was refused by the content policy", "question")
-        loop = asyncio.get_running_loop()
-        call = loop.run_in_executor(
-            self._executor, self.vqa_model.answer, decoded, question, max_tokens
-        )
-        timeout = ctx.timeout or self.settings.request_timeout
-        try:
-            answer: str = await asyncio.wait_for(call, timeout)
-        except asyncio.TimeoutError:
-            from flux_server.errors import DeadlineExceeded
-
-            raise DeadlineExceeded(f"no answer within the deadline of {timeout:.3g}s") from None
-        return answer
+        work = _Work("vqa", _Question(decoded, question, max_tokens), "", ctx.request_id)
+        answer, _ = await self._submit(work, ctx)
+        return str(answer)
 
     # -- steps ---------------------------------------------------------------------------
 
@@ -426,9 +428,7 @@ class GenerationService:
             seeded=seeded,
         )
 
-    async def _submit(
-        self, work: _Work, ctx: CallContext
-    ) -> tuple[list[GeneratedImage], BatchInfo]:
+    async def _submit(self, work: _Work, ctx: CallContext) -> tuple[Any, BatchInfo]:
         timeout = ctx.timeout if ctx.timeout is not None else self.settings.request_timeout
         try:
             return await self.batcher.submit(work, priority=ctx.priority, timeout=timeout)
@@ -440,7 +440,7 @@ class GenerationService:
             )
             raise InternalError(_describe_failure(exc, work)) from None
 
-    async def _run_batch(self, works: Sequence[_Work]) -> list[list[GeneratedImage]]:
+    async def _run_batch(self, works: Sequence[_Work]) -> list[Any]:
         loop = asyncio.get_running_loop()
         listeners = [w for w in works if w.progress is not None and w.loop is not None]
 
@@ -449,11 +449,23 @@ class GenerationService:
                 work.loop.call_soon_threadsafe(work.progress, step, total)  # type: ignore[union-attr,arg-type]
 
         on_step = progress if listeners else None
+        if works[0].kind == "vqa":
+            question = works[0].job
+            answer = await loop.run_in_executor(
+                self._executor,
+                self.vqa_model.answer,
+                question.image,
+                question.question,
+                question.max_tokens,
+            )
+            return [answer]
         if works[0].kind == "generate":
             engine = self.engine
             assert engine is not None
             jobs = [w.job for w in works]
-            return await loop.run_in_executor(self._executor, engine.generate, jobs, on_step)
+            generated = await loop.run_in_executor(self._executor, engine.generate, jobs, on_step)
+            self.metrics.images_generated.inc(sum(len(images) for images in generated))
+            return generated
 
         def run_edits() -> list[list[GeneratedImage]]:
             results = self.editor.run_batch([w.job for w in works], on_step)
@@ -471,12 +483,13 @@ class GenerationService:
                 for work, result in zip(works, results, strict=True)
             ]
 
-        return await loop.run_in_executor(self._executor, run_edits)
+        edited = await loop.run_in_executor(self._executor, run_edits)
+        self.metrics.images_generated.inc(sum(len(images) for images in edited))
+        return edited
 
     def _observe_batch(self, info: BatchInfo) -> None:
         self.metrics.batch_size.observe(info.size)
         self.metrics.inference_duration.observe(info.run_s)
-        self.metrics.images_generated.inc(info.units)
 
     def _result(
         self,
