@@ -48,8 +48,9 @@ proto: install ## Regenerate the gRPC stubs in client/flux_client/_proto from pr
 # --- Operator: the CRD generated from the pydantic models ---
 .PHONY: crds
 
-crds: install ## Regenerate crds/ from the operator's spec models (a test fails when they are stale)
+crds: install ## Regenerate crds/ and the chart's copy from the operator's spec models (a test fails when they are stale)
 	$(PY) -m flux_operator.crdgen crds/
+	$(PY) -m flux_operator.crdgen charts/fluxserve-operator/crds/
 
 # --- Shipping: pinned tools, container images, end to end on kind ---
 .PHONY: tools images e2e
