@@ -86,6 +86,12 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         help="watch this namespace (repeatable); all namespaces when absent",
     )
     parser.add_argument("--peering", default=None, help="kopf peering name (leader election)")
+    parser.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="priority among peers (highest acts); default: derived from $POD_ID, else random",
+    )
     parser.add_argument("--health-port", type=int, default=8080, help="liveness port (/healthz)")
     parser.add_argument("--log-format", choices=("json", "plain"), default="json")
     parser.add_argument("--verbose", action="store_true", help="debug logging")

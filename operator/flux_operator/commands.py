@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import random
 import sys
 import time
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 
 import kopf
@@ -18,10 +22,28 @@ from flux_operator.settings import OperatorSettings, RetrySettings
 from flux_operator.spec import FluxDeploymentStatus
 
 
-def settings_from_args(args: argparse.Namespace) -> OperatorSettings:
+def peering_priority(pod_id: str | None) -> int:
+    """A priority for leader election that differs between peers.
+
+    kopf pauses *every* operator that sees a live peer of equal priority, so replicas of
+    one Deployment (same arguments) need distinct numbers. Hashing the pod name keeps the
+    number stable across restarts of the same pod and readable in the peering object.
+    """
+    if pod_id:
+        return zlib.crc32(pod_id.encode()) & 0x7FFFFFFF
+    return random.randrange(1, 2**31)
+
+
+def settings_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+) -> OperatorSettings:
+    priority = args.priority
+    if priority is None:
+        priority = peering_priority(environ.get("POD_ID"))
     return OperatorSettings(
         namespaces=tuple(args.namespaces),
         peering=args.peering,
+        priority=priority,
         health_port=args.health_port,
         log_format=args.log_format,
         verbose=args.verbose,
@@ -39,6 +61,7 @@ async def operate(settings: OperatorSettings, stop_flag: asyncio.Event | None = 
         namespaces=list(settings.namespaces),
         standalone=settings.peering is None,
         peering_name=settings.peering,
+        priority=settings.priority,
         liveness_endpoint=liveness,
         stop_flag=stop_flag,
     )

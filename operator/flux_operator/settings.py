@@ -26,6 +26,9 @@ class OperatorSettings:
     """Namespaces to watch; empty = all namespaces (cluster-wide)."""
     peering: str | None = None
     """kopf peering name for leader election; None = standalone."""
+    priority: int = 0
+    """This operator's priority among its peers: the highest live one acts, the others wait.
+    Peers must differ: kopf pauses every operator when two share the top priority."""
     health_port: int = 8080
     """Port of the liveness endpoint ``/healthz`` (0 = off)."""
     kubeconfig: Path | None = None
