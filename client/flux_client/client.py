@@ -120,8 +120,10 @@ class FluxModelClient:
         given (its suffix picks the format unless ``output_format`` does).
 
         Unset parameters take the style preset's value, then the server's default
-        (1024x1024, 28 steps, guidance 3.5 for FLUX.1-dev). ``negative_prompt`` only
-        acts with ``true_cfg_scale`` > 1, at the cost of a second transformer pass per step.
+        (1024x1024, 28 steps, guidance 3.5 for FLUX.1-dev). A ``negative_prompt``
+        turns on true classifier-free guidance, which costs a second transformer pass per
+        step: the server uses its default ``true_cfg_scale`` when none is given, and
+        ``true_cfg_scale=1`` ignores the negative prompt.
         """
         options = GenerationOptions(
             negative_prompt=negative_prompt,
