@@ -26,7 +26,9 @@ class PresetLora(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    name: str = Field(description="Name of an adapter the server was started with (--lora NAME=PATH).")
+    name: str = Field(
+        description="Name of an adapter the server was started with (--lora NAME=PATH)."
+    )
     scale: float = Field(default=1.0, ge=0.0, le=4.0, description="Adapter weight, 0 to 4.")
 
 
@@ -42,7 +44,9 @@ class StylePreset(BaseModel):
         description='Template for the prompt; "{prompt}" is replaced by the request\'s prompt.',
     )
     negative_prompt: str | None = Field(
-        default=None, max_length=2000, description="Negative prompt used when the request gives none."
+        default=None,
+        max_length=2000,
+        description="Negative prompt used when the request gives none.",
     )
     guidance_scale: float | None = Field(
         default=None, ge=0.0, le=30.0, description="Default guidance scale."
