@@ -4,6 +4,7 @@ sockets: REST, gRPC and the SDK, with tiny random FLUX, Kontext and BLIP models.
 from __future__ import annotations
 
 import base64
+import importlib.util
 import io
 import os
 import signal
@@ -408,3 +409,60 @@ def test_sdk_generate_ask_edit(server: Server, transport: str, tmp_path: Path) -
         assert err.value.field == "image"
     finally:
         client.close()
+
+
+# -- The article's chain, as the example script runs it ------------------------------
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "understand_then_generate.py"
+
+
+def _load_example() -> Any:
+    # examples/ is a folder of scripts, not a package: load the file the user would run.
+    spec = importlib.util.spec_from_file_location("understand_then_generate", EXAMPLE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+close_up_prompt = _load_example().close_up_prompt
+
+
+def test_example_asks_then_generates_what_it_heard(server: Server, tmp_path: Path) -> None:
+    source, output = tmp_path / "input_image.png", tmp_path / "detail.png"
+    source.write_bytes(photo((64, 48)))
+    command = [
+        sys.executable, str(EXAMPLE), str(source),
+        "--port", str(server.grpc_port), "--host", "127.0.0.1",
+        "--output", str(output), "--width", "32", "--height", "32", "--steps", "2",
+        "--max-tokens", "6",
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"Q: {QUESTION}"
+    answer = lines[1].removeprefix("A: ")
+    # The tiny VQA model's weights are random, so its words are too; what matters is that
+    # whatever it said became the prompt of the image the script wrote.
+    if close_up_prompt(answer) is None:
+        assert "names nothing to draw" in lines[2] and not output.exists()
+    else:
+        assert lines[2] == f"Generated {output} (32x32): {close_up_prompt(answer)!r}"
+        assert Image.open(output).size == (32, 32)
+
+
+@pytest.mark.parametrize(
+    ("answer", "prompt"),
+    [
+        ("a briefcase", "a close-up of a briefcase on a wooden table, studio lighting"),
+        (
+            "He is holding a silver briefcase.",
+            "a close-up of a silver briefcase on a wooden table, studio lighting",
+        ),
+        ("  umbrella ", "a close-up of umbrella on a wooden table, studio lighting"),
+        ("nothing", None),
+        ("", None),
+    ],
+)
+def test_close_up_prompt_takes_the_object_from_the_answer(answer: str, prompt: str | None) -> None:
+    assert close_up_prompt(answer) == prompt
