@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 EditMode = Literal["img2img", "inpaint", "instruct"]
 EDIT_MODES: Final[tuple[str, ...]] = ("img2img", "inpaint", "instruct")
+#: Request fields of an edit besides the generation parameters.
+EDIT_FIELDS: Final[tuple[str, ...]] = ("image", "mask", "mode", "strength")
 
 #: FLUX's latent patch: VAE scale factor 8 times the 2x2 token packing.
 PATCH: Final[int] = 16
@@ -167,6 +169,30 @@ def edit_job_from(
         num_images=job.num_images,
         adapters=job.adapters,
     )
+
+
+def edit_options(fields: Mapping[str, Any]) -> tuple[str | None, float | None]:
+    """``mode`` and ``strength`` of a REST request, as form text or JSON values.
+
+    Absent or empty means unset. Their ranges are checked by :func:`validate`.
+
+    Raises:
+        EditInputError: a mode that is no text, a strength that is no number.
+    """
+    mode = fields.get("mode")
+    if mode is not None and not isinstance(mode, str):
+        raise EditInputError("mode", f"must be one of {', '.join(EDIT_MODES)}, not {mode!r}")
+    raw = fields.get("strength")
+    if raw is None or raw == "":
+        return mode or None, None
+    if isinstance(raw, int | float) and not isinstance(raw, bool):
+        return mode or None, float(raw)
+    if isinstance(raw, str):
+        try:
+            return mode or None, float(raw)
+        except ValueError:
+            pass
+    raise EditInputError("strength", f"must be a number in (0, 1], not {raw!r}")
 
 
 def snap(size: tuple[int, int]) -> tuple[int, int]:

@@ -8,7 +8,10 @@ turn it into a 400 / INVALID_ARGUMENT without a stack trace.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
+from collections.abc import Collection, Iterable
 from typing import Final, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -162,6 +165,41 @@ def decode_mask(
     mask = decode_image(data, field, max_pixels, mode="L")
     check_mask(mask, size, field)
     return mask
+
+
+def decode_base64(value: object, field: str) -> bytes:
+    """The bytes of an image sent as base64 text in a JSON body.
+
+    A ``data:`` URL (``data:image/png;base64,...``, as browsers write them) is
+    accepted too. The bytes are not decoded as an image here: :func:`decode_image`
+    does that, with its own errors.
+
+    Raises:
+        ImageInputError: ``value`` is not a string or not valid base64.
+    """
+    if not isinstance(value, str):
+        raise ImageInputError(field, f"must be a base64 string, not {type(value).__name__}")
+    text = value.strip()
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise ImageInputError(field, "is not valid base64") from None
+
+
+def check_upload_names(names: Iterable[str], accepted: Collection[str]) -> None:
+    """Refuse uploaded files other than ``accepted`` rather than ignore them.
+
+    Raises:
+        ImageInputError: naming the first unexpected file.
+    """
+    for name in sorted(set(names) - set(accepted)):
+        raise ImageInputError(
+            name,
+            f"was sent as a file, but only {', '.join(sorted(accepted))} may be; "
+            "send other fields as text",
+        )
 
 
 def encode_image(image: Image.Image, fmt: str = "PNG") -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import logging
 import math
@@ -22,8 +21,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from flux_server.editing import EDIT_FIELDS, edit_options
 from flux_server.errors import (
     Cancelled,
     InvalidRequest,
@@ -32,8 +33,10 @@ from flux_server.errors import (
     ServeError,
     status_of,
 )
+from flux_server.images import check_upload_names, decode_base64
 from flux_server.params import GenerateParams, validation_error
 from flux_server.service import CallContext, GenerationResult, GenerationService, new_request_id
+from flux_server.vqa import question_fields
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +45,7 @@ T = TypeVar("T")
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 ROUTES = {"/generate", "/edit", "/vqa", "/v1/presets", "/healthz", "/readyz", "/metrics"}
 MAX_TIMEOUT_S = 3600.0
+HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 def error_response(error: ServeError, request_id: str | None = None) -> JSONResponse:
@@ -233,7 +237,6 @@ def parse_params(body: dict[str, Any]) -> GenerateParams:
 
 
 _FORM_JSON_FIELDS = {"adapters"}
-_FORM_OTHER_FIELDS = {"image", "mask", "mode", "strength", "question", "max_tokens"}
 
 
 async def form_fields(request: Request) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -254,6 +257,24 @@ async def form_fields(request: Request) -> tuple[dict[str, Any], dict[str, bytes
                 raise InvalidRequest(f"{name} must be JSON", name) from None
         else:
             fields[name] = value
+    return fields, files
+
+
+async def upload_fields(
+    request: Request, file_names: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Text fields and image bytes of a multipart form, or of a JSON body whose
+    ``file_names`` carry base64; other uploaded files are refused, not ignored."""
+    if request.headers.get("content-type", "").startswith("application/json"):
+        body: dict[str, Any] = await json_body(request)
+        files = {
+            name: decode_base64(body.pop(name), name)
+            for name in file_names
+            if body.get(name) is not None
+        }
+        return body, files
+    fields, files = await form_fields(request)
+    check_upload_names(files, file_names)
     return fields, files
 
 
@@ -284,6 +305,13 @@ def create_app(service: GenerationService) -> FastAPI:
             validation_error(exc.errors()), getattr(request.state, "request_id", None)
         )
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths and methods answer in the same error shape as everything else.
+        code = HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        body = {"error": {"code": code, "message": str(exc.detail), "field": None}}
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
     @app.post(
         "/generate",
         summary="Generate images",
@@ -301,20 +329,20 @@ def create_app(service: GenerationService) -> FastAPI:
         result = await unless_disconnected(request, service.generate(params, ctx))
         return result_response(request, result)
 
-    @app.post("/edit", summary="Edit an image (multipart: image, mask?, prompt, strength, mode)")
+    @app.post(
+        "/edit",
+        summary="Edit an image (multipart: image, mask?, prompt, strength, mode; "
+        "or JSON with base64 image and mask)",
+    )
     async def edit(request: Request) -> Response:
         ctx = context_from(request, "rest:/edit")
-        fields, files = await form_fields(request)
+        fields, files = await upload_fields(request, ("image", "mask"))
         if "image" not in files:
-            raise InvalidRequest("upload the image to edit as the 'image' file", "image")
-        strength: float | None = None
-        if "strength" in fields:
-            try:
-                strength = float(fields["strength"])
-            except ValueError:
-                raise InvalidRequest("strength must be a number in (0, 1]", "strength") from None
-        mode = fields.get("mode") or None
-        params = parse_params({k: v for k, v in fields.items() if k not in _FORM_OTHER_FIELDS})
+            raise InvalidRequest(
+                "send the image to edit (an 'image' file, or base64 in JSON)", "image"
+            )
+        mode, strength = edit_options(fields)
+        params = parse_params({k: v for k, v in fields.items() if k not in EDIT_FIELDS})
         result = await unless_disconnected(
             request,
             service.edit(
@@ -331,27 +359,15 @@ def create_app(service: GenerationService) -> FastAPI:
     @app.post("/vqa", summary="Answer a question about an image (multipart, or JSON base64)")
     async def vqa(request: Request) -> JSONResponse:
         ctx = context_from(request, "rest:/vqa")
-        if request.headers.get("content-type", "").startswith("application/json"):
-            body = await json_body(request)
-            try:
-                image = base64.b64decode(str(body.get("image", "")), validate=True)
-            except (binascii.Error, ValueError):
-                raise InvalidRequest("image must be base64", "image") from None
-            fields: dict[str, Any] = body
-        else:
-            fields, files = await form_fields(request)
-            image = files.get("image", b"")
-        if not image:
+        fields, files = await upload_fields(request, ("image",))
+        if "image" not in files:
             raise InvalidRequest("send the image (a file, or base64 in JSON)", "image")
-        try:
-            max_tokens = int(fields.get("max_tokens") or 64)
-        except (TypeError, ValueError):
-            raise InvalidRequest("max_tokens must be an integer", "max_tokens") from None
+        question, max_tokens = question_fields(fields)
         answer = await unless_disconnected(
             request,
             service.vqa(
-                image=image,
-                question=str(fields.get("question") or ""),
+                image=files["image"],
+                question=question,
                 max_tokens=max_tokens,
                 ctx=ctx,
             ),

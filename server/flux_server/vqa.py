@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from PIL import Image
@@ -34,6 +35,9 @@ DEFAULT_MAX_TOKENS: Final[int] = 64
 MAX_TOKENS: Final[int] = 512
 #: The longest question accepted, in characters.
 MAX_QUESTION_CHARS: Final[int] = 2000
+
+#: The fields of a VQA request (REST form or JSON body).
+VQA_FIELDS: Final[tuple[str, ...]] = ("image", "question", "max_tokens")
 
 VqaKind = Literal["blip", "image-text-to-text"]
 
@@ -62,6 +66,36 @@ def validate_question(question: str, max_tokens: int) -> None:
         raise VqaInputError("max_tokens", f"must be an integer, not {max_tokens!r}")
     if not 1 <= max_tokens <= MAX_TOKENS:
         raise VqaInputError("max_tokens", f"must be between 1 and {MAX_TOKENS}, not {max_tokens}")
+
+
+def question_fields(fields: Mapping[str, Any]) -> tuple[str, int]:
+    """The question and token budget of a REST request: form text or JSON values.
+
+    ``max_tokens`` defaults to :data:`DEFAULT_MAX_TOKENS` only when absent (or empty
+    in a form): an explicit 0 is out of range, not "the default". Unknown fields are
+    refused rather than ignored. Ranges are checked by :func:`validate_question`.
+
+    Raises:
+        VqaInputError: an unknown field, a question that is no text, a ``max_tokens``
+            that is no integer.
+    """
+    for name in fields:
+        if name not in VQA_FIELDS:
+            raise VqaInputError(name, f"is not a VQA field; send {', '.join(VQA_FIELDS)}")
+    question = fields.get("question", "")
+    if not isinstance(question, str):
+        raise VqaInputError("question", f"must be text, not {type(question).__name__}")
+    raw = fields.get("max_tokens")
+    if raw is None or raw == "":
+        return question, DEFAULT_MAX_TOKENS
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return question, raw
+    if isinstance(raw, str):
+        try:
+            return question, int(raw.strip())
+        except ValueError:
+            pass
+    raise VqaInputError("max_tokens", f"must be an integer, not {raw!r}")
 
 
 def resolve_device(device: str) -> str:

@@ -211,6 +211,51 @@ def test_rest_vqa_multipart_and_json(server: Server) -> None:
     assert response.json()["answer"] == answer
 
 
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def test_rest_edit_takes_json_with_base64(server: Server) -> None:
+    body = {"image": b64(photo()), "prompt": "a red house", "steps": 2, "strength": 1.0}
+    response = httpx.post(
+        f"{server.url}/edit", json={**body, "seed": 5}, headers={"Accept": "application/json"}
+    )
+    assert response.status_code == 200, response.text
+    [image] = response.json()["images"]
+    assert (image["width"], image["height"], image["seed"]) == (*SIZE, 5)
+    response = httpx.post(f"{server.url}/edit", json={**body, "mask": b64(mask())}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert size_of(response.content) == SIZE
+    bad_mask = {**body, "mask": b64(mask((16, 16)))}
+    assert_error(httpx.post(f"{server.url}/edit", json=bad_mask), 400, "mask", "50x30")
+    not_b64 = {**body, "image": "a photo"}
+    assert_error(httpx.post(f"{server.url}/edit", json=not_b64), 400, "image", "base64")
+    no_image = {k: v for k, v in body.items() if k != "image"}
+    assert_error(httpx.post(f"{server.url}/edit", json=no_image), 422, "image", "send the image")
+
+
+def test_rest_fields_are_used_or_refused_never_ignored(server: Server) -> None:
+    image = {"image": ("in.png", photo(), "image/png")}
+    response = httpx.post(
+        f"{server.url}/edit",
+        files={**image, "masks": ("m.png", mask(), "image/png")},
+        data={"prompt": "a window", **FAST},
+    )
+    assert_error(response, 400, "masks", "only image, mask")
+    response = httpx.post(
+        f"{server.url}/edit", files=image, data={"prompt": "x", "question": "why?", **FAST}
+    )
+    assert_error(response, 422, "question", "Extra inputs")
+    response = httpx.post(
+        f"{server.url}/vqa", files=image, data={"question": QUESTION, "maxtokens": "8"}
+    )
+    assert_error(response, 400, "maxtokens", "not a VQA field")
+    # JSON values are taken as sent: 0 tokens is out of range, not "the default".
+    for value, text in ((0, "between 1 and"), (2.5, "must be an integer")):
+        body = {"image": b64(photo()), "question": QUESTION, "max_tokens": value}
+        assert_error(httpx.post(f"{server.url}/vqa", json=body), 400, "max_tokens", text)
+
+
 @pytest.mark.parametrize(
     ("files", "field", "text"),
     [

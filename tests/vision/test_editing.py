@@ -17,6 +17,7 @@ from flux_server.editing import (
     InstructEditingUnavailable,
     batch_key,
     edit_job_from,
+    edit_options,
     seeds_for,
     snap,
 )
@@ -163,6 +164,20 @@ def test_bad_edit_parameters(
     with pytest.raises(EditInputError, match=message) as err:
         editor.run(EditJob(**params))
     assert err.value.field == field
+
+
+def test_edit_options_from_a_form_or_json() -> None:
+    assert edit_options({}) == (None, None)
+    assert edit_options({"mode": "", "strength": ""}) == (None, None)
+    assert edit_options({"mode": "inpaint", "strength": "0.5"}) == ("inpaint", 0.5)
+    assert edit_options({"strength": 1}) == (None, 1.0)
+    for bad in ("strong", True, [0.5]):
+        with pytest.raises(EditInputError, match="must be a number") as err:
+            edit_options({"strength": bad})
+        assert err.value.field == "strength"
+    with pytest.raises(EditInputError, match="must be one of") as err:
+        edit_options({"mode": 2})
+    assert err.value.field == "mode"
 
 
 def test_compatible_jobs_run_in_one_call(editor: Editor) -> None:

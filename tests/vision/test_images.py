@@ -12,6 +12,8 @@ from PIL import Image
 from flux_server.images import (
     ImageInputError,
     check_mask,
+    check_upload_names,
+    decode_base64,
     decode_image,
     decode_mask,
     encode_image,
@@ -152,3 +154,24 @@ def test_input_errors_are_400s_that_name_the_field() -> None:
     assert status_of(err.value).grpc == "INVALID_ARGUMENT"
     assert err.value.to_json()["error"]["field"] == "image"
     assert err.value.message.startswith("image ")
+
+
+def test_base64_images_from_json() -> None:
+    import base64
+
+    data = png_bytes(Image.new("RGB", (4, 4)))
+    text = base64.b64encode(data).decode()
+    assert decode_base64(text, "image") == data
+    assert decode_base64(f"data:image/png;base64,{text}", "mask") == data
+    with pytest.raises(ImageInputError, match="not valid base64") as err:
+        decode_base64("not base64!", "mask")
+    assert err.value.field == "mask"
+    with pytest.raises(ImageInputError, match="must be a base64 string, not int"):
+        decode_base64(5, "image")
+
+
+def test_unexpected_uploads_are_refused() -> None:
+    check_upload_names(["image", "mask"], ("image", "mask"))
+    with pytest.raises(ImageInputError, match="only image, mask may be") as err:
+        check_upload_names(["image", "masks"], ("image", "mask"))
+    assert err.value.field == "masks"

@@ -14,6 +14,7 @@ from flux_server.vqa import (
     VqaInputError,
     VqaModel,
     VqaModelError,
+    question_fields,
     validate_question,
 )
 
@@ -76,6 +77,30 @@ def test_bad_questions(
     assert err.value.field == field
     with pytest.raises(VqaInputError):
         validate_question(question, max_tokens)
+
+
+def test_request_fields_from_a_form_or_json() -> None:
+    assert question_fields({"question": QUESTION}) == (QUESTION, 64)
+    assert question_fields({"question": QUESTION, "max_tokens": "8"}) == (QUESTION, 8)
+    assert question_fields({"question": QUESTION, "max_tokens": ""}) == (QUESTION, 64)
+    # An explicit 0 is out of range (validate_question says so), not the default.
+    assert question_fields({"question": QUESTION, "max_tokens": 0}) == (QUESTION, 0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"question": QUESTION, "max_tokens": 2.5}, "max_tokens", "must be an integer"),
+        ({"question": QUESTION, "max_tokens": True}, "max_tokens", "must be an integer"),
+        ({"question": QUESTION, "max_tokens": "many"}, "max_tokens", "must be an integer"),
+        ({"question": 5}, "question", "must be text"),
+        ({"question": QUESTION, "maxtokens": 8}, "maxtokens", "not a VQA field"),
+    ],
+)
+def test_bad_request_fields(fields: dict[str, object], field: str, message: str) -> None:
+    with pytest.raises(VqaInputError, match=message) as err:
+        question_fields(fields)
+    assert err.value.field == field
 
 
 def test_missing_model_is_a_load_error(tmp_path: Path) -> None:
