@@ -47,6 +47,7 @@ FORMAT_TO_PB = {
     "jpeg": pb.IMAGE_FORMAT_JPEG,
     "webp": pb.IMAGE_FORMAT_WEBP,
 }
+PRIORITIES = {pb.PRIORITY_UNSPECIFIED, pb.PRIORITY_NORMAL, pb.PRIORITY_HIGH}
 EDIT_MODES = {
     pb.EDIT_MODE_UNSPECIFIED: None,
     pb.EDIT_MODE_IMG2IMG: "img2img",
@@ -73,6 +74,10 @@ def params_from_proto(message: pb.GenerationParams) -> GenerateParams:
             body[name] = getattr(message, name)
     if message.output_format not in FORMATS:
         raise InvalidRequest(f"unknown output_format {message.output_format}", "output_format")
+    if message.priority not in PRIORITIES:
+        raise InvalidRequest(
+            f"unknown priority {message.priority} (PRIORITY_NORMAL or PRIORITY_HIGH)", "priority"
+        )
     body["output_format"] = FORMATS[message.output_format]
     # proto3 cannot tell an unset float from 0: scale 0 means "the server's default"
     # (leaving the adapter out is how a caller turns it off).

@@ -29,7 +29,11 @@ class AdapterRequest(BaseModel):
 
     name: str = Field(min_length=1, max_length=128)
     scale: float | None = Field(
-        None, ge=0.0, le=4.0, description="Weight; unset: the scale the server loaded it with."
+        None,
+        ge=0.0,
+        le=4.0,
+        allow_inf_nan=False,
+        description="Weight; unset: the scale the server loaded it with.",
     )
 
 
@@ -44,11 +48,12 @@ class GenerateParams(BaseModel):
     width: int | None = Field(None, ge=16, multiple_of=16, description="Pixels, multiple of 16.")
     height: int | None = Field(None, ge=16, multiple_of=16, description="Pixels, multiple of 16.")
     steps: int | None = Field(None, ge=1)
-    guidance_scale: float | None = Field(None, ge=0.0, le=30.0)
+    guidance_scale: float | None = Field(None, ge=0.0, le=30.0, allow_inf_nan=False)
     true_cfg_scale: float | None = Field(
         None,
         ge=1.0,
         le=30.0,
+        allow_inf_nan=False,
         description="True classifier-free guidance, used with negative_prompt (> 1 on); it "
         "costs a second transformer pass per step.",
     )

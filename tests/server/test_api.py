@@ -193,6 +193,16 @@ def test_bad_headers_name_the_header(server: ServerProcess) -> None:
     assert response.json()["error"]["field"] == "X-Request-Timeout"
 
 
+def test_unknown_paths_and_methods_answer_in_the_error_shape(server: ServerProcess) -> None:
+    missing = httpx.get(f"{server.url}/generat")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "not_found"
+    wrong = httpx.get(f"{server.url}/generate")
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["allow"]
+
+
 def test_deadline_gives_504(server: ServerProcess) -> None:
     response = post(
         server,
@@ -283,6 +293,14 @@ def test_grpc_errors_carry_code_and_field(stub: pb_grpc.FluxServiceStub) -> None
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert dict(caught.value.trailing_metadata())["fluxserve-error-field"] == "style_preset"
+
+    # An enum value this server does not know is refused, not served as NORMAL.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Generate(
+            pb.GenerateRequest(params=pb.GenerationParams(prompt="x", priority=7)), timeout=10
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert dict(caught.value.trailing_metadata())["fluxserve-error-field"] == "priority"
 
     with pytest.raises(grpc.RpcError) as caught:
         stub.Generate(

@@ -103,3 +103,19 @@ def test_preset_with_an_unloaded_adapter_names_the_preset() -> None:
     with pytest.raises(InvalidRequest) as caught:
         resolve(GenerateParams(prompt="x", style_preset="cyberpunk"), PRESETS, SETTINGS, {})
     assert caught.value.field == "style_preset"
+
+
+@pytest.mark.parametrize(
+    "body,field",
+    [
+        ({"prompt": "x", "guidance_scale": float("nan")}, "guidance_scale"),
+        ({"prompt": "x", "true_cfg_scale": float("inf")}, "true_cfg_scale"),
+        ({"prompt": "x", "adapters": [{"name": "ink", "scale": float("nan")}]}, "adapters"),
+    ],
+)
+def test_scales_must_be_finite(body: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        GenerateParams.model_validate(body)
+    error = caught.value.errors()[0]
+    assert error["loc"][0] == field
+    assert "finite" in error["msg"]
