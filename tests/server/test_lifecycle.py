@@ -111,6 +111,13 @@ async def test_sigterm_finishes_accepted_work(small_server: ServerProcess) -> No
     async with httpx.AsyncClient(base_url=small_server.url, timeout=300) as client:
         accepted = await fill(small_server, client)
         small_server.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(60):
+            while (await client.get("/readyz")).status_code != 503:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        # Draining: new work is refused (safe to retry elsewhere), accepted work goes on.
+        late = await client.post("/generate", json={"prompt": "too late"})
+        assert late.status_code == 503, late.text
+        assert late.json()["error"]["code"] == "unavailable"
         replies = await asyncio.gather(*accepted)
     assert [r.status_code for r in replies] == [200, 200, 200], [r.text for r in replies]
     assert small_server.process.wait(60) == 0
