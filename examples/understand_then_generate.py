@@ -3,6 +3,7 @@ then have it draw a close-up of that object.
 
     python examples/understand_then_generate.py input_image.jpg
     python examples/understand_then_generate.py photo.jpg --port 50051   # over gRPC
+    python examples/understand_then_generate.py photo.jpg --port 18080 --transport http
 
 The server must be started with ``--vqa-model``. Needs only the SDK (``pip install .``).
 """
@@ -44,6 +45,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--question", default=QUESTION)
     parser.add_argument("--host", default="localhost")
     parser.add_argument("--port", type=int, default=8080, help="8080 REST, 50051 gRPC")
+    parser.add_argument(
+        "--transport",
+        choices=("auto", "http", "grpc"),
+        default="auto",
+        help="auto: REST on port 8080, gRPC on any other",
+    )
     parser.add_argument("--api-key", default=None)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--output", type=Path, default=Path("detail.png"))
@@ -52,8 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
+    if not args.image.is_file():
+        parser.error(f"no such image file: {args.image}")
 
-    client = FluxModelClient(host=args.host, port=args.port, api_key=args.api_key)
+    client = FluxModelClient(
+        host=args.host, port=args.port, transport=args.transport, api_key=args.api_key
+    )
     try:
         answer = client.vqa(
             image=str(args.image), question=args.question, max_tokens=args.max_tokens
