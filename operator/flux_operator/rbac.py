@@ -1,56 +1,61 @@
 """The permissions the operator needs, declared next to the code that uses them.
 
-The helm chart's ClusterRole renders exactly ``RULES`` (a chart test compares them).
-Each rule says who needs it: the reconciler (its children and its own resource), the
-events it posts, and kopf itself (resource discovery, namespaces, peering).
+The helm chart's ClusterRole renders exactly ``RULES`` (a chart test compares them), and
+``tests/operator/test_rbac_observed.py`` runs the operator through every path that
+writes and checks that RULES grant each call it made and nothing it did not make. Each
+rule says who needs it: the reconciler (its children and its own resource), the events
+it posts, and kopf itself (resource discovery, namespaces, peering).
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-_CHILD_VERBS = ["get", "list", "watch", "create", "patch", "update", "delete"]
-
 RULES: Final[list[dict[str, list[str]]]] = [
-    # Its own resource: watched, read; the status written through the subresource.
+    # Its own resource: watched and read; only the status is written (the spec is the
+    # user's: ArgoCD would see drift).
     {
         "apiGroups": ["fluxserve.dev"],
         "resources": ["fluxdeployments"],
-        "verbs": ["get", "list", "watch", "patch", "update"],
+        "verbs": ["get", "list", "watch"],
     },
-    {
-        "apiGroups": ["fluxserve.dev"],
-        "resources": ["fluxdeployments/status"],
-        "verbs": ["get", "patch", "update"],
-    },
+    {"apiGroups": ["fluxserve.dev"], "resources": ["fluxdeployments/status"], "verbs": ["patch"]},
     # blockOwnerDeletion on children needs update on the owner's finalizers (admission).
     {
         "apiGroups": ["fluxserve.dev"],
         "resources": ["fluxdeployments/finalizers"],
         "verbs": ["update"],
     },
-    # The children it keeps.
-    {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": _CHILD_VERBS},
-    {"apiGroups": [""], "resources": ["services", "configmaps"], "verbs": _CHILD_VERBS},
+    # The children. Deployments are watched (their rollouts drive revisions); Services and
+    # HPAs are read and server-side applied; the HPA is deleted when autoscaling is
+    # turned off. ConfigMaps are immutable: created, listed by label, pruned.
+    {
+        "apiGroups": ["apps"],
+        "resources": ["deployments"],
+        "verbs": ["get", "list", "watch", "create", "patch"],
+    },
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch"]},
+    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "delete"]},
     {
         "apiGroups": ["autoscaling"],
         "resources": ["horizontalpodautoscalers"],
-        "verbs": _CHILD_VERBS,
+        "verbs": ["get", "create", "patch", "delete"],
     },
     # Events about rollouts and rollbacks (kopf posts core/v1 events).
-    {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
-    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-    # kopf: notice the CRD appearing and changing; list namespaces when cluster-wide.
+    {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
+    # kopf: follows CRDs appearing and changing; lists and watches namespaces when it
+    # serves named ones (--namespace).
     {
         "apiGroups": ["apiextensions.k8s.io"],
         "resources": ["customresourcedefinitions"],
-        "verbs": ["get", "list", "watch"],
+        "verbs": ["list", "watch"],
     },
-    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
-    # kopf peering (leader election between replicas of the operator, --peering NAME).
+    {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
+    # kopf peering (leader election between replicas of the operator, --peering NAME):
+    # cluster-wide when all namespaces are served, else one per namespace.
     {
         "apiGroups": ["kopf.dev"],
         "resources": ["clusterkopfpeerings", "kopfpeerings"],
-        "verbs": ["get", "list", "watch", "patch"],
+        "verbs": ["list", "watch", "patch"],
     },
 ]
