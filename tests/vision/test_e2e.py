@@ -357,6 +357,56 @@ def test_grpc_bad_input_is_invalid_argument(stub: pb_grpc.FluxServiceStub) -> No
     assert ("fluxserve-error-field", "question") in error.trailing_metadata()
 
 
+def pipeline_calls(server: Server) -> float:
+    """Pipeline calls the server has made (generation, edit and VQA batches)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(f"{server.url}/metrics").text
+    for family in text_string_to_metric_families(text):
+        if family.name == "fluxserve_batch_size":
+            return next(s.value for s in family.samples if s.name.endswith("_count"))
+    raise AssertionError("no fluxserve_batch_size metric")
+
+
+def test_bad_input_never_reaches_a_pipeline(server: Server, stub: pb_grpc.FluxServiceStub) -> None:
+    before = pipeline_calls(server)
+    bomb = with_png_header_size(photo((8, 8)), 20_000, 20_000)
+    params = pb.GenerationParams(prompt="a window", steps=2)
+    edits = [
+        pb.EditRequest(image=b"not an image", params=params),
+        pb.EditRequest(image=photo()[:200], params=params),
+        pb.EditRequest(image=bomb, params=params),
+        pb.EditRequest(image=photo(), mask=mask((16, 16)), params=params),
+    ]
+    for request in edits:
+        error = grpc_error(lambda request=request: stub.Edit(request, timeout=60))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        rest = httpx.post(
+            f"{server.url}/edit",
+            json={
+                "image": b64(request.image),
+                **({"mask": b64(request.mask)} if request.HasField("mask") else {}),
+                "prompt": "a window",
+                "steps": 2,
+            },
+        )
+        assert rest.status_code == 400, rest.text
+    questions = [("", 8), (QUESTION, -1), (QUESTION, 100_000)]
+    for question, max_tokens in questions:
+        request = pb.VQARequest(image=photo(), question=question, max_tokens=max_tokens)
+        error = grpc_error(lambda request=request: stub.VQA(request, timeout=60))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        rest = httpx.post(
+            f"{server.url}/vqa",
+            json={"image": b64(photo()), "question": question, "max_tokens": max_tokens},
+        )
+        assert rest.status_code == 400, rest.text
+    assert pipeline_calls(server) == before
+    # ... while a good question is one call.
+    stub.VQA(pb.VQARequest(image=photo(), question=QUESTION, max_tokens=2), timeout=60)
+    assert pipeline_calls(server) == before + 1
+
+
 @pytest.fixture(scope="module")
 def plain_server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Iterator[Server]:
     """Editing without Kontext, no VQA model; batches of two edits."""
