@@ -234,3 +234,89 @@ async def test_restart_midway_duplicates_nothing(real: tuple[KubeApi, str, _Oper
     assert [e["revision"] for e in status["history"]] == [1, 2]
     maps = await api.list("ConfigMap", namespace, {"fluxserve.dev/fluxdeployment": "flux-restart"})
     assert len([m for m in maps if "-presets-" in m["metadata"]["name"]]) == 1
+
+
+@pytest.mark.timeout(420)
+async def test_missed_progress_deadline_rolls_back(real: tuple[KubeApi, str, _Operator]) -> None:
+    """The real Deployment controller decides the deadline. Revision 1 runs no pods
+    (replicas 0: available at once, with no image needed); revision 2 asks for a pod of an
+    image that does not exist, so it cannot progress and the operator puts revision 1's
+    image and presets back."""
+    api, namespace, _ = real
+    body = {
+        "apiVersion": "fluxserve.dev/v1alpha1",
+        "kind": "FluxDeployment",
+        "metadata": {"name": "flux-deadline", "namespace": namespace},
+        "spec": _spec(
+            replicas=0,
+            image="registry.invalid/fluxserve/fluxserve-server",
+            rollout={"progressDeadlineSeconds": 60, "autoRollback": True},
+        ),
+    }
+    await api.request(
+        "POST", f"/apis/fluxserve.dev/v1alpha1/namespaces/{namespace}/fluxdeployments", body
+    )
+
+    async def status_where(predicate: Callable[[dict[str, Any]], bool]) -> dict[str, Any] | None:
+        status = (await _fd(api, namespace, "flux-deadline")).get("status") or {}
+        return status if status and predicate(status) else None
+
+    await _wait(
+        lambda: status_where(lambda s: s["history"][-1]["outcome"] == "Available"),
+        "revision 1 available",
+    )
+    patch = {"spec": {"release": "v1.4.2", "replicas": 1}}
+    await api.merge_patch("FluxDeployment", namespace, "flux-deadline", patch)
+    status = await _wait(
+        lambda: status_where(lambda s: s.get("phase") == "RolledBack"),
+        "the automatic rollback",
+        timeout=300,
+    )
+    rolled = next(c for c in status["conditions"] if c["type"] == "RolledBack")
+    assert rolled["status"] == "True" and rolled["reason"] == "ProgressDeadlineExceeded"
+    assert "v1.4.2" in rolled["message"]
+    outcomes = [(e["release"], e["outcome"]) for e in status["history"][:2]]
+    assert outcomes == [("v1.4.1", "Superseded"), ("v1.4.2", "RolledBack")]
+    assert status["history"][2]["release"] == status["currentRelease"] == "v1.4.1"
+    deployment = await api.get("Deployment", namespace, "flux-deadline")
+    assert deployment is not None
+    image = deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image.endswith(":v1.4.1")
+    # The user's spec still names the failed release: the operator never rewrites it.
+    assert (await _fd(api, namespace, "flux-deadline"))["spec"]["release"] == "v1.4.2"
+
+
+async def test_deleting_the_resource_removes_its_children(
+    real: tuple[KubeApi, str, _Operator],
+) -> None:
+    """The garbage collector follows the owner references the operator wrote."""
+    api, namespace, _ = real
+    body = {
+        "apiVersion": "fluxserve.dev/v1alpha1",
+        "kind": "FluxDeployment",
+        "metadata": {"name": "flux-gone", "namespace": namespace},
+        "spec": _spec(autoscaling={"minReplicas": 1, "maxReplicas": 2}),
+    }
+    await api.request(
+        "POST", f"/apis/fluxserve.dev/v1alpha1/namespaces/{namespace}/fluxdeployments", body
+    )
+    selector = {"fluxserve.dev/fluxdeployment": "flux-gone"}
+
+    async def children() -> list[str]:
+        found = []
+        for kind in ("Deployment", "Service", "HorizontalPodAutoscaler"):
+            if await api.get(kind, namespace, "flux-gone") is not None:
+                found.append(kind)
+        found += [m["metadata"]["name"] for m in await api.list("ConfigMap", namespace, selector)]
+        return found
+
+    async def all_children() -> bool:
+        return len(await children()) == 4
+
+    await _wait(all_children, "Deployment, Service, HPA and presets ConfigMap")
+    await api.delete("FluxDeployment", namespace, "flux-gone")
+
+    async def none_left() -> bool:
+        return not await children()
+
+    await _wait(none_left, "the children garbage-collected", timeout=120)
