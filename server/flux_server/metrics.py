@@ -76,6 +76,10 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        # Present from the start at 0, so a rate() or an alert sees the series before the
+        # first refusal.
+        for reason in ("blocklist", "classifier"):
+            self.safety_rejections.labels(reason=reason)
         self.gpu_memory_used = Gauge(
             "fluxserve_gpu_memory_used_bytes", "CUDA memory allocated by torch.", registry=r
         )
@@ -91,6 +95,11 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("fluxserve_ready", "1 when the model is loaded and warm.", registry=r)
+        self.model_load_seconds = Gauge(
+            "fluxserve_model_load_seconds",
+            "Seconds the pipeline took to load (weights read and moved to the device).",
+            registry=r,
+        )
 
     def set_model(self, model: str, revision: str | None, release: str) -> None:
         self.model_info.labels(model=model, revision=revision or "", release=release).set(1)

@@ -13,14 +13,15 @@ from flux_client.presets import PRESET_FILE_SUFFIX, StylePreset, presets_from_fi
 log = logging.getLogger(__name__)
 
 
-def _signature(directory: Path) -> tuple[tuple[str, int, int], ...]:
+def _signature(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
     entries = []
     for path in sorted(directory.glob(f"*{PRESET_FILE_SUFFIX}")):
         try:
             stat = path.stat()  # follows the ConfigMap's links
         except OSError:
             continue
-        entries.append((path.name, stat.st_mtime_ns, stat.st_size))
+        # The inode too: a swapped-in file may have the old one's size and time stamp.
+        entries.append((path.name, stat.st_ino, stat.st_mtime_ns, stat.st_size))
     return tuple(entries)
 
 
@@ -42,7 +43,7 @@ class PresetStore:
         self.directory = directory
         self.interval = interval
         self._presets: dict[str, StylePreset] = {}
-        self._signature: tuple[tuple[str, int, int], ...] = ()
+        self._signature: tuple[tuple[str, int, int, int], ...] = ()
         self._checked = 0.0
         if directory is not None:
             if not directory.is_dir():

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from flux_server.editing import EDIT_FIELDS, edit_options
 from flux_server.errors import (
     Cancelled,
+    InternalError,
     InvalidRequest,
     MalformedRequest,
     QueueFull,
@@ -224,6 +225,8 @@ async def json_body(request: Request) -> Any:
         body = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise MalformedRequest(f"the body is not valid JSON: {exc}", "body") from None
+    except RecursionError:
+        raise MalformedRequest("the body's JSON is nested too deeply", "body") from None
     if not isinstance(body, dict):
         raise MalformedRequest("the body must be a JSON object", "body")
     return body
@@ -312,6 +315,16 @@ def create_app(service: GenerationService) -> FastAPI:
         body = {"error": {"code": code, "message": str(exc.detail), "field": None}}
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The traceback goes to the server's log (Starlette re-raises after answering);
+        # the caller gets the error shape and the request id to quote.
+        rid = getattr(request.state, "request_id", None)
+        error = InternalError(
+            f"the server failed ({type(exc).__name__}); the request id is in its logs"
+        )
+        return error_response(error, rid)
+
     @app.post(
         "/generate",
         summary="Generate images",
@@ -378,6 +391,7 @@ def create_app(service: GenerationService) -> FastAPI:
         )
 
     @app.get("/v1/presets", summary="Style presets")
+    @app.get("/presets", summary="Style presets (same as /v1/presets)")
     async def presets() -> dict[str, Any]:
         return {
             "presets": [

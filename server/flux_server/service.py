@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from flux_client.presets import StylePreset
@@ -54,6 +54,7 @@ class CallContext:
     authorization: str | None = None  # the "authorization" header / metadata value
     priority: bool = False
     timeout: float | None = None  # seconds; None: --request-timeout
+    priority_denied: bool = False  # asked for the priority lane without the permission
 
 
 @dataclass
@@ -146,6 +147,11 @@ class GenerationService:
             from flux_server.auth import KeyStore
 
             self.keys = KeyStore.from_file(s.api_keys)
+        else:
+            log.warning(
+                "no --api-keys: the server is open, every caller may generate and use the "
+                "priority lane"
+            )
         from flux_server.safety import SafetyFilter
 
         # The default blocklist is always on; --blocklist extends it.
@@ -172,6 +178,7 @@ class GenerationService:
         self.engine = await loop.run_in_executor(
             self._executor, lambda: Engine.load(s.model, s.model_revision, s.device, s.dtype)
         )
+        self.metrics.model_load_seconds.set(self.engine.info.load_seconds)
         await loop.run_in_executor(self._executor, self._load_extras)
         if s.warmup:
             await loop.run_in_executor(self._executor, self.engine.warmup)
@@ -237,10 +244,12 @@ class GenerationService:
 
     # -- requests ------------------------------------------------------------------------
 
-    def authenticate(self, ctx: CallContext) -> Any:
-        """The caller's principal (None on an open server); checks the priority lane."""
+    def authenticate(self, ctx: CallContext) -> tuple[Any, CallContext]:
+        """The caller's principal (None on an open server) and the context to serve the
+        request with: a caller whose key lacks the ``priority`` permission is served in
+        the normal lane, and the downgrade is logged (server log and audit log)."""
         if self.keys is None:
-            return None
+            return None, ctx
         from flux_server.auth import bearer_token
 
         self.keys.reload_if_changed()
@@ -253,10 +262,13 @@ class GenerationService:
         if principal is None:
             raise Unauthenticated("the API key is not valid", "authorization")
         if ctx.priority and not principal.can_priority:
-            raise PermissionDenied(
-                f"user {principal.user!r} may not use the priority lane", "priority"
+            log.warning(
+                "priority lane denied: the key has no priority permission; "
+                "served in the normal lane",
+                extra={"request_id": ctx.request_id, "user": principal.user},
             )
-        return principal
+            ctx = replace(ctx, priority=False, priority_denied=True)
+        return principal, ctx
 
     def _check_ready(self) -> None:
         if self.draining:
@@ -270,7 +282,7 @@ class GenerationService:
         """Generate the images of one request."""
         started = time.perf_counter()
         self._check_ready()
-        principal = self.authenticate(ctx)
+        principal, ctx = self.authenticate(ctx)
         user = principal.user if principal is not None else None
         job = resolve(params, self.presets.get(), self.settings, self.adapter_defaults)
         await self._check_safety(job.prompt, ctx, user, job)
@@ -334,7 +346,7 @@ class GenerationService:
         self._check_ready()
         if self.editor is None:
             raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
-        principal = self.authenticate(ctx)
+        principal, ctx = self.authenticate(ctx)
         user = principal.user if principal is not None else None
         from flux_server.editing import edit_job_from, validate
         from flux_server.images import decode_image
@@ -375,7 +387,7 @@ class GenerationService:
         self._check_ready()
         if self.vqa_model is None:
             raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
-        self.authenticate(ctx)
+        _, ctx = self.authenticate(ctx)
         from flux_server.images import decode_image
         from flux_server.vqa import validate_question
 
@@ -547,7 +559,7 @@ class GenerationService:
                     "priority": ctx.priority,
                 },
                 decision=decision,
-                reason=reason,
+                reason=reason or ("priority_denied" if ctx.priority_denied else None),
                 status=status,
                 latency_ms=result.total_ms if result is not None else None,
                 cache_hit=result.cache_hit if result is not None else False,

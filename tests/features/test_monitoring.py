@@ -66,6 +66,7 @@ BRIEF_METRICS = {
     "fluxserve_gpu_memory_used_bytes",
     "fluxserve_gpu_utilization_ratio",
     "fluxserve_model_info",
+    "fluxserve_model_load_seconds",
     "fluxserve_ready",
 }
 
