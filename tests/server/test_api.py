@@ -181,6 +181,15 @@ def test_malformed_and_oversized_bodies(server: ServerProcess) -> None:
     error = oversized.json()["error"]
     assert error["field"] == "body" and str(MAX_BODY) in error["message"]
 
+    deep = httpx.post(
+        f"{server.url}/generate",
+        content=b"[" * 20_000 + b"]" * 20_000,
+        headers={"Content-Type": "application/json"},
+    )
+    assert deep.status_code == 400, deep.text
+    assert deep.json()["error"]["field"] == "body"
+    assert "nested too deeply" in deep.json()["error"]["message"]
+
     long_prompt = post(server, {"prompt": "x" * 2001})
     assert long_prompt.status_code == 422 and long_prompt.json()["error"]["field"] == "prompt"
 
