@@ -470,6 +470,11 @@ def _load_kontext(base: Any, kontext: str, revision: str | None) -> Any:
     from diffusers import FluxKontextPipeline, FluxTransformer2DModel
 
     local = Path(kontext)
+    if kontext.startswith(("/", "./", "../")) and not local.is_dir():
+        # Otherwise diffusers takes it for a hub id and says so, confusingly.
+        raise RuntimeError(
+            f"cannot load the Kontext transformer from {kontext!r}: no such directory"
+        )
     # A full pipeline layout (hub repo or saved directory) keeps the transformer in
     # a subfolder; a bare transformer directory holds config.json at its root.
     subfolder = None if (local / "config.json").is_file() else "transformer"

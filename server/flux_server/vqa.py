@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, Final, Literal
 
 from PIL import Image
@@ -149,6 +150,9 @@ class VqaModel:
             MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
         )
 
+        if path_or_id.startswith(("/", "./", "../")) and not Path(path_or_id).is_dir():
+            # Otherwise transformers takes it for a hub id and says so, confusingly.
+            raise VqaModelError(f"cannot load the VQA model {path_or_id!r}: no such directory")
         device = resolve_device(device)
         if dtype is None:
             dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

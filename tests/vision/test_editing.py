@@ -131,8 +131,10 @@ def test_kontext_from_a_pipeline_layout(flux_pipe: Any, tiny_flux_dir: Path) -> 
 
 
 def test_kontext_that_cannot_be_loaded(flux_pipe: Any, tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError, match="cannot load the Kontext transformer"):
+    with pytest.raises(RuntimeError, match=r"cannot load the Kontext transformer .*no such dir"):
         Editor(flux_pipe, kontext=str(tmp_path / "missing"))
+    with pytest.raises(RuntimeError, match="cannot load the Kontext transformer"):
+        Editor(flux_pipe, kontext=str(tmp_path))  # a directory, but no model in it
 
 
 def test_instruct_without_kontext_is_a_clear_error(plain_editor: Editor) -> None:
