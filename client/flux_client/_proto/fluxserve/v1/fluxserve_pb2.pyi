@@ -169,8 +169,8 @@ class GenerationParams(_message.Message):
     style_preset: _builtins.str
     """Name of a style preset: its template wraps the prompt, its values fill unset fields."""
     seed: _builtins.int
-    """Seed of the first image; image i uses seed + i. Unset: the server picks one and
-    returns it. The same seed and parameters give the same image bytes.
+    """Seed of the first image (at most 2^63-1); image i uses seed + i. Unset: the server
+    picks one and returns it. The same seed and parameters give the same image bytes.
     """
     num_images: _builtins.int
     """Images to generate, 1 when unset."""
