@@ -3,7 +3,8 @@ test process can run several servers)."""
 
 from __future__ import annotations
 
-import contextlib
+import logging
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -13,6 +14,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 
@@ -81,11 +84,13 @@ class Metrics:
         for reason in ("blocklist", "classifier"):
             self.safety_rejections.labels(reason=reason)
         self.gpu_memory_used = Gauge(
-            "fluxserve_gpu_memory_used_bytes", "CUDA memory allocated by torch.", registry=r
+            "fluxserve_gpu_memory_used_bytes",
+            "GPU memory in use on this pod's GPU (NVML; torch's allocation without it).",
+            registry=r,
         )
         self.gpu_utilization = Gauge(
             "fluxserve_gpu_utilization_ratio",
-            "GPU busy fraction (0-1) as the driver reports it.",
+            "GPU busy fraction (0-1) over the driver's last sample period (NVML).",
             registry=r,
         )
         self.model_info = Gauge(
@@ -95,6 +100,7 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("fluxserve_ready", "1 when the model is loaded and warm.", registry=r)
+        self._nvml: _Nvml | None = None  # opened on the first scrape
         self.model_load_seconds = Gauge(
             "fluxserve_model_load_seconds",
             "Seconds the pipeline took to load (weights read and moved to the device).",
@@ -105,18 +111,60 @@ class Metrics:
         self.model_info.labels(model=model, revision=revision or "", release=release).set(1)
 
     def sample_gpu(self) -> None:
-        """Refresh the GPU gauges (no-op without CUDA)."""
+        """Refresh the GPU gauges from NVML: the device's memory in use (every process's,
+        as ``nvidia-smi`` shows it) and its busy fraction. Without NVML (no driver, no
+        GPU) memory falls back to torch's own allocation, and without CUDA nothing is set."""
+        if self._nvml is None:
+            self._nvml = _Nvml.open()
+        if self._nvml:
+            sample = self._nvml.sample()
+            if sample is not None:
+                used, busy = sample
+                self.gpu_memory_used.set(used)
+                self.gpu_utilization.set(busy)
+                return
         try:
             import torch
         except ImportError:  # pragma: no cover - the server always has torch
             return
-        if not torch.cuda.is_available():
-            return
-        self.gpu_memory_used.set(torch.cuda.memory_allocated())
-        # torch.cuda.utilization needs pynvml; without it, memory alone is still useful.
-        with contextlib.suppress(Exception):
-            self.gpu_utilization.set(torch.cuda.utilization() / 100.0)
+        if torch.cuda.is_available():
+            self.gpu_memory_used.set(torch.cuda.memory_allocated())
 
     def render(self) -> bytes:
         self.sample_gpu()
         return generate_latest(self.registry)
+
+
+class _Nvml:
+    """The first GPU NVML sees: in a pod, the one Kubernetes gave it. Falsy when NVML is
+    absent or finds no GPU, so the caller asks only once."""
+
+    def __init__(self, module: Any = None, handle: Any = None) -> None:
+        self._module = module
+        self._handle = handle
+
+    def __bool__(self) -> bool:
+        return self._handle is not None
+
+    @classmethod
+    def open(cls) -> _Nvml:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            if pynvml.nvmlDeviceGetCount() < 1:
+                return cls()
+            return cls(pynvml, pynvml.nvmlDeviceGetHandleByIndex(0))
+        except Exception as exc:  # ImportError or any NVMLError: no GPU metrics, not a crash
+            log.debug("NVML unavailable: %s", exc)
+            return cls()
+
+    def sample(self) -> tuple[int, float] | None:
+        """(memory used in bytes, busy fraction), or None if the driver stops answering."""
+        try:
+            memory = self._module.nvmlDeviceGetMemoryInfo(self._handle)
+            rates = self._module.nvmlDeviceGetUtilizationRates(self._handle)
+        except Exception as exc:  # an NVMLError: keep serving, report what is known
+            log.debug("NVML sample failed: %s", exc)
+            return None
+        return int(memory.used), float(rates.gpu) / 100.0

@@ -216,3 +216,37 @@ def test_kustomize_builds_the_configmap_from_the_dashboard() -> None:
     assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
     dashboard = json.loads(config_map["data"]["grafana-dashboard.json"])
     assert dashboard["uid"] == "fluxserve-overview"
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def test_gpu_gauges_stay_zero_without_a_gpu() -> None:
+    if _cuda_available():
+        pytest.skip("this machine has a GPU: see test_gpu_gauges_read_nvml")
+    metrics = Metrics()
+    metrics.render()
+    assert metrics.registry.get_sample_value("fluxserve_gpu_memory_used_bytes") == 0
+    assert metrics.registry.get_sample_value("fluxserve_gpu_utilization_ratio") == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
+def test_gpu_gauges_read_nvml() -> None:
+    import pynvml
+    import torch
+
+    block = torch.empty(256 * 1024 * 1024, dtype=torch.uint8, device="cuda")
+    metrics = Metrics()
+    metrics.render()
+    used = metrics.registry.get_sample_value("fluxserve_gpu_memory_used_bytes")
+    busy = metrics.registry.get_sample_value("fluxserve_gpu_utilization_ratio")
+    # NVML counts the whole device (CUDA context included), so more than torch holds.
+    assert used is not None and used >= block.numel()
+    assert busy is not None and 0.0 <= busy <= 1.0
+    pynvml.nvmlInit()
+    total = pynvml.nvmlDeviceGetMemoryInfo(pynvml.nvmlDeviceGetHandleByIndex(0)).total
+    assert used <= total
