@@ -243,7 +243,11 @@ class LoraSpec(_Model):
         )
     )
 
-    name: str = Field(pattern=LORA_NAME, description="Adapter name requests and presets use.")
+    # maxLength although the pattern bounds it too: the API server prices CEL rules (the
+    # uniqueness rule compares every pair of names) from maxLength, not from patterns.
+    name: str = Field(
+        max_length=63, pattern=LORA_NAME, description="Adapter name requests and presets use."
+    )
     path: str | None = Field(
         default=None,
         max_length=1024,

@@ -3,6 +3,8 @@ good examples and rejects each bad one for the reason it names."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import kubernetes_validate
@@ -79,6 +81,43 @@ def test_schema_is_structural(crd: dict) -> None:
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     for name in ("spec", "status"):
         _no_unstructural(schema["properties"][name], name)
+
+
+_ITERATION = re.compile(r"self\.(\w+)\.(?:all|exists|exists_one|map|filter)\(")
+
+
+def _bounded(node: dict) -> bool:
+    return node.get("type") != "string" or "maxLength" in node or "enum" in node
+
+
+def _rules(node: dict, path: str) -> Iterator[tuple[dict, str, str]]:
+    for rule in node.get("x-kubernetes-validations", []):
+        yield node, path, rule["rule"]
+    for name, sub in node.get("properties", {}).items():
+        yield from _rules(sub, f"{path}.{name}")
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from _rules(node[key], f"{path}[]")
+
+
+def test_iterating_cel_rules_read_only_bounded_data(crd: dict) -> None:
+    """The API server estimates each rule's cost from maxItems/maxProperties/maxLength
+    (an unbounded string counts as the whole 3 MiB request) and refuses a CRD whose rule
+    could cost too much. A rule that loops over a list or map must find every count and
+    every string it may compare there bounded."""
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    checked = 0
+    for node, path, rule in _rules(schema, ""):
+        for field in _ITERATION.findall(rule):
+            target = node["properties"][field]
+            where = f"{path}.{field} (rule {rule!r})"
+            assert "maxItems" in target or "maxProperties" in target, f"unbounded {where}"
+            element = target.get("items") or target.get("additionalProperties")
+            assert _bounded(element), f"unbounded strings in {where}"
+            for name, sub in element.get("properties", {}).items():
+                assert _bounded(sub), f"{where}: {name} has no maxLength"
+            checked += 1
+    assert checked >= 3  # the LoRA and preset rules on spec
 
 
 @pytest.mark.parametrize("path", sorted((EXAMPLES / "good").glob("*.yaml")), ids=lambda p: p.stem)
