@@ -270,3 +270,70 @@ def test_application_health_lets_sync_waves_wait(
     if app_status is not None:
         obj["status"] = app_status
     assert run_health(_script(APP_HEALTH_KEY), obj)[0] == expected
+
+
+def test_health_of_the_statuses_the_operator_writes() -> None:
+    """Not hand-written fixtures: the statuses reconcile.plan writes through a release's
+    life (rolling out, available, a missed deadline rolled back, rolled forward), then a
+    suspended spec and one the operator cannot serve."""
+    from flux_operator.reconcile import degraded_status, plan
+    from flux_operator.render import Owner, Revision, render_deployment
+    from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus
+
+    owner = Owner(name="flux", namespace="inference", uid="u-1")
+    script = _script(HEALTH_KEY)
+    raw: dict[str, Any] = {
+        "release": "v1.2.3",
+        "model": {"id": "black-forest-labs/FLUX.1-dev", "source": {"hub": {}}},
+    }
+    status = FluxDeploymentStatus()
+    generation = 1
+    running: Revision | None = None  # what the operator last told the Deployment to run
+
+    def health(status: FluxDeploymentStatus) -> tuple[str, str]:
+        body = {
+            "apiVersion": "fluxserve.dev/v1alpha1",
+            "kind": "FluxDeployment",
+            "metadata": {"name": "flux", "generation": generation},
+            "spec": raw,
+            "status": status.model_dump(by_alias=True, exclude_none=True),
+        }
+        return run_health(script, body)
+
+    def step(progress: str | None = None, **spec_changes: Any) -> str:
+        nonlocal status, generation, running
+        if spec_changes:
+            raw.update(spec_changes)
+            generation += 1
+        spec = FluxDeploymentSpec.model_validate(raw)
+        deployment = None
+        if progress is not None and running is not None:
+            # The Deployment of the running revision, as its controller reports it.
+            deployment = render_deployment(owner, spec, running)
+            deployment["metadata"]["generation"] = 1
+            ready = int(progress == "NewReplicaSetAvailable")
+            deployment["status"] = {
+                "observedGeneration": 1,
+                "replicas": 1,
+                "readyReplicas": ready,
+                "updatedReplicas": 1,
+                "availableReplicas": ready,
+                "conditions": [
+                    {"type": "Progressing", "status": str(bool(ready)), "reason": progress}
+                ],
+            }
+        decided = plan(owner, spec, status, {}, generation, deployment, NOW)
+        status, running = decided.status, decided.revision
+        return health(status)[0]
+
+    assert step() == "Progressing"
+    assert step("NewReplicaSetAvailable") == "Healthy"
+    assert step(release="v1.2.4") == "Progressing"
+    assert step("ProgressDeadlineExceeded") == "Degraded"  # rolled back to v1.2.3
+    assert status.phase == "RolledBack" and "v1.2.4" in health(status)[1]
+    assert step("NewReplicaSetAvailable") == "Degraded"  # serving, not the release in git
+    assert step(release="v1.2.5") == "Progressing"
+    assert step("NewReplicaSetAvailable") == "Healthy"
+    assert step("NewReplicaSetAvailable", replicas=0) == "Suspended"
+    broken = degraded_status(status, generation, "InvalidSpec", "spec.x: bad", NOW)
+    assert health(broken) == ("Degraded", "spec.x: bad")
