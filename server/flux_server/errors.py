@@ -12,6 +12,8 @@ class ServeError(Exception):
     field at fault when there is one."""
 
     code = "internal"
+    audited = False
+    """Set once the audit log has a line for the request this error ended."""
 
     def __init__(self, message: str, field: str | None = None) -> None:
         super().__init__(message)

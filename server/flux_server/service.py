@@ -30,6 +30,7 @@ from flux_server.errors import (
     ServeError,
     Unauthenticated,
     Unavailable,
+    status_of,
 )
 from flux_server.metrics import Metrics
 from flux_server.params import GenerateParams, Job, resolve
@@ -280,11 +281,24 @@ class GenerationService:
         self, params: GenerateParams, ctx: CallContext, progress: ProgressFn | None = None
     ) -> GenerationResult:
         """Generate the images of one request."""
+        trail = _Trail(ctx)
+        try:
+            return await self._generate(params, trail, progress)
+        except ServeError as error:
+            # Refused, timed out, shed or failed: the audit log has a line for it too.
+            self._audit_error(trail.ctx, error, trail.user, trail.job)
+            raise
+
+    async def _generate(
+        self, params: GenerateParams, trail: _Trail, progress: ProgressFn | None
+    ) -> GenerationResult:
         started = time.perf_counter()
         self._check_ready()
-        principal, ctx = self.authenticate(ctx)
+        principal, ctx = self.authenticate(trail.ctx)
         user = principal.user if principal is not None else None
+        trail.ctx, trail.user = ctx, user
         job = resolve(params, self.presets.get(), self.settings, self.adapter_defaults)
+        trail.job = job
         await self._check_safety(job.prompt, ctx, user, job)
 
         key = self._cache_key(job, seeded=params.seed is not None)
@@ -418,12 +432,16 @@ class GenerationService:
             return
         reason = decision.reason or "unknown"
         self.metrics.safety_rejections.labels(reason=reason).inc()
-        self._audit(ctx, user, job, "rejected", reason, 400, None)
+        self._audit(ctx, user, job, "rejected", reason, 400, None, detail=decision.matched)
         log.warning(
             "prompt rejected",
             extra={"request_id": ctx.request_id, "user": user, "reason": reason},
         )
-        raise ContentRejected("the prompt was refused by the content policy", "prompt")
+        error = ContentRejected(
+            f"the prompt was refused by the content policy ({reason})", "prompt"
+        )
+        error.audited = True
+        raise error
 
     def _cache_key(self, job: Job, *, seeded: bool) -> str | None:
         if self.cache is None:
@@ -529,64 +547,84 @@ class GenerationService:
         self,
         ctx: CallContext,
         user: str | None,
-        job: Job,
+        job: Job | None,
         decision: Literal["accepted", "rejected"],
         reason: str | None,
         status: int,
         result: GenerationResult | None,
+        detail: str | None = None,
     ) -> None:
         if self.audit is None:
             return
         from flux_server.audit import AuditRecord
 
+        params: dict[str, Any] = {"priority": ctx.priority}
+        if job is not None:
+            params = {
+                "width": job.width,
+                "height": job.height,
+                "steps": job.steps,
+                "guidance_scale": job.guidance_scale,
+                "true_cfg_scale": job.true_cfg_scale,
+                "seed": job.seed,
+                "num_images": job.num_images,
+                "style_preset": job.style_preset,
+                "adapters": dict(job.adapters),
+                **params,
+            }
         self.audit.record(
             AuditRecord(
                 request_id=ctx.request_id,
                 user=user,
                 endpoint=ctx.endpoint,
-                prompt=job.prompt,
-                negative_prompt=job.negative_prompt,
-                params={
-                    "width": job.width,
-                    "height": job.height,
-                    "steps": job.steps,
-                    "guidance_scale": job.guidance_scale,
-                    "true_cfg_scale": job.true_cfg_scale,
-                    "seed": job.seed,
-                    "num_images": job.num_images,
-                    "style_preset": job.style_preset,
-                    "adapters": dict(job.adapters),
-                    "priority": ctx.priority,
-                },
+                prompt=job.prompt if job is not None else None,
+                negative_prompt=job.negative_prompt if job is not None else None,
+                params=params,
                 decision=decision,
                 reason=reason or ("priority_denied" if ctx.priority_denied else None),
+                detail=detail,
                 status=status,
                 latency_ms=result.total_ms if result is not None else None,
                 cache_hit=result.cache_hit if result is not None else False,
             )
         )
 
-    def audit_refusal(self, ctx: CallContext, error: ServeError, status: int) -> None:
-        """Record an authentication/priority refusal (no job was resolved)."""
-        if self.audit is None or not isinstance(error, Unauthenticated | PermissionDenied):
+    def _audit_error(
+        self,
+        ctx: CallContext,
+        error: ServeError,
+        user: str | None = None,
+        job: Job | None = None,
+        status: int | None = None,
+    ) -> None:
+        """One line for a request that ended in an error, unless it has one already (a
+        refused prompt is recorded where it is refused, with what matched)."""
+        if self.audit is None or error.audited:
             return
-        from flux_server.audit import AuditRecord
-
-        self.audit.record(
-            AuditRecord(
-                request_id=ctx.request_id,
-                endpoint=ctx.endpoint,
-                decision="rejected",
-                reason="unauthenticated"
-                if isinstance(error, Unauthenticated)
-                else "priority_denied",
-                status=status,
-            )
+        reason = {Unauthenticated: "unauthenticated", PermissionDenied: "priority_denied"}.get(
+            type(error), error.code
         )
+        status = status if status is not None else status_of(error).http
+        self._audit(ctx, user, job, "rejected", reason, status, None, detail=error.message)
+        error.audited = True
+
+    def audit_refusal(self, ctx: CallContext, error: ServeError, status: int) -> None:
+        """Record a request the API adapters answered with an error and the core has not
+        recorded (a body that does not parse, a refused key): every request gets a line."""
+        self._audit_error(ctx, error, status=status)
 
 
 def _snap16(value: int) -> int:
     return max(16, round(value / 16) * 16)
+
+
+@dataclass
+class _Trail:
+    """What is known of a request so far, for its audit line if it fails."""
+
+    ctx: CallContext
+    user: str | None = None
+    job: Job | None = None
 
 
 def _describe_failure(exc: BaseException, work: _Work) -> str:

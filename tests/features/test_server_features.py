@@ -218,7 +218,44 @@ def test_blocked_prompt_in_disguise_is_refused_and_audited(secured: dict[str, An
     )
     assert line["decision"] == "rejected" and line["reason"] == "blocklist"
     assert line["user"] == "alice" and line["prompt"] == BLOCKED_IN_DISGUISE
-    assert line["status"] == 400
+    assert line["status"] == 400 and line["detail"] == "nude"
+    assert "blocklist" in error["message"]
+    assert [x["request_id"] for x in _audit_lines(secured["audit"])].count("disguised-1") == 1
+
+
+def test_every_failed_request_has_one_audit_line(secured: dict[str, Any]) -> None:
+    client: httpx.Client = secured["client"]
+    too_long = client.post(
+        "/generate",
+        json={"prompt": "a cat", "steps": 1000},
+        headers=_auth(secured["bob"], **{"X-Request-Id": "too-many-steps"}),
+    )
+    assert too_long.status_code == 422
+    not_json = client.post(
+        "/generate",
+        content=b'{"prompt": ',
+        headers=_auth(
+            secured["bob"], **{"X-Request-Id": "not-json", "Content-Type": "application/json"}
+        ),
+    )
+    assert not_json.status_code == 400
+
+    def lines(request_id: str) -> list[dict[str, Any]]:
+        return [x for x in _audit_lines(secured["audit"]) if x["request_id"] == request_id]
+
+    (steps,) = _wait_for(lambda: lines("too-many-steps"), "the audit line of too-many-steps")
+    assert (steps["decision"], steps["reason"], steps["status"]) == (
+        "rejected",
+        "invalid_argument",
+        422,
+    )
+    assert steps["user"] == "bob" and "steps" in steps["detail"]
+    (body,) = _wait_for(lambda: lines("not-json"), "the audit line of not-json")
+    assert (body["decision"], body["reason"], body["status"]) == (
+        "rejected",
+        "malformed_request",
+        400,
+    )
 
 
 def test_the_blocklist_file_extends_the_default_list(secured: dict[str, Any]) -> None:
