@@ -13,7 +13,9 @@ generator.
 Sizes: FLUX works on 16-pixel patches (VAE factor 8, then 2x2 packing), so the
 source (and mask) is resized to the nearest multiples of 16 (at least 16), edited
 there, and the result is resized back, so callers always get the size they asked
-for: the source image's size unless ``width``/``height`` are given.
+for: the source image's size unless ``width``/``height`` are given. A source larger
+than the server's ``--max-side`` is edited at a size scaled down to fit it (see
+:func:`working_size`) and the result scaled back up to the source's size.
 
 Seeds: as in generation, image ``i`` of a request uses ``seed + i``; an unset seed
 is drawn at random and reported back. Generators live on the CPU so that a seed
@@ -92,7 +94,8 @@ class EditJob:
     """One edit request, already decoded and checked at the API edge.
 
     ``width``/``height`` default to the source image's size (the exact size, not
-    snapped: the Editor snaps internally and resizes back). ``strength`` (0..1]
+    snapped: the Editor snaps internally and resizes back); ``run_size`` is the size
+    the pipeline runs at, when it is not that snapped size. ``strength`` (0..1]
     is how far img2img / inpainting move from the source (unset:
     :data:`DEFAULT_STRENGTH`); instruction editing has none and refuses one. ``adapters`` are
     (name, weight) pairs, sorted, as in ``params.Job``.
@@ -112,6 +115,7 @@ class EditJob:
     seed: int | None = None
     num_images: int = 1
     adapters: tuple[tuple[str, float], ...] = ()
+    run_size: tuple[int, int] | None = None
 
     @property
     def effective_strength(self) -> float:
@@ -122,6 +126,12 @@ class EditJob:
     def size(self) -> tuple[int, int]:
         """The output size (width, height)."""
         return (self.width or self.image.width, self.height or self.image.height)
+
+    @property
+    def pipeline_size(self) -> tuple[int, int]:
+        """The size the pipeline runs at: ``run_size``, else the output size snapped
+        to 16-pixel patches."""
+        return self.run_size or snap(self.size)
 
 
 @dataclass
@@ -149,7 +159,8 @@ def edit_job_from(
     ``mode`` defaults to ``inpaint`` with a mask and ``img2img`` without one.
     ``width``/``height`` are the caller's own (``GenerateParams.width``), not the
     resolved job's: when the caller sets none, the output has the source's exact
-    size, even when that is no multiple of 16. Negative prompts only count with
+    size, even when that is no multiple of 16. The resolved job's size (checked
+    against the server's limits) is the size the pipeline runs at. Negative prompts only count with
     true CFG (``true_cfg_scale > 1``), as in generation.
     """
     chosen = (mode or ("inpaint" if mask is not None else "img2img")).lower()
@@ -168,6 +179,7 @@ def edit_job_from(
         seed=job.seed,
         num_images=job.num_images,
         adapters=job.adapters,
+        run_size=(job.width, job.height),
     )
 
 
@@ -198,6 +210,16 @@ def edit_options(fields: Mapping[str, Any]) -> tuple[str | None, float | None]:
 def snap(size: tuple[int, int]) -> tuple[int, int]:
     """The nearest multiples of 16 (at least 16) to a (width, height)."""
     return tuple(max(PATCH, round(v / PATCH) * PATCH) for v in size)  # type: ignore[return-value]
+
+
+def working_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+    """The size to edit a source of ``size`` at when the caller sets none: the source's,
+    scaled down (aspect kept) when a side is over ``max_side``, in 16-pixel patches."""
+    width, height = size
+    scale = min(1.0, max_side / max(width, height))
+    limit = max(PATCH, max_side // PATCH * PATCH)
+    snapped = snap((round(width * scale), round(height * scale)))
+    return (min(snapped[0], limit), min(snapped[1], limit))
 
 
 def seeds_for(seed: int | None, count: int) -> list[int]:
@@ -255,7 +277,7 @@ def batch_key(job: EditJob) -> tuple[Any, ...]:
     """Jobs with equal keys may run in one pipeline call (see :meth:`Editor.run_batch`)."""
     return (
         job.mode,
-        snap(job.size),
+        job.pipeline_size,
         job.steps,
         job.guidance_scale,
         job.true_cfg_scale,
@@ -358,7 +380,7 @@ class Editor:
 
         import torch
 
-        width, height = snap(first.size)
+        width, height = first.pipeline_size
         seeds = [seeds_for(job.seed, job.num_images) for job in jobs]
         # One resize per job, shared by its rows.
         sources = [_fit(job.image, (width, height), Image.Resampling.LANCZOS) for job in jobs]

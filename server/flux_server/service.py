@@ -362,19 +362,18 @@ class GenerationService:
             raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
         principal, ctx = self.authenticate(ctx)
         user = principal.user if principal is not None else None
-        from flux_server.editing import edit_job_from, validate
+        from flux_server.editing import edit_job_from, validate, working_size
         from flux_server.images import decode_image
 
         max_pixels = self.settings.max_image_pixels
         source = decode_image(image, "image", max_pixels)
         mask_image = decode_image(mask, "mask", max_pixels, mode="L") if mask else None
         # Limits and defaults apply at the size the pipeline runs (the source's, snapped
-        # to 16 pixels, unless the request sets one); the result keeps the source's size.
+        # to 16 pixels and scaled to fit --max-side, unless the request sets one); the
+        # result keeps the source's size.
+        auto_width, auto_height = working_size(source.size, self.settings.max_side)
         sized = params.model_copy(
-            update={
-                "width": params.width or _snap16(source.width),
-                "height": params.height or _snap16(source.height),
-            }
+            update={"width": params.width or auto_width, "height": params.height or auto_height}
         )
         job = resolve(sized, self.presets.get(), self.settings, self.adapter_defaults)
         await self._check_safety(job.prompt, ctx, user, job)
@@ -612,10 +611,6 @@ class GenerationService:
         """Record a request the API adapters answered with an error and the core has not
         recorded (a body that does not parse, a refused key): every request gets a line."""
         self._audit_error(ctx, error, status=status)
-
-
-def _snap16(value: int) -> int:
-    return max(16, round(value / 16) * 16)
 
 
 @dataclass

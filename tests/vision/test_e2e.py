@@ -181,6 +181,27 @@ def test_rest_inpaint_returns_a_png_of_the_input_size(server: Server) -> None:
     assert int(response.headers["X-Seed"]) >= 0
 
 
+def test_rest_edit_of_a_source_over_the_side_limit(server: Server) -> None:
+    # Wider than --max-side (2048): edited at a size that fits, returned at the source's.
+    wide = (2100, 40)
+    response = httpx.post(
+        f"{server.url}/edit",
+        files={"image": ("in.png", photo(wide), "image/png")},
+        data={"prompt": "a long fence", **FAST},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    assert size_of(response.content) == wide
+    # A size the caller asks for is held to the limit, and named.
+    response = httpx.post(
+        f"{server.url}/edit",
+        files={"image": ("in.png", photo(wide), "image/png")},
+        data={"prompt": "a long fence", "width": "2112", **FAST},
+        timeout=60,
+    )
+    assert_error(response, 422, "width", "2048")
+
+
 def test_rest_instruct_returns_the_input_size(server: Server) -> None:
     response = httpx.post(
         f"{server.url}/edit",

@@ -20,6 +20,7 @@ from flux_server.editing import (
     edit_options,
     seeds_for,
     snap,
+    working_size,
 )
 from flux_server.images import ImageInputError
 
@@ -74,6 +75,31 @@ def test_snap_to_patches() -> None:
     assert snap((50, 30)) == (48, 32)
     assert snap((1, 7)) == (16, 16)
     assert snap((1024, 768)) == (1024, 768)
+
+
+def test_working_size_fits_the_largest_side() -> None:
+    assert working_size((50, 30), 2048) == (48, 32)
+    assert working_size((4032, 3024), 2048) == (2048, 1536)
+    assert working_size((3000, 200), 1024) == (1024, 64)
+    assert working_size((5000, 5), 1000) == (992, 16)
+
+
+def test_a_run_size_below_the_output_size(editor: Editor) -> None:
+    job = EditJob(mode="img2img", image=picture((100, 40)), prompt="a", run_size=(48, 16), **FAST)
+    tokens: list[int] = []
+
+    def count(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        tokens.append(kwargs["hidden_states"].shape[1])
+
+    hook = editor.img2img_pipe.transformer.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        result = editor.run(job)
+    finally:
+        hook.remove()
+    # 48x16 pixels are 3x1 patches of 16; the result is scaled back to the output size.
+    assert set(tokens) == {3}
+    assert result.images[0].size == (100, 40)
+    assert batch_key(job) != batch_key(EditJob(mode="img2img", image=job.image, prompt="a", **FAST))
 
 
 def test_seeds_follow_generation() -> None:
@@ -238,6 +264,8 @@ def test_edit_job_from_a_resolved_request() -> None:
     src = picture((50, 30))
     plain = edit_job_from(job, image=src)
     assert (plain.mode, plain.effective_strength, plain.size) == ("img2img", 0.6, (50, 30))
+    # The pipeline runs at the resolved (limit-checked) size.
+    assert plain.pipeline_size == (64, 32)
     assert (plain.seed, plain.num_images, plain.steps, plain.adapters) == (42, 2, 3, job.adapters)
     # Without true CFG the negative prompt has no effect, as in generation.
     assert plain.negative_prompt is None
