@@ -82,6 +82,9 @@ wait_for() {  # wait_for DESCRIPTION COMMAND...: poll until COMMAND succeeds or 
 
 fxd_field() { kubectl get fxd "${FXD}" -n "${NS}" -o "jsonpath=$1"; }
 phase_is() { [[ "$(fxd_field '{.status.phase}')" == "$1" ]]; }
+no_operator_pods() {
+    [[ -z "$(kubectl get pods -n fluxserve-system -l app.kubernetes.io/name=fluxserve-operator -o name)" ]]
+}
 
 # --- cluster and images ------------------------------------------------------------------
 log "kind cluster ${CLUSTER}"
@@ -202,6 +205,10 @@ fxd_field '{range .status.history[*]}{.revision}{"\t"}{.release}{"\t"}{.outcome}
 
 # --- the operator's scenarios against this cluster ---------------------------------------------------
 log "operator scenarios against the cluster (pytest -m e2e)"
+# The scenarios run their own operator (and stop and restart it): the chart's must not
+# act on their FluxDeployments meanwhile.
+kubectl scale -n fluxserve-system deployment/fluxserve-operator --replicas=0
+wait_for "the chart's operator to stop" no_operator_pods
 set +e
 FLUXSERVE_E2E_KUBECONFIG="${KUBECONFIG}" "${PY}" -m pytest -q -m e2e -p no:cacheprovider tests
 rc=$?
