@@ -139,15 +139,31 @@ async def test_presets_change_rolls_a_new_config_map(
 async def test_missed_progress_deadline_rolls_back(
     cluster: Cluster, operator: OperatorHandle
 ) -> None:
-    await _ready(cluster, "flux-dev")
-    await cluster.update_spec("flux-dev", release="v1.5.0")
+    status = await _ready(cluster, "flux-dev")
+    good_presets = status["history"][0]["presetsConfigMap"]
+    # A new release with new presets: the rollback must restore both.
+    await cluster.update_spec(
+        "flux-dev",
+        release="v1.5.0",
+        stylePresets={"noir": {"promptTemplate": "{prompt}, film noir"}},
+    )
     await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.5.0")
     await cluster.wait_status(
         "flux-dev", lambda s: len(s.get("history", [])) == 2, "the new revision in history"
     )
     await cluster.deployment_deadline_exceeded("flux-dev")
 
-    await _deployment_image_is(cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.4.1")
+    deployment = await _deployment_image_is(
+        cluster, "flux-dev", "ghcr.io/acme/fluxserve-server:v1.4.1"
+    )
+    template = deployment["spec"]["template"]
+    volume = next(v for v in template["spec"]["volumes"] if v["name"] == "presets")
+    assert volume["configMap"]["name"] == good_presets
+    assert await cluster.get("ConfigMap", good_presets) is not None
+    assert (
+        template["metadata"]["annotations"]["fluxserve.dev/presets-hash"]
+        == (status["history"][0]["presetsHash"])
+    )
     status = await cluster.wait_status(
         "flux-dev", lambda s: s.get("phase") == "RolledBack", "phase RolledBack"
     )
