@@ -207,6 +207,37 @@ def edit_options(fields: Mapping[str, Any]) -> tuple[str | None, float | None]:
     raise EditInputError("strength", f"must be a number in (0, 1], not {raw!r}")
 
 
+def edit_body_schema(params_schema: dict[str, Any], *, upload: bool) -> dict[str, Any]:
+    """The OpenAPI schema of a ``POST /edit`` body: the generation parameters plus the
+    edit's own fields; images as file uploads (multipart) or base64 text (JSON)."""
+    image: dict[str, Any] = (
+        {"type": "string", "format": "binary"}
+        if upload
+        else {"type": "string", "format": "byte", "description": "base64 (or a data: URL)"}
+    )
+    return {
+        **params_schema,
+        "properties": {
+            "image": {**image, "description": "The source image (PNG, JPEG, WEBP, ...)."},
+            "mask": {**image, "description": "Inpainting mask, the image's size; white = repaint."},
+            "mode": {
+                "type": "string",
+                "enum": list(EDIT_MODES),
+                "description": "Default: inpaint with a mask, img2img without.",
+            },
+            "strength": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "maximum": 1,
+                "description": f"How far to move from the source (default {DEFAULT_STRENGTH}); "
+                "not for mode instruct.",
+            },
+            **params_schema.get("properties", {}),
+        },
+        "required": ["image", *params_schema.get("required", [])],
+    }
+
+
 def snap(size: tuple[int, int]) -> tuple[int, int]:
     """The nearest multiples of 16 (at least 16) to a (width, height)."""
     return tuple(max(PATCH, round(v / PATCH) * PATCH) for v in size)  # type: ignore[return-value]

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flux_server.editing import EDIT_FIELDS, edit_options
+from flux_server.editing import EDIT_FIELDS, edit_body_schema, edit_options
 from flux_server.errors import (
     Cancelled,
     InternalError,
@@ -37,7 +37,7 @@ from flux_server.errors import (
 from flux_server.images import check_upload_names, decode_base64
 from flux_server.params import GenerateParams, validation_error
 from flux_server.service import CallContext, GenerationResult, GenerationService, new_request_id
-from flux_server.vqa import question_fields
+from flux_server.vqa import question_fields, vqa_body_schema
 
 log = logging.getLogger(__name__)
 
@@ -342,10 +342,22 @@ def create_app(service: GenerationService) -> FastAPI:
         result = await unless_disconnected(request, service.generate(params, ctx))
         return result_response(request, result)
 
+    params_schema = GenerateParams.model_json_schema()
+
     @app.post(
         "/edit",
         summary="Edit an image (multipart: image, mask?, prompt, strength, mode; "
         "or JSON with base64 image and mask)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {"schema": edit_body_schema(params_schema, upload=True)},
+                    "application/json": {"schema": edit_body_schema(params_schema, upload=False)},
+                },
+            }
+        },
+        responses={200: {"content": {"image/png": {}, "application/json": {}}}},
     )
     async def edit(request: Request) -> Response:
         ctx = context_from(request, "rest:/edit")
@@ -369,7 +381,19 @@ def create_app(service: GenerationService) -> FastAPI:
         )
         return result_response(request, result)
 
-    @app.post("/vqa", summary="Answer a question about an image (multipart, or JSON base64)")
+    @app.post(
+        "/vqa",
+        summary="Answer a question about an image (multipart, or JSON base64)",
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "multipart/form-data": {"schema": vqa_body_schema(upload=True)},
+                    "application/json": {"schema": vqa_body_schema(upload=False)},
+                },
+            }
+        },
+    )
     async def vqa(request: Request) -> JSONResponse:
         ctx = context_from(request, "rest:/vqa")
         fields, files = await upload_fields(request, ("image",))

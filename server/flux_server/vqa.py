@@ -99,6 +99,31 @@ def question_fields(fields: Mapping[str, Any]) -> tuple[str, int]:
     raise VqaInputError("max_tokens", f"must be an integer, not {raw!r}")
 
 
+def vqa_body_schema(*, upload: bool) -> dict[str, Any]:
+    """The OpenAPI schema of a ``POST /vqa`` body: the image as a file upload
+    (multipart) or base64 text (JSON), the question, the token budget."""
+    image: dict[str, Any] = (
+        {"type": "string", "format": "binary"}
+        if upload
+        else {"type": "string", "format": "byte", "description": "base64 (or a data: URL)"}
+    )
+    return {
+        "type": "object",
+        "properties": {
+            "image": image,
+            "question": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
+            "max_tokens": {
+                "type": "integer",
+                "minimum": 1,
+                "maximum": MAX_TOKENS,
+                "default": DEFAULT_MAX_TOKENS,
+            },
+        },
+        "required": ["image", "question"],
+        "additionalProperties": False,
+    }
+
+
 def resolve_device(device: str) -> str:
     """``auto`` → ``cuda`` when a GPU is visible, else ``cpu``; others pass through."""
     if device != "auto":

@@ -277,6 +277,20 @@ def test_rest_fields_are_used_or_refused_never_ignored(server: Server) -> None:
         assert_error(httpx.post(f"{server.url}/vqa", json=body), 400, "max_tokens", text)
 
 
+def test_openapi_documents_the_edit_and_vqa_bodies(server: Server) -> None:
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    edit = paths["/edit"]["post"]["requestBody"]["content"]
+    assert set(edit) == {"multipart/form-data", "application/json"}
+    form = edit["multipart/form-data"]["schema"]
+    assert form["properties"]["image"]["format"] == "binary"
+    assert form["properties"]["mode"]["enum"] == ["img2img", "inpaint", "instruct"]
+    assert {"prompt", "seed", "steps", "strength", "mask"} <= set(form["properties"])
+    assert edit["application/json"]["schema"]["properties"]["mask"]["format"] == "byte"
+    vqa = paths["/vqa"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert vqa["required"] == ["image", "question"]
+    assert vqa["properties"]["max_tokens"]["maximum"] == 512
+
+
 @pytest.mark.parametrize(
     ("files", "field", "text"),
     [
