@@ -363,6 +363,9 @@ def test_grpc_edit_and_inpaint_return_the_input_size(stub: pb_grpc.FluxServiceSt
         timeout=60,
     )
     assert size_of(reply.images[0].data) == SIZE
+    instruct = pb.EditRequest(image=photo(), mode=pb.EDIT_MODE_INSTRUCT, params=params)
+    reply = stub.Edit(instruct, timeout=60)
+    assert size_of(reply.images[0].data) == SIZE
 
 
 def test_grpc_vqa_returns_a_string(stub: pb_grpc.FluxServiceStub) -> None:
