@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import kopf
+import kubernetes
+import urllib3
 import yaml
 
 from flux_operator.handlers import build_registry
@@ -69,12 +71,25 @@ async def operate(settings: OperatorSettings, stop_flag: asyncio.Event | None = 
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    try:
+        load_configuration(settings.kubeconfig)  # fail in one line, before kopf starts
+    except kubernetes.config.ConfigException as exc:
+        return _fail(f"no Kubernetes configuration: {exc}")
     kopf.configure(
         verbose=settings.verbose,
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
     )
     asyncio.run(operate(settings))
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+# What a command meets when the cluster cannot be reached (after KubeApi's retries).
+_UNREACHABLE = (urllib3.exceptions.HTTPError, OSError)
 
 
 def _api(kubeconfig: Path | None) -> KubeApi:
@@ -103,12 +118,16 @@ def format_history(status: FluxDeploymentStatus) -> str:
 
 def history(name: str, namespace: str | None, output: str, kubeconfig: Path | None = None) -> int:
     namespace = namespace or default_namespace(kubeconfig)
-    api = _api(kubeconfig)
+    try:
+        api = _api(kubeconfig)
+    except kubernetes.config.ConfigException as exc:
+        return _fail(f"no Kubernetes configuration: {exc}")
     try:
         body = asyncio.run(api.get("FluxDeployment", namespace, name))
     except ApiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc))
+    except _UNREACHABLE as exc:
+        return _fail(f"cannot reach the Kubernetes API: {exc}")
     finally:
         api.close()
     if body is None:
@@ -164,11 +183,15 @@ async def _rollback(api: KubeApi, name: str, namespace: str, release: str, wait:
 
 def rollback(name: str, namespace: str | None, release: str, kubeconfig: Path | None = None) -> int:
     namespace = namespace or default_namespace(kubeconfig)
-    api = _api(kubeconfig)
+    try:
+        api = _api(kubeconfig)
+    except kubernetes.config.ConfigException as exc:
+        return _fail(f"no Kubernetes configuration: {exc}")
     try:
         return asyncio.run(_rollback(api, name, namespace, release, wait=30.0))
     except ApiError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc))
+    except _UNREACHABLE as exc:
+        return _fail(f"cannot reach the Kubernetes API: {exc}")
     finally:
         api.close()

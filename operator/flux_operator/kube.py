@@ -87,6 +87,8 @@ def object_path(
 def load_configuration(kubeconfig: Path | None) -> kubernetes.client.Configuration:
     """Client configuration from a kubeconfig file, else $KUBECONFIG/~/.kube, else in-cluster."""
     config = kubernetes.client.Configuration()
+    if kubeconfig is not None and not kubeconfig.is_file():
+        raise kubernetes.config.ConfigException(f"kubeconfig {kubeconfig}: no such file")
     if kubeconfig is not None:
         kubernetes.config.load_kube_config(config_file=str(kubeconfig), client_configuration=config)
         return config
