@@ -159,7 +159,8 @@ class VqaModel:
             path_or_id: what ``from_pretrained`` accepts. Hub models read ``HF_TOKEN``.
             device: ``auto``, ``cpu``, ``cuda``, ``cuda:1``, ...
             revision: the hub revision.
-            dtype: a torch dtype; default float32 on CPU, bfloat16 on CUDA.
+            dtype: a torch dtype; default float32 on CPU, bfloat16 on CUDA (float16
+                where the GPU has no bfloat16).
 
         Raises:
             VqaModelError: the checkpoint is missing, unreadable or not a VQA model.
@@ -180,7 +181,10 @@ class VqaModel:
             raise VqaModelError(f"cannot load the VQA model {path_or_id!r}: no such directory")
         device = resolve_device(device)
         if dtype is None:
-            dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+            # As the generator's --dtype auto: float16 on GPUs without bfloat16 (T4, V100).
+            dtype = torch.float32
+            if device.startswith("cuda"):
+                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         try:
             config = AutoConfig.from_pretrained(path_or_id, revision=revision)
         except (OSError, ValueError) as exc:
