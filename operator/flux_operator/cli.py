@@ -25,7 +25,10 @@ def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         if not isinstance(doc, dict) or doc.get("kind") != KIND:
             continue
         meta = doc.get("metadata") or {}
-        name = meta.get("name", "<unnamed>")
+        if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+            problems.append(f"{KIND} without a metadata.name (every child is named after it)")
+            continue
+        name = meta["name"]
         found = spec_problems(doc)
         if found:
             problems += [f"{name}: {p}" for p in found]

@@ -62,3 +62,25 @@ def test_unreachable_api_server_is_one_clear_line(
     assert "Traceback" not in err
     (line,) = [line for line in err.splitlines() if line.startswith("error:")]
     assert line.startswith("error: cannot reach the Kubernetes API: ")
+
+
+@pytest.mark.parametrize("metadata", [None, "oops", {"namespace": "studio"}, {"name": 7}])
+def test_render_of_a_resource_without_a_name_says_so(
+    metadata: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    resource: dict[str, object] = {
+        "apiVersion": "fluxserve.dev/v1alpha1",
+        "kind": "FluxDeployment",
+        "spec": {"release": "v1", "model": {"id": "m", "source": {"hub": {}}}},
+    }
+    if metadata is not None:
+        resource["metadata"] = metadata
+    path = tmp_path / "fxd.yaml"
+    path.write_text(yaml.safe_dump(resource))
+    assert main(["render", str(path)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert (
+        captured.err
+        == "error: FluxDeployment without a metadata.name (every child is named after it)\n"
+    )
