@@ -245,6 +245,8 @@ def server_args(spec: FluxDeploymentSpec, revision: Revision) -> list[str]:
             args.append(f"--blocklist={SAFETY_DIR}/{BLOCKLIST_FILE}")
         if spec.safety.model is not None:
             args.append(f"--safety-model={spec.safety.model}")
+        if spec.safety.threshold is not None:
+            args.append(f"--safety-threshold={_scale(spec.safety.threshold)}")
     if spec.audit.enabled:
         # stdout: the cluster's log pipeline keeps it, and the pod needs no writable volume.
         args.append("--audit-log=-")
@@ -255,7 +257,8 @@ def server_args(spec: FluxDeploymentSpec, revision: Revision) -> list[str]:
     if spec.cache is not None:
         if spec.cache.redis_url is not None:
             args.append(f"--redis-url={spec.cache.redis_url}")
-        args.append(f"--cache-bytes={spec.cache.bytes}")
+        if spec.cache.bytes is not None:
+            args.append(f"--cache-bytes={spec.cache.bytes}")
         if spec.cache.ttl_seconds is not None:
             args.append(f"--cache-ttl={spec.cache.ttl_seconds}")
     if spec.editing.enabled:

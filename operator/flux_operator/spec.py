@@ -278,7 +278,8 @@ class SafetySpec(_Model):
             (
                 "!(has(self.blocklist) && has(self.blocklistConfigMapRef))",
                 "set at most one of blocklist or blocklistConfigMapRef",
-            )
+            ),
+            ("!has(self.threshold) || has(self.model)", "threshold needs model"),
         )
     )
 
@@ -291,13 +292,24 @@ class SafetySpec(_Model):
         default=None, description="A ConfigMap key holding the blocklist, one term a line."
     )
     model: str | None = Field(
-        default=None, max_length=1024, description="Classifier model path or hub id."
+        default=None,
+        max_length=1024,
+        description="Text-classification model path or hub id (--safety-model).",
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0.01,
+        le=1.0,
+        description="Score of an unsafe label at which the model refuses a prompt "
+        "(--safety-threshold; the server's default is 0.5).",
     )
 
     @model_validator(mode="after")
     def _one_blocklist(self) -> SafetySpec:
         if self.blocklist is not None and self.blocklist_config_map_ref is not None:
             raise ValueError("set at most one of blocklist or blocklistConfigMapRef")
+        if self.threshold is not None and self.model is None:
+            raise ValueError("threshold needs model")
         return self
 
 
@@ -338,7 +350,8 @@ class ApiKeysSpec(_Model):
 
 
 class CacheSpec(_Model):
-    """The result cache: in memory (bytes) and/or Redis."""
+    """The result cache: Redis shared by the replicas when a URL is given, else in memory
+    in each pod. Only requests with an explicit seed are cached."""
 
     model_config = ConfigDict(
         json_schema_extra=_cel(
@@ -358,8 +371,12 @@ class CacheSpec(_Model):
     redis_url_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding the Redis URL (env FLUXSERVE_REDIS_URL)."
     )
-    bytes: int = Field(
-        default=0, ge=0, le=1 << 40, description="In-memory cache size; 0 = off (--cache-bytes)."
+    bytes: int | None = Field(
+        default=None,
+        ge=0,
+        le=1 << 40,
+        description="In-memory cache size per pod when no Redis URL is set; 0 = off "
+        "(--cache-bytes; the server's default is 256 MiB).",
     )
     ttl_seconds: int | None = Field(
         default=None, ge=1, le=30 * 86400, description="Entry lifetime (--cache-ttl)."

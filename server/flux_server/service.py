@@ -156,7 +156,9 @@ class GenerationService:
         from flux_server.safety import SafetyFilter
 
         # The default blocklist is always on; --blocklist extends it.
-        self.safety = SafetyFilter.from_files(s.blocklist, s.safety_model)
+        self.safety = SafetyFilter.from_files(
+            s.blocklist, s.safety_model, threshold=s.safety_threshold
+        )
         if s.audit_log is not None:
             from flux_server.audit import AuditLog
 

@@ -84,8 +84,16 @@ class ServerSettings(BaseModel):
 
     # --- production features -------------------------------------------------------------
     lora: tuple[str, ...] = Field((), description="LoRA adapters, NAME=PATH[:SCALE], repeatable.")
-    blocklist: Path | None = Field(None, description="Prompt blocklist file.")
-    safety_model: str | None = Field(None, description="Prompt safety classifier.")
+    blocklist: Path | None = Field(
+        None, description="Prompt blocklist file (word or re:PATTERN a line); extends the default."
+    )
+    safety_model: str | None = Field(
+        None,
+        description="Prompt safety classifier (transformers text classification): path or hub id.",
+    )
+    safety_threshold: float = Field(
+        0.5, gt=0, le=1, description="Score of an unsafe label at which the classifier refuses."
+    )
     audit_log: str | None = Field(None, description="Audit log file, or - for stdout.")
     audit_hash_prompts: bool = Field(False, description="Store prompt hashes, not prompts.")
     api_keys: Path | None = Field(None, description="API key file; when set, keys are required.")

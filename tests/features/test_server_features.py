@@ -454,3 +454,31 @@ def test_grpc_carries_keys_safety_and_cache(secured: dict[str, Any]) -> None:
         first, second = generate("a grey heron"), generate("a grey heron")
         assert (first.cache_hit, second.cache_hit) == (False, True)
         assert first.images[0].data == second.images[0].data
+
+
+def test_classifier_refusal_never_reaches_the_pipeline(tiny_flux_dir: Path, tmp_path: Path) -> None:
+    from flux_server.service import GenerationService
+
+    from .test_safety import _write_tiny_classifier
+
+    # Scores "unsafe" at about 0.99 whatever the text.
+    flags = _write_tiny_classifier(tmp_path / "flags", unsafe_bias=5.0)
+    lenient = GenerationService(
+        _settings(tiny_flux_dir, safety_model=str(flags), safety_threshold=0.999)
+    )
+    assert lenient.safety.check("a photo of a cat").allowed  # the threshold is honoured
+
+    server = RunningServer(
+        _settings(tiny_flux_dir, safety_model=str(flags), safety_threshold=0.9)
+    ).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            refused = client.post("/generate", json={"prompt": "a photo of a cat"})
+            assert refused.status_code == 400
+            error = refused.json()["error"]
+            assert error["field"] == "prompt" and "classifier" in error["message"]
+            assert _metric(client, "fluxserve_safety_rejections_total", reason="classifier") == 1
+            assert _metric(client, "fluxserve_images_generated_total") == 0
+            assert _metric(client, "fluxserve_batch_size_count") == 0
+    finally:
+        server.stop()

@@ -15,7 +15,7 @@ import yaml
 from flux_client.presets import presets_from_files
 from flux_operator.cli import main as cli_main
 from flux_operator.render import Owner, Revision, desired_revision, render_all, server_args
-from flux_operator.spec import FluxDeployment, FluxDeploymentSpec
+from flux_operator.spec import CacheSpec, FluxDeployment, FluxDeploymentSpec
 
 EXAMPLES = Path(__file__).parent / "examples"
 K8S_VERSION = "1.33.0"
@@ -175,6 +175,7 @@ def test_every_feature_switch_becomes_a_server_flag() -> None:
         "--lora=film=/loras/film:1",
         "--blocklist=/etc/fluxserve/safety/blocklist.txt",
         "--safety-model=/models/safety",
+        "--safety-threshold=0.8",
         "--audit-log=-",
         "--audit-hash-prompts",
         "--api-keys=/etc/fluxserve/api-keys/keys",
@@ -195,6 +196,16 @@ def test_every_feature_switch_becomes_a_server_flag() -> None:
     }
     blocklist = next(o for o in render_all(OWNER, spec) if "-blocklist-" in o["metadata"]["name"])
     assert blocklist["data"]["blocklist.txt"] == "gore\nextreme violence\n"
+
+
+def test_cache_without_a_size_keeps_the_servers_default() -> None:
+    spec = _spec("minimal-hub")
+    cached = spec.model_copy(update={"cache": CacheSpec(ttl_seconds=60)})
+    args = server_args(cached, desired_revision(OWNER, cached))
+    assert "--cache-ttl=60" in args
+    assert not any(a.startswith("--cache-bytes") for a in args)
+    off = spec.model_copy(update={"cache": CacheSpec(bytes=0)})
+    assert "--cache-bytes=0" in server_args(off, desired_revision(OWNER, off))
 
 
 def test_hub_model_reads_its_token_from_the_secret() -> None:
