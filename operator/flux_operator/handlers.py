@@ -12,10 +12,11 @@ import asyncio
 import datetime
 import logging
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
 import kopf
+import urllib3
 
 from flux_operator.kube import ApiError, KubeApi, load_configuration
 from flux_operator.reconcile import Event, degraded_status, plan
@@ -287,6 +288,35 @@ def _parse_status(raw: Any) -> FluxDeploymentStatus:
         return FluxDeploymentStatus()
 
 
+# What the API may answer (after KubeApi's retries) that the next attempt may not meet.
+TRANSIENT_FAILURES = (ApiError, urllib3.exceptions.HTTPError, OSError)
+
+
+async def resync_forever(
+    namespaces: list[str | None],
+    list_all: Callable[[str | None], Awaitable[list[dict[str, Any]]]],
+    reconcile: Callable[[str, str], Awaitable[None]],
+    period: float,
+) -> None:
+    """Every ``period`` seconds, reconcile every FluxDeployment, events or not (repairs
+    children deleted or edited behind the operator's back). Nothing that fails in one
+    round stops the next: an API server restart must not end the repairs for good."""
+    while True:
+        await asyncio.sleep(period)
+        for namespace in namespaces:
+            try:
+                items = await list_all(namespace)
+            except TRANSIENT_FAILURES as exc:
+                logger.warning("resync listing failed", extra={"error": str(exc)})
+                continue
+            for item in items:
+                meta = item.get("metadata", {})
+                try:
+                    await reconcile(meta.get("namespace") or "default", meta["name"])
+                except Exception:
+                    logger.exception("resync failed", extra={"object": meta.get("name")})
+
+
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     """A fresh kopf registry with the operator's handlers (no module-level state)."""
     registry = kopf.OperatorRegistry()
@@ -328,21 +358,15 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         )
         holder["reconciler"] = reconciler
         if operator_settings.resync_seconds > 0:
-            tasks.append(asyncio.create_task(_resync_forever(reconciler)))
+            namespaces: list[str | None] = list(operator_settings.namespaces) or [None]
 
-    async def _resync_forever(reconciler: Reconciler) -> None:
-        namespaces: list[str | None] = list(operator_settings.namespaces) or [None]
-        while True:
-            await asyncio.sleep(operator_settings.resync_seconds)
-            for namespace in namespaces:
-                try:
-                    items = await reconciler.api.list("FluxDeployment", namespace, {})
-                except ApiError as exc:
-                    logger.warning("resync listing failed", extra={"error": str(exc)})
-                    continue
-                for item in items:
-                    meta = item.get("metadata", {})
-                    await _reconcile(meta.get("namespace") or "default", meta["name"])
+            async def list_all(namespace: str | None) -> list[dict[str, Any]]:
+                return await reconciler.api.list("FluxDeployment", namespace, {})
+
+            resync = resync_forever(
+                namespaces, list_all, _reconcile, operator_settings.resync_seconds
+            )
+            tasks.append(asyncio.create_task(resync))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -355,7 +379,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     async def _reconcile(namespace: str, name: str) -> None:
         try:
             await holder["reconciler"].reconcile(namespace, name)
-        except ApiError as exc:
+        except TRANSIENT_FAILURES as exc:
             # Retried inside KubeApi already; the next event or re-list tries again.
             logger.error(
                 "reconciliation failed", extra={"object": f"{namespace}/{name}", "error": str(exc)}
