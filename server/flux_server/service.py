@@ -137,6 +137,9 @@ class GenerationService:
         self.audit: Any = None
         self.cache: Any = None
         self.adapter_defaults: dict[str, float] = {}  # loaded LoRA adapters: default scales
+        # A digest of each adapter's weights: part of the cache key, so new weights under
+        # an old name never serve images made with the old ones (Redis outlives pods).
+        self.adapter_versions: dict[str, str] = {}
         self._build_features()
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -210,6 +213,7 @@ class GenerationService:
             loaded = lora.load_adapters(self.engine.pipe, specs)
             self.engine.adapter_hook = lora.activate
             self.adapter_defaults = {name: spec.scale for name, spec in loaded.items()}
+            self.adapter_versions = {name: lora.fingerprint(spec) for name, spec in loaded.items()}
         if s.enable_editing or s.kontext_model:
             from flux_server.editing import Editor
 
@@ -457,6 +461,7 @@ class GenerationService:
             release=s.release,
             adapters=dict(job.adapters),
             seeded=seeded,
+            adapter_versions=self.adapter_versions,
         )
 
     async def _submit(self, work: _Work, ctx: CallContext) -> tuple[Any, BatchInfo]:

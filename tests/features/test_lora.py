@@ -229,3 +229,24 @@ def test_adapters_on_cuda_in_bfloat16(tiny_flux_dir: Path, tmp_path: Path) -> No
     assert not np.allclose(image(), base)
     activate(pipe, {})
     assert np.allclose(image(), base)
+
+
+def test_only_requests_with_the_same_adapter_set_share_a_batch() -> None:
+    from flux_server.params import AdapterRequest, GenerateParams, resolve
+    from flux_server.settings import ServerSettings
+
+    settings = ServerSettings(model="tiny")
+    known = {"ink": 1.0, "neon": 0.5}
+
+    def key(*adapters: tuple[str, float | None]) -> tuple[object, ...]:
+        params = GenerateParams(
+            prompt="a lighthouse",
+            adapters=[AdapterRequest(name=n, scale=s) for n, s in adapters],
+        )
+        return resolve(params, {}, settings, known).batch_key()
+
+    assert key(("ink", None)) == key(("ink", 1.0))  # the default scale is the same set
+    assert key() != key(("ink", 1.0))
+    assert key(("ink", 1.0)) != key(("ink", 0.5))
+    assert key(("ink", 1.0)) != key(("neon", 0.5))
+    assert key(("ink", 1.0), ("neon", 0.5)) == key(("neon", 0.5), ("ink", 1.0))

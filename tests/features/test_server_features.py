@@ -17,6 +17,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from flux_client.presets import StylePreset, presets_to_files
 from flux_server import keys
 from flux_server.settings import ServerSettings
 
@@ -152,9 +153,15 @@ def secured(
     blocklist = root / "blocklist.txt"
     blocklist.write_text("# house rules\nzebra crossing\n", "utf-8")
     audit = root / "audit.jsonl"
+    presets = root / "presets"
+    presets.mkdir()
+    inked = StylePreset.model_validate({"lora": {"name": "ink", "scale": 1.0}})
+    for name, text in presets_to_files({"inked": inked}).items():
+        (presets / name).write_text(text, "utf-8")
     server = RunningServer(
         _settings(
             tiny_flux_dir,
+            presets_dir=presets,
             api_keys=keys_file,
             blocklist=blocklist,
             audit_log=str(audit),
@@ -170,6 +177,7 @@ def secured(
                 "alice": alice,
                 "bob": bob,
                 "audit": audit,
+                "lora_dir": lora_dir,
             }
     finally:
         server.stop()
@@ -381,6 +389,21 @@ def test_adapters_are_chosen_per_request(secured: dict[str, Any]) -> None:
     again = client.post("/generate", json=base, headers=_auth(secured["bob"]))
     assert again.json()["images"][0]["b64"] == plain.json()["images"][0]["b64"]
 
+    # A preset that names the adapter applies it: the same image, and the same cache
+    # entry, since the key is made after the preset is expanded.
+    preset = client.post(
+        "/generate", json={**base, "style_preset": "inked"}, headers=_auth(secured["bob"])
+    )
+    assert preset.json()["images"][0]["b64"] == ink.json()["images"][0]["b64"]
+    assert preset.json()["cache_hit"] is True
+
+    # The weights' digest is part of the key: new weights under the name miss.
+    from flux_server.lora import LoraSpec, fingerprint
+
+    service = secured["server"].server.service
+    ink_spec = LoraSpec(name="ink", path=str(secured["lora_dir"]))
+    assert service.adapter_versions == {"ink": fingerprint(ink_spec)}
+
     unknown = client.post(
         "/generate",
         json={**base, "adapters": [{"name": "mist"}]},
@@ -403,6 +426,8 @@ def test_redis_cache_survives_redis_dying_and_coming_back(
             second = client.post("/generate", json=body, headers=accept).json()
             assert (first["cache_hit"], second["cache_hit"]) == (False, True)
             assert first["images"][0]["b64"] == second["images"][0]["b64"]
+            assert _metric(client, "fluxserve_cache_hits_total") == 1
+            assert _metric(client, "fluxserve_cache_misses_total") == 1
             png = base64.b64decode(second["images"][0]["b64"])
             assert png.startswith(b"\x89PNG")
 
