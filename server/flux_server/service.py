@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from flux_client.presets import StylePreset
@@ -156,6 +157,13 @@ class GenerationService:
                 "no --api-keys: the server is open, every caller may generate and use the "
                 "priority lane"
             )
+        if s.lora:
+            from flux_server.lora import parse_lora_flags
+
+            # A bad --lora fails here, before minutes of loading the model.
+            for spec in parse_lora_flags(s.lora):
+                if not Path(spec.path).exists():
+                    raise ValueError(f"--lora {spec.name}: {spec.path} does not exist")
         from flux_server.safety import SafetyFilter
 
         # The default blocklist is always on; --blocklist extends it.

@@ -250,3 +250,19 @@ def test_only_requests_with_the_same_adapter_set_share_a_batch() -> None:
     assert key(("ink", 1.0)) != key(("ink", 0.5))
     assert key(("ink", 1.0)) != key(("neon", 0.5))
     assert key(("ink", 1.0), ("neon", 0.5)) == key(("neon", 0.5), ("ink", 1.0))
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [("bad", r"--lora 'bad': expected NAME=PATH"), ("ink={dir}/nope:0.5", r"--lora ink: .*nope")],
+)
+def test_a_bad_lora_flag_fails_before_the_model_loads(
+    tmp_path: Path, flag: str, message: str
+) -> None:
+    from flux_server.service import GenerationService
+    from flux_server.settings import ServerSettings
+
+    # The model does not exist either: the flag is refused before anything loads.
+    settings = ServerSettings(model=str(tmp_path / "absent"), lora=(flag.format(dir=tmp_path),))
+    with pytest.raises(ValueError, match=message):
+        GenerationService(settings)
