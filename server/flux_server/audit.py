@@ -43,7 +43,10 @@ class AuditRecord(BaseModel):
         default="audit",
         description="Tells audit lines from the server's other JSON lines in a shared stream.",
     )
-    time: datetime = Field(default_factory=_now, description="When the request arrived (UTC).")
+    time: datetime = Field(
+        default_factory=_now,
+        description="When the line was written (UTC): the request arrived latency_ms before.",
+    )
     request_id: str
     user: str | None = Field(default=None, description="The API key's user; None when open.")
     endpoint: str | None = Field(
