@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import urllib3
 
-from flux_operator.kube import ApiError, KubeApi, load_configuration
+from flux_operator.kube import ApiError, KubeApi, load_configuration, object_path
 from flux_operator.reconcile import Event, degraded_status, plan
 from flux_operator.render import (
     INSTANCE_LABEL,
@@ -38,6 +39,9 @@ from flux_operator.spec import GROUP, PLURAL, VERSION, FluxDeploymentSpec, FluxD
 from flux_operator.validation import spec_problems
 
 logger = logging.getLogger(__name__)
+
+# What the API may answer (after KubeApi's retries) that the next attempt may not meet.
+TRANSIENT_FAILURES = (ApiError, urllib3.exceptions.HTTPError, OSError)
 
 
 def now_rfc3339() -> str:
@@ -255,13 +259,59 @@ class Reconciler:
         )
 
     async def _post(self, body: dict[str, Any], events: list[Event]) -> None:
+        # Posted here rather than with kopf.event(): that needs the context of a kopf
+        # handler, and the periodic resync reconciles outside one.
         for event in events:
-            kopf.event(
-                kopf.Body(cast(kopf.RawBody, body)),
-                type=event.type,
-                reason=event.reason,
-                message=event.message,
-            )
+            obj = render_event(body, event, now_rfc3339(), uuid.uuid4().hex[:16])
+            try:
+                await self.api.request(
+                    "POST", object_path("Event", obj["metadata"]["namespace"]), obj
+                )
+            except TRANSIENT_FAILURES as exc:
+                logger.warning(
+                    "event not posted",
+                    extra={
+                        "object": body["metadata"]["name"],
+                        "reason": event.reason,
+                        "error": str(exc),
+                    },
+                )
+
+
+EVENT_MESSAGE_LIMIT = 1024
+"""The API server refuses longer event messages."""
+
+
+def render_event(body: dict[str, Any], event: Event, now: str, suffix: str) -> dict[str, Any]:
+    """A core/v1 Event about the FluxDeployment ``body`` (named as kubectl would show it:
+    ``<name>.<suffix>``)."""
+    meta = body["metadata"]
+    namespace = meta.get("namespace") or "default"
+    message = event.message
+    if len(message) > EVENT_MESSAGE_LIMIT:
+        message = message[: EVENT_MESSAGE_LIMIT - 3] + "..."
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{suffix}", "namespace": namespace},
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "FluxDeployment",
+            "name": meta["name"],
+            "namespace": namespace,
+            **({"uid": meta["uid"]} if meta.get("uid") else {}),
+            **({"resourceVersion": meta["resourceVersion"]} if meta.get("resourceVersion") else {}),
+        },
+        "type": event.type,
+        "reason": event.reason,
+        "message": message,
+        "source": {"component": MANAGER},
+        "reportingComponent": MANAGER,
+        "reportingInstance": MANAGER,
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+    }
 
 
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -286,10 +336,6 @@ def _parse_status(raw: Any) -> FluxDeploymentStatus:
     except ValueError:
         # A status we cannot read (hand-edited, older format) is rebuilt from scratch.
         return FluxDeploymentStatus()
-
-
-# What the API may answer (after KubeApi's retries) that the next attempt may not meet.
-TRANSIENT_FAILURES = (ApiError, urllib3.exceptions.HTTPError, OSError)
 
 
 async def resync_forever(

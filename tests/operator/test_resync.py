@@ -1,13 +1,20 @@
-"""The periodic resync outlives failures: a listing the API server refuses or drops, and
-a reconciliation that raises, cost one round, never the resync itself."""
+"""The periodic resync outlives failures (a listing the API server refuses or drops, a
+reconciliation that raises, cost one round, never the resync itself), and what it
+reconciles posts its events like any other reconciliation."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
-from flux_operator.handlers import resync_forever
-from flux_operator.kube import ApiError
+import kubernetes_validate
+from conftest import Cluster, base_spec
+
+from flux_operator.handlers import Reconciler, resync_forever
+from flux_operator.kube import ApiError, KubeApi, load_configuration
+from flux_operator.reconcile import Event
+from flux_operator.settings import RetrySettings
 
 
 async def test_a_failed_round_does_not_end_the_resync() -> None:
@@ -40,3 +47,19 @@ async def test_a_failed_round_does_not_end_the_resync() -> None:
     finally:
         task.cancel()
     assert not failures and reconciled[:2] == [("studio", "flux-dev")] * 2
+
+
+async def test_events_are_posted_outside_kopf_handlers(cluster: Cluster, kubeconfig: Path) -> None:
+    """What the resync reconciles is announced too: the Reconciler posts its events itself
+    (kopf.event() works only inside a kopf handler; the resync runs outside one)."""
+    api = KubeApi(load_configuration(kubeconfig), RetrySettings(attempts=2), threads=2)
+    body = await cluster.create_fd("flux-dev", base_spec())
+    try:
+        await Reconciler(api)._post(body, [Event("Warning", "RolloutFailed", "x" * 2000)])
+    finally:
+        api.close()
+    (event,) = cluster.events("RolloutFailed")
+    kubernetes_validate.validate(event, "1.33.0", strict=True)
+    assert event["involvedObject"]["uid"] == body["metadata"]["uid"]
+    assert event["metadata"]["name"].startswith("flux-dev.")
+    assert len(event["message"]) == 1024 and event["type"] == "Warning"
