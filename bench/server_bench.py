@@ -5,7 +5,9 @@ and T5 of 2 layers; about 5M transformer parameters; T5 pads prompts to 512 toke
 for FLUX.1-dev).
 
 (a) Per-image latency, one request at a time: the pipeline called in-process versus
-    through REST and through gRPC -- the serving overhead as a ratio.
+    through REST and through gRPC -- the serving overhead as a ratio. Beside the wall
+    time, the CPU seconds the generating process spent on each image (psutil): on a
+    shared machine other work inflates wall times at random, CPU time much less.
 (b) 16 concurrent clients: batching on (``--max-batch-size 4``) versus off
     (``--max-batch-size 1``): images/s and p50/p95 latency.
 
@@ -25,10 +27,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
 import grpc
 import httpx
+import psutil
 
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
@@ -93,6 +97,12 @@ class Server:
         self.process.wait(60)
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """User + system CPU time a process has used so far (its threads, not children)."""
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
 def body(seed: int) -> dict[str, object]:
     return {
         "prompt": f"a city at dusk {seed}",
@@ -149,20 +159,30 @@ def grpc_once(stub: pb_grpc.FluxServiceStub, seed: int) -> float:
     return time.perf_counter() - started
 
 
-def sequential(model: Path, server: Server, reps: int) -> dict[str, list[float]]:
-    """The three paths taken in turn, so a change in the machine's load hits all three."""
+def sequential(
+    model: Path, server: Server, reps: int
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """The three paths taken in turn, so a change in the machine's load hits all three.
+    Returns wall seconds and CPU seconds (of the process that generated) per path."""
     direct = InProcess(model)
     stub = pb_grpc.FluxServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
     times: dict[str, list[float]] = {"in-process": [], "REST": [], "gRPC": []}
+    cpu: dict[str, list[float]] = {name: [] for name in times}
+    me, served = psutil.Process(), psutil.Process(server.process.pid)
     with httpx.Client(base_url=server.url, timeout=600) as client:
         rest_once(client, 999)  # connections and first calls
         grpc_once(stub, 999)
         for i in range(reps):
-            times["in-process"].append(direct.once(i))
-            times["REST"].append(rest_once(client, i))
-            times["gRPC"].append(grpc_once(stub, i))
+            for name, process, call in (
+                ("in-process", me, partial(direct.once, i)),
+                ("REST", served, partial(rest_once, client, i)),
+                ("gRPC", served, partial(grpc_once, stub, i)),
+            ):
+                before = cpu_seconds(process)
+                times[name].append(call())
+                cpu[name].append(cpu_seconds(process) - before)
     direct.executor.shutdown()
-    return times
+    return times, cpu
 
 
 async def concurrent(server: Server, clients: int) -> tuple[float, list[float], list[int]]:
@@ -203,7 +223,7 @@ def main() -> int:
         unbatched = Server(model, work / "a.log", ["--max-batch-size", "1", "--max-delay-ms", "0"])
         batched = Server(model, work / "b.log", ["--max-batch-size", "4", "--max-delay-ms", "50"])
         try:
-            times = sequential(model, unbatched, args.reps)
+            times, cpu = sequential(model, unbatched, args.reps)
             # Rounds alternate between the two servers (one idles while the other
             # works), so a change in the machine's load hits both.
             rounds: dict[str, list[tuple[float, list[float], list[int]]]] = {"off": [], "on": []}
@@ -215,15 +235,21 @@ def main() -> int:
             batched.stop()
 
     base = statistics.median(times["in-process"])
+    cpu_base = statistics.median(cpu["in-process"])
     print()
     print("(a) per-image latency, sequential (median of", args.reps, "runs)")
     best = min(times["in-process"])
-    print(f"    {'path':<12}{'median s':>10}{'ratio':>9}{'min s':>9}{'ratio':>9}")
+    print(
+        f"    {'path':<12}{'median s':>10}{'ratio':>9}{'min s':>9}{'ratio':>9}"
+        f"{'CPU s':>9}{'ratio':>9}"
+    )
     for name, samples in times.items():
         median, fastest = statistics.median(samples), min(samples)
+        cpu_median = statistics.median(cpu[name])
         print(
             f"    {name:<12}{median:>10.3f}{median / base:>8.3f}x"
             f"{fastest:>9.3f}{fastest / best:>8.3f}x"
+            f"{cpu_median:>9.3f}{cpu_median / cpu_base:>8.3f}x"
         )
     print()
     print(f"(b) {args.clients} concurrent clients over REST")
