@@ -131,6 +131,9 @@ def main() -> int:
             server.wait(60)
         except subprocess.TimeoutExpired:
             server.kill()
+            server.wait()
+    if server.returncode != 0:
+        sys.exit(f"the server did not stop cleanly (exit {server.returncode}); its log is {log}")
     print()
     print(f"Images: {out / 'output.png'} (REST, the article's request)")
     print(f"        {out / 'briefcase_detail.png'} (SDK over gRPC)")
