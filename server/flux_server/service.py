@@ -381,7 +381,7 @@ class GenerationService:
 
         max_pixels = self.settings.max_image_pixels
         source = decode_image(image, "image", max_pixels)
-        mask_image = decode_image(mask, "mask", max_pixels, mode="L") if mask else None
+        mask_image = None if mask is None else decode_image(mask, "mask", max_pixels, mode="L")
         # Limits and defaults apply at the size the pipeline runs (the source's, snapped
         # to 16 pixels and scaled to fit --max-side, unless the request sets one); the
         # result keeps the source's size.

@@ -303,8 +303,16 @@ def test_openapi_documents_the_edit_and_vqa_bodies(server: Server) -> None:
         ),
         ({"image": photo(), "mask": mask((16, 16))}, "mask", "the image is 50x30"),
         ({"image": photo(), "mask": b"GIF89a"}, "mask", "not an image"),
+        ({"image": photo(), "mask": b""}, "mask", "is empty"),
     ],
-    ids=["not-an-image", "truncated", "decompression-bomb", "mask-size", "mask-not-an-image"],
+    ids=[
+        "not-an-image",
+        "truncated",
+        "decompression-bomb",
+        "mask-size",
+        "mask-not-an-image",
+        "mask-empty",
+    ],
 )
 def test_rest_edit_bad_images_are_400s(
     server: Server, files: dict[str, bytes], field: str, text: str
