@@ -195,8 +195,8 @@ class FluxModelClient:
         """Edit ``image`` (a path, bytes or a PIL image) as ``prompt`` says and return the
         result as a PIL image, written to ``output_path`` when given.
 
-        ``mode``: ``img2img`` (``strength`` 0 keeps the input, 1 ignores it), ``inpaint``
-        (repaint the white area of ``mask``) or ``instruct`` (the prompt is an
+        ``mode``: ``img2img`` (``strength`` in (0, 1]: near 0 keeps the input, 1 ignores
+        it), ``inpaint`` (repaint the white area of ``mask``) or ``instruct`` (the prompt is an
         instruction; needs a server with a Kontext model). Unset: inpaint with a mask,
         img2img without.
         """
