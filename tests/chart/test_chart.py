@@ -232,6 +232,17 @@ def test_leader_election_renders_peering(helm: Helm) -> None:
     (deploy,) = _by_kind(docs, "Deployment")
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--peering=fluxserve-operator" in args
+    # Each pod's kopf priority comes from its own name: kopf pauses every peer that meets
+    # another of the same priority, so replicas must not share one.
+    env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    from flux_operator.cli import build_parser
+    from flux_operator.commands import settings_from_args
+
+    parsed = build_parser().parse_args(["run", *args])
+    pods = ("fluxserve-operator-7d9f8-abcde", "fluxserve-operator-7d9f8-fghij")
+    priorities = {settings_from_args(parsed, {"POD_ID": pod}).priority for pod in pods}
+    assert len(priorities) == 2
     (peering,) = _by_kind(docs, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == "fluxserve-operator"
     assert "post-install" in peering["metadata"]["annotations"]["helm.sh/hook"]
