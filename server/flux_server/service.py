@@ -370,12 +370,29 @@ class GenerationService:
         ctx: CallContext,
     ) -> GenerationResult:
         """Edit an uploaded image (img2img, inpaint, instruct)."""
+        trail = _Trail(ctx)
+        try:
+            return await self._edit(image, mask, mode, strength, params, trail)
+        except ServeError as error:
+            self._audit_error(trail.ctx, error, trail.user, trail.job)
+            raise
+
+    async def _edit(
+        self,
+        image: bytes,
+        mask: bytes | None,
+        mode: str | None,
+        strength: float | None,
+        params: GenerateParams,
+        trail: _Trail,
+    ) -> GenerationResult:
         started = time.perf_counter()
         self._check_ready()
         if self.editor is None:
             raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
-        principal, ctx = self.authenticate(ctx)
+        principal, ctx = self.authenticate(trail.ctx)
         user = principal.user if principal is not None else None
+        trail.ctx, trail.user = ctx, user
         from flux_server.editing import edit_job_from, validate, working_size
         from flux_server.images import decode_image
 
@@ -390,6 +407,7 @@ class GenerationService:
             update={"width": params.width or auto_width, "height": params.height or auto_height}
         )
         job = resolve(sized, self.presets.get(), self.settings, self.adapter_defaults)
+        trail.job = job
         await self._check_safety(job.prompt, ctx, user, job)
         edit_job = edit_job_from(
             job,
@@ -411,21 +429,45 @@ class GenerationService:
 
     async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
         """Answer a question about an image."""
+        trail = _Trail(ctx)
+        try:
+            return await self._vqa(image, question, max_tokens, trail)
+        except ServeError as error:
+            asked = {"max_tokens": max_tokens}
+            self._audit_error(trail.ctx, error, trail.user, prompt=question, params=asked)
+            raise
+
+    async def _vqa(self, image: bytes, question: str, max_tokens: int, trail: _Trail) -> str:
+        started = time.perf_counter()
         self._check_ready()
         if self.vqa_model is None:
             raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
-        _, ctx = self.authenticate(ctx)
+        principal, ctx = self.authenticate(trail.ctx)
+        user = principal.user if principal is not None else None
+        trail.ctx, trail.user = ctx, user
         from flux_server.images import decode_image
         from flux_server.vqa import validate_question
 
         validate_question(question, max_tokens)
         decoded = decode_image(image, "image", self.settings.max_image_pixels)
+        asked: dict[str, Any] = {"prompt": question, "params": {"max_tokens": max_tokens}}
         decision = self.safety.check(question)
         if not decision.allowed:
-            self.metrics.safety_rejections.labels(reason=decision.reason or "unknown").inc()
-            raise ContentRejected("the question was refused by the content policy", "question")
+            reason = decision.reason or "unknown"
+            self.metrics.safety_rejections.labels(reason=reason).inc()
+            self._audit(
+                ctx, user, None, "rejected", reason, 400, None, detail=decision.matched, **asked
+            )
+            error = ContentRejected(
+                f"the question was refused by the content policy ({reason})", "question"
+            )
+            error.audited = True
+            raise error
         work = _Work("vqa", _Question(decoded, question, max_tokens), "", ctx.request_id)
         answer, _ = await self._submit(work, ctx)
+        if self.audit is not None:
+            result = self._result(ctx, [], 1, 0.0, 0.0, started)
+            self._audit(ctx, user, None, "accepted", None, 200, result, **asked)
         return str(answer)
 
     # -- steps ---------------------------------------------------------------------------
@@ -567,12 +609,16 @@ class GenerationService:
         status: int,
         result: GenerationResult | None,
         detail: str | None = None,
+        prompt: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
+        """One audit line. ``prompt`` and ``params`` describe a request without a
+        generation job (a question)."""
         if self.audit is None:
             return
         from flux_server.audit import AuditRecord
 
-        params: dict[str, Any] = {"priority": ctx.priority}
+        params = {**(params or {}), "priority": ctx.priority}
         if job is not None:
             params = {
                 "width": job.width,
@@ -591,7 +637,7 @@ class GenerationService:
                 request_id=ctx.request_id,
                 user=user,
                 endpoint=ctx.endpoint,
-                prompt=job.prompt if job is not None else None,
+                prompt=job.prompt if job is not None else prompt,
                 negative_prompt=job.negative_prompt if job is not None else None,
                 params=params,
                 decision=decision,
@@ -610,6 +656,8 @@ class GenerationService:
         user: str | None = None,
         job: Job | None = None,
         status: int | None = None,
+        prompt: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> None:
         """One line for a request that ended in an error, unless it has one already (a
         refused prompt is recorded where it is refused, with what matched)."""
@@ -619,7 +667,18 @@ class GenerationService:
             type(error), error.code
         )
         status = status if status is not None else status_of(error).http
-        self._audit(ctx, user, job, "rejected", reason, status, None, detail=error.message)
+        self._audit(
+            ctx,
+            user,
+            job,
+            "rejected",
+            reason,
+            status,
+            None,
+            detail=error.message,
+            prompt=prompt,
+            params=params,
+        )
         error.audited = True
 
     def audit_refusal(self, ctx: CallContext, error: ServeError, status: int) -> None:

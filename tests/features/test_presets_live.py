@@ -158,3 +158,79 @@ def test_a_swap_to_files_of_the_same_size_and_time_is_seen(tmp_path: Path) -> No
     os.utime(new, ns=(stamp, stamp))
     assert new.stat().st_size == old.stat().st_size
     assert store.get()["ink"].expand("a cat") == "a cat, in oil"
+
+
+def _png(size: int = 64) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (200, 120, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_edits_and_questions_are_audited(
+    tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from flux_server.tiny_vqa import write_tiny_vqa
+
+    root = tmp_path_factory.mktemp("vision-audit")
+    audit = root / "audit.jsonl"
+    vqa = write_tiny_vqa(root / "vqa")
+    settings = _settings(
+        tiny_flux_dir, enable_editing=True, vqa_model=str(vqa), audit_log=str(audit)
+    )
+    server = RunningServer(settings).start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as client:
+            image = {"image": ("in.png", _png(), "image/png")}
+            calls = {
+                "edit-ok": client.post(
+                    "/edit",
+                    files=image,
+                    data={"prompt": "a red house", "steps": "2", "seed": "1"},
+                    headers={"X-Request-Id": "edit-ok"},
+                ),
+                "edit-bad": client.post(
+                    "/edit",
+                    files={"image": ("in.png", b"not an image", "image/png")},
+                    data={"prompt": "a red house"},
+                    headers={"X-Request-Id": "edit-bad"},
+                ),
+                "vqa-ok": client.post(
+                    "/vqa",
+                    files=image,
+                    data={"question": "what colour is it?", "max_tokens": "4"},
+                    headers={"X-Request-Id": "vqa-ok"},
+                ),
+                "vqa-blocked": client.post(
+                    "/vqa",
+                    files=image,
+                    data={"question": "is she n.u.d.e?", "max_tokens": "4"},
+                    headers={"X-Request-Id": "vqa-blocked"},
+                ),
+            }
+    finally:
+        server.stop()
+    assert {k: r.status_code for k, r in calls.items()} == {
+        "edit-ok": 200,
+        "edit-bad": 400,
+        "vqa-ok": 200,
+        "vqa-blocked": 400,
+    }
+    lines = {x["request_id"]: x for x in _audit_lines(audit)}
+    assert len(_audit_lines(audit)) == len(lines) == 4  # one line per request
+    assert lines["edit-ok"]["decision"] == "accepted"
+    assert lines["edit-ok"]["prompt"] == "a red house" and lines["edit-ok"]["params"]["seed"] == 1
+    assert (lines["edit-bad"]["decision"], lines["edit-bad"]["status"]) == ("rejected", 400)
+    assert "image" in lines["edit-bad"]["detail"]
+    assert lines["vqa-ok"]["decision"] == "accepted"
+    assert lines["vqa-ok"]["prompt"] == "what colour is it?"
+    assert lines["vqa-ok"]["params"]["max_tokens"] == 4
+    blocked = lines["vqa-blocked"]
+    assert (blocked["decision"], blocked["reason"], blocked["detail"]) == (
+        "rejected",
+        "blocklist",
+        "nude",
+    )
