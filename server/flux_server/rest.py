@@ -48,6 +48,57 @@ ROUTES = {"/generate", "/edit", "/vqa", "/v1/presets", "/healthz", "/readyz", "/
 MAX_TIMEOUT_S = 3600.0
 HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
+# What /openapi.json says of the headers a call may send and of its error answers.
+CALL_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "X-Priority",
+        "in": "header",
+        "required": False,
+        "description": "high: the priority lane (goes ahead of normal requests, not batched).",
+        "schema": {"type": "string", "enum": ["normal", "high"], "default": "normal"},
+    },
+    {
+        "name": "X-Request-Timeout",
+        "in": "header",
+        "required": False,
+        "description": "Deadline in seconds; past it the answer is 504.",
+        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+    },
+    {
+        "name": "X-Request-Id",
+        "in": "header",
+        "required": False,
+        "description": "Your id for the request (echoed, and in the server's logs).",
+        "schema": {"type": "string", "maxLength": 128},
+    },
+]
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+            },
+            "required": ["code", "message", "field"],
+        }
+    },
+    "required": ["error"],
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    for status, text in (
+        (400, "Not a JSON object, or a body over --max-body-bytes."),
+        (401, "A missing or unknown API key."),
+        (422, "A value out of range; `field` names it."),
+        (429, "The queue is full; see Retry-After."),
+        (503, "Loading or draining; retry."),
+        (504, "The deadline passed."),
+    )
+}
+
 
 def error_response(error: ServeError, request_id: str | None = None) -> JSONResponse:
     headers = {"X-Request-Id": request_id} if request_id else {}
@@ -332,9 +383,10 @@ def create_app(service: GenerationService) -> FastAPI:
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": GenerateParams.model_json_schema()}},
-            }
+            },
+            "parameters": CALL_HEADERS,
         },
-        responses={200: {"content": {"image/png": {}, "application/json": {}}}},
+        responses={200: {"content": {"image/png": {}, "application/json": {}}}, **ERROR_RESPONSES},
     )
     async def generate(request: Request) -> Response:
         ctx = context_from(request, "rest:/generate")

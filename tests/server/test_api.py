@@ -232,11 +232,16 @@ def test_probes_presets_openapi_metrics(server: ServerProcess) -> None:
     cyberpunk = next(p for p in presets if p["name"] == "cyberpunk")
     assert cyberpunk["promptTemplate"] == "{prompt}, cyberpunk, neon"
     openapi = httpx.get(f"{server.url}/openapi.json").json()
-    assert "/generate" in openapi["paths"]
+    generate = openapi["paths"]["/generate"]["post"]
+    assert {"X-Priority", "X-Request-Timeout"} <= {p["name"] for p in generate["parameters"]}
+    error = generate["responses"]["422"]["content"]["application/json"]["schema"]
+    assert error["properties"]["error"]["required"] == ["code", "message", "field"]
+    assert {"400", "429", "503", "504"} <= set(generate["responses"])
     assert metric(server, "fluxserve_queue_depth") >= 0
     assert metric(server, "fluxserve_ready") == 1
     # The separate Prometheus port serves the same registry.
     assert metric(server, "fluxserve_ready", port=server.metrics_port) == 1
+    assert post(server, {"prompt": "counted", "seed": 5}).status_code == 200
     text = httpx.get(f"{server.url}/metrics").text
     assert "fluxserve_model_info{" in text and 'release="v0.0.0-test"' in text
     assert 'fluxserve_requests_total{code="200",endpoint="rest:/generate"}' in text
