@@ -57,7 +57,8 @@ class AuthenticationError(AuthError):
 
 
 class PermissionDeniedError(AuthError):
-    """The key may not do this, e.g. use the priority lane (403, PERMISSION_DENIED)."""
+    """The key may not do this (403, PERMISSION_DENIED). A key without the priority
+    permission is not refused: its request is served in the normal lane."""
 
 
 class ContentRejectedError(InvalidArgumentError):
