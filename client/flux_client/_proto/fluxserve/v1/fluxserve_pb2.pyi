@@ -8,8 +8,9 @@ Python stubs are generated into client/flux_client/_proto by `make proto`.
 
 Conventions every RPC follows:
 - Authentication: metadata `authorization: Bearer <api key>` when the server
-  was started with --api-keys (UNAUTHENTICATED without a key, PERMISSION_DENIED
-  for a key not allowed to do what it asked, e.g. the HIGH priority lane).
+  was started with --api-keys (UNAUTHENTICATED without a valid key). A key
+  without the priority permission asking for PRIORITY_HIGH is served as NORMAL
+  (the server and audit logs record the downgrade).
 - Timeouts: the gRPC deadline; a request still waiting or running when it
   passes ends with DEADLINE_EXCEEDED.
 - Errors: the status details string is a human-readable message; trailing
@@ -70,8 +71,8 @@ class _PriorityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Priority.Val
     """NORMAL"""
     PRIORITY_NORMAL: _Priority.ValueType  # 1
     PRIORITY_HIGH: _Priority.ValueType  # 2
-    """Goes ahead of every normal request and does not wait to be batched; only for
-    callers whose API key allows it.
+    """Goes ahead of every normal request and does not wait to be batched. With
+    --api-keys, only for keys with the priority permission (others run as NORMAL).
     """
 
 class Priority(_Priority, metaclass=_PriorityEnumTypeWrapper): ...
@@ -80,8 +81,8 @@ PRIORITY_UNSPECIFIED: Priority.ValueType  # 0
 """NORMAL"""
 PRIORITY_NORMAL: Priority.ValueType  # 1
 PRIORITY_HIGH: Priority.ValueType  # 2
-"""Goes ahead of every normal request and does not wait to be batched; only for
-callers whose API key allows it.
+"""Goes ahead of every normal request and does not wait to be batched. With
+--api-keys, only for keys with the priority permission (others run as NORMAL).
 """
 Global___Priority: _TypeAlias = Priority  # noqa: Y015
 

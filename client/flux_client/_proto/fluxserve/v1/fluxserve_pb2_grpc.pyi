@@ -8,8 +8,9 @@ Python stubs are generated into client/flux_client/_proto by `make proto`.
 
 Conventions every RPC follows:
 - Authentication: metadata `authorization: Bearer <api key>` when the server
-  was started with --api-keys (UNAUTHENTICATED without a key, PERMISSION_DENIED
-  for a key not allowed to do what it asked, e.g. the HIGH priority lane).
+  was started with --api-keys (UNAUTHENTICATED without a valid key). A key
+  without the priority permission asking for PRIORITY_HIGH is served as NORMAL
+  (the server and audit logs record the downgrade).
 - Timeouts: the gRPC deadline; a request still waiting or running when it
   passes ends with DEADLINE_EXCEEDED.
 - Errors: the status details string is a human-readable message; trailing
