@@ -50,9 +50,11 @@ class AuditRecord(BaseModel):
     request_id: str
     user: str | None = Field(default=None, description="The API key's user; None when open.")
     endpoint: str | None = Field(
-        default=None, description='e.g. "rest:/generate", "grpc:Generate".'
+        default=None, description='e.g. "rest:/generate", "grpc:Generate", "rest:/vqa".'
     )
-    prompt: str | None = Field(default=None, description="The prompt after preset expansion.")
+    prompt: str | None = Field(
+        default=None, description="The prompt after preset expansion, or the question (VQA)."
+    )
     negative_prompt: str | None = None
     prompt_sha256: str | None = Field(
         default=None, description="Set by the log when prompts are hashed; the prompt is dropped."
@@ -63,7 +65,9 @@ class AuditRecord(BaseModel):
     )
     decision: Decision
     reason: str | None = Field(
-        default=None, description='Why: "blocklist", "unauthenticated", "priority_denied"…'
+        default=None,
+        description='Why: "blocklist", "classifier", "unauthenticated", "priority_denied" '
+        "(served in the normal lane), or the error code of a failed request.",
     )
     detail: str | None = Field(
         default=None,
