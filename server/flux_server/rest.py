@@ -283,6 +283,14 @@ async def json_body(request: Request) -> Any:
     return body
 
 
+def refuse_query(request: Request) -> None:
+    """Parameters belong in the body; a query string would otherwise be ignored."""
+    for name in request.query_params:
+        raise MalformedRequest(
+            f"query parameters are not read: send {name!r} in the JSON body", name
+        )
+
+
 def parse_params(body: dict[str, Any]) -> GenerateParams:
     try:
         return GenerateParams.model_validate(body)
@@ -390,6 +398,7 @@ def create_app(service: GenerationService) -> FastAPI:
     )
     async def generate(request: Request) -> Response:
         ctx = context_from(request, "rest:/generate")
+        refuse_query(request)
         params = parse_params(await json_body(request))
         result = await unless_disconnected(request, service.generate(params, ctx))
         return result_response(request, result)

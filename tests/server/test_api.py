@@ -194,6 +194,13 @@ def test_malformed_and_oversized_bodies(server: ServerProcess) -> None:
     assert long_prompt.status_code == 422 and long_prompt.json()["error"]["field"] == "prompt"
 
 
+def test_a_query_string_is_refused_not_ignored(server: ServerProcess) -> None:
+    response = httpx.post(f"{server.url}/generate?steps=5", json={"prompt": "x"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["field"] == "steps"
+    assert "JSON body" in response.json()["error"]["message"]
+
+
 def test_bad_headers_name_the_header(server: ServerProcess) -> None:
     response = post(server, {"prompt": "x"}, {"X-Priority": "urgent"})
     assert response.status_code == 422 and response.json()["error"]["field"] == "X-Priority"
