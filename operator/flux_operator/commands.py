@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import random
 import sys
@@ -11,6 +12,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, cast
 
 import kopf
 import kubernetes
@@ -19,6 +21,7 @@ import yaml
 
 from flux_operator.handlers import build_registry
 from flux_operator.kube import ApiError, KubeApi, default_namespace, load_configuration
+from flux_operator.peering import own_identity
 from flux_operator.render import ROLLBACK_ANNOTATION
 from flux_operator.settings import OperatorSettings, RetrySettings
 from flux_operator.spec import FluxDeploymentStatus
@@ -55,6 +58,8 @@ def settings_from_args(
 
 async def operate(settings: OperatorSettings, stop_flag: asyncio.Event | None = None) -> None:
     """Run the operator until ``stop_flag`` is set (or forever)."""
+    if settings.identity is None:
+        settings = dataclasses.replace(settings, identity=own_identity())
     registry = build_registry(settings)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     await kopf.operator(
@@ -64,6 +69,7 @@ async def operate(settings: OperatorSettings, stop_flag: asyncio.Event | None = 
         standalone=settings.peering is None,
         peering_name=settings.peering,
         priority=settings.priority,
+        identity=cast(Any, settings.identity),  # kopf's Identity is a NewType of str
         liveness_endpoint=liveness,
         stop_flag=stop_flag,
     )

@@ -20,6 +20,7 @@ import kopf
 import urllib3
 
 from flux_operator.kube import ApiError, KubeApi, load_configuration, object_path
+from flux_operator.peering import leads
 from flux_operator.reconcile import Event, degraded_status, plan
 from flux_operator.render import (
     INSTANCE_LABEL,
@@ -363,6 +364,20 @@ async def resync_forever(
                     logger.exception("resync failed", extra={"object": meta.get("name")})
 
 
+async def leading(api: KubeApi, settings: OperatorSettings, namespace: str | None) -> bool:
+    """Whether this operator acts for ``namespace`` (None: cluster-wide) now: always when
+    standalone; with peering, when it leads kopf's peering object there (kopf waits while
+    the object is missing, and so does this)."""
+    if settings.peering is None:
+        return True
+    kind = "ClusterKopfPeering" if namespace is None else "KopfPeering"
+    peering = await api.get(kind, namespace, settings.peering)
+    if peering is None:
+        return False
+    now = datetime.datetime.now(datetime.timezone.utc)
+    return leads(peering.get("status"), settings.identity or "", settings.priority, now)
+
+
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     """A fresh kopf registry with the operator's handlers (no module-level state)."""
     registry = kopf.OperatorRegistry()
@@ -407,6 +422,8 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             namespaces: list[str | None] = list(operator_settings.namespaces) or [None]
 
             async def list_all(namespace: str | None) -> list[dict[str, Any]]:
+                if not await leading(reconciler.api, operator_settings, namespace):
+                    return []  # a standby replica: the leader resyncs
                 return await reconciler.api.list("FluxDeployment", namespace, {})
 
             resync = resync_forever(

@@ -52,10 +52,11 @@ RULES: Final[list[dict[str, list[str]]]] = [
     },
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     # kopf peering (leader election between replicas of the operator, --peering NAME):
-    # cluster-wide when all namespaces are served, else one per namespace.
+    # cluster-wide when all namespaces are served, else one per namespace. kopf watches
+    # and patches it; the periodic resync reads it to act only while leading.
     {
         "apiGroups": ["kopf.dev"],
         "resources": ["clusterkopfpeerings", "kopfpeerings"],
-        "verbs": ["list", "watch", "patch"],
+        "verbs": ["get", "list", "watch", "patch"],
     },
 ]

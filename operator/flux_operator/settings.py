@@ -29,6 +29,9 @@ class OperatorSettings:
     priority: int = 0
     """This operator's priority among its peers: the highest live one acts, the others wait.
     Peers must differ: kopf pauses every operator when two share the top priority."""
+    identity: str | None = None
+    """This operator's name among its peers (kopf's peering identity); None = the pod name
+    (POD_ID), else one unique to the process."""
     health_port: int = 8080
     """Port of the liveness endpoint ``/healthz`` (0 = off)."""
     kubeconfig: Path | None = None

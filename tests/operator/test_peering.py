@@ -1,10 +1,16 @@
 """Leader election: replicas of the operator Deployment must not share a kopf priority,
-or kopf pauses all of them and nothing is reconciled."""
+or kopf pauses all of them and nothing is reconciled; and who leads is read from kopf's
+peering object by kopf's own rule."""
 
 from __future__ import annotations
 
+import datetime
+
+import pytest
+
 from flux_operator.cli import build_parser
 from flux_operator.commands import peering_priority, settings_from_args
+from flux_operator.peering import leads, own_identity
 
 
 def _settings(argv: list[str], environ: dict[str, str]):
@@ -31,3 +37,33 @@ def test_explicit_priority_wins_over_pod_name() -> None:
 def test_without_pod_name_priority_is_random_and_positive() -> None:
     priorities = {_settings([], {}).priority for _ in range(5)}
     assert len(priorities) > 1 and min(priorities) >= 1
+
+
+NOW = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.timezone.utc)
+
+
+def _peer(priority: int, seen_seconds_ago: int = 0, lifetime: int = 60) -> dict[str, object]:
+    seen = NOW - datetime.timedelta(seconds=seen_seconds_ago)
+    return {"priority": priority, "lifetime": lifetime, "lastseen": seen.isoformat()}
+
+
+@pytest.mark.parametrize(
+    ("others", "expected"),
+    [
+        ({}, True),  # alone (or only itself in the object)
+        ({"pod-b": _peer(5)}, True),  # a lower priority stands by
+        ({"pod-b": _peer(20)}, False),  # a higher priority leads
+        ({"pod-b": _peer(10)}, False),  # equal: kopf pauses both
+        ({"pod-b": _peer(20, seen_seconds_ago=61)}, True),  # the higher one is dead
+        ({"pod-b": {"priority": 20}}, False),  # no lastseen: alive, as kopf reads it
+        ({"pod-b": {**_peer(20), "lastseen": "2026-01-01T11:59:59Z"}}, False),
+    ],
+)
+def test_who_leads_is_kopfs_rule(others: dict[str, object], expected: bool) -> None:
+    status = {"pod-a": _peer(10), **others}
+    assert leads(status, "pod-a", 10, NOW) is expected
+
+
+def test_identity_is_the_pod_name_else_unique() -> None:
+    assert own_identity({"POD_ID": "fluxserve-operator-abc"}) == "fluxserve-operator-abc"
+    assert own_identity({}) != own_identity({})
