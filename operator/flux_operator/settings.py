@@ -48,4 +48,4 @@ class OperatorSettings:
     """Every so often reconcile every resource even without events (repairs children
     deleted or edited behind the operator's back); 0 = off."""
     watch_timeout_seconds: int = 600
-    """Server-side watch timeout; each re-list also re-reconciles every resource."""
+    """Server-side watch timeout (kopf reconnects from the last resourceVersion)."""
