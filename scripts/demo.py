@@ -55,12 +55,11 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
 
     from flux_client.presets import StylePreset, presets_to_files
-    from flux_server.tiny_model import write_tiny_flux
 
     model = out / "tiny-flux"
     if not (model / "model_index.json").exists():
         say(f"writing a random-weight FLUX pipeline to {model}")
-        write_tiny_flux(model)
+        subprocess.run([sys.executable, "-m", "flux_server.tiny_model", str(model)], check=True)
     presets = out / "presets"
     presets.mkdir(exist_ok=True)
     for name, content in presets_to_files(

@@ -105,6 +105,7 @@ def build_t5_tokenizer() -> Any:
         special_tokens=["<pad>", "</s>", "<unk>"],
         unk_token="<unk>",
         initial_alphabet=list("abcdefghijklmnopqrstuvwxyz0123456789,.-'"),
+        show_progress=False,
     )
     model = Tokenizer(models.Unigram())
     model.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
@@ -210,6 +211,17 @@ def write_tiny_flux(out_dir: Path, size: Literal["tiny", "bench"] = "tiny", seed
     return out_dir
 
 
+def _quiet_hub_libraries() -> None:
+    """No progress bars and no advice about optional packages (torchvision) on the
+    command line: the output says what was written."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m flux_server.tiny_model",
@@ -228,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dir is None and args.vqa is None:
         parser.error("give DIR, --vqa VQA_DIR, or both")
+    _quiet_hub_libraries()
     if args.dir is not None:
         out = write_tiny_flux(args.dir, size=args.size, seed=args.seed)
         print(f"wrote a random-weight FLUX pipeline ({args.size}) to {out}")
