@@ -58,8 +58,8 @@ class TinyFluxConfig(BaseModel):
 SIZES: dict[str, TinyFluxConfig] = {
     "tiny": TinyFluxConfig(),
     # Big enough that the transformer's compute dominates a CPU run (about 5M
-    # parameters, 1-2 s per 256x256 image at 4 steps on two cores), small enough to
-    # write in seconds.
+    # parameters, about 0.3 s per 256x256 image at 4 steps on two idle cores), small
+    # enough to write in seconds.
     "bench": TinyFluxConfig(
         layers=2,
         single_layers=4,
