@@ -19,7 +19,13 @@ from typing import Any
 import kopf
 import urllib3
 
-from flux_operator.kube import ApiError, KubeApi, load_configuration, object_path
+from flux_operator.kube import (
+    FIELD_MANAGER,
+    ApiError,
+    KubeApi,
+    load_configuration,
+    object_path,
+)
 from flux_operator.peering import leads
 from flux_operator.reconcile import Event, degraded_status, plan
 from flux_operator.render import (
@@ -63,6 +69,37 @@ def is_subset(desired: Any, observed: Any) -> bool:
             and all(is_subset(d, o) for d, o in zip(desired, observed, strict=True))
         )
     return bool(desired == observed)
+
+
+HANDOVER_MANAGER = f"{MANAGER}-replicas-handover"
+
+
+def replicas_handover(
+    deployment: dict[str, Any] | None, autoscaling: bool
+) -> dict[str, Any] | None:
+    """When autoscaling is turned on, the apply that leaves out ``spec.replicas`` would,
+    under server-side apply, remove the field the operator owned: the Deployment would
+    drop to 1 pod before the HPA scales it back. Kubernetes' way to hand a field over:
+    another field manager applies the current value first and keeps it until the HPA
+    takes it. This is that apply, or None when there is nothing to hand over."""
+    if not autoscaling or deployment is None:
+        return None
+    meta = deployment.get("metadata", {})
+    owned = any(
+        entry.get("manager") == FIELD_MANAGER
+        and entry.get("operation") == "Apply"
+        and "f:replicas" in (entry.get("fieldsV1") or {}).get("f:spec", {})
+        for entry in meta.get("managedFields") or []
+    )
+    replicas = deployment.get("spec", {}).get("replicas")
+    if not owned or replicas is None:
+        return None
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace")},
+        "spec": {"replicas": replicas},
+    }
 
 
 def status_dump(status: FluxDeploymentStatus) -> dict[str, Any]:
@@ -197,7 +234,14 @@ class Reconciler:
         blocklist = render_blocklist_config_map(owner, spec)
         if blocklist is not None:
             await self._ensure_map(blocklist)
-        rolled = await self._apply(render_deployment(owner, spec, revision), deployment)
+        desired_deployment = render_deployment(owner, spec, revision)
+        handover = replicas_handover(deployment, spec.autoscaling is not None)
+        if handover is not None:
+            await self.api.apply(handover, field_manager=HANDOVER_MANAGER)
+            await self.api.apply(desired_deployment)  # now without spec.replicas
+            rolled = True
+        else:
+            rolled = await self._apply(desired_deployment, deployment)
         await self._apply(render_service(owner, spec), existing_service)
         hpa = render_hpa(owner, spec)
         if hpa is not None:

@@ -222,11 +222,13 @@ class KubeApi:
             )
         ]
 
-    async def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+    async def apply(
+        self, obj: dict[str, Any], field_manager: str = FIELD_MANAGER
+    ) -> dict[str, Any]:
         """Server-side apply of the fields the operator owns (created when absent)."""
         meta = obj["metadata"]
         path = object_path(obj["kind"], meta.get("namespace"), meta["name"])
-        query = {"fieldManager": FIELD_MANAGER, "force": "true"}
+        query = {"fieldManager": field_manager, "force": "true"}
         try:
             result: dict[str, Any] = await self.request(
                 "PATCH", path, obj, query, content_type="application/apply-patch+yaml"

@@ -320,3 +320,44 @@ async def test_deleting_the_resource_removes_its_children(
         return not await children()
 
     await _wait(none_left, "the children garbage-collected", timeout=120)
+
+
+async def test_turning_autoscaling_on_keeps_the_replicas(
+    real: tuple[KubeApi, str, _Operator],
+) -> None:
+    """Server-side apply would drop spec.replicas (to 1) when the operator stops applying
+    it; the operator hands the field over first, so the pods stay until the HPA acts."""
+    api, namespace, _ = real
+    body = {
+        "apiVersion": "fluxserve.dev/v1alpha1",
+        "kind": "FluxDeployment",
+        "metadata": {"name": "flux-scale", "namespace": namespace},
+        "spec": _spec(replicas=1),
+    }
+    await api.request(
+        "POST", f"/apis/fluxserve.dev/v1alpha1/namespaces/{namespace}/fluxdeployments", body
+    )
+
+    async def replicas(n: int) -> bool:
+        d = await api.get("Deployment", namespace, "flux-scale")
+        return bool(d and d["spec"].get("replicas") == n)
+
+    await _wait(lambda: replicas(1), "1 replica")
+    # Changed by an apply: from now on the operator's apply alone owns spec.replicas.
+    await api.merge_patch("FluxDeployment", namespace, "flux-scale", {"spec": {"replicas": 2}})
+    await _wait(lambda: replicas(2), "2 replicas")
+    scaling = {"minReplicas": 1, "maxReplicas": 4}
+    await api.merge_patch(
+        "FluxDeployment", namespace, "flux-scale", {"spec": {"autoscaling": scaling}}
+    )
+
+    async def handled() -> bool:
+        status = (await _fd(api, namespace, "flux-scale")).get("status") or {}
+        hpa = await api.get("HorizontalPodAutoscaler", namespace, "flux-scale")
+        return status.get("observedGeneration") == 3 and hpa is not None
+
+    await _wait(handled, "the HPA, generation 3 handled")
+    deployment = await api.get("Deployment", namespace, "flux-scale")
+    assert deployment is not None and deployment["spec"]["replicas"] == 2
+    managers = {e["manager"] for e in deployment["metadata"]["managedFields"]}
+    assert "fluxserve-operator-replicas-handover" in managers
