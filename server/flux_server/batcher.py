@@ -85,6 +85,7 @@ class Batcher(Generic[P, R]):
         self._on_running = on_running
         self._normal: list[_Item[P, R]] = []
         self._priority: list[_Item[P, R]] = []
+        self._inflight: list[_Item[P, R]] = []  # the batch running now
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -114,11 +115,16 @@ class Batcher(Generic[P, R]):
         return drained
 
     async def close(self) -> None:
-        """Stop now; waiting requests fail with Unavailable."""
+        """Stop now; waiting and running requests fail with Unavailable."""
         self._accepting = False
         for item in self._normal + self._priority:
             if not item.future.done():
                 item.future.set_exception(Unavailable("the server is shutting down"))
+        for item in self._inflight:
+            if not item.future.done():
+                item.future.set_exception(
+                    Unavailable("the server shut down before this request finished")
+                )
         self._normal.clear()
         self._priority.clear()
         self._depth_changed()
@@ -266,6 +272,7 @@ class Batcher(Generic[P, R]):
 
     async def _run(self, batch: list[_Item[P, R]]) -> None:
         self._running += 1
+        self._inflight = batch
         for item in batch:
             item.started = True
         if self._on_running is not None:
@@ -273,6 +280,7 @@ class Batcher(Generic[P, R]):
         try:
             await self._run_split(batch)
         finally:
+            self._inflight = []
             self._running -= 1
             if self._on_running is not None:
                 self._on_running(0)
