@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -30,6 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from flux_server.server import FluxServer
 
+    servers: list[FluxServer] = []
+
     async def serve() -> int:
         try:
             server = FluxServer(settings)
@@ -37,9 +40,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A missing keys file, a malformed blocklist or presets directory.
             print(f"flux_server: {exc}", file=sys.stderr)
             return 2
+        servers.append(server)
         return await server.run()
 
-    return asyncio.run(serve())
+    code = asyncio.run(serve())
+    if servers and servers[0].abandoned_work:
+        # The drain timed out (or the load was cut short): the engine thread is still
+        # inside a call whose caller has been answered. Python would wait for it before
+        # exiting, past --drain-timeout; leave now instead.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -56,6 +56,9 @@ class FluxServer:
         self.http_port = 0
         self.grpc_port = 0
         self.metrics_port = 0
+        # True when run() returned while the engine thread was still busy (a model load
+        # or a pipeline call nobody waits for any more): main() must not join it.
+        self.abandoned_work = False
 
     def request_stop(self) -> None:
         self.stop_requested.set()
@@ -116,11 +119,13 @@ class FluxServer:
             await stop
         else:
             start.cancel()
+            self.abandoned_work = True
 
         log.info("draining", extra={"drain_timeout": s.drain_timeout})
         # Health answers NOT_SERVING from here on, and ignores later updates.
         await health_servicer.enter_graceful_shutdown()
         drained = await self.service.drain(s.drain_timeout)
+        self.abandoned_work = self.abandoned_work or not drained
         if not drained:
             log.warning("drain timed out; unfinished requests were refused")
         # Accepted work is done: let the adapters send the last answers, then close.

@@ -126,6 +126,23 @@ async def test_sigterm_finishes_accepted_work(small_server: ServerProcess) -> No
     assert any(r.get("message") == "stopped" and r.get("drained") is True for r in records)
 
 
+async def test_drain_timeout_answers_what_is_left_and_exits(
+    server_factory: Callable[..., ServerProcess], tiny_model_dir: Path
+) -> None:
+    server = server_factory(tiny_model_dir, ["--drain-timeout", "0.5"])
+    # Far longer than the test waits for the exit: the server must not wait for it.
+    endless = {"prompt": "endless", "width": 2048, "height": 2048, "steps": 100}
+    async with httpx.AsyncClient(base_url=server.url, timeout=300) as client:
+        running = asyncio.create_task(client.post("/generate", json=endless))
+        await wait_for(server, "fluxserve_requests_running", 1)
+        server.process.send_signal(signal.SIGTERM)
+        answer = await running
+    assert answer.status_code == 503, answer.text
+    assert answer.json()["error"]["code"] == "unavailable"
+    assert server.process.wait(60) == 0
+    assert any(r.get("message") == "stopped" for r in server.log_records())
+
+
 def test_a_model_that_cannot_load_exits_non_zero(
     server_factory: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
