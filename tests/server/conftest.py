@@ -3,7 +3,7 @@ real server processes (``python -m flux_server``) on free ports."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -40,8 +40,13 @@ def server_factory(
     started: list[ServerProcess] = []
     log_dir = tmp_path_factory.mktemp("server-logs")
 
-    def factory(model: Path | str, args: Sequence[str] = (), wait: bool = True) -> ServerProcess:
-        server = start_server(model, log_dir, args)
+    def factory(
+        model: Path | str,
+        args: Sequence[str] = (),
+        wait: bool = True,
+        env: Mapping[str, str] | None = None,
+    ) -> ServerProcess:
+        server = start_server(model, log_dir, args, env)
         started.append(server)
         if wait:
             server.wait_ready()

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +72,12 @@ class ServerProcess:
             raise AssertionError(f"server ignored SIGTERM for {timeout}s:\n{self.log()}") from None
 
 
-def start_server(model: Path | str, log_dir: Path, args: Sequence[str] = ()) -> ServerProcess:
+def start_server(
+    model: Path | str,
+    log_dir: Path,
+    args: Sequence[str] = (),
+    env_overrides: Mapping[str, str] | None = None,
+) -> ServerProcess:
     http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     log_path = log_dir / f"server-{http_port}.log"
     command = [
@@ -88,6 +93,7 @@ def start_server(model: Path | str, log_dir: Path, args: Sequence[str] = ()) -> 
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
     env["HF_HUB_OFFLINE"] = "1"
+    env.update(env_overrides or {})
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     return ServerProcess(process, http_port, grpc_port, metrics_port, log_path)

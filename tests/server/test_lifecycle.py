@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
 
@@ -141,6 +145,59 @@ async def test_drain_timeout_answers_what_is_left_and_exits(
     assert answer.json()["error"]["code"] == "unavailable"
     assert server.process.wait(60) == 0
     assert any(r.get("message") == "stopped" for r in server.log_records())
+
+
+@pytest.fixture
+def silent_hub() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A model hub that accepts connections and never answers: a load from it hangs."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}", accepted
+    listener.close()
+    for connection in accepted:
+        connection.close()
+
+
+def test_while_loading_nothing_is_ready_and_sigterm_stops_at_once(
+    server_factory: Callable[..., ServerProcess],
+    silent_hub: tuple[str, list[socket.socket]],
+) -> None:
+    url, accepted = silent_hub
+    server = server_factory(
+        "example/flux-dev", wait=False, env={"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": url}
+    )
+    deadline = time.monotonic() + 60
+    while not accepted:  # the listeners are up before the load starts
+        assert server.process.poll() is None, server.log()
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.05)
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 503
+    channel = grpc.insecure_channel(server.grpc_target)
+    for service in ("", "fluxserve.v1.FluxService"):
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=service), timeout=10
+        )
+        assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
+    refused = httpx.post(f"{server.url}/generate", json={"prompt": "x"}, timeout=10)
+    assert refused.status_code == 503 and "loading" in refused.json()["error"]["message"]
+    with pytest.raises(grpc.RpcError) as caught:
+        pb_grpc.FluxServiceStub(channel).Generate(
+            pb.GenerateRequest(params=pb.GenerationParams(prompt="x")), timeout=10
+        )
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    channel.close()
+    # The load is still hanging; SIGTERM does not wait for it.
+    assert server.stop() == 0
 
 
 def test_a_model_that_cannot_load_exits_non_zero(
