@@ -9,8 +9,8 @@ The tests play the missing parts, each marked where it happens:
   ``observedGeneration``;
 - server-side apply of a missing object answers 404, so the operator creates it (a real
   server creates on apply; the operator handles both);
-- kopf names events by ``generateName``, which the emulator does not expand: events are
-  read from the requests the operator sent.
+- kopf names its own events by ``generateName``, which the emulator does not expand:
+  events are read from the requests the operator sent.
 """
 
 from __future__ import annotations
@@ -299,8 +299,9 @@ class Cluster:
 
     def events(self, reason: str | None = None) -> list[dict[str, Any]]:
         """Events the operator posted. Read from the requests, not the stored objects: kopf
-        names events with ``generateName``, which the emulator does not expand, so all but
-        the first collide there (409); a real API server stores every one."""
+        names its own events (a failing handler's) with ``generateName``, which the emulator
+        does not expand, so all but the first collide there (409); a real API server stores
+        every one."""
         posted = self.server["post", kmock.resource("v1/events")]
         bodies = [request.data for request in posted]
         return [b for b in bodies if reason is None or b.get("reason") == reason]
