@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from flux_client.presets import StylePreset
 from flux_server.batcher import Batcher, BatchInfo
@@ -37,6 +38,8 @@ from flux_server.metrics import Metrics
 from flux_server.params import GenerateParams, Job, resolve
 from flux_server.presets_store import PresetStore
 from flux_server.settings import ServerSettings
+
+_T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
 
@@ -397,8 +400,12 @@ class GenerationService:
         from flux_server.images import decode_image
 
         max_pixels = self.settings.max_image_pixels
-        source = decode_image(image, "image", max_pixels)
-        mask_image = None if mask is None else decode_image(mask, "mask", max_pixels, mode="L")
+        source = await self._off_loop(decode_image, image, "image", max_pixels)
+        mask_image = (
+            None
+            if mask is None
+            else await self._off_loop(decode_image, mask, "mask", max_pixels, mode="L")
+        )
         # Limits and defaults apply at the size the pipeline runs (the source's, snapped
         # to 16 pixels and scaled to fit --max-side, unless the request sets one); the
         # result keeps the source's size.
@@ -449,9 +456,9 @@ class GenerationService:
         from flux_server.vqa import validate_question
 
         validate_question(question, max_tokens)
-        decoded = decode_image(image, "image", self.settings.max_image_pixels)
+        decoded = await self._off_loop(decode_image, image, "image", self.settings.max_image_pixels)
         asked: dict[str, Any] = {"prompt": question, "params": {"max_tokens": max_tokens}}
-        decision = self.safety.check(question)
+        decision = await self._safety_decision(question)
         if not decision.allowed:
             reason = decision.reason or "unknown"
             self.metrics.safety_rejections.labels(reason=reason).inc()
@@ -472,17 +479,24 @@ class GenerationService:
 
     # -- steps ---------------------------------------------------------------------------
 
+    async def _off_loop(self, func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        # Decoding an upload at the pixel cap takes a few hundred milliseconds: long
+        # enough to stall every other request if it ran on the event loop.
+        call = functools.partial(func, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._aux_executor, call)
+
+    async def _safety_decision(self, text: str) -> Any:
+        # The blocklist is microseconds; a classifier model is not, so it leaves the loop.
+        if getattr(self.safety, "classifier", None) is not None:
+            return await self._off_loop(self.safety.check, text)
+        return self.safety.check(text)
+
     async def _check_safety(
         self, prompt: str, ctx: CallContext, user: str | None, job: Job
     ) -> None:
         if self.safety is None:
             return
-        if getattr(self.safety, "classifier", None) is not None:
-            decision = await asyncio.get_running_loop().run_in_executor(
-                self._aux_executor, self.safety.check, prompt
-            )
-        else:
-            decision = self.safety.check(prompt)
+        decision = await self._safety_decision(prompt)
         if decision.allowed:
             return
         reason = decision.reason or "unknown"
