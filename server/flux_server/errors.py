@@ -30,6 +30,11 @@ class InvalidRequest(ServeError):
     code = "invalid_argument"
 
 
+class UnknownName(InvalidRequest):
+    """A request naming something the server does not have (a style preset, an adapter);
+    the message lists what it has."""
+
+
 class MalformedRequest(ServeError):
     """A body that is not a request at all: bad JSON, too large."""
 
@@ -92,6 +97,7 @@ class Status:
 
 STATUS: dict[type[ServeError], Status] = {
     InvalidRequest: Status(422, "INVALID_ARGUMENT"),
+    UnknownName: Status(400, "INVALID_ARGUMENT"),
     MalformedRequest: Status(400, "INVALID_ARGUMENT"),
     ContentRejected: Status(400, "INVALID_ARGUMENT"),
     Unauthenticated: Status(401, "UNAUTHENTICATED"),

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flux_client.presets import StylePreset
-from flux_server.errors import InvalidRequest
+from flux_server.errors import InvalidRequest, UnknownName
 from flux_server.settings import ServerSettings
 
 ImageFormat = Literal["png", "jpeg", "webp"]
@@ -126,7 +126,7 @@ def resolve(
         preset = presets.get(params.style_preset)
         if preset is None:
             known = ", ".join(sorted(presets)) or "none configured"
-            raise InvalidRequest(
+            raise UnknownName(
                 f"unknown style preset {params.style_preset!r} (known: {known})",
                 field="style_preset",
             )
@@ -171,7 +171,7 @@ def resolve(
     for index, adapter in enumerate(params.adapters):
         if adapter.name not in known_adapters:
             known = ", ".join(sorted(known_adapters)) or "none loaded"
-            raise InvalidRequest(
+            raise UnknownName(
                 f"unknown adapter {adapter.name!r} (known: {known})",
                 field=f"adapters[{index}].name",
             )
