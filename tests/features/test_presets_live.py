@@ -16,22 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flux_client.presets import StylePreset, presets_to_files
 
+from .metric_names import SERVER_METRICS
 from .test_server_features import RunningServer, _audit_lines, _settings, _wait_for
-
-# The names the server's /metrics must carry (histograms by their _bucket series).
-ISSUE_METRICS = {
-    "fluxserve_requests_total",
-    "fluxserve_request_duration_seconds_bucket",
-    "fluxserve_queue_depth",
-    "fluxserve_batch_size_bucket",
-    "fluxserve_images_generated_total",
-    "fluxserve_cache_hits_total",
-    "fluxserve_cache_misses_total",
-    "fluxserve_safety_rejections_total",
-    "fluxserve_model_load_seconds",
-    "fluxserve_gpu_memory_used_bytes",
-    "fluxserve_gpu_utilization_ratio",
-}
 
 
 def publish(mount: Path, presets: dict[str, StylePreset], version: int) -> None:
@@ -139,7 +125,7 @@ def test_metrics_parse_and_carry_every_name(open_server: dict[str, Any]) -> None
         for family in text_string_to_metric_families(response.text)
         for sample in family.samples
     }
-    missing = ISSUE_METRICS - set(samples)
+    missing = SERVER_METRICS - set(samples)
     assert not missing, f"/metrics lacks {sorted(missing)}"
     assert samples["fluxserve_model_load_seconds"] > 0
     assert samples["fluxserve_images_generated_total"] >= 1

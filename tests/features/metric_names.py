@@ -1,0 +1,21 @@
+"""The metric names the README documents and the dashboard, alerts and HPA rely on
+(histograms by their ``_bucket`` series)."""
+
+SERVER_METRICS = frozenset(
+    {
+        "fluxserve_requests_total",
+        "fluxserve_request_duration_seconds_bucket",
+        "fluxserve_queue_depth",
+        "fluxserve_batch_size_bucket",
+        "fluxserve_images_generated_total",
+        "fluxserve_cache_hits_total",
+        "fluxserve_cache_misses_total",
+        "fluxserve_cache_errors_total",
+        "fluxserve_safety_rejections_total",
+        "fluxserve_gpu_memory_used_bytes",
+        "fluxserve_gpu_utilization_ratio",
+        "fluxserve_model_info",
+        "fluxserve_model_load_seconds",
+        "fluxserve_ready",
+    }
+)
