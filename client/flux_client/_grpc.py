@@ -59,6 +59,10 @@ _MODE_TO_PB = {
     EditMode.INSTRUCT: pb.EDIT_MODE_INSTRUCT,
 }
 
+OPTIONAL_PARAMS = tuple(f.name for f in pb.GenerationParams.DESCRIPTOR.fields if f.has_presence)
+"""The proto3 ``optional`` generation fields: unset on the wire means "the preset's value,
+then the server's default", so they are only set when given."""
+
 
 def params_to_proto(params: GenerationParams) -> pb.GenerationParams:
     message = pb.GenerationParams(
@@ -69,17 +73,7 @@ def params_to_proto(params: GenerationParams) -> pb.GenerationParams:
     if params.output_format is not None:
         message.output_format = _FORMAT_TO_PB[params.output_format]
     # Unset stays unset on the wire (proto3 `optional`), so the preset's value applies.
-    for name in (
-        "negative_prompt",
-        "width",
-        "height",
-        "steps",
-        "guidance_scale",
-        "true_cfg_scale",
-        "style_preset",
-        "seed",
-        "num_images",
-    ):
+    for name in OPTIONAL_PARAMS:
         value = getattr(params, name)
         if value is not None:
             setattr(message, name, value)

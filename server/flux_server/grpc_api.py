@@ -59,19 +59,11 @@ EDIT_MODES = {
 def params_from_proto(message: pb.GenerationParams) -> GenerateParams:
     """The request model of a proto message; unset optional fields stay unset."""
     body: dict[str, Any] = {"prompt": message.prompt}
-    for name in (
-        "negative_prompt",
-        "width",
-        "height",
-        "steps",
-        "guidance_scale",
-        "true_cfg_scale",
-        "style_preset",
-        "seed",
-        "num_images",
-    ):
-        if message.HasField(name):
-            body[name] = getattr(message, name)
+    # Only the proto3 `optional` fields the caller set: an unset one falls to the preset,
+    # then the server default.
+    for descriptor, value in message.ListFields():
+        if descriptor.has_presence:
+            body[descriptor.name] = value
     if message.output_format not in FORMATS:
         raise InvalidRequest(f"unknown output_format {message.output_format}", "output_format")
     if message.priority not in PRIORITIES:

@@ -190,19 +190,9 @@ _FORMAT_PB = {
 
 def params_from_proto(message: pb.GenerationParams) -> dict[str, Any]:
     params: dict[str, Any] = {"prompt": message.prompt}
-    for name in (
-        "negative_prompt",
-        "width",
-        "height",
-        "steps",
-        "guidance_scale",
-        "true_cfg_scale",
-        "style_preset",
-        "seed",
-        "num_images",
-    ):
-        if message.HasField(name):
-            params[name] = getattr(message, name)
+    for descriptor, value in message.ListFields():
+        if descriptor.has_presence:
+            params[descriptor.name] = value
     if message.output_format in _FORMATS:
         params["output_format"] = _FORMATS[message.output_format]
     if message.priority == pb.PRIORITY_HIGH:
