@@ -7,17 +7,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
-import os
-import signal
-import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from server_process import start_server
 
 from flux_client import (
     AsyncFluxModelClient,
@@ -41,12 +37,6 @@ RELEASE = "v9.9.9-sdk"
 PRESETS = {
     "ink": StylePreset(prompt_template="{prompt}, ink drawing", steps=2, width=256, height=272),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -101,46 +91,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     alice, bob = _new_key(keys_file, "alice", "--priority"), _new_key(keys_file, "bob")
     blocklist = root / "blocklist.txt"
     blocklist.write_text("zebra crossing\n")
-    http_port, grpc_port = _free_port(), _free_port()
-    command = [
-        sys.executable, "-m", "flux_server",
-        "--model", str(model),
-        "--host", "127.0.0.1",
-        "--http-port", str(http_port),
-        "--grpc-port", str(grpc_port),
-        "--metrics-port", "0",
-        "--release", RELEASE,
-        "--default-width", "64", "--default-height", "64", "--default-steps", "2",
-        "--presets-dir", str(presets),
-        "--api-keys", str(keys_file),
-        "--blocklist", str(blocklist),
-        "--cache-bytes", "0",
-        "--max-batch-size", "1",
-        "--max-queue", "2",
-        "--log-level", "warning",
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    log_path = root / "server.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+    process = start_server(
+        model,
+        root,
+        [
+            "--metrics-port", "0",
+            "--release", RELEASE,
+            "--presets-dir", str(presets),
+            "--api-keys", str(keys_file),
+            "--blocklist", str(blocklist),
+            "--cache-bytes", "0",
+            "--max-batch-size", "1",
+            "--max-queue", "2",
+            "--log-level", "warning",
+        ],
+    )  # fmt: skip
     try:
         # The SDK's own readiness wait, through each transport's health check.
-        running = Server(http_port, grpc_port, alice, bob, str(model))
+        running = Server(process.http_port, process.grpc_port, alice, bob, str(model))
         for transport in TRANSPORTS:
             with running.client(transport) as probe:
                 probe.wait_until_ready(timeout=120, poll=0.2)
         yield running
     except Exception:
-        print(log_path.read_text(errors="replace"))
+        print(process.log())
         raise
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop()
 
 
 @pytest.mark.parametrize("transport", TRANSPORTS)

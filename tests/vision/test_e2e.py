@@ -4,17 +4,13 @@ sockets: REST, gRPC and the SDK, with tiny random FLUX, Kontext and BLIP models.
 from __future__ import annotations
 
 import base64
+import contextlib
 import importlib.util
 import io
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +18,7 @@ import grpc
 import httpx
 import pytest
 from PIL import Image
+from server_process import ServerProcess, start_server
 
 from flux_client import FluxModelClient
 from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
@@ -37,81 +34,22 @@ SIZE = (50, 30)
 FAST = {"steps": "2", "strength": "1.0"}
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass
-class Server:
-    process: subprocess.Popen[bytes]
-    http_port: int
-    grpc_port: int
-    log_path: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def wait_ready(server: Server, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"server not ready after {timeout}s:\n{server.log()}")
-
-
-def start(base: Path, model: Path, *args: str) -> Server:
-    http_port, grpc_port = free_port(), free_port()
-    log_path = base / f"server-{http_port}.log"
-    command = [
-        sys.executable, "-m", "flux_server",
-        "--model", str(model),
-        "--host", "127.0.0.1",
-        "--http-port", str(http_port),
-        "--grpc-port", str(grpc_port),
-        "--metrics-port", "0",
-        "--default-steps", "2",
-        *args,
-    ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    running = Server(process, http_port, grpc_port, log_path)
+@contextlib.contextmanager
+def running_server(base: Path, model: Path, *args: str) -> Iterator[ServerProcess]:
+    server = start_server(model, base, args)
     try:
-        wait_ready(running)
-    except BaseException:
-        stop(running)
-        raise
-    return running
-
-
-def stop(server: Server) -> None:
-    if server.process.poll() is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            server.process.wait(60)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
-            server.process.wait()
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Iterator[Server]:
+def server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path
+) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("vision-server")
-    running = start(
+    with running_server(
         base,
         tiny_flux_dir,
         "--enable-editing",
@@ -119,13 +57,12 @@ def server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Ite
         "--kontext-model", str(tiny_flux_dir),
         "--vqa-model", str(write_tiny_vqa(base / "vqa")),
         "--max-image-pixels", "1000000",
-    )  # fmt: skip
-    yield running
-    stop(running)
+    ) as running:  # fmt: skip
+        yield running
 
 
 @pytest.fixture(scope="module")
-def stub(server: Server) -> Iterator[pb_grpc.FluxServiceStub]:
+def stub(server: ServerProcess) -> Iterator[pb_grpc.FluxServiceStub]:
     with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         yield pb_grpc.FluxServiceStub(channel)
 
@@ -154,7 +91,7 @@ def assert_error(response: httpx.Response, status: int, field: str, text: str) -
 # -- REST ------------------------------------------------------------------------------
 
 
-def test_rest_img2img_returns_the_input_size(server: Server) -> None:
+def test_rest_img2img_returns_the_input_size(server: ServerProcess) -> None:
     response = httpx.post(
         f"{server.url}/edit",
         files={"image": ("in.png", photo(), "image/png")},
@@ -168,7 +105,7 @@ def test_rest_img2img_returns_the_input_size(server: Server) -> None:
     assert all(size_of(base64.b64decode(i["b64"])) == SIZE for i in images)
 
 
-def test_rest_inpaint_returns_a_png_of_the_input_size(server: Server) -> None:
+def test_rest_inpaint_returns_a_png_of_the_input_size(server: ServerProcess) -> None:
     response = httpx.post(
         f"{server.url}/edit",
         files={"image": ("in.png", photo(), "image/png"), "mask": ("m.png", mask(), "image/png")},
@@ -181,7 +118,7 @@ def test_rest_inpaint_returns_a_png_of_the_input_size(server: Server) -> None:
     assert int(response.headers["X-Seed"]) >= 0
 
 
-def test_rest_edit_of_a_source_over_the_side_limit(server: Server) -> None:
+def test_rest_edit_of_a_source_over_the_side_limit(server: ServerProcess) -> None:
     # Wider than --max-side (2048): edited at a size that fits, returned at the source's.
     wide = (2100, 40)
     response = httpx.post(
@@ -202,7 +139,7 @@ def test_rest_edit_of_a_source_over_the_side_limit(server: Server) -> None:
     assert_error(response, 422, "width", "2048")
 
 
-def test_rest_instruct_returns_the_input_size(server: Server) -> None:
+def test_rest_instruct_returns_the_input_size(server: ServerProcess) -> None:
     response = httpx.post(
         f"{server.url}/edit",
         files={"image": ("in.png", photo(), "image/png")},
@@ -213,7 +150,7 @@ def test_rest_instruct_returns_the_input_size(server: Server) -> None:
     assert size_of(response.content) == SIZE
 
 
-def test_rest_vqa_multipart_and_json(server: Server) -> None:
+def test_rest_vqa_multipart_and_json(server: ServerProcess) -> None:
     response = httpx.post(
         f"{server.url}/vqa",
         files={"image": ("in.png", photo(), "image/png")},
@@ -236,7 +173,7 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
-def test_rest_edit_takes_json_with_base64(server: Server) -> None:
+def test_rest_edit_takes_json_with_base64(server: ServerProcess) -> None:
     body = {"image": b64(photo()), "prompt": "a red house", "steps": 2, "strength": 1.0}
     response = httpx.post(
         f"{server.url}/edit", json={**body, "seed": 5}, headers={"Accept": "application/json"}
@@ -255,7 +192,7 @@ def test_rest_edit_takes_json_with_base64(server: Server) -> None:
     assert_error(httpx.post(f"{server.url}/edit", json=no_image), 422, "image", "send the image")
 
 
-def test_rest_fields_are_used_or_refused_never_ignored(server: Server) -> None:
+def test_rest_fields_are_used_or_refused_never_ignored(server: ServerProcess) -> None:
     image = {"image": ("in.png", photo(), "image/png")}
     response = httpx.post(
         f"{server.url}/edit",
@@ -277,7 +214,7 @@ def test_rest_fields_are_used_or_refused_never_ignored(server: Server) -> None:
         assert_error(httpx.post(f"{server.url}/vqa", json=body), 400, "max_tokens", text)
 
 
-def test_openapi_documents_the_edit_and_vqa_bodies(server: Server) -> None:
+def test_openapi_documents_the_edit_and_vqa_bodies(server: ServerProcess) -> None:
     paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
     edit = paths["/edit"]["post"]["requestBody"]["content"]
     assert set(edit) == {"multipart/form-data", "application/json"}
@@ -315,7 +252,7 @@ def test_openapi_documents_the_edit_and_vqa_bodies(server: Server) -> None:
     ],
 )
 def test_rest_edit_bad_images_are_400s(
-    server: Server, files: dict[str, bytes], field: str, text: str
+    server: ServerProcess, files: dict[str, bytes], field: str, text: str
 ) -> None:
     response = httpx.post(
         f"{server.url}/edit",
@@ -335,7 +272,7 @@ def test_rest_edit_bad_images_are_400s(
     ],
 )
 def test_rest_vqa_bad_questions_are_400s(
-    server: Server, fields: dict[str, str], field: str, text: str
+    server: ServerProcess, fields: dict[str, str], field: str, text: str
 ) -> None:
     response = httpx.post(
         f"{server.url}/vqa",
@@ -346,7 +283,7 @@ def test_rest_vqa_bad_questions_are_400s(
     assert_error(response, 400, field, text)
 
 
-def test_rest_vqa_bad_image_is_a_400(server: Server) -> None:
+def test_rest_vqa_bad_image_is_a_400(server: ServerProcess) -> None:
     response = httpx.post(
         f"{server.url}/vqa",
         files={"image": ("in.png", photo()[:100], "image/png")},
@@ -403,7 +340,7 @@ def test_grpc_bad_input_is_invalid_argument(stub: pb_grpc.FluxServiceStub) -> No
     assert ("fluxserve-error-field", "question") in error.trailing_metadata()
 
 
-def pipeline_calls(server: Server) -> float:
+def pipeline_calls(server: ServerProcess) -> float:
     """Pipeline calls the server has made (generation, edit and VQA batches)."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -414,7 +351,9 @@ def pipeline_calls(server: Server) -> float:
     raise AssertionError("no fluxserve_batch_size metric")
 
 
-def test_bad_input_never_reaches_a_pipeline(server: Server, stub: pb_grpc.FluxServiceStub) -> None:
+def test_bad_input_never_reaches_a_pipeline(
+    server: ServerProcess, stub: pb_grpc.FluxServiceStub
+) -> None:
     before = pipeline_calls(server)
     bomb = with_png_header_size(photo((8, 8)), 20_000, 20_000)
     params = pb.GenerationParams(prompt="a window", steps=2)
@@ -454,19 +393,20 @@ def test_bad_input_never_reaches_a_pipeline(server: Server, stub: pb_grpc.FluxSe
 
 
 @pytest.fixture(scope="module")
-def plain_server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Iterator[Server]:
+def plain_server(
+    tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path
+) -> Iterator[ServerProcess]:
     """Editing without Kontext, no VQA model; batches of two edits."""
-    running = start(
+    with running_server(
         tmp_path_factory.mktemp("plain-server"), tiny_flux_dir, "--enable-editing",
         # A batch of two runs as soon as it is full: the long delay only matters if
         # the second request came ten seconds after the first.
         "--max-batch-size", "2", "--max-delay-ms", "10000",
-    )  # fmt: skip
-    yield running
-    stop(running)
+    ) as running:  # fmt: skip
+        yield running
 
 
-def test_compatible_edits_share_a_pipeline_call(plain_server: Server) -> None:
+def test_compatible_edits_share_a_pipeline_call(plain_server: ServerProcess) -> None:
     def edit(prompt: str) -> httpx.Response:
         return httpx.post(
             f"{plain_server.url}/edit",
@@ -484,7 +424,7 @@ def test_compatible_edits_share_a_pipeline_call(plain_server: Server) -> None:
         assert response.json()["images"][0]["width"] == SIZE[0]
 
 
-def test_features_the_server_was_not_started_with(plain_server: Server) -> None:
+def test_features_the_server_was_not_started_with(plain_server: ServerProcess) -> None:
     response = httpx.post(
         f"{plain_server.url}/edit",
         files={"image": ("in.png", photo(), "image/png")},
@@ -502,7 +442,7 @@ def test_features_the_server_was_not_started_with(plain_server: Server) -> None:
     assert "--vqa-model" in response.json()["error"]["message"]
 
 
-def test_unknown_edit_mode_is_a_400(server: Server) -> None:
+def test_unknown_edit_mode_is_a_400(server: ServerProcess) -> None:
     response = httpx.post(
         f"{server.url}/edit",
         files={"image": ("in.png", photo(), "image/png")},
@@ -512,7 +452,7 @@ def test_unknown_edit_mode_is_a_400(server: Server) -> None:
     assert_error(response, 400, "mode", "img2img, inpaint, instruct")
 
 
-def test_a_mask_outside_inpainting_is_refused(server: Server) -> None:
+def test_a_mask_outside_inpainting_is_refused(server: ServerProcess) -> None:
     response = httpx.post(
         f"{server.url}/edit",
         files={"image": ("in.png", photo(), "image/png"), "mask": ("m.png", mask(), "image/png")},
@@ -526,7 +466,7 @@ def test_a_mask_outside_inpainting_is_refused(server: Server) -> None:
 
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
-def test_sdk_generate_ask_edit(server: Server, transport: str, tmp_path: Path) -> None:
+def test_sdk_generate_ask_edit(server: ServerProcess, transport: str, tmp_path: Path) -> None:
     port = server.http_port if transport == "http" else server.grpc_port
     client = FluxModelClient(host="127.0.0.1", port=port, transport=transport)  # type: ignore[arg-type]
     try:
@@ -571,7 +511,7 @@ close_up_prompt = _load_example().close_up_prompt
 
 @pytest.mark.parametrize("transport", ["http", "grpc"])
 def test_example_asks_then_generates_what_it_heard(
-    server: Server, transport: str, tmp_path: Path
+    server: ServerProcess, transport: str, tmp_path: Path
 ) -> None:
     source, output = tmp_path / "input_image.png", tmp_path / "detail.png"
     # A fixed picture: with the tiny model's seeded weights and greedy decoding, a
