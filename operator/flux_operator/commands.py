@@ -10,7 +10,7 @@ import random
 import sys
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -122,22 +122,35 @@ def format_history(status: FluxDeploymentStatus) -> str:
     )
 
 
-def history(name: str, namespace: str | None, output: str, kubeconfig: Path | None = None) -> int:
-    namespace = namespace or default_namespace(kubeconfig)
+def _against_cluster(
+    kubeconfig: Path | None, work: Callable[[KubeApi], Coroutine[Any, Any, int]]
+) -> int:
+    """Run a command's API calls; configuration and connection problems are one error
+    line and exit 1, not a traceback."""
     try:
         api = _api(kubeconfig)
     except kubernetes.config.ConfigException as exc:
         return _fail(f"no Kubernetes configuration: {exc}")
     try:
-        body = asyncio.run(api.get("FluxDeployment", namespace, name))
+        return asyncio.run(work(api))
     except ApiError as exc:
         return _fail(str(exc))
     except _UNREACHABLE as exc:
         return _fail(f"cannot reach the Kubernetes API: {exc}")
     finally:
         api.close()
+
+
+async def _get_flux_deployment(api: KubeApi, namespace: str, name: str) -> dict[str, Any] | None:
+    body = await api.get("FluxDeployment", namespace, name)
     if body is None:
         print(f"error: FluxDeployment {namespace}/{name} not found", file=sys.stderr)
+    return body
+
+
+async def _history(api: KubeApi, name: str, namespace: str, output: str) -> int:
+    body = await _get_flux_deployment(api, namespace, name)
+    if body is None:
         return 1
     status = FluxDeploymentStatus.model_validate(body.get("status") or {})
     if output == "yaml":
@@ -148,10 +161,14 @@ def history(name: str, namespace: str | None, output: str, kubeconfig: Path | No
     return 0
 
 
+def history(name: str, namespace: str | None, output: str, kubeconfig: Path | None = None) -> int:
+    namespace = namespace or default_namespace(kubeconfig)
+    return _against_cluster(kubeconfig, lambda api: _history(api, name, namespace, output))
+
+
 async def _rollback(api: KubeApi, name: str, namespace: str, release: str, wait: float) -> int:
-    body = await api.get("FluxDeployment", namespace, name)
+    body = await _get_flux_deployment(api, namespace, name)
     if body is None:
-        print(f"error: FluxDeployment {namespace}/{name} not found", file=sys.stderr)
         return 1
     status = FluxDeploymentStatus.model_validate(body.get("status") or {})
     releases = [e.release for e in status.history]
@@ -189,15 +206,6 @@ async def _rollback(api: KubeApi, name: str, namespace: str, release: str, wait:
 
 def rollback(name: str, namespace: str | None, release: str, kubeconfig: Path | None = None) -> int:
     namespace = namespace or default_namespace(kubeconfig)
-    try:
-        api = _api(kubeconfig)
-    except kubernetes.config.ConfigException as exc:
-        return _fail(f"no Kubernetes configuration: {exc}")
-    try:
-        return asyncio.run(_rollback(api, name, namespace, release, wait=30.0))
-    except ApiError as exc:
-        return _fail(str(exc))
-    except _UNREACHABLE as exc:
-        return _fail(f"cannot reach the Kubernetes API: {exc}")
-    finally:
-        api.close()
+    return _against_cluster(
+        kubeconfig, lambda api: _rollback(api, name, namespace, release, wait=30.0)
+    )

@@ -240,31 +240,27 @@ class KubeApi:
             if exc.status not in (404, 415):
                 raise
         try:
-            created: dict[str, Any] = await self.request(
-                "POST",
-                object_path(obj["kind"], meta.get("namespace")),
-                obj,
-                {"fieldManager": FIELD_MANAGER},
-                retry_conflicts=False,
-            )
-            return created
+            return await self._post(obj)
         except ApiError as exc:
             if exc.status != 409:
                 raise
             return await self.merge_patch(obj["kind"], meta.get("namespace"), meta["name"], obj)
 
+    async def _post(self, obj: dict[str, Any]) -> dict[str, Any]:
+        # A 409 here means someone else created it first: the callers decide what then.
+        created: dict[str, Any] = await self.request(
+            "POST",
+            object_path(obj["kind"], obj["metadata"].get("namespace")),
+            obj,
+            {"fieldManager": FIELD_MANAGER},
+            retry_conflicts=False,
+        )
+        return created
+
     async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Create an object known to be absent; if it appeared meanwhile, apply instead."""
-        meta = obj["metadata"]
         try:
-            created: dict[str, Any] = await self.request(
-                "POST",
-                object_path(obj["kind"], meta.get("namespace")),
-                obj,
-                {"fieldManager": FIELD_MANAGER},
-                retry_conflicts=False,
-            )
-            return created
+            return await self._post(obj)
         except ApiError as exc:
             if exc.status != 409:
                 raise
@@ -276,13 +272,7 @@ class KubeApi:
         if await self.get(obj["kind"], meta.get("namespace"), meta["name"]) is not None:
             return False
         try:
-            await self.request(
-                "POST",
-                object_path(obj["kind"], meta.get("namespace")),
-                obj,
-                {"fieldManager": FIELD_MANAGER},
-                retry_conflicts=False,
-            )
+            await self._post(obj)
         except ApiError as exc:
             if exc.status != 409:
                 raise
