@@ -93,7 +93,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--priority",
         type=int,
         default=None,
-        help="priority among peers (highest acts); default: derived from $POD_ID, else random",
+        help="priority among peers (highest acts); default: a hash of the peer identity ($POD_ID)",
     )
     parser.add_argument("--health-port", type=int, default=8080, help="liveness port (/healthz)")
     parser.add_argument("--log-format", choices=("json", "plain"), default="json")

@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import dataclasses
 import os
-import random
 import sys
 import time
 import zlib
@@ -27,28 +26,27 @@ from flux_operator.settings import OperatorSettings, RetrySettings
 from flux_operator.spec import FluxDeploymentStatus
 
 
-def peering_priority(pod_id: str | None) -> int:
+def peering_priority(identity: str) -> int:
     """A priority for leader election that differs between peers.
 
     kopf pauses *every* operator that sees a live peer of equal priority, so replicas of
-    one Deployment (same arguments) need distinct numbers. Hashing the pod name keeps the
-    number stable across restarts of the same pod and readable in the peering object.
+    one Deployment (same arguments) need distinct numbers. Hashing the peer's identity
+    (the pod name in a cluster) keeps the number stable across restarts of the same pod
+    and readable in the peering object.
     """
-    if pod_id:
-        return zlib.crc32(pod_id.encode()) & 0x7FFFFFFF
-    return random.randrange(1, 2**31)
+    return zlib.crc32(identity.encode()) & 0x7FFFFFFF
 
 
 def settings_from_args(
     args: argparse.Namespace, environ: Mapping[str, str] = os.environ
 ) -> OperatorSettings:
-    priority = args.priority
-    if priority is None:
-        priority = peering_priority(environ.get("POD_ID"))
+    identity = own_identity(environ)
+    priority = args.priority if args.priority is not None else peering_priority(identity)
     return OperatorSettings(
         namespaces=tuple(args.namespaces),
         peering=args.peering,
         priority=priority,
+        identity=identity,
         health_port=args.health_port,
         log_format=args.log_format,
         verbose=args.verbose,
