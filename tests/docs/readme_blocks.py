@@ -63,7 +63,8 @@ def shell_blocks(text: str) -> list[Block]:
         while end < len(lines) and lines[end].strip() != "```":
             end += 1
         if fence["lang"] in SHELL_LANGUAGES:
-            body = [row[len(indent) :] if row.startswith(indent) else row for row in lines[i + 1 : end]]
+            rows = lines[i + 1 : end]
+            body = [row[len(indent) :] if row.startswith(indent) else row for row in rows]
             blocks.append(Block(i + 2, heading, _marker_before(lines, i), "\n".join(body) + "\n"))
         i = end + 1
     return blocks

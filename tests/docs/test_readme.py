@@ -44,8 +44,7 @@ README_PORTS = (8080, 50051)
 BLOCK_TIMEOUT = 240.0  # seconds; the slowest block takes ~40 s on 2 CPU cores
 STOP_TIMEOUT = 60.0  # for what a block stopped (a server drains) to exit
 _PREAMBLE = (
-    "set -eo pipefail\n"
-    "trap 'echo \"readme-test: line $LINENO: exit $?: $BASH_COMMAND\" >&2' ERR\n"
+    "set -eo pipefail\ntrap 'echo \"readme-test: line $LINENO: exit $?: $BASH_COMMAND\" >&2' ERR\n"
 )
 
 
@@ -150,7 +149,8 @@ def _isolation() -> list[str] | None:
     )
     if probe.returncode != 0:
         return None
-    return ["unshare", "--net", "--map-root-user", "bash", "-c", 'ip link set lo up && exec bash "$0"']
+    up_then_run = 'ip link set lo up && exec bash "$0"'
+    return ["unshare", "--net", "--map-root-user", "bash", "-c", up_then_run]
 
 
 def _port_in_use(port: int) -> bool:
@@ -178,15 +178,10 @@ def _tail(path: Path, lines: int = 60) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("block", RUNNABLE, ids=[_id(b) for b in RUNNABLE])
-def test_runnable_block_works_when_pasted(block: Block, tmp_path: Path) -> None:
-    prefix = _isolation()
-    if prefix is None:
-        busy = [p for p in README_PORTS if _port_in_use(p)]
-        if busy:
-            pytest.skip(f"ports {busy} are in use and no network namespace can be made")
-        prefix = ["bash"]
+def _run_block(
+    block: Block, tmp_path: Path, prefix: list[str], timeout: float, stop_timeout: float
+) -> str | None:
+    """Run a block as pasted; None when it worked, else what went wrong, and where."""
     work = tmp_path / "work"
     work.mkdir()
     script = tmp_path / "block.sh"
@@ -205,12 +200,9 @@ def test_runnable_block_works_when_pasted(block: Block, tmp_path: Path) -> None:
     pgid = process.pid
     try:
         try:
-            returncode = process.wait(BLOCK_TIMEOUT)
+            returncode = process.wait(timeout)
         except subprocess.TimeoutExpired:
-            pytest.fail(
-                f"{block.where} still ran after {BLOCK_TIMEOUT:.0f}s; its output:\n"
-                f"{_tail(output)}"
-            )
+            return f"{block.where} still ran after {timeout:.0f}s; its output:\n{_tail(output)}"
         if returncode != 0:
             failed = re.findall(r"readme-test: line (\d+): exit (\d+): (.*)", output.read_text())
             where = ""
@@ -218,14 +210,47 @@ def test_runnable_block_works_when_pasted(block: Block, tmp_path: Path) -> None:
                 line, code, command = failed[-1]
                 readme_line = block.line + int(line) - _PREAMBLE.count("\n") - 1
                 where = f" at README line {readme_line}: `{command}` exited {code}"
-            pytest.fail(f"{block.where} failed{where}; its output:\n{_tail(output)}")
-        deadline = time.monotonic() + STOP_TIMEOUT
+            return f"{block.where} failed{where}; its output:\n{_tail(output)}"
+        deadline = time.monotonic() + stop_timeout
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not _group_alive(pgid), (
-            f"{block.where} left processes running {STOP_TIMEOUT:.0f}s after it ended: "
-            "a block that starts a server must stop it (e.g. `kill %1`)"
-        )
+        if _group_alive(pgid):
+            return (
+                f"{block.where} left processes running {stop_timeout:.0f}s after it ended: "
+                "a block that starts a server must stop it (e.g. `kill %1`)"
+            )
+        return None
     finally:
         if _group_alive(pgid):
             os.killpg(pgid, signal.SIGKILL)
+
+
+def _prefix() -> list[str]:
+    prefix = _isolation()
+    if prefix is None:
+        busy = [p for p in README_PORTS if _port_in_use(p)]
+        if busy:
+            pytest.skip(f"ports {busy} are in use and no network namespace can be made")
+        prefix = ["bash"]
+    return prefix
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("block", RUNNABLE, ids=[_id(b) for b in RUNNABLE])
+def test_runnable_block_works_when_pasted(block: Block, tmp_path: Path) -> None:
+    problem = _run_block(block, tmp_path, _prefix(), BLOCK_TIMEOUT, STOP_TIMEOUT)
+    assert problem is None, problem
+
+
+def test_a_failing_block_is_reported_with_its_readme_line(tmp_path: Path) -> None:
+    block = Block(100, "Example", "run", "echo one\npython -c 'raise SystemExit(3)'\necho two\n")
+    problem = _run_block(block, tmp_path, ["bash"], 30, 5)
+    assert problem is not None
+    assert "README.md block at line 100 (section 'Example') failed at README line 101" in problem
+    assert "exited 3" in problem
+
+
+def test_a_block_leaving_a_process_behind_fails(tmp_path: Path) -> None:
+    block = Block(7, "Example", "run", "sleep 300 &\n")
+    problem = _run_block(block, tmp_path, ["bash"], 30, 1)
+    assert problem is not None and "left processes running" in problem
