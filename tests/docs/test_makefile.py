@@ -27,3 +27,23 @@ def test_make_help_lists_every_described_target() -> None:
     described = set(re.findall(r"^([^\s:$#]+):[^=\n]*## ", (ROOT / "Makefile").read_text(), re.M))
     assert "e2e" in described
     assert described <= listed, f"make help omits {sorted(described - listed)}"
+
+
+def test_system_tools_say_plainly_when_they_cannot_be_installed(tmp_path: Path) -> None:
+    """Without apt-get (or as a user), `make tools` names what to install and goes on."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "id"):
+        found = shutil.which(tool)
+        if found is None:
+            pytest.skip(f"needs {tool}")
+        (bin_dir / tool).symlink_to(found)
+    proc = subprocess.run(
+        [str(bin_dir / "bash"), str(ROOT / "hack" / "install-system-tools.sh")],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "not installing jq prometheus (needs root and apt-get here)" in proc.stderr
