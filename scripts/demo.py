@@ -176,7 +176,7 @@ def main() -> int:
     print(f"        {out / 'briefcase_detail.png'} (SDK over gRPC)")
     print("They come from a FLUX pipeline with RANDOM weights (python -m flux_server.tiny_model),")
     print("so they show noise, not a city: the demo exercises the serving path, not the model.")
-    print("Serve real FLUX.1-dev with: python -m flux_server --model black-forest-labs/FLUX.1-dev")
+    print("To serve FLUX.1-dev itself on a GPU, see the README: Running the real model.")
     return 0
 
 
