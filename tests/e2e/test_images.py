@@ -131,19 +131,55 @@ def test_dockerignore_keeps_what_the_builds_copy_and_nothing_else() -> None:
     assert not _ignored("server/flux_server/engine.py", patterns)
 
 
-def test_make_images_without_an_engine_says_so(tmp_path: Path) -> None:
-    """Here there is no Docker engine: `make images` explains and builds nothing."""
+def _bin_with(tmp_path: Path, *tools: str) -> Path:
+    """A PATH directory holding only these tools (links to the real ones)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in tools:
+        found = shutil.which(tool)
+        if found is None:
+            pytest.skip(f"needs {tool} on PATH")
+        (bin_dir / tool).symlink_to(found)
+    return bin_dir
+
+
+def test_make_images_without_a_docker_cli_fails_and_says_so(tmp_path: Path) -> None:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("needs make")
+    # A PATH with bash alone: no docker CLI, even on a machine that has one.
     proc = subprocess.run(
-        [shutil.which("bash") or "/bin/bash", str(ROOT / "hack" / "build-images.sh")],
-        # An empty PATH: no docker CLI, even on a machine that has one.
-        env={"PATH": str(tmp_path), "TAG": "v1.2.3"},
+        [make, "--no-print-directory", "images", "TAG=v1.2.3"],
+        env={"PATH": str(_bin_with(tmp_path, "bash"))},
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
     )
-    assert proc.returncode == 0
-    assert "images: skipped:" in proc.stderr and "docker" in proc.stderr
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "images: no docker CLI on PATH: install Docker" in proc.stderr
+    assert "fluxserve-{server,operator}:v1.2.3" in proc.stderr
+
+
+def test_build_images_without_a_docker_engine_fails_and_says_so(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(ROOT / "hack" / "build-images.sh")],
+        # The real docker CLI, pointed at an engine that is not there.
+        env={
+            "PATH": str(_bin_with(tmp_path, "docker")),
+            "TAG": "v1.2.3",
+            "DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock",
+            "HOME": str(tmp_path),
+        },
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "no Docker engine answers at unix://" in proc.stderr
+    assert "start the daemon" in proc.stderr
 
 
 def test_server_image_fits_the_pods_the_operator_renders() -> None:
