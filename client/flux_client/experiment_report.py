@@ -271,3 +271,24 @@ def render_table(report: Mapping[str, Any]) -> str:
             lines += ["  " + line for line in _table(header, rows)]
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def report(
+    *,
+    server_url: str | None = None,
+    prometheus_url: str | None = None,
+    window: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    as_json: bool = False,
+    timeout: float = 10.0,
+) -> str:
+    """What ``python -m flux_client experiments`` prints: from Prometheus when its URL is
+    given (every replica), else from the one server at ``server_url``."""
+    if prometheus_url:
+        counts = gather_prometheus(prometheus_url, window=window, timeout=timeout)
+    elif server_url:
+        counts = gather_server(server_url, headers=headers, timeout=timeout)
+    else:
+        raise ValueError("give a server or a Prometheus URL")
+    built = build_report(counts)
+    return render_json(built) if as_json else render_table(built)

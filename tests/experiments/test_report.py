@@ -197,3 +197,45 @@ def test_counts_from_prometheus_vectors() -> None:
     assert prometheus_queries("7d")["requests"] == (
         "sum by (experiment, arm) (increase(fluxserve_experiment_requests_total[7d]))"
     )
+
+
+def test_report_from_a_server_over_http() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from flux_client.experiment_report import report
+
+    metrics = Metrics()
+    serve_users(metrics, range(300))
+    body = experiments_counts([EXPERIMENT], metrics.registry).model_dump_json().encode()
+    seen: list[str | None] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            status = 200 if self.path == "/experiments" else 404
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body if status == 200 else b"{}")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        printed = json.loads(
+            report(server_url=url, headers={"Authorization": "Bearer k"}, as_json=True)
+        )
+        assert printed == json.loads(
+            render_json(build_report(experiments_counts([EXPERIMENT], metrics.registry)))
+        )
+        assert seen == ["Bearer k"]
+        assert report(server_url=url).startswith("experiment impressionist-filter")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(ValueError, match="server or a Prometheus"):
+        report()
