@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -222,10 +223,17 @@ _VERDICTS = {
 }
 
 
+def _width(text: str) -> int:
+    """Terminal columns: East Asian wide characters (水墨) take two."""
+    return sum(2 if unicodedata.east_asian_width(char) in "WF" else 1 for char in text)
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    widths = [max(_width(cell) for cell in column) for column in zip(header, *rows, strict=True)]
     return [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        "  ".join(
+            cell + " " * (w - _width(cell)) for cell, w in zip(row, widths, strict=True)
+        ).rstrip()
         for row in [header, *rows]
     ]
 

@@ -239,3 +239,19 @@ def test_report_from_a_server_over_http() -> None:
         server.server_close()
     with pytest.raises(ValueError, match="server or a Prometheus"):
         report()
+
+
+def test_table_columns_line_up_with_wide_characters() -> None:
+    import unicodedata
+
+    metrics = Metrics()
+    serve_users(metrics, range(60))
+    lines = render_table(build_report(experiments_counts([EXPERIMENT], metrics.registry)))
+    rows = [line for line in lines.splitlines() if " 50 " in line or " 20 " in line][:2]
+
+    def column_of(line: str, text: str) -> int:
+        before = line[: line.index(text)]
+        return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in before)
+
+    assert "水墨" in rows[1]
+    assert column_of(rows[0], " 50 ") == column_of(rows[1], " 20 ")
