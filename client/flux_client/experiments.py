@@ -12,18 +12,20 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Sequence
+from typing import Annotated
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from flux_client.names import check_name, normalize
+from flux_client.names import MAX_NAME_LENGTH, check_name, normalize
 
 EXPERIMENTS_FILE = "_experiments.json"
 TOTAL_WEIGHT = 100
@@ -42,7 +44,7 @@ class Audience(BaseModel):
         pattern=HEADER_NAME_PATTERN,
         description="Request header naming the caller's group, e.g. X-Customer-Group.",
     )
-    values: list[str] = Field(
+    values: list[Annotated[str, StringConstraints(min_length=1, max_length=256)]] = Field(
         min_length=1,
         max_length=100,
         description="Groups that take part (exact, case-sensitive match).",
@@ -62,8 +64,14 @@ class Arm(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    name: str = Field(description="Arm name, reported in metrics and the response header.")
-    preset: str = Field(description="The style preset this arm serves.")
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description="Arm name, reported in metrics and the response header.",
+    )
+    preset: str = Field(
+        min_length=1, max_length=MAX_NAME_LENGTH, description="The style preset this arm serves."
+    )
     weight: int = Field(ge=0, le=TOTAL_WEIGHT, description="Percent of subjects (0-100).")
 
     @field_validator("name", "preset")
@@ -78,8 +86,16 @@ class Experiment(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    name: str = Field(description="Experiment name, unique in the deployment.")
-    preset: str = Field(description="Requests for this style preset take part.")
+    name: str = Field(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description="Experiment name, unique in the deployment.",
+    )
+    preset: str = Field(
+        min_length=1,
+        max_length=MAX_NAME_LENGTH,
+        description="Requests for this style preset take part.",
+    )
     audience: Audience | None = Field(
         default=None, description="Only these callers take part; everyone when omitted."
     )
