@@ -96,6 +96,9 @@ def key_to_name(key: str) -> str | None:
         name = stem[len(ENCODED_PREFIX) :].encode("ascii").decode("punycode")
     except UnicodeError as exc:
         raise ValueError(f"file {key!r}: not valid Punycode after {ENCODED_PREFIX!r}") from exc
+    problem = name_problem(name)
+    if problem is not None:
+        raise ValueError(f"file {key!r}: name {name!r}: {problem}")
     if _encode(name) != stem:  # one name, one key: refuse a non-canonical spelling
         raise ValueError(f"file {key!r}: {name!r} is written {_encode(name)!r}")
     return name

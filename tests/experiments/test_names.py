@@ -90,6 +90,8 @@ def test_reader_ignores_non_presets_and_refuses_bad_keys() -> None:
         key_to_name("oil painting.json")
     with pytest.raises(ValueError, match="is written"):
         key_to_name("xn--abc-.json")  # "abc" is written "abc": one name, one key
+    with pytest.raises(ValueError, match="control"):
+        key_to_name("xn--ab-9a.json")  # decodes to "ab\x8b", a C1 control character
 
 
 def test_presets_files_carry_unicode_names() -> None:
