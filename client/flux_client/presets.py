@@ -1,7 +1,8 @@
 """Style presets: the one format shared by the operator and the server.
 
 The operator writes each preset of `FluxDeployment.spec.stylePresets` into the
-presets ConfigMap as ``<name>.json`` (this model, camelCase, ``exclude_none``);
+presets ConfigMap as ``<key>.json`` (this model, camelCase, ``exclude_none``), the key
+being the name itself or its encoding (``flux_client.names``);
 the server reads the mounted directory back with the same model. Keeping the
 model here (the light, torch-free distribution) lets both halves import it
 without importing each other.
@@ -15,8 +16,11 @@ from collections.abc import Mapping
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from flux_client.names import key_to_name, name_to_key
+
 PRESET_NAME_PATTERN = r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$"
-"""A preset name is also a ConfigMap key and a file name: lower-case, no slashes."""
+"""Lower-case ASCII names, which are their own ConfigMap keys. Any Unicode name that
+``flux_client.names.name_problem`` accepts also works: its key is encoded."""
 
 PRESET_FILE_SUFFIX = ".json"
 
@@ -78,21 +82,23 @@ class StylePreset(BaseModel):
 
 
 def presets_to_files(presets: Mapping[str, StylePreset]) -> dict[str, str]:
-    """ConfigMap ``data`` (file name → content) for a set of presets, in a stable order."""
-    return {f"{name}{PRESET_FILE_SUFFIX}": presets[name].to_json() for name in sorted(presets)}
+    """ConfigMap ``data`` (file name → content) for a set of presets, in a stable order.
+    ValueError names a preset whose name cannot be encoded."""
+    return {name_to_key(name): presets[name].to_json() for name in sorted(presets)}
 
 
 def presets_from_files(files: Mapping[str, str]) -> dict[str, StylePreset]:
     """Parse ConfigMap ``data`` / directory contents back into presets.
 
-    Files that are not ``*.json`` (kubelet's ``..data`` links, editors' backups) are ignored.
-    A malformed preset raises ``ValueError`` naming the file.
+    Files that are not presets (kubelet's ``..data`` links, editors' backups, the
+    ``_experiments.json`` beside them) are ignored. A malformed preset raises
+    ``ValueError`` naming the file.
     """
     presets: dict[str, StylePreset] = {}
     for file_name, content in files.items():
-        if not file_name.endswith(PRESET_FILE_SUFFIX) or file_name.startswith("."):
+        name = key_to_name(file_name)
+        if name is None:
             continue
-        name = file_name[: -len(PRESET_FILE_SUFFIX)]
         try:
             presets[name] = StylePreset.model_validate(json.loads(content))
         except (ValueError, TypeError) as exc:

@@ -4,6 +4,7 @@ test process can run several servers)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -14,6 +15,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+from flux_client.experiments import Experiment
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +109,8 @@ class Metrics:
             "Seconds the pipeline took to load (weights read and moved to the device).",
             registry=r,
         )
+        self.experiments = ExperimentMetrics(r)
+        """The per-arm metrics of style-preset experiments."""
 
     def set_model(self, model: str, revision: str | None, release: str) -> None:
         self.model_info.labels(model=model, revision=revision or "", release=release).set(1)
@@ -168,3 +173,78 @@ class _Nvml:
             log.debug("NVML sample failed: %s", exc)
             return None
         return int(memory.used), float(rates.gpu) / 100.0
+
+
+class ExperimentMetrics:
+    """``fluxserve_experiment_*``: what each arm of an experiment served, cost and earned.
+    Labels are bounded: experiments and arms come from the presets ConfigMap, event names
+    are bounded per experiment by the feedback store."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        arm = ["experiment", "arm"]
+        self.requests = Counter(
+            "fluxserve_experiment_requests",
+            "Requests served in an experiment arm.",
+            arm,
+            registry=registry,
+        )
+        self.request_duration = Histogram(
+            "fluxserve_experiment_request_duration_seconds",
+            "Time from arrival to answer of requests served in an experiment arm.",
+            arm,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.gpu_seconds = Counter(
+            "fluxserve_experiment_gpu_seconds",
+            "Pipeline (engine) seconds attributed to an arm's images: a batch's time is "
+            "shared among its images.",
+            arm,
+            registry=registry,
+        )
+        self.images = Counter(
+            "fluxserve_experiment_images",
+            "Images generated for requests served in an experiment arm.",
+            arm,
+            registry=registry,
+        )
+        self.feedback = Counter(
+            "fluxserve_experiment_feedback",
+            "Feedback events counted against the arm their request was served in "
+            "(once per request and event; the sum of their values).",
+            ["experiment", "arm", "event"],
+            registry=registry,
+        )
+        self.arm_info = Gauge(
+            "fluxserve_experiment_arm_info",
+            "The arms this replica serves (value 1); position 0 is the control arm.",
+            ["experiment", "arm", "preset", "position", "weight"],
+            registry=registry,
+        )
+
+    def set_experiments(self, experiments: Sequence[Experiment]) -> None:
+        """Describe the experiments in force (at start and after each reload), and create
+        their arms' series at 0 so that a rate() sees them before the first request."""
+        self.arm_info.clear()
+        for experiment in experiments:
+            for position, arm in enumerate(experiment.arms):
+                labels = {"experiment": experiment.name, "arm": arm.name}
+                self.arm_info.labels(
+                    **labels, preset=arm.preset, position=str(position), weight=str(arm.weight)
+                ).set(1)
+                self.requests.labels(**labels)
+                self.request_duration.labels(**labels)
+                self.gpu_seconds.labels(**labels)
+                self.images.labels(**labels)
+
+    def observe_request(
+        self, experiment: str, arm: str, seconds: float, gpu_seconds: float, images: int
+    ) -> None:
+        """One request served in ``arm``: its latency, its images, the engine time they took."""
+        self.requests.labels(experiment, arm).inc()
+        self.request_duration.labels(experiment, arm).observe(seconds)
+        self.gpu_seconds.labels(experiment, arm).inc(gpu_seconds)
+        self.images.labels(experiment, arm).inc(images)
+
+    def count_feedback(self, experiment: str, arm: str, event: str, value: float) -> None:
+        self.feedback.labels(experiment, arm, event).inc(value)

@@ -19,3 +19,16 @@ SERVER_METRICS = frozenset(
         "fluxserve_ready",
     }
 )
+
+EXPERIMENT_METRICS = frozenset(
+    {
+        "fluxserve_experiment_requests_total",
+        "fluxserve_experiment_request_duration_seconds_bucket",
+        "fluxserve_experiment_gpu_seconds_total",
+        "fluxserve_experiment_images_total",
+        "fluxserve_experiment_feedback_total",
+        "fluxserve_experiment_arm_info",
+    }
+)
+"""Per-arm metrics of style-preset experiments. They join SERVER_METRICS once the README
+and the dashboard document them; their series exist only while an experiment runs."""
