@@ -1,0 +1,97 @@
+"""The FluxDeployment resource as pydantic models: the one source of the CRD schema.
+
+Every field carries a description (it becomes the CRD's documentation, `kubectl explain`),
+bounds the API server enforces, and — where a JSON schema cannot say it — a CEL rule in
+``x-kubernetes-validations``. ``crdgen`` turns these models into ``crds/``.
+"""
+
+from flux_operator.spec.base import (
+    DNS_LABEL,
+    GROUP,
+    K8S_NAME,
+    KIND,
+    LORA_NAME,
+    MAX_NAME_LENGTH,
+    PLURAL,
+    RELEASE_PATTERN,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    PresetName,
+)
+from flux_operator.spec.features import (
+    ApiKeysSpec,
+    AuditSpec,
+    CacheSpec,
+    EditingSpec,
+    LoraSpec,
+    SafetySpec,
+    VqaSpec,
+)
+from flux_operator.spec.resource import FluxDeployment, FluxDeploymentSpec
+from flux_operator.spec.serving import (
+    AutoscalingSpec,
+    BatchingSpec,
+    GpuSpec,
+    ResourcesSpec,
+    RolloutSpec,
+)
+from flux_operator.spec.sources import (
+    ConfigMapKeyRef,
+    HubSource,
+    ModelSource,
+    ModelSpec,
+    PvcSource,
+    SecretKeyRef,
+)
+from flux_operator.spec.status import (
+    Condition,
+    ConditionType,
+    FluxDeploymentStatus,
+    HistoryEntry,
+    Outcome,
+    Phase,
+    RollbackRecord,
+)
+
+__all__ = [
+    "DNS_LABEL",
+    "GROUP",
+    "K8S_NAME",
+    "KIND",
+    "LORA_NAME",
+    "MAX_NAME_LENGTH",
+    "PLURAL",
+    "RELEASE_PATTERN",
+    "SHORT_NAMES",
+    "SINGULAR",
+    "VERSION",
+    "ApiKeysSpec",
+    "AuditSpec",
+    "AutoscalingSpec",
+    "BatchingSpec",
+    "CacheSpec",
+    "Condition",
+    "ConditionType",
+    "ConfigMapKeyRef",
+    "EditingSpec",
+    "FluxDeployment",
+    "FluxDeploymentSpec",
+    "FluxDeploymentStatus",
+    "GpuSpec",
+    "HistoryEntry",
+    "HubSource",
+    "LoraSpec",
+    "ModelSource",
+    "ModelSpec",
+    "Outcome",
+    "Phase",
+    "PresetName",
+    "PvcSource",
+    "ResourcesSpec",
+    "RollbackRecord",
+    "RolloutSpec",
+    "SafetySpec",
+    "SecretKeyRef",
+    "VqaSpec",
+]
