@@ -66,7 +66,7 @@ async def leading(api: KubeApi, settings: OperatorSettings, namespace: str | Non
     if peering is None:
         return False
     now = datetime.datetime.now(datetime.timezone.utc)
-    return leads(peering.get("status"), settings.identity or "", settings.priority, now)
+    return leads(peering.get("status"), settings.identity or "", settings.priority or 0, now)
 
 
 def start_resync(

@@ -4,7 +4,6 @@ stays deleted; once that peer is gone, the operator repairs it."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 from collections.abc import Callable
 
@@ -27,8 +26,8 @@ async def test_a_standby_operator_does_not_resync(
     peering["metadata"] = {"name": PEERING}
     async with cluster.session.post(url, json=peering) as resp:
         resp.raise_for_status()
-    operator.settings = dataclasses.replace(
-        operator.settings, peering=PEERING, priority=10, identity="pod-a"
+    operator.settings = operator.settings.model_copy(
+        update=dict(peering=PEERING, priority=10, identity="pod-a")
     )
     await operator.start()
     await cluster.create_fd("flux-dev", base_spec())
