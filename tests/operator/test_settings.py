@@ -7,6 +7,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,15 @@ def test_without_the_operator_extra_the_process_names_it(missing: str, argv: lis
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert "pip install 'fluxserve[operator]'" in result.stderr and missing in result.stderr
+
+
+def test_the_readme_lists_every_flag_and_variable() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("\n## The operator\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| `--")]
+    for option in options():
+        (row,) = [r for r in rows if f"`{option.flag} " in r or f"`{option.flag}`" in r]
+        assert f"`{option.env}`" in row, option.env
+        default = describe_default(option)
+        if default not in ("unset", "none"):
+            assert f"`{default}`" in row, (option.flag, default)
