@@ -3,6 +3,12 @@
 The reconciler decides *which* revision runs (``Revision``: release, image, presets
 ConfigMap); these functions say what that revision looks like as a Deployment, Service,
 HPA and ConfigMaps. ``python -m flux_operator render FILE`` prints the same objects.
+
+One module per kind of object: ``naming`` (labels, names, ports, owner references, the
+revision's identity) · ``pod`` (the server's command line, environment, volumes,
+container) · ``deployment`` · ``service`` · ``autoscaler`` · ``config_maps`` ·
+``children`` (all of them, in apply order). A new kind (a second Deployment for a
+canary, an HTTPRoute) is a new module here, added to ``children.render_all``.
 """
 
 from flux_operator.render.autoscaler import render_hpa

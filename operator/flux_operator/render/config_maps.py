@@ -10,10 +10,10 @@ from flux_operator.render.naming import (
     PRESETS_HASH_ANNOTATION,
     Owner,
     Revision,
-    _metadata,
     blocklist_config_map_name,
     blocklist_hash,
     common_labels,
+    object_metadata,
     presets_files,
 )
 from flux_operator.spec import FluxDeploymentSpec
@@ -28,7 +28,7 @@ def render_presets_config_map(
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(
+        "metadata": object_metadata(
             owner,
             revision.presets_config_map,
             labels,
@@ -47,7 +47,7 @@ def render_blocklist_config_map(owner: Owner, spec: FluxDeploymentSpec) -> dict[
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": _metadata(owner, blocklist_config_map_name(owner.name, digest), labels),
+        "metadata": object_metadata(owner, blocklist_config_map_name(owner.name, digest), labels),
         "immutable": True,
         "data": {BLOCKLIST_FILE: "".join(f"{term}\n" for term in spec.safety.blocklist)},
     }

@@ -11,17 +11,17 @@ from flux_operator.render.naming import (
     PRESTOP_SLEEP_SECONDS,
     Owner,
     Revision,
-    _metadata,
     blocklist_hash,
     common_labels,
+    object_metadata,
     selector_labels,
 )
-from flux_operator.render.pod import _container, _volumes
+from flux_operator.render.pod import pod_volumes, server_container
 from flux_operator.spec import FluxDeploymentSpec
 
 
 def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
-    volumes, _ = _volumes(owner, spec, revision)
+    volumes, _ = pod_volumes(owner, spec, revision)
     labels = common_labels(owner, revision.release)
     template_annotations = {
         PRESETS_HASH_ANNOTATION: revision.presets_hash,
@@ -46,7 +46,7 @@ def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision
             "fsGroup": 10001,
             "seccompProfile": {"type": "RuntimeDefault"},
         },
-        "containers": [_container(owner, spec, revision)],
+        "containers": [server_container(owner, spec, revision)],
         "volumes": volumes,
     }
     if spec.gpu.node_selector:
@@ -78,6 +78,6 @@ def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, owner.name, labels),
+        "metadata": object_metadata(owner, owner.name, labels),
         "spec": deployment_spec,
     }

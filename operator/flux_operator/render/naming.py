@@ -64,7 +64,7 @@ class Revision:
     presets_config_map: str
 
 
-def _hash(payload: Any) -> str:
+def content_hash(payload: Any) -> str:
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:10]
 
@@ -83,7 +83,7 @@ def presets_files(spec: FluxDeploymentSpec) -> dict[str, str]:
 
 
 def presets_hash(spec: FluxDeploymentSpec) -> str:
-    return _hash(presets_files(spec))
+    return content_hash(presets_files(spec))
 
 
 def presets_config_map_name(owner_name: str, digest: str) -> str:
@@ -97,7 +97,7 @@ def blocklist_config_map_name(owner_name: str, digest: str) -> str:
 def blocklist_hash(spec: FluxDeploymentSpec) -> str | None:
     if spec.safety is None or spec.safety.blocklist is None:
         return None
-    return _hash(spec.safety.blocklist)
+    return content_hash(spec.safety.blocklist)
 
 
 def desired_revision(owner: Owner, spec: FluxDeploymentSpec) -> Revision:
@@ -119,7 +119,7 @@ def selector_string(owner: Owner) -> str:
     return ",".join(f"{k}={v}" for k, v in selector_labels(owner).items())
 
 
-def _label_value(value: str) -> str:
+def label_value(value: str) -> str:
     # Label values: 63 characters of [A-Za-z0-9._-], starting and ending alphanumeric.
     cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", value)[:63]
     return cleaned.strip("._-") or "unknown"
@@ -134,11 +134,11 @@ def common_labels(owner: Owner, release: str | None = None) -> dict[str, str]:
         OWNER_LABEL: owner.name,
     }
     if release is not None:
-        labels["app.kubernetes.io/version"] = _label_value(release)
+        labels["app.kubernetes.io/version"] = label_value(release)
     return labels
 
 
-def _metadata(
+def object_metadata(
     owner: Owner, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {"name": name, "labels": labels}

@@ -119,7 +119,7 @@ def server_env(spec: FluxDeploymentSpec) -> list[dict[str, Any]]:
     return env
 
 
-def _volumes(
+def pod_volumes(
     owner: Owner, spec: FluxDeploymentSpec, revision: Revision
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     volumes: list[dict[str, Any]] = [
@@ -187,8 +187,8 @@ def _volumes(
     return volumes, mounts
 
 
-def _container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
-    _, mounts = _volumes(owner, spec, revision)
+def server_container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
+    _, mounts = pod_volumes(owner, spec, revision)
     limits: dict[str, str] = {"memory": spec.resources.memory}
     if spec.gpu.count > 0:
         limits[spec.gpu.resource_name] = str(spec.gpu.count)

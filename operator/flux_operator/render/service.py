@@ -9,8 +9,8 @@ from flux_operator.render.naming import (
     HTTP_PORT,
     METRICS_PORT,
     Owner,
-    _metadata,
     common_labels,
+    object_metadata,
     selector_labels,
 )
 from flux_operator.spec import FluxDeploymentSpec
@@ -20,7 +20,7 @@ def render_service(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(owner, owner.name, common_labels(owner)),
+        "metadata": object_metadata(owner, owner.name, common_labels(owner)),
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(owner),

@@ -3,6 +3,12 @@
 Every field carries a description (it becomes the CRD's documentation, `kubectl explain`),
 bounds the API server enforces, and — where a JSON schema cannot say it — a CEL rule in
 ``x-kubernetes-validations``. ``crdgen`` turns these models into ``crds/``.
+
+By area: ``base`` (names, patterns, the base model) · ``sources`` (where the weights come
+from) · ``serving`` (GPUs, resources, autoscaling, batching, rollout) · ``features``
+(LoRAs, safety, audit, API keys, cache, editing, VQA) · ``resource`` (the spec as a
+whole) · ``status``. A new part of the spec is a model in its area (or a new module),
+and a field of ``resource.FluxDeploymentSpec``.
 """
 
 from flux_operator.spec.base import (
