@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import typing
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -88,8 +89,15 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m flux_operator",
         description="The fluxserve operator: FluxDeployment → Deployment, Service, HPA, "
         "presets. Without a command it runs the operator (run); every run flag is also an "

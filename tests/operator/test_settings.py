@@ -114,3 +114,26 @@ def test_the_readme_lists_every_flag_and_variable() -> None:
         default = describe_default(option)
         if default not in ("unset", "none"):
             assert f"`{default}`" in row, (option.flag, default)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--bogus"],
+            "error: unrecognized arguments: --bogus (see: python -m flux_operator --help)",
+        ),
+        (
+            ["run", "--log-format", "xml"],
+            "error: argument --log-format: invalid choice: 'xml'",
+        ),
+    ],
+)
+def test_a_bad_flag_is_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message), err
