@@ -1,6 +1,6 @@
 """``python -m flux_operator``: run the operator, or one of its commands.
 
-python -m flux_operator [run] [--namespace NS ...] [--peering NAME] [--health-port 8080]
+python -m flux_operator [run] [--namespace NS ...] [--peering NAME] [--health-port 8081]
 python -m flux_operator render FILE          # the objects a FluxDeployment turns into
 python -m flux_operator history NAME [-n NS] # its revisions
 python -m flux_operator rollback NAME --to RELEASE [-n NS]

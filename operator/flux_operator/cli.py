@@ -1,23 +1,54 @@
-"""The command line: argument parsing and the subcommands; settings are built here only."""
+"""The command line: argument parsing and the subcommands; settings are built here only.
+
+Only ``settings`` is imported up front: ``--help`` works without the ``operator`` extra,
+and a command that needs it says which extra to install in one line.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import typing
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-import yaml
-
-from flux_operator.render import Owner, render_all
-from flux_operator.spec import KIND, FluxDeploymentSpec
-from flux_operator.validation import spec_problems
+from flux_operator.settings import ENV_PREFIX, SettingsError, add_arguments, settings_from
 
 COMMANDS = ("run", "render", "history", "rollback")
+
+EXTRA_MODULES = frozenset({"kopf", "kubernetes", "yaml", "urllib3", "aiohttp"})
+"""What ``pip install 'fluxserve[operator]'`` brings (and its dependencies bring)."""
+
+
+class MissingExtra(Exception):
+    """The ``operator`` extra is not installed."""
+
+
+def _needs_extra(module: str) -> ModuleType:
+    """Import a module of this package that needs the ``operator`` extra."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] in EXTRA_MODULES:
+            raise MissingExtra(
+                f"{exc.name} is not installed: the operator needs its extra, "
+                "pip install 'fluxserve[operator]'"
+            ) from None
+        raise
 
 
 def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Objects for every FluxDeployment in a YAML file, and the problems found."""
+    import yaml
+
+    from flux_operator.render import Owner, render_all
+    from flux_operator.spec import KIND, FluxDeploymentSpec
+    from flux_operator.validation import spec_problems
+
     objects: list[dict[str, Any]] = []
     problems: list[str] = []
     text = sys.stdin.read() if str(path) == "-" else path.read_text()
@@ -39,6 +70,9 @@ def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
+    yaml = _needs_extra("yaml")
+    from flux_operator.spec import KIND
+
     try:
         objects, problems = render_file(args.file)
     except (OSError, yaml.YAMLError) as exc:
@@ -55,14 +89,30 @@ def _cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line (argparse would print the whole usage first)."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m flux_operator",
-        description="The fluxserve operator: FluxDeployment → Deployment, Service, HPA, presets.",
+        description="The fluxserve operator: FluxDeployment → Deployment, Service, HPA, "
+        "presets. Without a command it runs the operator (run); every run flag is also an "
+        f"environment variable {ENV_PREFIX}<FLAG_IN_UPPER_SNAKE>.",
     )
-    sub = parser.add_subparsers(dest="command")
-    run = sub.add_parser("run", help="run the operator (the default)")
-    _add_run_arguments(run)
+    # The run flags, for --help: argv without a command is parsed as `run ...`.
+    add_arguments(parser.add_argument_group("run options (the default command)"))
+    sub = parser.add_subparsers(dest="command", title="commands")
+    run = sub.add_parser(
+        "run",
+        help="run the operator (the default)",
+        description="Run the operator. Every flag is also an environment variable "
+        f"{ENV_PREFIX}<FLAG_IN_UPPER_SNAKE>; a flag wins over its variable.",
+    )
+    add_arguments(run)
     render = sub.add_parser("render", help="print the objects a FluxDeployment turns into")
     render.add_argument("file", type=Path, help="YAML file with FluxDeployment(s), or -")
     history = sub.add_parser("history", help="print a FluxDeployment's revisions")
@@ -80,38 +130,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_run_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--namespace",
-        action="append",
-        default=[],
-        dest="namespaces",
-        help="watch this namespace (repeatable); all namespaces when absent",
-    )
-    parser.add_argument("--peering", default=None, help="kopf peering name (leader election)")
-    parser.add_argument(
-        "--priority",
-        type=int,
-        default=None,
-        help="priority among peers (highest acts); default: a hash of the peer identity ($POD_ID)",
-    )
-    parser.add_argument("--health-port", type=int, default=8080, help="liveness port (/healthz)")
-    parser.add_argument("--log-format", choices=("json", "plain"), default="json")
-    parser.add_argument("--verbose", action="store_true", help="debug logging")
-    parser.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig file")
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv.insert(0, "run")
     args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except MissingExtra as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "render":
         return _cmd_render(args)
-    from flux_operator import commands  # the cluster-facing commands import kopf/kubernetes
-
+    # The cluster-facing commands import kopf and kubernetes.
+    commands: Any = _needs_extra("flux_operator.commands")
     if args.command == "history":
-        return commands.history(args.name, args.namespace, args.output, args.kubeconfig)
+        return int(commands.history(args.name, args.namespace, args.output, args.kubeconfig))
     if args.command == "rollback":
-        return commands.rollback(args.name, args.namespace, args.to_release, args.kubeconfig)
-    return commands.run(args)
+        return int(commands.rollback(args.name, args.namespace, args.to_release, args.kubeconfig))
+    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    return int(commands.run(settings_from(flags, os.environ)))

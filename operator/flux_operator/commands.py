@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import dataclasses
+import errno
 import os
+import socket
 import sys
 import time
 import zlib
@@ -37,27 +37,32 @@ def peering_priority(identity: str) -> int:
     return zlib.crc32(identity.encode()) & 0x7FFFFFFF
 
 
-def settings_from_args(
-    args: argparse.Namespace, environ: Mapping[str, str] = os.environ
+def with_identity(
+    settings: OperatorSettings, environ: Mapping[str, str] = os.environ
 ) -> OperatorSettings:
-    identity = own_identity(environ)
-    priority = args.priority if args.priority is not None else peering_priority(identity)
-    return OperatorSettings(
-        namespaces=tuple(args.namespaces),
-        peering=args.peering,
-        priority=priority,
-        identity=identity,
-        health_port=args.health_port,
-        log_format=args.log_format,
-        verbose=args.verbose,
-        kubeconfig=args.kubeconfig,
-    )
+    """``settings`` with the peer identity and priority filled in (kopf needs both)."""
+    identity = settings.identity or own_identity(environ)
+    priority = settings.priority if settings.priority is not None else peering_priority(identity)
+    return settings.model_copy(update={"identity": identity, "priority": priority})
+
+
+def health_port_problem(port: int) -> str | None:
+    """Why the liveness endpoint cannot listen on ``port`` (bound as aiohttp binds it),
+    or None. Checked before kopf starts: kopf's own failure is a chain of tracebacks."""
+    if port == 0:
+        return None
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError as exc:
+            return f"--health-port {port}: {exc.strerror or exc}"
+    return None
 
 
 async def operate(settings: OperatorSettings, stop_flag: asyncio.Event | None = None) -> None:
     """Run the operator until ``stop_flag`` is set (or forever)."""
-    if settings.identity is None:
-        settings = dataclasses.replace(settings, identity=own_identity())
+    settings = with_identity(settings)
     registry = build_registry(settings)
     liveness = f"http://0.0.0.0:{settings.health_port}/healthz" if settings.health_port else None
     await kopf.operator(
@@ -66,15 +71,17 @@ async def operate(settings: OperatorSettings, stop_flag: asyncio.Event | None = 
         namespaces=list(settings.namespaces),
         standalone=settings.peering is None,
         peering_name=settings.peering,
-        priority=settings.priority,
+        priority=settings.priority or 0,
         identity=cast(Any, settings.identity),  # kopf's Identity is a NewType of str
         liveness_endpoint=liveness,
         stop_flag=stop_flag,
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    settings = settings_from_args(args)
+def run(settings: OperatorSettings) -> int:
+    problem = health_port_problem(settings.health_port)
+    if problem is not None:
+        return _fail(problem)
     try:
         load_configuration(settings.kubeconfig)  # fail in one line, before kopf starts
     except kubernetes.config.ConfigException as exc:
@@ -83,7 +90,13 @@ def run(args: argparse.Namespace) -> int:
         verbose=settings.verbose,
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
     )
-    asyncio.run(operate(settings))
+    try:
+        asyncio.run(operate(settings))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        # Taken between the check above and kopf's bind.
+        return _fail(f"--health-port {settings.health_port}: {exc.strerror or exc}")
     return 0
 
 

@@ -6,12 +6,14 @@
 Pydantic emits JSON Schema 2020-12; a CRD wants a *structural* OpenAPI v3 schema. The
 conversion inlines ``$ref``s, turns ``X | None`` into an optional ``X``, drops what the
 API server rejects (``title``, ``propertyNames``, ``anyOf`` of types) and keeps
-descriptions, bounds, enums, defaults and the CEL rules.
+descriptions, bounds, enums, defaults and the CEL rules. Each field's bounds and default
+are also written into its description: ``kubectl explain`` shows descriptions only.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -81,9 +83,75 @@ def _model_schema(model: type[Any]) -> dict[str, Any]:
     return _structural(raw, raw.get("$defs", {}))
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
+
+
+def _bounds(node: dict[str, Any]) -> list[str]:
+    """The constraints of one schema node as sentences (``kubectl explain`` shows only
+    descriptions), each from the key the API server enforces."""
+    said = []
+    for key, words in (
+        ("enum", "One of"),
+        ("minimum", "Minimum"),
+        ("exclusiveMinimum", "Greater than"),
+        ("maximum", "Maximum"),
+        ("exclusiveMaximum", "Less than"),
+        ("multipleOf", "Multiple of"),
+        ("minLength", "Minimum length"),
+        ("maxLength", "Maximum length"),
+        ("pattern", "Pattern"),
+        ("minItems", "Minimum items"),
+        ("maxItems", "Maximum items"),
+        ("minProperties", "Minimum entries"),
+        ("maxProperties", "Maximum entries"),
+    ):
+        if key not in node:
+            continue
+        value = node[key]
+        if key == "enum":
+            said.append(f"{words}: {', '.join(_json(v) for v in value)}.")
+        elif key == "pattern":
+            said.append(f"{words}: `{value}`.")
+        else:
+            said.append(f"{words}: {_json(value)}.")
+    return said
+
+
+def _document_bounds(node: dict[str, Any]) -> None:
+    """Append each field's bounds and default to its description, recursively: the
+    sentences come from the same schema keys the API server enforces, so they cannot
+    drift from them."""
+    for child in (node.get("properties") or {}).values():
+        _document_bounds(child)
+    for key, prefix in (("items", "Each item"), ("additionalProperties", "Each value")):
+        inner = node.get(key)
+        if not isinstance(inner, dict):
+            continue
+        _document_bounds(inner)
+        if "properties" not in inner and inner.get("type") not in ("object", "array"):
+            # A list or map of scalars: kubectl explain shows no node of its own for them.
+            inner_bounds = _bounds(inner)
+            if inner_bounds:
+                _describe(node, [f"{prefix}: " + " ".join(inner_bounds)])
+    said = _bounds(node)
+    if "default" in node:
+        said.append(f"Default: {_json(node['default'])}.")
+    if said and "description" in node:
+        _describe(node, said)
+
+
+def _describe(node: dict[str, Any], sentences: list[str]) -> None:
+    text = node.get("description", "").rstrip()
+    if text and not text.endswith((".", ":", "?", "!")):
+        text += "."
+    node["description"] = " ".join([text, *sentences]).strip()
+
+
 def build_crd() -> dict[str, Any]:
     """The CustomResourceDefinition as a dict."""
     spec_schema = _model_schema(FluxDeploymentSpec)
+    _document_bounds(spec_schema)
     status_schema = _model_schema(FluxDeploymentStatus)
     status_schema.pop("default", None)
     _strip_defaults(status_schema)

@@ -22,9 +22,9 @@ from urllib.parse import quote, urlencode
 import kubernetes
 import urllib3
 
+from flux_operator.render import FIELD_MANAGER
 from flux_operator.settings import RetrySettings
 
-FIELD_MANAGER = "fluxserve-operator"
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 
 _T = TypeVar("_T")

@@ -236,12 +236,11 @@ def test_leader_election_renders_peering(helm: Helm) -> None:
     # another of the same priority, so replicas must not share one.
     env = {e["name"]: e for e in deploy["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["POD_ID"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
-    from flux_operator.cli import build_parser
-    from flux_operator.commands import settings_from_args
+    from flux_operator.commands import with_identity
+    from flux_operator.settings import load_settings
 
-    parsed = build_parser().parse_args(["run", *args])
     pods = ("fluxserve-operator-7d9f8-abcde", "fluxserve-operator-7d9f8-fghij")
-    priorities = {settings_from_args(parsed, {"POD_ID": pod}).priority for pod in pods}
+    priorities = {with_identity(load_settings(args, {}), {"POD_ID": pod}).priority for pod in pods}
     assert len(priorities) == 2
     (peering,) = _by_kind(docs, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == "fluxserve-operator"
@@ -302,17 +301,18 @@ def test_notes_follow_the_values(helm: Helm) -> None:
 @pytest.mark.parametrize("values", CI_VALUES, ids=_ids(CI_VALUES))
 def test_operator_accepts_the_rendered_arguments(helm: Helm, values: Path) -> None:
     """The container args parse with the operator's own command line."""
-    from flux_operator.cli import build_parser
+    from flux_operator.settings import load_settings
 
     chart_values = yaml.safe_load(values.read_text()) or {}
     (deploy,) = _by_kind(helm.template([values]), "Deployment")
     container = deploy["spec"]["template"]["spec"]["containers"][0]
-    args = build_parser().parse_args(["run", *container["args"]])
-    assert args.namespaces == chart_values.get("watchNamespaces", [])
-    assert (args.peering is not None) == chart_values.get("leaderElection", {}).get(
+    settings = load_settings(container["args"], {})
+    assert list(settings.namespaces) == chart_values.get("watchNamespaces", [])
+    assert (settings.peering is not None) == chart_values.get("leaderElection", {}).get(
         "enabled", False
     )
-    assert container["ports"][0]["containerPort"] == args.health_port
+    assert container["ports"][0]["containerPort"] == settings.health_port
+    assert chart_values.get("healthPort", 8081) == settings.health_port
 
 
 def test_disruption_budget_only_with_several_replicas(helm: Helm) -> None:

@@ -92,6 +92,14 @@ def test_server_ports_and_model_cache() -> None:
     assert f"mkdir -p {cache}" in setup and "chown -R 10001:10001 /cache" in setup
 
 
+def test_operator_exposes_its_health_port() -> None:
+    from flux_operator.settings import OperatorSettings
+
+    stage = _final_stage(IMAGES["operator"][0])
+    exposed = {p for v in _values(stage, "EXPOSE") for p in v}
+    assert exposed == {str(OperatorSettings().health_port)}
+
+
 def test_server_base_is_cuda_with_a_cuda_torch() -> None:
     commands = dockerfile.parse_file(str(IMAGES["server"][0]))
     args = dict(c.value[0].split("=", 1) for c in commands if c.cmd == "ARG" and "=" in c.value[0])

@@ -8,13 +8,13 @@ import datetime
 
 import pytest
 
-from flux_operator.cli import build_parser
-from flux_operator.commands import peering_priority, settings_from_args
+from flux_operator.commands import peering_priority, with_identity
 from flux_operator.peering import leads, own_identity
+from flux_operator.settings import load_settings
 
 
 def _settings(argv: list[str], environ: dict[str, str]):
-    return settings_from_args(build_parser().parse_args(["run", *argv]), environ)
+    return with_identity(load_settings(argv, environ), environ)
 
 
 def test_pods_of_one_deployment_get_different_priorities() -> None:

@@ -6,7 +6,6 @@ one the run cannot show (named below, with the reason)."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from typing import Any
 
 import aiohttp.web
@@ -124,8 +123,8 @@ async def test_rules_are_exactly_what_the_operator_uses(
     url = f"{cluster.url}/apis/kopf.dev/v1/namespaces/{NAMESPACE}/kopfpeerings"
     async with cluster.session.post(url, json=peering) as resp:
         resp.raise_for_status()
-    operator.settings = dataclasses.replace(
-        operator.settings, namespaces=(NAMESPACE,), peering=PEERING, priority=7
+    operator.settings = operator.settings.model_copy(
+        update=dict(namespaces=(NAMESPACE,), peering=PEERING, priority=7)
     )
     await operator.start()
 

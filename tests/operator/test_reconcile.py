@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_operator.reconcile import plan
+from flux_operator.reconcile import Children, plan, plan_rollout
 from flux_operator.render import ROLLBACK_ANNOTATION, Owner, render_deployment
 from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus
 
@@ -56,7 +56,7 @@ def _step(
     annotations: dict[str, str] | None = None,
     generation: int = 1,
 ):  # type: ignore[no-untyped-def]
-    return plan(
+    return plan_rollout(
         OWNER, spec, status, annotations or {}, generation, deployment, "2026-01-01T00:00:00Z"
     )
 
@@ -154,3 +154,74 @@ def test_history_is_pruned_but_keeps_the_last_healthy_revision() -> None:
     revisions = [e.revision for e in status.history]
     assert revisions == [1, 3, 4, 5]  # limit 3, plus revision 1: the last one available
     assert status.history[0].available_time is not None
+
+
+# --- plan(): the resources that cannot be served --------------------------------------------
+
+NOW = "2026-01-01T00:00:00Z"
+
+
+def _body(spec: dict[str, Any], status: FluxDeploymentStatus | None = None) -> dict[str, Any]:
+    return {
+        "metadata": {"name": OWNER.name, "namespace": OWNER.namespace, "uid": OWNER.uid},
+        "spec": spec,
+        "status": status.model_dump(by_alias=True, exclude_none=True) if status else {},
+    }
+
+
+def _raw_spec(**changes: Any) -> dict[str, Any]:
+    return _spec(**changes).model_dump(by_alias=True, exclude_none=True)
+
+
+def _degraded(result: Any) -> tuple[str, str]:
+    condition = next(c for c in result.status.conditions if c.type == "Degraded")
+    assert condition.status == "True" and result.status.phase == "Degraded"
+    return condition.reason, condition.message
+
+
+def test_an_invalid_spec_is_degraded_and_warned_of_once() -> None:
+    body = _body({**_raw_spec(), "replicas": -1})
+    result = plan(body, Children(), NOW)
+    assert result.revision is None and result.spec is None
+    reason, message = _degraded(result)
+    assert reason == "InvalidSpec" and "spec.replicas" in message
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "InvalidSpec")]
+    again = plan(_body(body["spec"], result.status), Children(), NOW)
+    assert again.events == [] and _degraded(again) == (reason, message)
+
+
+def test_a_child_of_someone_else_is_left_alone() -> None:
+    foreign = {"kind": "Service", "metadata": {"name": OWNER.name, "ownerReferences": []}}
+    result = plan(_body(_raw_spec()), Children(service=foreign), NOW)
+    assert result.revision is None
+    reason, message = _degraded(result)
+    assert reason == "ChildConflict" and message.startswith(f"Service {OWNER.name} ")
+    assert [e.reason for e in result.events] == ["ChildConflict"]
+    again = plan(_body(_raw_spec(), result.status), Children(service=foreign), NOW)
+    assert again.events == []
+
+
+def test_an_unmanaged_autoscaler_only_conflicts_when_autoscaling_is_on() -> None:
+    foreign = {"kind": "HorizontalPodAutoscaler", "metadata": {"name": OWNER.name}}
+    assert plan(_body(_raw_spec()), Children(autoscaler=foreign), NOW).revision is not None
+    scaling = {"minReplicas": 1, "maxReplicas": 2}
+    result = plan(_body(_raw_spec(autoscaling=scaling)), Children(autoscaler=foreign), NOW)
+    assert _degraded(result)[0] == "ChildConflict"
+
+
+def test_a_rollback_whose_presets_are_gone_is_degraded() -> None:
+    spec = _spec()
+    status = _available(spec)
+    newer = _spec(release="v2", stylePresets={"x": {"promptTemplate": "{prompt}, x"}})
+    status = _step(newer, status, generation=2).status
+    body = _body(newer.model_dump(by_alias=True, exclude_none=True), status)
+    body["metadata"]["generation"] = 2
+    body["metadata"]["annotations"] = {ROLLBACK_ANNOTATION: "v1"}
+    listed = Children(config_maps=())  # listed: none left
+    result = plan(body, listed, NOW)
+    assert result.revision is None
+    reason, message = _degraded(result)
+    assert reason == "PresetsMissing" and "release v1" in message
+    assert [e.reason for e in result.events] == ["RolledBack", "PresetsMissing"]
+    # Not listed (unknown): taken to exist, and the rollback goes ahead.
+    assert plan(body, Children(), NOW).revision is not None

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_operator.handlers import replicas_handover
+from flux_operator.reconcile.children import replicas_handover
 
 
 def _deployment(*entries: dict[str, Any], replicas: int | None = 3) -> dict[str, Any]:

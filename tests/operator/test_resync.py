@@ -11,9 +11,10 @@ from typing import Any
 import kubernetes_validate
 from conftest import Cluster, base_spec
 
-from flux_operator.handlers import Reconciler, resync_forever
 from flux_operator.kube import ApiError, KubeApi, load_configuration
 from flux_operator.reconcile import Event
+from flux_operator.reconciler import Reconciler
+from flux_operator.resync import resync_forever
 from flux_operator.settings import RetrySettings
 
 

@@ -1,0 +1,125 @@
+"""Conditions and phase: set one condition, the status of a resource that cannot be
+served, and the conditions that follow from a plan's steps."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from flux_operator.reconcile.observed import Observed
+from flux_operator.reconcile.rollout import Work
+from flux_operator.spec import (
+    Condition,
+    ConditionType,
+    FluxDeploymentStatus,
+)
+
+
+def set_condition(
+    conditions: list[Condition],
+    type_: ConditionType,
+    status: bool,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int | None,
+) -> list[Condition]:
+    value: Literal["True", "False"] = "True" if status else "False"
+    old = next((c for c in conditions if c.type == type_), None)
+    since = old.last_transition_time if old is not None and old.status == value else now
+    new = Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+    return [c for c in conditions if c.type != type_] + [new]
+
+
+def degraded_status(
+    status: FluxDeploymentStatus, generation: int | None, reason: str, message: str, now: str
+) -> FluxDeploymentStatus:
+    """The status of a resource the operator cannot serve; children are left as they are."""
+    conditions = set_condition(
+        status.conditions, "Degraded", True, reason, message, now, generation
+    )
+    conditions = set_condition(conditions, "Ready", False, reason, message, now, generation)
+    conditions = set_condition(
+        conditions, "Progressing", False, reason, "nothing rolls out", now, generation
+    )
+    if not any(c.type == "RolledBack" for c in conditions):
+        conditions = set_condition(
+            conditions, "RolledBack", False, "NoRollback", "", now, generation
+        )
+    return status.model_copy(
+        update={"observed_generation": generation, "phase": "Degraded", "conditions": conditions}
+    )
+
+
+def conditions_and_phase(
+    work: Work, old: list[Condition], observed: Observed
+) -> tuple[list[Condition], Any]:
+    """Conditions and phase from the outcome of the steps."""
+    current = work.current
+    assert current is not None
+    now, gen = work.now, work.generation
+    suspended = work.spec.autoscaling is None and work.spec.replicas == 0
+    ready = suspended or (current.outcome == "Available" and observed.ready_replicas > 0)
+    conditions = list(old)
+
+    if work.degraded is not None:
+        conditions = set_condition(conditions, "Degraded", True, *work.degraded, now, gen)
+    else:
+        conditions = set_condition(conditions, "Degraded", False, "AsExpected", "", now, gen)
+
+    if current.outcome == "Progressing":
+        message = f"revision {current.revision} (release {current.release}) is rolling out"
+        conditions = set_condition(
+            conditions, "Progressing", True, "RolloutInProgress", message, now, gen
+        )
+    else:
+        reason = "RolloutComplete" if current.outcome == "Available" else "RolloutFailed"
+        message = f"revision {current.revision} (release {current.release}): {current.outcome}"
+        conditions = set_condition(conditions, "Progressing", False, reason, message, now, gen)
+
+    if suspended:
+        conditions = set_condition(
+            conditions, "Ready", True, "Suspended", "replicas is 0 and no autoscaling", now, gen
+        )
+    elif ready:
+        message = f"{observed.ready_replicas} pod(s) serve release {current.release}"
+        conditions = set_condition(conditions, "Ready", True, "Available", message, now, gen)
+    else:
+        reason = "RolloutFailed" if work.degraded else "NotAvailable"
+        message = f"{observed.ready_replicas}/{observed.desired_replicas} pod(s) ready"
+        conditions = set_condition(conditions, "Ready", False, reason, message, now, gen)
+
+    rollback = work.rollback
+    if rollback is not None:
+        how = "manually" if rollback.manual else "automatically"
+        message = (
+            f"release {rollback.from_release or '-'} (revision {rollback.from_revision}) was "
+            f"rolled back {how} to release {rollback.to_release} "
+            f"(revision {rollback.to_revision}); change the spec to roll forward"
+        )
+        conditions = set_condition(
+            conditions, "RolledBack", True, rollback.reason, message, now, gen
+        )
+    else:
+        conditions = set_condition(conditions, "RolledBack", False, "NoRollback", "", now, gen)
+
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
+    conditions.sort(key=lambda c: order[c.type])
+
+    if work.degraded is not None:
+        phase = "Degraded"
+    elif rollback is not None:
+        phase = "RolledBack"
+    elif ready:
+        phase = "Ready"
+    elif observed.exists:
+        phase = "Progressing"
+    else:
+        phase = "Pending"
+    return conditions, phase

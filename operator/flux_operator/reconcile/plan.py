@@ -1,0 +1,193 @@
+"""Decide, without I/O, what one reconciliation does.
+
+``plan(body, children, now)`` takes the resource as read, its children as read and the
+time, and returns a ``Plan``: the status to write, the events to post and, when the
+resource can be served, the revision to run. The reconciler applies it. Everything a test
+of rollouts, rollbacks and Degraded resources needs to reason about is here.
+
+A decision about another kind of child (a second Deployment for a canary, a route that
+splits traffic) belongs beside ``plan_rollout``: a pure step that reads ``Children`` and
+adds to the ``Plan``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from flux_operator.reconcile.children import Children, foreign_children
+from flux_operator.reconcile.conditions import conditions_and_phase, degraded_status
+from flux_operator.reconcile.events import Event
+from flux_operator.reconcile.history import prune_history
+from flux_operator.reconcile.observed import Observed
+from flux_operator.reconcile.rollout import (
+    Work,
+    manual_rollback,
+    observe,
+    start_revision_if_new,
+    target_revision,
+)
+from flux_operator.render import (
+    ROLLBACK_ANNOTATION,
+    Owner,
+    Revision,
+    desired_revision,
+    selector_string,
+)
+from flux_operator.spec import (
+    FluxDeploymentSpec,
+    FluxDeploymentStatus,
+)
+from flux_operator.validation import spec_problems
+
+
+@dataclass
+class Plan:
+    """What to do: write ``status`` and post ``events``; with a ``revision``, also apply
+    ``spec``'s children running it. Without one the children are left as they are (the
+    resource cannot be served, and ``status`` says why)."""
+
+    revision: Revision | None
+    status: FluxDeploymentStatus
+    events: list[Event] = field(default_factory=list)
+    keep_config_maps: set[str] = field(default_factory=set)
+    spec: FluxDeploymentSpec | None = None
+
+
+def owner_of(body: Mapping[str, Any]) -> Owner:
+    meta = body["metadata"]
+    return Owner(
+        name=meta["name"], namespace=meta.get("namespace") or "default", uid=meta.get("uid")
+    )
+
+
+def parse_status(raw: Any) -> FluxDeploymentStatus:
+    try:
+        return FluxDeploymentStatus.model_validate(raw or {})
+    except ValueError:
+        # A status we cannot read (hand-edited, older format) is rebuilt from scratch.
+        return FluxDeploymentStatus()
+
+
+def _cannot_serve(
+    status: FluxDeploymentStatus, generation: int | None, reason: str, message: str, now: str
+) -> Plan:
+    """Degraded, children untouched; the Warning only when the message is new (every
+    resync would repeat it otherwise)."""
+    old = next((c for c in status.conditions if c.type == "Degraded"), None)
+    repeated = old is not None and old.status == "True" and old.message == message
+    events = [] if repeated else [Event("Warning", reason, message)]
+    return Plan(
+        revision=None,
+        status=degraded_status(status, generation, reason, message, now),
+        events=events,
+    )
+
+
+def plan(body: Mapping[str, Any], children: Children, now: str) -> Plan:
+    """Everything one reconciliation decides, from the resource ``body`` and its
+    ``children`` as read: a spec that cannot be served, a revision whose presets are gone
+    and children that belong to something else are Degraded and touch nothing; else the
+    rollout's plan (:func:`plan_rollout`)."""
+    meta = body["metadata"]
+    generation = meta.get("generation")
+    status = parse_status(body.get("status"))
+    problems = spec_problems(dict(body))
+    if problems:
+        return _cannot_serve(status, generation, "InvalidSpec", "; ".join(problems), now)
+
+    owner = owner_of(body)
+    spec = FluxDeploymentSpec.model_validate(body["spec"])
+    decided = plan_rollout(
+        owner, spec, status, meta.get("annotations") or {}, generation, children.deployment, now
+    )
+    revision = decided.revision
+    assert revision is not None
+    if revision != desired_revision(owner, spec) and not children.has_config_map(
+        revision.presets_config_map
+    ):
+        # An older revision's presets are only in its ConfigMap: without it, stop here.
+        message = (
+            f"presets ConfigMap {revision.presets_config_map} of release "
+            f"{revision.release} is missing; cannot restore it"
+        )
+        return Plan(
+            revision=None,
+            status=degraded_status(decided.status, generation, "PresetsMissing", message, now),
+            events=[*decided.events, Event("Warning", "PresetsMissing", message)],
+        )
+
+    foreign = foreign_children(owner, children, spec.autoscaling is not None)
+    if foreign:
+        # Never take over what someone else made: say so and leave it alone.
+        message = f"{', '.join(foreign)} already exist(s) and belong(s) to something else"
+        return _cannot_serve(status, generation, "ChildConflict", message, now)
+    decided.spec = spec
+    return decided
+
+
+def plan_rollout(
+    owner: Owner,
+    spec: FluxDeploymentSpec,
+    status: FluxDeploymentStatus,
+    annotations: dict[str, str],
+    generation: int | None,
+    deployment: dict[str, Any] | None,
+    now: str,
+) -> Plan:
+    """Which revision runs and the status that follows, for a spec that can be served."""
+    observed = Observed.from_deployment(deployment)
+    rollback = status.rollback
+    # A rollback holds until the spec changes (a new generation): then the spec wins again.
+    if rollback is not None and generation is not None and rollback.generation != generation:
+        rollback = None
+    history = list(status.history)
+    work = Work(
+        owner=owner,
+        spec=spec,
+        generation=generation,
+        now=now,
+        history=history,
+        current=next((e for e in history if e.revision == status.current_revision), None),
+        rollback=rollback,
+        handled=status.handled_rollback_to,
+    )
+
+    manual_rollback(work, annotations.get(ROLLBACK_ANNOTATION))
+    target = target_revision(work)
+    current = start_revision_if_new(work, target)
+    target = observe(work, observed, target)
+    current = work.current or current
+    if current.outcome == "Failed" and work.degraded is None:
+        work.degraded = (
+            "ProgressDeadlineExceeded",
+            f"release {current.release} (revision {current.revision}) failed: {current.message}",
+        )
+
+    healthy_revisions = [e.revision for e in work.history if e.available_time is not None]
+    keep = {current.revision, *healthy_revisions[-1:]}
+    if work.rollback is not None:
+        keep.add(work.rollback.to_revision)
+    work.history = prune_history(work.history, spec.rollout.revision_history_limit, keep)
+
+    conditions, phase = conditions_and_phase(work, status.conditions, observed)
+    new_status = FluxDeploymentStatus(
+        observed_generation=generation,
+        phase=phase,
+        conditions=conditions,
+        replicas=observed.replicas,
+        ready_replicas=observed.ready_replicas,
+        selector=selector_string(owner),
+        current_release=current.release,
+        current_revision=current.revision,
+        history=work.history,
+        rollback=work.rollback,
+        handled_rollback_to=work.handled,
+    )
+    return Plan(
+        revision=target,
+        status=new_status,
+        events=work.events,
+        keep_config_maps={e.presets_config_map for e in work.history},
+    )

@@ -1,0 +1,218 @@
+"""The I/O of one reconciliation: read the resource and its children, ask ``plan`` what to
+do, apply the rendered children, write the status, post the events.
+
+Reconciliation is level-based and idempotent: every event (and every periodic pass)
+reconciles the whole resource again, so a failed attempt is repaired by the next one and
+an operator restart duplicates nothing. Every decision is in ``reconcile`` (pure); this
+module only carries it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import uuid
+from collections import defaultdict
+from typing import Any
+
+import urllib3
+
+from flux_operator.kube import ApiError, KubeApi, object_path
+from flux_operator.reconcile import (
+    Children,
+    Event,
+    Plan,
+    owner_of,
+    parse_status,
+    plan,
+    render_event,
+)
+from flux_operator.reconcile.children import (
+    HANDOVER_MANAGER,
+    config_map_selector,
+    is_subset,
+    managed,
+    replicas_handover,
+    stale_config_maps,
+)
+from flux_operator.render import (
+    Owner,
+    Revision,
+    desired_revision,
+    render_blocklist_config_map,
+    render_deployment,
+    render_hpa,
+    render_presets_config_map,
+    render_service,
+)
+from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus
+
+logger = logging.getLogger(__name__)
+
+# What the API may answer (after KubeApi's retries) that the next attempt may not meet.
+TRANSIENT_FAILURES = (ApiError, urllib3.exceptions.HTTPError, OSError)
+
+
+def now_rfc3339() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def status_dump(status: FluxDeploymentStatus) -> dict[str, Any]:
+    return status.model_dump(by_alias=True, exclude_none=True)
+
+
+def status_patch(status: FluxDeploymentStatus) -> dict[str, Any]:
+    """A merge patch that sets the whole status and removes the fields now empty."""
+    body = status_dump(status)
+    for name, info in FluxDeploymentStatus.model_fields.items():
+        body.setdefault(info.alias or name, None)
+    return body
+
+
+class Reconciler:
+    """Brings one FluxDeployment's children and status in line with its spec."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+        self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        # What each resource looked like after its last reconciliation: an event that only
+        # echoes our own status write needs no reconciliation.
+        self._settled: dict[tuple[str, str], Any] = {}
+
+    @staticmethod
+    def _fingerprint(body: dict[str, Any], status: Any) -> Any:
+        meta = body.get("metadata", {})
+        return (meta.get("generation"), meta.get("annotations") or {}, body.get("spec"), status)
+
+    def settled(self, body: dict[str, Any]) -> bool:
+        """True when ``body`` is what the last reconciliation left (nothing new to do)."""
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace") or "default", meta.get("name", ""))
+        return self._settled.get(key) == self._fingerprint(body, body.get("status"))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._settled.pop((namespace, name), None)
+        self._locks.pop((namespace, name), None)
+
+    async def reconcile(self, namespace: str, name: str) -> None:
+        # One reconciliation per resource at a time: events for the resource and for its
+        # Deployment arrive on different kopf workers.
+        async with self._locks[(namespace, name)]:
+            body = await self.api.get("FluxDeployment", namespace, name)
+            if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+                return  # gone: owner references let the garbage collector remove children
+            await self._reconcile(body)
+
+    async def _read_children(self, owner: Owner) -> Children:
+        namespace, name = owner.namespace, owner.name
+        return Children(
+            deployment=await self.api.get("Deployment", namespace, name),
+            service=await self.api.get("Service", namespace, name),
+            autoscaler=await self.api.get("HorizontalPodAutoscaler", namespace, name),
+            config_maps=tuple(
+                await self.api.list("ConfigMap", namespace, config_map_selector(owner))
+            ),
+        )
+
+    async def _reconcile(self, body: dict[str, Any]) -> None:
+        owner = owner_of(body)
+        children = await self._read_children(owner)
+        decided = plan(body, children, now_rfc3339())
+        served = decided.revision is not None and decided.spec is not None
+        if decided.revision is not None and decided.spec is not None:
+            await self._apply_children(owner, decided.spec, decided.revision, decided, children)
+        await self._write_status(owner, body, decided.status)
+        if served:
+            self._settled[(owner.namespace or "default", owner.name)] = self._fingerprint(
+                body, status_dump(decided.status)
+            )
+        log = logging.LoggerAdapter(logger, {"object": f"{owner.namespace}/{owner.name}"})
+        for event in decided.events:
+            log.log(
+                logging.WARNING if event.type == "Warning" else logging.INFO,
+                "%s: %s",
+                event.reason,
+                event.message,
+            )
+        await self._post(body, decided.events)
+
+    async def _apply_children(
+        self,
+        owner: Owner,
+        spec: FluxDeploymentSpec,
+        revision: Revision,
+        decided: Plan,
+        children: Children,
+    ) -> None:
+        """Apply what ``decided`` runs, in order: ConfigMaps before the Deployment that
+        mounts them, then the Service and the HPA; then remove what is no longer needed."""
+        existing_maps = {cm["metadata"]["name"] for cm in children.config_maps or ()}
+        if revision == desired_revision(owner, spec):
+            presets = render_presets_config_map(owner, spec, revision)
+            if presets["metadata"]["name"] not in existing_maps:
+                await self.api.create_if_absent(presets)
+        blocklist = render_blocklist_config_map(owner, spec)
+        if blocklist is not None and blocklist["metadata"]["name"] not in existing_maps:
+            await self.api.create_if_absent(blocklist)
+
+        desired_deployment = render_deployment(owner, spec, revision)
+        handover = replicas_handover(children.deployment, spec.autoscaling is not None)
+        if handover is not None:
+            await self.api.apply(handover, field_manager=HANDOVER_MANAGER)
+            await self.api.apply(desired_deployment)  # now without spec.replicas
+        else:
+            await self._apply(desired_deployment, children.deployment)
+        await self._apply(render_service(owner, spec), children.service)
+        hpa = render_hpa(owner, spec)
+        if hpa is not None:
+            await self._apply(hpa, children.autoscaler)
+        elif children.autoscaler is not None and managed(children.autoscaler):
+            await self.api.delete("HorizontalPodAutoscaler", owner.namespace, owner.name)
+
+        blocklist_name = blocklist["metadata"]["name"] if blocklist else None
+        for name in stale_config_maps(
+            children.config_maps or (), decided.keep_config_maps, blocklist_name
+        ):
+            await self.api.delete("ConfigMap", owner.namespace, name)
+
+    async def _apply(self, desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:
+        if observed is None:
+            await self.api.create(desired)
+        elif not is_subset(desired, observed):
+            await self.api.apply(desired)
+        else:
+            return False  # nothing to change: no write, no event, no feedback loop
+        return True
+
+    async def _write_status(
+        self, owner: Owner, body: dict[str, Any], new: FluxDeploymentStatus
+    ) -> None:
+        if body.get("status") and parse_status(body["status"]) == new:
+            return
+        await self.api.merge_patch(
+            "FluxDeployment",
+            owner.namespace,
+            owner.name,
+            {"status": status_patch(new)},
+            subresource="status",
+        )
+
+    async def _post(self, body: dict[str, Any], events: list[Event]) -> None:
+        # Posted here rather than with kopf.event(): that needs the context of a kopf
+        # handler, and the periodic resync reconciles outside one.
+        for event in events:
+            obj = render_event(body, event, now_rfc3339(), uuid.uuid4().hex[:16])
+            try:
+                await self.api.request(
+                    "POST", object_path("Event", obj["metadata"]["namespace"]), obj
+                )
+            except TRANSIENT_FAILURES as exc:
+                logger.warning(
+                    "event not posted",
+                    extra={
+                        "object": body["metadata"]["name"],
+                        "reason": event.reason,
+                        "error": str(exc),
+                    },
+                )

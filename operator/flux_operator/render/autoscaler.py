@@ -1,0 +1,46 @@
+"""The HorizontalPodAutoscaler, when the spec asks for autoscaling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux_operator.render.naming import Owner, common_labels, object_metadata
+from flux_operator.spec import FluxDeploymentSpec
+
+
+def render_hpa(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, Any] | None:
+    scaling = spec.autoscaling
+    if scaling is None:
+        return None
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": object_metadata(owner, owner.name, common_labels(owner)),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [
+                {
+                    "type": "Pods",
+                    "pods": {
+                        "metric": {"name": "fluxserve_queue_depth"},
+                        "target": {
+                            "type": "AverageValue",
+                            "averageValue": str(scaling.target_queue_depth),
+                        },
+                    },
+                }
+            ],
+            "behavior": {
+                "scaleUp": {
+                    "stabilizationWindowSeconds": 0,
+                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
+                },
+                "scaleDown": {
+                    "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
+                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
+                },
+            },
+        },
+    }

@@ -1,0 +1,31 @@
+"""Every child of a FluxDeployment, in apply order (what ``render`` prints)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux_operator.render.autoscaler import render_hpa
+from flux_operator.render.config_maps import render_blocklist_config_map, render_presets_config_map
+from flux_operator.render.deployment import render_deployment
+from flux_operator.render.naming import Owner, Revision, desired_revision
+from flux_operator.render.service import render_service
+from flux_operator.spec import FluxDeploymentSpec
+
+
+def render_all(
+    owner: Owner, spec: FluxDeploymentSpec, revision: Revision | None = None
+) -> list[dict[str, Any]]:
+    """Every object, in apply order (ConfigMaps before the Deployment mounting them)."""
+    revision = revision or desired_revision(owner, spec)
+    objects: list[dict[str, Any]] = []
+    if revision == desired_revision(owner, spec):
+        objects.append(render_presets_config_map(owner, spec, revision))
+    blocklist = render_blocklist_config_map(owner, spec)
+    if blocklist is not None:
+        objects.append(blocklist)
+    objects.append(render_deployment(owner, spec, revision))
+    objects.append(render_service(owner, spec))
+    hpa = render_hpa(owner, spec)
+    if hpa is not None:
+        objects.append(hpa)
+    return objects

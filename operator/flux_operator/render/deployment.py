@@ -1,0 +1,83 @@
+"""The Deployment that runs one revision of the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux_operator.render.naming import (
+    BLOCKLIST_HASH_ANNOTATION,
+    METRICS_PORT,
+    PRESETS_HASH_ANNOTATION,
+    PRESTOP_SLEEP_SECONDS,
+    Owner,
+    Revision,
+    blocklist_hash,
+    common_labels,
+    object_metadata,
+    selector_labels,
+)
+from flux_operator.render.pod import pod_volumes, server_container
+from flux_operator.spec import FluxDeploymentSpec
+
+
+def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
+    volumes, _ = pod_volumes(owner, spec, revision)
+    labels = common_labels(owner, revision.release)
+    template_annotations = {
+        PRESETS_HASH_ANNOTATION: revision.presets_hash,
+        "kubectl.kubernetes.io/default-container": "server",
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    digest = blocklist_hash(spec)
+    if digest is not None:
+        template_annotations[BLOCKLIST_HASH_ANNOTATION] = digest
+    pod_spec: dict[str, Any] = {
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": spec.rollout.drain_timeout_seconds
+        + PRESTOP_SLEEP_SECONDS
+        + 10,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 10001,
+            "runAsGroup": 10001,
+            "fsGroup": 10001,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [server_container(owner, spec, revision)],
+        "volumes": volumes,
+    }
+    if spec.gpu.node_selector:
+        pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
+    if spec.gpu.count > 0:
+        pod_spec["tolerations"] = [
+            {"key": spec.gpu.taint_key, "operator": "Exists", "effect": "NoSchedule"}
+        ]
+    if spec.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
+    deployment_spec: dict[str, Any] = {
+        "selector": {"matchLabels": selector_labels(owner)},
+        "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,
+        "revisionHistoryLimit": spec.rollout.revision_history_limit,
+        # A GPU pod takes minutes to load: keep serving on the old pod until the new one is
+        # ready (maxUnavailable 0), one extra pod at a time.
+        "strategy": {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+        },
+        "template": {
+            "metadata": {"labels": labels, "annotations": template_annotations},
+            "spec": pod_spec,
+        },
+    }
+    # With autoscaling the HPA owns .spec.replicas; leaving it out means we never fight it.
+    if spec.autoscaling is None:
+        deployment_spec["replicas"] = spec.replicas
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": object_metadata(owner, owner.name, labels),
+        "spec": deployment_spec,
+    }

@@ -1,0 +1,239 @@
+"""The server's pod: its command line, environment, volumes and container."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flux_operator.render.naming import (
+    API_KEYS_DIR,
+    BLOCKLIST_FILE,
+    CACHE_DIR,
+    GRPC_PORT,
+    HTTP_PORT,
+    LORA_CONFIGMAP_DIR,
+    LORA_PVC_DIR,
+    METRICS_PORT,
+    MODEL_DIR,
+    PRESETS_DIR,
+    PRESTOP_SLEEP_SECONDS,
+    SAFETY_DIR,
+    STARTUP_FAILURE_THRESHOLD,
+    STARTUP_PERIOD_SECONDS,
+    Owner,
+    Revision,
+    blocklist_config_map_name,
+    blocklist_hash,
+)
+from flux_operator.spec import FluxDeploymentSpec
+
+
+def _lora_path(spec: FluxDeploymentSpec, index: int) -> str:
+    lora = spec.loras[index]
+    if lora.path is not None:
+        return f"{MODEL_DIR}/{lora.path}"
+    if lora.config_map is not None:
+        return f"{LORA_CONFIGMAP_DIR}/{lora.name}"
+    return f"{LORA_PVC_DIR}/{lora.name}"
+
+
+def _scale(value: float) -> str:
+    return format(value, "g")
+
+
+def server_args(spec: FluxDeploymentSpec, revision: Revision) -> list[str]:
+    """The server's command line (the image's entrypoint is ``python -m flux_server``)."""
+    model = MODEL_DIR if spec.model.source.pvc is not None else spec.model.id
+    args = [
+        f"--model={model}",
+        "--host=0.0.0.0",
+        f"--http-port={HTTP_PORT}",
+        f"--grpc-port={GRPC_PORT}",
+        f"--metrics-port={METRICS_PORT}",
+        f"--device={'cuda' if spec.gpu.count > 0 else 'cpu'}",
+        f"--dtype={spec.model.dtype}",
+        f"--max-batch-size={spec.batching.max_batch_size}",
+        f"--max-delay-ms={spec.batching.max_delay_ms}",
+        f"--max-queue={spec.batching.max_queue}",
+        f"--presets-dir={PRESETS_DIR}",
+        f"--release={revision.release}",
+        f"--drain-timeout={spec.rollout.drain_timeout_seconds}",
+        f"--log-level={spec.log_level}",
+    ]
+    if spec.model.revision is not None:
+        args.append(f"--model-revision={spec.model.revision}")
+    for i, lora in enumerate(spec.loras):
+        args.append(f"--lora={lora.name}={_lora_path(spec, i)}:{_scale(lora.scale)}")
+    if spec.safety is not None:
+        if spec.safety.blocklist is not None or spec.safety.blocklist_config_map_ref is not None:
+            args.append(f"--blocklist={SAFETY_DIR}/{BLOCKLIST_FILE}")
+        if spec.safety.model is not None:
+            args.append(f"--safety-model={spec.safety.model}")
+        if spec.safety.threshold is not None:
+            args.append(f"--safety-threshold={_scale(spec.safety.threshold)}")
+    if spec.audit.enabled:
+        # stdout: the cluster's log pipeline keeps it, and the pod needs no writable volume.
+        args.append("--audit-log=-")
+        if spec.audit.hash_prompts:
+            args.append("--audit-hash-prompts")
+    if spec.api_keys is not None:
+        args.append(f"--api-keys={API_KEYS_DIR}/{spec.api_keys.key}")
+    if spec.cache is not None:
+        if spec.cache.redis_url is not None:
+            args.append(f"--redis-url={spec.cache.redis_url}")
+        if spec.cache.bytes is not None:
+            args.append(f"--cache-bytes={spec.cache.bytes}")
+        if spec.cache.ttl_seconds is not None:
+            args.append(f"--cache-ttl={spec.cache.ttl_seconds}")
+    if spec.editing.enabled:
+        args.append("--enable-editing")
+        if spec.editing.kontext_model is not None:
+            args.append(f"--kontext-model={spec.editing.kontext_model}")
+    if spec.vqa is not None:
+        args.append(f"--vqa-model={spec.vqa.model}")
+    if spec.max_image_pixels is not None:
+        args.append(f"--max-image-pixels={spec.max_image_pixels}")
+    return args
+
+
+def server_env(spec: FluxDeploymentSpec) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
+    ]
+    if spec.model.source.pvc is not None:
+        env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
+    hub = spec.model.source.hub
+    if hub is not None and hub.token_secret_ref is not None:
+        ref = hub.token_secret_ref
+        env.append(
+            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+        )
+    if spec.cache is not None and spec.cache.redis_url_secret_ref is not None:
+        ref = spec.cache.redis_url_secret_ref
+        env.append(
+            {
+                "name": "FLUXSERVE_REDIS_URL",
+                "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+            }
+        )
+    return env
+
+
+def pod_volumes(
+    owner: Owner, spec: FluxDeploymentSpec, revision: Revision
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    volumes: list[dict[str, Any]] = [
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": spec.resources.shm_size}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "presets", "configMap": {"name": revision.presets_config_map}},
+    ]
+    mounts: list[dict[str, Any]] = [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "cache", "mountPath": CACHE_DIR},
+        {"name": "presets", "mountPath": PRESETS_DIR, "readOnly": True},
+    ]
+    pvc = spec.model.source.pvc
+    if pvc is not None:
+        volumes.append(
+            {
+                "name": "model",
+                "persistentVolumeClaim": {"claimName": pvc.claim_name, "readOnly": True},
+            }
+        )
+        mount: dict[str, Any] = {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
+        if pvc.sub_path:
+            mount["subPath"] = pvc.sub_path
+        mounts.append(mount)
+    for i, lora in enumerate(spec.loras):
+        volume_name = f"lora-{i}"
+        if lora.config_map is not None:
+            volumes.append({"name": volume_name, "configMap": {"name": lora.config_map}})
+        elif lora.pvc is not None:
+            volumes.append(
+                {
+                    "name": volume_name,
+                    "persistentVolumeClaim": {"claimName": lora.pvc.claim_name, "readOnly": True},
+                }
+            )
+        else:
+            continue  # a path under the model volume needs no volume of its own
+        lora_mount: dict[str, Any] = {
+            "name": volume_name,
+            "mountPath": _lora_path(spec, i),
+            "readOnly": True,
+        }
+        if lora.pvc is not None and lora.pvc.sub_path:
+            lora_mount["subPath"] = lora.pvc.sub_path
+        mounts.append(lora_mount)
+    safety = spec.safety
+    if safety is not None and (safety.blocklist is not None or safety.blocklist_config_map_ref):
+        if safety.blocklist_config_map_ref is not None:
+            ref = safety.blocklist_config_map_ref
+            source = {"name": ref.name, "items": [{"key": ref.key, "path": BLOCKLIST_FILE}]}
+        else:
+            source = {"name": blocklist_config_map_name(owner.name, blocklist_hash(spec) or "")}
+        volumes.append({"name": "safety", "configMap": source})
+        mounts.append({"name": "safety", "mountPath": SAFETY_DIR, "readOnly": True})
+    if spec.api_keys is not None:
+        volumes.append(
+            {
+                "name": "api-keys",
+                "secret": {"secretName": spec.api_keys.secret_name, "defaultMode": 0o440},
+            }
+        )
+        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+    return volumes, mounts
+
+
+def server_container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
+    _, mounts = pod_volumes(owner, spec, revision)
+    limits: dict[str, str] = {"memory": spec.resources.memory}
+    if spec.gpu.count > 0:
+        limits[spec.gpu.resource_name] = str(spec.gpu.count)
+    return {
+        "name": "server",
+        "image": revision.image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "args": server_args(spec, revision),
+        "env": server_env(spec),
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        "resources": {
+            "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},
+            "limits": limits,
+        },
+        # gRPC health says NOT_SERVING until the weights are loaded and warmed: the startup
+        # probe waits for that, patiently, before liveness may restart the pod.
+        "startupProbe": {
+            "grpc": {"port": GRPC_PORT},
+            "periodSeconds": STARTUP_PERIOD_SECONDS,
+            "failureThreshold": STARTUP_FAILURE_THRESHOLD,
+            "timeoutSeconds": 5,
+        },
+        "readinessProbe": {
+            "httpGet": {"path": "/readyz", "port": "http"},
+            "periodSeconds": 5,
+            "failureThreshold": 3,
+            "timeoutSeconds": 3,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/healthz", "port": "http"},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+            "timeoutSeconds": 5,
+        },
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "volumeMounts": mounts,
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }

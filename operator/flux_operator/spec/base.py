@@ -1,0 +1,37 @@
+"""Names, patterns and the base model every part of the FluxDeployment spec shares."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from flux_client.presets import PRESET_NAME_PATTERN
+
+GROUP = "fluxserve.dev"
+VERSION = "v1alpha1"
+KIND = "FluxDeployment"
+PLURAL = "fluxdeployments"
+SINGULAR = "fluxdeployment"
+SHORT_NAMES = ("fxd",)
+
+RELEASE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
+"""A git tag that is also a valid OCI image tag (the image tag is the release)."""
+
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+LORA_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$"
+MAX_NAME_LENGTH = 40
+"""Children are named ``<name>-presets-<10 hex>``; 40 keeps them inside 63 characters."""
+
+
+PresetName = Annotated[str, StringConstraints(pattern=PRESET_NAME_PATTERN)]
+
+
+def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")

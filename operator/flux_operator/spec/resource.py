@@ -1,0 +1,132 @@
+"""The FluxDeployment spec (every part together) and the whole resource."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict, Field, model_validator
+
+from flux_client.presets import PRESET_NAME_PATTERN, StylePreset
+from flux_operator.spec.base import RELEASE_PATTERN, PresetName, _cel, _Model
+from flux_operator.spec.features import (
+    ApiKeysSpec,
+    AuditSpec,
+    CacheSpec,
+    EditingSpec,
+    LoraSpec,
+    SafetySpec,
+    VqaSpec,
+)
+from flux_operator.spec.serving import (
+    AutoscalingSpec,
+    BatchingSpec,
+    GpuSpec,
+    ResourcesSpec,
+    RolloutSpec,
+)
+from flux_operator.spec.sources import ModelSpec
+from flux_operator.spec.status import FluxDeploymentStatus
+
+
+class FluxDeploymentSpec(_Model):
+    """A FLUX inference service: which release of the server, on which GPUs, with which
+    presets and features."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            (
+                "!has(self.image) || !self.image.contains('@') || "
+                "self.image.matches('@sha256:[a-f0-9]{64}$')",
+                "image digest must be @sha256:<64 hex>",
+            ),
+            (
+                "!has(self.loras) || self.loras.all(a, self.loras.exists_one(b, b.name == a.name))",
+                "lora names must be unique",
+            ),
+            (
+                "!has(self.stylePresets) || self.stylePresets.all(k, k.matches('"
+                + PRESET_NAME_PATTERN
+                + "'))",
+                "stylePresets keys must be lower-case names (a-z, 0-9, '-', '_', '.')",
+            ),
+            (
+                "!has(self.stylePresets) || self.stylePresets.all(k, "
+                "self.stylePresets[k].promptTemplate.contains('{prompt}'))",
+                "every stylePresets promptTemplate must contain {prompt}",
+            ),
+        )
+    )
+
+    release: str = Field(
+        pattern=RELEASE_PATTERN,
+        description="Git tag of the server code; the image tag unless `image` pins one.",
+    )
+    image: str = Field(
+        default="ghcr.io/fluxserve/fluxserve-server",
+        min_length=1,
+        max_length=512,
+        pattern=r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
+        description="Server image repository; a tag or digest written here overrides release.",
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
+        default="IfNotPresent", description="Image pull policy."
+    )
+    image_pull_secrets: list[str] = Field(
+        default_factory=list, max_length=16, description="Secrets for pulling the image."
+    )
+    model: ModelSpec = Field(description="The model to serve.")
+    replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Pods when autoscaling is off; 0 with no autoscaling suspends the service.",
+    )
+    gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPUs per pod and their nodes.")
+    resources: ResourcesSpec = Field(
+        default_factory=ResourcesSpec, description="CPU, memory and shared memory per pod."
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None, description="Scale on queue depth; when set, `replicas` is left to the HPA."
+    )
+    batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Dynamic batching.")
+    style_presets: dict[PresetName, StylePreset] = Field(
+        default_factory=dict,
+        max_length=256,
+        description="Named styles (key: preset name), served from an immutable ConfigMap.",
+    )
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout and rollback.")
+    loras: list[LoraSpec] = Field(default_factory=list, max_length=32, description="LoRA adapters.")
+    safety: SafetySpec | None = Field(default=None, description="Prompt safety filter.")
+    audit: AuditSpec = Field(default_factory=AuditSpec, description="Audit log.")
+    api_keys: ApiKeysSpec | None = Field(default=None, description="Require API keys.")
+    cache: CacheSpec | None = Field(default=None, description="Result cache.")
+    editing: EditingSpec = Field(default_factory=EditingSpec, description="Image editing.")
+    vqa: VqaSpec | None = Field(default=None, description="Visual question answering.")
+    max_image_pixels: int | None = Field(
+        default=None,
+        ge=65536,
+        le=67108864,
+        description="Largest input image (edit, VQA) in pixels (--max-image-pixels).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        default="info", description="Server log level (--log-level)."
+    )
+
+    @model_validator(mode="after")
+    def _unique_loras(self) -> FluxDeploymentSpec:
+        names = [lora.name for lora in self.loras]
+        if len(names) != len(set(names)):
+            raise ValueError("lora names must be unique")
+        return self
+
+
+class FluxDeployment(_Model):
+    """The whole resource, for ``render`` and tests."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    api_version: Literal["fluxserve.dev/v1alpha1"] = "fluxserve.dev/v1alpha1"
+    kind: Literal["FluxDeployment"] = "FluxDeployment"
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    spec: FluxDeploymentSpec
+    status: FluxDeploymentStatus | None = None

@@ -1,0 +1,87 @@
+"""What the operator reports: conditions, the revision history, rollbacks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from flux_operator.spec.base import _Model
+
+# --- status -------------------------------------------------------------------------------
+
+Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "RolledBack"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "RolledBack"]
+Outcome = Literal["Progressing", "Available", "Failed", "RolledBack", "Superseded"]
+
+
+class Condition(_Model):
+    """A Kubernetes-style condition."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: ConditionType = Field(description="Ready, Progressing, Degraded or RolledBack.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(max_length=1024, description="CamelCase reason.")
+    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, description="metadata.generation this condition was computed for."
+    )
+
+
+class HistoryEntry(_Model):
+    """One revision: what ran and how it ended."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    revision: int = Field(ge=1, description="Increasing revision number.")
+    release: str = Field(description="The release (git tag) of this revision.")
+    image: str = Field(description="The full image reference this revision ran.")
+    presets_hash: str = Field(description="Hash of the style presets of this revision.")
+    presets_config_map: str = Field(description="The immutable presets ConfigMap it mounted.")
+    time: str = Field(description="When the revision started (RFC 3339).")
+    outcome: Outcome = Field(
+        description="Progressing, Available, Failed, RolledBack (failed or replaced by a "
+        "rollback) or Superseded (replaced by a newer revision)."
+    )
+    available_time: str | None = Field(
+        default=None, description="When it first became available; set = once healthy."
+    )
+    message: str | None = Field(default=None, max_length=4096, description="Why it ended so.")
+
+
+class RollbackRecord(_Model):
+    """The rollback in force, until the spec changes."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    from_release: str = Field(description="The release rolled back from.")
+    from_revision: int = Field(description="The revision rolled back from.")
+    to_revision: int = Field(description="The revision restored (a new history entry).")
+    to_release: str = Field(description="The release restored.")
+    generation: int = Field(description="metadata.generation when it happened.")
+    manual: bool = Field(description="True for the rollback-to annotation.")
+    reason: str = Field(description="Why.")
+
+
+class FluxDeploymentStatus(_Model):
+    """What the operator observed; written only by the operator."""
+
+    # Read back leniently: other writers (kopf's own bookkeeping) may add keys to status.
+    model_config = ConfigDict(extra="ignore")
+
+    observed_generation: int | None = Field(default=None, description="Last generation handled.")
+    phase: Phase = Field(default="Pending", description="Summary for humans and health checks.")
+    conditions: list[Condition] = Field(default_factory=list, description="Conditions.")
+    replicas: int = Field(default=0, description="Pods the Deployment has.")
+    ready_replicas: int = Field(default=0, description="Pods ready to serve.")
+    selector: str | None = Field(default=None, description="Pod label selector (scale).")
+    current_release: str | None = Field(default=None, description="Release now deployed.")
+    current_revision: int | None = Field(default=None, description="Revision now deployed.")
+    history: list[HistoryEntry] = Field(default_factory=list, description="Newest last.")
+    rollback: RollbackRecord | None = Field(default=None, description="Rollback in force.")
+    handled_rollback_to: str | None = Field(
+        default=None,
+        description="The fluxserve.dev/rollback-to value already acted on (acted on once).",
+    )
