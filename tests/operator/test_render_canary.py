@@ -275,3 +275,29 @@ def test_http_route_without_hostnames_matches_every_host() -> None:
     assert "hostnames" not in route["spec"]
     assert route["spec"]["parentRefs"][0]["sectionName"] == "https"
     assert "namespace" not in route["spec"]["parentRefs"][0]
+
+
+def test_the_podmonitor_copies_the_labels_analysis_selects_on_from_both_tracks() -> None:
+    import re
+
+    monitor = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "deploy/monitoring/podmonitor.yaml").read_text()
+    )
+    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
+    objects = _canary_set()
+    copied: dict[str, set[str]] = {}
+    for key in ("stable", "canary"):
+        labels = objects[key]["spec"]["template"]["metadata"]["labels"]
+        # Kubernetes service discovery names each pod label __meta_kubernetes_pod_label_<k>,
+        # every character outside [A-Za-z0-9_] replaced by "_".
+        meta = {
+            "__meta_kubernetes_pod_label_" + re.sub(r"[^A-Za-z0-9_]", "_", k): v
+            for k, v in labels.items()
+        }
+        for relabel in endpoint["relabelings"]:
+            (source,) = relabel["sourceLabels"]
+            assert source in meta, f"{key} pods have no label behind {source}"
+            copied.setdefault(relabel["targetLabel"], set()).add(meta[source])
+    assert copied["track"] == {"stable", "canary"}
+    assert copied["release"] == {"v1.0.0", "v1.4.2"}
+    assert copied["fluxdeployment"] == {"flux-dev"}
