@@ -96,17 +96,22 @@ def query_value(client: httpx.Client, base_url: str, promql: str) -> float | Non
             f"Prometheus at {base_url} refused the query: {body.get('errorType', '')} "
             f"{body.get('error', response.status_code)}".strip()
         )
-    data = body.get("data", {})
-    kind, result = data.get("resultType"), data.get("result")
-    if kind == "scalar":
-        return float(result[1])
-    if kind != "vector":
-        raise QueryFailed(f"the query returns a {kind}, not one number")
-    if not result:
-        return None
-    if len(result) > 1:
-        raise QueryFailed(f"the query returns {len(result)} series, not one number")
-    return float(result[0]["value"][1])
+    try:
+        data = body["data"]
+        kind, result = data["resultType"], data["result"]
+        if kind == "scalar":
+            return float(result[1])
+        if kind != "vector":
+            raise QueryFailed(f"the query returns a {kind}, not one number")
+        if not result:
+            return None
+        if len(result) > 1:
+            raise QueryFailed(f"the query returns {len(result)} series, not one number")
+        return float(result[0]["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise QueryFailed(
+            f"Prometheus at {base_url} answered in an unknown shape: {exc!r}"
+        ) from None
 
 
 def measure(
@@ -124,10 +129,9 @@ def measure(
     http = client or httpx.Client()
     try:
         return [
-            _measure_one(http, analysis, metric, release=release, namespace=namespace,
-                         name=name, now=now)
+            _measure_one(http, analysis, metric, target=(release, namespace, name), now=now)
             for metric in analysis.effective_metrics()
-        ]  # fmt: skip
+        ]
     finally:
         if own:
             http.close()
@@ -138,11 +142,10 @@ def _measure_one(
     analysis: CanaryAnalysis,
     metric: CanaryMetric,
     *,
-    release: str,
-    namespace: str,
-    name: str,
+    target: tuple[str, str, str],
     now: datetime,
 ) -> Measurement:
+    release, namespace, name = target
     promql = metric_query(
         metric, release=release, namespace=namespace, name=name, interval=analysis.interval
     )

@@ -138,6 +138,9 @@ def judge(
     """One measurement: Failed when ``value`` is past a bound, Inconclusive without a value
     (NaN included: a ratio over no requests), else Passed."""
 
+    if value is not None and math.isnan(value):
+        value = None
+
     def measured(outcome: MeasurementOutcome, why: str | None) -> Measurement:
         return Measurement(
             metric=metric.name,
@@ -149,8 +152,7 @@ def judge(
             time=rfc3339(now),
         )
 
-    if value is None or math.isnan(value):
-        value = None
+    if value is None:
         return measured("Inconclusive", reason or "no data for the query")
     if metric.max is not None and value > metric.max:
         return measured("Failed", f"{value:g} > max")

@@ -27,7 +27,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_process import PrometheusProcess, prometheus_binary, start_prometheus
 from server_process import ServerProcess, free_port, start_server
 
-from flux_operator.analysis import BUILTIN_QUERIES, measure, metric_query, release_label
+from flux_operator.analysis import (
+    BUILTIN_QUERIES,
+    measure,
+    metric_query,
+    release_label,
+    round_summary,
+)
 from flux_operator.render import Owner, common_labels, render_all
 from flux_operator.render_canary import render_canary_deployment, render_stable_deployment
 from flux_operator.spec import FluxDeployment
@@ -321,3 +327,50 @@ def test_a_query_that_is_not_one_number_is_inconclusive(scene: dict[str, Any]) -
     assert "series, not one number" in str(reasons["many"])
     assert reasons["matrix"] == "the query returns a matrix, not one number"
     assert "refused the query: bad_data" in str(reasons["refused"])
+
+
+def test_an_answer_of_an_unknown_shape_is_inconclusive() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if "vector(1)" in request.url.params["query"]:
+            return httpx.Response(
+                200,
+                json={"status": "success", "data": {"resultType": "scalar", "result": [0, "1"]}},
+            )
+        return httpx.Response(200, json={"status": "success", "data": {"resultType": "vector"}})
+
+    analysis = CanaryAnalysis(
+        prometheus_url="http://prometheus.invalid:9090",
+        metrics=[
+            CanaryMetric(name="odd", query="up", max=1),
+            CanaryMetric(name="scalar", query="vector(1)", max=1),
+        ],
+    )
+    with httpx.Client(transport=httpx.MockTransport(answer)) as client:
+        odd, scalar = measure(
+            analysis, release="v2", namespace=NAMESPACE, name=NAME, now=NOW, client=client
+        )
+    assert odd.outcome == "Inconclusive" and "unknown shape" in str(odd.reason)
+    assert (scalar.outcome, scalar.value) == ("Passed", 1.0)
+    assert round_summary([odd, scalar]) == "odd=none (max 1) Inconclusive, scalar=1 (max 1) Passed"
+
+
+def test_the_dashboard_shows_each_track_beside_the_other(scene: dict[str, Any]) -> None:
+    import json
+
+    dashboard = json.loads((ROOT / "deploy/monitoring/grafana-dashboard.json").read_text())
+    (panel,) = [p for p in dashboard["panels"] if p["title"] == "Error ratio by track"]
+    (target,) = panel["targets"]
+    expr = (
+        target["expr"]
+        .replace("$__rate_interval", INTERVAL)
+        .replace("$namespace", NAMESPACE)
+        .replace("$pod", ".*")
+    )
+    ratios = {
+        (s["metric"]["track"], s["metric"]["release"]): float(s["value"][1])
+        for s in scene["prometheus"].query(expr)
+    }
+    assert ratios.keys() == {("stable", "v1"), ("canary", "v2")}
+    for (_, release), ratio in ratios.items():
+        ok, errors, invalid = TRAFFIC[release]
+        assert ratio == pytest.approx(errors / (ok + errors + invalid))
