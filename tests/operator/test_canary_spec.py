@@ -142,6 +142,23 @@ def test_the_default_is_rolling_update_and_the_crd_stays_structural(crd: dict[st
     assert rollout["properties"]["strategy"]["default"] == "RollingUpdate"
 
 
+def test_the_crd_stays_structural_and_its_loops_bounded(crd: dict[str, Any]) -> None:
+    # The same checks test_crd makes of the committed CRD, on the CRD with the new fields.
+    from test_crd import _ITERATION, _bounded, _no_unstructural, _rules
+
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    _no_unstructural(schema["properties"]["spec"], "spec")
+    loops = 0
+    for node, path, rule in _rules(schema["properties"]["spec"]["properties"]["rollout"], ""):
+        for field in _ITERATION.findall(rule):
+            target = node["properties"][field]
+            assert "maxItems" in target, f"unbounded {path}.{field} ({rule})"
+            for name, sub in target["items"].get("properties", {}).items():
+                assert _bounded(sub), f"{path}.{field}: {name} has no maxLength"
+            loops += 1
+    assert loops == 3  # unique metric names (two loops), a step with a pause
+
+
 def _descriptions_missing(node: Any, path: str) -> list[str]:
     missing: list[str] = []
     if isinstance(node, dict):
