@@ -17,7 +17,8 @@ from datetime import datetime
 import httpx
 
 from flux_operator.canary import judge
-from flux_operator.spec_rollout import CanaryAnalysis, CanaryMetric, Measurement
+from flux_operator.canary_status import Measurement
+from flux_operator.spec_rollout import CanaryAnalysis, CanaryMetric
 
 QUERY_TIMEOUT_SECONDS = 10.0
 

@@ -14,14 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from flux_operator.spec_rollout import (
-    CanaryMetric,
-    CanarySpec,
-    CanaryStatus,
-    Measurement,
-    MeasurementOutcome,
-    parse_duration,
-)
+from flux_operator.canary_status import CanaryStatus, Measurement, MeasurementOutcome
+from flux_operator.spec_rollout import CanaryMetric, CanarySpec, parse_duration
 
 PROMOTE_ANNOTATION = "fluxserve.dev/canary-promote"
 """Set to the canary's release (``python -m flux_operator promote NAME``): promote now."""

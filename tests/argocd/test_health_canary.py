@@ -9,7 +9,8 @@ from typing import Any
 
 from argocd.test_health import HEALTH_KEY, READY, _script, fxd, run_health
 from flux_operator.canary import Abort, WaitForPromote, decide, judge, start
-from flux_operator.spec_rollout import CanaryMetric, CanarySpec, CanaryStatus
+from flux_operator.canary_status import CanaryStatus
+from flux_operator.spec_rollout import CanaryMetric, CanarySpec
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SPEC = CanarySpec.model_validate(

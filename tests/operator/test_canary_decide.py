@@ -25,7 +25,8 @@ from flux_operator.canary import (
     split_pods,
     start,
 )
-from flux_operator.spec_rollout import CanaryMetric, CanarySpec, CanaryStatus, Measurement
+from flux_operator.canary_status import CanaryStatus, Measurement
+from flux_operator.spec_rollout import CanaryMetric, CanarySpec
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 MINUTE = timedelta(minutes=1)
