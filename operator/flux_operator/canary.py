@@ -321,6 +321,12 @@ def split_pods(total: int, weight: int, max_surge: int) -> PodSplit:
       (``stable + canary == total``) but always keeps one while ``weight < 100``, so the
       canary may get fewer pods than its weight says (``total >= 2`` is required).
     - ``weight == 0`` or ``total == 0``: no canary pods.
+
+    With autoscaling, ``stable`` holds only where the operator writes the stable
+    Deployment's replicas. While the HPA itself scales the stable Deployment (its scale
+    target), the stable side keeps the HPA's count (``render_canary_objects(...,
+    stable_replicas_from_hpa=True)``) and only ``canary`` applies: the extra pods are then
+    the canary's, up to ``ceil(total * weight / 100)``, and ``max_surge`` does not bound them.
     """
     if total <= 0 or weight <= 0:
         return PodSplit(stable=max(total, 0), canary=0)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any, Literal
 
+from flux_operator.canary import PodSplit
 from flux_operator.spec_rollout import GatewaySpec
 
 TRACK_LABEL = "fluxserve.dev/track"
@@ -140,3 +141,33 @@ def render_http_route(
         "metadata": metadata,
         "spec": spec,
     }
+
+
+def render_canary_objects(
+    *,
+    stable: dict[str, Any],
+    service: dict[str, Any],
+    gateway: GatewaySpec | None,
+    canary: dict[str, Any] | None = None,
+    split: PodSplit | None = None,
+    weight: int = 0,
+    stable_replicas_from_hpa: bool = False,
+) -> list[dict[str, Any]]:
+    """Every object of strategy Canary, in apply order, canary running or not.
+
+    ``stable`` is the rendered Deployment of the last Available revision, ``canary`` that of
+    the new one (None between canaries: the reconciler deletes ``NAME-canary``), ``service``
+    the rendered Service ``NAME``. ``split`` (from ``canary.split_pods``) sets the replicas;
+    with ``stable_replicas_from_hpa`` the stable side keeps the HPA's. The HTTPRoute exists
+    only with a gateway, and carries ``weight`` (0 between canaries).
+    """
+    if canary is not None and split is None:
+        raise ValueError("a running canary needs its pod split")
+    stable_replicas = None if stable_replicas_from_hpa or split is None else split.stable
+    objects = [render_stable_deployment(stable, stable_replicas)]
+    if canary is not None and split is not None:
+        objects.append(render_canary_deployment(canary, split.canary))
+    objects += render_track_services(service)
+    if gateway is not None:
+        objects.append(render_http_route(service, gateway, weight if canary is not None else 0))
+    return objects

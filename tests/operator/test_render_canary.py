@@ -17,6 +17,7 @@ from flux_operator.render import Owner, Revision, desired_revision, render_all
 from flux_operator.render_canary import (
     TRACK_LABEL,
     render_canary_deployment,
+    render_canary_objects,
     render_http_route,
     render_stable_deployment,
     render_track_services,
@@ -301,3 +302,54 @@ def test_the_podmonitor_copies_the_labels_analysis_selects_on_from_both_tracks()
     assert copied["track"] == {"stable", "canary"}
     assert copied["release"] == {"v1.0.0", "v1.4.2"}
     assert copied["fluxdeployment"] == {"flux-dev"}
+
+
+def test_all_canary_objects_in_apply_order_running_or_not() -> None:
+    from flux_operator.canary import split_pods
+
+    spec = _spec("minimal-hub")
+    old = _rendered(spec, desired_revision(OWNER, spec.model_copy(update={"release": "v0.2.0"})))
+    new = _rendered(spec)
+    split = split_pods(total=4, weight=50, max_surge=1)
+    running = render_canary_objects(
+        stable=old["Deployment"],
+        canary=new["Deployment"],
+        service=new["Service"],
+        gateway=GATEWAY,
+        split=split,
+        weight=50,
+    )
+    assert [(o["kind"], o["metadata"]["name"]) for o in running] == [
+        ("Deployment", "flux-dev"),
+        ("Deployment", "flux-dev-canary"),
+        ("Service", "flux-dev-stable"),
+        ("Service", "flux-dev-canary"),
+        ("HTTPRoute", "flux-dev"),
+    ]
+    assert [running[0]["spec"]["replicas"], running[1]["spec"]["replicas"]] == [3, 2]
+    assert [b["weight"] for b in running[4]["spec"]["rules"][0]["backendRefs"]] == [50, 50]
+    between = render_canary_objects(
+        stable=new["Deployment"], service=new["Service"], gateway=GATEWAY, weight=50
+    )
+    assert [o["metadata"]["name"] for o in between] == [
+        "flux-dev",
+        "flux-dev-stable",
+        "flux-dev-canary",
+        "flux-dev",
+    ]
+    assert between[0]["spec"]["replicas"] == 1  # as rendered: spec.replicas
+    assert [b["weight"] for b in between[3]["spec"]["rules"][0]["backendRefs"]] == [100, 0]
+    no_gateway = render_canary_objects(
+        stable=old["Deployment"],
+        canary=new["Deployment"],
+        service=new["Service"],
+        gateway=None,
+        split=split,
+        stable_replicas_from_hpa=True,
+    )
+    assert [o["kind"] for o in no_gateway] == ["Deployment", "Deployment", "Service", "Service"]
+    assert no_gateway[0]["spec"]["replicas"] == 1  # left as rendered (the HPA's when autoscaled)
+    with pytest.raises(ValueError, match="needs its pod split"):
+        render_canary_objects(
+            stable=old["Deployment"], canary=new["Deployment"], service=new["Service"], gateway=None
+        )
