@@ -1,0 +1,173 @@
+"""The objects of a canary, rendered from objects already rendered for one revision. Pure.
+
+- The stable Deployment ``NAME`` carries ``fluxserve.dev/track: stable`` on its pods. Its
+  selector stays as it is (a Deployment's selector is immutable), so render the label on
+  every stable Deployment, canary or not: adding it only when a canary starts would
+  restart every stable pod.
+- The canary Deployment ``NAME-canary`` is the new revision's Deployment, renamed, with
+  ``track: canary`` in its selector and pods.
+- Services ``NAME-stable`` and ``NAME-canary`` select one track each; ``NAME`` still
+  selects both (its selector has no track).
+- With ``spec.gateway``, the ``HTTPRoute`` ``NAME`` sends the step's weights to the two
+  track Services (HTTP only: gRPC callers go through the Services).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+from flux_operator.canary import PodSplit
+from flux_operator.spec_rollout import GatewaySpec
+
+TRACK_LABEL = "fluxserve.dev/track"
+CANARY_SUFFIX = "-canary"
+STABLE_SUFFIX = "-stable"
+GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
+HTTP_PORT_NAME = "http"
+
+Track = Literal["stable", "canary"]
+
+
+def canary_name(name: str) -> str:
+    return name + CANARY_SUFFIX
+
+
+def track_service_name(name: str, track: Track) -> str:
+    return name + (CANARY_SUFFIX if track == "canary" else STABLE_SUFFIX)
+
+
+def with_track(deployment: dict[str, Any], track: Track) -> dict[str, Any]:
+    """A copy of a rendered Deployment whose pods carry the track label. The stable side's
+    selector is left alone; only the canary's selector (a new object) includes the track."""
+    out = copy.deepcopy(deployment)
+    template_meta = out["spec"]["template"]["metadata"]
+    template_meta["labels"] = {**template_meta.get("labels", {}), TRACK_LABEL: track}
+    out["metadata"]["labels"] = {**out["metadata"].get("labels", {}), TRACK_LABEL: track}
+    if track == "canary":
+        selector = out["spec"]["selector"]["matchLabels"]
+        out["spec"]["selector"]["matchLabels"] = {**selector, TRACK_LABEL: track}
+    return out
+
+
+def render_stable_deployment(deployment: dict[str, Any], replicas: int | None) -> dict[str, Any]:
+    """The stable Deployment (the last Available revision's, as rendered) with its pods
+    labelled stable and ``replicas`` (None: left to the HPA, as rendered)."""
+    out = with_track(deployment, "stable")
+    if replicas is not None:
+        out["spec"]["replicas"] = replicas
+    return out
+
+
+def render_canary_deployment(deployment: dict[str, Any], replicas: int) -> dict[str, Any]:
+    """``NAME-canary`` from the new revision's rendered Deployment ``NAME``."""
+    out = with_track(deployment, "canary")
+    out["metadata"]["name"] = canary_name(deployment["metadata"]["name"])
+    # The canary always has its replicas set: no HPA targets it (the split decides).
+    out["spec"]["replicas"] = replicas
+    return out
+
+
+def render_track_services(service: dict[str, Any]) -> list[dict[str, Any]]:
+    """``NAME-stable`` and ``NAME-canary`` from the rendered Service ``NAME``."""
+    services = []
+    tracks: tuple[Track, ...] = ("stable", "canary")
+    for track in tracks:
+        out = copy.deepcopy(service)
+        name = service["metadata"]["name"]
+        out["metadata"]["name"] = track_service_name(name, track)
+        out["metadata"]["labels"] = {**out["metadata"].get("labels", {}), TRACK_LABEL: track}
+        out["spec"]["selector"] = {**out["spec"]["selector"], TRACK_LABEL: track}
+        services.append(out)
+    return services
+
+
+def _http_port(service: dict[str, Any]) -> int:
+    for port in service["spec"]["ports"]:
+        if port.get("name") == HTTP_PORT_NAME:
+            return int(port["port"])
+    raise ValueError(f"service {service['metadata']['name']} has no port named http")
+
+
+def _weights(canary_weight: int) -> tuple[tuple[Track, int], ...]:
+    return (("stable", 100 - canary_weight), ("canary", canary_weight))
+
+
+def render_http_route(
+    service: dict[str, Any], gateway: GatewaySpec, canary_weight: int
+) -> dict[str, Any]:
+    """The ``HTTPRoute`` ``NAME``: all HTTP traffic to the two track Services, the canary
+    taking ``canary_weight`` percent (0 between canaries). Metadata (namespace, labels,
+    owner) is the rendered Service's."""
+    if not 0 <= canary_weight <= 100:
+        raise ValueError(f"canary_weight must be 0-100, got {canary_weight}")
+    name = service["metadata"]["name"]
+    port = _http_port(service)
+    metadata: dict[str, Any] = {
+        key: copy.deepcopy(value)
+        for key, value in service["metadata"].items()
+        if key in ("name", "namespace", "labels", "ownerReferences")
+    }
+    parent_refs = []
+    for ref in gateway.parent_refs:
+        parent: dict[str, Any] = {"group": "gateway.networking.k8s.io", "kind": "Gateway"}
+        parent["name"] = ref.name
+        if ref.namespace is not None:
+            parent["namespace"] = ref.namespace
+        if ref.section_name is not None:
+            parent["sectionName"] = ref.section_name
+        parent_refs.append(parent)
+    spec: dict[str, Any] = {"parentRefs": parent_refs}
+    if gateway.hostnames:
+        spec["hostnames"] = list(gateway.hostnames)
+    spec["rules"] = [
+        {
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+            "backendRefs": [
+                {
+                    "group": "",
+                    "kind": "Service",
+                    "name": track_service_name(name, track),
+                    "port": port,
+                    "weight": weight,
+                }
+                for track, weight in _weights(canary_weight)
+            ],
+        }
+    ]
+    return {
+        "apiVersion": GATEWAY_API_VERSION,
+        "kind": "HTTPRoute",
+        "metadata": metadata,
+        "spec": spec,
+    }
+
+
+def render_canary_objects(
+    *,
+    stable: dict[str, Any],
+    service: dict[str, Any],
+    gateway: GatewaySpec | None,
+    canary: dict[str, Any] | None = None,
+    split: PodSplit | None = None,
+    weight: int = 0,
+    stable_replicas_from_hpa: bool = False,
+) -> list[dict[str, Any]]:
+    """Every object of strategy Canary, in apply order, canary running or not.
+
+    ``stable`` is the rendered Deployment of the last Available revision, ``canary`` that of
+    the new one (None between canaries: the reconciler deletes ``NAME-canary``), ``service``
+    the rendered Service ``NAME``. ``split`` (from ``canary.split_pods``) sets the replicas;
+    with ``stable_replicas_from_hpa`` the stable side keeps the HPA's. The HTTPRoute exists
+    only with a gateway, and carries ``weight`` (0 between canaries).
+    """
+    if canary is not None and split is None:
+        raise ValueError("a running canary needs its pod split")
+    stable_replicas = None if stable_replicas_from_hpa or split is None else split.stable
+    objects = [render_stable_deployment(stable, stable_replicas)]
+    if canary is not None and split is not None:
+        objects.append(render_canary_deployment(canary, split.canary))
+    objects += render_track_services(service)
+    if gateway is not None:
+        objects.append(render_http_route(service, gateway, weight if canary is not None else 0))
+    return objects
