@@ -3,7 +3,7 @@ a blocking and an asyncio variant over the generated stubs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -11,9 +11,7 @@ import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flux_client._common import USER_AGENT, Attempt
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
-from flux_client.errors import FluxError, error_class_for_grpc, parse_retry_after
+from flux_client.errors import FluxError, error_class
 from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     EditMode,
@@ -29,17 +27,15 @@ from flux_client.types import (
     VqaParams,
     VqaResult,
 )
+from flux_client.wire import (
+    AUTHORIZATION_METADATA,
+    MAX_MESSAGE_BYTES,
+    REQUEST_ID_METADATA,
+    from_grpc_status,
+    pb,
+    pb_grpc,
+)
 
-ERROR_FIELD_METADATA = "fluxserve-error-field"
-"""Trailing metadata key naming the request field an error is about."""
-ERROR_CODE_METADATA = "fluxserve-error-code"
-"""Trailing metadata key with the server's stable error code (e.g. ``content_rejected``)."""
-RETRY_AFTER_METADATA = "retry-after"
-"""Trailing metadata key with the server's backoff advice (seconds) on RESOURCE_EXHAUSTED."""
-REQUEST_ID_METADATA = "x-request-id"
-
-# Several full-size images exceed gRPC's 4 MiB default in either direction.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.primary_user_agent", USER_AGENT),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -146,32 +142,23 @@ def vqa_from_proto(message: pb.VQAResponse) -> VqaResult:
     return VqaResult(answer=message.answer, request_id=message.request_id, model=message.model)
 
 
-def _metadata_value(metadata: Sequence[tuple[str, Any]] | None, key: str) -> str | None:
-    for name, value in metadata or ():
-        if name.lower() == key:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
-
-
 def error_from_rpc(error: grpc.RpcError) -> FluxError:
-    """The SDK error for a failed call, with the server's message and field."""
+    """The SDK error for a failed call: the class of the reason in the server's rich
+    status, its message, field and retry advice."""
     code: grpc.StatusCode = error.code()
-    details: str = error.details() or code.name
-    trailing = error.trailing_metadata()
-    server_code = _metadata_value(trailing, ERROR_CODE_METADATA)
-    cls = error_class_for_grpc(code.name, server_code)
-    return cls(
-        details,
-        field=_metadata_value(trailing, ERROR_FIELD_METADATA),
-        code=server_code or code.name.lower(),
+    wire = from_grpc_status(code, error.details(), error.trailing_metadata())
+    return error_class(wire.reason)(
+        wire.message,
+        field=wire.field,
+        code=wire.reason,
         grpc_code=code.name,
-        request_id=_metadata_value(trailing, REQUEST_ID_METADATA),
-        retry_after=parse_retry_after(_metadata_value(trailing, RETRY_AFTER_METADATA)),
+        request_id=wire.request_id,
+        retry_after=wire.retry_after,
     )
 
 
 def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    return ((AUTHORIZATION_METADATA, f"Bearer {api_key}"),) if api_key else ()
 
 
 class _Metadata:

@@ -12,11 +12,12 @@ import httpx
 
 from flux_client._common import USER_AGENT, Attempt
 from flux_client.errors import (
+    REASON_ERRORS,
     DeadlineExceededError,
     FluxError,
     UnavailableError,
     UnsupportedError,
-    error_class_for_http,
+    error_class,
     parse_retry_after,
 )
 from flux_client.presets import StylePreset
@@ -31,6 +32,14 @@ from flux_client.types import (
     Timings,
     VqaParams,
     VqaResult,
+)
+from flux_client.wire import (
+    AUTHORIZATION_METADATA,
+    PRIORITY_HEADER,
+    REQUEST_ID_HEADER,
+    REQUEST_TIMEOUT_HEADER,
+    RETRY_AFTER_HEADER,
+    reason_for_http_status,
 )
 
 JSON = "application/json"
@@ -53,7 +62,7 @@ def params_to_json(params: GenerationParams) -> dict[str, Any]:
 def _headers(params: GenerationParams | None) -> dict[str, str]:
     headers = {"Accept": JSON}
     if params is not None and params.priority is Priority.HIGH:
-        headers["X-Priority"] = "high"
+        headers[PRIORITY_HEADER] = "high"
     return headers
 
 
@@ -141,14 +150,15 @@ def error_from_response(response: httpx.Response) -> FluxError:
             message = str(first.get("msg") or message)
         elif isinstance(detail, str):
             message = detail
-    cls = error_class_for_http(response.status_code, code)
-    return cls(
+    # A code this SDK does not know yet falls back to the reason its status stands for.
+    reason = code if code in REASON_ERRORS else reason_for_http_status(response.status_code)
+    return error_class(reason, response.status_code)(
         message,
         field=field,
-        code=code,
+        code=code or reason,
         http_status=response.status_code,
-        request_id=response.headers.get("x-request-id"),
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        request_id=response.headers.get(REQUEST_ID_HEADER),
+        retry_after=parse_retry_after(response.headers.get(RETRY_AFTER_HEADER)),
     )
 
 
@@ -186,17 +196,17 @@ def _with_call_headers(call: Attempt, kwargs: dict[str, Any]) -> dict[str, Any]:
     (``X-Request-Timeout``), so that it gives up too, with a 504, instead of computing
     an image nobody waits for."""
     headers = dict(kwargs.get("headers") or {})
-    headers["X-Request-Id"] = call.request_id
+    headers[REQUEST_ID_HEADER] = call.request_id
     if call.timeout is not None:
         seconds = min(max(call.timeout, 0.001), MAX_SERVER_TIMEOUT_S)
-        headers["X-Request-Timeout"] = f"{seconds:.3f}"
+        headers[REQUEST_TIMEOUT_HEADER] = f"{seconds:.3f}"
     return {**kwargs, "headers": headers}
 
 
 def _client_headers(api_key: str | None) -> dict[str, str]:
     headers = {"User-Agent": USER_AGENT}
     if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
+        headers[AUTHORIZATION_METADATA] = f"Bearer {api_key}"
     return headers
 
 
