@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from real_server import PRESETS, RELEASE, TRANSPORTS, Server
 
-from flux_client import Progress
+from flux_client import AsyncFluxModelClient, FluxModelClient, Progress
 from flux_client.types import GenerationResult
 
 pytestmark = pytest.mark.slow
@@ -51,3 +51,16 @@ def test_priority_without_the_permission_is_served_in_the_normal_lane(
     for key in (server.bob, server.alice):
         with server.client(transport, key, timeout=120) as client:
             assert client.generate("a cat", priority="high").size == (64, 64)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_auto_finds_the_protocol_of_each_port(server: Server, transport: str) -> None:
+    """The server's ports are free ports here, never the defaults: no guessing by number."""
+    port = server.grpc_port if transport == "grpc" else server.http_port
+    with FluxModelClient("127.0.0.1", port, api_key=server.bob, timeout=120) as client:
+        assert client.generate("a cat").size == (64, 64)
+        assert client.transport == transport
+    async with AsyncFluxModelClient("127.0.0.1", port, api_key=server.bob) as aclient:
+        assert aclient.transport == "auto"
+        assert await aclient.is_ready()
+        assert aclient.transport == transport

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import socket
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -46,21 +49,52 @@ def _png(size: tuple[int, int] = (48, 32)) -> bytes:
     return buffer.getvalue()
 
 
-@pytest.mark.parametrize(
-    ("port", "transport", "expected"),
-    [
-        (8080, "auto", "http"),
-        (50051, "auto", "grpc"),
-        (9000, "auto", "grpc"),
-        (8080, "grpc", "grpc"),
-        (50051, "http", "http"),
-    ],
-)
-def test_auto_transport_speaks_rest_to_8080_and_grpc_elsewhere(
-    port: int, transport: str, expected: str
-) -> None:
-    with FluxModelClient(host="localhost", port=port, transport=transport) as client:  # type: ignore[arg-type]
-        assert client.transport == expected
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_named_transport_is_used_without_asking(transport: str) -> None:
+    with FluxModelClient(host="127.0.0.1", port=_closed_port(), transport=transport) as client:  # type: ignore[arg-type]
+        assert client.transport == transport
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])  # bound but not listening: connections are refused
+
+
+@pytest.fixture
+def hangs_up() -> Iterator[int]:
+    """A port that accepts connections and closes them at once: neither REST nor gRPC."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                connection, _ = listener.accept()
+                connection.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    listener.close()
+
+
+def test_auto_on_a_port_that_speaks_neither_names_transport(hangs_up: int) -> None:
+    with FluxModelClient(host="127.0.0.1", port=hangs_up, timeout=10) as client:
+        with pytest.raises(FluxError, match=r"transport='http'.*transport='grpc'"):
+            client.generate("a cat")
+        assert "transport='auto'" in repr(client)  # nothing was guessed
+
+
+def test_auto_with_nothing_listening_is_unavailable_and_not_ready() -> None:
+    retry = RetryPolicy(max_attempts=2, initial_backoff=0.01, max_backoff=0.02)
+    with FluxModelClient(host="127.0.0.1", port=_closed_port(), retry=retry, timeout=5) as client:
+        assert client.is_ready(timeout=1) is False
+        with pytest.raises(UnavailableError, match="REST or gRPC"):
+            client.generate("a cat")
 
 
 def test_unknown_transport_and_bad_addresses_are_rejected() -> None:
