@@ -6,13 +6,19 @@ overload. The server's own words travel unchanged: no fake server decides any of
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 from real_server import BLOCKED_PROMPT, TRANSPORTS, Server
+from server_process import ServerProcess, start_server
 
 from flux_client import (
     AsyncFluxModelClient,
@@ -24,6 +30,8 @@ from flux_client import (
     InvalidArgumentError,
     NotEnabledError,
     OverloadedError,
+    RetryPolicy,
+    UnavailableError,
 )
 
 pytestmark = pytest.mark.slow
@@ -183,3 +191,46 @@ def test_overload_is_overloaded_with_retry_after(server: Server, transport: str,
         assert type(error) is OverloadedError, error
         assert error.code == "resource_exhausted" and error.field is None
         assert error.retry_after is not None and error.retry_after >= 1
+
+
+def test_a_draining_server_is_unavailable(tmp_path: Path) -> None:
+    """A server told to stop refuses new work, retryable, over both transports; with
+    retries off the caller sees ``UnavailableError`` at once."""
+    from flux_server.tiny_model import write_tiny_flux
+
+    process = start_server(write_tiny_flux(tmp_path / "model"), tmp_path, ["--drain-timeout", "60"])
+    try:
+        process.wait_ready()
+        endless = {"prompt": "endless", "width": 1024, "height": 1024, "steps": 100}
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(httpx.post, f"{process.url}/generate", json=endless, timeout=120)
+            _wait(lambda: _gauge(process, "fluxserve_requests_running") >= 1)
+            process.process.send_signal(signal.SIGTERM)
+            _wait(lambda: httpx.get(f"{process.url}/readyz", timeout=5).status_code == 503)
+            once = RetryPolicy(max_attempts=1)
+            for transport, port in (("http", process.http_port), ("grpc", process.grpc_port)):
+                with (
+                    FluxModelClient("127.0.0.1", port, transport, retry=once) as client,  # type: ignore[arg-type]
+                    pytest.raises(FluxError) as caught,
+                ):
+                    client.generate("too late")
+                assert type(caught.value) is UnavailableError, (transport, caught.value)
+                assert caught.value.code == "unavailable" and caught.value.retryable
+            process.process.kill()  # ends the endless request, so the pool can close
+    finally:
+        process.process.kill()
+        process.process.wait()
+
+
+def _gauge(process: ServerProcess, name: str) -> float:
+    for line in httpx.get(f"{process.url}/metrics", timeout=5).text.splitlines():
+        if line.startswith(f"{name} ") or line.startswith(f"{name}{{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
