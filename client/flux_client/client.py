@@ -63,6 +63,10 @@ class _LoopThread:
             if aclose is not None:
                 self.run(aclose())
 
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
     def stop(self) -> None:
         with self._lock:
             loop, thread = self._loop, self._thread
@@ -164,6 +168,8 @@ class FluxModelClient:
 
     def close(self) -> None:
         """Release the connection and the client's background thread."""
+        if not self._loop.started:
+            return  # never used: no connection, no thread
         try:
             self._loop.run(self._async.close())
         finally:

@@ -168,7 +168,7 @@ def to_grpc_status(error: WireError) -> GrpcStatus:
     details = [info]
     if error.field:
         violation = error_details_pb2.BadRequest.FieldViolation(
-            field=error.field, description=error.message, reason=wire.reason.upper()
+            field=error.field, description=error.message
         )
         details.append(error_details_pb2.BadRequest(field_violations=[violation]))
     if error.retry_after is not None:

@@ -73,10 +73,8 @@ def test_generate_shows_each_step_over_grpc(
     fakes: FakeServers, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = str(tmp_path / "a.png")
-    base = _args(fakes, "grpc")
-    assert (
-        main([*base, "generate", "a city", "-o", out, "--steps", "3", "--progress", "always"]) == 0
-    )
+    base = [*_args(fakes, "grpc"), "generate", "a city", "-o", out]
+    assert main([*base, "--steps", "3", "--progress", "always"]) == 0
     assert _progress_steps(capsys.readouterr().err) == ["step 1/3", "step 2/3", "step 3/3"]
     assert main([*base, "--progress", "never"]) == 0
     assert "step" not in capsys.readouterr().err
