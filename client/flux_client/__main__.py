@@ -1,10 +1,15 @@
 """``python -m flux_client``: the SDK from a shell, for trying a deployment.
 
     python -m flux_client --port 8080 ready --wait 120
-    python -m flux_client --port 8080 generate "a lighthouse at dawn" -o lighthouse.png --seed 7
+    python -m flux_client --port 50051 generate "a lighthouse at dawn" -o lighthouse.png --seed 7
     python -m flux_client --port 50051 vqa lighthouse.png "What is in the picture?"
     python -m flux_client edit lighthouse.png "make it night" -o night.png --strength 0.6
     python -m flux_client presets
+
+``--port`` may be the server's REST or gRPC port: the client asks it which it speaks. On a
+terminal, ``generate`` shows each denoising step as it finishes; that needs gRPC, so over
+REST it says so once, or streams from ``--grpc-port`` when given. ``--progress always`` /
+``never`` overrides the terminal check (``FLUXSERVE_PROGRESS`` sets the default).
 
 The API key comes from ``--api-key`` or the ``FLUXSERVE_API_KEY`` environment variable.
 Exit status: 0 done, 1 the server refused or failed (the message says why), 2 bad usage.
@@ -18,12 +23,14 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from flux_client.client import FluxModelClient
 from flux_client.errors import FluxError
-from flux_client.types import ImageFormat
+from flux_client.types import GenerationResult, ImageFormat, Progress
 
 API_KEY_ENV = "FLUXSERVE_API_KEY"
+PROGRESS_ENV = "FLUXSERVE_PROGRESS"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,9 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="localhost")
     parser.add_argument(
-        "--port", type=int, default=8080, help="8080: REST, any other: gRPC (default 8080)"
+        "--port", type=int, default=8080, help="the server's REST or gRPC port (default 8080)"
     )
-    parser.add_argument("--transport", choices=("auto", "grpc", "http"), default="auto")
+    parser.add_argument(
+        "--transport",
+        choices=("auto", "grpc", "http"),
+        default="auto",
+        help="auto (default): ask the port which it speaks",
+    )
     parser.add_argument("--api-key", help=f"default: ${API_KEY_ENV}")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-o", "--output", type=Path, default=Path("output.png"))
     _generation_flags(generate)
     generate.add_argument("--num-images", type=int, help="more than 1: output-1.png, ...")
+    generate.add_argument(
+        "--progress",
+        choices=("auto", "always", "never"),
+        default=os.environ.get(PROGRESS_ENV, "auto"),
+        help=f"step progress on stderr; auto: when it is a terminal (${PROGRESS_ENV})",
+    )
+    generate.add_argument(
+        "--grpc-port", type=int, help="the server's gRPC port, for progress when --port is REST"
+    )
 
     edit = commands.add_parser("edit", help="edit an image as a prompt says")
     edit.add_argument("image", type=Path)
@@ -108,12 +129,7 @@ def run(args: argparse.Namespace, client: FluxModelClient) -> int:
         print("ready" if ready else "not ready")
         return 0 if ready else 1
     if args.command == "generate":
-        result = client.generate_images(
-            args.prompt,
-            num_images=args.num_images,
-            output_format=ImageFormat.from_path(args.output),
-            **_options(args),  # type: ignore[arg-type]
-        )
+        result = _generate(args, client)
         for image, path in zip(
             result.images, _output_paths(args.output, len(result.images)), strict=True
         ):
@@ -140,6 +156,60 @@ def run(args: argparse.Namespace, client: FluxModelClient) -> int:
     presets = client.list_presets()
     print(json.dumps({name: json.loads(p.to_json()) for name, p in presets.items()}, indent=2))
     return 0
+
+
+def progress_line(step: int, total: int, width: int = 30) -> str:
+    """``step 3/28 [###.......]``: one line, redrawn in place on a terminal."""
+    done = width * step // total if total > 0 else width
+    return f"step {step}/{total} [{'#' * done}{'.' * (width - done)}]"
+
+
+def wants_progress(choice: str, stream: TextIO) -> bool:
+    """Whether to show progress: ``always``, ``never``, or ``auto`` on a terminal."""
+    if choice in ("always", "never"):
+        return choice == "always"
+    return stream.isatty()
+
+
+def _generate(args: argparse.Namespace, client: FluxModelClient) -> GenerationResult:
+    options = {
+        "num_images": args.num_images,
+        "output_format": ImageFormat.from_path(args.output),
+        **_options(args),
+    }
+    if not wants_progress(args.progress, sys.stderr):
+        return client.generate_images(args.prompt, **options)
+    if client.transport == "grpc":
+        return _with_progress(client, args.prompt, options)
+    if args.grpc_port is None:
+        print(
+            "progress needs gRPC: pass --grpc-port (the server's gRPC port) to see each step",
+            file=sys.stderr,
+        )
+        return client.generate_images(args.prompt, **options)
+    s = client.settings
+    with FluxModelClient(
+        s.host, args.grpc_port, "grpc", s.api_key, s.timeout, secure=s.secure
+    ) as streaming:
+        return _with_progress(streaming, args.prompt, options)
+
+
+def _with_progress(
+    client: FluxModelClient, prompt: str, options: dict[str, object]
+) -> GenerationResult:
+    result: GenerationResult | None = None
+    try:
+        for event in client.stream(prompt, **options):  # type: ignore[arg-type]
+            if isinstance(event, Progress):
+                print(f"\r{progress_line(event.step, event.total_steps)}", end="", file=sys.stderr)
+                sys.stderr.flush()
+            else:
+                result = event
+    finally:
+        print(file=sys.stderr)
+    if result is None:
+        raise FluxError("the progress stream ended without a result")
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

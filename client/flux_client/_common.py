@@ -1,4 +1,4 @@
-"""What the blocking and the asyncio client share: settings, transport choice and the
+"""What every call shares: settings, the checking of the address and transport, and the
 building of typed requests from keyword arguments."""
 
 from __future__ import annotations
@@ -22,17 +22,11 @@ from flux_client.types import (
     GenerationParams,
     ImageFormat,
     Priority,
-    TransportName,
     VqaParams,
     adapters_from_arg,
 )
 
 log = logging.getLogger("flux_client")
-
-HTTP_PORTS = frozenset({8080})
-"""Ports ``transport="auto"`` reaches over REST: the server's HTTP port (8080), which is
-the port of the documented REST and SDK examples. Any other port is taken to be gRPC
-(the server's default is 50051)."""
 
 DEFAULT_TIMEOUT = 300.0
 
@@ -79,11 +73,9 @@ def check_address(host: str, port: int) -> None:
         raise ValueError(f"port must be between 1 and 65535, not {port}")
 
 
-def resolve_transport(port: int, transport: TransportName) -> str:
-    """``"grpc"`` or ``"http"``: ``auto`` picks HTTP on 8080 and gRPC on any other port."""
-    if transport == "auto":
-        return "http" if port in HTTP_PORTS else "grpc"
-    if transport not in ("grpc", "http"):
+def check_transport(transport: str) -> str:
+    """``transport`` when it is one the SDK speaks (``auto``, ``grpc``, ``http``)."""
+    if transport not in ("auto", "grpc", "http"):
         raise ValueError(f"transport must be 'auto', 'grpc' or 'http', not {transport!r}")
     return transport
 
@@ -95,7 +87,7 @@ class ClientSettings:
     host: str
     port: int
     transport: str
-    """``grpc`` or ``http``, resolved from ``auto``."""
+    """``grpc``, ``http`` or ``auto`` (the client asks the port on first use)."""
     api_key: str | None = field(default=None, repr=False)
     timeout: float | None = DEFAULT_TIMEOUT
     """Seconds for a whole call, retries included; ``None`` waits forever."""

@@ -1,19 +1,17 @@
 """The gRPC transport (port 50051): conversions to and from ``fluxserve.v1`` messages, and
-a blocking and an asyncio variant over the generated stubs."""
+one asyncio transport that runs any operation (``_operations``) over grpc.aio."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flux_client._common import USER_AGENT, Attempt
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
-from flux_client.errors import FluxError, error_class_for_grpc, parse_retry_after
+from flux_client.errors import FluxError, error_class
 from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     EditMode,
@@ -29,17 +27,21 @@ from flux_client.types import (
     VqaParams,
     VqaResult,
 )
+from flux_client.wire import (
+    AUTHORIZATION_METADATA,
+    MAX_MESSAGE_BYTES,
+    REQUEST_ID_METADATA,
+    from_grpc_status,
+    pb,
+    pb_grpc,
+)
 
-ERROR_FIELD_METADATA = "fluxserve-error-field"
-"""Trailing metadata key naming the request field an error is about."""
-ERROR_CODE_METADATA = "fluxserve-error-code"
-"""Trailing metadata key with the server's stable error code (e.g. ``content_rejected``)."""
-RETRY_AFTER_METADATA = "retry-after"
-"""Trailing metadata key with the server's backoff advice (seconds) on RESOURCE_EXHAUSTED."""
-REQUEST_ID_METADATA = "x-request-id"
+if TYPE_CHECKING:
+    from flux_client._operations import Operation
 
-# Several full-size images exceed gRPC's 4 MiB default in either direction.
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
 CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.primary_user_agent", USER_AGENT),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -146,128 +148,37 @@ def vqa_from_proto(message: pb.VQAResponse) -> VqaResult:
     return VqaResult(answer=message.answer, request_id=message.request_id, model=message.model)
 
 
-def _metadata_value(metadata: Sequence[tuple[str, Any]] | None, key: str) -> str | None:
-    for name, value in metadata or ():
-        if name.lower() == key:
-            return value.decode() if isinstance(value, bytes) else str(value)
-    return None
-
-
 def error_from_rpc(error: grpc.RpcError) -> FluxError:
-    """The SDK error for a failed call, with the server's message and field."""
+    """The SDK error for a failed call: the class of the reason in the server's rich
+    status, its message, field and retry advice."""
     code: grpc.StatusCode = error.code()
-    details: str = error.details() or code.name
-    trailing = error.trailing_metadata()
-    server_code = _metadata_value(trailing, ERROR_CODE_METADATA)
-    cls = error_class_for_grpc(code.name, server_code)
-    return cls(
-        details,
-        field=_metadata_value(trailing, ERROR_FIELD_METADATA),
-        code=server_code or code.name.lower(),
+    wire = from_grpc_status(code, error.details(), error.trailing_metadata())
+    return error_class(wire.reason)(
+        wire.message,
+        field=wire.field,
+        code=wire.reason,
         grpc_code=code.name,
-        request_id=_metadata_value(trailing, REQUEST_ID_METADATA),
-        retry_after=parse_retry_after(_metadata_value(trailing, RETRY_AFTER_METADATA)),
+        request_id=wire.request_id,
+        retry_after=wire.retry_after,
     )
 
 
 def _metadata(api_key: str | None) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+    return ((AUTHORIZATION_METADATA, f"Bearer {api_key}"),) if api_key else ()
 
 
-class _Metadata:
-    _metadata: tuple[tuple[str, str], ...]
-
-    def _call_metadata(self, call: Attempt) -> tuple[tuple[str, str], ...]:
-        return (*self._metadata, (REQUEST_ID_METADATA, call.request_id))
-
-
-class GrpcTransport(_Metadata):
-    """Blocking gRPC calls. One channel, reused; ``close()`` releases it."""
-
-    def __init__(self, target: str, *, api_key: str | None, secure: bool) -> None:
-        self._channel = (
-            grpc.secure_channel(target, grpc.ssl_channel_credentials(), CHANNEL_OPTIONS)
-            if secure
-            else grpc.insecure_channel(target, CHANNEL_OPTIONS)
-        )
-        self._stub = pb_grpc.FluxServiceStub(self._channel)
-        self._metadata = _metadata(api_key)
-
-    def generate(self, params: GenerationParams, call: Attempt) -> GenerationResult:
-        request = pb.GenerateRequest(params=params_to_proto(params))
-        try:
-            response = self._stub.Generate(
-                request, timeout=call.timeout, metadata=self._call_metadata(call)
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return result_from_proto(response)
-
-    def stream(self, params: GenerationParams, call: Attempt) -> Iterator[StreamEvent]:
-        request = pb.GenerateRequest(params=params_to_proto(params))
-        rpc = self._stub.GenerateStream(
-            request, timeout=call.timeout, metadata=self._call_metadata(call)
-        )
-        try:
-            for message in rpc:
-                yield event_from_proto(message)
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        finally:
-            rpc.cancel()  # a caller that stops iterating early frees the server's slot
-
-    def edit(self, edit: EditParams, call: Attempt) -> GenerationResult:
-        try:
-            response = self._stub.Edit(
-                edit_to_proto(edit), timeout=call.timeout, metadata=self._call_metadata(call)
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return result_from_proto(response)
-
-    def vqa(self, vqa: VqaParams, call: Attempt) -> VqaResult:
-        try:
-            response = self._stub.VQA(
-                vqa_to_proto(vqa), timeout=call.timeout, metadata=self._call_metadata(call)
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return vqa_from_proto(response)
-
-    def list_presets(self, call: Attempt) -> dict[str, StylePreset]:
-        try:
-            response = self._stub.ListPresets(
-                pb.ListPresetsRequest(), timeout=call.timeout, metadata=self._call_metadata(call)
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return presets_from_proto(response)
-
-    def ready(self, timeout: float | None) -> bool:
-        """Whether standard gRPC health checking reports SERVING (model loaded, warmed)."""
-        stub = health_pb2_grpc.HealthStub(self._channel)
-        try:
-            reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
-        except grpc.RpcError:
-            return False
-        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-    def close(self) -> None:
-        self._channel.close()
-
-
-class AsyncGrpcTransport(_Metadata):
-    """asyncio gRPC calls. The channel is opened on first use, inside the running loop."""
+class AsyncGrpcTransport:
+    """Runs any operation over grpc.aio. The channel is opened on first use, inside the
+    running loop, and belongs to it."""
 
     def __init__(self, target: str, *, api_key: str | None, secure: bool) -> None:
         self._target = target
         self._secure = secure
         self._metadata = _metadata(api_key)
         self._channel: grpc.aio.Channel | None = None
-        self._stub: pb_grpc.FluxServiceAsyncStub | None = None
 
-    def _get_stub(self) -> pb_grpc.FluxServiceAsyncStub:
-        if self._stub is None:
+    def _get_channel(self) -> grpc.aio.Channel:
+        if self._channel is None:
             self._channel = (
                 grpc.aio.secure_channel(
                     self._target, grpc.ssl_channel_credentials(), CHANNEL_OPTIONS
@@ -275,64 +186,40 @@ class AsyncGrpcTransport(_Metadata):
                 if self._secure
                 else grpc.aio.insecure_channel(self._target, CHANNEL_OPTIONS)
             )
-            self._stub = pb_grpc.FluxServiceStub(self._channel)  # type: ignore[assignment]
-        assert self._stub is not None
-        return self._stub
+        return self._channel
 
-    async def generate(self, params: GenerationParams, call: Attempt) -> GenerationResult:
-        request = pb.GenerateRequest(params=params_to_proto(params))
+    def _method(self, op: Operation[Req, Res]) -> Any:
+        return getattr(pb_grpc.FluxServiceStub(self._get_channel()), op.grpc_method)
+
+    def _call_metadata(self, call: Attempt) -> tuple[tuple[str, str], ...]:
+        return (*self._metadata, (REQUEST_ID_METADATA, call.request_id))
+
+    async def unary(self, op: Operation[Req, Res], request: Req, call: Attempt) -> Res:
         try:
-            response = await self._get_stub().Generate(
-                request, timeout=call.timeout, metadata=self._call_metadata(call)
+            response = await self._method(op)(
+                op.to_proto(request), timeout=call.timeout, metadata=self._call_metadata(call)
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
-        return result_from_proto(response)
+        return op.from_proto(response)
 
-    async def stream(self, params: GenerationParams, call: Attempt) -> AsyncIterator[StreamEvent]:
-        request = pb.GenerateRequest(params=params_to_proto(params))
-        rpc = self._get_stub().GenerateStream(
-            request, timeout=call.timeout, metadata=self._call_metadata(call)
+    async def stream(
+        self, op: Operation[Req, Res], request: Req, call: Attempt
+    ) -> AsyncIterator[Res]:
+        rpc = self._method(op)(
+            op.to_proto(request), timeout=call.timeout, metadata=self._call_metadata(call)
         )
         try:
             async for message in rpc:
-                yield event_from_proto(message)
+                yield op.from_proto(message)
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
         finally:
-            rpc.cancel()
-
-    async def edit(self, edit: EditParams, call: Attempt) -> GenerationResult:
-        try:
-            response = await self._get_stub().Edit(
-                edit_to_proto(edit), timeout=call.timeout, metadata=self._call_metadata(call)
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return result_from_proto(response)
-
-    async def vqa(self, vqa: VqaParams, call: Attempt) -> VqaResult:
-        try:
-            response = await self._get_stub().VQA(
-                vqa_to_proto(vqa), timeout=call.timeout, metadata=self._call_metadata(call)
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return vqa_from_proto(response)
-
-    async def list_presets(self, call: Attempt) -> dict[str, StylePreset]:
-        try:
-            response = await self._get_stub().ListPresets(
-                pb.ListPresetsRequest(), timeout=call.timeout, metadata=self._call_metadata(call)
-            )
-        except grpc.RpcError as error:
-            raise error_from_rpc(error) from None
-        return presets_from_proto(response)
+            rpc.cancel()  # a caller that stops iterating early frees the server's slot
 
     async def ready(self, timeout: float | None) -> bool:
         """Whether standard gRPC health checking reports SERVING (model loaded, warmed)."""
-        self._get_stub()
-        stub = health_pb2_grpc.HealthStub(self._channel)
+        stub = health_pb2_grpc.HealthStub(self._get_channel())
         try:
             reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=timeout)
         except grpc.RpcError:
@@ -343,4 +230,3 @@ class AsyncGrpcTransport(_Metadata):
         if self._channel is not None:
             await self._channel.close()
             self._channel = None
-            self._stub = None

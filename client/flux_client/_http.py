@@ -1,22 +1,23 @@
-"""The REST transport (port 8080): JSON and multipart bodies over httpx, a blocking and an
-asyncio variant sharing the conversions below."""
+"""The REST transport (port 8080): conversions to and from JSON and multipart bodies, and
+one asyncio transport that runs any operation (``_operations``) over httpx."""
 
 from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from flux_client._common import USER_AGENT, Attempt
 from flux_client.errors import (
+    REASON_ERRORS,
     DeadlineExceededError,
     FluxError,
     UnavailableError,
     UnsupportedError,
-    error_class_for_http,
+    error_class,
     parse_retry_after,
 )
 from flux_client.presets import StylePreset
@@ -27,11 +28,24 @@ from flux_client.types import (
     GenerationResult,
     ImageFormat,
     Priority,
-    StreamEvent,
     Timings,
     VqaParams,
     VqaResult,
 )
+from flux_client.wire import (
+    AUTHORIZATION_METADATA,
+    PRIORITY_HEADER,
+    REQUEST_ID_HEADER,
+    REQUEST_TIMEOUT_HEADER,
+    RETRY_AFTER_HEADER,
+    reason_for_http_status,
+)
+
+if TYPE_CHECKING:
+    from flux_client._operations import HttpRequest, Operation
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
 
 JSON = "application/json"
 
@@ -50,10 +64,11 @@ def params_to_json(params: GenerationParams) -> dict[str, Any]:
     return body
 
 
-def _headers(params: GenerationParams | None) -> dict[str, str]:
+def call_headers(params: GenerationParams | None) -> dict[str, str]:
+    """What a call's request says besides its body: JSON answers, and its lane."""
     headers = {"Accept": JSON}
     if params is not None and params.priority is Priority.HIGH:
-        headers["X-Priority"] = "high"
+        headers[PRIORITY_HEADER] = "high"
     return headers
 
 
@@ -141,14 +156,15 @@ def error_from_response(response: httpx.Response) -> FluxError:
             message = str(first.get("msg") or message)
         elif isinstance(detail, str):
             message = detail
-    cls = error_class_for_http(response.status_code, code)
-    return cls(
+    # A code this SDK does not know yet falls back to the reason its status stands for.
+    reason = code if code in REASON_ERRORS else reason_for_http_status(response.status_code)
+    return error_class(reason, response.status_code)(
         message,
         field=field,
-        code=code,
+        code=code or reason,
         http_status=response.status_code,
-        request_id=response.headers.get("x-request-id"),
-        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        request_id=response.headers.get(REQUEST_ID_HEADER),
+        retry_after=parse_retry_after(response.headers.get(RETRY_AFTER_HEADER)),
     )
 
 
@@ -172,126 +188,60 @@ def _json_payload(response: httpx.Response) -> Any:
         ) from None
 
 
-_STREAM_OVER_HTTP = UnsupportedError(
-    "progress streaming needs gRPC: use transport='grpc' (port 50051)", code="unsupported"
-)
-
-
 MAX_SERVER_TIMEOUT_S = 3600.0
 """The longest ``X-Request-Timeout`` the server accepts."""
 
 
-def _with_call_headers(call: Attempt, kwargs: dict[str, Any]) -> dict[str, Any]:
+def call_budget_headers(call: Attempt) -> dict[str, str]:
     """Name the request (``X-Request-Id``) and tell the server the time left
     (``X-Request-Timeout``), so that it gives up too, with a 504, instead of computing
     an image nobody waits for."""
-    headers = dict(kwargs.get("headers") or {})
-    headers["X-Request-Id"] = call.request_id
+    headers = {REQUEST_ID_HEADER: call.request_id}
     if call.timeout is not None:
         seconds = min(max(call.timeout, 0.001), MAX_SERVER_TIMEOUT_S)
-        headers["X-Request-Timeout"] = f"{seconds:.3f}"
-    return {**kwargs, "headers": headers}
+        headers[REQUEST_TIMEOUT_HEADER] = f"{seconds:.3f}"
+    return headers
 
 
 def _client_headers(api_key: str | None) -> dict[str, str]:
     headers = {"User-Agent": USER_AGENT}
     if api_key:
-        headers["Authorization"] = f"Bearer {api_key}"
+        headers[AUTHORIZATION_METADATA] = f"Bearer {api_key}"
     return headers
 
 
-class HttpTransport:
-    """Blocking REST calls over one pooled ``httpx.Client``."""
-
-    def __init__(self, url: str, *, api_key: str | None) -> None:
-        self._client = httpx.Client(base_url=url, headers=_client_headers(api_key))
-
-    def _send(self, call: Attempt, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._client.request(
-                method, path, timeout=call.timeout, **_with_call_headers(call, kwargs)
-            )
-        except httpx.TransportError as error:
-            raise error_from_transport(error, call.timeout) from None
-        return _json_payload(response)
-
-    def generate(self, params: GenerationParams, call: Attempt) -> GenerationResult:
-        payload = self._send(
-            call, "POST", "/generate", json=params_to_json(params), headers=_headers(params)
-        )
-        return result_from_json(payload)
-
-    def stream(self, params: GenerationParams, call: Attempt) -> Iterator[StreamEvent]:
-        raise _STREAM_OVER_HTTP
-
-    def edit(self, edit: EditParams, call: Attempt) -> GenerationResult:
-        data, files = edit_to_multipart(edit)
-        payload = self._send(
-            call, "POST", "/edit", data=data, files=files, headers=_headers(edit.params)
-        )
-        return result_from_json(payload)
-
-    def vqa(self, vqa: VqaParams, call: Attempt) -> VqaResult:
-        data, files = vqa_to_multipart(vqa)
-        payload = self._send(call, "POST", "/vqa", data=data, files=files, headers=_headers(None))
-        return _vqa_from_json(payload)
-
-    def list_presets(self, call: Attempt) -> dict[str, StylePreset]:
-        return presets_from_json(self._send(call, "GET", "/v1/presets", headers=_headers(None)))
-
-    def ready(self, timeout: float | None) -> bool:
-        """Whether ``GET /readyz`` answers 200 (model loaded, warmed)."""
-        try:
-            return self._client.get("/readyz", timeout=timeout).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def close(self) -> None:
-        self._client.close()
-
-
 class AsyncHttpTransport:
-    """asyncio REST calls over one pooled ``httpx.AsyncClient``."""
+    """Runs any operation over one pooled ``httpx.AsyncClient`` (HTTP/1.1)."""
 
     def __init__(self, url: str, *, api_key: str | None) -> None:
         self._client = httpx.AsyncClient(base_url=url, headers=_client_headers(api_key))
 
-    async def _send(self, call: Attempt, method: str, path: str, **kwargs: Any) -> Any:
+    async def _send(self, request: HttpRequest, call: Attempt) -> Any:
+        headers = {**request.headers, **call_budget_headers(call)}
         try:
             response = await self._client.request(
-                method, path, timeout=call.timeout, **_with_call_headers(call, kwargs)
+                request.method,
+                request.path,
+                json=request.json,
+                data=request.data,
+                files=request.files,
+                headers=headers,
+                timeout=call.timeout,
             )
         except httpx.TransportError as error:
             raise error_from_transport(error, call.timeout) from None
         return _json_payload(response)
 
-    async def generate(self, params: GenerationParams, call: Attempt) -> GenerationResult:
-        payload = await self._send(
-            call, "POST", "/generate", json=params_to_json(params), headers=_headers(params)
-        )
-        return result_from_json(payload)
+    async def unary(self, op: Operation[Req, Res], request: Req, call: Attempt) -> Res:
+        if op.to_http is None or op.from_json is None:
+            raise UnsupportedError(op.unsupported_over_http, code="unsupported")
+        return op.from_json(await self._send(op.to_http(request), call))
 
-    async def stream(self, params: GenerationParams, call: Attempt) -> AsyncIterator[StreamEvent]:
-        raise _STREAM_OVER_HTTP
+    async def stream(
+        self, op: Operation[Req, Res], request: Req, call: Attempt
+    ) -> AsyncIterator[Res]:
+        raise UnsupportedError(op.unsupported_over_http, code="unsupported")
         yield  # pragma: no cover - makes this an async generator
-
-    async def edit(self, edit: EditParams, call: Attempt) -> GenerationResult:
-        data, files = edit_to_multipart(edit)
-        payload = await self._send(
-            call, "POST", "/edit", data=data, files=files, headers=_headers(edit.params)
-        )
-        return result_from_json(payload)
-
-    async def vqa(self, vqa: VqaParams, call: Attempt) -> VqaResult:
-        data, files = vqa_to_multipart(vqa)
-        payload = await self._send(
-            call, "POST", "/vqa", data=data, files=files, headers=_headers(None)
-        )
-        return _vqa_from_json(payload)
-
-    async def list_presets(self, call: Attempt) -> dict[str, StylePreset]:
-        payload = await self._send(call, "GET", "/v1/presets", headers=_headers(None))
-        return presets_from_json(payload)
 
     async def ready(self, timeout: float | None) -> bool:
         """Whether ``GET /readyz`` answers 200 (model loaded, warmed)."""
@@ -305,7 +255,7 @@ class AsyncHttpTransport:
         await self._client.aclose()
 
 
-def _vqa_from_json(payload: Any) -> VqaResult:
+def vqa_from_json(payload: Any) -> VqaResult:
     if not isinstance(payload, Mapping) or "answer" not in payload:
         raise FluxError(f"unexpected VQA response: {payload!r:.200}")
     return VqaResult(

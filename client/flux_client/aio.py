@@ -1,4 +1,5 @@
-"""``AsyncFluxModelClient``: the asyncio twin of ``FluxModelClient``."""
+"""``AsyncFluxModelClient``: the SDK's one implementation of every call (``FluxModelClient``
+is a blocking shell over it)."""
 
 from __future__ import annotations
 
@@ -20,16 +21,16 @@ from flux_client._common import (
     build_generation,
     build_vqa,
     check_address,
+    check_transport,
     log_retry,
     new_request_id,
-    resolve_transport,
     with_format_from_path,
     with_request_id,
 )
-from flux_client._grpc import AsyncGrpcTransport
-from flux_client._http import AsyncHttpTransport, base_url
 from flux_client._images import ImageArg
+from flux_client._operations import EDIT, GENERATE, GENERATE_STREAM, LIST_PRESETS, VQA, Operation
 from flux_client._retry import RetryPolicy
+from flux_client._transports import Transport, build_transport, detect_protocol
 from flux_client.errors import FluxError, UnavailableError
 from flux_client.presets import StylePreset
 from flux_client.types import (
@@ -43,22 +44,33 @@ from flux_client.types import (
 )
 
 T = TypeVar("T")
+Req = TypeVar("Req")
+Res = TypeVar("Res")
 
 
 class AsyncFluxModelClient:
-    """An asyncio client of one fluxserve server; the same methods as ``FluxModelClient``,
-    awaitable (``stream`` is an async iterator). Connections open on first use and belong
+    """An asyncio client of one fluxserve server. Connections open on first use and belong
     to the event loop that opened them: use one client per loop, and close it there.
     Calls may run concurrently (``asyncio.gather``); the server batches them.
 
     >>> async with AsyncFluxModelClient(host="localhost", port=50051) as client:
     ...     image = await client.generate(prompt="a lighthouse at dawn")
 
-    ``transport="auto"`` speaks REST to port 8080 (the server's HTTP port, as in the
-    examples) and gRPC to any other port (the server's gRPC port is 50051); name it to
-    choose. Calls that fail because the server is unreachable, not ready or draining
-    (UNAVAILABLE / 503) are retried with exponential backoff within ``timeout``; other
-    failures raise a ``flux_client.errors.FluxError`` subclass at once.
+    Calls that fail because the server is unreachable, not ready or draining (UNAVAILABLE
+    / 503) are retried with exponential backoff within ``timeout``; other failures raise
+    a ``flux_client.errors.FluxError`` subclass at once.
+
+    Args:
+        host: The server's host name or address (not a URL).
+        port: Its REST port (``--http-port``) or its gRPC port (``--grpc-port``).
+        transport: ``"grpc"``, ``"http"`` (REST), or ``"auto"``: the first call asks the
+            port once (an HTTP/1.1 ``GET /healthz``, then a gRPC health check) and
+            remembers the answer; a port that answers neither is an error naming
+            ``transport=``.
+        api_key: Sent as ``authorization: Bearer <key>`` when the server requires keys.
+        timeout: Seconds for a whole call, retries included; ``None`` waits forever.
+        retry: Attempts and backoff for UNAVAILABLE / 503 (default: 4 attempts).
+        secure: TLS (https, or a secure gRPC channel with the system's roots).
     """
 
     def __init__(
@@ -76,28 +88,39 @@ class AsyncFluxModelClient:
         self.settings = ClientSettings(
             host=host,
             port=port,
-            transport=resolve_transport(port, transport),
+            transport=check_transport(transport),
             api_key=api_key,
             timeout=timeout,
             retry=retry or RetryPolicy(),
             secure=secure,
         )
-        self._transport: AsyncGrpcTransport | AsyncHttpTransport
-        if self.settings.transport == "grpc":
-            self._transport = AsyncGrpcTransport(
-                self.settings.grpc_target, api_key=api_key, secure=secure
-            )
-        else:
-            self._transport = AsyncHttpTransport(base_url(host, port, secure), api_key=api_key)
+        self._protocol: str | None = None if transport == "auto" else transport
+        self._transport: Transport | None = None
+        self._detecting = asyncio.Lock()
 
     @property
     def transport(self) -> str:
-        """``"grpc"`` or ``"http"``."""
-        return self.settings.transport
+        """``"grpc"`` or ``"http"``; ``"auto"`` until the first call has found out."""
+        return self._protocol or "auto"
 
     def __repr__(self) -> str:
         s = self.settings
-        return f"AsyncFluxModelClient(host={s.host!r}, port={s.port}, transport={s.transport!r})"
+        return (
+            f"{type(self).__name__}(host={s.host!r}, port={s.port}, transport={self.transport!r})"
+        )
+
+    async def detect_transport(self, *, timeout: float | None = None) -> str:
+        """The protocol the server's port speaks, asked once and remembered.
+
+        Args:
+            timeout: Seconds to wait for the probe (default: the client's, at most 5 s).
+
+        Returns:
+            ``"grpc"`` or ``"http"``.
+        """
+        await self._get_transport(self.settings.timeout if timeout is None else timeout)
+        assert self._protocol is not None
+        return self._protocol
 
     # -- generation ---------------------------------------------------------------
 
@@ -120,14 +143,30 @@ class AsyncFluxModelClient:
         timeout: float | None = None,
     ) -> PILImage.Image:
         """Generate one image and return it as a PIL image (``image.info`` holds its
-        ``seed`` and ``request_id``); write the server's bytes to ``output_path`` when
-        given (its suffix picks the format unless ``output_format`` does).
+        ``seed`` and ``request_id``).
 
         Unset parameters take the style preset's value, then the server's default
-        (1024x1024, 28 steps, guidance 3.5 for FLUX.1-dev). A ``negative_prompt``
-        turns on true classifier-free guidance, which costs a second transformer pass per
-        step: the server uses its default ``true_cfg_scale`` when none is given, and
-        ``true_cfg_scale=1`` ignores the negative prompt.
+        (1024x1024, 28 steps, guidance 3.5 for FLUX.1-dev).
+
+        Args:
+            prompt: What to draw.
+            negative_prompt: What to keep out; turns on true classifier-free guidance,
+                which costs a second transformer pass per step.
+            width: Pixels, a multiple of 16.
+            height: Pixels, a multiple of 16.
+            steps: Denoising steps.
+            guidance_scale: FLUX.1-dev's distilled guidance.
+            style_preset: A preset's name: its template wraps the prompt, its values
+                fill unset parameters.
+            seed: The seed (the server picks one when unset and returns it).
+            output_path: Also write the server's bytes here; its suffix picks the
+                format unless ``output_format`` does.
+            true_cfg_scale: True CFG scale with ``negative_prompt`` (1 ignores it).
+            output_format: ``png``, ``jpeg`` or ``webp``.
+            priority: ``high`` for the priority lane (keys without the permission are
+                served in the normal lane).
+            adapters: LoRA adapters to apply: names, or ``{name: scale}``.
+            timeout: Seconds for this call (default: the client's).
         """
         options = GenerationOptions(
             negative_prompt=negative_prompt,
@@ -151,16 +190,28 @@ class AsyncFluxModelClient:
     async def generate_images(
         self, prompt: str, *, timeout: float | None = None, **options: Unpack[GenerationOptions]
     ) -> GenerationResult:
-        """Generate ``num_images`` images; the full result: images with their seeds,
-        request id, release, model, the batch size they ran in, timings, cache hit."""
-        params = build_generation(prompt, options)
-        return await self._call(lambda call: self._transport.generate(params, call), timeout)
+        """Generate ``num_images`` images and return the full result: images with their
+        seeds, request id, release, model, the batch size they ran in, timings, cache hit.
+
+        Args:
+            prompt: What to draw.
+            timeout: Seconds for this call (default: the client's).
+            **options: The generation parameters of ``generate``, and ``num_images``.
+        """
+        return await self._call(GENERATE, build_generation(prompt, options), timeout)
 
     async def stream(
         self, prompt: str, *, timeout: float | None = None, **options: Unpack[GenerationOptions]
     ) -> AsyncIterator[StreamEvent]:
         """Yield a ``Progress`` per denoising step, then the ``GenerationResult`` (gRPC
-        only). A failure before the first event is retried like any call."""
+        only: over REST this raises ``UnsupportedError``). A failure before the first
+        event is retried like any call.
+
+        Args:
+            prompt: What to draw.
+            timeout: Seconds for the whole stream (default: the client's).
+            **options: The generation parameters of ``generate``.
+        """
         params = build_generation(prompt, options)
         deadline = self._deadline(timeout)
         request_id = new_request_id()
@@ -168,10 +219,10 @@ class AsyncFluxModelClient:
         while True:
             attempt += 1
             started = False
+            call = Attempt(self._remaining(deadline), request_id)
             try:
-                async for event in self._transport.stream(
-                    params, Attempt(self._remaining(deadline), request_id)
-                ):
+                transport = await self._get_transport(call.timeout)
+                async for event in transport.stream(GENERATE_STREAM, params, call):
                     started = True
                     yield event
                 return
@@ -196,13 +247,18 @@ class AsyncFluxModelClient:
         timeout: float | None = None,
         **options: Unpack[GenerationOptions],
     ) -> PILImage.Image:
-        """Edit ``image`` (a path, bytes or a PIL image) as ``prompt`` says and return the
-        result as a PIL image, written to ``output_path`` when given.
+        """Edit an image as ``prompt`` says and return the result as a PIL image.
 
-        ``mode``: ``img2img`` (``strength`` in (0, 1]: near 0 keeps the input, 1 ignores
-        it), ``inpaint`` (repaint the white area of ``mask``) or ``instruct`` (the prompt is an
-        instruction; needs a server with a Kontext model). Unset: inpaint with a mask,
-        img2img without.
+        Args:
+            image: The input: a path, bytes or a PIL image.
+            prompt: What the result should show (in ``instruct`` mode: the instruction).
+            mask: Inpainting mask, same size; white is repainted.
+            strength: For ``img2img``, in (0, 1]: near 0 keeps the input, 1 ignores it.
+            mode: ``img2img``, ``inpaint`` or ``instruct`` (needs a Kontext model).
+                Unset: inpaint with a mask, img2img without.
+            output_path: Also write the result here.
+            timeout: Seconds for this call (default: the client's).
+            **options: The generation parameters of ``generate``.
         """
         with_format_from_path(options, output_path)
         result = await self.edit_images(
@@ -223,37 +279,64 @@ class AsyncFluxModelClient:
         timeout: float | None = None,
         **options: Unpack[GenerationOptions],
     ) -> GenerationResult:
-        """``edit``, returning the full result."""
+        """``edit``, returning the full result.
+
+        Args:
+            image: The input: a path, bytes or a PIL image.
+            prompt: What the result should show (in ``instruct`` mode: the instruction).
+            mask: Inpainting mask, same size; white is repainted.
+            strength: For ``img2img``, in (0, 1].
+            mode: ``img2img``, ``inpaint`` or ``instruct``.
+            timeout: Seconds for this call (default: the client's).
+            **options: The generation parameters of ``generate``, and ``num_images``.
+        """
         request = build_edit(image, prompt, mask, strength, mode, options)
-        return await self._call(lambda call: self._transport.edit(request, call), timeout)
+        return await self._call(EDIT, request, timeout)
 
     async def vqa(
-        self,
-        image: ImageArg,
-        question: str,
-        max_tokens: int = 64,
-        *,
-        timeout: float | None = None,
+        self, image: ImageArg, question: str, max_tokens: int = 64, *, timeout: float | None = None
     ) -> str:
-        """Answer ``question`` about ``image`` (a path, bytes or a PIL image)."""
-        request = build_vqa(image, question, max_tokens)
-        result = await self._call(lambda call: self._transport.vqa(request, call), timeout)
+        """Answer a question about an image (a server started with ``--vqa-model``).
+
+        Args:
+            image: A path, bytes or a PIL image.
+            question: The question.
+            max_tokens: The longest answer, in tokens.
+            timeout: Seconds for this call (default: the client's).
+        """
+        result = await self._call(VQA, build_vqa(image, question, max_tokens), timeout)
         return result.answer
 
     async def list_presets(self, *, timeout: float | None = None) -> dict[str, StylePreset]:
-        """The style presets the server serves now, by name."""
-        return await self._call(self._transport.list_presets, timeout)
+        """The style presets the server serves now, by name.
+
+        Args:
+            timeout: Seconds for this call (default: the client's).
+        """
+        return await self._call(LIST_PRESETS, None, timeout)
 
     # -- readiness ----------------------------------------------------------------
 
     async def is_ready(self, *, timeout: float = 5.0) -> bool:
         """Whether the server has loaded and warmed its model (gRPC health SERVING, or
-        ``GET /readyz`` 200); ``False`` while it is unreachable, loading or draining."""
-        return await self._transport.ready(timeout)
+        ``GET /readyz`` 200); ``False`` while it is unreachable, loading or draining.
+
+        Args:
+            timeout: Seconds to wait for the answer.
+        """
+        try:
+            transport = await self._get_transport(timeout)
+        except UnavailableError:
+            return False
+        return await transport.ready(timeout)
 
     async def wait_until_ready(self, timeout: float = 300.0, poll: float = 0.5) -> None:
-        """Poll readiness until the server is ready; ``UnavailableError`` after ``timeout``
-        seconds."""
+        """Poll readiness until the server is ready; ``UnavailableError`` after ``timeout``.
+
+        Args:
+            timeout: Seconds to wait in all.
+            poll: Seconds between two checks.
+        """
         deadline = time.monotonic() + timeout
         while not await self.is_ready(timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
@@ -265,6 +348,15 @@ class AsyncFluxModelClient:
 
     # -- plumbing -----------------------------------------------------------------
 
+    async def _get_transport(self, timeout: float | None) -> Transport:
+        if self._transport is None:
+            async with self._detecting:  # concurrent first calls probe once
+                if self._protocol is None:
+                    self._protocol = await detect_protocol(self.settings, timeout)
+                if self._transport is None:
+                    self._transport = build_transport(self.settings, self._protocol)
+        return self._transport
+
     def _deadline(self, timeout: float | None) -> float | None:
         budget = self.settings.timeout if timeout is None else timeout
         return None if budget is None else time.monotonic() + budget
@@ -273,7 +365,14 @@ class AsyncFluxModelClient:
     def _remaining(deadline: float | None) -> float | None:
         return None if deadline is None else max(0.001, deadline - time.monotonic())
 
-    async def _call(self, send: Callable[[Attempt], Awaitable[T]], timeout: float | None) -> T:
+    async def _call(self, op: Operation[Req, Res], request: Req, timeout: float | None) -> Res:
+        async def send(call: Attempt) -> Res:
+            transport = await self._get_transport(call.timeout)
+            return await transport.unary(op, request, call)
+
+        return await self._retrying(send, timeout)
+
+    async def _retrying(self, send: Callable[[Attempt], Awaitable[T]], timeout: float | None) -> T:
         deadline = self._deadline(timeout)
         request_id = new_request_id()
         attempt = 0
@@ -290,7 +389,9 @@ class AsyncFluxModelClient:
 
     async def close(self) -> None:
         """Release the connection."""
-        await self._transport.close()
+        if self._transport is not None:
+            await self._transport.close()
+            self._transport = None
 
     async def __aenter__(self) -> AsyncFluxModelClient:
         return self

@@ -1,60 +1,128 @@
-"""``FluxModelClient``: the blocking SDK client, over gRPC or REST."""
+"""``FluxModelClient``: the blocking SDK client, a thin shell over ``AsyncFluxModelClient``.
+
+Each blocking method runs the asyncio client's method of the same name on a private event
+loop in a background thread, so every call is written once (in ``aio.py``), and the
+blocking client works the same inside a program that already runs an event loop (a
+notebook, a web handler): it never touches the caller's loop.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
-from typing import Any, TypeVar
+import asyncio
+import functools
+import threading
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from concurrent.futures import Future
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from PIL import Image as PILImage
-from typing_extensions import Unpack
-
-from flux_client._common import (
-    DEFAULT_TIMEOUT,
-    Attempt,
-    ClientSettings,
-    GenerationOptions,
-    build_edit,
-    build_generation,
-    build_vqa,
-    check_address,
-    log_retry,
-    new_request_id,
-    resolve_transport,
-    with_format_from_path,
-    with_request_id,
-)
-from flux_client._grpc import GrpcTransport
-from flux_client._http import HttpTransport, base_url
-from flux_client._images import ImageArg
+from flux_client._common import DEFAULT_TIMEOUT
 from flux_client._retry import RetryPolicy
-from flux_client.errors import FluxError, UnavailableError
-from flux_client.presets import StylePreset
-from flux_client.types import (
-    AdaptersArg,
-    EditMode,
-    GenerationResult,
-    ImageFormat,
-    Priority,
-    StreamEvent,
-    TransportName,
-)
+from flux_client.aio import AsyncFluxModelClient
+from flux_client.types import TransportName
 
-T = TypeVar("T")
+P = ParamSpec("P")
+R = TypeVar("R")
+Y = TypeVar("Y")
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread, started on first use."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name="flux-client", daemon=True
+                )
+                self._thread.start()
+            return self._loop
+
+    def run(self, coro: Coroutine[Any, Any, R]) -> R:
+        future: Future[R] = asyncio.run_coroutine_threadsafe(coro, self._running_loop())
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()  # Ctrl-C in the caller's thread ends the call too
+            raise
+
+    def iterate(self, iterator: AsyncIterator[Y]) -> Iterator[Y]:
+        try:
+            while True:
+                try:
+                    yield self.run(_next(iterator))
+                except StopAsyncIteration:
+                    return
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                self.run(aclose())
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    def stop(self) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is not None and thread is not None:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
+
+async def _next(iterator: AsyncIterator[Y]) -> Y:
+    return await anext(iterator)
+
+
+def _blocking(
+    method: Callable[Concatenate[AsyncFluxModelClient, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[FluxModelClient, P], R]:
+    """The blocking twin of an ``AsyncFluxModelClient`` method: same signature and docs."""
+
+    @functools.wraps(method)
+    def run(self: FluxModelClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self._loop.run(method(self._async, *args, **kwargs))
+
+    return run
+
+
+def _blocking_iter(
+    method: Callable[Concatenate[AsyncFluxModelClient, P], AsyncIterator[Y]],
+) -> Callable[Concatenate[FluxModelClient, P], Iterator[Y]]:
+    """The blocking twin of an async-iterator method: a plain iterator."""
+
+    @functools.wraps(method)
+    def run(self: FluxModelClient, /, *args: P.args, **kwargs: P.kwargs) -> Iterator[Y]:
+        return self._loop.iterate(method(self._async, *args, **kwargs))
+
+    return run
 
 
 class FluxModelClient:
-    """A client of one fluxserve server.
+    """A blocking client of one fluxserve server; the methods of ``AsyncFluxModelClient``
+    (see there for each one's arguments), returning their results directly. Safe to use
+    from several threads at once: their calls run concurrently and the server batches them.
 
-    >>> client = FluxModelClient(host="localhost", port=8080)
-    >>> client.generate(prompt="a lighthouse at dawn", output_path="lighthouse.png")
+    >>> with FluxModelClient(host="localhost", port=50051) as client:
+    ...     client.generate(prompt="a lighthouse at dawn", output_path="lighthouse.png")
 
-    ``transport="auto"`` speaks REST to port 8080 (the server's HTTP port, as in the
-    examples) and gRPC to any other port (the server's gRPC port is 50051); name it to
-    choose. Calls that fail because the server is unreachable, not ready or draining
-    (UNAVAILABLE / 503) are retried with exponential backoff within ``timeout``; other
-    failures raise a ``flux_client.errors.FluxError`` subclass at once.
+    Args:
+        host: The server's host name or address (not a URL).
+        port: Its REST port (``--http-port``) or its gRPC port (``--grpc-port``).
+        transport: ``"grpc"``, ``"http"`` (REST), or ``"auto"``: the first call asks the
+            port once which it speaks and remembers it; a port that answers neither is
+            an error naming ``transport=``.
+        api_key: Sent as ``authorization: Bearer <key>`` when the server requires keys.
+        timeout: Seconds for a whole call, retries included; ``None`` waits forever.
+        retry: Attempts and backoff for UNAVAILABLE / 503 (default: 4 attempts).
+        secure: TLS (https, or a secure gRPC channel with the system's roots).
     """
 
     def __init__(
@@ -68,222 +136,44 @@ class FluxModelClient:
         retry: RetryPolicy | None = None,
         secure: bool = False,
     ) -> None:
-        check_address(host, port)
-        self.settings = ClientSettings(
-            host=host,
-            port=port,
-            transport=resolve_transport(port, transport),
-            api_key=api_key,
-            timeout=timeout,
-            retry=retry or RetryPolicy(),
-            secure=secure,
+        self._async = AsyncFluxModelClient(
+            host, port, transport, api_key, timeout, retry=retry, secure=secure
         )
-        self._transport: GrpcTransport | HttpTransport
-        if self.settings.transport == "grpc":
-            self._transport = GrpcTransport(
-                self.settings.grpc_target, api_key=api_key, secure=secure
-            )
-        else:
-            self._transport = HttpTransport(base_url(host, port, secure), api_key=api_key)
+        self.settings = self._async.settings
+        self._loop = _LoopThread()
 
     @property
     def transport(self) -> str:
-        """``"grpc"`` or ``"http"``."""
-        return self.settings.transport
+        """``"grpc"`` or ``"http"``; with ``transport="auto"``, asks the server once."""
+        if self._async.transport == "auto":
+            return self.detect_transport()
+        return self._async.transport
 
     def __repr__(self) -> str:
         s = self.settings
-        return f"FluxModelClient(host={s.host!r}, port={s.port}, transport={s.transport!r})"
-
-    # -- generation ---------------------------------------------------------------
-
-    def generate(
-        self,
-        prompt: str,
-        negative_prompt: str | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        steps: int | None = None,
-        guidance_scale: float | None = None,
-        style_preset: str | None = None,
-        seed: int | None = None,
-        output_path: str | Path | None = None,
-        *,
-        true_cfg_scale: float | None = None,
-        output_format: ImageFormat | str | None = None,
-        priority: Priority | str = Priority.NORMAL,
-        adapters: AdaptersArg = None,
-        timeout: float | None = None,
-    ) -> PILImage.Image:
-        """Generate one image and return it as a PIL image (``image.info`` holds its
-        ``seed`` and ``request_id``); write the server's bytes to ``output_path`` when
-        given (its suffix picks the format unless ``output_format`` does).
-
-        Unset parameters take the style preset's value, then the server's default
-        (1024x1024, 28 steps, guidance 3.5 for FLUX.1-dev). A ``negative_prompt``
-        turns on true classifier-free guidance, which costs a second transformer pass per
-        step: the server uses its default ``true_cfg_scale`` when none is given, and
-        ``true_cfg_scale=1`` ignores the negative prompt.
-        """
-        options = GenerationOptions(
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            true_cfg_scale=true_cfg_scale,
-            style_preset=style_preset,
-            seed=seed,
-            output_format=output_format,
-            priority=priority,
-            adapters=adapters,
+        return (
+            f"FluxModelClient(host={s.host!r}, port={s.port}, transport={self._async.transport!r})"
         )
-        with_format_from_path(options, output_path)
-        result = self.generate_images(prompt, timeout=timeout, **options)
-        if output_path is not None:
-            result.images[0].save(output_path)
-        return result.first_image()
 
-    def generate_images(
-        self, prompt: str, *, timeout: float | None = None, **options: Unpack[GenerationOptions]
-    ) -> GenerationResult:
-        """Generate ``num_images`` images; the full result: images with their seeds,
-        request id, release, model, the batch size they ran in, timings, cache hit."""
-        params = build_generation(prompt, options)
-        return self._call(lambda call: self._transport.generate(params, call), timeout)
-
-    def stream(
-        self, prompt: str, *, timeout: float | None = None, **options: Unpack[GenerationOptions]
-    ) -> Iterator[StreamEvent]:
-        """Yield a ``Progress`` per denoising step, then the ``GenerationResult`` (gRPC
-        only). A failure before the first event is retried like any call."""
-        params = build_generation(prompt, options)
-        deadline = self._deadline(timeout)
-        request_id = new_request_id()
-        attempt = 0
-        while True:
-            attempt += 1
-            started = False
-            try:
-                for event in self._transport.stream(
-                    params, Attempt(self._remaining(deadline), request_id)
-                ):
-                    started = True
-                    yield event
-                return
-            except FluxError as error:
-                wait = None if started else self.settings.retry.next_delay(attempt, error, deadline)
-                if wait is None:
-                    raise with_request_id(error, request_id) from None
-                log_retry(error, request_id, attempt, wait)
-                time.sleep(wait)
-
-    # -- editing and questions ----------------------------------------------------
-
-    def edit(
-        self,
-        image: ImageArg,
-        prompt: str,
-        mask: ImageArg | None = None,
-        strength: float | None = None,
-        mode: EditMode | str | None = None,
-        *,
-        output_path: str | Path | None = None,
-        timeout: float | None = None,
-        **options: Unpack[GenerationOptions],
-    ) -> PILImage.Image:
-        """Edit ``image`` (a path, bytes or a PIL image) as ``prompt`` says and return the
-        result as a PIL image, written to ``output_path`` when given.
-
-        ``mode``: ``img2img`` (``strength`` in (0, 1]: near 0 keeps the input, 1 ignores
-        it), ``inpaint`` (repaint the white area of ``mask``) or ``instruct`` (the prompt is an
-        instruction; needs a server with a Kontext model). Unset: inpaint with a mask,
-        img2img without.
-        """
-        with_format_from_path(options, output_path)
-        result = self.edit_images(image, prompt, mask, strength, mode, timeout=timeout, **options)
-        if output_path is not None:
-            result.images[0].save(output_path)
-        return result.first_image()
-
-    def edit_images(
-        self,
-        image: ImageArg,
-        prompt: str,
-        mask: ImageArg | None = None,
-        strength: float | None = None,
-        mode: EditMode | str | None = None,
-        *,
-        timeout: float | None = None,
-        **options: Unpack[GenerationOptions],
-    ) -> GenerationResult:
-        """``edit``, returning the full result."""
-        request = build_edit(image, prompt, mask, strength, mode, options)
-        return self._call(lambda call: self._transport.edit(request, call), timeout)
-
-    def vqa(
-        self,
-        image: ImageArg,
-        question: str,
-        max_tokens: int = 64,
-        *,
-        timeout: float | None = None,
-    ) -> str:
-        """Answer ``question`` about ``image`` (a path, bytes or a PIL image)."""
-        request = build_vqa(image, question, max_tokens)
-        return self._call(lambda call: self._transport.vqa(request, call), timeout).answer
-
-    def list_presets(self, *, timeout: float | None = None) -> dict[str, StylePreset]:
-        """The style presets the server serves now, by name."""
-        return self._call(self._transport.list_presets, timeout)
-
-    # -- readiness ----------------------------------------------------------------
-
-    def is_ready(self, *, timeout: float = 5.0) -> bool:
-        """Whether the server has loaded and warmed its model (gRPC health SERVING, or
-        ``GET /readyz`` 200); ``False`` while it is unreachable, loading or draining."""
-        return self._transport.ready(timeout)
-
-    def wait_until_ready(self, timeout: float = 300.0, poll: float = 0.5) -> None:
-        """Poll readiness until the server is ready; ``UnavailableError`` after ``timeout``
-        seconds."""
-        deadline = time.monotonic() + timeout
-        while not self.is_ready(timeout=max(0.1, min(5.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
-                raise UnavailableError(
-                    f"server {self.settings.host}:{self.settings.port} not ready after {timeout} s",
-                    code="unavailable",
-                )
-            time.sleep(poll)
-
-    # -- plumbing -----------------------------------------------------------------
-
-    def _deadline(self, timeout: float | None) -> float | None:
-        budget = self.settings.timeout if timeout is None else timeout
-        return None if budget is None else time.monotonic() + budget
-
-    @staticmethod
-    def _remaining(deadline: float | None) -> float | None:
-        return None if deadline is None else max(0.001, deadline - time.monotonic())
-
-    def _call(self, send: Callable[[Attempt], T], timeout: float | None) -> T:
-        deadline = self._deadline(timeout)
-        request_id = new_request_id()
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return send(Attempt(self._remaining(deadline), request_id))
-            except FluxError as error:
-                wait = self.settings.retry.next_delay(attempt, error, deadline)
-                if wait is None:
-                    raise with_request_id(error, request_id) from None
-                log_retry(error, request_id, attempt, wait)
-                time.sleep(wait)
+    detect_transport = _blocking(AsyncFluxModelClient.detect_transport)
+    generate = _blocking(AsyncFluxModelClient.generate)
+    generate_images = _blocking(AsyncFluxModelClient.generate_images)
+    stream = _blocking_iter(AsyncFluxModelClient.stream)
+    edit = _blocking(AsyncFluxModelClient.edit)
+    edit_images = _blocking(AsyncFluxModelClient.edit_images)
+    vqa = _blocking(AsyncFluxModelClient.vqa)
+    list_presets = _blocking(AsyncFluxModelClient.list_presets)
+    is_ready = _blocking(AsyncFluxModelClient.is_ready)
+    wait_until_ready = _blocking(AsyncFluxModelClient.wait_until_ready)
 
     def close(self) -> None:
-        """Release the connection."""
-        self._transport.close()
+        """Release the connection and the client's background thread."""
+        if not self._loop.started:
+            return  # never used: no connection, no thread
+        try:
+            self._loop.run(self._async.close())
+        finally:
+            self._loop.stop()
 
     def __enter__(self) -> FluxModelClient:
         return self

@@ -2,13 +2,12 @@
 
 Every error carries the server's ``message``, the request ``field`` it names (when the
 server named one), the HTTP status and gRPC code it came from, and the ``request_id``
-when the server sent one. ``ERROR_TABLE`` maps the server's HTTP statuses and gRPC code
-names to the classes; the transports use it and nothing else.
+when the server sent one. ``REASON_ERRORS`` maps the server's error reasons (the wire
+contract's ``flux_client.wire.REASONS``) to the classes; the transports use it and
+nothing else.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 
 class FluxError(Exception):
@@ -95,51 +94,50 @@ class UnsupportedError(FluxError):
     """The chosen transport cannot do what was asked (e.g. progress streaming over HTTP)."""
 
 
-@dataclass(frozen=True)
-class ErrorKind:
-    """One row of the mapping between wire statuses and error classes."""
+REASON_ERRORS: dict[str, type[FluxError]] = {
+    "invalid_argument": InvalidArgumentError,
+    "unknown_name": InvalidArgumentError,
+    "malformed_request": InvalidArgumentError,
+    "content_rejected": ContentRejectedError,
+    "unauthenticated": AuthenticationError,
+    "permission_denied": PermissionDeniedError,
+    "resource_exhausted": OverloadedError,
+    "unavailable": UnavailableError,
+    "deadline_exceeded": DeadlineExceededError,
+    "cancelled": FluxError,
+    "unimplemented": NotEnabledError,
+    "not_found": NotEnabledError,
+    "method_not_allowed": NotEnabledError,
+    "internal": ServerError,
+}
+"""The class of each server error reason (``flux_client.wire.REASONS``: the REST body's
+``code``, the gRPC ErrorInfo ``reason``); a test checks that every reason has one."""
 
-    error: type[FluxError]
-    http_statuses: tuple[int, ...]
-    grpc_codes: tuple[str, ...]
-
-
-ERROR_TABLE: tuple[ErrorKind, ...] = (
-    ErrorKind(InvalidArgumentError, (400, 413, 415, 422), ("INVALID_ARGUMENT", "OUT_OF_RANGE")),
-    ErrorKind(AuthenticationError, (401,), ("UNAUTHENTICATED",)),
-    ErrorKind(PermissionDeniedError, (403,), ("PERMISSION_DENIED",)),
-    ErrorKind(NotEnabledError, (404, 405, 501), ("NOT_FOUND", "UNIMPLEMENTED")),
-    ErrorKind(OverloadedError, (429,), ("RESOURCE_EXHAUSTED",)),
-    ErrorKind(UnavailableError, (502, 503), ("UNAVAILABLE",)),
-    ErrorKind(DeadlineExceededError, (504, 408), ("DEADLINE_EXCEEDED",)),
-    ErrorKind(FluxError, (409, 499), ("CANCELLED", "ABORTED", "FAILED_PRECONDITION")),
-)
-
-CODE_TABLE: dict[str, type[FluxError]] = {"content_rejected": ContentRejectedError}
-"""Server error codes (the REST body's ``code``, gRPC metadata ``fluxserve-error-code``)
-that pick a narrower class than the status alone."""
-
-_BY_HTTP = {status: kind.error for kind in ERROR_TABLE for status in kind.http_statuses}
-_BY_GRPC = {code: kind.error for kind in ERROR_TABLE for code in kind.grpc_codes}
-
-
-def error_class_for_http(status: int, code: str | None = None) -> type[FluxError]:
-    """The error class for an HTTP status (>= 400) and the server's error code."""
-    if code in CODE_TABLE:
-        return CODE_TABLE[code]
-    if status in _BY_HTTP:
-        return _BY_HTTP[status]
-    if status >= 500:
-        return ServerError
-    return InvalidArgumentError if 400 <= status < 500 else FluxError
+_FOREIGN_HTTP: dict[int, type[FluxError]] = {
+    408: DeadlineExceededError,
+    413: InvalidArgumentError,
+    502: UnavailableError,
+}
+_FOREIGN_GRPC: dict[str, type[FluxError]] = {
+    "out_of_range": InvalidArgumentError,
+    "aborted": FluxError,
+    "failed_precondition": FluxError,
+}
 
 
-def error_class_for_grpc(code_name: str, code: str | None = None) -> type[FluxError]:
-    """The error class for a gRPC status code name (``grpc.StatusCode.X.name``) and the
-    server's error code."""
-    if code in CODE_TABLE:
-        return CODE_TABLE[code]
-    return _BY_GRPC.get(code_name, ServerError)
+def error_class(reason: str | None, http_status: int | None = None) -> type[FluxError]:
+    """The class for a reason; for one the server did not send (a proxy's answer, a
+    peer that is not fluxserve), the nearest class for the HTTP status or gRPC code."""
+    if reason in REASON_ERRORS:
+        return REASON_ERRORS[reason]
+    if reason in _FOREIGN_GRPC:
+        return _FOREIGN_GRPC[reason]
+    if http_status is not None:
+        if http_status in _FOREIGN_HTTP:
+            return _FOREIGN_HTTP[http_status]
+        if 400 <= http_status < 500:
+            return InvalidArgumentError
+    return ServerError
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -1,10 +1,12 @@
-"""The server's errors, free of any framework, and the one table that maps each to an
-HTTP status and a gRPC status code; the REST and gRPC adapters both use it."""
+"""The server's errors, free of any web framework. Each names its wire reason (``code``);
+the HTTP status and gRPC code of a reason come from the one table of the wire contract,
+:data:`flux_client.wire.REASONS`, which the REST and gRPC adapters and the SDK share."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+
+from flux_client.wire import REASONS, WireError, WireStatus, error_body
 
 
 class ServeError(Exception):
@@ -21,7 +23,16 @@ class ServeError(Exception):
         self.field = field
 
     def to_json(self) -> dict[str, dict[str, str | None]]:
-        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+        return error_body(self.to_wire())
+
+    def to_wire(self, request_id: str | None = None) -> WireError:
+        return WireError(
+            self.code,
+            self.message,
+            self.field,
+            getattr(self, "retry_after", None),
+            request_id,
+        )
 
 
 class InvalidRequest(ServeError):
@@ -33,6 +44,8 @@ class InvalidRequest(ServeError):
 class UnknownName(InvalidRequest):
     """A request naming something the server does not have (a style preset, an adapter);
     the message lists what it has."""
+
+    code = "unknown_name"
 
 
 class MalformedRequest(ServeError):
@@ -89,32 +102,10 @@ class InternalError(ServeError):
     code = "internal"
 
 
-@dataclass(frozen=True)
-class Status:
-    http: int
-    grpc: str  # a grpc.StatusCode member name; kept a string so this module imports no grpc
-
-
-STATUS: dict[type[ServeError], Status] = {
-    InvalidRequest: Status(422, "INVALID_ARGUMENT"),
-    UnknownName: Status(400, "INVALID_ARGUMENT"),
-    MalformedRequest: Status(400, "INVALID_ARGUMENT"),
-    ContentRejected: Status(400, "INVALID_ARGUMENT"),
-    Unauthenticated: Status(401, "UNAUTHENTICATED"),
-    PermissionDenied: Status(403, "PERMISSION_DENIED"),
-    QueueFull: Status(429, "RESOURCE_EXHAUSTED"),
-    Unavailable: Status(503, "UNAVAILABLE"),
-    DeadlineExceeded: Status(504, "DEADLINE_EXCEEDED"),
-    Cancelled: Status(499, "CANCELLED"),
-    NotEnabled: Status(501, "UNIMPLEMENTED"),
-    InternalError: Status(500, "INTERNAL"),
-    ServeError: Status(500, "INTERNAL"),
-}
+Status = WireStatus
+"""The HTTP status (``http``) and gRPC code name (``grpc``) of an error."""
 
 
 def status_of(error: ServeError) -> Status:
-    """The HTTP and gRPC status of an error (the nearest class in the table)."""
-    for cls in type(error).__mro__:
-        if cls in STATUS:
-            return STATUS[cls]
-    return STATUS[ServeError]
+    """The HTTP and gRPC status of an error, from the wire table by its ``code``."""
+    return REASONS.get(error.code, REASONS["internal"])

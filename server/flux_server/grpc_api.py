@@ -1,9 +1,9 @@
 """The gRPC adapter (grpc.aio): ``fluxserve.v1.FluxService`` over the service, plus the
 standard health service and reflection.
 
-Errors end the call with the code from :data:`flux_server.errors.STATUS`; trailing
-metadata carries ``fluxserve-error-field`` (the field at fault), ``retry-after`` (on
-RESOURCE_EXHAUSTED) and ``x-request-id``.
+Errors end the call with gRPC's rich status, built by :func:`flux_client.wire.to_grpc_status`
+(the code from the wire table, ErrorInfo with the reason, the field at fault, RetryInfo on
+RESOURCE_EXHAUSTED) and ``x-request-id`` in trailing metadata.
 """
 
 from __future__ import annotations
@@ -20,9 +20,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import ValidationError
 
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
-from flux_server.errors import InvalidRequest, QueueFull, ServeError, status_of
+from flux_client.wire import (
+    AUTHORIZATION_METADATA,
+    MAX_MESSAGE_BYTES,
+    REQUEST_ID_METADATA,
+    SERVICE_NAME,
+    pb,
+    pb_grpc,
+    to_grpc_status,
+)
+from flux_server.errors import InvalidRequest, ServeError, status_of
 from flux_server.params import GenerateParams, validation_error
 from flux_server.service import CallContext, GenerationResult, GenerationService, new_request_id
 
@@ -30,11 +37,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FluxService"].full_name
-ERROR_FIELD_METADATA = "fluxserve-error-field"
-RETRY_AFTER_METADATA = "retry-after"
-REQUEST_ID_METADATA = "x-request-id"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 FORMATS = {
     pb.IMAGE_FORMAT_UNSPECIFIED: "png",
@@ -124,7 +126,7 @@ class FluxServicer(pb_grpc.FluxServiceServicer):
         return CallContext(
             endpoint=f"grpc:{method}",
             request_id=given if 0 < len(given) <= 128 else new_request_id(),
-            authorization=_metadata(context, "authorization"),
+            authorization=_metadata(context, AUTHORIZATION_METADATA),
             priority=priority,
             timeout=remaining if remaining is not None and remaining > 0 else None,
         )
@@ -142,15 +144,9 @@ class FluxServicer(pb_grpc.FluxServiceServicer):
         except ServeError as error:
             status = status_of(error)
             code = status.grpc
-            trailing = [(REQUEST_ID_METADATA, ctx.request_id)]
-            if error.field:
-                trailing.append((ERROR_FIELD_METADATA, error.field))
-            if isinstance(error, QueueFull):
-                trailing.append((RETRY_AFTER_METADATA, str(error.retry_after)))
             self.service.audit_refusal(ctx, error, status.http)
-            await context.abort(
-                getattr(grpc.StatusCode, status.grpc), error.message, tuple(trailing)
-            )
+            rich = to_grpc_status(error.to_wire(ctx.request_id))
+            await context.abort(rich.code, rich.details, rich.trailing_metadata)
             raise  # abort raises; this line is never reached
         except asyncio.CancelledError:
             code = "CANCELLED"

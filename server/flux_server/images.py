@@ -37,16 +37,15 @@ DEFAULT_MAX_PIXELS: Final[int] = 4096 * 4096
 
 
 class InputError(MalformedRequest):
-    """A request value that cannot be used: 400 / INVALID_ARGUMENT through the
-    server's error table (a :class:`~flux_server.errors.ServeError`).
+    """A request value that cannot be used: reason ``malformed_request``, so 400 /
+    INVALID_ARGUMENT through the wire contract's table (a
+    :class:`~flux_server.errors.ServeError`).
 
     Attributes:
         field: the request field that carried the bad value (``image``, ``mask``, ...).
         message: what is wrong, as one sentence that starts with the field's name
             ("mask is 16x16 but the image is 32x16; ..."); never a stack trace.
     """
-
-    code = "invalid_argument"
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field} {message}", field=field)

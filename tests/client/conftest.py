@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from real_server import Server, running_server
 from wire_fakes import FakeServers, running_fake_servers
 
 
@@ -19,3 +20,9 @@ def fakes(fake_servers: FakeServers) -> Iterator[FakeServers]:
     fake_servers.script.reset()
     yield fake_servers
     fake_servers.script.reset()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real server process for every SDK test that needs one."""
+    yield from running_server(tmp_path_factory)

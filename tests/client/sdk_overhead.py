@@ -23,8 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from wire_fakes import running_fake_servers
 
 from flux_client import FluxModelClient
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_client.wire import pb, pb_grpc
 
 
 def measure(call: Callable[[], object], calls: int) -> tuple[float, float]:

@@ -1,5 +1,7 @@
 """Small real servers that speak the fluxserve wire contract (gRPC and REST), for testing the
-SDK over real sockets without a model: images are flat colours derived from the seed.
+SDK's retries, timeouts and request building over real sockets without a model: images are
+flat colours derived from the seed. The error contract itself is tested against the real
+server (test_error_contract.py), never against these.
 
 A ``Script`` shared by both servers says how the next requests fail, and records what
 arrived, so tests can check both directions of the wire.
@@ -29,8 +31,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_client.wire import WireError, pb, pb_grpc, to_grpc_status
 
 DEFAULT_SIZE = 64
 DEFAULT_SEED = 1234
@@ -66,9 +67,6 @@ FAILURES = {
     "unavailable": lambda: Failure(503, grpc.StatusCode.UNAVAILABLE, "model not ready"),
     "overloaded": lambda: Failure(429, grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full (64)"),
     "internal": lambda: Failure(500, grpc.StatusCode.INTERNAL, "out of memory"),
-    "rejected": lambda: Failure(
-        400, grpc.StatusCode.INVALID_ARGUMENT, "blocked term", "prompt", "content_rejected"
-    ),
 }
 
 
@@ -231,13 +229,10 @@ class FakeServicer(pb_grpc.FluxServiceServicer):
         try:
             return await coro
         except Failure as failure:
-            trailing = [("fluxserve-error-code", failure.error_code)]
-            if failure.field:
-                trailing.append(("fluxserve-error-field", failure.field))
-            if failure.retry_after:
-                trailing.append(("retry-after", failure.retry_after))
-            context.set_trailing_metadata(tuple(trailing))
-            await context.abort(failure.code, failure.message)
+            retry_after = float(failure.retry_after) if failure.retry_after else None
+            wire = WireError(failure.error_code, failure.message, failure.field, retry_after)
+            status = to_grpc_status(wire)
+            await context.abort(status.code, status.details, status.trailing_metadata)
 
     @staticmethod
     def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:

@@ -454,8 +454,7 @@ def test_redis_cache_survives_redis_dying_and_coming_back(
 def test_grpc_carries_keys_safety_and_cache(secured: dict[str, Any]) -> None:
     import grpc
 
-    from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-    from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+    from flux_client.wire import pb, pb_grpc
 
     server: Any = secured["server"]
     with grpc.insecure_channel(f"127.0.0.1:{server.server.grpc_port}") as channel:

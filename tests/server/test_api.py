@@ -16,11 +16,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
+from rich_status import rich_error
 from server_process import ServerProcess
 
 from flux_client import FluxModelClient
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_client.wire import pb, pb_grpc
 
 JSON = {"Accept": "application/json"}
 MAX_BODY = 64 * 1024
@@ -302,8 +302,9 @@ def test_grpc_errors_carry_code_and_field(stub: pb_grpc.FluxServiceStub) -> None
             pb.GenerateRequest(params=pb.GenerationParams(prompt="x", width=100)), timeout=10
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    trailing = dict(caught.value.trailing_metadata())
-    assert trailing["fluxserve-error-field"] == "width" and trailing["x-request-id"]
+    rich = rich_error(caught.value)
+    assert (rich.reason, rich.domain, rich.field) == ("INVALID_ARGUMENT", "fluxserve.v1", "width")
+    assert rich.request_id
 
     with pytest.raises(grpc.RpcError) as caught:
         list(
@@ -313,7 +314,10 @@ def test_grpc_errors_carry_code_and_field(stub: pb_grpc.FluxServiceStub) -> None
             )
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert dict(caught.value.trailing_metadata())["fluxserve-error-field"] == "style_preset"
+    assert (rich_error(caught.value).reason, rich_error(caught.value).field) == (
+        "UNKNOWN_NAME",
+        "style_preset",
+    )
 
     # An enum value this server does not know is refused, not served as NORMAL.
     with pytest.raises(grpc.RpcError) as caught:
@@ -321,7 +325,7 @@ def test_grpc_errors_carry_code_and_field(stub: pb_grpc.FluxServiceStub) -> None
             pb.GenerateRequest(params=pb.GenerationParams(prompt="x", priority=7)), timeout=10
         )
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert dict(caught.value.trailing_metadata())["fluxserve-error-field"] == "priority"
+    assert rich_error(caught.value).field == "priority"
 
     with pytest.raises(grpc.RpcError) as caught:
         stub.Generate(

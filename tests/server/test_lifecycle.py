@@ -21,8 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
 
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_client.wire import pb, pb_grpc
 from flux_server import keys
 
 SLOW = {"width": 512, "height": 512, "steps": 24}

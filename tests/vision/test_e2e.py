@@ -18,12 +18,12 @@ import grpc
 import httpx
 import pytest
 from PIL import Image
+from rich_status import rich_error
 from server_process import ServerProcess, start_server
 
 from flux_client import FluxModelClient
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
 from flux_client.errors import InvalidArgumentError
+from flux_client.wire import pb, pb_grpc
 from flux_server.tiny_vqa import write_tiny_vqa
 
 from .test_images import png_bytes, with_png_header_size
@@ -330,14 +330,14 @@ def test_grpc_bad_input_is_invalid_argument(stub: pb_grpc.FluxServiceStub) -> No
     error = grpc_error(lambda: stub.Edit(pb.EditRequest(image=b"nope", params=params), timeout=60))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "not an image" in error.details()
-    assert ("fluxserve-error-field", "image") in error.trailing_metadata()
+    assert rich_error(error).field == "image"
     bad_mask = pb.EditRequest(image=photo(), mask=mask((16, 16)), params=params)
     error = grpc_error(lambda: stub.Edit(bad_mask, timeout=60))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert ("fluxserve-error-field", "mask") in error.trailing_metadata()
+    assert rich_error(error).field == "mask"
     error = grpc_error(lambda: stub.VQA(pb.VQARequest(image=photo(), question=" "), timeout=60))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert ("fluxserve-error-field", "question") in error.trailing_metadata()
+    assert rich_error(error).field == "question"
 
 
 def pipeline_calls(server: ServerProcess) -> float:

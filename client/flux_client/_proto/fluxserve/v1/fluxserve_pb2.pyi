@@ -4,7 +4,8 @@ isort:skip_file
 The fluxserve wire contract: text-to-image generation, image editing and visual
 question answering with FLUX on one server.
 
-Python stubs are generated into client/flux_client/_proto by `make proto`.
+Python stubs are generated into client/flux_client/_proto by `make proto`; the
+public module flux_client.wire re-exports them with the error table.
 
 Conventions every RPC follows:
 - Authentication: metadata `authorization: Bearer <api key>` when the server
@@ -13,13 +14,15 @@ Conventions every RPC follows:
   (the server and audit logs record the downgrade).
 - Timeouts: the gRPC deadline; a request still waiting or running when it
   passes ends with DEADLINE_EXCEEDED.
-- Errors: the status details string is a human-readable message; trailing
-  metadata `fluxserve-error-field` names the offending request field (e.g.
-  `width`) when there is one, and `fluxserve-error-code` carries the server's
-  stable error code (the `code` of the REST error body, e.g. `content_rejected`).
-  Bad input is INVALID_ARGUMENT; a full queue is RESOURCE_EXHAUSTED with trailing
-  metadata `retry-after` (seconds); a server not ready or draining is UNAVAILABLE
-  (safe to retry); a feature the server was not started with is UNIMPLEMENTED.
+- Errors: the status carries a `google.rpc.Status` (trailing metadata
+  `grpc-status-details-bin`, gRPC's rich error model) whose details hold a
+  `google.rpc.ErrorInfo` with `reason` one of the ErrorReason names below without
+  the prefix (e.g. `CONTENT_REJECTED`, the REST error body's `code` in lower case)
+  and `domain` "fluxserve.v1"; a `google.rpc.BadRequest` whose one FieldViolation
+  names the offending request field (e.g. `width`) when there is one; and a
+  `google.rpc.RetryInfo` with the backoff advice on RESOURCE_EXHAUSTED. The status
+  message is human-readable. Each reason has one gRPC code and one HTTP status
+  (listed below; `flux_client.wire.REASONS` holds the same table).
 - Every response carries `request_id`; the same id appears in the server's logs.
 - Unset optional fields take the style preset's value, then the server default.
 """
@@ -39,6 +42,82 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ErrorReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_REASON_UNSPECIFIED: _ErrorReason.ValueType  # 0
+    ERROR_REASON_INVALID_ARGUMENT: _ErrorReason.ValueType  # 1
+    """A value out of range or of the wrong kind; the field names it. INVALID_ARGUMENT, 422."""
+    ERROR_REASON_UNKNOWN_NAME: _ErrorReason.ValueType  # 2
+    """A name the server does not have (a style preset, an adapter); the message lists
+    what it has. INVALID_ARGUMENT, 400.
+    """
+    ERROR_REASON_MALFORMED_REQUEST: _ErrorReason.ValueType  # 3
+    """A body that is not a request at all: bad JSON, too large. INVALID_ARGUMENT, 400."""
+    ERROR_REASON_CONTENT_REJECTED: _ErrorReason.ValueType  # 4
+    """The safety filter refused the prompt. INVALID_ARGUMENT, 400."""
+    ERROR_REASON_UNAUTHENTICATED: _ErrorReason.ValueType  # 5
+    """No API key, or one the server does not know. UNAUTHENTICATED, 401."""
+    ERROR_REASON_PERMISSION_DENIED: _ErrorReason.ValueType  # 6
+    """The key may not do this. PERMISSION_DENIED, 403."""
+    ERROR_REASON_RESOURCE_EXHAUSTED: _ErrorReason.ValueType  # 7
+    """The queue is full; RetryInfo / Retry-After says when to retry. RESOURCE_EXHAUSTED, 429."""
+    ERROR_REASON_UNAVAILABLE: _ErrorReason.ValueType  # 8
+    """Loading, draining or shutting down: safe to retry. UNAVAILABLE, 503."""
+    ERROR_REASON_DEADLINE_EXCEEDED: _ErrorReason.ValueType  # 9
+    """The request's deadline passed. DEADLINE_EXCEEDED, 504."""
+    ERROR_REASON_CANCELLED: _ErrorReason.ValueType  # 10
+    """The caller went away. CANCELLED, 499."""
+    ERROR_REASON_UNIMPLEMENTED: _ErrorReason.ValueType  # 11
+    """A feature the server was not started with (editing, VQA). UNIMPLEMENTED, 501."""
+    ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 12
+    """The server failed. INTERNAL, 500."""
+    ERROR_REASON_NOT_FOUND: _ErrorReason.ValueType  # 13
+    """REST only: no such path. NOT_FOUND, 404."""
+    ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 14
+    """REST only: the path takes another method. UNIMPLEMENTED, 405."""
+
+class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
+    """Why a call failed: the ErrorInfo reason of a gRPC error and the `code` of a REST
+    error body. The gRPC code and HTTP status of each are given after it.
+    """
+
+ERROR_REASON_UNSPECIFIED: ErrorReason.ValueType  # 0
+ERROR_REASON_INVALID_ARGUMENT: ErrorReason.ValueType  # 1
+"""A value out of range or of the wrong kind; the field names it. INVALID_ARGUMENT, 422."""
+ERROR_REASON_UNKNOWN_NAME: ErrorReason.ValueType  # 2
+"""A name the server does not have (a style preset, an adapter); the message lists
+what it has. INVALID_ARGUMENT, 400.
+"""
+ERROR_REASON_MALFORMED_REQUEST: ErrorReason.ValueType  # 3
+"""A body that is not a request at all: bad JSON, too large. INVALID_ARGUMENT, 400."""
+ERROR_REASON_CONTENT_REJECTED: ErrorReason.ValueType  # 4
+"""The safety filter refused the prompt. INVALID_ARGUMENT, 400."""
+ERROR_REASON_UNAUTHENTICATED: ErrorReason.ValueType  # 5
+"""No API key, or one the server does not know. UNAUTHENTICATED, 401."""
+ERROR_REASON_PERMISSION_DENIED: ErrorReason.ValueType  # 6
+"""The key may not do this. PERMISSION_DENIED, 403."""
+ERROR_REASON_RESOURCE_EXHAUSTED: ErrorReason.ValueType  # 7
+"""The queue is full; RetryInfo / Retry-After says when to retry. RESOURCE_EXHAUSTED, 429."""
+ERROR_REASON_UNAVAILABLE: ErrorReason.ValueType  # 8
+"""Loading, draining or shutting down: safe to retry. UNAVAILABLE, 503."""
+ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 9
+"""The request's deadline passed. DEADLINE_EXCEEDED, 504."""
+ERROR_REASON_CANCELLED: ErrorReason.ValueType  # 10
+"""The caller went away. CANCELLED, 499."""
+ERROR_REASON_UNIMPLEMENTED: ErrorReason.ValueType  # 11
+"""A feature the server was not started with (editing, VQA). UNIMPLEMENTED, 501."""
+ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 12
+"""The server failed. INTERNAL, 500."""
+ERROR_REASON_NOT_FOUND: ErrorReason.ValueType  # 13
+"""REST only: no such path. NOT_FOUND, 404."""
+ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 14
+"""REST only: the path takes another method. UNIMPLEMENTED, 405."""
+Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _ImageFormat:
     ValueType = _typing.NewType("ValueType", _builtins.int)

@@ -4,7 +4,8 @@ isort:skip_file
 The fluxserve wire contract: text-to-image generation, image editing and visual
 question answering with FLUX on one server.
 
-Python stubs are generated into client/flux_client/_proto by `make proto`.
+Python stubs are generated into client/flux_client/_proto by `make proto`; the
+public module flux_client.wire re-exports them with the error table.
 
 Conventions every RPC follows:
 - Authentication: metadata `authorization: Bearer <api key>` when the server
@@ -13,13 +14,15 @@ Conventions every RPC follows:
   (the server and audit logs record the downgrade).
 - Timeouts: the gRPC deadline; a request still waiting or running when it
   passes ends with DEADLINE_EXCEEDED.
-- Errors: the status details string is a human-readable message; trailing
-  metadata `fluxserve-error-field` names the offending request field (e.g.
-  `width`) when there is one, and `fluxserve-error-code` carries the server's
-  stable error code (the `code` of the REST error body, e.g. `content_rejected`).
-  Bad input is INVALID_ARGUMENT; a full queue is RESOURCE_EXHAUSTED with trailing
-  metadata `retry-after` (seconds); a server not ready or draining is UNAVAILABLE
-  (safe to retry); a feature the server was not started with is UNIMPLEMENTED.
+- Errors: the status carries a `google.rpc.Status` (trailing metadata
+  `grpc-status-details-bin`, gRPC's rich error model) whose details hold a
+  `google.rpc.ErrorInfo` with `reason` one of the ErrorReason names below without
+  the prefix (e.g. `CONTENT_REJECTED`, the REST error body's `code` in lower case)
+  and `domain` "fluxserve.v1"; a `google.rpc.BadRequest` whose one FieldViolation
+  names the offending request field (e.g. `width`) when there is one; and a
+  `google.rpc.RetryInfo` with the backoff advice on RESOURCE_EXHAUSTED. The status
+  message is human-readable. Each reason has one gRPC code and one HTTP status
+  (listed below; `flux_client.wire.REASONS` holds the same table).
 - Every response carries `request_id`; the same id appears in the server's logs.
 - Unset optional fields take the style preset's value, then the server default.
 """

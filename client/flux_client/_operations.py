@@ -1,0 +1,124 @@
+"""Each call of the fluxserve API, written once: how it travels over gRPC (the stub method,
+the request message, the reading of the answer) and over REST (method, path, body, the
+reading of the JSON). The transports run any operation the same way, so a new call is one
+``Operation`` here and one method on ``AsyncFluxModelClient``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from flux_client import _grpc as proto
+from flux_client import _http as rest
+from flux_client.presets import StylePreset
+from flux_client.types import (
+    EditParams,
+    GenerationParams,
+    GenerationResult,
+    StreamEvent,
+    VqaParams,
+    VqaResult,
+)
+from flux_client.wire import pb
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    """One REST request: ``json`` for a JSON body, ``data``/``files`` for a form."""
+
+    method: str
+    path: str
+    json: Any = None
+    data: dict[str, str] | None = None
+    files: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Operation(Generic[Req, Res]):
+    """One API call. ``streaming`` calls yield one ``from_proto`` result per message."""
+
+    name: str
+    grpc_method: str
+    """The ``FluxServiceStub`` attribute."""
+    to_proto: Callable[[Req], Any]
+    from_proto: Callable[[Any], Res]
+    to_http: Callable[[Req], HttpRequest] | None
+    """``None``: the call exists over gRPC only (``unsupported_over_http`` says why)."""
+    from_json: Callable[[Any], Res] | None
+    streaming: bool = False
+    unsupported_over_http: str = ""
+
+
+def _generate_http(params: GenerationParams) -> HttpRequest:
+    return HttpRequest(
+        "POST", "/generate", json=rest.params_to_json(params), headers=rest.call_headers(params)
+    )
+
+
+def _edit_http(edit: EditParams) -> HttpRequest:
+    data, files = rest.edit_to_multipart(edit)
+    return HttpRequest(
+        "POST", "/edit", data=data, files=files, headers=rest.call_headers(edit.params)
+    )
+
+
+def _vqa_http(vqa: VqaParams) -> HttpRequest:
+    data, files = rest.vqa_to_multipart(vqa)
+    return HttpRequest("POST", "/vqa", data=data, files=files, headers=rest.call_headers(None))
+
+
+def _presets_http(_: None) -> HttpRequest:
+    return HttpRequest("GET", "/v1/presets", headers=rest.call_headers(None))
+
+
+GENERATE: Operation[GenerationParams, GenerationResult] = Operation(
+    name="generate",
+    grpc_method="Generate",
+    to_proto=lambda params: pb.GenerateRequest(params=proto.params_to_proto(params)),
+    from_proto=proto.result_from_proto,
+    to_http=_generate_http,
+    from_json=rest.result_from_json,
+)
+
+GENERATE_STREAM: Operation[GenerationParams, StreamEvent] = Operation(
+    name="stream",
+    grpc_method="GenerateStream",
+    to_proto=lambda params: pb.GenerateRequest(params=proto.params_to_proto(params)),
+    from_proto=proto.event_from_proto,
+    to_http=None,
+    from_json=None,
+    streaming=True,
+    unsupported_over_http="progress streaming needs gRPC: use transport='grpc' (port 50051)",
+)
+
+EDIT: Operation[EditParams, GenerationResult] = Operation(
+    name="edit",
+    grpc_method="Edit",
+    to_proto=proto.edit_to_proto,
+    from_proto=proto.result_from_proto,
+    to_http=_edit_http,
+    from_json=rest.result_from_json,
+)
+
+VQA: Operation[VqaParams, VqaResult] = Operation(
+    name="vqa",
+    grpc_method="VQA",
+    to_proto=proto.vqa_to_proto,
+    from_proto=proto.vqa_from_proto,
+    to_http=_vqa_http,
+    from_json=rest.vqa_from_json,
+)
+
+LIST_PRESETS: Operation[None, dict[str, StylePreset]] = Operation(
+    name="list_presets",
+    grpc_method="ListPresets",
+    to_proto=lambda _: pb.ListPresetsRequest(),
+    from_proto=proto.presets_from_proto,
+    to_http=_presets_http,
+    from_json=rest.presets_from_json,
+)
