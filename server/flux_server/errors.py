@@ -35,6 +35,17 @@ class UnknownName(InvalidRequest):
     the message lists what it has."""
 
 
+class RefusedTarget(InvalidRequest):
+    """A URL the server will not send to (a webhook to a private address)."""
+
+
+class NotFound(ServeError):
+    """No such thing (an unknown or expired job id); the message says how long
+    things are kept."""
+
+    code = "not_found"
+
+
 class MalformedRequest(ServeError):
     """A body that is not a request at all: bad JSON, too large."""
 
@@ -98,6 +109,8 @@ class Status:
 STATUS: dict[type[ServeError], Status] = {
     InvalidRequest: Status(422, "INVALID_ARGUMENT"),
     UnknownName: Status(400, "INVALID_ARGUMENT"),
+    RefusedTarget: Status(400, "INVALID_ARGUMENT"),
+    NotFound: Status(404, "NOT_FOUND"),
     MalformedRequest: Status(400, "INVALID_ARGUMENT"),
     ContentRejected: Status(400, "INVALID_ARGUMENT"),
     Unauthenticated: Status(401, "UNAUTHENTICATED"),
