@@ -14,11 +14,12 @@ and each event (:meth:`JobEvent.to_json`); the gRPC adapter maps the same fields
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import enum
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
@@ -318,6 +319,51 @@ def snapshot(state: JobState) -> list[JobEvent]:
         error = asdict(state.error) if state.error else None
         return [JobEvent(state.id, s, EventKind.FAILED, {"error": error})]
     return [JobEvent(state.id, s, EventKind.CANCELED, {"completed_at": iso(state.completed_at)})]
+
+
+# --- HTTP helpers --------------------------------------------------------------------------
+
+
+def wants_async(prefer: str | None) -> bool:
+    """Whether a ``Prefer`` header (RFC 7240) asks for ``respond-async``: preferences
+    are comma separated, each may carry ``;`` parameters, names are case-insensitive."""
+    if not prefer:
+        return False
+    for preference in prefer.split(","):
+        name = preference.split(";", 1)[0].split("=", 1)[0].strip().lower()
+        if name == "respond-async":
+            return True
+    return False
+
+
+KEEPALIVE_FRAME = ": keep-alive\n\n"
+
+
+async def sse_frames(
+    events: AsyncIterator[JobEvent], keepalive: float = 15.0
+) -> AsyncIterator[str]:
+    """Server-Sent Events frames of a job's events, with a comment frame whenever
+    ``keepalive`` seconds pass without one, so proxies and load balancers with idle
+    timeouts (often 60 s) keep a slow job's stream open. Ends after the terminal event."""
+    iterator = aiter(events)
+    pending: asyncio.Future[JobEvent] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(iterator))
+            done, _ = await asyncio.wait({pending}, timeout=keepalive)
+            if not done:
+                yield KEEPALIVE_FRAME
+                continue
+            try:
+                event = pending.result()
+            except StopAsyncIteration:
+                return
+            pending = None
+            yield event.to_sse()
+    finally:
+        if pending is not None and not pending.done():
+            pending.cancel()
 
 
 # --- JSON ------------------------------------------------------------------------------------

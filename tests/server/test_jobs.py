@@ -162,3 +162,43 @@ def test_ids_are_url_safe_and_distinct() -> None:
     ids = {jobs.new_job_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(i.startswith("job_") and i[4:].isalnum() for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, False),
+        ("", False),
+        ("respond-async", True),
+        ("Respond-Async", True),
+        ("wait=10, respond-async", True),
+        ("respond-async; foo=bar", True),
+        ("return=minimal", False),
+        ("respond-asynchronously", False),
+    ],
+)
+def test_prefer_respond_async(header: str | None, expected: bool) -> None:
+    assert jobs.wants_async(header) is expected
+
+
+async def test_sse_frames_keep_an_idle_stream_alive_and_end_after_the_terminal_event() -> None:
+    import asyncio
+
+    state, queued = jobs.submit("job_a", now=T0, position=0)
+    queue: asyncio.Queue[jobs.JobEvent | None] = asyncio.Queue()
+
+    async def events():  # type: ignore[no-untyped-def]
+        while (event := await queue.get()) is not None:
+            yield event
+
+    frames = jobs.sse_frames(events(), keepalive=0.05)
+    await queue.put(queued)
+    assert (await anext(frames)).startswith("id: 1\nevent: queued\n")
+    # Nothing for a while: comment frames, and the pending read is not lost.
+    assert await anext(frames) == jobs.KEEPALIVE_FRAME
+    state, canceled = jobs.cancel(state, now=T0)
+    assert canceled is not None
+    await queue.put(canceled)
+    await queue.put(None)
+    rest = [frame async for frame in frames]
+    assert [f for f in rest if f != jobs.KEEPALIVE_FRAME] == [canceled.to_sse()]
