@@ -24,7 +24,7 @@ from flux_server import jobs
 from flux_server.cancellation import CancelToken
 from flux_server.engine import GeneratedImage
 from flux_server.errors import InvalidRequest, NotEnabled, ServeError, Unavailable
-from flux_server.job_store import JobStore
+from flux_server.job_store import JobStore, MemoryJobStore
 from flux_server.jobs import ImageInfo, JobError, JobEvent, JobState
 from flux_server.metrics import Metrics
 from flux_server.webhook_url import AllowList, Resolver, WebhookTarget, check_webhook_url
@@ -293,3 +293,36 @@ class JobManager:
         counts.update(status for _, status in self._finished)
         for status in jobs.JobStatus:
             self.metrics.jobs.labels(status=status.value).set(counts.get(status.value, 0))
+
+
+def build_job_manager(
+    *,
+    owner: str,
+    redis_url: str | None,
+    job_ttl: float,
+    job_max_bytes: int,
+    webhook_secret: str | None,
+    webhook_allow_hosts: Sequence[str],
+    metrics: Metrics | None = None,
+) -> JobManager:
+    """The job manager the settings ask for (``ServerSettings`` fields of the same
+    names): jobs in Redis when ``redis_url`` is set, else in memory; webhooks only with
+    a secret. ``owner`` names this replica (the pod name) in job records. Call
+    ``await manager.start()`` on the serving loop."""
+    from flux_server.job_store_redis import RedisJobStore
+
+    store: JobStore
+    if redis_url:
+        store = RedisJobStore(redis_url, job_ttl)
+    else:
+        store = MemoryJobStore(job_ttl, job_max_bytes)
+    allow = AllowList.parse(webhook_allow_hosts)
+    sender = WebhookSender(webhook_secret, allow, metrics=metrics) if webhook_secret else None
+    return JobManager(
+        store,
+        owner=owner,
+        max_result_bytes=job_max_bytes,
+        webhooks=sender,
+        allow=allow,
+        metrics=metrics,
+    )

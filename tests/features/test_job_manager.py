@@ -221,3 +221,27 @@ async def test_oversized_results_and_shutdown_leave_a_reason(engine: Engine) -> 
         after = await manager.get(job_id)
         assert after.status is JobStatus.FAILED and after.error is not None
         assert after.error.message == "server shut down before the job ran"
+
+
+async def test_the_manager_the_settings_ask_for(redis_server: RedisServer) -> None:
+    from flux_server.job_manager import build_job_manager
+    from flux_server.settings import load_settings
+
+    settings = load_settings(
+        ["--model", "m", "--redis-url", redis_server.url, "--webhook-secret", SECRET,
+         "--webhook-allow-hosts", "10.0.0.0/8", "--job-ttl", "120"]
+    )  # fmt: skip
+    fields = ("redis_url", "job_ttl", "job_max_bytes", "webhook_secret", "webhook_allow_hosts")
+    shared = build_job_manager(owner="r1", **{f: getattr(settings, f) for f in fields})
+    assert isinstance(shared.store, RedisJobStore) and shared.store.ttl == 120
+    assert shared.webhooks is not None and shared.allow.networks
+    await shared.start()
+    state, _ = await shared.submit(position=0)
+    assert (await shared.get(state.id)).owner == "r1"
+    await shared.close()
+    local = build_job_manager(
+        owner="r1", redis_url=None, job_ttl=60, job_max_bytes=4096,
+        webhook_secret=None, webhook_allow_hosts=(),
+    )  # fmt: skip
+    assert isinstance(local.store, MemoryJobStore) and local.webhooks is None
+    await local.close()
