@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 
-from flux_server import jobs
+from flux_server import job_wire, jobs
 from flux_server.cancellation import CancelToken
 from flux_server.engine import GeneratedImage
 from flux_server.errors import InvalidRequest, NotEnabled, ServeError, Unavailable
@@ -280,7 +280,7 @@ class JobManager:
         wanted = jobs.webhook_filter_of(event.kind)
         if wanted is None or wanted not in state.webhook_events_filter:
             return
-        payload = jobs.job_json(state, image_data=images if event.kind.terminal else None)
+        payload = job_wire.job_json(state, image_data=images if event.kind.terminal else None)
         self.webhooks.offer(live.webhook, state.id, event.seq, event.kind.value, payload)
 
     def _refresh_gauge(self) -> None:

@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from flux_server import jobs
+from flux_server import job_wire, jobs
 from flux_server.jobs import EventKind, ImageInfo, JobError, JobStateError, JobStatus
 
 T0 = 1_780_000_000.0
@@ -88,7 +88,7 @@ def test_queued_jobs_can_be_canceled_or_failed_but_not_progress() -> None:
 
 def test_submit_json_is_the_202_body() -> None:
     state, _ = jobs.submit("job_a", now=T0, position=0)
-    assert jobs.submit_json(state) == {
+    assert job_wire.submit_json(state) == {
         "id": "job_a",
         "status": "queued",
         "created_at": "2026-05-28T20:26:40.000Z",
@@ -102,22 +102,22 @@ def test_submit_json_is_the_202_body() -> None:
 
 def test_job_json_shows_only_what_applies_to_the_status() -> None:
     state, _ = jobs.submit("job_a", now=T0, position=3)
-    body = jobs.job_json(state)
+    body = job_wire.job_json(state)
     assert body["queue_position"] == 3
     assert "progress" not in body and "images" not in body and "error" not in body
     state, _ = jobs.start(state, now=T0 + 0.5, total=4)
     state, _ = jobs.step(state, 1, 4)
-    body = jobs.job_json(state)
+    body = job_wire.job_json(state)
     assert body["progress"] == {"step": 1, "total": 4} and "queue_position" not in body
     assert body["metrics"] == {"queue_seconds": 0.5}
     done, _ = jobs.succeed(state, now=T0 + 2, images=[IMAGE])
-    inline = jobs.job_json(done, image_data=[b"\x89PNG"])
+    inline = job_wire.job_json(done, image_data=[b"\x89PNG"])
     assert inline["images"][0]["data"] == base64.b64encode(b"\x89PNG").decode()
     assert inline["images"][0]["seed"] == 7 and "url" not in inline["images"][0]
-    assert jobs.job_json(done)["images"][0]["url"] == "/jobs/job_a/images/0"
+    assert job_wire.job_json(done)["images"][0]["url"] == "/jobs/job_a/images/0"
     assert inline["metrics"] == {"queue_seconds": 0.5, "run_seconds": 1.5}
     failed, _ = jobs.fail(state, now=T0 + 2, error=JobError("invalid_argument", "bad", "width"))
-    assert jobs.job_json(failed)["error"] == {
+    assert job_wire.job_json(failed)["error"] == {
         "code": "invalid_argument", "message": "bad", "field": "width",
     }  # fmt: skip
 
@@ -178,7 +178,7 @@ def test_ids_are_url_safe_and_distinct() -> None:
     ],
 )
 def test_prefer_respond_async(header: str | None, expected: bool) -> None:
-    assert jobs.wants_async(header) is expected
+    assert job_wire.wants_async(header) is expected
 
 
 async def test_sse_frames_keep_an_idle_stream_alive_and_end_after_the_terminal_event() -> None:
@@ -191,14 +191,14 @@ async def test_sse_frames_keep_an_idle_stream_alive_and_end_after_the_terminal_e
         while (event := await queue.get()) is not None:
             yield event
 
-    frames = jobs.sse_frames(events(), keepalive=0.05)
+    frames = job_wire.sse_frames(events(), keepalive=0.05)
     await queue.put(queued)
     assert (await anext(frames)).startswith("id: 1\nevent: queued\n")
     # Nothing for a while: comment frames, and the pending read is not lost.
-    assert await anext(frames) == jobs.KEEPALIVE_FRAME
+    assert await anext(frames) == job_wire.KEEPALIVE_FRAME
     state, canceled = jobs.cancel(state, now=T0)
     assert canceled is not None
     await queue.put(canceled)
     await queue.put(None)
     rest = [frame async for frame in frames]
-    assert [f for f in rest if f != jobs.KEEPALIVE_FRAME] == [canceled.to_sse()]
+    assert [f for f in rest if f != job_wire.KEEPALIVE_FRAME] == [canceled.to_sse()]
