@@ -34,6 +34,7 @@ from flux_server.webhooks import WebhookSender
 log = logging.getLogger(__name__)
 
 Change = tuple[JobState, JobEvent | None]
+Listener = Callable[[JobState, JobEvent], None]
 
 
 @dataclass
@@ -73,6 +74,7 @@ class JobManager:
         self._states: dict[str, JobState] = {}
         self._finished: collections.deque[tuple[float, str]] = collections.deque()
         self._tasks: set[asyncio.Task[object]] = set()  # held so none is collected early
+        self._listeners: list[Listener] = []
         store.on_cancel(self._cancel_requested)
 
     async def start(self) -> None:
@@ -165,6 +167,8 @@ class JobManager:
             self._refresh_gauge()
             if event is not None:
                 self._notify(live, state, event, images)
+                for listener in self._listeners:
+                    listener(state, event)
             return state
 
     async def _report(self, job_id: str, transition: Callable[[JobState], Change]) -> None:
@@ -256,6 +260,11 @@ class JobManager:
         log.info("job cancel requested", extra={"job_id": job_id})
         return await self._apply(job_id, lambda s: jobs.cancel(s, now=self._clock()))
 
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(state, event)`` on the loop after each transition of a job
+        this replica owns is recorded (e.g. the audit line of a cancel or an outcome)."""
+        self._listeners.append(listener)
+
     def live(self, job_id: str) -> LiveJob | None:
         return self._live.get(job_id)
 
@@ -304,16 +313,19 @@ def build_job_manager(
     webhook_secret: str | None,
     webhook_allow_hosts: Sequence[str],
     metrics: Metrics | None = None,
+    longest_job: float = 24 * 3600,
 ) -> JobManager:
     """The job manager the settings ask for (``ServerSettings`` fields of the same
     names): jobs in Redis when ``redis_url`` is set, else in memory; webhooks only with
-    a secret. ``owner`` names this replica (the pod name) in job records. Call
-    ``await manager.start()`` on the serving loop."""
+    a secret. ``owner`` names this replica (the pod name) in job records.
+    ``longest_job`` bounds how long an unfinished job's Redis record outlives its last
+    event (pass ``--request-timeout``: a replica that died leaves no job "running" for
+    ever). Call ``await manager.start()`` on the serving loop."""
     from flux_server.job_store_redis import RedisJobStore
 
     store: JobStore
     if redis_url:
-        store = RedisJobStore(redis_url, job_ttl)
+        store = RedisJobStore(redis_url, job_ttl, live_ttl=longest_job)
     else:
         store = MemoryJobStore(job_ttl, job_max_bytes)
     allow = AllowList.parse(webhook_allow_hosts)

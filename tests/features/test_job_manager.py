@@ -208,6 +208,10 @@ async def test_webhook_fields_are_checked_at_submission() -> None:
 
 async def test_oversized_results_and_shutdown_leave_a_reason(engine: Engine) -> None:
     manager = JobManager(MemoryJobStore(60, 1 << 20), owner="r1", max_result_bytes=100)
+    outcomes: list[tuple[str, str]] = []
+    manager.add_listener(
+        lambda state, event: event.kind.terminal and outcomes.append((state.id, event.kind.value))
+    )
     state, live = await manager.submit(position=0)
     await run(manager, engine, live, job())
     failed = await manager.get(state.id)
@@ -221,6 +225,7 @@ async def test_oversized_results_and_shutdown_leave_a_reason(engine: Engine) -> 
         after = await manager.get(job_id)
         assert after.status is JobStatus.FAILED and after.error is not None
         assert after.error.message == "server shut down before the job ran"
+    assert outcomes == [(state.id, "failed"), (queued.id, "failed"), (running.id, "failed")]
 
 
 async def test_the_manager_the_settings_ask_for(redis_server: RedisServer) -> None:
@@ -232,8 +237,11 @@ async def test_the_manager_the_settings_ask_for(redis_server: RedisServer) -> No
          "--webhook-allow-hosts", "10.0.0.0/8", "--job-ttl", "120"]
     )  # fmt: skip
     fields = ("redis_url", "job_ttl", "job_max_bytes", "webhook_secret", "webhook_allow_hosts")
-    shared = build_job_manager(owner="r1", **{f: getattr(settings, f) for f in fields})
+    shared = build_job_manager(
+        owner="r1", longest_job=600, **{f: getattr(settings, f) for f in fields}
+    )
     assert isinstance(shared.store, RedisJobStore) and shared.store.ttl == 120
+    assert shared.store.live_ttl_ms == 600_000
     assert shared.webhooks is not None and shared.allow.networks
     await shared.start()
     state, _ = await shared.submit(position=0)
