@@ -68,7 +68,9 @@ class RedisJobStore:
         self._listener: asyncio.Task[None] | None = None
         options: dict[str, Any] = {
             "socket_connect_timeout": timeout,
-            "retry": Retry(NoBackoff(), 0),
+            # One retry: after a Redis restart every pooled connection is stale, and its
+            # first command would fail although Redis is back.
+            "retry": Retry(NoBackoff(), 1),
         }
         try:
             self._client = Redis.from_url(url, socket_timeout=timeout, **options)

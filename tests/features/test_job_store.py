@@ -278,3 +278,36 @@ async def test_memory_evicts_the_oldest_finished_results_for_the_byte_bound() ->
         await store.load("job_0")
     assert await store.image("job_2", 0) == big
     assert (await store.load("job_waiting")).status is jobs.JobStatus.QUEUED
+
+
+async def test_cancels_reach_the_owner_again_after_a_redis_restart(
+    redis_server: RedisServer,
+) -> None:
+    owner_store = RedisJobStore(redis_server.url, ttl=60, timeout=0.5)
+    other = RedisJobStore(redis_server.url, ttl=60, timeout=0.5)
+    asked: list[str] = []
+    owner_store.on_cancel(asked.append)
+    await owner_store.start()
+
+    async def subscribers() -> int:
+        [(_, count)] = await other._client.pubsub_numsub(other.cancel_channel)
+        return int(count)
+
+    try:
+        deadline = time.monotonic() + 10
+        while await subscribers() < 1:  # the owner listens before Redis goes away
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        redis_server.kill()
+        redis_server.start()
+        # The job is recorded after the restart; its cancel must still be heard.
+        await until_ok(Owner(owner_store).create)
+        deadline = time.monotonic() + 20
+        while not asked:
+            assert time.monotonic() < deadline, "the owner never heard the cancel"
+            await other.request_cancel("job_a")
+            await asyncio.sleep(0.1)
+        assert set(asked) == {"job_a"}
+    finally:
+        await owner_store.close()
+        await other.close()
