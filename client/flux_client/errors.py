@@ -69,6 +69,11 @@ class NotEnabledError(FluxError):
     without ``--enable-editing``), or has no such endpoint (501, 404, UNIMPLEMENTED)."""
 
 
+class NotFoundError(FluxError, LookupError):
+    """No job or request with that id, or it expired (404, NOT_FOUND, code
+    ``unknown_id``); the message says how long the server keeps them."""
+
+
 class OverloadedError(FluxError):
     """The server's queue is full (429, RESOURCE_EXHAUSTED); ``retry_after`` is the
     server's advice in seconds. Not retried automatically: back off, or add replicas."""
@@ -109,6 +114,8 @@ REASON_ERRORS: dict[str, type[FluxError]] = {
     "not_found": NotEnabledError,
     "method_not_allowed": NotEnabledError,
     "internal": ServerError,
+    "refused_target": InvalidArgumentError,
+    "unknown_id": NotFoundError,
 }
 """The class of each server error reason (``flux_client.wire.REASONS``: the REST body's
 ``code``, the gRPC ErrorInfo ``reason``); a test checks that every reason has one."""

@@ -17,12 +17,16 @@ from typing import Any
 
 from PIL import Image
 
+from flux_server.cancellation import GenerationInterrupted
 from flux_server.params import Job
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int], None]
 """Called from the worker thread after each denoising step: (step, total_steps)."""
+
+StopFn = Callable[[], bool]
+"""Asked from the worker thread after each denoising step: stop the call now?"""
 
 AdapterHook = Callable[[Any, dict[str, float]], None]
 """Switches the pipeline's LoRA adapters to the given weights before a call."""
@@ -149,10 +153,17 @@ class Engine:
         log.info("warm-up done", extra={"warmup_seconds": round(self.info.warmup_seconds, 3)})
 
     def generate(
-        self, jobs: Sequence[Job], progress: ProgressFn | None = None
+        self,
+        jobs: Sequence[Job],
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
     ) -> list[list[GeneratedImage]]:
         """Run compatible jobs (equal ``batch_key()``) in one pipeline call; return each
-        job's images in order."""
+        job's images in order.
+
+        ``should_stop`` is asked before the call and after every denoising step; when
+        it says yes the call ends there with :class:`GenerationInterrupted` (no VAE
+        decode), so the GPU is free within one step (see ``flux_server.cancellation``)."""
         import torch
 
         if not jobs:
@@ -177,25 +188,39 @@ class Engine:
         if first.true_cfg_scale > 1.0:
             kwargs["negative_prompt"] = negatives
             kwargs["true_cfg_scale"] = first.true_cfg_scale
-        if progress is not None:
+        if should_stop is not None and should_stop():
+            raise GenerationInterrupted(0, first.steps)
+        if progress is not None or should_stop is not None:
 
             def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict:
-                progress(step + 1, first.steps)
+                if progress is not None:
+                    progress(step + 1, first.steps)
+                # Raised here rather than diffusers' ``_interrupt``, which would still
+                # run the remaining loop and decode latents nobody wants.
+                if should_stop is not None and step + 1 < first.steps and should_stop():
+                    raise GenerationInterrupted(step + 1, first.steps)
                 return tensors
 
             kwargs["callback_on_step_end"] = on_step_end
 
-        output = self.pipe(
-            prompt=prompts,
-            width=first.width,
-            height=first.height,
-            num_inference_steps=first.steps,
-            guidance_scale=first.guidance_scale,
-            generator=generators,
-            num_images_per_prompt=1,
-            output_type="pil",
-            **kwargs,
-        )
+        try:
+            output = self.pipe(
+                prompt=prompts,
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance_scale,
+                generator=generators,
+                num_images_per_prompt=1,
+                output_type="pil",
+                **kwargs,
+            )
+        except GenerationInterrupted:
+            # The pipeline's own epilogue did not run; offload hooks, if any, reset.
+            free_hooks = getattr(self.pipe, "maybe_free_model_hooks", None)
+            if free_hooks is not None:
+                free_hooks()
+            raise
         images: list[Image.Image] = output.images
         results: list[list[GeneratedImage]] = []
         index = 0

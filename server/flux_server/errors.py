@@ -48,6 +48,19 @@ class UnknownName(InvalidRequest):
     code = "unknown_name"
 
 
+class RefusedTarget(InvalidRequest):
+    """A URL the server will not send to (a webhook to a private address)."""
+
+    code = "refused_target"
+
+
+class NotFound(ServeError):
+    """No such thing (an unknown or expired job id); the message says how long
+    things are kept."""
+
+    code = "unknown_id"
+
+
 class MalformedRequest(ServeError):
     """A body that is not a request at all: bad JSON, too large."""
 

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from flux_client.names import name_problem
-from flux_server.errors import InvalidRequest, ServeError, Unavailable
+from flux_server.errors import InvalidRequest, NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +43,9 @@ return 0
 """
 
 
-class RequestNotFound(ServeError):
+class RequestNotFound(NotFound):
     """Feedback for a request id this deployment does not know (never served in an
     experiment, or expired): HTTP 404, gRPC NOT_FOUND."""
-
-    code = "not_found"
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,24 @@ class Metrics:
         )
         self.ready = Gauge("fluxserve_ready", "1 when the model is loaded and warm.", registry=r)
         self._nvml: _Nvml | None = None  # opened on the first scrape
+        self.jobs = Gauge(
+            "fluxserve_jobs",
+            "Async jobs this replica holds, by status (finished ones until --job-ttl).",
+            ["status"],
+            registry=r,
+        )
+        self.webhook_deliveries = Counter(
+            "fluxserve_webhook_deliveries",
+            "Webhook delivery attempts, by outcome: delivered, retried (a failed attempt "
+            "that will be tried again), failed (given up), refused (address not allowed), "
+            "dropped (delivery queue full).",
+            ["outcome"],
+            registry=r,
+        )
+        for status in ("queued", "running", "succeeded", "failed", "canceled"):
+            self.jobs.labels(status=status)
+        for outcome in ("delivered", "retried", "failed", "refused", "dropped"):
+            self.webhook_deliveries.labels(outcome=outcome)
         self.model_load_seconds = Gauge(
             "fluxserve_model_load_seconds",
             "Seconds the pipeline took to load (weights read and moved to the device).",

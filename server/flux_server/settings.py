@@ -8,12 +8,21 @@ Every field is a flag: ``max_batch_size`` is ``--max-batch-size`` and
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ENV_PREFIX = "FLUXSERVE_"
 
@@ -106,6 +115,40 @@ class ServerSettings(BaseModel):
     kontext_model: str | None = Field(None, description="FLUX.1 Kontext for instruction edits.")
     vqa_model: str | None = Field(None, description="Model answering /vqa questions.")
 
+    # --- async jobs and webhooks ---------------------------------------------------------
+    job_ttl: float = Field(
+        3600, gt=0, description="Seconds a finished async job and its images are kept."
+    )
+    job_max_bytes: int = Field(
+        512 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of async job results kept in memory; oldest finished go first.",
+    )
+    webhook_secret: str | None = Field(
+        None,
+        repr=False,
+        description="Standard Webhooks signing secret, whsec_<base64 of 24-64 random bytes>.",
+    )
+    webhook_allow_hosts: tuple[str, ...] = Field(
+        (),
+        description="Webhook hosts or CIDRs allowed despite being private, loopback, etc.",
+    )
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_is_whsec(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_webhook_secret(value)
+        return value
+
+    @field_validator("webhook_allow_hosts")
+    @classmethod
+    def _allow_list_parses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from flux_server.webhook_url import AllowList
+
+        AllowList.parse(value)
+        return value
+
     @model_validator(mode="after")
     def _defaults_within_limits(self) -> ServerSettings:
         for name, limit_name in (
@@ -121,6 +164,21 @@ class ServerSettings(BaseModel):
     @property
     def max_delay_s(self) -> float:
         return self.max_delay_ms / 1000.0
+
+
+def check_webhook_secret(secret: str) -> bytes:
+    """The key of a ``whsec_`` secret; ``ValueError`` (never echoing the secret) when it
+    is not ``whsec_`` and the base64 of 24 to 64 bytes, as Standard Webhooks asks."""
+    body = secret.strip().removeprefix("whsec_")
+    if body == secret.strip():
+        raise ValueError("must start with whsec_ (Standard Webhooks secret)")
+    try:
+        key = base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("is not whsec_ followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError(f"decodes to {len(key)} bytes; use 24 to 64 random bytes")
+    return key
 
 
 def _flag(name: str) -> str:
@@ -217,5 +275,6 @@ def load_settings(
                 problems.append(error["msg"].removeprefix("Value error, "))
                 continue
             name = str(error["loc"][0])
-            problems.append(f"{_flag(name)} / {_env(name)}: {error['msg']}")
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{_flag(name)} / {_env(name)}: {message}")
         raise SettingsError("; ".join(problems)) from None

@@ -37,7 +37,7 @@ async def test_unknown_request_is_not_found() -> None:
     store = FeedbackStore()
     with pytest.raises(RequestNotFound) as info:
         await store.record("nope", "like")
-    assert info.value.code == "not_found" and info.value.field == "request_id"
+    assert info.value.code == "unknown_id" and info.value.field == "request_id"
 
 
 @pytest.mark.parametrize(

@@ -77,9 +77,17 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 12
     """The server failed. INTERNAL, 500."""
     ERROR_REASON_NOT_FOUND: _ErrorReason.ValueType  # 13
-    """REST only: no such path. NOT_FOUND, 404."""
+    """REST only: no such path. NOT_FOUND, 404. (An unknown job id is UNKNOWN_ID.)"""
     ERROR_REASON_METHOD_NOT_ALLOWED: _ErrorReason.ValueType  # 14
     """REST only: the path takes another method. UNIMPLEMENTED, 405."""
+    ERROR_REASON_REFUSED_TARGET: _ErrorReason.ValueType  # 15
+    """A URL the server will not call (a webhook to a private or metadata address); the
+    field names it. INVALID_ARGUMENT, 400.
+    """
+    ERROR_REASON_UNKNOWN_ID: _ErrorReason.ValueType  # 16
+    """An unknown or expired job or request id; the message says how long they are kept.
+    NOT_FOUND, 404.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed: the ErrorInfo reason of a gRPC error and the `code` of a REST
@@ -114,9 +122,17 @@ ERROR_REASON_UNIMPLEMENTED: ErrorReason.ValueType  # 11
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 12
 """The server failed. INTERNAL, 500."""
 ERROR_REASON_NOT_FOUND: ErrorReason.ValueType  # 13
-"""REST only: no such path. NOT_FOUND, 404."""
+"""REST only: no such path. NOT_FOUND, 404. (An unknown job id is UNKNOWN_ID.)"""
 ERROR_REASON_METHOD_NOT_ALLOWED: ErrorReason.ValueType  # 14
 """REST only: the path takes another method. UNIMPLEMENTED, 405."""
+ERROR_REASON_REFUSED_TARGET: ErrorReason.ValueType  # 15
+"""A URL the server will not call (a webhook to a private or metadata address); the
+field names it. INVALID_ARGUMENT, 400.
+"""
+ERROR_REASON_UNKNOWN_ID: ErrorReason.ValueType  # 16
+"""An unknown or expired job or request id; the message says how long they are kept.
+NOT_FOUND, 404.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 class _ImageFormat:
