@@ -94,3 +94,28 @@ def test_schema_rejects_bad_network_policy_values(
     assert proc.returncode != 0, f"helm accepted {sets}"
     assert "schema" in proc.stderr
     assert expected in proc.stderr, proc.stderr
+
+
+def test_cluster_roles_cover_the_servers_network_policy(helm: Helm) -> None:
+    """What the operator needs to keep and remove a FluxDeployment's NetworkPolicy is in
+    the chart's ClusterRoles: read, create, apply, delete."""
+    from flux_operator.render import Owner, render_all
+    from flux_operator.spec import FluxDeploymentSpec
+
+    spec = FluxDeploymentSpec.model_validate(
+        {"release": "v1", "model": {"id": "m", "source": {"hub": {}}}, "networkPolicy": {}}
+    )
+    children = render_all(Owner(name="flux-dev", namespace="inference", uid="u-1"), spec)
+    (policy,) = [c for c in children if c["kind"] == "NetworkPolicy"]
+    group = policy["apiVersion"].rpartition("/")[0]
+    roles = [d for d in helm.template() if d["kind"] == "ClusterRole"]
+    granted = {
+        (g, r, v)
+        for role in roles
+        for rule in role["rules"]
+        for g in rule["apiGroups"]
+        for r in rule["resources"]
+        for v in rule["verbs"]
+    }
+    for verb in ("get", "create", "patch", "delete"):
+        assert (group, "networkpolicies", verb) in granted, verb
