@@ -65,6 +65,7 @@ KINDS: dict[str, Kind] = {
     "Event": Kind("", "v1", "events"),
     "Deployment": Kind("apps", "v1", "deployments"),
     "HorizontalPodAutoscaler": Kind("autoscaling", "v2", "horizontalpodautoscalers"),
+    "NetworkPolicy": Kind("networking.k8s.io", "v1", "networkpolicies"),
     "FluxDeployment": Kind("fluxserve.dev", "v1alpha1", "fluxdeployments"),
     "KopfPeering": Kind("kopf.dev", "v1", "kopfpeerings"),
     "ClusterKopfPeering": Kind("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False),

@@ -41,6 +41,12 @@ RULES: Final[list[dict[str, list[str]]]] = [
         "resources": ["horizontalpodautoscalers"],
         "verbs": ["get", "create", "patch", "delete"],
     },
+    # spec.networkPolicy: read and server-side applied; deleted when switched off.
+    {
+        "apiGroups": ["networking.k8s.io"],
+        "resources": ["networkpolicies"],
+        "verbs": ["get", "create", "patch", "delete"],
+    },
     # Events about rollouts and rollbacks (kopf posts core/v1 events).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # kopf: follows CRDs appearing and changing; lists and watches namespaces when it

@@ -33,6 +33,7 @@ from flux_operator.reconcile.children import (
     config_map_selector,
     is_subset,
     managed,
+    owned_by,
     replicas_handover,
     stale_config_maps,
 )
@@ -43,6 +44,7 @@ from flux_operator.render import (
     render_blocklist_config_map,
     render_deployment,
     render_hpa,
+    render_network_policy,
     render_presets_config_map,
     render_service,
 )
@@ -110,6 +112,7 @@ class Reconciler:
             deployment=await self.api.get("Deployment", namespace, name),
             service=await self.api.get("Service", namespace, name),
             autoscaler=await self.api.get("HorizontalPodAutoscaler", namespace, name),
+            network_policy=await self.api.get("NetworkPolicy", namespace, name),
             config_maps=tuple(
                 await self.api.list("ConfigMap", namespace, config_map_selector(owner))
             ),
@@ -146,7 +149,8 @@ class Reconciler:
         children: Children,
     ) -> None:
         """Apply what ``decided`` runs, in order: ConfigMaps before the Deployment that
-        mounts them, then the Service and the HPA; then remove what is no longer needed."""
+        mounts them, then the Service, the NetworkPolicy and the HPA; then remove what is no
+        longer needed."""
         existing_maps = {cm["metadata"]["name"] for cm in children.config_maps or ()}
         if revision == desired_revision(owner, spec):
             presets = render_presets_config_map(owner, spec, revision)
@@ -164,6 +168,13 @@ class Reconciler:
         else:
             await self._apply(desired_deployment, children.deployment)
         await self._apply(render_service(owner, spec), children.service)
+        policy = render_network_policy(owner, spec)
+        if policy is not None:
+            await self._apply(policy, children.network_policy)
+        elif children.network_policy is not None and owned_by(children.network_policy, owner):
+            # Switched off or removed from the spec: an ingress rule left behind would keep
+            # refusing callers the user now means to let in.
+            await self.api.delete("NetworkPolicy", owner.namespace, owner.name)
         hpa = render_hpa(owner, spec)
         if hpa is not None:
             await self._apply(hpa, children.autoscaler)

@@ -32,12 +32,29 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
+# Property names a rule must write as ``__name__`` (Kubernetes' CEL escaping).
+_CEL_RESERVED = {
+    "true", "false", "null", "in", "as", "break", "const", "continue", "else", "for",
+    "function", "if", "import", "let", "loop", "package", "namespace", "return", "var",
+    "void", "while",
+}  # fmt: skip
+
+
+def _escaped(value: Any) -> Any:
+    """The object as a rule sees it: reserved property names escaped, as the API server
+    does (``namespace`` is ``self.__namespace__``)."""
+    if not isinstance(value, dict):
+        return value
+    return {f"__{k}__" if k in _CEL_RESERVED else k: v for k, v in value.items()}
+
+
 def _cel_errors(schema: dict[str, Any], value: Any, path: str) -> list[tuple[str, str]]:
     errors: list[tuple[str, str]] = []
     env = celpy.Environment()
     for rule in schema.get("x-kubernetes-validations", []):
         program = env.program(env.compile(rule["rule"]))
-        result = program.evaluate({"self": celpy.json_to_cel(value)})
+        self_value = _escaped(value) if "properties" in schema else value
+        result = program.evaluate({"self": celpy.json_to_cel(self_value)})
         if isinstance(result, Exception) or not bool(result):
             errors.append((path, rule["message"]))
     if isinstance(value, dict):

@@ -1,7 +1,8 @@
 """RULES are exactly what the operator uses: every API call it makes in a run that takes
-every code path that writes (children created, applied, pruned and deleted; status;
-events; peering; namespaced mode) is granted, and every grant was used in that run or is
-one the run cannot show (named below, with the reason)."""
+every code path that writes (children created, applied, pruned and deleted, the
+NetworkPolicy among them; status; events; peering; namespaced mode) is granted, and
+every grant was used in that run or is one the run cannot show (named below, with the
+reason)."""
 
 from __future__ import annotations
 
@@ -132,6 +133,7 @@ async def test_rules_are_exactly_what_the_operator_uses(
     spec = base_spec(
         rollout={"progressDeadlineSeconds": 600, "revisionHistoryLimit": 1},
         safety={"blocklist": ["forbidden"]},
+        networkPolicy={"from": [{"namespace": "gateway"}]},
     )
     await cluster.create_fd("flux-dev", spec)
     await cluster.wait_for(lambda: cluster.get("Deployment", "flux-dev"), "the Deployment")
@@ -150,27 +152,35 @@ async def test_rules_are_exactly_what_the_operator_uses(
         return len([m for m in maps if "-presets-" in m["metadata"]["name"]]) == 1
 
     await cluster.wait_for(one_presets_map, "the old presets ConfigMap pruned")
-    # A Service and an HPA edited by hand are applied back; autoscaling off deletes the HPA.
+    # A Service, an HPA and a NetworkPolicy edited by hand are applied back; autoscaling
+    # off deletes the HPA, the NetworkPolicy switched off deletes it.
     await cluster.patch("Service", "flux-dev", {"spec": {"type": "NodePort"}})
     await cluster.patch("HorizontalPodAutoscaler", "flux-dev", {"spec": {"maxReplicas": 9}})
+    await cluster.patch("NetworkPolicy", "flux-dev", {"spec": {"policyTypes": ["Egress"]}})
 
     async def repaired() -> bool:
         service = await cluster.get("Service", "flux-dev")
         hpa = await cluster.get("HorizontalPodAutoscaler", "flux-dev")
+        policy = await cluster.get("NetworkPolicy", "flux-dev")
         return bool(
             service
             and service["spec"]["type"] == "ClusterIP"
             and hpa
             and hpa["spec"]["maxReplicas"] == 4
+            and policy
+            and policy["spec"]["policyTypes"] == ["Ingress"]
         )
 
-    await cluster.wait_for(repaired, "the Service and the HPA applied back")
-    await cluster.update_spec("flux-dev", autoscaling=None)
+    await cluster.wait_for(repaired, "the Service, the HPA and the NetworkPolicy applied back")
+    await cluster.update_spec("flux-dev", autoscaling=None, networkPolicy={"enabled": False})
 
-    async def hpa_gone() -> bool:
-        return await cluster.get("HorizontalPodAutoscaler", "flux-dev") is None
+    async def hpa_and_policy_gone() -> bool:
+        return (
+            await cluster.get("HorizontalPodAutoscaler", "flux-dev") is None
+            and await cluster.get("NetworkPolicy", "flux-dev") is None
+        )
 
-    await cluster.wait_for(hpa_gone, "the HPA deleted")
+    await cluster.wait_for(hpa_and_policy_gone, "the HPA and the NetworkPolicy deleted")
     status = await cluster.wait_status(
         "flux-dev", lambda s: s.get("observedGeneration") == 3, "generation 3 handled"
     )

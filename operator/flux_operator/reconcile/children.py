@@ -31,6 +31,7 @@ class Children:
     deployment: dict[str, Any] | None = None
     service: dict[str, Any] | None = None
     autoscaler: dict[str, Any] | None = None
+    network_policy: dict[str, Any] | None = None
     config_maps: tuple[dict[str, Any], ...] | None = None
 
     def has_config_map(self, name: str) -> bool:
@@ -73,13 +74,16 @@ def owned_by(obj: dict[str, Any], owner: Owner) -> bool:
     return any(ref.get("uid") == owner.uid for ref in refs)
 
 
-def foreign_children(owner: Owner, children: Children, autoscaling: bool) -> list[str]:
-    """``Kind name`` of each child that exists but belongs to something else (the HPA only
-    counts when the spec would make one)."""
+def foreign_children(
+    owner: Owner, children: Children, autoscaling: bool, network_policy: bool = False
+) -> list[str]:
+    """``Kind name`` of each child that exists but belongs to something else (the HPA and
+    the NetworkPolicy only count when the spec would make one)."""
     candidates: Iterable[dict[str, Any] | None] = (
         children.deployment,
         children.service,
         children.autoscaler if autoscaling else None,
+        children.network_policy if network_policy else None,
     )
     return [
         f"{obj['kind']} {owner.name}"

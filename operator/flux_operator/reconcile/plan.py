@@ -118,7 +118,8 @@ def plan(body: Mapping[str, Any], children: Children, now: str) -> Plan:
             events=[*decided.events, Event("Warning", "PresetsMissing", message)],
         )
 
-    foreign = foreign_children(owner, children, spec.autoscaling is not None)
+    wants_policy = spec.network_policy is not None and spec.network_policy.enabled
+    foreign = foreign_children(owner, children, spec.autoscaling is not None, wants_policy)
     if foreign:
         # Never take over what someone else made: say so and leave it alone.
         message = f"{', '.join(foreign)} already exist(s) and belong(s) to something else"

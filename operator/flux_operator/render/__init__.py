@@ -7,6 +7,7 @@ HPA and ConfigMaps. ``python -m flux_operator render FILE`` prints the same obje
 One module per kind of object: ``naming`` (labels, names, ports, owner references, the
 revision's identity) · ``pod`` (the server's command line, environment, volumes,
 container) · ``deployment`` · ``service`` · ``autoscaler`` · ``config_maps`` ·
+``network_policy`` ·
 ``children`` (all of them, in apply order). A new kind (a second Deployment for a
 canary, an HTTPRoute) is a new module here, added to ``children.render_all``.
 """
@@ -54,6 +55,7 @@ from flux_operator.render.naming import (
     selector_labels,
     selector_string,
 )
+from flux_operator.render.network_policy import render_network_policy
 from flux_operator.render.pod import server_args, server_env
 from flux_operator.render.service import render_service
 
@@ -97,6 +99,7 @@ __all__ = [
     "render_blocklist_config_map",
     "render_deployment",
     "render_hpa",
+    "render_network_policy",
     "render_presets_config_map",
     "render_service",
     "selector_labels",

@@ -8,6 +8,7 @@ from flux_operator.render.autoscaler import render_hpa
 from flux_operator.render.config_maps import render_blocklist_config_map, render_presets_config_map
 from flux_operator.render.deployment import render_deployment
 from flux_operator.render.naming import Owner, Revision, desired_revision
+from flux_operator.render.network_policy import render_network_policy
 from flux_operator.render.service import render_service
 from flux_operator.spec import FluxDeploymentSpec
 
@@ -25,6 +26,9 @@ def render_all(
         objects.append(blocklist)
     objects.append(render_deployment(owner, spec, revision))
     objects.append(render_service(owner, spec))
+    network_policy = render_network_policy(owner, spec)
+    if network_policy is not None:
+        objects.append(network_policy)
     hpa = render_hpa(owner, spec)
     if hpa is not None:
         objects.append(hpa)

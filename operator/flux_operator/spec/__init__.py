@@ -6,7 +6,8 @@ bounds the API server enforces, and — where a JSON schema cannot say it — a 
 
 By area: ``base`` (names, patterns, the base model) · ``sources`` (where the weights come
 from) · ``serving`` (GPUs, resources, autoscaling, batching, rollout) · ``features``
-(LoRAs, safety, audit, API keys, cache, editing, VQA) · ``resource`` (the spec as a
+(LoRAs, safety, audit, API keys, cache, editing, VQA) · ``network`` (who may reach the
+pods) · ``resource`` (the spec as a
 whole) · ``status``. A new part of the spec is a model in its area (or a new module),
 and a field of ``resource.FluxDeploymentSpec``.
 """
@@ -34,6 +35,7 @@ from flux_operator.spec.features import (
     SafetySpec,
     VqaSpec,
 )
+from flux_operator.spec.network import NetworkPeer, NetworkPolicySpec
 from flux_operator.spec.resource import FluxDeployment, FluxDeploymentSpec
 from flux_operator.spec.serving import (
     AutoscalingSpec,
@@ -90,6 +92,8 @@ __all__ = [
     "LoraSpec",
     "ModelSource",
     "ModelSpec",
+    "NetworkPeer",
+    "NetworkPolicySpec",
     "Outcome",
     "Phase",
     "PresetName",

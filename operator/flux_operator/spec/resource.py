@@ -17,6 +17,7 @@ from flux_operator.spec.features import (
     SafetySpec,
     VqaSpec,
 )
+from flux_operator.spec.network import NetworkPolicySpec
 from flux_operator.spec.serving import (
     AutoscalingSpec,
     BatchingSpec,
@@ -99,6 +100,10 @@ class FluxDeploymentSpec(_Model):
     safety: SafetySpec | None = Field(default=None, description="Prompt safety filter.")
     audit: AuditSpec = Field(default_factory=AuditSpec, description="Audit log.")
     api_keys: ApiKeysSpec | None = Field(default=None, description="Require API keys.")
+    network_policy: NetworkPolicySpec | None = Field(
+        default=None,
+        description="Who may reach the pods (a NetworkPolicy); absent: no policy is made.",
+    )
     cache: CacheSpec | None = Field(default=None, description="Result cache.")
     editing: EditingSpec = Field(default_factory=EditingSpec, description="Image editing.")
     vqa: VqaSpec | None = Field(default=None, description="Visual question answering.")
