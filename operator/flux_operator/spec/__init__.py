@@ -6,7 +6,8 @@ bounds the API server enforces, and — where a JSON schema cannot say it — a 
 
 By area: ``base`` (names, patterns, the base model) · ``sources`` (where the weights come
 from) · ``serving`` (GPUs, resources, autoscaling, batching, rollout) · ``features``
-(LoRAs, safety, audit, API keys, cache, editing, VQA) · ``resource`` (the spec as a
+(LoRAs, safety, audit, API keys, cache, editing, VQA) · ``experiments`` (A/B
+experiments on style presets) · ``resource`` (the spec as a
 whole) · ``status``. A new part of the spec is a model in its area (or a new module),
 and a field of ``resource.FluxDeploymentSpec``.
 """
@@ -24,6 +25,12 @@ from flux_operator.spec.base import (
     SINGULAR,
     VERSION,
     PresetName,
+)
+from flux_operator.spec.experiments import (
+    ArmSpec,
+    AudienceSpec,
+    ExperimentSpec,
+    experiments_as_written,
 )
 from flux_operator.spec.features import (
     ApiKeysSpec,
@@ -73,6 +80,8 @@ __all__ = [
     "SINGULAR",
     "VERSION",
     "ApiKeysSpec",
+    "ArmSpec",
+    "AudienceSpec",
     "AuditSpec",
     "AutoscalingSpec",
     "BatchingSpec",
@@ -81,6 +90,7 @@ __all__ = [
     "ConditionType",
     "ConfigMapKeyRef",
     "EditingSpec",
+    "ExperimentSpec",
     "FluxDeployment",
     "FluxDeploymentSpec",
     "FluxDeploymentStatus",
@@ -100,4 +110,5 @@ __all__ = [
     "SafetySpec",
     "SecretKeyRef",
     "VqaSpec",
+    "experiments_as_written",
 ]
