@@ -17,7 +17,7 @@ PRESETS = {
     "impressionist": {"promptTemplate": "{prompt}, impressionist painting"},
     "水墨": {"promptTemplate": "{prompt}, 水墨画, ink wash"},
 }
-EXPERIMENT = {
+EXPERIMENT: dict[str, Any] = {
     "name": "impressionist-filter",
     "preset": "realistic",
     "audience": {"header": "X-Customer-Group", "values": ["beta", "vip"]},
