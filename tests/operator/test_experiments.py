@@ -308,3 +308,19 @@ def test_the_server_reads_the_rendered_configmap(tmp_path: Path) -> None:
         "impressionist": ("impressionist", 30),
         "ink": ("水墨", 20),
     }
+
+
+def test_the_crd_models_have_the_file_formats_fields() -> None:
+    # The CRD's models mirror flux_client.experiments (the file the server reads): a field
+    # in one and not the other would be refused, or silently dropped, on the way.
+    from flux_client.experiments import Arm, Audience, Experiment
+    from flux_operator.spec import ArmSpec, AudienceSpec, ExperimentSpec
+
+    for spec_model, file_model in (
+        (ExperimentSpec, Experiment),
+        (ArmSpec, Arm),
+        (AudienceSpec, Audience),
+    ):
+        spec_fields = {f.alias or n: f.is_required() for n, f in spec_model.model_fields.items()}
+        file_fields = {f.alias or n: f.is_required() for n, f in file_model.model_fields.items()}
+        assert spec_fields == file_fields, spec_model.__name__
