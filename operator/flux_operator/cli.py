@@ -51,7 +51,9 @@ def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 
     objects: list[dict[str, Any]] = []
     problems: list[str] = []
-    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    # Bytes: YAML is UTF-8 (or says otherwise with a BOM) whatever the locale, and preset
+    # names may be in any script.
+    text = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
     for doc in yaml.safe_load_all(text):
         if not isinstance(doc, dict) or doc.get("kind") != KIND:
             continue

@@ -10,7 +10,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flux_operator.spec import DNS_LABEL, MAX_NAME_LENGTH, FluxDeploymentSpec
+from flux_operator.experiments import parse_experiments, preset_name_problems
+from flux_operator.spec import (
+    DNS_LABEL,
+    MAX_NAME_LENGTH,
+    FluxDeploymentSpec,
+    experiments_as_written,
+)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -50,6 +56,12 @@ def serving_problems(spec: FluxDeploymentSpec) -> list[str]:
                     f"spec.loras[{i}].path: a path under the model volume needs "
                     "spec.model.source.pvc (the hub source has no volume)"
                 )
+    # Preset names and experiments the CRD's schema cannot judge: a Unicode table (which
+    # characters are letters, NFC), or the spec as a whole (arms naming known presets,
+    # weights summing to 100, one experiment per preset).
+    problems += preset_name_problems(list(spec.style_presets))
+    presets = list(spec.style_presets)
+    problems += parse_experiments(experiments_as_written(spec.experiments), presets)[1]
     if spec.model.revision is not None and spec.model.source.pvc is not None:
         problems.append("spec.model.revision: only applies to spec.model.source.hub")
     for name, preset in spec.style_presets.items():

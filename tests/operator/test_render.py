@@ -250,7 +250,7 @@ def test_render_command_names_the_bad_field(capsys: pytest.CaptureFixture[str]) 
     assert "spec.autoscaling" in err and "minReplicas must be <= maxReplicas" in err
 
 
-@pytest.mark.parametrize("name", ["full", "minimal-hub"])
+@pytest.mark.parametrize("name", ["full", "minimal-hub", "ab-experiment"])
 def test_render_matches_the_golden_file(name: str) -> None:
     # The reviewed output: a change to what the operator renders shows up as a diff here.
     # Regenerate with FLUXSERVE_UPDATE_GOLDEN=1 after checking the change is intended.

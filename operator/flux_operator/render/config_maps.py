@@ -22,8 +22,9 @@ from flux_operator.spec import FluxDeploymentSpec
 def render_presets_config_map(
     owner: Owner, spec: FluxDeploymentSpec, revision: Revision
 ) -> dict[str, Any]:
-    """The immutable presets ConfigMap of a revision (only for the spec's own presets: a
-    rollback reuses the one already in the cluster)."""
+    """The immutable presets ConfigMap of a revision, with the experiments beside the
+    presets (only for the spec's own presets: a rollback reuses the one already in the
+    cluster, experiments included)."""
     labels = {**common_labels(owner), KIND_LABEL: "presets"}
     return {
         "apiVersion": "v1",

@@ -9,8 +9,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from flux_client.presets import presets_to_files
-from flux_operator.spec import GROUP, KIND, VERSION, FluxDeploymentSpec
+from flux_operator.experiments import parse_experiments, presets_configmap_data
+from flux_operator.spec import GROUP, KIND, VERSION, FluxDeploymentSpec, experiments_as_written
 
 HTTP_PORT = 8080
 GRPC_PORT = 50051
@@ -79,7 +79,15 @@ def image_ref(spec: FluxDeploymentSpec) -> str:
 
 
 def presets_files(spec: FluxDeploymentSpec) -> dict[str, str]:
-    return presets_to_files(spec.style_presets)
+    """The presets ConfigMap's data: the presets and, when there are any, the experiments
+    (so their weights are part of the revision's hash; without experiments the data and
+    hash are what they were before experiments existed). ValueError for experiments the
+    operator's checks refuse (the reconciler never renders such a spec)."""
+    written = experiments_as_written(spec.experiments)
+    experiments, problems = parse_experiments(written, list(spec.style_presets))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return presets_configmap_data(spec.style_presets, experiments)
 
 
 def presets_hash(spec: FluxDeploymentSpec) -> str:

@@ -7,7 +7,7 @@ bounds the API server enforces, and — where a JSON schema cannot say it — a 
 By area: ``base`` (names, patterns, the base model) · ``sources`` (where the weights come
 from) · ``serving`` (GPUs, resources, autoscaling, batching, rollout) · ``features``
 (LoRAs, safety, audit, API keys, cache, editing, VQA) · ``network`` (who may reach the
-pods) · ``resource`` (the spec as a
+pods) · ``experiments`` (A/B experiments on style presets) · ``resource`` (the spec as a
 whole) · ``status``. A new part of the spec is a model in its area (or a new module),
 and a field of ``resource.FluxDeploymentSpec``.
 """
@@ -25,6 +25,12 @@ from flux_operator.spec.base import (
     SINGULAR,
     VERSION,
     PresetName,
+)
+from flux_operator.spec.experiments import (
+    ArmSpec,
+    AudienceSpec,
+    ExperimentSpec,
+    experiments_as_written,
 )
 from flux_operator.spec.features import (
     ApiKeysSpec,
@@ -75,6 +81,8 @@ __all__ = [
     "SINGULAR",
     "VERSION",
     "ApiKeysSpec",
+    "ArmSpec",
+    "AudienceSpec",
     "AuditSpec",
     "AutoscalingSpec",
     "BatchingSpec",
@@ -83,6 +91,7 @@ __all__ = [
     "ConditionType",
     "ConfigMapKeyRef",
     "EditingSpec",
+    "ExperimentSpec",
     "FluxDeployment",
     "FluxDeploymentSpec",
     "FluxDeploymentStatus",
@@ -104,4 +113,5 @@ __all__ = [
     "SafetySpec",
     "SecretKeyRef",
     "VqaSpec",
+    "experiments_as_written",
 ]

@@ -6,8 +6,16 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from flux_client.presets import PRESET_NAME_PATTERN, StylePreset
+from flux_client.experiments import MAX_EXPERIMENTS
+from flux_client.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
+from flux_client.presets import StylePreset
 from flux_operator.spec.base import RELEASE_PATTERN, PresetName, _cel, _Model
+from flux_operator.spec.experiments import (
+    EXPERIMENTS_RULES,
+    NAME_PATTERN,
+    NAME_RULE_MESSAGE,
+    ExperimentSpec,
+)
 from flux_operator.spec.features import (
     ApiKeysSpec,
     AuditSpec,
@@ -45,16 +53,17 @@ class FluxDeploymentSpec(_Model):
                 "lora names must be unique",
             ),
             (
-                "!has(self.stylePresets) || self.stylePresets.all(k, k.matches('"
-                + PRESET_NAME_PATTERN
-                + "'))",
-                "stylePresets keys must be lower-case names (a-z, 0-9, '-', '_', '.')",
+                f"!has(self.stylePresets) || self.stylePresets.all(k, "
+                f"k.size() <= {MAX_PRESET_NAME_LENGTH} && k.matches(r'{NAME_PATTERN}'))",
+                f"stylePresets keys must be at most {MAX_PRESET_NAME_LENGTH} characters: "
+                + NAME_RULE_MESSAGE,
             ),
             (
                 "!has(self.stylePresets) || self.stylePresets.all(k, "
                 "self.stylePresets[k].promptTemplate.contains('{prompt}'))",
                 "every stylePresets promptTemplate must contain {prompt}",
             ),
+            *EXPERIMENTS_RULES,
         )
     )
 
@@ -93,7 +102,15 @@ class FluxDeploymentSpec(_Model):
     style_presets: dict[PresetName, StylePreset] = Field(
         default_factory=dict,
         max_length=256,
-        description="Named styles (key: preset name), served from an immutable ConfigMap.",
+        description="Named styles (key: preset name, in any script), served from an immutable "
+        "ConfigMap.",
+    )
+    experiments: list[ExperimentSpec] = Field(
+        default_factory=list,
+        max_length=MAX_EXPERIMENTS,
+        description="A/B experiments on style presets, carried with the presets in their "
+        "content-hashed ConfigMap: a change of weights is a new revision, and a rollback "
+        "restores the experiments with the presets.",
     )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout and rollback.")
     loras: list[LoraSpec] = Field(default_factory=list, max_length=32, description="LoRA adapters.")
