@@ -35,7 +35,9 @@ def setup(tmp_path: Path) -> tuple[Admission, Path, dict[str, str]]:
     key_file = tmp_path / "keys"
     users = {"alice": new_key(key_file, "alice"), "boss": new_key(key_file, "boss", "--priority")}
     audit = tmp_path / "audit.jsonl"
-    settings = ServerSettings(model="unused", api_keys=key_file, audit_log=str(audit))
+    settings = ServerSettings.model_validate(
+        {"model": "unused", "api_keys": key_file, "audit_log": str(audit)}
+    )
     admission = Admission.from_settings(settings, Metrics(), inline)
     return admission, audit, users
 
@@ -92,12 +94,12 @@ async def test_keys_lanes_and_the_content_policy_in_order(setup: Any) -> None:
 
 
 async def test_the_cache_answers_a_stored_request(tmp_path: Path) -> None:
-    settings = ServerSettings(model="unused")
+    settings = ServerSettings.model_validate({"model": "unused"})
     admission = Admission.from_settings(settings, Metrics(), inline)
     from flux_server.engine import GeneratedImage
     from flux_server.params import GenerateParams, resolve
 
-    job = resolve(GenerateParams(prompt="a heron", seed=1), {}, settings, {})
+    job = resolve(GenerateParams.model_validate({"prompt": "a heron", "seed": 1}), {}, settings, {})
     key = admission.cache_key(job, seeded=True, adapter_versions={})
     assert await admission.lookup(key) is None
     image = GeneratedImage(data=b"png", format="png", width=64, height=64, seed=1)
