@@ -6,10 +6,27 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import os
 import sys
 from collections.abc import Sequence
+
+#: What serving needs beyond the base install: the ``server`` extra's import names.
+SERVER_EXTRA = ("torch", "diffusers", "transformers", "fastapi", "uvicorn", "prometheus_client")
+INSTALL_HINT = "pip install 'fluxserve[server]'"
+
+
+def missing_server_extra() -> str | None:
+    """The first module of the ``server`` extra that cannot be imported, or None."""
+    for name in SERVER_EXTRA:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            return name
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,7 +44,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"flux_server: {exc}", file=sys.stderr)
         return 2
+    missing = missing_server_extra()
+    if missing is not None:
+        print(
+            f"flux_server: serving needs the 'server' extra ({missing} is not installed): "
+            f"{INSTALL_HINT}",
+            file=sys.stderr,
+        )
+        return 1
     logs.configure(settings.log_level, settings.release)
+
+    from flux_server.listeners import Listeners, PortUnavailable
+
+    try:
+        # Before the heavy imports and the model: a busy port fails in a second.
+        listeners = Listeners.bind(settings)
+    except PortUnavailable as exc:
+        print(f"flux_server: {exc}", file=sys.stderr)
+        return 1
 
     from flux_server.server import FluxServer
 
@@ -35,13 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def serve() -> int:
         try:
-            server = FluxServer(settings)
+            server = FluxServer(settings, listeners)
         except (OSError, ValueError) as exc:
             # A missing keys file, a malformed blocklist or presets directory.
+            listeners.close()
             print(f"flux_server: {exc}", file=sys.stderr)
             return 2
         servers.append(server)
-        return await server.run()
+        try:
+            return await server.run()
+        except PortUnavailable as exc:
+            print(f"flux_server: {exc}", file=sys.stderr)
+            await server.service.close()
+            return 1
 
     code = asyncio.run(serve())
     if servers and servers[0].abandoned_work:

@@ -271,6 +271,8 @@ def build_grpc_server(
         options=(
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # A second server on a busy port must fail, not share it (gRPC's default).
+            ("grpc.so_reuseport", 0),
         )
     )
     pb_grpc.add_FluxServiceServicer_to_server(FluxServicer(service), server)

@@ -1,7 +1,8 @@
 """One process, one event loop: uvicorn (REST + /metrics), grpc.aio, and the core.
 
-Start-up order: listeners first (so ``/healthz`` answers and ``/readyz`` says 503 while
-the model loads), then the model, then readiness (``/readyz`` 200, gRPC health
+Start-up order: the ports are bound first (a busy one fails at once, naming its flag),
+then the listeners start (so ``/healthz`` answers and ``/readyz`` says 503 while the model
+loads), then the model, then readiness (``/readyz`` 200, gRPC health
 SERVING). On SIGTERM/SIGINT: readiness off, stop accepting, finish accepted work for
 up to ``--drain-timeout`` seconds, then close the listeners and exit.
 """
@@ -13,9 +14,12 @@ import contextlib
 import logging
 import signal
 
+import grpc
 import uvicorn
+from grpc_health.v1 import health
 
 from flux_server.grpc_api import build_grpc_server, set_serving
+from flux_server.listeners import Listeners, PortUnavailable, bound_port
 from flux_server.metrics import Metrics
 from flux_server.rest import asgi_app, metrics_app
 from flux_server.service import GenerationService
@@ -41,15 +45,14 @@ def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
     return server
 
 
-def _bound_port(server: uvicorn.Server) -> int:
-    return int(server.servers[0].sockets[0].getsockname()[1])
-
-
 class FluxServer:
     """The running server. ``run()`` returns when it has stopped."""
 
-    def __init__(self, settings: ServerSettings) -> None:
+    def __init__(self, settings: ServerSettings, listeners: Listeners | None = None) -> None:
+        """``listeners``: the ports, bound already (``main()`` binds them before the
+        heavy imports); None: ``run()`` binds them."""
         self.settings = settings
+        self.listeners = listeners
         self.metrics = Metrics(settings.release)
         self.service = GenerationService(settings, self.metrics)
         self.stop_requested = asyncio.Event()
@@ -63,25 +66,40 @@ class FluxServer:
     def request_stop(self) -> None:
         self.stop_requested.set()
 
+    def _grpc(self, listeners: Listeners) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+        s = self.settings
+        try:
+            return build_grpc_server(self.service, s.host, s.grpc_port)
+        except RuntimeError:
+            # Taken between the check and the bind.
+            listeners.close()
+            raise PortUnavailable("--grpc-port", s.grpc_port) from None
+
     async def run(self) -> int:
+        """Serve until a stop is requested. Raises :class:`PortUnavailable` before
+        anything starts when a port cannot be bound."""
         s = self.settings
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
 
+        listeners = self.listeners or Listeners.bind(s)
+        grpc_server, health_servicer, self.grpc_port = self._grpc(listeners)
+        http_socket, metrics_socket = listeners.http, listeners.metrics
         http = _uvicorn(asgi_app(self.service), s.host, s.http_port)
         metrics_server = (
-            _uvicorn(metrics_app(self.service), s.host, s.metrics_port) if s.metrics_port else None
-        )
-        grpc_server, health_servicer, self.grpc_port = build_grpc_server(
-            self.service, s.host, s.grpc_port
+            _uvicorn(metrics_app(self.service), s.host, s.metrics_port)
+            if metrics_socket is not None
+            else None
         )
         await set_serving(health_servicer, False)
         await grpc_server.start()
-        http_task = asyncio.create_task(http.serve(), name="http")
+        http_task = asyncio.create_task(http.serve([http_socket]), name="http")
         metrics_task = (
-            asyncio.create_task(metrics_server.serve(), name="metrics") if metrics_server else None
+            asyncio.create_task(metrics_server.serve([metrics_socket]), name="metrics")
+            if metrics_server is not None and metrics_socket is not None
+            else None
         )
         while not http.started:
             if http_task.done():
@@ -90,13 +108,13 @@ class FluxServer:
                 log.error("the HTTP listener did not start", extra={"port": s.http_port})
                 return 1
             await asyncio.sleep(0.01)
-        self.http_port = _bound_port(http)
-        if metrics_server is not None:
+        self.http_port = bound_port(http_socket)
+        if metrics_server is not None and metrics_socket is not None:
             # uvicorn exposes only a flag for "listening"; poll it briefly.
             while not metrics_server.started and not metrics_task.done():  # type: ignore[union-attr]  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
             if metrics_server.started:
-                self.metrics_port = _bound_port(metrics_server)
+                self.metrics_port = bound_port(metrics_socket)
         log.info(
             "listening",
             extra={

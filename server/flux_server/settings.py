@@ -48,7 +48,10 @@ class ServerSettings(BaseModel):
     http_port: int = Field(8080, ge=0, le=65535, description="REST port (0: any free port).")
     grpc_port: int = Field(50051, ge=0, le=65535, description="gRPC port (0: any free port).")
     metrics_port: int = Field(
-        9090, ge=0, le=65535, description="Prometheus port; 0 = off (/metrics is on HTTP too)."
+        0,
+        ge=0,
+        le=65535,
+        description="A separate Prometheus port; 0 = none (/metrics is on the REST port).",
     )
 
     # --- scheduling ----------------------------------------------------------------------
@@ -220,8 +223,13 @@ def build_parser() -> argparse.ArgumentParser:
     """The command line, generated from the fields of :class:`ServerSettings`."""
     parser = argparse.ArgumentParser(
         prog="python -m flux_server",
-        description="Serve a FLUX pipeline over REST and gRPC. Every flag is also an "
+        usage="python -m flux_server --model MODEL [flags]\n       python -m flux_server keys "
+        "{add,list,remove} ...",
+        description="Serve a FLUX pipeline over REST and gRPC. Every flag is also an\n"
         f"environment variable {ENV_PREFIX}<FLAG_IN_UPPER_SNAKE>.",
+        epilog="commands:\n  keys {add,list,remove}  manage the API keys file (--api-keys); "
+        "see python -m flux_server keys --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
     for name, field in ServerSettings.model_fields.items():

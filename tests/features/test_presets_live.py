@@ -46,7 +46,7 @@ def open_server(
     records: list[logging.LogRecord] = []
     handler = logging.Handler()
     handler.emit = records.append  # type: ignore[method-assign]
-    service_log = logging.getLogger("flux_server.service")
+    service_log = logging.getLogger("flux_server")  # whichever module warns
     service_log.addHandler(handler)
     try:
         server = RunningServer(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 from flux_server.params import Job
-from flux_server.service import _describe_failure, _Work
+from flux_server.runner import Work, describe_failure
 
 
-def work(width: int = 64, height: int = 64, num_images: int = 1) -> _Work:
+def work(width: int = 64, height: int = 64, num_images: int = 1) -> Work:
     job = Job(
         prompt="a city",
         negative_prompt=None,
@@ -23,17 +23,17 @@ def work(width: int = 64, height: int = 64, num_images: int = 1) -> _Work:
         adapters=(),
         style_preset=None,
     )
-    return _Work("generate", job, "png", "request-1")
+    return Work("generate", job, "png", "request-1")
 
 
 def test_out_of_memory_names_the_size_and_what_to_try() -> None:
     for error in (torch.cuda.OutOfMemoryError("CUDA out of memory"), MemoryError()):
-        message = _describe_failure(error, work(1024, 512, 2))
+        message = describe_failure(error, work(1024, 512, 2))
         assert "ran out of memory" in message and "1024x512, 2 image(s)" in message
         assert "smaller size or fewer images" in message
 
 
 def test_other_failures_name_the_error_but_not_its_details() -> None:
-    message = _describe_failure(RuntimeError("/secret/path/model.safetensors"), work())
+    message = describe_failure(RuntimeError("/secret/path/model.safetensors"), work())
     assert "RuntimeError" in message and "request id" in message
     assert "/secret" not in message

@@ -77,8 +77,12 @@ def start_server(
     log_dir: Path,
     args: Sequence[str] = (),
     env_overrides: Mapping[str, str] | None = None,
+    metrics_port: bool = True,
 ) -> ServerProcess:
-    http_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
+    """Start ``python -m flux_server`` on free ports; ``metrics_port=False`` leaves
+    ``--metrics-port`` at its default (none: /metrics only on the REST port)."""
+    http_port, grpc_port = free_port(), free_port()
+    metrics = free_port() if metrics_port else 0
     log_path = log_dir / f"server-{http_port}.log"
     command = [
         sys.executable, "-m", "flux_server",
@@ -86,7 +90,7 @@ def start_server(
         "--host", "127.0.0.1",
         "--http-port", str(http_port),
         "--grpc-port", str(grpc_port),
-        "--metrics-port", str(metrics_port),
+        *(["--metrics-port", str(metrics)] if metrics else []),
         "--release", "v0.0.0-test",
         "--default-width", "64", "--default-height", "64", "--default-steps", "2",
         *args,
@@ -96,4 +100,4 @@ def start_server(
     env.update(env_overrides or {})
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    return ServerProcess(process, http_port, grpc_port, metrics_port, log_path)
+    return ServerProcess(process, http_port, grpc_port, metrics, log_path)

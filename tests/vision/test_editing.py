@@ -13,7 +13,6 @@ from PIL import Image
 from flux_server.editing import (
     EditInputError,
     EditJob,
-    Editor,
     InstructEditingUnavailable,
     batch_key,
     edit_job_from,
@@ -22,6 +21,7 @@ from flux_server.editing import (
     snap,
     working_size,
 )
+from flux_server.editor import Editor
 from flux_server.images import ImageInputError
 
 FAST: dict[str, Any] = {"steps": 2, "strength": 1.0}

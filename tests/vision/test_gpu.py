@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from flux_server.editing import Editor
+from flux_server.editor import Editor
 from flux_server.tiny_vqa import write_tiny_vqa
 from flux_server.vqa import VqaModel
 

@@ -1,0 +1,43 @@
+"""The types a call carries between the API adapters and the core: who asks and how
+(:class:`CallContext`), and what a generation or an edit answers
+(:class:`GenerationResult`). No framework, no torch: every layer may import them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from flux_server.engine import GeneratedImage
+
+ProgressFn = Callable[[int, int], None]
+"""Called on the event loop after each denoising step with (step, total steps)."""
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """Who asks, through which endpoint, with which deadline and lane."""
+
+    endpoint: str  # "rest:/generate", "grpc:Generate", ...
+    request_id: str = field(default_factory=new_request_id)
+    authorization: str | None = None  # the "authorization" header / metadata value
+    priority: bool = False
+    timeout: float | None = None  # seconds; None: --request-timeout
+    priority_denied: bool = False  # asked for the priority lane without the permission
+
+
+@dataclass
+class GenerationResult:
+    images: list[GeneratedImage]
+    request_id: str
+    release: str
+    model: str
+    batch_size: int
+    queue_ms: float
+    inference_ms: float
+    total_ms: float
+    cache_hit: bool = False

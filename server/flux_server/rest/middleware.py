@@ -1,0 +1,89 @@
+"""ASGI middleware around the REST application: the body limit, applied before anything
+buffers a body, and the request counters and durations."""
+
+from __future__ import annotations
+
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from flux_server.errors import MalformedRequest
+from flux_server.metrics import Metrics
+from flux_server.rest.wire import error_response
+
+#: The paths counted under their own name; anything else is "other" (bounded labels).
+ROUTES = {"/generate", "/edit", "/vqa", "/v1/presets", "/healthz", "/readyz", "/metrics"}
+#: Probes and scrapes are not requests: they would drown the request metrics.
+UNCOUNTED = {"/metrics", "/healthz", "/readyz"}
+
+
+class BodyLimit:
+    """Refuses request bodies over ``max_bytes`` (by Content-Length, or while streaming)
+    before the application buffers them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        error = MalformedRequest(
+            f"the request body is over the limit of {self.max_bytes} bytes", "body"
+        )
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                await error_response(error)(scope, receive, send)
+                return
+        received = 0
+        too_large = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, too_large
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    too_large = True
+                    raise error
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send)
+        except MalformedRequest as exc:
+            if not too_large:
+                raise
+            await error_response(exc)(scope, receive, send)
+
+
+class RequestMetrics:
+    """Counts answers by endpoint and status, and their durations."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        endpoint = path if path in ROUTES else "other"
+        started = time.perf_counter()
+        status = 500
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            if endpoint not in UNCOUNTED:
+                self.metrics.requests.labels(endpoint=f"rest:{endpoint}", code=str(status)).inc()
+                self.metrics.request_duration.labels(endpoint=f"rest:{endpoint}").observe(
+                    time.perf_counter() - started
+                )

@@ -1,0 +1,59 @@
+"""What ``/openapi.json`` says beyond the request bodies: the headers a call may send and
+the shape of its error answers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+#: The longest deadline a caller may ask for (``X-Request-Timeout``), seconds.
+MAX_TIMEOUT_S = 3600.0
+
+CALL_HEADERS: list[dict[str, Any]] = [
+    {
+        "name": "X-Priority",
+        "in": "header",
+        "required": False,
+        "description": "high: the priority lane (goes ahead of normal requests, not batched).",
+        "schema": {"type": "string", "enum": ["normal", "high"], "default": "normal"},
+    },
+    {
+        "name": "X-Request-Timeout",
+        "in": "header",
+        "required": False,
+        "description": "Deadline in seconds; past it the answer is 504.",
+        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S},
+    },
+    {
+        "name": "X-Request-Id",
+        "in": "header",
+        "required": False,
+        "description": "Your id for the request (echoed, and in the server's logs).",
+        "schema": {"type": "string", "maxLength": 128},
+    },
+]
+ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "field": {"type": ["string", "null"]},
+            },
+            "required": ["code", "message", "field"],
+        }
+    },
+    "required": ["error"],
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    for status, text in (
+        (400, "Not a JSON object, or a body over --max-body-bytes."),
+        (401, "A missing or unknown API key."),
+        (422, "A value out of range; `field` names it."),
+        (429, "The queue is full; see Retry-After."),
+        (503, "Loading or draining; retry."),
+        (504, "The deadline passed."),
+    )
+}
