@@ -24,12 +24,12 @@ from typing import Literal
 
 from flux_server.safety_text import (
     CJK,
-    CONFUSABLES,
     GLYPH,
     LEET,
     NOT_GLYPH_RUN,
     WORD_CHAR,
     Views,
+    fold,
     normalise,
     views,
 )
@@ -89,7 +89,7 @@ def _term_regex(term: str) -> str:
 def _fold_pattern(pattern: str) -> str:
     # A pattern is searched in folded text, so its look-alike letters are folded the same
     # way (a Russian pattern keeps working); regex syntax is ASCII and is left alone.
-    return "".join(CONFUSABLES.get(ch, ch) for ch in pattern)
+    return "".join(map(fold, pattern))
 
 
 class _Matcher:

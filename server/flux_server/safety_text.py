@@ -86,6 +86,11 @@ def _strip_marks(ch: str) -> str:
     return ch
 
 
+def fold(ch: str) -> str:
+    """One character with its look-alike folded and its accents removed."""
+    return "".join(_strip_marks(c) for c in CONFUSABLES.get(ch, ch))
+
+
 def normalise(text: str) -> str:
     """Fold a prompt to the form the blocklist is matched against (see the module doc)."""
     text = unicodedata.normalize("NFKC", text).casefold()
@@ -99,7 +104,7 @@ def normalise(text: str) -> str:
         # combining marks ("n̴u̴d̴e̴") carry no letter.
         if category in ("Cf", "Cc", "Mn", "Me"):
             continue
-        out.extend(_strip_marks(c) for c in CONFUSABLES.get(ch, ch))
+        out.append(fold(ch))
     return "".join(out)
 
 
