@@ -63,7 +63,6 @@ LEET_READING: dict[str, str] = {
 }  # fmt: skip
 LEET_SYMBOLS = "@$!|+*"
 GLYPH = r"[^\W_]|[@$!|+*]"
-WORD_CHAR = r"[^\W_]"
 NOT_GLYPH_RUN = re.compile(r"(?:(?![@$!|+*])[\W_])+")
 _PUNCT_BETWEEN_GLYPHS = re.compile(rf"(?<={GLYPH})(?:(?![@$!|+*])[^\s\w]|_)+(?={GLYPH})")
 # A run of at least two single characters separated by single spaces: "n u d e".
@@ -71,10 +70,14 @@ _SINGLE_GLYPH_RUN = re.compile(rf"(?<!\S)(?:(?:{GLYPH}) )+(?:{GLYPH})(?!\S)")
 
 # Scripts written without spaces between words: their blocklist terms are matched as
 # substrings (Han, kana, Hangul; Korean is spaced, but particles attach to the noun).
-CJK = re.compile(
-    "[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
-    "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]"
+_CJK_RANGES = (
+    "\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf"
+    "\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 )
+CJK = re.compile(f"[{_CJK_RANGES}]")
+# What may not touch a whole word of an alphabetic script: a letter or digit of one. A
+# CJK character may ("porn明星"), as those scripts do not put spaces between words.
+WORD_CHAR = f"[^\\W_{_CJK_RANGES}]"
 
 
 def _strip_marks(ch: str) -> str:
