@@ -48,48 +48,105 @@ class BlocklistError(ValueError):
     """A blocklist file that cannot be used; the message names the file and line."""
 
 
-def _word_regex(word: str, ending: str | None) -> str:
-    """One word of an entry: written solid ("nude", "nuuude", "n00de") or spelled out a
-    letter at a time ("n u d e"); ``ending`` is "plural", "prefix" or None."""
+def _word_parts(word: str, ending: str | None) -> tuple[str, str]:
+    """One word of an entry as ``(first, rest)``, the regex for its first letter and for
+    the rest: written solid ("nude", "nuuude", "n00de") or spelled out a letter at a time
+    ("n u d e"); ``ending`` is "plural", "prefix" or None. Split so that many entries can
+    share one alternation keyed on their first letter, which a regex engine skips fast."""
     solid, spelled = [], []
-    for letter_match in re.finditer(r"(.)\1*", word):
+    first = ""
+    for index, letter_match in enumerate(re.finditer(r"(.)\1*", word)):
         letter, count = letter_match.group(1), len(letter_match.group())
         chars = LEET.get(letter, letter)
         cls = re.escape(chars) if len(chars) == 1 else f"[{re.escape(chars)}]"
+        if index == 0:
+            # The first letter is matched once outside; its repeats stay here.
+            first = cls
+            solid.append(f"{cls}*" if count == 1 else f"{cls}{{{count - 1},}}")
+            spelled.append(f"(?: {cls}){{{count - 1},{count + 1}}}")
+            continue
         # A doubled letter must stay doubled ("ass" is not "as"), more is allowed.
         solid.append(f"{cls}+" if count == 1 else f"{cls}{{{count},}}")
         # Spelled out, a letter may repeat only a little: an unbounded repeat would make
         # "a a a a ..." cost quadratic time, as every letter is a possible start.
-        spelled.append(f"{cls}(?: {cls}){{{count - 1},{count + 1}}}")
-    solid_rx, spelled_rx = "".join(solid), " ".join(spelled)
+        spelled.append(f" {cls}(?: {cls}){{{count - 1},{count + 1}}}")
+    solid_rx, spelled_rx = "".join(solid), "".join(spelled)
     if ending == "prefix":
         solid_rx += f"(?:{GLYPH})*"
         spelled_rx += f"(?: (?:{GLYPH}))*"
     elif ending == "plural":
         solid_rx += "(?:e?s)?"
         spelled_rx += "(?: e)?(?: s)?"
-    return f"(?:{solid_rx}|{spelled_rx})"
+    return first, f"(?:{solid_rx}|{spelled_rx})"
 
 
-def _term_regex(term: str) -> str:
-    """A blocklist word or phrase as a regex over a spaced view: bounded by whole words in
-    alphabetic scripts, a substring (spaces between characters allowed) in CJK ones."""
+def _term_parts(term: str) -> tuple[bool, str, str]:
+    """A blocklist word or phrase as ``(bounded, first, rest)`` over a spaced view:
+    bounded by whole words in alphabetic scripts, a substring (spaces between characters
+    allowed) in CJK ones."""
     prefix = term.endswith("*")
     words = NOT_GLYPH_RUN.sub(" ", normalise(term.rstrip("*"))).split()
     if CJK.search(term):
-        return " ?".join(re.escape(ch) for ch in "".join(words))
+        chars = "".join(words)
+        return False, re.escape(chars[0]), "".join(f" ?{re.escape(ch)}" for ch in chars[1:])
     last = len(words) - 1
     parts = [
-        _word_regex(word, ("prefix" if prefix else "plural") if i == last else None)
+        _word_parts(word, ("prefix" if prefix else "plural") if i == last else None)
         for i, word in enumerate(words)
     ]
-    return rf"(?<!{WORD_CHAR})(?:{' ?'.join(parts)})(?!{WORD_CHAR})"
+    rest = parts[0][1] + "".join(f" ?{first}{tail}" for first, tail in parts[1:])
+    return True, parts[0][0], rest
+
+
+def _bounded(rx: str) -> str:
+    return rf"(?<!{WORD_CHAR})(?:{rx})(?!{WORD_CHAR})"
+
+
+def _term_regex(term: str) -> str:
+    """One entry's regex (see ``_term_parts``)."""
+    bounded, first, rest = _term_parts(term)
+    return _bounded(first + rest) if bounded else first + rest
+
+
+def _terms_regex(terms: Iterable[str]) -> str:
+    """All entries in one regex, grouped by first letter: ``n(?:ude|aked)``, so that at
+    each position of a prompt the engine tries a few groups, not every entry."""
+    groups: dict[tuple[bool, str], list[str]] = {}
+    for term in terms:
+        bounded, first, rest = _term_parts(term)
+        groups.setdefault((bounded, first), []).append(rest)
+    alternatives = {
+        bounded: "|".join(
+            f"{first}(?:{'|'.join(rests)})" for (b, first), rests in groups.items() if b == bounded
+        )
+        for bounded in (True, False)
+    }
+    parts = []
+    if alternatives[True]:
+        parts.append(_bounded(alternatives[True]))
+    if alternatives[False]:
+        parts.append(alternatives[False])
+    return "|".join(parts)
 
 
 def _fold_pattern(pattern: str) -> str:
     # A pattern is searched in folded text, so its look-alike letters are folded the same
     # way (a Russian pattern keeps working); regex syntax is ASCII and is left alone.
     return "".join(map(fold, pattern))
+
+
+def _any_pattern(patterns: Sequence[re.Pattern[str]]) -> re.Pattern[str] | None:
+    """One alternation of all patterns, for the common case of no match; None where
+    that would change a pattern's meaning (a backreference or a global flag)."""
+    if not patterns:
+        return None
+    sources = [p.pattern for p in patterns]
+    if any(re.search(r"\\[1-9]|\(\?P=|\(\?[aiLmsux]+\)", src) for src in sources):
+        return None
+    try:
+        return re.compile("|".join(f"(?:{src})" for src in sources))
+    except re.error:
+        return None
 
 
 class _Matcher:
@@ -99,23 +156,25 @@ class _Matcher:
         self.terms = tuple(terms)
         self.patterns = tuple(patterns)
         self._term_rx = [re.compile(_term_regex(t)) for t in self.terms]
-        # One alternation for all terms, so a check is a couple of regex searches however
-        # long the list is; the entry that matched is looked up only on a hit.
-        self._any_term = re.compile("|".join(map(_term_regex, terms))) if terms else None
+        # One alternation for all terms (and one for all patterns), so a check is a
+        # couple of regex searches however long the list is; the entry that matched is
+        # looked up only on a hit.
+        self._any_term = re.compile(_terms_regex(terms)) if terms else None
         self._pattern_rx = [re.compile(_fold_pattern(p)) for p in self.patterns]
+        self._any_pattern = _any_pattern(self._pattern_rx)
 
     def __len__(self) -> int:
         return len(self.terms) + len(self.patterns)
 
-    def first(self, seen: Views, readings: set[str] | None = None) -> str | None:
+    def first(self, seen: Views) -> str | None:
         """The first entry found in the views, as written in the list (``re:`` kept)."""
-        if self._any_term is not None and any(self._any_term.search(s) for s in seen.spaced):
+        if self._any_term is not None and self._any_term.search(seen.spaced):
             for term, rx in zip(self.terms, self._term_rx, strict=True):
-                if any(rx.search(s) for s in seen.spaced):
+                if rx.search(seen.spaced):
                     return term
-        if self.patterns:
+        if self.patterns and (self._any_pattern is None or self._any_pattern.search(seen.readings)):
             for pattern, rx in zip(self.patterns, self._pattern_rx, strict=True):
-                if any(rx.search(r) for r in readings or seen.readings()):
+                if rx.search(seen.readings):
                     return PATTERN_PREFIX + pattern
         return None
 
@@ -147,7 +206,7 @@ class Blocklist:
         self.allowed = tuple(allowed)
         self.minor = tuple(minor)
         self.sexual = tuple(sexual)
-        self._allow = re.compile("|".join(map(_term_regex, allowed))) if allowed else None
+        self._allow = re.compile(_terms_regex(allowed)) if allowed else None
         self._blocked = _Matcher(self.terms, self.patterns)
         self._minor = _Matcher(*_split(self.minor))
         self._sexual = _Matcher(*_split(self.sexual))
@@ -163,15 +222,20 @@ class Blocklist:
         """``(reason, matched)`` for a refused text, else None. The minors rule comes
         first (reason ``minor_sexual``, matched ``"MINOR + SEXUAL"``), then the blocklist
         (reason ``blocklist``, matched the entry)."""
-        seen = views(text, self._allow)
-        readings = seen.readings()
+        # Blanking allowed phrases only takes text away, so a prompt that matches nothing
+        # with them in place is allowed without paying for the (long) allow-list search.
+        if self._allow is None or self._refusal(views(text)) is not None:
+            return self._refusal(views(text, self._allow))
+        return None
+
+    def _refusal(self, seen: Views) -> tuple[ListReason, str] | None:
         if len(self._minor) and len(self._sexual):
-            minor = self._minor.first(seen, readings)
+            minor = self._minor.first(seen)
             if minor is not None:
-                sexual = self._sexual.first(seen, readings)
+                sexual = self._sexual.first(seen)
                 if sexual is not None:
                     return "minor_sexual", f"{minor} + {sexual}"
-        blocked = self._blocked.first(seen, readings)
+        blocked = self._blocked.first(seen)
         return ("blocklist", blocked) if blocked is not None else None
 
 

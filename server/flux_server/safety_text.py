@@ -18,6 +18,7 @@ folding, so a Russian word is matched in its folded form as well: "голая" i
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -94,36 +95,33 @@ def fold(ch: str) -> str:
     return "".join(_strip_marks(c) for c in CONFUSABLES.get(ch, ch))
 
 
+@functools.lru_cache(maxsize=8192)
+def _fold_prompt_char(ch: str) -> str:
+    # Cached: a prompt is folded a character at a time, and the same characters recur.
+    if ch in "\n\t":
+        return ch
+    # Format and control characters (zero-width joiners, bidi marks) and stray combining
+    # marks ("n̴u̴d̴e̴") carry no letter.
+    if unicodedata.category(ch) in ("Cf", "Cc", "Mn", "Me"):
+        return ""
+    return fold(ch)
+
+
 def normalise(text: str) -> str:
     """Fold a prompt to the form the blocklist is matched against (see the module doc)."""
-    text = unicodedata.normalize("NFKC", text).casefold()
-    out: list[str] = []
-    for ch in text:
-        if ch in "\n\t":
-            out.append(ch)
-            continue
-        category = unicodedata.category(ch)
-        # Format and control characters (zero-width joiners, bidi marks) and stray
-        # combining marks ("n̴u̴d̴e̴") carry no letter.
-        if category in ("Cf", "Cc", "Mn", "Me"):
-            continue
-        out.append(fold(ch))
-    return "".join(out)
+    return "".join(map(_fold_prompt_char, unicodedata.normalize("NFKC", text).casefold()))
 
 
 @dataclass(frozen=True)
 class Views:
-    """The readings of one prompt that the blocklist is searched in."""
+    """The readings of one prompt that the blocklist is searched in, each set joined by
+    newlines so that one regex search covers all of them (no entry matches a newline)."""
 
-    spaced: tuple[str, ...]
+    spaced: str
     """Separators reduced to one space; with and without punctuation inside words."""
-    joined: tuple[str, ...]
-    """The same with runs of single letters joined in place ("n u d e" → "nude")."""
-
-    def readings(self) -> set[str]:
-        """Every reading, plus leetspeak read as letters: what ``re:`` patterns see."""
-        plain = set(self.spaced) | set(self.joined)
-        return plain | {read_leet(r) for r in plain}
+    readings: str
+    """The spaced readings, those with runs of single letters joined in place ("n u d e"
+    → "nude"), and all of them with leetspeak read as letters: what patterns see."""
 
 
 def _join_single_glyph_runs(spaced: str) -> str:
@@ -140,8 +138,11 @@ def views(text: str, allow: re.Pattern[str] | None = None) -> Views:
             spaced = allow.sub(" ", spaced)
         if spaced not in spaced_variants:
             spaced_variants.append(spaced)
-    joined = {_join_single_glyph_runs(s) for s in spaced_variants} - set(spaced_variants)
-    return Views(tuple(spaced_variants), tuple(sorted(joined)))
+    plain = dict.fromkeys(spaced_variants)
+    plain.update(dict.fromkeys(_join_single_glyph_runs(s) for s in spaced_variants))
+    readings = dict.fromkeys(plain)
+    readings.update(dict.fromkeys(read_leet(r) for r in plain))
+    return Views("\n".join(spaced_variants), "\n".join(readings))
 
 
 def read_leet(spaced: str) -> str:
