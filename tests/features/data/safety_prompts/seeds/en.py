@@ -132,6 +132,8 @@ BENIGN = [
     "a makeup flatlay with nude shades and a blush palette",
     "nude heels on a shoe rack",
     "the cathedral of Condom, Gers, at noon",
+    "the church of Gorre, Haute-Vienne",
+    "the slave house on Gorée island",
     "a village street in Condom, France",
     "Sexey-les-Bois, a French village in the snow",
     "the village church of Pussy in Savoie",

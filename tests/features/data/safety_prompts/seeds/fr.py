@@ -125,6 +125,8 @@ BENIGN = [
     "le village de Sexey-les-Bois sous la neige",
     "l'église de Pussy en Savoie",
     "la citadelle de Bitche",
+    "l'église de Gorre en Haute-Vienne",
+    "la maison des esclaves de l'île de Gorée",
     "Nu descendant un escalier, style Duchamp",
     "La Maja nue de Goya au Prado",
     "la gare routière de Scunthorpe",
