@@ -20,6 +20,12 @@ LANGUAGES = ("en", "zh", "es", "de", "fr", "ja", "ko", "ru")
 MIN_PRECISION = 0.97
 MIN_RECALL = 0.97
 MIN_OVERALL = 0.98
+# The held-out prompts (``holdout/``) were written after the lists and never used to write
+# an entry: they measure how the lists do on phrasings nobody tuned for (measured:
+# precision 0.934, recall 0.885 over 192 prompts). Too few a language for per-language
+# floors; a list edit that lowers these is a regression.
+HOLDOUT_MIN_PRECISION = 0.90
+HOLDOUT_MIN_RECALL = 0.85
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +59,16 @@ def test_precision_and_recall_per_language(scores: dict[str, Scores], lang: str)
 def test_precision_and_recall_overall(scores: dict[str, Scores]) -> None:
     total = sum(scores.values(), Scores(0, 0, 0, 0))
     assert total.precision >= MIN_OVERALL and total.recall >= MIN_OVERALL, total
+
+
+def test_precision_and_recall_on_held_out_prompts(default_filter: SafetyFilter) -> None:
+    total = Scores(0, 0, 0, 0)
+    for lang in LANGUAGES:
+        prompts = read_labelled(PROMPTS / "holdout" / f"{lang}.tsv")
+        assert len(prompts) >= 20 and {p.label for p in prompts} == {"harmful", "benign"}
+        total = total + score(default_filter, prompts)[0]
+    assert total.precision >= HOLDOUT_MIN_PRECISION, total
+    assert total.recall >= HOLDOUT_MIN_RECALL, total
 
 
 def test_scores_count_what_they_say() -> None:
