@@ -102,31 +102,28 @@ def _bounded(rx: str) -> str:
     return rf"(?<!{WORD_CHAR})(?:{rx})(?!{WORD_CHAR})"
 
 
-def _term_regex(term: str) -> str:
-    """One entry's regex (see ``_term_parts``)."""
-    bounded, first, rest = _term_parts(term)
-    return _bounded(first + rest) if bounded else first + rest
-
-
-def _terms_regex(terms: Iterable[str]) -> str:
-    """All entries in one regex, grouped by first letter: ``n(?:ude|aked)``, so that at
-    each position of a prompt the engine tries a few groups, not every entry."""
-    groups: dict[tuple[bool, str], list[str]] = {}
-    for term in terms:
+def _terms_regex(terms: Sequence[str]) -> tuple[str, list[int]]:
+    """All entries in one regex, grouped by first letter: ``n(?:(ude)|(aked))``, so that
+    at each position of a prompt the engine tries a few groups, not every entry. Each
+    entry is one capturing group (entries have none of their own); the list returned
+    maps group ``g`` to the entry's index at ``[g - 1]``, so a match names its entry."""
+    groups: dict[tuple[bool, str], list[tuple[int, str]]] = {}
+    for index, term in enumerate(terms):
         bounded, first, rest = _term_parts(term)
-        groups.setdefault((bounded, first), []).append(rest)
-    alternatives = {
-        bounded: "|".join(
-            f"{first}(?:{'|'.join(rests)})" for (b, first), rests in groups.items() if b == bounded
-        )
-        for bounded in (True, False)
-    }
+        groups.setdefault((bounded, first), []).append((index, rest))
+    owner: list[int] = []
     parts = []
-    if alternatives[True]:
-        parts.append(_bounded(alternatives[True]))
-    if alternatives[False]:
-        parts.append(alternatives[False])
-    return "|".join(parts)
+    for bounded in (True, False):
+        alternatives = []
+        for (kind, first), members in groups.items():
+            if kind is bounded:
+                owner += [index for index, _ in members]
+                rests = "|".join(f"({rest})" for _, rest in members)
+                alternatives.append(f"{first}(?:{rests})")
+        if alternatives:
+            either = "|".join(alternatives)
+            parts.append(_bounded(either) if bounded else either)
+    return "|".join(parts), owner
 
 
 def _fold_pattern(pattern: str) -> str:
@@ -155,11 +152,10 @@ class _Matcher:
     def __init__(self, terms: Sequence[str], patterns: Sequence[str]) -> None:
         self.terms = tuple(terms)
         self.patterns = tuple(patterns)
-        self._term_rx = [re.compile(_term_regex(t)) for t in self.terms]
         # One alternation for all terms (and one for all patterns), so a check is a
-        # couple of regex searches however long the list is; the entry that matched is
-        # looked up only on a hit.
-        self._any_term = re.compile(_terms_regex(terms)) if terms else None
+        # couple of regex searches however long the list is.
+        regex, self._owner = _terms_regex(self.terms)
+        self._any_term = re.compile(regex) if terms else None
         self._pattern_rx = [re.compile(_fold_pattern(p)) for p in self.patterns]
         self._any_pattern = _any_pattern(self._pattern_rx)
 
@@ -167,11 +163,12 @@ class _Matcher:
         return len(self.terms) + len(self.patterns)
 
     def first(self, seen: Views) -> str | None:
-        """The first entry found in the views, as written in the list (``re:`` kept)."""
-        if self._any_term is not None and self._any_term.search(seen.spaced):
-            for term, rx in zip(self.terms, self._term_rx, strict=True):
-                if rx.search(seen.spaced):
-                    return term
+        """The entry found first in the views (terms before patterns), as written in the
+        list (``re:`` kept), or None."""
+        if self._any_term is not None:
+            match = self._any_term.search(seen.spaced)
+            if match is not None and match.lastindex is not None:
+                return self.terms[self._owner[match.lastindex - 1]]
         if self.patterns and (self._any_pattern is None or self._any_pattern.search(seen.readings)):
             for pattern, rx in zip(self.patterns, self._pattern_rx, strict=True):
                 if rx.search(seen.readings):
@@ -206,7 +203,7 @@ class Blocklist:
         self.allowed = tuple(allowed)
         self.minor = tuple(minor)
         self.sexual = tuple(sexual)
-        self._allow = re.compile(_terms_regex(allowed)) if allowed else None
+        self._allow = re.compile(_terms_regex(self.allowed)[0]) if allowed else None
         self._blocked = _Matcher(self.terms, self.patterns)
         self._minor = _Matcher(*_split(self.minor))
         self._sexual = _Matcher(*_split(self.sexual))
