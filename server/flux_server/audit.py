@@ -66,7 +66,8 @@ class AuditRecord(BaseModel):
     decision: Decision
     reason: str | None = Field(
         default=None,
-        description='Why: "blocklist", "classifier", "unauthenticated", "priority_denied" '
+        description='Why: "blocklist", "minor_sexual", "classifier", "unauthenticated", '
+        '"priority_denied" '
         "(served in the normal lane), or the error code of a failed request.",
     )
     detail: str | None = Field(

@@ -17,6 +17,7 @@ from prometheus_client import (
 )
 
 from flux_client.experiments import Experiment
+from flux_server.safety import SAFETY_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class Metrics:
         )
         # Present from the start at 0, so a rate() or an alert sees the series before the
         # first refusal.
-        for reason in ("blocklist", "classifier"):
+        for reason in SAFETY_REASONS:
             self.safety_rejections.labels(reason=reason)
         self.gpu_memory_used = Gauge(
             "fluxserve_gpu_memory_used_bytes",
