@@ -63,3 +63,12 @@ class CanaryStatus(_Model):
     message: str | None = Field(
         default=None, max_length=4096, description="Why it holds, paused or ended so."
     )
+    summary: str | None = Field(
+        default=None,
+        max_length=256,
+        description="release@weight% and phase, as kubectl get shows it (CANARY column).",
+    )
+
+    def summarized(self) -> CanaryStatus:
+        """This status with ``summary`` filled in from the fields it sums up."""
+        return self.model_copy(update={"summary": f"{self.release}@{self.weight}% {self.phase}"})
