@@ -66,6 +66,7 @@ KINDS: dict[str, Kind] = {
     "Deployment": Kind("apps", "v1", "deployments"),
     "HorizontalPodAutoscaler": Kind("autoscaling", "v2", "horizontalpodautoscalers"),
     "FluxDeployment": Kind("fluxserve.dev", "v1alpha1", "fluxdeployments"),
+    "HTTPRoute": Kind("gateway.networking.k8s.io", "v1", "httproutes"),
     "KopfPeering": Kind("kopf.dev", "v1", "kopfpeerings"),
     "ClusterKopfPeering": Kind("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False),
 }

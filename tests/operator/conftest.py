@@ -42,6 +42,7 @@ RESOURCES = {
     "v1/configmaps": ("ConfigMap", True, set()),
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
     "v1/events": ("Event", True, set()),
+    "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True, set()),
     "v1/namespaces": ("Namespace", False, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
 }
@@ -54,6 +55,7 @@ PATHS = {
     "Service": "/api/v1",
     "ConfigMap": "/api/v1",
     "Event": "/api/v1",
+    "HTTPRoute": "/apis/gateway.networking.k8s.io/v1",
 }
 PLURALS = {
     "FluxDeployment": "fluxdeployments",
@@ -62,6 +64,7 @@ PLURALS = {
     "Service": "services",
     "ConfigMap": "configmaps",
     "Event": "events",
+    "HTTPRoute": "httproutes",
 }
 
 

@@ -32,6 +32,8 @@ class Children:
     service: dict[str, Any] | None = None
     autoscaler: dict[str, Any] | None = None
     config_maps: tuple[dict[str, Any], ...] | None = None
+    canary_deployment: dict[str, Any] | None = None
+    """``NAME-canary`` (strategy Canary)."""
 
     def has_config_map(self, name: str) -> bool:
         if self.config_maps is None:
