@@ -174,7 +174,10 @@ def next_check_seconds(canary: CanarySpec, status: CanaryStatus, now: datetime) 
         interval = timedelta(seconds=parse_duration(canary.analysis.interval))
         moments.append(now if last is None else parse_time(last) + interval)
     if status.phase == "Progressing" and status.step_ends_at is not None:
-        moments.append(parse_time(status.step_ends_at))
+        ends = parse_time(status.step_ends_at)
+        # A step that ended and still holds waits for a passing round, not for the clock.
+        if ends > now or not moments:
+            moments.append(ends)
     if not moments:
         return None
     return max(0.0, (min(moments) - now).total_seconds())

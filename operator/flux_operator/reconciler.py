@@ -89,6 +89,7 @@ class Reconciler:
         self.api = api
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         # What each resource looked like after its last reconciliation: an event that only
         # echoes our own status write needs no reconciliation.
         self._settled: dict[tuple[str, str], Any] = {}
@@ -114,12 +115,18 @@ class Reconciler:
             timer.cancel()
 
     def close(self) -> None:
+        """Stop the pending requeues (the operator is stopping)."""
         for timer in self._requeues.values():
             timer.cancel()
         self._requeues.clear()
+        for task in self._tasks:
+            task.cancel()
+        self._closed = True
 
     def _requeue(self, namespace: str, name: str, delay: float) -> None:
         """Reconcile again after ``delay`` seconds (one pending requeue per resource)."""
+        if self._closed:
+            return
         key = (namespace, name)
         old = self._requeues.pop(key, None)
         if old is not None:

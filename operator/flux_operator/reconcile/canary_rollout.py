@@ -88,22 +88,24 @@ def pod_counts(
     weight: int,
     *,
     stable: dict[str, Any] | None,
-    canary: dict[str, Any] | None,
     autoscaler: dict[str, Any] | None,
 ) -> tuple[int | None, int, int]:
     """``(stable replicas or None for the HPA's, canary replicas, HPA reduction)``.
 
     Without autoscaling, :func:`flux_operator.canary.split_pods` of ``spec.replicas``.
     With autoscaling the HPA keeps scaling ``NAME`` (the operator never writes its
-    replicas) and T, the count it asks for ``NAME`` (its ``status.desiredReplicas``), is
-    the total:
+    replicas), and T, the count it asks for (its ``status.desiredReplicas``; before it has
+    one, ``NAME``'s replicas), is the total the canary's share is taken from:
 
-    - ``maxSurge >= 1``: the canary gets its weighted share of T, capped at ``maxSurge``,
-      as extra pods;
-    - ``maxSurge == 0``: the canary gets its share of T plus the pods it already has (the
-      stable side gave those up), and the HPA's minReplicas and maxReplicas are rendered
-      lower by that many pods for the canary's duration, so the total stays within the
-      spec's bounds and the HPA, not the operator, takes them from ``NAME``.
+    - ``maxSurge >= 1``: the canary gets ``ceil(T * weight / 100)`` pods, capped at
+      ``maxSurge``, as extra pods;
+    - ``maxSurge == 0``: the canary gets its share c of T (``split_pods``: at least one
+      stable pod stays) and the HPA's minReplicas and maxReplicas are rendered lower by c
+      for the canary's duration. The HPA, not the operator, then takes the pods from
+      ``NAME``: its bounds keep ``NAME + canary`` within the spec's, and since the shared
+      selector puts the canary's pods in its average, the load they take lowers what it
+      asks for ``NAME``. c depends on T alone, never on the canary's own pods, so the two
+      do not feed on each other.
     """
     rollout = spec.rollout.canary
     assert rollout is not None
@@ -117,9 +119,19 @@ def pod_counts(
     total = int(asked) if asked is not None else (_replicas(stable) or scaling.min_replicas)
     if surge >= 1:
         return None, min(surge, split_pods(total, weight, surge).canary), 0
-    total += _replicas(canary) or 0
     carved = split_pods(max(total, 2), weight, 0).canary
     return None, carved, carved
+
+
+def serves(pods: Observed, revision: Revision) -> bool:
+    """The canary Deployment's template is ``revision``'s and some of its pods are ready
+    (a step that adds pods bumps its generation: the pods already ready still serve)."""
+    return (
+        pods.exists
+        and pods.image == revision.image
+        and pods.presets_hash == revision.presets_hash
+        and pods.ready_replicas > 0
+    )
 
 
 def _entry(work: Work, revision: int | None) -> HistoryEntry | None:
@@ -226,7 +238,6 @@ def _running(
         work.spec,
         status.weight,
         stable=children.get("stable"),
-        canary=children.get("canary"),
         autoscaler=children.get("autoscaler"),
     )
     run = CanaryRun(desired, weight, stable_replicas, canary_replicas, reduction)
@@ -277,7 +288,7 @@ def _step(
         message = f"canary {previous.release} aborted: {name} missed its progress deadline: {why}"
         return _abort(work, _ended(previous, "Aborted", message), entry, stable, message, False)
     request = manual_request(annotations, previous)
-    if request is None and previous.step == 0 and not (pods.runs(desired) and pods.ready_replicas):
+    if request is None and previous.step == 0 and not serves(pods, desired):
         # The first step's clock starts once the canary serves.
         waiting = start(canary_spec, previous.release, previous.revision, now).model_copy(
             update={"message": f"waiting for {name} to become ready"}
@@ -351,7 +362,6 @@ def analysis_due_for(
         return None
     if canary_spec.analysis is None or previous.release != desired.release:
         return None
-    pods = Observed.from_deployment(canary_deployment)
-    if not (pods.runs(desired) and pods.ready_replicas):
+    if not serves(Observed.from_deployment(canary_deployment), desired):
         return None
     return canary_spec.analysis if analysis_due(canary_spec, previous, now) else None

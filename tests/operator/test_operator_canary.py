@@ -1,0 +1,220 @@
+"""Canary releases: the real operator (kopf) against the Kubernetes API emulator.
+
+The test plays the Deployment controller (it writes the Deployments' status) and the
+HPA controller (``status.desiredReplicas``). Analysis asks a stub of Prometheus's HTTP API
+(``/api/v1/query``) that answers each query with the number the test sets: what is tested
+here is what the operator does with the answers (hold, advance, abort, promote). The
+contract with a real Prometheus scraping real servers (the built-in queries, the labels
+the PodMonitor relabels) is tested in ``test_analysis_prometheus.py``.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp.web
+import pytest
+from conftest import Cluster, OperatorHandle, base_spec
+
+IMAGE = "ghcr.io/acme/fluxserve-server"
+GATEWAY = {"parentRefs": [{"name": "inference-gw", "namespace": "infra"}]}
+TRACK = "fluxserve.dev/track"
+
+
+class StubPrometheus:
+    """``/api/v1/query`` answering one number per built-in metric (None: no data)."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, float | None] = {"error-ratio": 0.0, "p95-latency-seconds": 2.0}
+        self.queries: list[str] = []
+        self.url = ""
+
+    async def query(self, request: aiohttp.web.Request) -> aiohttp.web.Response:
+        promql = request.query.get("query", "")
+        self.queries.append(promql)
+        metric = "p95-latency-seconds" if "histogram_quantile" in promql else "error-ratio"
+        value = self.values[metric]
+        result = [] if value is None else [{"metric": {}, "value": [0, str(value)]}]
+        body = {"status": "success", "data": {"resultType": "vector", "result": result}}
+        return aiohttp.web.json_response(body)
+
+
+@pytest.fixture
+async def prometheus() -> AsyncIterator[StubPrometheus]:
+    stub = StubPrometheus()
+    app = aiohttp.web.Application()
+    app.router.add_get("/api/v1/query", stub.query)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    stub.url = f"http://127.0.0.1:{port}"
+    try:
+        yield stub
+    finally:
+        await runner.cleanup()
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def canary_spec(
+    steps: list[dict[str, Any]],
+    *,
+    analysis: dict[str, Any] | None = None,
+    max_surge: int = 1,
+    gateway: bool = False,
+    **changes: Any,
+) -> dict[str, Any]:
+    canary: dict[str, Any] = {"maxSurge": max_surge, "steps": steps}
+    if analysis is not None:
+        canary["analysis"] = {"interval": "10s", "failureLimit": 0, **analysis}
+    rollout = {"progressDeadlineSeconds": 900, "strategy": "Canary", "canary": canary}
+    spec = base_spec(rollout=rollout, replicas=4)
+    del spec["autoscaling"]
+    if gateway:
+        spec["gateway"] = GATEWAY
+    spec.update(changes)
+    return spec
+
+
+def image(deployment: dict[str, Any] | None) -> str | None:
+    if deployment is None:
+        return None
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+
+async def serve(cluster: Cluster, name: str) -> None:
+    """Playing the Deployment controller: every pod of the current template is ready."""
+    deployment = await cluster.get("Deployment", name)
+    assert deployment is not None, name
+    pods = int(deployment["spec"].get("replicas", 1))
+    await cluster.patch(
+        "Deployment",
+        name,
+        {
+            "status": {
+                "observedGeneration": int(deployment["metadata"].get("generation", 1)),
+                "replicas": pods,
+                "readyReplicas": pods,
+                "updatedReplicas": pods,
+                "availableReplicas": pods,
+                "conditions": [
+                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
+                    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+                ],
+            }
+        },
+    )
+
+
+async def running(cluster: Cluster, name: str, release: str) -> dict[str, Any]:
+    """A Deployment that runs ``release`` (waited for)."""
+
+    async def check() -> dict[str, Any] | None:
+        deployment = await cluster.get("Deployment", name)
+        return deployment if image(deployment) == f"{IMAGE}:{release}" else None
+
+    return await cluster.wait_for(check, f"{name} running {release}")
+
+
+async def ready_on(cluster: Cluster, name: str, spec: dict[str, Any]) -> None:
+    """A new FluxDeployment whose first revision is served."""
+    await cluster.create_fd(name, spec)
+    await running(cluster, name, spec["release"])
+    await serve(cluster, name)
+    await cluster.wait_status(name, lambda s: s.get("phase") == "Ready", "phase Ready")
+
+
+async def canary_serving(cluster: Cluster, name: str, release: str) -> dict[str, Any]:
+    """``NAME-canary`` runs ``release`` and its pods are ready; the first step's clock runs."""
+    await cluster.update_spec(name, release=release)
+    canary = await running(cluster, f"{name}-canary", release)
+    await serve(cluster, f"{name}-canary")
+    await cluster.wait_status(
+        name,
+        lambda s: "waiting" not in ((s.get("canary") or {}).get("message") or "waiting"),
+        "the canary's first step running",
+    )
+    return canary
+
+
+def weights(route: dict[str, Any] | None) -> dict[str, int]:
+    assert route is not None
+    refs = route["spec"]["rules"][0]["backendRefs"]
+    return {ref["name"]: ref["weight"] for ref in refs}
+
+
+async def route_weights(cluster: Cluster, name: str, expected: dict[str, int]) -> None:
+    async def check() -> bool:
+        return weights(await cluster.get("HTTPRoute", name)) == expected
+
+    await cluster.wait_for(check, f"route weights {expected}")
+
+
+async def test_a_canary_is_promoted_through_every_step_behind_a_gateway(
+    cluster: Cluster, operator: OperatorHandle, prometheus: StubPrometheus
+) -> None:
+    # Step 1 needs a round made after it began: the next, 10s (the least interval) on.
+    steps = [{"weight": 25, "pause": "5s"}, {"weight": 50, "pause": "1s"}]
+    spec = canary_spec(steps, analysis={"prometheusUrl": prometheus.url}, gateway=True)
+    await ready_on(cluster, "flux", spec)
+    stable = await cluster.get("Deployment", "flux")
+    assert stable is not None
+    assert stable["spec"]["template"]["metadata"]["labels"][TRACK] == "stable"
+    await route_weights(cluster, "flux", {"flux-stable": 100, "flux-canary": 0})
+    for track in ("stable", "canary"):
+        service = await cluster.get("Service", f"flux-{track}")
+        assert service is not None and service["spec"]["selector"][TRACK] == track
+    shared = await cluster.get("Service", "flux")
+    assert shared is not None and TRACK not in shared["spec"]["selector"]
+
+    canary = await canary_serving(cluster, "flux", "v2")
+    assert canary["spec"]["template"]["metadata"]["labels"][TRACK] == "canary"
+    assert canary["spec"]["replicas"] == 1  # 25% of 4 pods
+    stable = await cluster.get("Deployment", "flux")
+    assert image(stable) == f"{IMAGE}:v1.4.1" and stable["spec"]["replicas"] == 4
+    await route_weights(cluster, "flux", {"flux-stable": 75, "flux-canary": 25})
+    status = (await cluster.get("FluxDeployment", "flux"))["status"]
+    assert status["currentRelease"] == "v1.4.1"
+    assert status["canary"]["summary"] == "v2@25% Progressing"
+
+    # Step 1 after the pause and a passing round: half the traffic, maxSurge 1 extra pod.
+    await route_weights(cluster, "flux", {"flux-stable": 50, "flux-canary": 50})
+    await cluster.wait_event("CanaryAdvanced", "step 1")
+
+    async def split() -> bool:
+        stable = await cluster.get("Deployment", "flux")
+        canary = await cluster.get("Deployment", "flux-canary")
+        return bool(
+            stable and canary and (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (3, 2)
+        )
+
+    await cluster.wait_for(split, "3 stable and 2 canary pods")
+    # After the last step (and a round since it began): promoted; NAME rolls to v2.
+    await running(cluster, "flux", "v2")
+    status = await cluster.wait_status(
+        "flux", lambda s: s["canary"]["phase"] == "Promoting", "promoting"
+    )
+    assert await cluster.get("Deployment", "flux-canary") is not None
+    await serve(cluster, "flux")
+
+    async def canary_gone() -> bool:
+        return await cluster.get("Deployment", "flux-canary") is None
+
+    await cluster.wait_for(canary_gone, "the canary Deployment removed")
+    status = await cluster.wait_status(
+        "flux", lambda s: s["canary"]["phase"] == "Promoted", "promoted"
+    )
+    assert status["currentRelease"] == "v2" and status["phase"] == "Ready"
+    outcomes = [(e["release"], e["outcome"]) for e in status["history"]]
+    assert outcomes == [("v1.4.1", "Superseded"), ("v2", "Available")]
+    await route_weights(cluster, "flux", {"flux-stable": 100, "flux-canary": 0})
+    assert all('release="v2"' in q for q in prometheus.queries)
+    assert operator.crashed() is None
