@@ -10,13 +10,17 @@ the PodMonitor relabels) is tested in ``test_analysis_prometheus.py``.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp.web
 import pytest
-from conftest import Cluster, OperatorHandle, base_spec
+from conftest import NAMESPACE, Cluster, OperatorHandle, base_spec, condition
+
+from flux_operator.cli import main as cli_main
 
 IMAGE = "ghcr.io/acme/fluxserve-server"
 GATEWAY = {"parentRefs": [{"name": "inference-gw", "namespace": "infra"}]}
@@ -217,4 +221,203 @@ async def test_a_canary_is_promoted_through_every_step_behind_a_gateway(
     assert outcomes == [("v1.4.1", "Superseded"), ("v2", "Available")]
     await route_weights(cluster, "flux", {"flux-stable": 100, "flux-canary": 0})
     assert all('release="v2"' in q for q in prometheus.queries)
+    assert operator.crashed() is None
+
+
+async def test_a_failing_metric_aborts_v3_while_v2_keeps_serving(
+    cluster: Cluster, operator: OperatorHandle, prometheus: StubPrometheus
+) -> None:
+    spec = canary_spec(
+        [{"weight": 25, "pause": "1h"}],
+        analysis={"prometheusUrl": prometheus.url},
+        release="v2",
+    )
+    await ready_on(cluster, "flux", spec)
+    prometheus.values["error-ratio"] = 0.5
+    await cluster.update_spec("flux", release="v3")
+    await running(cluster, "flux-canary", "v3")
+    await serve(cluster, "flux-canary")
+
+    status = await cluster.wait_status(
+        "flux", lambda s: (s.get("canary") or {}).get("phase") == "Aborted", "the abort"
+    )
+    rolled_back = condition(status, "RolledBack")
+    assert rolled_back["status"] == "True" and rolled_back["reason"] == "CanaryAborted"
+    assert "error-ratio = 0.5, bound max 0.05" in rolled_back["message"]
+    outcomes = [(e["release"], e["outcome"]) for e in status["history"]]
+    assert outcomes == [("v2", "Available"), ("v3", "Failed")]
+    assert status["currentRelease"] == "v2" and status["phase"] == "RolledBack"
+    event = await cluster.wait_event("CanaryAborted", "error-ratio = 0.5")
+    assert event["type"] == "Warning"
+
+    async def canary_gone() -> bool:
+        return await cluster.get("Deployment", "flux-canary") is None
+
+    await cluster.wait_for(canary_gone, "the canary Deployment removed")
+    stable = await cluster.get("Deployment", "flux")
+    assert image(stable) == f"{IMAGE}:v2" and stable["spec"]["replicas"] == 4
+    assert await cluster.get("HTTPRoute", "flux") is None  # no gateway, no route
+    # Not retried: periodic passes (every second here) start no canary of v3 again.
+    rounds = len(prometheus.queries)
+    await asyncio.sleep(2.5)
+    assert await cluster.get("Deployment", "flux-canary") is None
+    assert len(prometheus.queries) == rounds
+    # A spec change is a new attempt.
+    prometheus.values["error-ratio"] = 0.0
+    await cluster.update_spec("flux", release="v3.1")
+    await running(cluster, "flux-canary", "v3.1")
+    status = await cluster.wait_status(
+        "flux", lambda s: s["canary"]["release"] == "v3.1", "a canary of v3.1"
+    )
+    assert condition(status, "RolledBack")["status"] == "False"
+    assert operator.crashed() is None
+
+
+async def test_an_unreachable_prometheus_holds_the_canary(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    spec = canary_spec([{"weight": 25, "pause": "1s"}], analysis={"prometheusUrl": url})
+    await ready_on(cluster, "flux", spec)
+    await cluster.update_spec("flux", release="v2")
+    await running(cluster, "flux-canary", "v2")
+    await serve(cluster, "flux-canary")
+    status = await cluster.wait_status(
+        "flux",
+        lambda s: condition(s, "Progressing").get("reason") == "CanaryInconclusive",
+        "an inconclusive condition",
+    )
+    assert "unreachable" in condition(status, "Progressing")["message"]
+    assert status["canary"]["measurements"][0]["outcome"] == "Inconclusive"
+    await cluster.wait_event("CanaryInconclusive", "unreachable")
+    # The 1s pause is long over: neither promoted nor aborted.
+    await asyncio.sleep(2)
+    status = (await cluster.get("FluxDeployment", "flux"))["status"]
+    assert (status["canary"]["phase"], status["canary"]["step"]) == ("Progressing", 0)
+    stable = await cluster.get("Deployment", "flux")
+    assert image(stable) == f"{IMAGE}:v1.4.1"
+    assert await cluster.get("Deployment", "flux-canary") is not None
+    assert operator.crashed() is None
+
+
+async def _cli(kubeconfig: Path, *args: str) -> int:
+    return await asyncio.to_thread(
+        cli_main, [*args, "-n", NAMESPACE, "--kubeconfig", str(kubeconfig)]
+    )
+
+
+async def test_manual_promote_and_abort_and_a_restart_mid_canary(
+    cluster: Cluster, operator: OperatorHandle, kubeconfig: Path
+) -> None:
+    # Pauses only, the last step without one: it waits for `promote`.
+    spec = canary_spec([{"weight": 10, "pause": "1s"}, {"weight": 50}], max_surge=0)
+    await ready_on(cluster, "flux", spec)
+    await canary_serving(cluster, "flux", "v2")
+    status = await cluster.wait_status(
+        "flux", lambda s: s["canary"]["phase"] == "Paused", "waiting for promote"
+    )
+    assert condition(status, "Progressing")["reason"] == "CanaryWaitsForPromote"
+    assert status["canary"]["summary"] == "v2@50% Paused"
+
+    async def pods() -> tuple[int, int]:
+        stable = await cluster.get("Deployment", "flux")
+        canary = await cluster.get("Deployment", "flux-canary")
+        assert stable is not None and canary is not None
+        return stable["spec"]["replicas"], canary["spec"]["replicas"]
+
+    # maxSurge 0: the stable side gives up the canary's pods.
+    await cluster.wait_for(lambda: _equals(pods, (2, 2)), "2 stable and 2 canary pods")
+
+    # The operator restarted mid-canary picks up where it was: nothing made twice.
+    await operator.stop()
+    history = status["history"]
+    await operator.start()
+    await asyncio.sleep(1.5)  # a periodic pass of the new operator
+    status = (await cluster.get("FluxDeployment", "flux"))["status"]
+    assert status["canary"]["phase"] == "Paused" and status["history"] == history
+    names = sorted(d["metadata"]["name"] for d in await cluster.list("Deployment"))
+    assert names == ["flux", "flux-canary"]
+
+    assert await _cli(kubeconfig, "promote", "flux") == 0
+    await running(cluster, "flux", "v2")
+    await serve(cluster, "flux")
+    status = await cluster.wait_status(
+        "flux", lambda s: s["canary"]["phase"] == "Promoted", "promoted by request"
+    )
+    assert "promoted by request" in (await cluster.wait_event("CanaryPromoted"))["message"]
+    assert status["currentRelease"] == "v2"
+
+    await canary_serving(cluster, "flux", "v3")
+    assert await _cli(kubeconfig, "abort", "flux") == 0
+    status = await cluster.wait_status(
+        "flux", lambda s: s["canary"]["phase"] == "Aborted", "aborted by request"
+    )
+    assert condition(status, "RolledBack")["reason"] == "CanaryAborted"
+    assert "aborted by request" in condition(status, "RolledBack")["message"]
+    assert status["history"][-1]["outcome"] == "Failed"
+    stable = await cluster.get("Deployment", "flux")
+    assert image(stable) == f"{IMAGE}:v2" and stable["spec"]["replicas"] == 4
+    # The spec was never touched: the requests are annotations.
+    body = await cluster.get("FluxDeployment", "flux")
+    assert body["spec"]["release"] == "v3"
+    assert set(body["metadata"]["annotations"]) == {
+        "fluxserve.dev/canary-promote",
+        "fluxserve.dev/canary-abort",
+    }
+    assert operator.crashed() is None
+
+
+async def _equals(read: Any, expected: Any) -> bool:
+    return bool(await read() == expected)
+
+
+@pytest.mark.parametrize(
+    ("max_surge", "canary_pods", "hpa_bounds"), [(1, 1, (4, 8)), (0, 2, (2, 6))]
+)
+async def test_autoscaling_shares_the_hpa_count(
+    cluster: Cluster,
+    operator: OperatorHandle,
+    max_surge: int,
+    canary_pods: int,
+    hpa_bounds: tuple[int, int],
+) -> None:
+    autoscaling = {"minReplicas": 4, "maxReplicas": 8, "targetQueueDepth": 4}
+    spec = canary_spec(
+        [{"weight": 50, "pause": "1h"}], max_surge=max_surge, autoscaling=autoscaling
+    )
+    await cluster.create_fd("flux", spec)
+    await running(cluster, "flux", "v1.4.1")
+    await cluster.wait_for(lambda: cluster.get("HorizontalPodAutoscaler", "flux"), "the HPA")
+    # Playing the HPA controller: it asks for 4 pods and sets them on the Deployment.
+    await cluster.patch("HorizontalPodAutoscaler", "flux", {"status": {"desiredReplicas": 4}})
+    await cluster.patch("Deployment", "flux", {"spec": {"replicas": 4}})
+    await serve(cluster, "flux")
+    await cluster.wait_status("flux", lambda s: s.get("phase") == "Ready", "phase Ready")
+
+    await cluster.update_spec("flux", release="v2")
+    canary = await running(cluster, "flux-canary", "v2")
+    assert canary["spec"]["replicas"] == canary_pods
+
+    async def hpa() -> tuple[int, int]:
+        found = await cluster.get("HorizontalPodAutoscaler", "flux")
+        assert found is not None
+        return found["spec"]["minReplicas"], found["spec"]["maxReplicas"]
+
+    await cluster.wait_for(lambda: _equals(hpa, hpa_bounds), f"HPA bounds {hpa_bounds}")
+    stable = await cluster.get("Deployment", "flux")
+    assert stable["spec"]["replicas"] == 4  # the operator never writes it: the HPA does
+    # The HPA scales to 6 under load: the canary's share follows (capped at maxSurge).
+    await cluster.patch("HorizontalPodAutoscaler", "flux", {"status": {"desiredReplicas": 6}})
+    await serve(cluster, "flux-canary")
+    grown = 1 if max_surge else 3
+
+    async def canary_count() -> int:
+        found = await cluster.get("Deployment", "flux-canary")
+        assert found is not None
+        return int(found["spec"]["replicas"])
+
+    await cluster.wait_for(lambda: _equals(canary_count, grown), f"{grown} canary pods")
+    # Promoted by request: the bounds return to the spec's.
+    await cluster.annotate("flux", "fluxserve.dev/canary-promote", "v2")
+    await cluster.wait_for(lambda: _equals(hpa, (4, 8)), "the HPA's own bounds back")
     assert operator.crashed() is None
