@@ -230,7 +230,7 @@ async def _canary_request(api: KubeApi, action: str, name: str, namespace: str) 
         return 1
     status = FluxDeploymentStatus.model_validate(body.get("status") or {})
     canary = status.canary
-    if canary is None or canary.phase not in ("Progressing", "Paused"):
+    if canary is None or canary.phase not in ("Starting", "Progressing", "Paused"):
         state = "no canary" if canary is None else f"canary {canary.release} is {canary.phase}"
         return _fail(f"{namespace}/{name} has no running canary to {action} ({state})")
     # The annotation names the release: the operator acts on it once, for this canary only.

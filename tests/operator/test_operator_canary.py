@@ -143,7 +143,7 @@ async def canary_serving(cluster: Cluster, name: str, release: str) -> dict[str,
     await serve(cluster, f"{name}-canary")
     await cluster.wait_status(
         name,
-        lambda s: "waiting" not in ((s.get("canary") or {}).get("message") or "waiting"),
+        lambda s: (s.get("canary") or {}).get("phase") not in (None, "Starting"),
         "the canary's first step running",
     )
     return canary

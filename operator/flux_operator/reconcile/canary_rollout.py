@@ -48,7 +48,7 @@ from flux_operator.render import Revision, desired_revision
 from flux_operator.spec import FluxDeploymentSpec, HistoryEntry, RollbackRecord
 from flux_operator.spec_rollout import CanaryAnalysis
 
-RUNNING = ("Progressing", "Paused")
+RUNNING = ("Starting", "Progressing", "Paused")
 
 
 @dataclass(frozen=True)
@@ -195,7 +195,11 @@ def plan_canary(
         supersede_running(f"replaced by release {desired.release} before promotion")
         entry = append_entry(work.history, desired, work.now)
         started = start(canary_spec, desired.release, entry.revision, now).model_copy(
-            update={"message": f"waiting for {work.owner.name}-canary to become ready"}
+            update={
+                "phase": "Starting",
+                "step_ends_at": None,
+                "message": f"waiting for {work.owner.name}-canary to have a ready pod",
+            }
         )
         work.event(
             "Normal",
@@ -288,14 +292,14 @@ def _step(
         message = f"canary {previous.release} aborted: {name} missed its progress deadline: {why}"
         return _abort(work, _ended(previous, "Aborted", message), entry, stable, message, False)
     request = manual_request(annotations, previous)
-    if request is None and previous.step == 0 and not serves(pods, desired):
-        # The first step's clock starts once the canary serves.
-        waiting = start(canary_spec, previous.release, previous.revision, now).model_copy(
-            update={"message": f"waiting for {name} to become ready"}
-        )
-        if waiting.step_started_at == previous.step_started_at:
-            waiting = previous
-        return _running(work, waiting, desired, stable, children, 0, None)
+    if request is None and previous.phase == "Starting":
+        if not serves(pods, desired):
+            return _running(work, previous, desired, stable, children, 0, None)
+        # The first step's clock starts now that the canary serves.
+        begun = start(canary_spec, previous.release, previous.revision, now)
+        begun = begun.model_copy(update={"message": f"step 0: weight {begun.weight}"})
+        requeue = next_check_seconds(canary_spec, begun, now)
+        return _running(work, begun, desired, stable, children, begun.weight, requeue)
     decision = decide(canary_spec, previous, measurements, now, request)
     if isinstance(decision, Abort):
         return _abort(work, decision.status, entry, stable, decision.message, request == "abort")

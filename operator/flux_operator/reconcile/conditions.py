@@ -129,6 +129,7 @@ def conditions_and_phase(
 
 
 CANARY_REASONS = {
+    "Starting": "CanaryStarting",
     "Progressing": "CanaryProgressing",
     "Paused": "CanaryWaitsForPromote",
     "Promoting": "CanaryPromoting",
