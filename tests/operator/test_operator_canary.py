@@ -162,7 +162,7 @@ async def route_weights(cluster: Cluster, name: str, expected: dict[str, int]) -
     await cluster.wait_for(check, f"route weights {expected}")
 
 
-async def test_a_canary_is_promoted_through_every_step_behind_a_gateway(
+async def test_v2_is_promoted_through_every_step_behind_a_gateway_and_v3_aborted(
     cluster: Cluster, operator: OperatorHandle, prometheus: StubPrometheus
 ) -> None:
     # Step 1 needs a round made after it began: the next, 10s (the least interval) on.
@@ -221,6 +221,16 @@ async def test_a_canary_is_promoted_through_every_step_behind_a_gateway(
     assert outcomes == [("v1.4.1", "Superseded"), ("v2", "Available")]
     await route_weights(cluster, "flux", {"flux-stable": 100, "flux-canary": 0})
     assert all('release="v2"' in q for q in prometheus.queries)
+
+    # v3 fails its error ratio: aborted, all traffic back on v2, which never stopped serving.
+    prometheus.values["error-ratio"] = 0.5
+    await canary_serving(cluster, "flux", "v3")
+    status = await cluster.wait_status(
+        "flux", lambda s: s["canary"]["phase"] == "Aborted", "v3 aborted"
+    )
+    assert "error-ratio = 0.5, bound max 0.05" in condition(status, "RolledBack")["message"]
+    await route_weights(cluster, "flux", {"flux-stable": 100, "flux-canary": 0})
+    assert image(await cluster.get("Deployment", "flux")) == f"{IMAGE}:v2"
     assert operator.crashed() is None
 
 
