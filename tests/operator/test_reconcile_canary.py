@@ -200,3 +200,18 @@ def test_with_autoscaling_the_hpa_count_is_shared() -> None:
     assert _pods(0, 10, True, asked=6) == (None, 1, 1)
     # Before the HPA has a count: the stable Deployment's replicas.
     assert _pods(0, 50, True) == (None, 2, 2)
+
+
+def test_turning_the_strategy_off_mid_canary_ends_the_canary() -> None:
+    spec = _raw(release="v2")
+    started = plan(_body(spec, _v1_available(), 2), Children(deployment=_served(spec, "v1")), T1)
+    plain = _raw(release="v2")
+    del plain["rollout"]
+    decided = plan(_body(plain, started.status, 3), Children(deployment=_served(plain, "v1")), T1)
+    assert decided.status.canary is None and decided.canary is None
+    assert decided.revision is not None and decided.revision.release == "v2"
+    assert [(e.release, e.outcome) for e in decided.status.history] == [
+        ("v1", "Superseded"),
+        ("v2", "Superseded"),
+        ("v2", "Progressing"),
+    ]

@@ -220,6 +220,16 @@ def plan_canary(
     )
 
 
+def leave_canary(work: Work, previous: CanaryStatus | None) -> None:
+    """Strategy Canary turned off: a canary still running ends (its entry Superseded; the
+    reconciler removes its Deployment), and the rollout goes on as RollingUpdate."""
+    if previous is None or previous.phase not in RUNNING:
+        return
+    entry = _entry(work, previous.revision)
+    if entry is not None and entry.outcome == "Progressing":
+        replace_entry(work.history, entry, outcome="Superseded", message="strategy changed")
+
+
 def work_target(work: Work, desired: Revision) -> Revision:
     if work.rollback is not None:
         pinned = _entry(work, work.rollback.to_revision)

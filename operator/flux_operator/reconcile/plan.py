@@ -18,7 +18,12 @@ from typing import Any
 
 from flux_operator.canary import parse_time
 from flux_operator.canary_status import Measurement
-from flux_operator.reconcile.canary_rollout import CanaryOutcome, CanaryRun, plan_canary
+from flux_operator.reconcile.canary_rollout import (
+    CanaryOutcome,
+    CanaryRun,
+    leave_canary,
+    plan_canary,
+)
 from flux_operator.reconcile.children import Children, foreign_children
 from flux_operator.reconcile.conditions import (
     canary_conditions,
@@ -207,6 +212,7 @@ def plan_rollout(
         )
         target = canary.target
     else:
+        leave_canary(work, status.canary)
         target = target_revision(work)
         start_revision_if_new(work, target)
         target = observe(work, observed, target)
