@@ -88,6 +88,12 @@ def canary_spec(
     return spec
 
 
+async def must(cluster: Cluster, kind: str, name: str) -> dict[str, Any]:
+    found = await cluster.get(kind, name)
+    assert found is not None, f"{kind} {name}"
+    return found
+
+
 def image(deployment: dict[str, Any] | None) -> str | None:
     if deployment is None:
         return None
@@ -169,7 +175,7 @@ async def test_v2_is_promoted_through_every_step_behind_a_gateway_and_v3_aborted
     steps = [{"weight": 25, "pause": "5s"}, {"weight": 50, "pause": "1s"}]
     spec = canary_spec(steps, analysis={"prometheusUrl": prometheus.url}, gateway=True)
     await ready_on(cluster, "flux", spec)
-    stable = await cluster.get("Deployment", "flux")
+    stable = await must(cluster, "Deployment", "flux")
     assert stable is not None
     assert stable["spec"]["template"]["metadata"]["labels"][TRACK] == "stable"
     await route_weights(cluster, "flux", {"flux-stable": 100, "flux-canary": 0})
@@ -182,10 +188,10 @@ async def test_v2_is_promoted_through_every_step_behind_a_gateway_and_v3_aborted
     canary = await canary_serving(cluster, "flux", "v2")
     assert canary["spec"]["template"]["metadata"]["labels"][TRACK] == "canary"
     assert canary["spec"]["replicas"] == 1  # 25% of 4 pods
-    stable = await cluster.get("Deployment", "flux")
+    stable = await must(cluster, "Deployment", "flux")
     assert image(stable) == f"{IMAGE}:v1.4.1" and stable["spec"]["replicas"] == 4
     await route_weights(cluster, "flux", {"flux-stable": 75, "flux-canary": 25})
-    status = (await cluster.get("FluxDeployment", "flux"))["status"]
+    status = (await must(cluster, "FluxDeployment", "flux"))["status"]
     assert status["currentRelease"] == "v1.4.1"
     assert status["canary"]["summary"] == "v2@25% Progressing"
 
@@ -194,7 +200,7 @@ async def test_v2_is_promoted_through_every_step_behind_a_gateway_and_v3_aborted
     await cluster.wait_event("CanaryAdvanced", "step 1")
 
     async def split() -> bool:
-        stable = await cluster.get("Deployment", "flux")
+        stable = await must(cluster, "Deployment", "flux")
         canary = await cluster.get("Deployment", "flux-canary")
         return bool(
             stable and canary and (stable["spec"]["replicas"], canary["spec"]["replicas"]) == (3, 2)
@@ -264,7 +270,7 @@ async def test_a_failing_metric_aborts_v3_while_v2_keeps_serving(
         return await cluster.get("Deployment", "flux-canary") is None
 
     await cluster.wait_for(canary_gone, "the canary Deployment removed")
-    stable = await cluster.get("Deployment", "flux")
+    stable = await must(cluster, "Deployment", "flux")
     assert image(stable) == f"{IMAGE}:v2" and stable["spec"]["replicas"] == 4
     assert await cluster.get("HTTPRoute", "flux") is None  # no gateway, no route
     # Not retried: periodic passes (every second here) start no canary of v3 again.
@@ -302,9 +308,9 @@ async def test_an_unreachable_prometheus_holds_the_canary(
     await cluster.wait_event("CanaryInconclusive", "unreachable")
     # The 1s pause is long over: neither promoted nor aborted.
     await asyncio.sleep(2)
-    status = (await cluster.get("FluxDeployment", "flux"))["status"]
+    status = (await must(cluster, "FluxDeployment", "flux"))["status"]
     assert (status["canary"]["phase"], status["canary"]["step"]) == ("Progressing", 0)
-    stable = await cluster.get("Deployment", "flux")
+    stable = await must(cluster, "Deployment", "flux")
     assert image(stable) == f"{IMAGE}:v1.4.1"
     assert await cluster.get("Deployment", "flux-canary") is not None
     assert operator.crashed() is None
@@ -330,7 +336,7 @@ async def test_manual_promote_and_abort_and_a_restart_mid_canary(
     assert status["canary"]["summary"] == "v2@50% Paused"
 
     async def pods() -> tuple[int, int]:
-        stable = await cluster.get("Deployment", "flux")
+        stable = await must(cluster, "Deployment", "flux")
         canary = await cluster.get("Deployment", "flux-canary")
         assert stable is not None and canary is not None
         return stable["spec"]["replicas"], canary["spec"]["replicas"]
@@ -343,7 +349,7 @@ async def test_manual_promote_and_abort_and_a_restart_mid_canary(
     history = status["history"]
     await operator.start()
     await asyncio.sleep(1.5)  # a periodic pass of the new operator
-    status = (await cluster.get("FluxDeployment", "flux"))["status"]
+    status = (await must(cluster, "FluxDeployment", "flux"))["status"]
     assert status["canary"]["phase"] == "Paused" and status["history"] == history
     names = sorted(d["metadata"]["name"] for d in await cluster.list("Deployment"))
     assert names == ["flux", "flux-canary"]
@@ -365,10 +371,10 @@ async def test_manual_promote_and_abort_and_a_restart_mid_canary(
     assert condition(status, "RolledBack")["reason"] == "CanaryAborted"
     assert "aborted by request" in condition(status, "RolledBack")["message"]
     assert status["history"][-1]["outcome"] == "Failed"
-    stable = await cluster.get("Deployment", "flux")
+    stable = await must(cluster, "Deployment", "flux")
     assert image(stable) == f"{IMAGE}:v2" and stable["spec"]["replicas"] == 4
     # The spec was never touched: the requests are annotations.
-    body = await cluster.get("FluxDeployment", "flux")
+    body = await must(cluster, "FluxDeployment", "flux")
     assert body["spec"]["release"] == "v3"
     assert set(body["metadata"]["annotations"]) == {
         "fluxserve.dev/canary-promote",
@@ -414,7 +420,7 @@ async def test_autoscaling_shares_the_hpa_count(
         return found["spec"]["minReplicas"], found["spec"]["maxReplicas"]
 
     await cluster.wait_for(lambda: _equals(hpa, hpa_bounds), f"HPA bounds {hpa_bounds}")
-    stable = await cluster.get("Deployment", "flux")
+    stable = await must(cluster, "Deployment", "flux")
     assert stable["spec"]["replicas"] == 4  # the operator never writes it: the HPA does
     # The HPA scales to 6 under load: the canary's share follows (capped at maxSurge).
     await cluster.patch("HorizontalPodAutoscaler", "flux", {"status": {"desiredReplicas": 6}})
