@@ -1,9 +1,9 @@
 """The objects of a canary, rendered from objects already rendered for one revision. Pure.
 
 - The stable Deployment ``NAME`` carries ``fluxserve.dev/track: stable`` on its pods. Its
-  selector stays as it is (a Deployment's selector is immutable), so render the label on
-  every stable Deployment, canary or not: adding it only when a canary starts would
-  restart every stable pod.
+  selector stays as it is (a Deployment's selector is immutable). The label is rendered on
+  every Deployment of strategy Canary, canary running or not: adding it only when a
+  canary starts would restart every stable pod (RollingUpdate resources never get it).
 - The canary Deployment ``NAME-canary`` is the new revision's Deployment, renamed, with
   ``track: canary`` in its selector and pods.
 - Services ``NAME-stable`` and ``NAME-canary`` select one track each; ``NAME`` still
