@@ -295,7 +295,8 @@ class Reconciler:
         service: dict[str, Any],
         run: CanaryRun | None,
     ) -> None:
-        """The track Services (strategy Canary) and the HTTPRoute (with a gateway)."""
+        """The track Services (strategy Canary) and the HTTPRoute (with a gateway; removed
+        with it)."""
         namespace = owner.namespace
         canary_strategy = spec.rollout.strategy == "Canary"
         if canary_strategy:
@@ -310,7 +311,8 @@ class Reconciler:
                 else render_service_route(service, spec.gateway)
             )
             await self._apply(route, await self.api.get("HTTPRoute", namespace, owner.name))
-        elif canary_strategy:
+        else:
+            # The gateway removed: its route goes too (404 where the Gateway API is absent).
             leftover = await self.api.get("HTTPRoute", namespace, owner.name)
             if leftover is not None and managed(leftover):
                 await self.api.delete("HTTPRoute", namespace, owner.name)
