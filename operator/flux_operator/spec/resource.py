@@ -35,6 +35,7 @@ from flux_operator.spec.serving import (
 )
 from flux_operator.spec.sources import ModelSpec
 from flux_operator.spec.status import FluxDeploymentStatus
+from flux_operator.spec_rollout import SPEC_CEL_RULES, GatewaySpec
 
 
 class FluxDeploymentSpec(_Model):
@@ -64,6 +65,7 @@ class FluxDeploymentSpec(_Model):
                 "every stylePresets promptTemplate must contain {prompt}",
             ),
             *EXPERIMENTS_RULES,
+            *SPEC_CEL_RULES,
         )
     )
 
@@ -113,6 +115,12 @@ class FluxDeploymentSpec(_Model):
         "restores the experiments with the presets.",
     )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout and rollback.")
+    gateway: GatewaySpec | None = Field(
+        default=None,
+        description="Route HTTP traffic through the Gateway API: an HTTPRoute named like this "
+        "resource, whose backends carry a canary's weights (all on the stable side between "
+        "canaries).",
+    )
     loras: list[LoraSpec] = Field(default_factory=list, max_length=32, description="LoRA adapters.")
     safety: SafetySpec | None = Field(default=None, description="Prompt safety filter.")
     audit: AuditSpec = Field(default_factory=AuditSpec, description="Audit log.")
