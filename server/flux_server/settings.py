@@ -49,6 +49,11 @@ class ServerSettings(BaseModel):
     max_delay_ms: float = Field(
         50, ge=0, le=10_000, description="Longest a request waits for others to batch with."
     )
+    batch_wait: Literal["when-busy", "always"] = Field(
+        "when-busy",
+        description="when-busy: a request that finds the engine idle runs at once, and those "
+        "arriving meanwhile batch; always: wait up to --max-delay-ms for company.",
+    )
     max_queue: int = Field(64, ge=1, description="Requests that may wait; beyond, 429.")
     request_timeout: float = Field(
         600, gt=0, description="Deadline in seconds of a request that sets none."
