@@ -14,6 +14,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class Metrics:
             "Seconds the pipeline took to load (weights read and moved to the device).",
             registry=r,
         )
+        r.register(_RecompilesCollector())
 
     def set_model(self, model: str, revision: str | None, release: str) -> None:
         self.model_info.labels(model=model, revision=revision or "", release=release).set(1)
@@ -168,3 +171,19 @@ class _Nvml:
             log.debug("NVML sample failed: %s", exc)
             return None
         return int(memory.used), float(rates.gpu) / 100.0
+
+
+class _RecompilesCollector(Collector):
+    """``fluxserve_recompiles_total``: torch.compile graphs built after the warm-up, read
+    from dynamo's counters at scrape time (0 is the goal: each one is a request that
+    waited for a compile)."""
+
+    def collect(self) -> Any:
+        from flux_server.speedups import recompiles_since_ready
+
+        family = CounterMetricFamily(
+            "fluxserve_recompiles",
+            "torch.compile (re)compilations after the server became ready.",
+        )
+        family.add_metric([], recompiles_since_ready())
+        yield family

@@ -194,7 +194,8 @@ class GenerationService:
         s = self.settings
         self.metrics.set_model(s.model, s.model_revision, s.release)
         self.engine = await loop.run_in_executor(
-            self._executor, lambda: Engine.load(s.model, s.model_revision, s.device, s.dtype)
+            self._executor,
+            lambda: Engine.load(s.model, s.model_revision, s.device, s.dtype, settings=s),
         )
         self.metrics.model_load_seconds.set(self.engine.info.load_seconds)
         await loop.run_in_executor(self._executor, self._load_extras)
