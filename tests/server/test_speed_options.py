@@ -195,9 +195,9 @@ def test_speed_values_come_from_the_environment_too() -> None:
 
 
 def test_a_bad_value_stops_the_process_with_one_line(tiny_model_dir: Path) -> None:
+    command = [sys.executable, "-m", "flux_server", "--model", str(tiny_model_dir)]
     result = subprocess.run(
-        [sys.executable, "-m", "flux_server", "--model", str(tiny_model_dir)]
-        + ["--step-cache", "first-block:7"],
+        [*command, "--step-cache", "first-block:7"],
         capture_output=True,
         text=True,
         timeout=120,
