@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flux_client.presets import presets_to_files
+from flux_operator.performance import performance_args
 from flux_operator.spec import GROUP, KIND, VERSION, FluxDeploymentSpec
 
 HTTP_PORT = 8080
@@ -269,6 +270,7 @@ def server_args(spec: FluxDeploymentSpec, revision: Revision) -> list[str]:
         args.append(f"--vqa-model={spec.vqa.model}")
     if spec.max_image_pixels is not None:
         args.append(f"--max-image-pixels={spec.max_image_pixels}")
+    args += performance_args(spec.performance)
     return args
 
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 from pydantic.alias_generators import to_camel
 
 from flux_client.presets import PRESET_NAME_PATTERN, StylePreset
+from flux_operator.performance import PerformanceSpec
 
 GROUP = "fluxserve.dev"
 VERSION = "v1alpha1"
@@ -481,6 +482,7 @@ class FluxDeploymentSpec(_Model):
         default=None, description="Scale on queue depth; when set, `replicas` is left to the HPA."
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Dynamic batching.")
+    performance: PerformanceSpec | None = Field(default=None, description="Speed options.")
     style_presets: dict[PresetName, StylePreset] = Field(
         default_factory=dict,
         max_length=256,
