@@ -49,7 +49,9 @@ class PerformanceSpec(BaseModel):
         default="none",
         description="CPU offload for GPUs smaller than the pipeline (--offload).",
     )
-    vae_slicing: bool = Field(default=False, description="Decode a batch image by image.")
+    vae_slicing: bool = Field(
+        default=True, description="Decode a batch image by image (--vae-slicing)."
+    )
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles.")
     lora_max_rank: int | None = Field(
         default=None,
@@ -78,8 +80,8 @@ def performance_args(perf: PerformanceSpec | None) -> list[str]:
         args.append(f"--attention-backend={perf.attention_backend}")
     if perf.offload != "none":
         args.append(f"--offload={perf.offload}")
-    if perf.vae_slicing:
-        args.append("--vae-slicing")
+    if not perf.vae_slicing:
+        args.append("--no-vae-slicing")
     if perf.vae_tiling:
         args.append("--vae-tiling")
     if perf.lora_max_rank is not None:

@@ -75,7 +75,11 @@ class ServerSettings(BaseModel):
         description="CPU offload for GPUs smaller than the pipeline: model (whole components) "
         "or sequential (layer by layer, least memory, slowest).",
     )
-    vae_slicing: bool = Field(False, description="Decode a batch one image at a time.")
+    vae_slicing: bool = Field(
+        True,
+        description="Decode a batch one image at a time: less memory, and an image's bytes "
+        "do not depend on the decode of the others in its batch.",
+    )
     vae_tiling: bool = Field(False, description="Decode large images in tiles.")
     lora_max_rank: int | None = Field(
         None,

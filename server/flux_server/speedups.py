@@ -155,7 +155,7 @@ class SpeedOptions:
     step_cache: StepCache = StepCache("off")
     attention_backend: str | None = None
     offload: Offload = "none"
-    vae_slicing: bool = False
+    vae_slicing: bool = True
     vae_tiling: bool = False
     lora_max_rank: int | None = None
 
