@@ -42,9 +42,7 @@ def test_the_recompile_alert_fires_on_a_rise_and_only_then(tmp_path: Path) -> No
     rule = yaml.safe_load((ROOT / "deploy/monitoring/prometheusrule.yaml").read_text())
     groups = rule["spec"]["groups"]
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
-    alert = next(
-        r for g in groups for r in g["rules"] if r.get("alert") == "FluxserveRecompiling"
-    )
+    alert = next(r for g in groups for r in g["rules"] if r.get("alert") == "FluxserveRecompiling")
     tests = TESTS.replace("{description}", alert["annotations"]["description"])
     (tmp_path / "tests.yaml").write_text(tests)
     result = subprocess.run(
