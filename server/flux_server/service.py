@@ -68,6 +68,7 @@ class GenerationService:
             units=lambda work: work.units,
             max_batch_size=settings.max_batch_size,
             max_delay=settings.max_delay_s,
+            wait=settings.batch_wait,
             max_queue=settings.max_queue,
             on_batch=self._observe_batch,
             on_depth=self.metrics.queue_depth.set,

@@ -17,6 +17,7 @@ SERVER_METRICS = frozenset(
         "fluxserve_model_info",
         "fluxserve_model_load_seconds",
         "fluxserve_ready",
+        "fluxserve_recompiles_total",
     }
 )
 

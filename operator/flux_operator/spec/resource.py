@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 from flux_client.experiments import MAX_EXPERIMENTS
 from flux_client.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
 from flux_client.presets import StylePreset
+from flux_operator.performance import PerformanceSpec
 from flux_operator.spec.base import RELEASE_PATTERN, PresetName, _cel, _Model
 from flux_operator.spec.experiments import (
     EXPERIMENTS_RULES,
@@ -101,6 +102,7 @@ class FluxDeploymentSpec(_Model):
         default=None, description="Scale on queue depth; when set, `replicas` is left to the HPA."
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Dynamic batching.")
+    performance: PerformanceSpec | None = Field(default=None, description="Speed options.")
     style_presets: dict[PresetName, StylePreset] = Field(
         default_factory=dict,
         max_length=256,
