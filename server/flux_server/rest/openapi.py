@@ -30,6 +30,15 @@ CALL_HEADERS: list[dict[str, Any]] = [
         "description": "Your id for the request (echoed, and in the server's logs).",
         "schema": {"type": "string", "maxLength": 128},
     },
+    {
+        "name": "X-User-Id",
+        "in": "header",
+        "required": False,
+        "description": "Who the request is for, when no API key says so: the subject an "
+        "experiment on the requested style preset assigns to an arm (always the same one). "
+        "The arm is answered in X-Fluxserve-Experiment: experiment=arm.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+    },
 ]
 ERROR_SCHEMA: dict[str, Any] = {
     "type": "object",
