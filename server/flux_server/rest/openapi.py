@@ -66,3 +66,27 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (504, "The deadline passed."),
     )
 }
+
+
+def hoist_defs(spec: dict[str, Any]) -> dict[str, Any]:
+    """Move the ``$defs`` of the request-body schemas pydantic writes (``#/$defs/Name``,
+    a pointer into the body schema itself) to ``components/schemas``, where a ``$ref`` in
+    an OpenAPI document resolves. In place; returns ``spec``."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, schema in node.pop("$defs", {}).items():
+                walk(schema)
+                schemas.setdefault(name, schema)
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                node["$ref"] = "#/components/schemas/" + ref.removeprefix("#/$defs/")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec.get("paths", {}))
+    return spec
