@@ -84,10 +84,11 @@ def test_weights_changed_on_disk_take_effect_without_a_restart(replicas: dict[st
     a, b = replicas["a"], replicas["b"]
     set_weights(replicas["presets"], [0, 100, 0])
     for client in (a, b):
-        wait_for(
-            lambda c=client: [arm["weight"] for arm in _arms(c).values()] == [0, 100, 0],
-            "the new weights",
-        )
+
+        def reloaded(c: httpx.Client = client) -> bool:
+            return [arm["weight"] for arm in _arms(c).values()] == [0, 100, 0]
+
+        wait_for(reloaded, "the new weights")
     for i in range(10):  # every user is in the impressionist arm now, on both replicas
         for client in (a, b):
             assert generate(client, f"moved-{i}").json()["experiment"]["arm"] == "impressionist"
