@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from server_process import start_server
 
 from flux_client import FluxModelClient, NotFoundError
@@ -92,6 +93,22 @@ def test_users_split_about_50_30_20_and_stay_in_their_arm(served: dict[str, Any]
         p = weight / 100
         sd = (300 * p * (1 - p)) ** 0.5
         assert abs(split[arm] - 300 * p) <= 4 * sd, (arm, split)
+
+
+def test_prometheus_has_each_arm(server: Any, served: dict[str, Any]) -> None:
+    _, client, _ = server
+    samples = {
+        (sample.name, sample.labels.get("arm"), sample.labels.get("event")): sample.value
+        for family in text_string_to_metric_families(client.get("/metrics").text)
+        for sample in family.samples
+        if sample.labels.get("experiment") == EXPERIMENT
+    }
+    for arm in WEIGHTS:
+        assert (
+            samples[("fluxserve_experiment_requests_total", arm, None)] >= served["requests"][arm]
+        )
+        assert samples[("fluxserve_experiment_feedback_total", arm, "like")] == served["liked"][arm]
+        assert samples[("fluxserve_experiment_gpu_seconds_total", arm, None)] > 0
 
 
 def test_the_report_tells_whether_the_impressionist_filter_wins(
