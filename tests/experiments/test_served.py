@@ -5,6 +5,7 @@ recorded; the report says whether the impressionist filter wins."""
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from server_process import start_server
 
-from flux_client import FluxModelClient, NotFoundError
+from flux_client import FluxModelClient, GenerationResult, NotFoundError
 from flux_client.names import parse_header_value
 from flux_client.wire import EXPERIMENT_HEADER, EXPERIMENT_METADATA, USER_ID_METADATA, pb, pb_grpc
 
@@ -39,7 +40,7 @@ def server(tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     process = start_server(
         tiny_flux_dir,
         root,
-        ["--presets-dir", str(root / "presets"), "--audit-log", str(audit)],
+        ["--presets-dir", str(root / "presets"), "--audit-log", str(audit), "--enable-editing"],
         metrics_port=False,
     )
     try:
@@ -164,6 +165,43 @@ def test_the_sdk_sees_the_same_arm_over_rest_and_grpc(server: Any, served: dict[
                 assert result.experiment.arm == served["arms"][user]
             counts = client.list_experiments()
             assert [arm.name for arm in counts.experiments[0].arms] == list(WEIGHTS)
+
+
+def test_streams_edits_and_the_cli_name_the_arm(server: Any, served: dict[str, Any]) -> None:
+    process, client, _ = server
+    user = next(u for u, arm in served["arms"].items() if arm == "impressionist")
+    options: dict[str, Any] = {
+        "style_preset": "realistic",
+        "seed": 7,
+        "steps": 1,
+        "user_id": user,
+        "headers": {"X-Customer-Group": "beta"},
+    }
+    source = generate(client, None, None).json()["images"][0]["b64"]
+    with FluxModelClient("127.0.0.1", process.grpc_port, timeout=120) as sdk:
+        *_, last = sdk.stream("a lighthouse", width=64, height=64, **options)
+        assert isinstance(last, GenerationResult) and last.experiment is not None
+        assert last.experiment.arm == "impressionist"
+        edited = sdk.edit_images(base64.b64decode(source), "a lighthouse at night", **options)
+        assert edited.experiment is not None and edited.experiment.arm == "impressionist"
+    with FluxModelClient("127.0.0.1", process.http_port, timeout=120) as sdk:
+        edited = sdk.edit_images(base64.b64decode(source), "a lighthouse at night", **options)
+        assert edited.experiment is not None and edited.experiment.arm == "impressionist"
+    cli = [sys.executable, "-m", "flux_client", "--port", str(process.grpc_port)]
+    out = subprocess.run(
+        [*cli, "generate", "a lighthouse", "--style-preset", "realistic", "--seed", "7",
+         "--steps", "1", "--width", "64", "--height", "64", "--user-id", user,
+         "--header", "X-Customer-Group=beta", "-o", str(Path(process.log_path).parent / "o.png")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert f"experiment {EXPERIMENT}: arm impressionist" in out.stdout
+    request_id = out.stdout.split("request ", 1)[1].split(":", 1)[0]
+    liked = subprocess.run(
+        [*cli, "feedback", request_id, "share"], capture_output=True, text=True, timeout=60
+    )
+    assert liked.returncode == 0, liked.stderr
+    assert "share for impressionist-filter: arm impressionist (counted)" in liked.stdout
 
 
 def test_grpc_trailing_metadata_names_the_arm(server: Any, served: dict[str, Any]) -> None:
