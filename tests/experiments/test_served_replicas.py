@@ -19,6 +19,7 @@ from server_process import ServerProcess, start_server
 
 from flux_client import FluxModelClient
 
+from .prometheus_server import PROMETHEUS, PrometheusServer
 from .served import EXPERIMENT, generate, render_presets, set_weights, wait_for
 
 
@@ -78,6 +79,47 @@ def test_feedback_on_the_other_replica_counts_to_the_arm(replicas: dict[str, Any
     with FluxModelClient("127.0.0.1", process_b.grpc_port, timeout=30) as sdk:
         done = sdk.feedback(next(iter(served)), "download")
     assert done.counted and done.arm == served[next(iter(served))]
+
+
+def test_the_report_from_prometheus_sums_both_replicas(
+    replicas: dict[str, Any], tmp_path: Path
+) -> None:
+    if not Path(PROMETHEUS).exists():
+        pytest.skip("needs Debian's prometheus (apt-get install prometheus)")
+    a_arms, b_arms = _arms(replicas["a"]), _arms(replicas["b"])
+    requests = {arm: a_arms[arm]["requests"] + b_arms[arm]["requests"] for arm in a_arms}
+    liked = {
+        arm: a_arms[arm]["events"].get("like", 0) + b_arms[arm]["events"].get("like", 0)
+        for arm in a_arms
+    }
+    targets = [f"127.0.0.1:{p.http_port}" for p in replicas["processes"]]
+    prometheus = PrometheusServer(tmp_path, targets)
+    prometheus.start()
+    try:
+
+        def scraped() -> bool:
+            total = prometheus.query("sum(fluxserve_experiment_requests_total)")
+            likes = prometheus.query('sum(fluxserve_experiment_feedback_total{event="like"})')
+            return bool(total and likes) and (
+                float(total[0]["value"][1]),
+                float(likes[0]["value"][1]),
+            ) == (sum(requests.values()), sum(liked.values()))
+
+        wait_for(scraped, "a scrape of both replicas", timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "flux_client", "experiments", "--prometheus",
+             prometheus.url, "--json"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        prometheus.kill()
+    assert out.returncode == 0, out.stderr
+    (report,) = json.loads(out.stdout)["experiments"]
+    arms = {arm["name"]: arm for arm in report["arms"]}
+    assert list(arms) == ["control", "impressionist", "ink"]
+    for name, arm in arms.items():
+        assert arm["requests"] == requests[name]
+        assert arm["events"]["like"]["count"] == liked[name]
 
 
 def test_weights_changed_on_disk_take_effect_without_a_restart(replicas: dict[str, Any]) -> None:
