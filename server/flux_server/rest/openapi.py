@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_client.wire import USER_ID_HEADER
+
 #: The longest deadline a caller may ask for (``X-Request-Timeout``), seconds.
 MAX_TIMEOUT_S = 3600.0
 
@@ -31,7 +33,7 @@ CALL_HEADERS: list[dict[str, Any]] = [
         "schema": {"type": "string", "maxLength": 128},
     },
     {
-        "name": "X-User-Id",
+        "name": USER_ID_HEADER,
         "in": "header",
         "required": False,
         "description": "Who the request is for, when no API key says so: the subject an "
