@@ -27,6 +27,8 @@ from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     Adapter,
     EditMode,
+    ExperimentArm,
+    FeedbackResult,
     GeneratedImage,
     GenerationResult,
     ImageFormat,
@@ -44,6 +46,8 @@ __all__ = [
     "ContentRejectedError",
     "DeadlineExceededError",
     "EditMode",
+    "ExperimentArm",
+    "FeedbackResult",
     "FluxError",
     "FluxModelClient",
     "GeneratedImage",

@@ -163,6 +163,8 @@ class FluxModelClient:
     edit_images = _blocking(AsyncFluxModelClient.edit_images)
     vqa = _blocking(AsyncFluxModelClient.vqa)
     list_presets = _blocking(AsyncFluxModelClient.list_presets)
+    feedback = _blocking(AsyncFluxModelClient.feedback)
+    list_experiments = _blocking(AsyncFluxModelClient.list_experiments)
     is_ready = _blocking(AsyncFluxModelClient.is_ready)
     wait_until_ready = _blocking(AsyncFluxModelClient.wait_until_ready)
 

@@ -35,6 +35,7 @@ from flux_server.errors import (
     Unavailable,
     status_of,
 )
+from flux_server.experiments import Assignment
 from flux_server.metrics import Metrics
 from flux_server.params import Job
 from flux_server.safety import SafetyDecision
@@ -57,6 +58,7 @@ class Trail:
     # A request without a generation job (a question): what its audit line records.
     prompt: str | None = None
     params: dict[str, Any] | None = None
+    experiment: Assignment | None = None  # the arm serving it, once assigned
 
     @property
     def elapsed_ms(self) -> float:
@@ -152,7 +154,14 @@ class Admission:
             yield trail
         except ServeError as error:
             self._record_error(
-                trail.ctx, error, trail.user, trail.job, None, trail.prompt, trail.params
+                trail.ctx,
+                error,
+                trail.user,
+                trail.job,
+                None,
+                trail.prompt,
+                trail.params,
+                experiment=trail.experiment,
             )
             raise
 
@@ -277,6 +286,7 @@ class Admission:
                 detail=detail,
                 prompt=trail.prompt,
                 params=trail.params,
+                experiment=trail.experiment,
             )
         )
 
@@ -289,6 +299,7 @@ class Admission:
         status: int | None = None,
         prompt: str | None = None,
         params: dict[str, Any] | None = None,
+        experiment: Assignment | None = None,
     ) -> None:
         """One line for a request that ended in an error, unless it has one already (a
         refused prompt is recorded where it is refused, with what matched)."""
@@ -310,6 +321,7 @@ class Admission:
                 detail=error.message,
                 prompt=prompt,
                 params=params,
+                experiment=experiment,
             )
         )
         error.audited = True
@@ -326,9 +338,10 @@ def audit_record(
     detail: str | None = None,
     prompt: str | None = None,
     params: dict[str, Any] | None = None,
+    experiment: Assignment | None = None,
 ) -> AuditRecord:
     """One audit line. ``prompt`` and ``params`` describe a request without a generation
-    job (a question)."""
+    job (a question); ``experiment`` is the arm that served it."""
     params = {**(params or {}), "priority": ctx.priority}
     if job is not None:
         params = {
@@ -356,6 +369,11 @@ def audit_record(
         status=status,
         latency_ms=result.total_ms if result is not None else None,
         cache_hit=result.cache_hit if result is not None else False,
+        experiment=(
+            {"name": experiment.experiment, "arm": experiment.arm, "subject": experiment.subject}
+            if experiment is not None
+            else None
+        ),
     )
 
 

@@ -77,6 +77,10 @@ class AuditRecord(BaseModel):
     status: int | None = Field(default=None, description="HTTP status sent (gRPC mapped to HTTP).")
     latency_ms: float | None = None
     cache_hit: bool = False
+    experiment: dict[str, str] | None = Field(
+        default=None,
+        description='The experiment arm that served the request: {"name", "arm", "subject"}.',
+    )
 
 
 class AuditLog:

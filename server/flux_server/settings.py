@@ -161,7 +161,11 @@ class ServerSettings(BaseModel):
     audit_log: str | None = Field(None, description="Audit log file, or - for stdout.")
     audit_hash_prompts: bool = Field(False, description="Store prompt hashes, not prompts.")
     api_keys: Path | None = Field(None, description="API key file; when set, keys are required.")
-    redis_url: str | None = Field(None, description="Result cache in Redis instead of memory.")
+    redis_url: str | None = Field(
+        None,
+        description="Result cache in Redis instead of memory; served-request records of "
+        "experiments there too, so feedback reaching another replica counts.",
+    )
     cache_bytes: int = Field(
         256 * 1024 * 1024, ge=0, description="In-memory result cache size; 0 = off."
     )

@@ -46,6 +46,8 @@ def test_stubs_import_inside_the_package() -> None:
         "ListPresets",
         "Edit",
         "VQA",
+        "Feedback",
+        "ListExperiments",
     }
     assert hasattr(fluxserve_pb2_grpc, "FluxServiceStub")
     # The stubs resolve without the stub folder on sys.path.

@@ -24,21 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66luxserve/v1/fluxserve.proto\x12\x0c\x66luxserve.v1\"&\n\x07\x41\x64\x61pter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scale\x18\x02 \x01(\x02\"\x85\x04\n\x10GenerationParams\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x1c\n\x0fnegative_prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05width\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06height\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x06 \x01(\x02H\x04\x88\x01\x01\x12\x1b\n\x0etrue_cfg_scale\x18\x07 \x01(\x02H\x05\x88\x01\x01\x12\x19\n\x0cstyle_preset\x18\x08 \x01(\tH\x06\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x04H\x07\x88\x01\x01\x12\x17\n\nnum_images\x18\n \x01(\x05H\x08\x88\x01\x01\x12\x30\n\routput_format\x18\x0b \x01(\x0e\x32\x19.fluxserve.v1.ImageFormat\x12(\n\x08priority\x18\x0c \x01(\x0e\x32\x16.fluxserve.v1.Priority\x12\'\n\x08\x61\x64\x61pters\x18\r \x03(\x0b\x32\x15.fluxserve.v1.AdapterB\x12\n\x10_negative_promptB\x08\n\x06_widthB\t\n\x07_heightB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x11\n\x0f_true_cfg_scaleB\x0f\n\r_style_presetB\x07\n\x05_seedB\r\n\x0b_num_images\"A\n\x0fGenerateRequest\x12.\n\x06params\x18\x01 \x01(\x0b\x32\x1e.fluxserve.v1.GenerationParams\"m\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.fluxserve.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"C\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x02 \x01(\x01\x12\x10\n\x08total_ms\x18\x03 \x01(\x01\"\xba\x01\n\x10GenerateResponse\x12#\n\x06images\x18\x01 \x03(\x0b\x32\x13.fluxserve.v1.Image\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07release\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12&\n\x07timings\x18\x06 \x01(\x0b\x32\x15.fluxserve.v1.Timings\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\"A\n\x08Progress\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x03 \x01(\x05\"v\n\rGenerateEvent\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.fluxserve.v1.ProgressH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.fluxserve.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\x14\n\x12ListPresetsRequest\"\xa0\x02\n\x06Preset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fprompt_template\x18\x02 \x01(\t\x12\x1c\n\x0fnegative_prompt\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05width\x18\x06 \x01(\x05H\x03\x88\x01\x01\x12\x13\n\x06height\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12(\n\x04lora\x18\x08 \x01(\x0b\x32\x15.fluxserve.v1.AdapterH\x05\x88\x01\x01\x42\x12\n\x10_negative_promptB\x11\n\x0f_guidance_scaleB\x08\n\x06_stepsB\x08\n\x06_widthB\t\n\x07_heightB\x07\n\x05_lora\"<\n\x13ListPresetsResponse\x12%\n\x07presets\x18\x01 \x03(\x0b\x32\x14.fluxserve.v1.Preset\"\xb2\x01\n\x0b\x45\x64itRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x11\n\x04mask\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x15\n\x08strength\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12$\n\x04mode\x18\x04 \x01(\x0e\x32\x16.fluxserve.v1.EditMode\x12.\n\x06params\x18\x05 \x01(\x0b\x32\x1e.fluxserve.v1.GenerationParamsB\x07\n\x05_maskB\x0b\n\t_strength\"A\n\nVQARequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\"@\n\x0bVQAResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t*\xb7\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x01\x12\x1d\n\x19\x45RROR_REASON_UNKNOWN_NAME\x10\x02\x12\"\n\x1e\x45RROR_REASON_MALFORMED_REQUEST\x10\x03\x12!\n\x1d\x45RROR_REASON_CONTENT_REJECTED\x10\x04\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x05\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x06\x12#\n\x1f\x45RROR_REASON_RESOURCE_EXHAUSTED\x10\x07\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\x08\x12\"\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\t\x12\x1a\n\x16\x45RROR_REASON_CANCELLED\x10\n\x12\x1e\n\x1a\x45RROR_REASON_UNIMPLEMENTED\x10\x0b\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0c\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\r\x12#\n\x1f\x45RROR_REASON_METHOD_NOT_ALLOWED\x10\x0e\x12\x1f\n\x1b\x45RROR_REASON_REFUSED_TARGET\x10\x0f\x12\x1b\n\x17\x45RROR_REASON_UNKNOWN_ID\x10\x10*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*L\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fPRIORITY_NORMAL\x10\x01\x12\x11\n\rPRIORITY_HIGH\x10\x02*k\n\x08\x45\x64itMode\x12\x19\n\x15\x45\x44IT_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45\x44IT_MODE_IMG2IMG\x10\x01\x12\x15\n\x11\x45\x44IT_MODE_INPAINT\x10\x02\x12\x16\n\x12\x45\x44IT_MODE_INSTRUCT\x10\x03\x32\xfb\x02\n\x0b\x46luxService\x12I\n\x08Generate\x12\x1d.fluxserve.v1.GenerateRequest\x1a\x1e.fluxserve.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.fluxserve.v1.GenerateRequest\x1a\x1b.fluxserve.v1.GenerateEvent0\x01\x12R\n\x0bListPresets\x12 .fluxserve.v1.ListPresetsRequest\x1a!.fluxserve.v1.ListPresetsResponse\x12\x41\n\x04\x45\x64it\x12\x19.fluxserve.v1.EditRequest\x1a\x1e.fluxserve.v1.GenerateResponse\x12:\n\x03VQA\x12\x18.fluxserve.v1.VQARequest\x1a\x19.fluxserve.v1.VQAResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66luxserve/v1/fluxserve.proto\x12\x0c\x66luxserve.v1\"&\n\x07\x41\x64\x61pter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05scale\x18\x02 \x01(\x02\"\x85\x04\n\x10GenerationParams\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\x1c\n\x0fnegative_prompt\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x12\n\x05width\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x13\n\x06height\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x06 \x01(\x02H\x04\x88\x01\x01\x12\x1b\n\x0etrue_cfg_scale\x18\x07 \x01(\x02H\x05\x88\x01\x01\x12\x19\n\x0cstyle_preset\x18\x08 \x01(\tH\x06\x88\x01\x01\x12\x11\n\x04seed\x18\t \x01(\x04H\x07\x88\x01\x01\x12\x17\n\nnum_images\x18\n \x01(\x05H\x08\x88\x01\x01\x12\x30\n\routput_format\x18\x0b \x01(\x0e\x32\x19.fluxserve.v1.ImageFormat\x12(\n\x08priority\x18\x0c \x01(\x0e\x32\x16.fluxserve.v1.Priority\x12\'\n\x08\x61\x64\x61pters\x18\r \x03(\x0b\x32\x15.fluxserve.v1.AdapterB\x12\n\x10_negative_promptB\x08\n\x06_widthB\t\n\x07_heightB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x11\n\x0f_true_cfg_scaleB\x0f\n\r_style_presetB\x07\n\x05_seedB\r\n\x0b_num_images\"A\n\x0fGenerateRequest\x12.\n\x06params\x18\x01 \x01(\x0b\x32\x1e.fluxserve.v1.GenerationParams\"m\n\x05Image\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12)\n\x06\x66ormat\x18\x02 \x01(\x0e\x32\x19.fluxserve.v1.ImageFormat\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x04\"C\n\x07Timings\x12\x10\n\x08queue_ms\x18\x01 \x01(\x01\x12\x14\n\x0cinference_ms\x18\x02 \x01(\x01\x12\x10\n\x08total_ms\x18\x03 \x01(\x01\"\xeb\x01\n\x10GenerateResponse\x12#\n\x06images\x18\x01 \x03(\x0b\x32\x13.fluxserve.v1.Image\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x0f\n\x07release\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x12\n\nbatch_size\x18\x05 \x01(\x05\x12&\n\x07timings\x18\x06 \x01(\x0b\x32\x15.fluxserve.v1.Timings\x12\x11\n\tcache_hit\x18\x07 \x01(\x08\x12/\n\nexperiment\x18\x08 \x01(\x0b\x32\x1b.fluxserve.v1.ExperimentArm\"A\n\x08Progress\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04step\x18\x02 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x03 \x01(\x05\"v\n\rGenerateEvent\x12*\n\x08progress\x18\x01 \x01(\x0b\x32\x16.fluxserve.v1.ProgressH\x00\x12\x30\n\x06result\x18\x02 \x01(\x0b\x32\x1e.fluxserve.v1.GenerateResponseH\x00\x42\x07\n\x05\x65vent\"\x14\n\x12ListPresetsRequest\"\xa0\x02\n\x06Preset\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fprompt_template\x18\x02 \x01(\t\x12\x1c\n\x0fnegative_prompt\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x04 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x05 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\x05width\x18\x06 \x01(\x05H\x03\x88\x01\x01\x12\x13\n\x06height\x18\x07 \x01(\x05H\x04\x88\x01\x01\x12(\n\x04lora\x18\x08 \x01(\x0b\x32\x15.fluxserve.v1.AdapterH\x05\x88\x01\x01\x42\x12\n\x10_negative_promptB\x11\n\x0f_guidance_scaleB\x08\n\x06_stepsB\x08\n\x06_widthB\t\n\x07_heightB\x07\n\x05_lora\"<\n\x13ListPresetsResponse\x12%\n\x07presets\x18\x01 \x03(\x0b\x32\x14.fluxserve.v1.Preset\"\xb2\x01\n\x0b\x45\x64itRequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x11\n\x04mask\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x15\n\x08strength\x18\x03 \x01(\x02H\x01\x88\x01\x01\x12$\n\x04mode\x18\x04 \x01(\x0e\x32\x16.fluxserve.v1.EditMode\x12.\n\x06params\x18\x05 \x01(\x0b\x32\x1e.fluxserve.v1.GenerationParamsB\x07\n\x05_maskB\x0b\n\t_strength\"A\n\nVQARequest\x12\r\n\x05image\x18\x01 \x01(\x0c\x12\x10\n\x08question\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\"@\n\x0bVQAResponse\x12\x0e\n\x06\x61nswer\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\":\n\rExperimentArm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12\x0e\n\x06preset\x18\x03 \x01(\t\"R\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\r\n\x05\x65vent\x18\x02 \x01(\t\x12\x12\n\x05value\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_value\"g\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x12\n\nexperiment\x18\x02 \x01(\t\x12\x0b\n\x03\x61rm\x18\x03 \x01(\t\x12\r\n\x05\x65vent\x18\x04 \x01(\t\x12\x0f\n\x07\x63ounted\x18\x05 \x01(\x08\"\x18\n\x16ListExperimentsRequest\"\xd4\x02\n\tArmCounts\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06preset\x18\x02 \x01(\t\x12\x0e\n\x06weight\x18\x03 \x01(\x05\x12\x10\n\x08requests\x18\x04 \x01(\x01\x12\x0e\n\x06images\x18\x05 \x01(\x01\x12\x13\n\x0bgpu_seconds\x18\x06 \x01(\x01\x12\x46\n\x10\x64uration_buckets\x18\x07 \x03(\x0b\x32,.fluxserve.v1.ArmCounts.DurationBucketsEntry\x12\x33\n\x06\x65vents\x18\x08 \x03(\x0b\x32#.fluxserve.v1.ArmCounts.EventsEntry\x1a\x36\n\x14\x44urationBucketsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0b\x45ventsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"W\n\x10\x45xperimentCounts\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06preset\x18\x02 \x01(\t\x12%\n\x04\x61rms\x18\x03 \x03(\x0b\x32\x17.fluxserve.v1.ArmCounts\"N\n\x17ListExperimentsResponse\x12\x33\n\x0b\x65xperiments\x18\x01 \x03(\x0b\x32\x1e.fluxserve.v1.ExperimentCounts*\xb7\x04\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x01\x12\x1d\n\x19\x45RROR_REASON_UNKNOWN_NAME\x10\x02\x12\"\n\x1e\x45RROR_REASON_MALFORMED_REQUEST\x10\x03\x12!\n\x1d\x45RROR_REASON_CONTENT_REJECTED\x10\x04\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x05\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x06\x12#\n\x1f\x45RROR_REASON_RESOURCE_EXHAUSTED\x10\x07\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\x08\x12\"\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\t\x12\x1a\n\x16\x45RROR_REASON_CANCELLED\x10\n\x12\x1e\n\x1a\x45RROR_REASON_UNIMPLEMENTED\x10\x0b\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0c\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\r\x12#\n\x1f\x45RROR_REASON_METHOD_NOT_ALLOWED\x10\x0e\x12\x1f\n\x1b\x45RROR_REASON_REFUSED_TARGET\x10\x0f\x12\x1b\n\x17\x45RROR_REASON_UNKNOWN_ID\x10\x10*o\n\x0bImageFormat\x12\x1c\n\x18IMAGE_FORMAT_UNSPECIFIED\x10\x00\x12\x14\n\x10IMAGE_FORMAT_PNG\x10\x01\x12\x15\n\x11IMAGE_FORMAT_JPEG\x10\x02\x12\x15\n\x11IMAGE_FORMAT_WEBP\x10\x03*L\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x13\n\x0fPRIORITY_NORMAL\x10\x01\x12\x11\n\rPRIORITY_HIGH\x10\x02*k\n\x08\x45\x64itMode\x12\x19\n\x15\x45\x44IT_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x45\x44IT_MODE_IMG2IMG\x10\x01\x12\x15\n\x11\x45\x44IT_MODE_INPAINT\x10\x02\x12\x16\n\x12\x45\x44IT_MODE_INSTRUCT\x10\x03\x32\xa6\x04\n\x0b\x46luxService\x12I\n\x08Generate\x12\x1d.fluxserve.v1.GenerateRequest\x1a\x1e.fluxserve.v1.GenerateResponse\x12N\n\x0eGenerateStream\x12\x1d.fluxserve.v1.GenerateRequest\x1a\x1b.fluxserve.v1.GenerateEvent0\x01\x12R\n\x0bListPresets\x12 .fluxserve.v1.ListPresetsRequest\x1a!.fluxserve.v1.ListPresetsResponse\x12\x41\n\x04\x45\x64it\x12\x19.fluxserve.v1.EditRequest\x1a\x1e.fluxserve.v1.GenerateResponse\x12:\n\x03VQA\x12\x18.fluxserve.v1.VQARequest\x1a\x19.fluxserve.v1.VQAResponse\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1d.fluxserve.v1.FeedbackRequest\x1a\x1e.fluxserve.v1.FeedbackResponse\x12^\n\x0fListExperiments\x12$.fluxserve.v1.ListExperimentsRequest\x1a%.fluxserve.v1.ListExperimentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'flux_client._proto.fluxserve.v1.fluxserve_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORREASON']._serialized_start=1919
-  _globals['_ERRORREASON']._serialized_end=2486
-  _globals['_IMAGEFORMAT']._serialized_start=2488
-  _globals['_IMAGEFORMAT']._serialized_end=2599
-  _globals['_PRIORITY']._serialized_start=2601
-  _globals['_PRIORITY']._serialized_end=2677
-  _globals['_EDITMODE']._serialized_start=2679
-  _globals['_EDITMODE']._serialized_end=2786
+  _globals['_ARMCOUNTS_DURATIONBUCKETSENTRY']._loaded_options = None
+  _globals['_ARMCOUNTS_DURATIONBUCKETSENTRY']._serialized_options = b'8\001'
+  _globals['_ARMCOUNTS_EVENTSENTRY']._loaded_options = None
+  _globals['_ARMCOUNTS_EVENTSENTRY']._serialized_options = b'8\001'
+  _globals['_ERRORREASON']._serialized_start=2755
+  _globals['_ERRORREASON']._serialized_end=3322
+  _globals['_IMAGEFORMAT']._serialized_start=3324
+  _globals['_IMAGEFORMAT']._serialized_end=3435
+  _globals['_PRIORITY']._serialized_start=3437
+  _globals['_PRIORITY']._serialized_end=3513
+  _globals['_EDITMODE']._serialized_start=3515
+  _globals['_EDITMODE']._serialized_end=3622
   _globals['_ADAPTER']._serialized_start=46
   _globals['_ADAPTER']._serialized_end=84
   _globals['_GENERATIONPARAMS']._serialized_start=87
@@ -50,23 +54,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TIMINGS']._serialized_start=784
   _globals['_TIMINGS']._serialized_end=851
   _globals['_GENERATERESPONSE']._serialized_start=854
-  _globals['_GENERATERESPONSE']._serialized_end=1040
-  _globals['_PROGRESS']._serialized_start=1042
-  _globals['_PROGRESS']._serialized_end=1107
-  _globals['_GENERATEEVENT']._serialized_start=1109
-  _globals['_GENERATEEVENT']._serialized_end=1227
-  _globals['_LISTPRESETSREQUEST']._serialized_start=1229
-  _globals['_LISTPRESETSREQUEST']._serialized_end=1249
-  _globals['_PRESET']._serialized_start=1252
-  _globals['_PRESET']._serialized_end=1540
-  _globals['_LISTPRESETSRESPONSE']._serialized_start=1542
-  _globals['_LISTPRESETSRESPONSE']._serialized_end=1602
-  _globals['_EDITREQUEST']._serialized_start=1605
-  _globals['_EDITREQUEST']._serialized_end=1783
-  _globals['_VQAREQUEST']._serialized_start=1785
-  _globals['_VQAREQUEST']._serialized_end=1850
-  _globals['_VQARESPONSE']._serialized_start=1852
-  _globals['_VQARESPONSE']._serialized_end=1916
-  _globals['_FLUXSERVICE']._serialized_start=2789
-  _globals['_FLUXSERVICE']._serialized_end=3168
+  _globals['_GENERATERESPONSE']._serialized_end=1089
+  _globals['_PROGRESS']._serialized_start=1091
+  _globals['_PROGRESS']._serialized_end=1156
+  _globals['_GENERATEEVENT']._serialized_start=1158
+  _globals['_GENERATEEVENT']._serialized_end=1276
+  _globals['_LISTPRESETSREQUEST']._serialized_start=1278
+  _globals['_LISTPRESETSREQUEST']._serialized_end=1298
+  _globals['_PRESET']._serialized_start=1301
+  _globals['_PRESET']._serialized_end=1589
+  _globals['_LISTPRESETSRESPONSE']._serialized_start=1591
+  _globals['_LISTPRESETSRESPONSE']._serialized_end=1651
+  _globals['_EDITREQUEST']._serialized_start=1654
+  _globals['_EDITREQUEST']._serialized_end=1832
+  _globals['_VQAREQUEST']._serialized_start=1834
+  _globals['_VQAREQUEST']._serialized_end=1899
+  _globals['_VQARESPONSE']._serialized_start=1901
+  _globals['_VQARESPONSE']._serialized_end=1965
+  _globals['_EXPERIMENTARM']._serialized_start=1967
+  _globals['_EXPERIMENTARM']._serialized_end=2025
+  _globals['_FEEDBACKREQUEST']._serialized_start=2027
+  _globals['_FEEDBACKREQUEST']._serialized_end=2109
+  _globals['_FEEDBACKRESPONSE']._serialized_start=2111
+  _globals['_FEEDBACKRESPONSE']._serialized_end=2214
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_start=2216
+  _globals['_LISTEXPERIMENTSREQUEST']._serialized_end=2240
+  _globals['_ARMCOUNTS']._serialized_start=2243
+  _globals['_ARMCOUNTS']._serialized_end=2583
+  _globals['_ARMCOUNTS_DURATIONBUCKETSENTRY']._serialized_start=2482
+  _globals['_ARMCOUNTS_DURATIONBUCKETSENTRY']._serialized_end=2536
+  _globals['_ARMCOUNTS_EVENTSENTRY']._serialized_start=2538
+  _globals['_ARMCOUNTS_EVENTSENTRY']._serialized_end=2583
+  _globals['_EXPERIMENTCOUNTS']._serialized_start=2585
+  _globals['_EXPERIMENTCOUNTS']._serialized_end=2672
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_start=2674
+  _globals['_LISTEXPERIMENTSRESPONSE']._serialized_end=2752
+  _globals['_FLUXSERVICE']._serialized_start=3625
+  _globals['_FLUXSERVICE']._serialized_end=4175
 # @@protoc_insertion_point(module_scope)

@@ -65,6 +65,12 @@ class FluxServiceStub:
     """Edit an image: image-to-image, inpainting (with a mask) or instruction editing."""
     VQA: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.VQARequest, _fluxserve_pb2.VQAResponse]
     """Answer a question about an image."""
+    Feedback: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.FeedbackRequest, _fluxserve_pb2.FeedbackResponse]
+    """Record an outcome (an event such as "like") of a request served in an experiment.
+    An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
+    """
+    ListExperiments: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.ListExperimentsRequest, _fluxserve_pb2.ListExperimentsResponse]
+    """The style-preset experiments this replica serves, with its own counts per arm."""
 
 @_typing.type_check_only
 class FluxServiceAsyncStub(FluxServiceStub):
@@ -79,6 +85,12 @@ class FluxServiceAsyncStub(FluxServiceStub):
     """Edit an image: image-to-image, inpainting (with a mask) or instruction editing."""
     VQA: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.VQARequest, _fluxserve_pb2.VQAResponse]  # type: ignore[assignment]
     """Answer a question about an image."""
+    Feedback: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.FeedbackRequest, _fluxserve_pb2.FeedbackResponse]  # type: ignore[assignment]
+    """Record an outcome (an event such as "like") of a request served in an experiment.
+    An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
+    """
+    ListExperiments: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.ListExperimentsRequest, _fluxserve_pb2.ListExperimentsResponse]  # type: ignore[assignment]
+    """The style-preset experiments this replica serves, with its own counts per arm."""
 
 class FluxServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -120,5 +132,23 @@ class FluxServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fluxserve_pb2.VQAResponse, _abc.Awaitable[_fluxserve_pb2.VQAResponse]]:
         """Answer a question about an image."""
+
+    @_abc_1.abstractmethod
+    def Feedback(
+        self,
+        request: _fluxserve_pb2.FeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.FeedbackResponse, _abc.Awaitable[_fluxserve_pb2.FeedbackResponse]]:
+        """Record an outcome (an event such as "like") of a request served in an experiment.
+        An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
+        """
+
+    @_abc_1.abstractmethod
+    def ListExperiments(
+        self,
+        request: _fluxserve_pb2.ListExperimentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.ListExperimentsResponse, _abc.Awaitable[_fluxserve_pb2.ListExperimentsResponse]]:
+        """The style-preset experiments this replica serves, with its own counts per arm."""
 
 def add_FluxServiceServicer_to_server(servicer: FluxServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
