@@ -1,5 +1,5 @@
-"""``make bench-gpu`` (bench/gpu_bench.py): its FLOP count on FLUX.1-dev's real shapes,
-its GPU table, and a run end to end on the CPU with the tiny model."""
+"""``make bench-gpu`` (bench/gpu_bench.py, bench/flux_shapes.py): its FLOP count on
+FLUX.1-dev's real shapes, its GPU table, and a run end to end on the CPU with the tiny model."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-import gpu_bench  # noqa: E402
+import flux_shapes  # noqa: E402
 
 
 def test_flops_and_parameters_of_the_flux_dev_transformer() -> None:
@@ -21,19 +21,19 @@ def test_flops_and_parameters_of_the_flux_dev_transformer() -> None:
     from diffusers import FluxTransformer2DModel
 
     with torch.device("meta"):  # shapes only, no memory
-        transformer = FluxTransformer2DModel(**gpu_bench.FLUX_DEV_TRANSFORMER)
+        transformer = FluxTransformer2DModel(**flux_shapes.FLUX_DEV_TRANSFORMER)
     params = sum(p.numel() for p in transformer.parameters())
     assert 11.8e9 < params < 12.0e9  # FLUX.1-dev: 11.9B
     # About 74 TFLOP per step at 1024x1024 (4096 image + 512 text tokens).
-    flops = gpu_bench.transformer_flops(transformer, 1024, 1024)
+    flops = flux_shapes.transformer_flops(transformer, 1024, 1024)
     assert 73e12 < flops < 76e12
 
 
 def test_gpu_peaks_match_the_most_specific_name() -> None:
-    assert gpu_bench.peak_tflops("NVIDIA H100 PCIe") == 756.0
-    assert gpu_bench.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
-    assert gpu_bench.peak_tflops("NVIDIA L40S") == 362.0
-    assert gpu_bench.peak_tflops("Some Future GPU") is None
+    assert flux_shapes.peak_tflops("NVIDIA H100 PCIe") == 756.0
+    assert flux_shapes.peak_tflops("NVIDIA H100 80GB HBM3") == 989.0
+    assert flux_shapes.peak_tflops("NVIDIA L40S") == 362.0
+    assert flux_shapes.peak_tflops("Some Future GPU") is None
 
 
 def test_help_explains_the_gpu_run() -> None:
