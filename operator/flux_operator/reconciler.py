@@ -203,19 +203,20 @@ class Reconciler:
     ) -> list[Any] | None:
         """The canary's analysis when one is due (None otherwise), made in a thread: the
         Prometheus queries must not block kopf's event loop."""
+        status = parse_status(body.get("status"))
+        if status.canary is None:
+            return None
         try:
             spec = FluxDeploymentSpec.model_validate(body.get("spec") or {})
+            # Rendering the revision checks what the schema cannot (an experiment's
+            # weights, say) and raises on it.
+            revision = desired_revision(owner, spec)
         except ValueError:
             return None  # plan() reports the spec's problems
-        status = parse_status(body.get("status"))
         analysis = analysis_due_for(
-            spec,
-            desired_revision(owner, spec),
-            status.canary,
-            children.canary_deployment,
-            parse_time(now),
+            spec, revision, status.canary, children.canary_deployment, parse_time(now)
         )
-        if analysis is None or status.canary is None:
+        if analysis is None:
             return None
         measured = await asyncio.to_thread(
             measure,
