@@ -35,9 +35,11 @@ def test_every_server_error_names_a_reason() -> None:
     def subclasses(cls: type) -> list[type]:
         return [cls, *(s for sub in cls.__subclasses__() for s in subclasses(sub))]
 
+    # Every subclass imported so far, whatever its constructor takes: the status follows
+    # the class's code alone.
     for cls in subclasses(errors.ServeError):
         assert cls.code in REASONS, cls
-        assert errors.status_of(cls("x")) == REASONS[cls.code]  # type: ignore[call-arg]
+        assert errors.status_of(cls.__new__(cls)) == REASONS[cls.code]
 
 
 def test_rich_status_round_trip() -> None:
