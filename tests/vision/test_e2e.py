@@ -416,12 +416,16 @@ def test_compatible_edits_share_a_pipeline_call(plain_server: ServerProcess) -> 
             timeout=120,
         )
 
-    with ThreadPoolExecutor(2) as pool:
-        responses = list(pool.map(edit, ["a red house", "a blue house"]))
+    # The engine takes the first edit at once (it is idle); the others arrive while it
+    # runs and share the next call: batch sizes like [1, 2, 2], or [3, 3, 3].
+    with ThreadPoolExecutor(3) as pool:
+        responses = list(pool.map(edit, ["a red house", "a blue house", "a green house"]))
     for response in responses:
         assert response.status_code == 200, response.text
-        assert response.json()["batch_size"] == 2
         assert response.json()["images"][0]["width"] == SIZE[0]
+    sizes = [response.json()["batch_size"] for response in responses]
+    assert max(sizes) >= 2, sizes
+    assert all(sizes.count(size) % size == 0 for size in sizes), sizes
 
 
 def test_features_the_server_was_not_started_with(plain_server: ServerProcess) -> None:
