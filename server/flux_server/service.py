@@ -181,18 +181,16 @@ class GenerationService:
                 job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
             )
             cached = await admission.lookup(key)
+            admission.accepted(trail, cache_hit=cached is not None)
             if cached is not None:
                 if progress is not None:
                     progress(job.steps, job.steps)
-                result = self._result(trail, cached, None, cache_hit=True)
-                admission.accepted(trail, result)
-                return result
+                return self._result(trail, cached, None, cache_hit=True)
             loop = asyncio.get_running_loop() if progress else None
             work = Work("generate", job, job.output_format, trail.ctx.request_id, progress, loop)
             images, info = await self._submit(work, trail.ctx)
             await admission.store(key, images)
             result = self._result(trail, images, info)
-            admission.accepted(trail, result)
             log.info(
                 "generated",
                 extra={
@@ -259,11 +257,10 @@ class GenerationService:
                 height=params.height,
             )
             validate(edit_job, kontext_available=editor.can_instruct)
+            admission.accepted(trail)
             work = Work("edit", edit_job, job.output_format, trail.ctx.request_id)
             images, info = await self._submit(work, trail.ctx)
-            result = self._result(trail, images, info)
-            admission.accepted(trail, result)
-            return result
+            return self._result(trail, images, info)
 
     async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
         """Answer a question about an image."""
@@ -281,9 +278,9 @@ class GenerationService:
                 decode_image, image, "image", self.settings.max_image_pixels
             )
             await admission.screen(trail, question, "question")
+            admission.accepted(trail)
             work = Work("vqa", Question(decoded, question, max_tokens), "", trail.ctx.request_id)
             answer, _ = await self._submit(work, trail.ctx)
-            admission.accepted(trail, self._result(trail, [], None))
             return str(answer)
 
     # -- steps ---------------------------------------------------------------------------
