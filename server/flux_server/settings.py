@@ -74,7 +74,9 @@ class ServerSettings(BaseModel):
     max_steps: int = Field(100, ge=1, description="Most denoising steps per request.")
     max_images: int = Field(4, ge=1, description="Most images per request.")
     max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest HTTP request body, in bytes."
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request: an HTTP body or a gRPC message, in bytes.",
     )
     max_image_pixels: int = Field(
         4096 * 4096, ge=1, description="Largest uploaded image (edit, VQA), in pixels."
