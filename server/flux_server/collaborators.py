@@ -74,4 +74,8 @@ class ImageEditor(Protocol):
 class QuestionAnswerer(Protocol):
     """Answers questions about images (:class:`flux_server.vqa.VqaModel`)."""
 
+    def check(self, question: str, max_tokens: int) -> None:
+        """Raise a request error for what this model cannot take (before queueing)."""
+        ...
+
     def answer(self, image: Image.Image, question: str, max_tokens: int = ...) -> str: ...

@@ -274,6 +274,7 @@ class GenerationService:
             if self.vqa_model is None:
                 raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
             validate_question(question, max_tokens)
+            self.vqa_model.check(question, max_tokens)
             decoded = await self.runner.off_loop(
                 decode_image, image, "image", self.settings.max_image_pixels
             )

@@ -22,6 +22,7 @@ from flux_server.errors import (
     MalformedRequest,
     QueueFull,
     ServeError,
+    UnsupportedMediaType,
     status_of,
 )
 from flux_server.images import check_upload_names, decode_base64
@@ -129,7 +130,33 @@ def result_response(request: Request, result: GenerationResult) -> Response:
     return Response(first.data, media_type=MEDIA_TYPES[first.format], headers=headers)
 
 
+JSON_MEDIA_TYPE = "application/json"
+FORM_MEDIA_TYPE = "multipart/form-data"
+
+
+def media_type(request: Request) -> str | None:
+    """The body's media type, lower case without parameters; None when unlabelled."""
+    given = request.headers.get("content-type")
+    return None if given is None else given.split(";", 1)[0].strip().lower()
+
+
+def is_json(media: str | None) -> bool:
+    return media is None or media == JSON_MEDIA_TYPE or media.endswith("+json")
+
+
+def refuse_media_type(media: str | None, expected: str) -> None:
+    """A body labelled as something the endpoint does not read (``text/plain``, a
+    form-encoded body) is refused, not guessed at."""
+    raise UnsupportedMediaType(
+        f"the body is {media or 'of no type'}; send {expected}", "Content-Type"
+    )
+
+
 async def json_body(request: Request) -> Any:
+    """The JSON object of the body (unlabelled bodies are read as JSON)."""
+    media = media_type(request)
+    if not is_json(media):
+        refuse_media_type(media, JSON_MEDIA_TYPE)
     raw = await request.body()
     if not raw.strip():
         raise MalformedRequest("the request body is empty; send a JSON object", "body")
@@ -188,7 +215,10 @@ async def upload_fields(
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Text fields and image bytes of a multipart form, or of a JSON body whose
     ``file_names`` carry base64; other uploaded files are refused, not ignored."""
-    if request.headers.get("content-type", "").startswith("application/json"):
+    media = media_type(request)
+    if media is not None and media != FORM_MEDIA_TYPE and not is_json(media):
+        refuse_media_type(media, f"{FORM_MEDIA_TYPE} or {JSON_MEDIA_TYPE}")
+    if media is not None and is_json(media):
         body: dict[str, Any] = await json_body(request)
         files = {
             name: decode_base64(body.pop(name), name)
