@@ -65,6 +65,12 @@ class ServerSettings(BaseModel):
     request_timeout: float = Field(
         600, gt=0, description="Deadline in seconds of a request that sets none."
     )
+    keep_alive_timeout: float = Field(
+        5,
+        gt=0,
+        le=3600,
+        description="Seconds an idle HTTP keep-alive connection is held before it is closed.",
+    )
     drain_timeout: float = Field(
         30, ge=0, description="Seconds to finish accepted work after SIGTERM."
     )

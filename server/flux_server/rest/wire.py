@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from flux_server.calls import CallContext, GenerationResult, new_request_id
 from flux_server.errors import (
@@ -152,12 +153,21 @@ def refuse_media_type(media: str | None, expected: str) -> None:
     )
 
 
+def went_away() -> Cancelled:
+    """The error of a client that closed its connection before its body was read: a
+    client disconnect (499), not a server error."""
+    return Cancelled("the client closed the connection before sending its whole body")
+
+
 async def json_body(request: Request) -> Any:
     """The JSON object of the body (unlabelled bodies are read as JSON)."""
     media = media_type(request)
     if not is_json(media):
         refuse_media_type(media, JSON_MEDIA_TYPE)
-    raw = await request.body()
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise went_away() from None
     if not raw.strip():
         raise MalformedRequest("the request body is empty; send a JSON object", "body")
     try:
@@ -193,6 +203,8 @@ async def form_fields(request: Request) -> tuple[dict[str, Any], dict[str, bytes
     """Text fields and uploaded files of a multipart form."""
     try:
         form = await request.form()
+    except ClientDisconnect:
+        raise went_away() from None
     except Exception as exc:  # multipart parse errors have no common base class
         raise MalformedRequest(f"the multipart form cannot be read: {exc}", "body") from None
     fields: dict[str, Any] = {}
