@@ -69,7 +69,7 @@ e2e: tools ## On a kind cluster: install the chart, serve the tiny model, roll a
 	TOOLS_BIN=$(TOOLS_BIN) PY=$(PY) tests/e2e/run.sh
 
 # --- Server: the demo and the benchmarks ---
-.PHONY: demo bench
+.PHONY: demo bench soak
 
 demo: install ## Serve a random-weight FLUX, run the article's REST example (demo-output/output.png), then the SDK over gRPC
 	@echo "==> install done ($(VENV))"
@@ -78,3 +78,6 @@ demo: install ## Serve a random-weight FLUX, run the article's REST example (dem
 bench: install ## Server latency overhead (REST, gRPC vs in-process) and batching on/off; the operator's bench when present
 	$(PY) bench/server_bench.py
 	if [ -f bench/operator_bench.py ]; then $(PY) bench/operator_bench.py; fi
+
+soak: install ## Mixed REST/gRPC traffic past the queue, Redis restarted halfway: accepted, refused, lost (0), p95, RSS (SOAK_SECONDS=60)
+	$(PY) bench/soak.py --duration $(or $(SOAK_SECONDS),60)
