@@ -11,8 +11,6 @@ audit log gets one line. The settings choose the collaborators in
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
@@ -37,6 +35,7 @@ from flux_server.errors import (
 )
 from flux_server.metrics import Metrics
 from flux_server.params import Job
+from flux_server.result_blob import images_from_blob, images_to_blob
 from flux_server.safety import SafetyDecision
 from flux_server.settings import ServerSettings
 
@@ -407,31 +406,3 @@ def audit_record(
         latency_ms=result.total_ms if result is not None else latency_ms,
         cache_hit=result.cache_hit if result is not None else cache_hit,
     )
-
-
-def images_to_blob(images: list[GeneratedImage]) -> bytes:
-    return json.dumps(
-        [
-            {
-                "b64": base64.b64encode(i.data).decode("ascii"),
-                "format": i.format,
-                "width": i.width,
-                "height": i.height,
-                "seed": i.seed,
-            }
-            for i in images
-        ]
-    ).encode("utf-8")
-
-
-def images_from_blob(blob: bytes) -> list[GeneratedImage]:
-    return [
-        GeneratedImage(
-            data=base64.b64decode(entry["b64"]),
-            format=entry["format"],
-            width=entry["width"],
-            height=entry["height"],
-            seed=entry["seed"],
-        )
-        for entry in json.loads(blob)
-    ]
