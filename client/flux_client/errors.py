@@ -116,6 +116,8 @@ REASON_ERRORS: dict[str, type[FluxError]] = {
     "internal": ServerError,
     "refused_target": InvalidArgumentError,
     "unknown_id": NotFoundError,
+    "unsupported_media_type": InvalidArgumentError,
+    "payload_too_large": InvalidArgumentError,
 }
 """The class of each server error reason (``flux_client.wire.REASONS``: the REST body's
 ``code``, the gRPC ErrorInfo ``reason``); a test checks that every reason has one."""

@@ -11,12 +11,10 @@ audit log gets one line. The settings choose the collaborators in
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -38,6 +36,7 @@ from flux_server.errors import (
 from flux_server.experiments import Assignment
 from flux_server.metrics import Metrics
 from flux_server.params import Job
+from flux_server.result_blob import images_from_blob, images_to_blob
 from flux_server.safety import SafetyDecision
 from flux_server.settings import ServerSettings
 
@@ -120,7 +119,9 @@ class Admission:
         if s.audit_log is not None:
             from flux_server.audit import AuditLog
 
-            audit = AuditLog(s.audit_log, hash_prompts=s.audit_hash_prompts)
+            audit_log = AuditLog(s.audit_log, hash_prompts=s.audit_hash_prompts)
+            audit_log.on_failure = lambda exc: _audit_failed(metrics, exc)
+            audit = audit_log
         cache = build_cache(
             redis_url=s.redis_url,
             cache_bytes=s.cache_bytes,
@@ -133,7 +134,12 @@ class Admission:
 
     @property
     def ready(self) -> bool:
-        return self.loaded and not self.draining
+        """Loaded, not draining, and the audit log (when on) takes lines: a replica that
+        cannot record requests must not get any."""
+        return self.loaded and not self.draining and self.audit_ok()
+
+    def audit_ok(self) -> bool:
+        return self.audit is None or self.audit.healthy()
 
     async def close(self) -> None:
         if self.cache is not None:
@@ -171,6 +177,8 @@ class Admission:
             raise Unavailable("the server is draining; retry on another replica")
         if not self.loaded:
             raise Unavailable("the model is still loading; retry shortly")
+        if not self.audit_ok():
+            raise Unavailable(_AUDIT_DOWN)
         principal, trail.ctx = self.authenticate(trail.ctx)
         trail.user = principal.user if principal is not None else None
 
@@ -254,9 +262,33 @@ class Admission:
 
     # -- the audit log ---------------------------------------------------------------------
 
-    def accepted(self, trail: Trail, result: GenerationResult) -> None:
-        """The audit line of a request that was served."""
-        self._record(trail, "accepted", None, 200, result)
+    def accepted(self, trail: Trail, *, cache_hit: bool = False) -> None:
+        """The audit line of an admitted request, written BEFORE it is queued or answered
+        from the cache: a line that cannot be written refuses the request (503), so no
+        image is ever made or sent without its record. Its latency is the admission's; a
+        request that then fails gets a second line with the error."""
+        if self.audit is None:
+            return
+        record = audit_record(
+            trail.ctx,
+            trail.user,
+            trail.job,
+            "accepted",
+            None,
+            200,
+            None,
+            prompt=trail.prompt,
+            params=trail.params,
+            latency_ms=trail.elapsed_ms,
+            cache_hit=cache_hit,
+            experiment=trail.experiment,
+        )
+        try:
+            self.audit.record(record)
+        except OSError:
+            error = Unavailable(_AUDIT_DOWN)
+            error.audited = True  # it could not be: the log is what failed
+            raise error from None
 
     def refused(self, ctx: CallContext, error: ServeError, status: int) -> None:
         """Record a request the API adapters answered with an error and the core has not
@@ -274,7 +306,7 @@ class Admission:
     ) -> None:
         if self.audit is None:
             return
-        self.audit.record(
+        self._write_refusal(
             audit_record(
                 trail.ctx,
                 trail.user,
@@ -309,7 +341,7 @@ class Admission:
             type(error), error.code
         )
         status = status if status is not None else status_of(error).http
-        self.audit.record(
+        self._write_refusal(
             audit_record(
                 ctx,
                 user,
@@ -326,6 +358,21 @@ class Admission:
         )
         error.audited = True
 
+    def _write_refusal(self, record: AuditRecord) -> None:
+        """The line of a refused request: a refusal does no work, so a line that cannot be
+        written leaves the caller's answer as it is (counted and logged by the log)."""
+        assert self.audit is not None
+        with suppress(OSError):
+            self.audit.record(record)
+
+
+_AUDIT_DOWN = "the audit log cannot be written; retry on another replica"
+
+
+def _audit_failed(metrics: Metrics, exc: OSError) -> None:
+    metrics.audit_write_failures.inc()
+    log.error("audit line not written", extra={"error": str(exc)})
+
 
 def audit_record(
     ctx: CallContext,
@@ -339,6 +386,8 @@ def audit_record(
     prompt: str | None = None,
     params: dict[str, Any] | None = None,
     experiment: Assignment | None = None,
+    latency_ms: float | None = None,
+    cache_hit: bool = False,
 ) -> AuditRecord:
     """One audit line. ``prompt`` and ``params`` describe a request without a generation
     job (a question); ``experiment`` is the arm that served it."""
@@ -367,39 +416,11 @@ def audit_record(
         reason=reason or ("priority_denied" if ctx.priority_denied else None),
         detail=detail,
         status=status,
-        latency_ms=result.total_ms if result is not None else None,
-        cache_hit=result.cache_hit if result is not None else False,
+        latency_ms=result.total_ms if result is not None else latency_ms,
+        cache_hit=result.cache_hit if result is not None else cache_hit,
         experiment=(
             {"name": experiment.experiment, "arm": experiment.arm, "subject": experiment.subject}
             if experiment is not None
             else None
         ),
     )
-
-
-def images_to_blob(images: list[GeneratedImage]) -> bytes:
-    return json.dumps(
-        [
-            {
-                "b64": base64.b64encode(i.data).decode("ascii"),
-                "format": i.format,
-                "width": i.width,
-                "height": i.height,
-                "seed": i.seed,
-            }
-            for i in images
-        ]
-    ).encode("utf-8")
-
-
-def images_from_blob(blob: bytes) -> list[GeneratedImage]:
-    return [
-        GeneratedImage(
-            data=base64.b64decode(entry["b64"]),
-            format=entry["format"],
-            width=entry["width"],
-            height=entry["height"],
-            seed=entry["seed"],
-        )
-        for entry in json.loads(blob)
-    ]

@@ -8,14 +8,26 @@ its reason, the latency and whether the result came from the cache. Lines go to 
 A record is written with a single ``write`` on a file opened with ``O_APPEND``, so
 lines from many threads — or from several processes sharing the file — never
 interleave.
+
+The log is a compliance record, so it is never lost quietly:
+
+* a file rotated away (``logrotate``'s rename) or removed — its directory too — is
+  reopened at its path before the next line (the directory is recreated), as
+  ``logging.handlers.WatchedFileHandler`` does;
+* a line that cannot be written (a full disk, a read-only or vanished mount) raises
+  :class:`AuditWriteError`; the caller refuses the request before any work, and the log
+  stays *unhealthy* until a write succeeds again (:meth:`AuditLog.healthy` tries one:
+  a ``"kind": "audit_gap"`` line saying since when lines were refused).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -23,6 +35,10 @@ from typing import Any, Literal, TextIO
 from pydantic import BaseModel, ConfigDict, Field
 
 Decision = Literal["accepted", "rejected"]
+
+
+class AuditWriteError(OSError):
+    """An audit line could not be written; nothing may be served without one."""
 
 
 def _now() -> datetime:
@@ -92,12 +108,18 @@ class AuditLog:
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._stream: TextIO | None = None
+        self._path: Path | None = None
+        self._failing_since: datetime | None = None
+        self._failures = 0
+        self._partial = False
+        self.on_failure: Callable[[OSError], None] | None = None
+        """Called (outside the lock) for every line that could not be written."""
         if str(target) == "-":
             self._stream = sys.stdout
         else:
-            path = Path(target)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+            self._path = Path(target)
+            # Start-up fails on a path that cannot be opened at all (one line, exit).
+            self._fd = self._open(self._path)
 
     def line(self, record: AuditRecord) -> str:
         """The JSON line (without newline) written for ``record``, prompts hashed if so set."""
@@ -116,19 +138,101 @@ class AuditLog:
             )
         return record.model_dump_json(exclude_none=True)
 
-    def record(self, record: AuditRecord) -> None:
-        """Write one record. Thread-safe; one ``write`` call per line."""
-        data = self.line(record) + "\n"
-        with self._lock:
-            if self._fd is not None:
-                encoded = data.encode("utf-8")
-                written = os.write(self._fd, encoded)
+    @staticmethod
+    def _open(path: Path) -> int:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def _current_fd(self) -> int:
+        """The open file, reopened first when the path no longer names it (rotated,
+        removed, or its directory removed). Called under the lock."""
+        assert self._path is not None
+        try:
+            on_disk = os.stat(self._path)
+        except FileNotFoundError:
+            on_disk = None
+        if self._fd is not None:
+            held = os.fstat(self._fd)
+            if on_disk is not None and (on_disk.st_dev, on_disk.st_ino) == (
+                held.st_dev,
+                held.st_ino,
+            ):
+                return self._fd
+            os.close(self._fd)
+            self._fd = None
+        self._fd = self._open(self._path)
+        return self._fd
+
+    def _write(self, data: str) -> None:
+        """One line, under the lock; raises OSError."""
+        if self._path is not None:
+            fd = self._current_fd()
+            encoded = data.encode("utf-8")
+            if self._partial:
+                # A line cut short by the failure is ended, so every later line parses.
+                encoded = b"\n" + encoded
+            written = 0
+            try:
+                written = os.write(fd, encoded)
                 # Regular files take the whole buffer; loop only for the odd short write.
                 while written < len(encoded):
-                    written += os.write(self._fd, encoded[written:])
-            elif self._stream is not None:
-                self._stream.write(data)
-                self._stream.flush()
+                    written += os.write(fd, encoded[written:])
+            finally:
+                self._partial = 0 < written < len(encoded) or (self._partial and written == 0)
+        elif self._stream is not None:
+            self._stream.write(data)
+            self._stream.flush()
+
+    def record(self, record: AuditRecord) -> None:
+        """Write one record. Thread-safe; one ``write`` call per line. Raises
+        :class:`AuditWriteError` when the line could not be written."""
+        data = self.line(record) + "\n"
+        try:
+            with self._lock:
+                if self._failing_since is not None:
+                    self._write(self._gap_line())
+                self._write(data)
+                self._failing_since = None
+                self._failures = 0
+        except OSError as exc:
+            self._failed(exc)
+            raise AuditWriteError(
+                exc.errno, f"audit log {self.target}: {exc.strerror or exc}"
+            ) from exc
+
+    def healthy(self) -> bool:
+        """True when lines are being written. After a failure, tries again (the
+        ``audit_gap`` line that records the outage), so a probe sees the recovery."""
+        if self._failing_since is None:
+            return True
+        try:
+            with self._lock:
+                if self._failing_since is not None:
+                    self._write(self._gap_line())
+                    self._failing_since = None
+                    self._failures = 0
+        except OSError as exc:
+            self._failed(exc)
+            return False
+        return True
+
+    def _gap_line(self) -> str:
+        """Says that lines were refused (their requests were refused too) from when."""
+        gap = {
+            "kind": "audit_gap",
+            "time": _now().isoformat(),
+            "since": self._failing_since.isoformat() if self._failing_since else None,
+            "failed_writes": self._failures,
+        }
+        return json.dumps(gap) + "\n"
+
+    def _failed(self, exc: OSError) -> None:
+        with self._lock:
+            if self._failing_since is None:
+                self._failing_since = _now()
+            self._failures += 1
+        if self.on_failure is not None:
+            self.on_failure(exc)
 
     def close(self) -> None:
         """Close the file (stdout is left open)."""

@@ -49,7 +49,13 @@ class ContentPolicy(Protocol):
 class AuditSink(Protocol):
     """Where audit lines go (:class:`flux_server.audit.AuditLog`)."""
 
-    def record(self, record: AuditRecord) -> None: ...
+    def record(self, record: AuditRecord) -> None:
+        """Write one line; raises ``OSError`` when it could not be written."""
+        ...
+
+    def healthy(self) -> bool:
+        """Whether lines can be written (tries again after a failure)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -67,5 +73,9 @@ class ImageEditor(Protocol):
 
 class QuestionAnswerer(Protocol):
     """Answers questions about images (:class:`flux_server.vqa.VqaModel`)."""
+
+    def check(self, question: str, max_tokens: int) -> None:
+        """Raise a request error for what this model cannot take (before queueing)."""
+        ...
 
     def answer(self, image: Image.Image, question: str, max_tokens: int = ...) -> str: ...

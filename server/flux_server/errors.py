@@ -67,6 +67,19 @@ class MalformedRequest(ServeError):
     code = "malformed_request"
 
 
+class UnsupportedMediaType(MalformedRequest):
+    """A body of a media type the endpoint does not read; the message names the one
+    it does."""
+
+    code = "unsupported_media_type"
+
+
+class PayloadTooLarge(MalformedRequest):
+    """A body over ``--max-body-bytes``."""
+
+    code = "payload_too_large"
+
+
 class Unauthenticated(ServeError):
     code = "unauthenticated"
 

@@ -31,6 +31,7 @@ from flux_client.wire import (
 )
 from flux_server import grpc_experiments
 from flux_server.errors import InvalidRequest, ServeError, status_of
+from flux_server.grpc_guard import GuardInterceptor
 from flux_server.params import GenerateParams, validation_error
 from flux_server.service import CallContext, GenerationResult, GenerationService, new_request_id
 
@@ -302,12 +303,16 @@ def build_grpc_server(
     """The gRPC server (not started), its health servicer (NOT_SERVING until the service
     is ready) and the bound port."""
     server = grpc.aio.server(
+        # The key is checked before a message is decoded (see grpc_guard).
+        interceptors=(GuardInterceptor(service),),
         options=(
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            # One body limit for both transports: gRPC's core refuses a larger message
+            # (RESOURCE_EXHAUSTED) before it is handed to Python, whoever sends it.
+            ("grpc.max_receive_message_length", service.settings.max_body_bytes),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # A second server on a busy port must fail, not share it (gRPC's default).
             ("grpc.so_reuseport", 0),
-        )
+        ),
     )
     pb_grpc.add_FluxServiceServicer_to_server(FluxServicer(service), server)
     health_servicer = health.aio.HealthServicer()

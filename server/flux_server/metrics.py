@@ -105,6 +105,11 @@ class Metrics:
             ["model", "revision", "release"],
             registry=r,
         )
+        self.audit_write_failures = Counter(
+            "fluxserve_audit_write_failures",
+            "Audit lines that could not be written (their requests were refused with 503).",
+            registry=r,
+        )
         self.ready = Gauge("fluxserve_ready", "1 when the model is loaded and warm.", registry=r)
         self._nvml: _Nvml | None = None  # opened on the first scrape
         self.jobs = Gauge(

@@ -28,7 +28,7 @@ from flux_server.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
-def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
+def _uvicorn(app: object, host: str, port: int, keep_alive: float = 5) -> uvicorn.Server:
     config = uvicorn.Config(
         app,  # type: ignore[arg-type]
         host=host,
@@ -37,6 +37,9 @@ def _uvicorn(app: object, host: str, port: int) -> uvicorn.Server:
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        # An idle connection is closed after this; slow headers and bodies are the
+        # gateway's to cut (see the README's security section).
+        timeout_keep_alive=keep_alive,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
     # Signals are ours: uvicorn must not close its connections on SIGTERM before the
@@ -87,7 +90,7 @@ class FluxServer:
         listeners = self.listeners or Listeners.bind(s)
         grpc_server, health_servicer, self.grpc_port = self._grpc(listeners)
         http_socket, metrics_socket = listeners.http, listeners.metrics
-        http = _uvicorn(asgi_app(self.service), s.host, s.http_port)
+        http = _uvicorn(asgi_app(self.service), s.host, s.http_port, s.keep_alive_timeout)
         metrics_server = (
             _uvicorn(metrics_app(self.service), s.host, s.metrics_port)
             if metrics_socket is not None

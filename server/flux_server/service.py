@@ -192,11 +192,11 @@ class GenerationService:
                 job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
             )
             cached = await admission.lookup(key)
+            admission.accepted(trail, cache_hit=cached is not None)
             if cached is not None:
                 if progress is not None:
                     progress(job.steps, job.steps)
                 result = self._result(trail, cached, None, cache_hit=True)
-                admission.accepted(trail, result)
                 await self._served(trail, result, None)
                 return result
             loop = asyncio.get_running_loop() if progress else None
@@ -204,7 +204,6 @@ class GenerationService:
             images, info = await self._submit(work, trail.ctx)
             await admission.store(key, images)
             result = self._result(trail, images, info)
-            admission.accepted(trail, result)
             await self._served(trail, result, info)
             log.info(
                 "generated",
@@ -272,10 +271,10 @@ class GenerationService:
                 height=params.height,
             )
             validate(edit_job, kontext_available=editor.can_instruct)
+            admission.accepted(trail)
             work = Work("edit", edit_job, job.output_format, trail.ctx.request_id)
             images, info = await self._submit(work, trail.ctx)
             result = self._result(trail, images, info)
-            admission.accepted(trail, result)
             await self._served(trail, result, info)
             return result
 
@@ -291,13 +290,14 @@ class GenerationService:
             if self.vqa_model is None:
                 raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
             validate_question(question, max_tokens)
+            self.vqa_model.check(question, max_tokens)
             decoded = await self.runner.off_loop(
                 decode_image, image, "image", self.settings.max_image_pixels
             )
             await admission.screen(trail, question, "question")
+            admission.accepted(trail)
             work = Work("vqa", Question(decoded, question, max_tokens), "", trail.ctx.request_id)
             answer, _ = await self._submit(work, trail.ctx)
-            admission.accepted(trail, self._result(trail, [], None))
             return str(answer)
 
     # -- experiments -----------------------------------------------------------------------

@@ -117,6 +117,12 @@ class ServerSettings(BaseModel):
     request_timeout: float = Field(
         600, gt=0, description="Deadline in seconds of a request that sets none."
     )
+    keep_alive_timeout: float = Field(
+        5,
+        gt=0,
+        le=3600,
+        description="Seconds an idle HTTP keep-alive connection is held before it is closed.",
+    )
     drain_timeout: float = Field(
         30, ge=0, description="Seconds to finish accepted work after SIGTERM."
     )
@@ -126,7 +132,9 @@ class ServerSettings(BaseModel):
     max_steps: int = Field(100, ge=1, description="Most denoising steps per request.")
     max_images: int = Field(4, ge=1, description="Most images per request.")
     max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest HTTP request body, in bytes."
+        16 * 1024 * 1024,
+        ge=1024,
+        description="Largest request: an HTTP body or a gRPC message, in bytes.",
     )
     max_image_pixels: int = Field(
         4096 * 4096, ge=1, description="Largest uploaded image (edit, VQA), in pixels."

@@ -211,15 +211,51 @@ class VqaModel:
         )
         return cls(model, processor, kind, name=path_or_id, device=device)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The most token positions the language model has (its config's
+        ``max_position_embeddings``); None when the config does not say."""
+        config = self.model.config
+        text = getattr(config, "text_config", None) or config
+        limit = getattr(text, "max_position_embeddings", None)
+        return limit if isinstance(limit, int) and limit > 0 else None
+
+    def check(self, question: str, max_tokens: int) -> None:
+        """Refuse what the loaded model cannot take, before it is queued: the API's
+        limits are the largest any model may get, this model's may be smaller.
+
+        Raises:
+            VqaInputError: see :func:`validate_question`; a question of more tokens
+                than the model has positions; more answer tokens than it can write.
+        """
+        validate_question(question, max_tokens)
+        limit = self.max_positions
+        if limit is None:
+            return
+        tokens = len(self.processor.tokenizer(question)["input_ids"])
+        if tokens > limit:
+            raise VqaInputError(
+                "question", f"is {tokens} tokens; the VQA model reads at most {limit}"
+            )
+        # BLIP decodes the answer on its own positions; a chat model writes it after
+        # the prompt (the image's tokens are counted again in answer()).
+        budget = limit if self.kind == "blip" else limit - tokens
+        if max_tokens > budget:
+            raise VqaInputError(
+                "max_tokens",
+                f"is {max_tokens}; the VQA model can write at most {budget} tokens "
+                "for this question",
+            )
+
     def answer(
         self, image: Image.Image, question: str, max_tokens: int = DEFAULT_MAX_TOKENS
     ) -> str:
         """Answer ``question`` about ``image`` in at most ``max_tokens`` tokens.
 
         Raises:
-            VqaInputError: see :func:`validate_question`.
+            VqaInputError: see :meth:`check`.
         """
-        validate_question(question, max_tokens)
+        self.check(question, max_tokens)
         import torch
 
         image = image.convert("RGB")
@@ -234,12 +270,29 @@ class VqaModel:
                 inputs = self.processor(
                     images=[image], text=self._chat_prompt(question), return_tensors="pt"
                 )
+                prompt_len = inputs["input_ids"].shape[1]
+                self._check_prompt(prompt_len, max_tokens)
                 out = self.model.generate(
                     **self._to_device(inputs), max_new_tokens=max_tokens, do_sample=False
                 )
-                prompt_len = inputs["input_ids"].shape[1]
                 text = self.processor.decode(out[0][prompt_len:], skip_special_tokens=True)
         return str(text).strip()
+
+    def _check_prompt(self, prompt_len: int, max_tokens: int) -> None:
+        """The whole prompt (chat template and image tokens included) and the answer
+        must fit the model's positions."""
+        limit = self.max_positions
+        if limit is None or prompt_len + max_tokens <= limit:
+            return
+        if prompt_len >= limit:
+            raise VqaInputError(
+                "question", f"makes a prompt of {prompt_len} tokens; the VQA model has {limit}"
+            )
+        raise VqaInputError(
+            "max_tokens",
+            f"is {max_tokens}; the VQA model can write at most {limit - prompt_len} tokens "
+            "for this question and image",
+        )
 
     def _chat_prompt(self, question: str) -> str:
         messages = [

@@ -114,3 +114,51 @@ def test_processes_sharing_a_file_never_interleave_lines(tmp_path: Path) -> None
 def test_record_rejects_unknown_decision() -> None:
     with pytest.raises(ValueError, match="decision"):
         _record(decision="maybe")
+
+
+def test_rotated_file_is_reopened(tmp_path: Path) -> None:
+    target = tmp_path / "audit.jsonl"
+    with AuditLog(target) as audit:
+        audit.record(_record(1))
+        target.rename(tmp_path / "audit.jsonl.1")  # logrotate's default: rename, no signal
+        audit.record(_record(2))
+    assert [json.loads(x)["request_id"] for x in target.read_text().splitlines()] == ["req-2"]
+    rotated = (tmp_path / "audit.jsonl.1").read_text().splitlines()
+    assert [json.loads(x)["request_id"] for x in rotated] == ["req-1"]
+
+
+def test_removed_directory_is_recreated(tmp_path: Path) -> None:
+    import shutil
+
+    target = tmp_path / "logs" / "audit.jsonl"
+    with AuditLog(target) as audit:
+        audit.record(_record(1))
+        shutil.rmtree(target.parent)
+        audit.record(_record(2))
+    assert [json.loads(x)["request_id"] for x in target.read_text().splitlines()] == ["req-2"]
+
+
+def test_full_disk_raises_and_recovery_leaves_a_gap_line(tmp_path: Path) -> None:
+    """/dev/full is a real full disk: every write fails with ENOSPC."""
+    import errno
+
+    from flux_server.audit import AuditWriteError
+
+    target = tmp_path / "audit.jsonl"
+    target.symlink_to("/dev/full")
+    failures: list[OSError] = []
+    with AuditLog(target) as audit:
+        audit.on_failure = failures.append
+        assert audit.healthy()
+        with pytest.raises(AuditWriteError) as raised:
+            audit.record(_record(1))
+        assert raised.value.errno == errno.ENOSPC
+        assert not audit.healthy()  # tried again, still full
+        assert len(failures) == 2
+        target.unlink()  # space again: the path names a writable file
+        assert audit.healthy()
+        audit.record(_record(2))
+    lines = [json.loads(x) for x in target.read_text().splitlines()]
+    assert lines[0]["kind"] == "audit_gap" and lines[0]["failed_writes"] == 2
+    assert lines[0]["since"] <= lines[0]["time"]
+    assert lines[1]["request_id"] == "req-2"

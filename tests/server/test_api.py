@@ -177,7 +177,7 @@ def test_malformed_and_oversized_bodies(server: ServerProcess) -> None:
     assert "not valid JSON" in malformed.json()["error"]["message"]
 
     oversized = post(server, {"prompt": "x" * (MAX_BODY + 1)})
-    assert oversized.status_code == 400
+    assert oversized.status_code == 413
     error = oversized.json()["error"]
     assert error["field"] == "body" and str(MAX_BODY) in error["message"]
 

@@ -3,16 +3,18 @@ area, the exception handlers that give every error the one shape, and the middle
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
 from flux_server.calls import CallContext
-from flux_server.errors import InternalError, QueueFull, ServeError, status_of
+from flux_server.errors import Cancelled, InternalError, QueueFull, ServeError, status_of
 from flux_server.params import validation_error
 from flux_server.rest.experiments import experiment_routes
 from flux_server.rest.generation import generation_routes
@@ -20,8 +22,10 @@ from flux_server.rest.middleware import BodyLimit, RequestMetrics
 from flux_server.rest.openapi import hoist_defs
 from flux_server.rest.operations import operation_routes
 from flux_server.rest.uploads import upload_routes
-from flux_server.rest.wire import error_response
+from flux_server.rest.wire import error_response, went_away
 from flux_server.service import GenerationService
+
+log = logging.getLogger(__name__)
 
 HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
@@ -38,6 +42,11 @@ def create_app(service: GenerationService) -> FastAPI:
     @app.exception_handler(ServeError)
     async def serve_error(request: Request, exc: ServeError) -> JSONResponse:
         rid = getattr(request.state, "request_id", None)
+        if isinstance(exc, Cancelled):
+            log.info(
+                "client went away",
+                extra={"request_id": rid, "path": request.url.path, "reason": exc.message},
+            )
         if not isinstance(exc, QueueFull):
             service.audit_refusal(
                 CallContext(endpoint=f"rest:{request.url.path}", request_id=rid or ""),
@@ -45,6 +54,11 @@ def create_app(service: GenerationService) -> FastAPI:
                 status_of(exc).http,
             )
         return error_response(exc, rid)
+
+    @app.exception_handler(ClientDisconnect)
+    async def went_away_handler(request: Request, exc: ClientDisconnect) -> JSONResponse:
+        # Wherever a body is read: a client disconnect, answered (to no one) as 499.
+        return await serve_error(request, went_away())
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from flux_server.params import GenerateParams
-from flux_server.rest.openapi import CALL_HEADERS, ERROR_RESPONSES
+from flux_server.rest.openapi import CALL_HEADERS, ERROR_RESPONSES, self_contained
 from flux_server.rest.wire import (
     context_from,
     json_body,
@@ -28,7 +28,11 @@ def generation_routes(service: GenerationService) -> APIRouter:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {"application/json": {"schema": GenerateParams.model_json_schema()}},
+                "content": {
+                    "application/json": {
+                        "schema": self_contained(GenerateParams.model_json_schema())
+                    }
+                },
             },
             "parameters": CALL_HEADERS,
         },

@@ -7,7 +7,7 @@ import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from flux_server.errors import MalformedRequest
+from flux_server.errors import MalformedRequest, PayloadTooLarge
 from flux_server.metrics import Metrics
 from flux_server.rest.wire import error_response
 
@@ -29,7 +29,7 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        error = MalformedRequest(
+        error = PayloadTooLarge(
             f"the request body is over the limit of {self.max_bytes} bytes", "body"
         )
         for name, value in scope.get("headers", ()):

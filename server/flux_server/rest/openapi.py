@@ -60,7 +60,9 @@ ERROR_SCHEMA: dict[str, Any] = {
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     status: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
     for status, text in (
-        (400, "Not a JSON object, or a body over --max-body-bytes."),
+        (400, "Not a JSON object, or the content policy refused the prompt."),
+        (413, "A body over --max-body-bytes."),
+        (415, "A body of another media type (the message names the expected one)."),
         (401, "A missing or unknown API key."),
         (422, "A value out of range; `field` names it."),
         (429, "The queue is full; see Retry-After."),
@@ -92,3 +94,43 @@ def hoist_defs(spec: dict[str, Any]) -> dict[str, Any]:
 
     walk(spec.get("paths", {}))
     return spec
+
+
+UPLOAD_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    400: {
+        "description": "An image that cannot be decoded or is over --max-image-pixels, a "
+        "malformed form or JSON, or the content policy refused the prompt or question.",
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    },
+    415: {
+        "description": "A body that is neither multipart/form-data nor application/json.",
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    },
+    501: {
+        "description": "The feature is off (--enable-editing, --vqa-model).",
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    },
+}
+"""/edit's and /vqa's error answers."""
+
+
+def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` put in place of their ``$ref``s: a schema embedded
+    in the document has no ``#/$defs`` at the document's root to point to."""
+    definitions = schema.get("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                target = inline(definitions[ref.removeprefix("#/$defs/")])
+                rest = {k: inline(v) for k, v in node.items() if k != "$ref"}
+                return {**target, **rest}
+            return {k: inline(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [inline(item) for item in node]
+        return node
+
+    result: dict[str, Any] = inline(schema)
+    return result

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flux_server.service import GenerationService
@@ -31,7 +31,11 @@ def operation_routes(service: GenerationService) -> APIRouter:
     async def healthz() -> dict[str, str]:
         return {"status": "alive"}
 
-    @router.get("/readyz", summary="Readiness: model loaded and warmed up")
+    @router.get(
+        "/readyz",
+        summary="Readiness: model loaded and warmed up, the audit log writable",
+        responses={503: {"description": "Loading, draining, or the audit log cannot be written."}},
+    )
     async def readyz() -> JSONResponse:
         if service.ready and service.engine is not None:
             info = service.engine.info
@@ -49,7 +53,12 @@ def operation_routes(service: GenerationService) -> APIRouter:
             )
         return JSONResponse({"status": "not ready"}, status_code=503)
 
-    @router.get("/metrics", summary="Prometheus metrics")
+    @router.get(
+        "/metrics",
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+    )
     async def metrics() -> Response:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from flux_server.editing import EDIT_FIELDS, edit_body_schema, edit_options
 from flux_server.errors import InvalidRequest
 from flux_server.params import GenerateParams
+from flux_server.rest.openapi import UPLOAD_ERROR_RESPONSES, self_contained
 from flux_server.rest.wire import (
     context_from,
     parse_params,
@@ -22,7 +23,7 @@ from flux_server.vqa import question_fields, vqa_body_schema
 
 def upload_routes(service: GenerationService) -> APIRouter:
     router = APIRouter()
-    params_schema = GenerateParams.model_json_schema()
+    params_schema = self_contained(GenerateParams.model_json_schema())
 
     @router.post(
         "/edit",
@@ -37,7 +38,10 @@ def upload_routes(service: GenerationService) -> APIRouter:
                 },
             }
         },
-        responses={200: {"content": {"image/png": {}, "application/json": {}}}},
+        responses={
+            200: {"content": {"image/png": {}, "application/json": {}}},
+            **UPLOAD_ERROR_RESPONSES,
+        },
     )
     async def edit(request: Request) -> Response:
         ctx = context_from(request, "rest:/edit")
@@ -72,6 +76,25 @@ def upload_routes(service: GenerationService) -> APIRouter:
                     "application/json": {"schema": vqa_body_schema(upload=False)},
                 },
             }
+        },
+        responses={
+            200: {
+                "description": "The answer.",
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "answer": {"type": "string"},
+                                "request_id": {"type": "string"},
+                                "model": {"type": ["string", "null"]},
+                            },
+                            "required": ["answer", "request_id", "model"],
+                        }
+                    }
+                },
+            },
+            **UPLOAD_ERROR_RESPONSES,
         },
     )
     async def vqa(request: Request) -> JSONResponse:

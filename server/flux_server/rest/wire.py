@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from flux_client.wire import EXPERIMENT_HEADER
 from flux_server.calls import CallContext, GenerationResult, new_request_id
@@ -23,6 +24,7 @@ from flux_server.errors import (
     MalformedRequest,
     QueueFull,
     ServeError,
+    UnsupportedMediaType,
     status_of,
 )
 from flux_server.images import check_upload_names, decode_base64
@@ -144,8 +146,43 @@ def result_response(request: Request, result: GenerationResult) -> Response:
     return Response(first.data, media_type=MEDIA_TYPES[first.format], headers=headers)
 
 
+JSON_MEDIA_TYPE = "application/json"
+FORM_MEDIA_TYPE = "multipart/form-data"
+
+
+def media_type(request: Request) -> str | None:
+    """The body's media type, lower case without parameters; None when unlabelled."""
+    given = request.headers.get("content-type")
+    return None if given is None else given.split(";", 1)[0].strip().lower()
+
+
+def is_json(media: str | None) -> bool:
+    return media is None or media == JSON_MEDIA_TYPE or media.endswith("+json")
+
+
+def refuse_media_type(media: str | None, expected: str) -> None:
+    """A body labelled as something the endpoint does not read (``text/plain``, a
+    form-encoded body) is refused, not guessed at."""
+    raise UnsupportedMediaType(
+        f"the body is {media or 'of no type'}; send {expected}", "Content-Type"
+    )
+
+
+def went_away() -> Cancelled:
+    """The error of a client that closed its connection before its body was read: a
+    client disconnect (499), not a server error."""
+    return Cancelled("the client closed the connection before sending its whole body")
+
+
 async def json_body(request: Request) -> Any:
-    raw = await request.body()
+    """The JSON object of the body (unlabelled bodies are read as JSON)."""
+    media = media_type(request)
+    if not is_json(media):
+        refuse_media_type(media, JSON_MEDIA_TYPE)
+    try:
+        raw = await request.body()
+    except ClientDisconnect:
+        raise went_away() from None
     if not raw.strip():
         raise MalformedRequest("the request body is empty; send a JSON object", "body")
     try:
@@ -181,6 +218,8 @@ async def form_fields(request: Request) -> tuple[dict[str, Any], dict[str, bytes
     """Text fields and uploaded files of a multipart form."""
     try:
         form = await request.form()
+    except ClientDisconnect:
+        raise went_away() from None
     except Exception as exc:  # multipart parse errors have no common base class
         raise MalformedRequest(f"the multipart form cannot be read: {exc}", "body") from None
     fields: dict[str, Any] = {}
@@ -203,7 +242,10 @@ async def upload_fields(
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Text fields and image bytes of a multipart form, or of a JSON body whose
     ``file_names`` carry base64; other uploaded files are refused, not ignored."""
-    if request.headers.get("content-type", "").startswith("application/json"):
+    media = media_type(request)
+    if media is not None and media != FORM_MEDIA_TYPE and not is_json(media):
+        refuse_media_type(media, f"{FORM_MEDIA_TYPE} or {JSON_MEDIA_TYPE}")
+    if media is not None and is_json(media):
         body: dict[str, Any] = await json_body(request)
         files = {
             name: decode_base64(body.pop(name), name)

@@ -88,6 +88,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """An unknown or expired job or request id; the message says how long they are kept.
     NOT_FOUND, 404.
     """
+    ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: _ErrorReason.ValueType  # 17
+    """REST only: a body of another media type than the endpoint reads (JSON sent as
+    text/plain or form-encoded); the message names the expected one. 415.
+    """
+    ERROR_REASON_PAYLOAD_TOO_LARGE: _ErrorReason.ValueType  # 18
+    """A body or message over the server's --max-body-bytes; the message says the limit.
+    REST 413; gRPC's core answers RESOURCE_EXHAUSTED itself.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Why a call failed: the ErrorInfo reason of a gRPC error and the `code` of a REST
@@ -132,6 +140,14 @@ field names it. INVALID_ARGUMENT, 400.
 ERROR_REASON_UNKNOWN_ID: ErrorReason.ValueType  # 16
 """An unknown or expired job or request id; the message says how long they are kept.
 NOT_FOUND, 404.
+"""
+ERROR_REASON_UNSUPPORTED_MEDIA_TYPE: ErrorReason.ValueType  # 17
+"""REST only: a body of another media type than the endpoint reads (JSON sent as
+text/plain or form-encoded); the message names the expected one. 415.
+"""
+ERROR_REASON_PAYLOAD_TOO_LARGE: ErrorReason.ValueType  # 18
+"""A body or message over the server's --max-body-bytes; the message says the limit.
+REST 413; gRPC's core answers RESOURCE_EXHAUSTED itself.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

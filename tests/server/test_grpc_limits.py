@@ -1,0 +1,104 @@
+"""gRPC before authentication, against a real server: the message limit is
+``--max-body-bytes`` (enforced by gRPC's core: RESOURCE_EXHAUSTED), a caller without a
+key is refused before its message is decoded, bytes that are not a message answer
+INVALID_ARGUMENT, and the process's memory comes back after bursts of large messages."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psutil
+import pytest
+from server_process import ServerProcess
+
+from flux_client.wire import pb
+from flux_server import keys
+
+LIMIT = 4 * 1024 * 1024
+EDIT = "/fluxserve.v1.FluxService/Edit"
+BIG = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
+
+
+@pytest.fixture(scope="module")
+def keyed(server_factory: Any, tiny_model_dir: Path, tmp_path_factory: Any) -> ServerProcess:
+    key_file = tmp_path_factory.mktemp("keys") / "keys"
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert keys.main(["add", "alice", "--file", str(key_file)]) == 0
+    server: ServerProcess = server_factory(
+        tiny_model_dir, ["--api-keys", str(key_file), "--max-body-bytes", str(LIMIT)]
+    )
+    return server
+
+
+def _burst(server: ServerProcess, size: int, count: int = 10) -> tuple[set[str], int]:
+    """``count`` concurrent Edit calls of ``size`` image bytes, no key: their codes and
+    the server's peak RSS meanwhile."""
+    process = psutil.Process(server.process.pid)
+    codes: list[str] = []
+    with grpc.insecure_channel(server.grpc_target, options=BIG) as channel:
+        call = channel.unary_unary(EDIT)
+
+        def one() -> None:
+            message = pb.EditRequest(image=os.urandom(size)).SerializeToString()
+            try:
+                call(message, timeout=60)
+                codes.append("OK")
+            except grpc.RpcError as error:
+                codes.append(error.code().name)
+
+        threads = [threading.Thread(target=one) for _ in range(count)]
+        for thread in threads:
+            thread.start()
+        peak = 0
+        while any(thread.is_alive() for thread in threads):
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.01)
+    return set(codes), peak
+
+
+def test_limit_and_key_come_before_the_message(keyed: ServerProcess) -> None:
+    under, _ = _burst(keyed, LIMIT - 4096, count=1)
+    assert under == {"UNAUTHENTICATED"}
+    over, _ = _burst(keyed, LIMIT + 1, count=1)
+    assert over == {"RESOURCE_EXHAUSTED"}
+
+
+def test_random_bytes_are_invalid_argument(keyed: ServerProcess) -> None:
+    with grpc.insecure_channel(keyed.grpc_target) as channel:
+        call = channel.unary_unary("/fluxserve.v1.FluxService/ListPresets")
+        with pytest.raises(grpc.RpcError) as raised:
+            call(b"\xff\xff\xff\xff\x0f garbage", timeout=10)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ListPresets" in (raised.value.details() or "")
+
+
+def test_memory_returns_after_bursts_without_a_key(keyed: ServerProcess) -> None:
+    """Ten concurrent messages just under the limit, then ten far over it (60 MiB, what
+    took a server from 0.8 to 5.8 GB when they were decoded before the key check).
+    Baseline: after one warm-up burst under the limit, so the allocator's one-time pool
+    for a burst of bounded buffers is in it. Margin: 64 MiB, a burst's volume (10 x 4 MiB)
+    plus gRPC's transport buffers; a decoded burst of 60 MiB messages is 600 MiB."""
+    process = psutil.Process(keyed.process.pid)
+    _burst(keyed, LIMIT - 4096)
+    time.sleep(1)  # the debounced trim after the warm-up burst
+    before = process.memory_info().rss
+    peaks = []
+    for size in (LIMIT - 4096, 60 * 1024 * 1024, LIMIT - 4096, 60 * 1024 * 1024):
+        codes, peak = _burst(keyed, size)
+        assert codes == ({"UNAUTHENTICATED"} if size < LIMIT else {"RESOURCE_EXHAUSTED"})
+        peaks.append(peak)
+    margin = 64 * 1024 * 1024
+    deadline = time.monotonic() + 15
+    while (after := process.memory_info().rss) > before + margin:
+        assert time.monotonic() < deadline, (
+            f"RSS before {before >> 20} MiB, peaks {[p >> 20 for p in peaks]} MiB, "
+            f"after {after >> 20} MiB (margin {margin >> 20} MiB)"
+        )
+        time.sleep(0.2)
