@@ -250,6 +250,31 @@ class Admission:
         """The audit line of a request that was served."""
         self._record(trail, "accepted", None, 200, result)
 
+    def job_event(
+        self,
+        trail: Trail,
+        job_id: str,
+        decision: Literal["accepted", "rejected", "submitted", "canceled"],
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """The audit line of an async job's submission (202), cancel or outcome."""
+        if self.audit is None:
+            return
+        record = audit_record(
+            trail.ctx,
+            trail.user,
+            trail.job,
+            decision,
+            reason,
+            202 if decision == "submitted" else None,
+            None,
+            detail=detail,
+        )
+        record.job_id = job_id
+        record.latency_ms = trail.elapsed_ms
+        self.audit.record(record)
+
     def refused(self, ctx: CallContext, error: ServeError, status: int) -> None:
         """Record a request the API adapters answered with an error and the core has not
         recorded (a body that does not parse, a refused key): every request gets a line."""
@@ -320,9 +345,9 @@ def audit_record(
     ctx: CallContext,
     user: str | None,
     job: Job | None,
-    decision: Literal["accepted", "rejected"],
+    decision: Literal["accepted", "rejected", "submitted", "canceled"],
     reason: str | None,
-    status: int,
+    status: int | None,
     result: GenerationResult | None,
     detail: str | None = None,
     prompt: str | None = None,

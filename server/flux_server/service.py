@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
+from collections.abc import Sequence
 from typing import Any
 
 from flux_client.presets import StylePreset
 from flux_server.admission import Admission, AuditSink, ContentPolicy, KeyChecker, Trail
+from flux_server.async_jobs import AsyncJobs
 from flux_server.auth import Principal
 from flux_server.batcher import Batcher, BatchInfo
 from flux_server.cache import ResultCache
@@ -26,6 +30,8 @@ from flux_server.calls import (
 )
 from flux_server.engine import Engine, GeneratedImage
 from flux_server.errors import InternalError, NotEnabled, ServeError
+from flux_server.job_manager import JobManager, build_job_manager
+from flux_server.jobs import JobState
 from flux_server.metrics import Metrics
 from flux_server.params import GenerateParams, Job, resolve
 from flux_server.presets_store import PresetStore
@@ -70,8 +76,22 @@ class GenerationService:
             max_delay=settings.max_delay_s,
             max_queue=settings.max_queue,
             on_batch=self._observe_batch,
-            on_depth=self.metrics.queue_depth.set,
+            on_depth=self._depth_changed,
             on_running=self.metrics.running.set,
+        )
+        # Async jobs: in Redis with --redis-url (any replica answers), else in memory.
+        self.jobs: JobManager = build_job_manager(
+            owner=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+            redis_url=settings.redis_url,
+            job_ttl=settings.job_ttl,
+            job_max_bytes=settings.job_max_bytes,
+            webhook_secret=settings.webhook_secret,
+            webhook_allow_hosts=settings.webhook_allow_hosts,
+            metrics=self.metrics,
+            longest_job=settings.request_timeout,
+        )
+        self.async_jobs = AsyncJobs(
+            self.batcher, self.admission, self.jobs, self.runner, settings.request_timeout
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -83,6 +103,7 @@ class GenerationService:
         self.metrics.set_model(s.model, s.model_revision, s.release)
         engine = await self.runner.load(s)
         self.metrics.model_load_seconds.set(engine.info.load_seconds)
+        await self.jobs.start()
         self.batcher.start()
         self.admission.loaded = True
         self.metrics.ready.set(1)
@@ -101,10 +122,17 @@ class GenerationService:
         """Stop accepting, finish accepted work (up to ``timeout`` s)."""
         self.admission.draining = True
         self.metrics.ready.set(0)
-        return await self.batcher.drain(timeout)
+        drained = await self.batcher.drain(timeout)
+        left = await self.async_jobs.finish(
+            f"the server shut down before the job finished (--drain-timeout {timeout:g}s)"
+        )
+        if left:
+            log.warning("async jobs left unfinished at shutdown", extra={"jobs": left})
+        return drained
 
     async def close(self) -> None:
         await self.batcher.close()
+        await self.jobs.close(min(self.settings.drain_timeout, 5.0))
         await self.admission.close()
         self.runner.shutdown()
 
@@ -209,6 +237,56 @@ class GenerationService:
             )
             return result
 
+    async def submit(
+        self,
+        params: GenerateParams,
+        ctx: CallContext,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
+    ) -> JobState:
+        """Admit a generation like :meth:`generate`, then queue it as an async job and
+        return the job without waiting (``Prefer: respond-async``, gRPC ``Submit``)."""
+        admission = self.admission
+        async with admission.request(ctx) as trail:
+            admission.admit(trail)
+            job = trail.job = self._resolve(params)
+            await admission.screen(trail, job.prompt, "prompt")
+            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
+            key = admission.cache_key(
+                job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
+            )
+            work = Work("generate", job, job.output_format, trail.ctx.request_id)
+            return await self.async_jobs.submit(
+                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=key
+            )
+
+    async def submit_edit(
+        self,
+        *,
+        image: bytes,
+        mask: bytes | None,
+        mode: str | None,
+        strength: float | None,
+        params: GenerateParams,
+        ctx: CallContext,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
+    ) -> JobState:
+        """Admit an edit like :meth:`edit`, then queue it as an async job."""
+        async with self.admission.request(ctx) as trail:
+            self.admission.admit(trail)
+            work = await self._edit_work(trail, image, mask, mode, strength, params)
+            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
+            return await self.async_jobs.submit(
+                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=None
+            )
+
+    def job_reader(self, ctx: CallContext) -> JobManager:
+        """The jobs, for a caller with a valid key (reads and cancels answer while the
+        model loads or the server drains: the jobs are in the store)."""
+        self.admission.authenticate(ctx)
+        return self.jobs
+
     async def edit(
         self,
         *,
@@ -220,50 +298,62 @@ class GenerationService:
         ctx: CallContext,
     ) -> GenerationResult:
         """Edit an uploaded image (img2img, inpaint, instruct)."""
-        from flux_server.editing import edit_job_from, validate, working_size
-        from flux_server.images import decode_image
-
         admission = self.admission
         async with admission.request(ctx) as trail:
             admission.admit(trail)
-            editor = self.editor
-            if editor is None:
-                raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
-            max_pixels = self.settings.max_image_pixels
-            off_loop = self.runner.off_loop
-            source = await off_loop(decode_image, image, "image", max_pixels)
-            mask_image = (
-                None
-                if mask is None
-                else await off_loop(decode_image, mask, "mask", max_pixels, mode="L")
-            )
-            # Limits and defaults apply at the size the pipeline runs (the source's,
-            # snapped to 16 pixels and scaled to fit --max-side, unless the request sets
-            # one); the result keeps the source's size.
-            auto_width, auto_height = working_size(source.size, self.settings.max_side)
-            sized = params.model_copy(
-                update={
-                    "width": params.width or auto_width,
-                    "height": params.height or auto_height,
-                }
-            )
-            job = trail.job = self._resolve(sized)
-            await admission.screen(trail, job.prompt, "prompt")
-            edit_job = edit_job_from(
-                job,
-                image=source,
-                mask=mask_image,
-                mode=mode,
-                strength=strength,
-                width=params.width,
-                height=params.height,
-            )
-            validate(edit_job, kontext_available=editor.can_instruct)
-            work = Work("edit", edit_job, job.output_format, trail.ctx.request_id)
+            work = await self._edit_work(trail, image, mask, mode, strength, params)
             images, info = await self._submit(work, trail.ctx)
             result = self._result(trail, images, info)
             admission.accepted(trail, result)
             return result
+
+    async def _edit_work(
+        self,
+        trail: Trail,
+        image: bytes,
+        mask: bytes | None,
+        mode: str | None,
+        strength: float | None,
+        params: GenerateParams,
+    ) -> Work:
+        """Decode, resolve, screen and validate an edit: the work to queue."""
+        from flux_server.editing import edit_job_from, validate, working_size
+        from flux_server.images import decode_image
+
+        editor = self.editor
+        if editor is None:
+            raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
+        max_pixels = self.settings.max_image_pixels
+        off_loop = self.runner.off_loop
+        source = await off_loop(decode_image, image, "image", max_pixels)
+        mask_image = (
+            None
+            if mask is None
+            else await off_loop(decode_image, mask, "mask", max_pixels, mode="L")
+        )
+        # Limits and defaults apply at the size the pipeline runs (the source's,
+        # snapped to 16 pixels and scaled to fit --max-side, unless the request sets
+        # one); the result keeps the source's size.
+        auto_width, auto_height = working_size(source.size, self.settings.max_side)
+        sized = params.model_copy(
+            update={
+                "width": params.width or auto_width,
+                "height": params.height or auto_height,
+            }
+        )
+        job = trail.job = self._resolve(sized)
+        await self.admission.screen(trail, job.prompt, "prompt")
+        edit_job = edit_job_from(
+            job,
+            image=source,
+            mask=mask_image,
+            mode=mode,
+            strength=strength,
+            width=params.width,
+            height=params.height,
+        )
+        validate(edit_job, kontext_available=editor.can_instruct)
+        return Work("edit", edit_job, job.output_format, trail.ctx.request_id)
 
     async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
         """Answer a question about an image."""
@@ -303,6 +393,12 @@ class GenerationService:
                 "generation failed", extra={"request_id": ctx.request_id, "error": repr(exc)}
             )
             raise InternalError(describe_failure(exc, work)) from None
+
+    def _depth_changed(self, depth: int) -> None:
+        self.metrics.queue_depth.set(depth)
+        async_jobs: AsyncJobs | None = getattr(self, "async_jobs", None)
+        if async_jobs is not None:
+            async_jobs.queue_changed()
 
     def _observe_batch(self, info: BatchInfo) -> None:
         self.metrics.batch_size.observe(info.size)

@@ -13,6 +13,7 @@ from flux_server.calls import CallContext
 from flux_server.errors import InternalError, QueueFull, ServeError, status_of
 from flux_server.params import validation_error
 from flux_server.rest.generation import generation_routes
+from flux_server.rest.jobs import job_routes
 from flux_server.rest.middleware import BodyLimit, RequestMetrics
 from flux_server.rest.operations import operation_routes
 from flux_server.rest.uploads import upload_routes
@@ -68,6 +69,7 @@ def create_app(service: GenerationService) -> FastAPI:
     app.include_router(generation_routes(service))
     app.include_router(upload_routes(service))
     app.include_router(operation_routes(service))
+    app.include_router(job_routes(service))
     app.state.asgi = RequestMetrics(
         BodyLimit(app, service.settings.max_body_bytes), service.metrics
     )

@@ -65,6 +65,14 @@ class FluxServiceStub:
     """Edit an image: image-to-image, inpainting (with a mask) or instruction editing."""
     VQA: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.VQARequest, _fluxserve_pb2.VQAResponse]
     """Answer a question about an image."""
+    Submit: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.SubmitRequest, _fluxserve_pb2.Job]
+    """Queue a generation as an async job and return it at once (REST: Prefer: respond-async)."""
+    GetJob: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.Job]
+    """An async job's state; on success with its images' bytes."""
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.Job]
+    """Cancel a job: a queued one leaves the queue, a running one stops at the next step."""
+    WatchJob: _grpc.UnaryStreamMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.JobEvent]
+    """A job's events: the current state first, then each new one, ending with the terminal one."""
 
 @_typing.type_check_only
 class FluxServiceAsyncStub(FluxServiceStub):
@@ -79,6 +87,14 @@ class FluxServiceAsyncStub(FluxServiceStub):
     """Edit an image: image-to-image, inpainting (with a mask) or instruction editing."""
     VQA: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.VQARequest, _fluxserve_pb2.VQAResponse]  # type: ignore[assignment]
     """Answer a question about an image."""
+    Submit: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.SubmitRequest, _fluxserve_pb2.Job]  # type: ignore[assignment]
+    """Queue a generation as an async job and return it at once (REST: Prefer: respond-async)."""
+    GetJob: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.Job]  # type: ignore[assignment]
+    """An async job's state; on success with its images' bytes."""
+    CancelJob: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.Job]  # type: ignore[assignment]
+    """Cancel a job: a queued one leaves the queue, a running one stops at the next step."""
+    WatchJob: _aio.UnaryStreamMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.JobEvent]  # type: ignore[assignment]
+    """A job's events: the current state first, then each new one, ending with the terminal one."""
 
 class FluxServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -120,5 +136,37 @@ class FluxServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fluxserve_pb2.VQAResponse, _abc.Awaitable[_fluxserve_pb2.VQAResponse]]:
         """Answer a question about an image."""
+
+    @_abc_1.abstractmethod
+    def Submit(
+        self,
+        request: _fluxserve_pb2.SubmitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.Job, _abc.Awaitable[_fluxserve_pb2.Job]]:
+        """Queue a generation as an async job and return it at once (REST: Prefer: respond-async)."""
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _fluxserve_pb2.JobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.Job, _abc.Awaitable[_fluxserve_pb2.Job]]:
+        """An async job's state; on success with its images' bytes."""
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _fluxserve_pb2.JobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.Job, _abc.Awaitable[_fluxserve_pb2.Job]]:
+        """Cancel a job: a queued one leaves the queue, a running one stops at the next step."""
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _fluxserve_pb2.JobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fluxserve_pb2.JobEvent], _abc.AsyncIterator[_fluxserve_pb2.JobEvent]]:
+        """A job's events: the current state first, then each new one, ending with the terminal one."""
 
 def add_FluxServiceServicer_to_server(servicer: FluxServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

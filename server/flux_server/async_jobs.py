@@ -1,0 +1,193 @@
+"""Async jobs on the shared queue: what happens between ``Prefer: respond-async`` and
+the job's outcome, after admission has passed the request.
+
+A job is recorded first (``Unavailable`` when the store cannot: a job nobody could
+find is never accepted), then its :class:`~flux_server.runner.Work` joins the same
+batcher as synchronous requests, so batching, the priority lane and deadlines hold for
+it too. A task per job waits for the result and reports it to the
+:class:`~flux_server.job_manager.JobManager`; the batch reports the start, every step
+goes to the manager, and a cancel either takes the work out of the queue or sets its
+token, which stops its pipeline call at the next step once every member is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from flux_server.admission import Admission, Trail
+from flux_server.batcher import Batcher
+from flux_server.engine import GeneratedImage
+from flux_server.errors import InternalError, ServeError
+from flux_server.job_manager import JobManager
+from flux_server.jobs import EventKind, JobEvent, JobState, JobStateError
+from flux_server.runner import Runner, Work, describe_failure
+from flux_server.webhook_url import WebhookTarget
+
+log = logging.getLogger(__name__)
+
+
+def total_steps(work: Work) -> int:
+    """The denoising steps the work's pipeline call runs (an img2img edit runs only
+    the last ``strength`` of its schedule)."""
+    if work.kind == "edit":
+        from flux_server.editing import EditJob, denoising_steps
+
+        if isinstance(work.job, EditJob):
+            return denoising_steps(work.job)
+    return int(getattr(work.job, "steps", 0))
+
+
+class AsyncJobs:
+    """The jobs this replica accepted, from submission to outcome."""
+
+    def __init__(
+        self,
+        batcher: Batcher[Work, Any],
+        admission: Admission,
+        manager: JobManager,
+        runner: Runner,
+        default_timeout: float,
+    ) -> None:
+        self.batcher = batcher
+        self.admission = admission
+        self.manager = manager
+        self.runner = runner
+        self.default_timeout = default_timeout
+        self._trails: dict[str, Trail] = {}  # live jobs: for their audit lines
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._repositioning: asyncio.Task[None] | None = None
+        manager.add_listener(self._audit)
+
+    async def submit(
+        self,
+        trail: Trail,
+        work: Work,
+        *,
+        webhook: WebhookTarget | None,
+        webhook_events_filter: frozenset[str],
+        cache_key: str | None,
+    ) -> JobState:
+        """Record the job and queue its work; returns the job as first recorded."""
+        ctx = trail.ctx
+        self.batcher.check_capacity()  # 429/503 before anything is recorded
+        cached = await self.admission.lookup(cache_key)
+        state, live = await self.manager.submit(
+            position=self.batcher.depth,
+            kind=work.kind,
+            request_id=ctx.request_id,
+            webhook=webhook,
+            webhook_events_filter=webhook_events_filter,
+        )
+        job_id = state.id
+        self._trails[job_id] = trail
+        self.admission.job_event(trail, job_id, "submitted")
+        steps = total_steps(work)
+        if cached is not None:
+            self._spawn(self._finish_cached(job_id, steps, cached))
+            return state
+        work.job_id = job_id
+        work.token = live.token
+        work.loop = asyncio.get_running_loop()
+        work.progress = self.manager.progress_callback(job_id)
+        work.on_start = lambda: self.manager.started(job_id, steps)
+        timeout = ctx.timeout if ctx.timeout is not None else self.default_timeout
+        try:
+            item = self.batcher.enqueue(work, priority=ctx.priority, timeout=timeout)
+        except ServeError as error:  # the queue filled up since the check
+            await self.manager.failed(job_id, error)
+            raise
+
+        def withdraw() -> None:
+            if not self.batcher.withdraw(item):
+                log.info(
+                    "job cancel reached the engine",
+                    extra={"job_id": job_id, "step": self.runner.step},
+                )
+
+        live.on_cancel = withdraw
+        self._spawn(self._run(job_id, work, self.batcher.wait(item, timeout), cache_key))
+        self.queue_changed()
+        return state
+
+    async def _run(
+        self,
+        job_id: str,
+        work: Work,
+        result: Coroutine[Any, Any, tuple[list[GeneratedImage], Any]],
+        cache_key: str | None,
+    ) -> None:
+        try:
+            images, _info = await result
+        except asyncio.CancelledError:
+            return  # withdrawn from the queue: the cancel is recorded already
+        except ServeError as error:
+            await self.manager.failed(job_id, error)
+            return
+        except Exception as exc:
+            log.exception("job failed", extra={"job_id": job_id, "error": repr(exc)})
+            await self.manager.failed(job_id, InternalError(describe_failure(exc, work)))
+            return
+        if work.token is not None and work.token.cancelled:
+            return  # the images of a cancelled job are dropped, never delivered
+        await self.admission.store(cache_key, images)
+        await self.manager.succeeded(job_id, images)
+
+    async def _finish_cached(self, job_id: str, steps: int, images: list[GeneratedImage]) -> None:
+        await self.manager.started(job_id, steps)
+        await self.manager.succeeded(job_id, images)
+
+    # -- queue positions -------------------------------------------------------------------
+
+    def queue_changed(self) -> None:
+        """The queue moved: tell queued jobs their new places (one pass at a time)."""
+        if self._repositioning is None and self._trails:
+            self._repositioning = self._spawn(self._reposition())
+
+    async def _reposition(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let a burst of changes settle into one pass
+            for position, work in self.batcher.positions().items():
+                if work.job_id is not None and self.manager.live(work.job_id) is not None:
+                    with contextlib.suppress(JobStateError):  # it started meanwhile
+                        await self.manager.reposition(work.job_id, position)
+        finally:
+            self._repositioning = None
+
+    # -- audit and shutdown ----------------------------------------------------------------
+
+    def _audit(self, state: JobState, event: JobEvent) -> None:
+        if not event.kind.terminal:
+            return
+        trail = self._trails.pop(state.id, None)
+        if trail is None:
+            return
+        if event.kind is EventKind.SUCCEEDED:
+            self.admission.job_event(trail, state.id, "accepted")
+        elif event.kind is EventKind.CANCELED:
+            self.admission.job_event(trail, state.id, "canceled")
+        else:
+            error = state.error
+            self.admission.job_event(
+                trail,
+                state.id,
+                "rejected",
+                reason=error.code if error else "failed",
+                detail=error.message if error else None,
+            )
+
+    async def finish(self, reason: str) -> int:
+        """After the drain: let finished work record its outcome, then mark what is
+        left failed with ``reason``. Returns how many jobs were left."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+        return await self.manager.fail_unfinished(reason)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
