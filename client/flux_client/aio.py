@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,10 +28,20 @@ from flux_client._common import (
     with_request_id,
 )
 from flux_client._images import ImageArg
-from flux_client._operations import EDIT, GENERATE, GENERATE_STREAM, LIST_PRESETS, VQA, Operation
+from flux_client._operations import (
+    EDIT,
+    GENERATE,
+    GENERATE_STREAM,
+    LIST_PRESETS,
+    SUBMIT,
+    VQA,
+    Operation,
+)
 from flux_client._retry import RetryPolicy
 from flux_client._transports import Transport, build_transport, detect_protocol
 from flux_client.errors import FluxError, UnavailableError
+from flux_client.job_handles import AsyncJob
+from flux_client.jobs import JobSubmission
 from flux_client.presets import StylePreset
 from flux_client.types import (
     AdaptersArg,
@@ -212,26 +222,42 @@ class AsyncFluxModelClient:
             timeout: Seconds for the whole stream (default: the client's).
             **options: The generation parameters of ``generate``.
         """
-        params = build_generation(prompt, options)
-        deadline = self._deadline(timeout)
-        request_id = new_request_id()
-        attempt = 0
-        while True:
-            attempt += 1
-            started = False
-            call = Attempt(self._remaining(deadline), request_id)
-            try:
-                transport = await self._get_transport(call.timeout)
-                async for event in transport.stream(GENERATE_STREAM, params, call):
-                    started = True
-                    yield event
-                return
-            except FluxError as error:
-                wait = None if started else self.settings.retry.next_delay(attempt, error, deadline)
-                if wait is None:
-                    raise with_request_id(error, request_id) from None
-                log_retry(error, request_id, attempt, wait)
-                await asyncio.sleep(wait)
+        async for event in self._stream(
+            GENERATE_STREAM, build_generation(prompt, options), timeout
+        ):
+            yield event
+
+    async def submit(
+        self,
+        prompt: str,
+        *,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] = (),
+        timeout: float | None = None,
+        **options: Unpack[GenerationOptions],
+    ) -> AsyncJob:
+        """Queue a generation as an async job and return it at once: ``job.id``,
+        ``await job.status()``, ``await job.wait()`` (the ``GenerationResult``),
+        ``await job.cancel()``, ``job.events()``.
+
+        Args:
+            prompt: What to draw.
+            webhook: A URL the server POSTs the job's events to, signed (Standard
+                Webhooks) with its ``--webhook-secret``.
+            webhook_events_filter: Any of ``start``, ``progress``, ``completed``
+                (default: ``completed``).
+            timeout: Seconds for the submission (default: the client's).
+            **options: The generation parameters of ``generate``, and ``num_images``.
+        """
+        submission = JobSubmission(
+            build_generation(prompt, options), webhook, tuple(webhook_events_filter)
+        )
+        info = await self._call(SUBMIT, submission, timeout)
+        return AsyncJob(self, info)
+
+    def job(self, job_id: str) -> AsyncJob:
+        """A job submitted earlier (by any client, to any replica), by its id."""
+        return AsyncJob(self, job_id)
 
     # -- editing and questions ----------------------------------------------------
 
@@ -364,6 +390,30 @@ class AsyncFluxModelClient:
     @staticmethod
     def _remaining(deadline: float | None) -> float | None:
         return None if deadline is None else max(0.001, deadline - time.monotonic())
+
+    async def _stream(
+        self, op: Operation[Req, Res], request: Req, timeout: float | None
+    ) -> AsyncIterator[Res]:
+        """An operation's events; a failure before the first one is retried like a call."""
+        deadline = self._deadline(timeout)
+        request_id = new_request_id()
+        attempt = 0
+        while True:
+            attempt += 1
+            started = False
+            call = Attempt(self._remaining(deadline), request_id)
+            try:
+                transport = await self._get_transport(call.timeout)
+                async for event in transport.stream(op, request, call):
+                    started = True
+                    yield event
+                return
+            except FluxError as error:
+                wait = None if started else self.settings.retry.next_delay(attempt, error, deadline)
+                if wait is None:
+                    raise with_request_id(error, request_id) from None
+                log_retry(error, request_id, attempt, wait)
+                await asyncio.sleep(wait)
 
     async def _call(self, op: Operation[Req, Res], request: Req, timeout: float | None) -> Res:
         async def send(call: Attempt) -> Res:
