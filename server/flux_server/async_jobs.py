@@ -179,9 +179,16 @@ class AsyncJobs:
                 detail=error.message if error else None,
             )
 
-    async def finish(self, reason: str) -> int:
+    async def finish(self, reason: str, drained: bool) -> int:
         """After the drain: let finished work record its outcome, then mark what is
-        left failed with ``reason``. Returns how many jobs were left."""
+        left failed with ``reason``. When the drain timed out, running jobs are
+        cancelled first, so the engine stops at the next step instead of computing
+        images nobody can collect. Returns how many jobs were left."""
+        if not drained:
+            for job_id in list(self._trails):
+                live = self.manager.live(job_id)
+                if live is not None:
+                    live.token.cancel()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=5)
         return await self.manager.fail_unfinished(reason)

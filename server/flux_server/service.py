@@ -124,7 +124,8 @@ class GenerationService:
         self.metrics.ready.set(0)
         drained = await self.batcher.drain(timeout)
         left = await self.async_jobs.finish(
-            f"the server shut down before the job finished (--drain-timeout {timeout:g}s)"
+            f"the server shut down before the job finished (--drain-timeout {timeout:g}s)",
+            drained,
         )
         if left:
             log.warning("async jobs left unfinished at shutdown", extra={"jobs": left})

@@ -46,6 +46,10 @@ def test_stubs_import_inside_the_package() -> None:
         "ListPresets",
         "Edit",
         "VQA",
+        "Submit",
+        "GetJob",
+        "CancelJob",
+        "WatchJob",
     }
     assert hasattr(fluxserve_pb2_grpc, "FluxServiceStub")
     # The stubs resolve without the stub folder on sys.path.

@@ -301,6 +301,54 @@ def test_finished_jobs_expire_after_the_ttl(replicas: tuple[ServerProcess, Serve
         client.job(job["id"]).status()
 
 
+def test_the_cli_submits_watches_gets_and_cancels(
+    replicas: tuple[ServerProcess, ServerProcess], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flux_client.__main__ import main
+
+    a, b = replicas
+    port = ["--port", str(a.http_port)]
+    assert main([*port, "generate", "a quiet harbour", "--async", "--steps", "20"]) == 0
+    job_id = capsys.readouterr().out.strip()
+    assert job_id.startswith("job_")
+    # Watched from the other replica's gRPC port: progress, then the outcome.
+    assert main(["--port", str(b.grpc_port), "jobs", "watch", job_id]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-1].startswith("succeeded") and "progress 20/20" in lines
+    assert main([*port, "jobs", "get", job_id]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+    # A finished job stays as it was.
+    assert main([*port, "jobs", "cancel", job_id]) == 0
+    assert json.loads(capsys.readouterr().out)["status"] == "succeeded"
+    assert main([*port, "jobs", "get", "job_nonesuch"]) == 1
+    assert "job-ttl" in capsys.readouterr().err
+
+
+def test_jobs_left_at_shutdown_are_failed_with_a_reason(
+    replicas: tuple[ServerProcess, ServerProcess],
+    tiny_flux_dir: Path,
+    redis: RedisServer,
+    tmp_path: Path,
+) -> None:
+    _, b = replicas
+    c = start_server(tiny_flux_dir, tmp_path, ["--redis-url", redis.url, "--drain-timeout", "1"])
+    try:
+        c.wait_ready()
+        running = submit(c, steps=50, seed=1)
+        queued = submit(c, steps=40, seed=1)  # another step count: not in the same batch
+        until(lambda: httpx.get(f"{c.url}/jobs/{running['id']}").json()["status"] == "running")
+    finally:
+        assert c.stop() == 0
+    # The replica is gone; its jobs' records say why they did not finish.
+    for job in (running, queued):
+        record = httpx.get(f"{b.url}/jobs/{job['id']}").json()
+        assert record["status"] == "failed", record
+        assert record["error"]["code"] == "unavailable"
+        assert "shut" in record["error"]["message"]
+    [stopped] = log_records(c, "generation interrupted")
+    assert int(stopped["step"]) < 50
+
+
 def test_without_redis_async_is_refused_and_sync_still_works(
     replicas: tuple[ServerProcess, ServerProcess], redis: RedisServer
 ) -> None:
