@@ -322,6 +322,47 @@ def test_the_async_client_and_an_edit_run_as_jobs(
     assert done["kind"] == "edit" and done["images"][0]["width"] == 64
 
 
+def test_openapi_documents_the_job_routes_and_their_errors(
+    replicas: tuple[ServerProcess, ServerProcess],
+) -> None:
+    a, _ = replicas
+    document = httpx.get(f"{a.url}/openapi.json").json()
+    paths = document["paths"]
+    for path, method in (
+        ("/jobs/{job_id}", "get"),
+        ("/jobs/{job_id}/cancel", "post"),
+        ("/jobs/{job_id}/events", "get"),
+        ("/jobs/{job_id}/images/{index}", "get"),
+    ):
+        answers = paths[path][method]["responses"]
+        assert {"200", "401", "404", "503"} <= set(answers), path
+        error = answers["404"]["content"]["application/json"]["schema"]
+        assert error["properties"]["error"]["required"] == ["code", "message", "field"]
+    for path in ("/generate", "/edit"):
+        operation = paths[path]["post"]
+        assert "202" in operation["responses"]
+        assert "Prefer" in {p["name"] for p in operation["parameters"]}
+    body = paths["/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"webhook", "webhook_events_filter"} <= set(body["properties"])
+
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "$ref" and isinstance(value, str):
+                    yield value
+                else:
+                    yield from refs(value)
+        elif isinstance(node, list):
+            for value in node:
+                yield from refs(value)
+
+    for ref in refs(document):
+        target: Any = document
+        for part in ref.removeprefix("#/").split("/"):
+            assert isinstance(target, dict) and part in target, f"{ref} does not resolve"
+            target = target[part]
+
+
 def test_finished_jobs_expire_after_the_ttl(replicas: tuple[ServerProcess, ServerProcess]) -> None:
     _, b = replicas
     job = submit(b, steps=1, seed=5)
