@@ -93,7 +93,7 @@ class AsyncJobs:
         work.token = live.token
         work.loop = asyncio.get_running_loop()
         work.progress = self.manager.progress_callback(job_id)
-        work.on_start = lambda: self.manager.started(job_id, steps)
+        work.on_start = lambda: self._started(job_id, steps)
         timeout = ctx.timeout if ctx.timeout is not None else self.default_timeout
         try:
             item = self.batcher.enqueue(work, priority=ctx.priority, timeout=timeout)
@@ -135,6 +135,11 @@ class AsyncJobs:
             return  # the images of a cancelled job are dropped, never delivered
         await self.admission.store(cache_key, images)
         await self.manager.succeeded(job_id, images)
+
+    async def _started(self, job_id: str, steps: int) -> None:
+        # A batch that failed is split and run again: its jobs have started already.
+        with contextlib.suppress(JobStateError):
+            await self.manager.started(job_id, steps)
 
     async def _finish_cached(self, job_id: str, steps: int, images: list[GeneratedImage]) -> None:
         await self.manager.started(job_id, steps)

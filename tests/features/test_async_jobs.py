@@ -148,6 +148,12 @@ def test_queued_then_every_step_and_a_cancel_from_another_replica(
     job = accepted.json()
     assert accepted.headers["location"] == f"/jobs/{job['id']}" == job["urls"]["get"]
     assert job["status"] == "queued" and set(job["urls"]) == {"get", "cancel", "events"}
+    # A third job waits behind it (another step count: another batch); cancelled while
+    # queued, it leaves the queue without running.
+    dropped = submit(a, steps=3, seed=2)
+    assert httpx.get(f"{a.url}/jobs/{dropped['id']}").json()["queue_position"] == 1
+    assert httpx.post(f"{a.url}/jobs/{dropped['id']}/cancel").json()["status"] == "canceled"
+    assert [e["event"] for e in events(a, dropped["id"])] == ["canceled"]
 
     # The second replica answers from Redis, and its cancel stops the job on the first.
     seen: list[dict[str, Any]] = []
@@ -198,6 +204,8 @@ def test_queued_then_every_step_and_a_cancel_from_another_replica(
     by_job = {(r["job_id"], r["decision"]) for r in audit if r.get("job_id")}
     assert {(blocker["id"], "submitted"), (blocker["id"], "canceled")} <= by_job
     assert {(job["id"], "submitted"), (job["id"], "accepted")} <= by_job
+    assert (dropped["id"], "canceled") in by_job
+    assert httpx.get(f"{a.url}/jobs/{dropped['id']}").json().get("started_at") is None
 
 
 def test_webhooks_are_signed_and_retried_after_a_failure(
