@@ -69,12 +69,16 @@ e2e: tools ## On a kind cluster: install the chart, serve the tiny model, roll a
 	TOOLS_BIN=$(TOOLS_BIN) PY=$(PY) tests/e2e/run.sh
 
 # --- Server: the demo and the benchmarks ---
-.PHONY: demo bench
+.PHONY: demo bench bench-gpu
 
 demo: install ## Serve a random-weight FLUX, run the article's REST example (demo-output/output.png), then the SDK over gRPC
 	@echo "==> install done ($(VENV))"
 	$(PY) scripts/demo.py
 
-bench: install ## Server latency overhead (REST, gRPC vs in-process) and batching on/off; the operator's bench when present
+bench: install ## Server latency overhead (REST, gRPC vs in-process), batching policies, the speed options vs eager (CPU); the operator's bench
 	$(PY) bench/server_bench.py
+	$(PY) bench/speed_bench.py
 	if [ -f bench/operator_bench.py ]; then $(PY) bench/operator_bench.py; fi
+
+bench-gpu: install ## The speed options on a FLUX.1-dev-sized model vs the GPU's floor: make bench-gpu [ARGS="--help" | ARGS="--tiny" on a CPU]
+	$(PY) bench/gpu_bench.py $(ARGS)

@@ -8,8 +8,11 @@ for FLUX.1-dev).
     through REST and through gRPC -- the serving overhead as a ratio. Beside the wall
     time, the CPU seconds the generating process spent on each image (psutil): on a
     shared machine other work inflates wall times at random, CPU time much less.
-(b) 16 concurrent clients: batching on (``--max-batch-size 4``) versus off
-    (``--max-batch-size 1``): images/s and p50/p95 latency.
+    Both batching policies (``--max-batch-size 4 --max-delay-ms 50``) side by side:
+    ``--batch-wait always`` (a lone request waits the delay for company) and
+    ``when-busy`` (it runs at once when the engine is idle).
+(b) 16 concurrent clients: batching off (``--max-batch-size 1``) and on with each
+    policy: images/s and p50/p95 latency.
 
 Timings depend on the machine and its load; run it on a quiet one.
 """
@@ -26,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -73,6 +76,9 @@ class Server:
                     "0",
                     "--max-queue",
                     "256",
+                    # A loaded machine must slow the bench down, not fail it.
+                    "--request-timeout",
+                    "7200",
                     *args,
                 ],
                 stdout=out,
@@ -160,27 +166,34 @@ def grpc_once(stub: pb_grpc.FluxServiceStub, seed: int) -> float:
 
 
 def sequential(
-    model: Path, server: Server, reps: int
+    model: Path, servers: dict[str, Server], reps: int
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """The three paths taken in turn, so a change in the machine's load hits all three.
+    """Every path taken in turn, so a change in the machine's load hits all of them.
     Returns wall seconds and CPU seconds (of the process that generated) per path."""
     direct = InProcess(model)
-    stub = pb_grpc.FluxServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
-    times: dict[str, list[float]] = {"in-process": [], "REST": [], "gRPC": []}
-    cpu: dict[str, list[float]] = {name: [] for name in times}
-    me, served = psutil.Process(), psutil.Process(server.process.pid)
-    with httpx.Client(base_url=server.url, timeout=600) as client:
+    me = psutil.Process()
+    paths: dict[str, tuple[psutil.Process, Callable[[int], float]]] = {
+        "in-process": (me, direct.once)
+    }
+    clients: list[httpx.Client] = []
+    for label, server in servers.items():
+        client = httpx.Client(base_url=server.url, timeout=600)
+        clients.append(client)
+        stub = pb_grpc.FluxServiceStub(grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
         rest_once(client, 999)  # connections and first calls
         grpc_once(stub, 999)
-        for i in range(reps):
-            for name, process, call in (
-                ("in-process", me, partial(direct.once, i)),
-                ("REST", served, partial(rest_once, client, i)),
-                ("gRPC", served, partial(grpc_once, stub, i)),
-            ):
-                before = cpu_seconds(process)
-                times[name].append(call())
-                cpu[name].append(cpu_seconds(process) - before)
+        served = psutil.Process(server.process.pid)
+        paths[f"REST {label}"] = (served, partial(rest_once, client))
+        paths[f"gRPC {label}"] = (served, partial(grpc_once, stub))
+    times: dict[str, list[float]] = {name: [] for name in paths}
+    cpu: dict[str, list[float]] = {name: [] for name in paths}
+    for i in range(reps):
+        for name, (process, call) in paths.items():
+            before = cpu_seconds(process)
+            times[name].append(call(i))
+            cpu[name].append(cpu_seconds(process) - before)
+    for client in clients:
+        client.close()
     direct.executor.shutdown()
     return times, cpu
 
@@ -203,6 +216,26 @@ async def concurrent(server: Server, clients: int) -> tuple[float, list[float], 
     return clients / wall, [r[0] for r in results], [r[1] for r in results]
 
 
+def print_sequential(times: dict[str, list[float]], cpu: dict[str, list[float]], reps: int) -> None:
+    base = statistics.median(times["in-process"])
+    cpu_base = statistics.median(cpu["in-process"])
+    print()
+    print("(a) per-image latency, sequential (median of", reps, "runs)")
+    best = min(times["in-process"])
+    print(
+        f"    {'path':<20}{'median s':>10}{'ratio':>9}{'min s':>9}{'ratio':>9}"
+        f"{'CPU s':>9}{'ratio':>9}"
+    )
+    for name, samples in times.items():
+        median, fastest = statistics.median(samples), min(samples)
+        cpu_median = statistics.median(cpu[name])
+        print(
+            f"    {name:<20}{median:>10.3f}{median / base:>8.3f}x"
+            f"{fastest:>9.3f}{fastest / best:>8.3f}x"
+            f"{cpu_median:>9.3f}{cpu_median / cpu_base:>8.3f}x"
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="fluxserve server benchmark")
     parser.add_argument("--reps", type=int, default=5, help="sequential requests per path")
@@ -220,50 +253,47 @@ def main() -> int:
             f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
         )
 
-        unbatched = Server(model, work / "a.log", ["--max-batch-size", "1", "--max-delay-ms", "0"])
-        batched = Server(model, work / "b.log", ["--max-batch-size", "4", "--max-delay-ms", "50"])
+        common = ["--max-batch-size", "4", "--max-delay-ms", "50"]
+        servers = {
+            "off (max-batch 1)": Server(
+                model, work / "a.log", ["--max-batch-size", "1", "--max-delay-ms", "0"]
+            ),
+            "wait always": Server(model, work / "b.log", [*common, "--batch-wait", "always"]),
+            "when-busy": Server(model, work / "c.log", [*common, "--batch-wait", "when-busy"]),
+        }
+        batching = {k: v for k, v in servers.items() if k != "off (max-batch 1)"}
         try:
-            times, cpu = sequential(model, unbatched, args.reps)
-            # Rounds alternate between the two servers (one idles while the other
-            # works), so a change in the machine's load hits both.
-            rounds: dict[str, list[tuple[float, list[float], list[int]]]] = {"off": [], "on": []}
+            times, cpu = sequential(model, batching, args.reps)
+            print_sequential(times, cpu, args.reps)  # now: (b) takes long on a busy machine
+            # Rounds alternate between the servers (the others idle while one works),
+            # so a change in the machine's load hits them all.
+            rounds: dict[str, list[tuple[float, list[float], list[int]]]] = {
+                name: [] for name in servers
+            }
             for _ in range(args.rounds):
-                rounds["off"].append(asyncio.run(concurrent(unbatched, args.clients)))
-                rounds["on"].append(asyncio.run(concurrent(batched, args.clients)))
+                for name, server in servers.items():
+                    rounds[name].append(asyncio.run(concurrent(server, args.clients)))
         finally:
-            unbatched.stop()
-            batched.stop()
+            for server in servers.values():
+                server.stop()
 
-    base = statistics.median(times["in-process"])
-    cpu_base = statistics.median(cpu["in-process"])
-    print()
-    print("(a) per-image latency, sequential (median of", args.reps, "runs)")
-    best = min(times["in-process"])
-    print(
-        f"    {'path':<12}{'median s':>10}{'ratio':>9}{'min s':>9}{'ratio':>9}"
-        f"{'CPU s':>9}{'ratio':>9}"
-    )
-    for name, samples in times.items():
-        median, fastest = statistics.median(samples), min(samples)
-        cpu_median = statistics.median(cpu[name])
-        print(
-            f"    {name:<12}{median:>10.3f}{median / base:>8.3f}x"
-            f"{fastest:>9.3f}{fastest / best:>8.3f}x"
-            f"{cpu_median:>9.3f}{cpu_median / cpu_base:>8.3f}x"
-        )
     print()
     print(f"(b) {args.clients} concurrent clients over REST")
     print(f"    {'batching':<22}{'images/s':>10}{'p50 s':>9}{'p95 s':>9}{'max batch':>11}")
     rates = {}
-    for mode, label in (("off", "off (max-batch 1)"), ("on", "on (max-batch 4)")):
-        results = rounds[mode]
+    for mode, results in rounds.items():
         rates[mode] = statistics.median(r[0] for r in results)
         latencies = [x for r in results for x in r[1]]
         print(
-            f"    {label:<22}{rates[mode]:>10.3f}{percentile(latencies, 0.5):>9.2f}"
+            f"    {mode:<22}{rates[mode]:>10.3f}{percentile(latencies, 0.5):>9.2f}"
             f"{percentile(latencies, 0.95):>9.2f}{max(max(r[2]) for r in results):>11}"
         )
-    print(f"    throughput ratio on/off: {rates['on'] / rates['off']:.2f}x")
+    off = rates["off (max-batch 1)"]
+    print(
+        f"    throughput ratio to off: wait always {rates['wait always'] / off:.2f}x, "
+        f"when-busy {rates['when-busy'] / off:.2f}x; when-busy / wait always "
+        f"{rates['when-busy'] / rates['wait always']:.2f}x"
+    )
     print(
         f"    (median images/s over {args.rounds} alternating rounds; load average now "
         f"{os.getloadavg()[0]:.2f})"

@@ -29,6 +29,8 @@ from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     Adapter,
     EditMode,
+    ExperimentArm,
+    FeedbackResult,
     GeneratedImage,
     GenerationResult,
     ImageFormat,
@@ -47,6 +49,8 @@ __all__ = [
     "ContentRejectedError",
     "DeadlineExceededError",
     "EditMode",
+    "ExperimentArm",
+    "FeedbackResult",
     "FluxError",
     "FluxModelClient",
     "GeneratedImage",

@@ -7,6 +7,9 @@
     python -m flux_client presets
     python -m flux_client generate "a lighthouse" --async     # prints the job's id
     python -m flux_client jobs watch job_...                  # also: jobs get|cancel ID
+    python -m flux_client generate "a cat" --style-preset realistic --user-id alice
+    python -m flux_client feedback REQUEST_ID like
+    python -m flux_client experiments [--prometheus http://prometheus:9090] [--json]
 
 ``--port`` may be the server's REST or gRPC port: the client asks it which it speaks. On a
 terminal, ``generate`` shows each denoising step as it finishes; that needs gRPC, so over
@@ -27,6 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+import httpx
+
+from flux_client import experiment_report
 from flux_client._cli_jobs import add_async_flags, add_jobs_parser, run_jobs, submit
 from flux_client.client import FluxModelClient
 from flux_client.errors import FluxError
@@ -89,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("presets", help="the style presets the server serves (JSON)")
     add_jobs_parser(commands)
+
+    feedback = commands.add_parser(
+        "feedback", help="record an outcome (an event) of a request served in an experiment"
+    )
+    feedback.add_argument("request_id")
+    feedback.add_argument("event", help="a free-form name: like, download, ...")
+    feedback.add_argument("--value", type=float, default=1.0, help="between 0 and 1 (default 1)")
+
+    experiments = commands.add_parser(
+        "experiments",
+        help="per arm of each experiment: requests, latency, GPU s/image, event rates and a "
+        "z-test against the control (one server, or every replica with --prometheus)",
+    )
+    experiments.add_argument("--prometheus", metavar="URL", help="sum every replica's metrics")
+    experiments.add_argument(
+        "--window", help="with --prometheus: counts over this range (e.g. 7d), not since start"
+    )
+    experiments.add_argument("--json", action="store_true", help="print JSON, not a table")
     return parser
 
 
@@ -102,6 +126,14 @@ def _generation_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--style-preset")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--priority", choices=("normal", "high"), default="normal")
+    parser.add_argument("--user-id", help="who it is for (X-User-Id): picks an experiment's arm")
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another request header (gRPC metadata), e.g. X-Customer-Group=beta; repeatable",
+    )
 
 
 def _options(args: argparse.Namespace) -> dict[str, object]:
@@ -115,8 +147,17 @@ def _options(args: argparse.Namespace) -> dict[str, object]:
         "style_preset",
         "seed",
         "priority",
+        "user_id",
     ]
-    return {name: getattr(args, name) for name in names}
+    options: dict[str, object] = {name: getattr(args, name) for name in names}
+    headers = {}
+    for header in args.header:
+        name, sep, value = header.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"--header {header!r}: write NAME=VALUE")
+        headers[name.strip()] = value
+    options["headers"] = headers
+    return options
 
 
 def _output_paths(output: Path, count: int) -> list[Path]:
@@ -147,6 +188,8 @@ def run(args: argparse.Namespace, client: FluxModelClient) -> int:
             print(f"{path}  seed={image.seed} {image.width}x{image.height}")
         print(f"request {result.request_id}: batch of {result.batch_size}, "
               f"{result.timings.total_ms:.0f} ms")  # fmt: skip
+        if result.experiment is not None:
+            print(f"experiment {result.experiment.name}: arm {result.experiment.arm}")
         return 0
     if args.command == "edit":
         result = client.edit_images(
@@ -163,9 +206,30 @@ def run(args: argparse.Namespace, client: FluxModelClient) -> int:
     if args.command == "vqa":
         print(client.vqa(args.image, args.question, max_tokens=args.max_tokens))
         return 0
+    if args.command == "feedback":
+        done = client.feedback(args.request_id, args.event, args.value)
+        counted = "counted" if done.counted else "already counted for this request"
+        print(f"{done.event} for {done.experiment}: arm {done.arm} ({counted})")
+        return 0
+    if args.command == "experiments":
+        print(_experiments_report(args, client).rstrip("\n"))
+        return 0
     presets = client.list_presets()
     print(json.dumps({name: json.loads(p.to_json()) for name, p in presets.items()}, indent=2))
     return 0
+
+
+def _experiments_report(args: argparse.Namespace, client: FluxModelClient) -> str:
+    if args.prometheus:
+        return experiment_report.report(
+            prometheus_url=args.prometheus, window=args.window, as_json=args.json
+        )
+    if args.window:
+        raise ValueError("--window needs --prometheus")
+    built = experiment_report.build_report(client.list_experiments())
+    if args.json:
+        return experiment_report.render_json(built)
+    return experiment_report.render_table(built)
 
 
 def progress_line(step: int, total: int, width: int = 30) -> str:
@@ -236,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run(args, client)
     except FluxError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 1
+    except httpx.HTTPError as error:  # Prometheus' HTTP API (experiments --prometheus)
+        print(f"error: prometheus: {error}", file=sys.stderr)
         return 1
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

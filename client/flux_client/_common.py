@@ -59,6 +59,8 @@ class GenerationOptions(TypedDict, total=False):
     output_format: ImageFormat | str | None
     priority: Priority | str
     adapters: AdaptersArg
+    user_id: str | None
+    headers: dict[str, str] | None
 
 
 def check_address(host: str, port: int) -> None:
@@ -122,8 +124,9 @@ def build_generation(prompt: str, options: GenerationOptions) -> GenerationParam
     """Typed parameters from keyword arguments; a wrong type names the field."""
     values = dict(options)
     adapters = adapters_from_arg(values.pop("adapters", None))  # type: ignore[arg-type]
-    if values.get("priority") is None:
-        values.pop("priority", None)
+    for optional in ("priority", "headers"):
+        if values.get(optional) is None:
+            values.pop(optional, None)
     try:
         return GenerationParams(prompt=prompt, adapters=adapters, **values)  # type: ignore[arg-type]
     except ValidationError as error:

@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flux_client._common import USER_AGENT, Attempt
 from flux_client.errors import FluxError, error_class
+from flux_client.experiment_report import ArmCounts, ExperimentCounts, ExperimentsCounts
 from flux_client.jobs import (
     JobEvent,
     JobImage,
@@ -24,6 +25,9 @@ from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     EditMode,
     EditParams,
+    ExperimentArm,
+    FeedbackParams,
+    FeedbackResult,
     GeneratedImage,
     GenerationParams,
     GenerationResult,
@@ -39,6 +43,7 @@ from flux_client.wire import (
     AUTHORIZATION_METADATA,
     MAX_MESSAGE_BYTES,
     REQUEST_ID_METADATA,
+    USER_ID_METADATA,
     from_grpc_status,
     pb,
     pb_grpc,
@@ -123,6 +128,64 @@ def result_from_proto(message: pb.GenerateResponse) -> GenerationResult:
             total_ms=message.timings.total_ms,
         ),
         cache_hit=message.cache_hit,
+        experiment=(
+            ExperimentArm(
+                name=message.experiment.name,
+                arm=message.experiment.arm,
+                preset=message.experiment.preset,
+            )
+            if message.HasField("experiment")
+            else None
+        ),
+    )
+
+
+def params_metadata(params: GenerationParams) -> tuple[tuple[str, str], ...]:
+    """What a generation says besides its message: ``x-user-id`` and more headers."""
+    metadata = [(name.lower(), value) for name, value in params.headers.items()]
+    if params.user_id is not None:
+        metadata.append((USER_ID_METADATA, params.user_id))
+    return tuple(metadata)
+
+
+def feedback_to_proto(feedback: FeedbackParams) -> pb.FeedbackRequest:
+    return pb.FeedbackRequest(
+        request_id=feedback.request_id, event=feedback.event, value=feedback.value
+    )
+
+
+def experiments_from_proto(message: pb.ListExperimentsResponse) -> ExperimentsCounts:
+    return ExperimentsCounts(
+        experiments=[
+            ExperimentCounts(
+                name=e.name,
+                preset=e.preset or None,
+                arms=[
+                    ArmCounts(
+                        name=a.name,
+                        preset=a.preset or None,
+                        weight=a.weight,
+                        requests=a.requests,
+                        images=a.images,
+                        gpu_seconds=a.gpu_seconds,
+                        duration_buckets=dict(a.duration_buckets),
+                        events=dict(a.events),
+                    )
+                    for a in e.arms
+                ],
+            )
+            for e in message.experiments
+        ]
+    )
+
+
+def feedback_from_proto(message: pb.FeedbackResponse) -> FeedbackResult:
+    return FeedbackResult(
+        request_id=message.request_id,
+        experiment=message.experiment,
+        arm=message.arm,
+        event=message.event,
+        counted=message.counted,
     )
 
 
@@ -250,13 +313,18 @@ class AsyncGrpcTransport:
     def _method(self, op: Operation[Req, Res]) -> Any:
         return getattr(pb_grpc.FluxServiceStub(self._get_channel()), op.grpc_method)
 
-    def _call_metadata(self, call: Attempt) -> tuple[tuple[str, str], ...]:
-        return (*self._metadata, (REQUEST_ID_METADATA, call.request_id))
+    def _call_metadata(
+        self, call: Attempt, op: Operation[Req, Res], request: Req
+    ) -> tuple[tuple[str, str], ...]:
+        extra = op.metadata(request) if op.metadata is not None else ()
+        return (*self._metadata, *extra, (REQUEST_ID_METADATA, call.request_id))
 
     async def unary(self, op: Operation[Req, Res], request: Req, call: Attempt) -> Res:
         try:
             response = await self._method(op)(
-                op.to_proto(request), timeout=call.timeout, metadata=self._call_metadata(call)
+                op.to_proto(request),
+                timeout=call.timeout,
+                metadata=self._call_metadata(call, op, request),
             )
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
@@ -266,7 +334,9 @@ class AsyncGrpcTransport:
         self, op: Operation[Req, Res], request: Req, call: Attempt
     ) -> AsyncIterator[Res]:
         rpc = self._method(op)(
-            op.to_proto(request), timeout=call.timeout, metadata=self._call_metadata(call)
+            op.to_proto(request),
+            timeout=call.timeout,
+            metadata=self._call_metadata(call, op, request),
         )
         try:
             async for message in rpc:

@@ -20,9 +20,12 @@ from flux_client.errors import (
     error_class,
     parse_retry_after,
 )
+from flux_client.experiment_report import ExperimentsCounts
 from flux_client.presets import StylePreset
 from flux_client.types import (
     EditParams,
+    ExperimentArm,
+    FeedbackResult,
     GeneratedImage,
     GenerationParams,
     GenerationResult,
@@ -38,6 +41,7 @@ from flux_client.wire import (
     REQUEST_ID_HEADER,
     REQUEST_TIMEOUT_HEADER,
     RETRY_AFTER_HEADER,
+    USER_ID_HEADER,
     reason_for_http_status,
 )
 
@@ -59,7 +63,9 @@ def base_url(host: str, port: int, secure: bool) -> str:
 def params_to_json(params: GenerationParams) -> dict[str, Any]:
     """The ``POST /generate`` body: the article's fields plus ours; unset fields are left
     out so that the style preset's values apply. Priority travels as ``X-Priority``."""
-    body = params.model_dump(mode="json", exclude_none=True, exclude={"priority", "adapters"})
+    body = params.model_dump(
+        mode="json", exclude_none=True, exclude={"priority", "adapters", "user_id", "headers"}
+    )
     if params.adapters:
         body["adapters"] = [a.model_dump() for a in params.adapters]
     return body
@@ -68,8 +74,12 @@ def params_to_json(params: GenerationParams) -> dict[str, Any]:
 def call_headers(params: GenerationParams | None) -> dict[str, str]:
     """What a call's request says besides its body: JSON answers, and its lane."""
     headers = {"Accept": JSON}
-    if params is not None and params.priority is Priority.HIGH:
-        headers[PRIORITY_HEADER] = "high"
+    if params is not None:
+        headers.update(params.headers)
+        if params.user_id is not None:
+            headers[USER_ID_HEADER] = params.user_id
+        if params.priority is Priority.HIGH:
+            headers[PRIORITY_HEADER] = "high"
     return headers
 
 
@@ -92,7 +102,20 @@ def result_from_json(payload: Mapping[str, Any]) -> GenerationResult:
         batch_size=payload.get("batch_size") or 0,
         timings=Timings.model_validate(payload.get("timings") or {}),
         cache_hit=bool(payload.get("cache_hit")),
+        experiment=_experiment_from_json(payload.get("experiment")),
     )
+
+
+def _experiment_from_json(arm: Any) -> ExperimentArm | None:
+    return ExperimentArm.model_validate(arm) if arm else None
+
+
+def feedback_from_json(payload: Any) -> FeedbackResult:
+    return FeedbackResult.model_validate(payload)
+
+
+def experiments_from_json(payload: Any) -> ExperimentsCounts:
+    return ExperimentsCounts.model_validate(payload)
 
 
 def presets_from_json(payload: Any) -> dict[str, StylePreset]:

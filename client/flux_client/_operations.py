@@ -11,10 +11,13 @@ from typing import Any, Generic, TypeVar
 
 from flux_client import _grpc as proto
 from flux_client import _http as rest
+from flux_client.experiment_report import ExperimentsCounts
 from flux_client.jobs import JobEvent, JobInfo, JobSubmission
 from flux_client.presets import StylePreset
 from flux_client.types import (
     EditParams,
+    FeedbackParams,
+    FeedbackResult,
     GenerationParams,
     GenerationResult,
     StreamEvent,
@@ -55,6 +58,8 @@ class Operation(Generic[Req, Res]):
     from_json: Callable[[Any], Res] | None
     streaming: bool = False
     unsupported_over_http: str = ""
+    metadata: Callable[[Req], tuple[tuple[str, str], ...]] | None = None
+    """gRPC metadata the request carries besides its message (REST: ``HttpRequest.headers``)."""
 
 
 def _generate_http(params: GenerationParams) -> HttpRequest:
@@ -86,6 +91,7 @@ GENERATE: Operation[GenerationParams, GenerationResult] = Operation(
     from_proto=proto.result_from_proto,
     to_http=_generate_http,
     from_json=rest.result_from_json,
+    metadata=proto.params_metadata,
 )
 
 GENERATE_STREAM: Operation[GenerationParams, StreamEvent] = Operation(
@@ -97,6 +103,7 @@ GENERATE_STREAM: Operation[GenerationParams, StreamEvent] = Operation(
     from_json=None,
     streaming=True,
     unsupported_over_http="progress streaming needs gRPC: use transport='grpc' (port 50051)",
+    metadata=proto.params_metadata,
 )
 
 EDIT: Operation[EditParams, GenerationResult] = Operation(
@@ -106,6 +113,7 @@ EDIT: Operation[EditParams, GenerationResult] = Operation(
     from_proto=proto.result_from_proto,
     to_http=_edit_http,
     from_json=rest.result_from_json,
+    metadata=lambda edit: proto.params_metadata(edit.params),
 )
 
 VQA: Operation[VqaParams, VqaResult] = Operation(
@@ -151,6 +159,7 @@ SUBMIT: Operation[JobSubmission, JobInfo] = Operation(
     from_proto=proto.job_from_proto,
     to_http=_submit_http,
     from_json=JobInfo.from_json,
+    metadata=lambda submission: proto.params_metadata(submission.params),
 )
 
 GET_JOB: Operation[str, JobInfo] = Operation(
@@ -196,3 +205,24 @@ def job_image(index: int) -> Operation[str, bytes]:
         to_http=to_http,
         from_json=bytes,
     )
+
+
+FEEDBACK: Operation[FeedbackParams, FeedbackResult] = Operation(
+    name="feedback",
+    grpc_method="Feedback",
+    to_proto=proto.feedback_to_proto,
+    from_proto=proto.feedback_from_proto,
+    to_http=lambda feedback: HttpRequest(
+        "POST", "/feedback", json=feedback.model_dump(), headers=rest.call_headers(None)
+    ),
+    from_json=rest.feedback_from_json,
+)
+
+LIST_EXPERIMENTS: Operation[None, ExperimentsCounts] = Operation(
+    name="list_experiments",
+    grpc_method="ListExperiments",
+    to_proto=lambda _: pb.ListExperimentsRequest(),
+    from_proto=proto.experiments_from_proto,
+    to_http=lambda _: HttpRequest("GET", "/experiments", headers=rest.call_headers(None)),
+    from_json=rest.experiments_from_json,
+)

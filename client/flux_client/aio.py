@@ -30,8 +30,10 @@ from flux_client._common import (
 from flux_client._images import ImageArg
 from flux_client._operations import (
     EDIT,
+    FEEDBACK,
     GENERATE,
     GENERATE_STREAM,
+    LIST_EXPERIMENTS,
     LIST_PRESETS,
     SUBMIT,
     VQA,
@@ -39,13 +41,16 @@ from flux_client._operations import (
 )
 from flux_client._retry import RetryPolicy
 from flux_client._transports import Transport, build_transport, detect_protocol
-from flux_client.errors import FluxError, UnavailableError
+from flux_client.errors import FluxError, InvalidArgumentError, UnavailableError
+from flux_client.experiment_report import ExperimentsCounts
 from flux_client.job_handles import AsyncJob
 from flux_client.jobs import JobSubmission
 from flux_client.presets import StylePreset
 from flux_client.types import (
     AdaptersArg,
     EditMode,
+    FeedbackParams,
+    FeedbackResult,
     GenerationResult,
     ImageFormat,
     Priority,
@@ -150,6 +155,8 @@ class AsyncFluxModelClient:
         output_format: ImageFormat | str | None = None,
         priority: Priority | str = Priority.NORMAL,
         adapters: AdaptersArg = None,
+        user_id: str | None = None,
+        headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> PILImage.Image:
         """Generate one image and return it as a PIL image (``image.info`` holds its
@@ -176,6 +183,11 @@ class AsyncFluxModelClient:
             priority: ``high`` for the priority lane (keys without the permission are
                 served in the normal lane).
             adapters: LoRA adapters to apply: names, or ``{name: scale}``.
+            user_id: Who the image is for, when no API key says so (``X-User-Id``): an
+                experiment on the style preset serves each user in one arm, always the
+                same (``generate_images`` returns it as ``result.experiment``).
+            headers: More request headers (gRPC metadata), e.g. the customer group an
+                experiment's audience reads.
             timeout: Seconds for this call (default: the client's).
         """
         options = GenerationOptions(
@@ -190,6 +202,8 @@ class AsyncFluxModelClient:
             output_format=output_format,
             priority=priority,
             adapters=adapters,
+            user_id=user_id,
+            headers=headers,
         )
         with_format_from_path(options, output_path)
         result = await self.generate_images(prompt, timeout=timeout, **options)
@@ -340,6 +354,35 @@ class AsyncFluxModelClient:
             timeout: Seconds for this call (default: the client's).
         """
         return await self._call(LIST_PRESETS, None, timeout)
+
+    # -- experiments --------------------------------------------------------------
+
+    async def feedback(
+        self, request_id: str, event: str, value: float = 1, *, timeout: float | None = None
+    ) -> FeedbackResult:
+        """Record an outcome of a request served in an experiment, against its arm (an
+        event counts once per request). ``NotFoundError`` for an unknown or expired id.
+
+        Args:
+            request_id: The served request's id (``result.request_id``).
+            event: A free-form event name: ``like``, ``download``, ...
+            value: 1 when the event happened; between 0 and 1.
+            timeout: Seconds for this call (default: the client's).
+        """
+        try:
+            params = FeedbackParams(request_id=request_id, event=event, value=value)
+        except ValueError as error:
+            raise InvalidArgumentError(str(error), code="invalid_argument") from None
+        return await self._call(FEEDBACK, params, timeout)
+
+    async def list_experiments(self, *, timeout: float | None = None) -> ExperimentsCounts:
+        """The experiments this server serves, with its own counts per arm (the input of
+        ``flux_client.experiment_report``).
+
+        Args:
+            timeout: Seconds for this call (default: the client's).
+        """
+        return await self._call(LIST_EXPERIMENTS, None, timeout)
 
     # -- readiness ----------------------------------------------------------------
 

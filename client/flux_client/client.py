@@ -176,6 +176,8 @@ class FluxModelClient:
     edit_images = _blocking(AsyncFluxModelClient.edit_images)
     vqa = _blocking(AsyncFluxModelClient.vqa)
     list_presets = _blocking(AsyncFluxModelClient.list_presets)
+    feedback = _blocking(AsyncFluxModelClient.feedback)
+    list_experiments = _blocking(AsyncFluxModelClient.list_experiments)
     submit = _blocking_job(AsyncFluxModelClient.submit)
 
     def job(self, job_id: str) -> Job:

@@ -105,6 +105,11 @@ class GenerationParams(BaseModel):
     output_format: ImageFormat | None = None
     priority: Priority = Priority.NORMAL
     adapters: list[Adapter] = Field(default_factory=list)
+    user_id: str | None = None
+    """Who the request is for, when no API key says so (``X-User-Id``): the subject
+    that experiments assign to an arm."""
+    headers: dict[str, str] = Field(default_factory=dict)
+    """More request headers (gRPC metadata), e.g. the one an experiment's audience reads."""
 
     @field_validator("output_format", mode="before")
     @classmethod
@@ -177,6 +182,39 @@ class Timings(BaseModel):
     total_ms: float = 0.0
 
 
+class ExperimentArm(BaseModel):
+    """The experiment arm that served a request (``X-Fluxserve-Experiment``)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    """The experiment."""
+    arm: str
+    preset: str = ""
+    """The arm's style preset, which replaced the requested one."""
+
+
+class FeedbackParams(BaseModel):
+    """An outcome of a request served in an experiment."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request_id: str
+    event: str
+    value: float = 1.0
+
+
+class FeedbackResult(BaseModel):
+    """What ``feedback`` recorded."""
+
+    request_id: str
+    experiment: str
+    arm: str
+    event: str
+    counted: bool
+    """False when this request already had this event (an event counts once)."""
+
+
 class GenerationResult(BaseModel):
     """The full answer to a generation or an edit."""
 
@@ -188,6 +226,8 @@ class GenerationResult(BaseModel):
     """How many requests' images ran together in one pipeline call."""
     timings: Timings = Field(default_factory=Timings)
     cache_hit: bool = False
+    experiment: ExperimentArm | None = None
+    """The experiment arm that served the request; None outside any experiment."""
 
     @property
     def seeds(self) -> list[int]:

@@ -29,6 +29,8 @@ from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
 __all__ = [
     "AUTHORIZATION_METADATA",
     "ERROR_DOMAIN",
+    "EXPERIMENT_HEADER",
+    "EXPERIMENT_METADATA",
     "MAX_MESSAGE_BYTES",
     "PRIORITY_HEADER",
     "REASONS",
@@ -38,6 +40,8 @@ __all__ = [
     "RETRY_AFTER_HEADER",
     "SERVICE_NAME",
     "STATUS_DETAILS_METADATA",
+    "USER_ID_HEADER",
+    "USER_ID_METADATA",
     "GrpcStatus",
     "WireError",
     "WireStatus",
@@ -68,6 +72,14 @@ PRIORITY_HEADER = "X-Priority"
 REQUEST_TIMEOUT_HEADER = "X-Request-Timeout"
 """Seconds the client still waits (REST; gRPC has its deadline)."""
 RETRY_AFTER_HEADER = "Retry-After"
+USER_ID_HEADER = "X-User-Id"
+"""Who the request is for, when no API key says so: the subject of experiments."""
+USER_ID_METADATA = USER_ID_HEADER.lower()
+EXPERIMENT_HEADER = "X-Fluxserve-Experiment"
+"""The experiment arm that served a request: ``experiment=arm`` (percent-encoded UTF-8,
+``flux_client.names.header_value``); absent outside any experiment."""
+EXPERIMENT_METADATA = EXPERIMENT_HEADER.lower()
+"""The same in gRPC trailing metadata."""
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """gRPC message limit both sides set: several full-size images exceed the 4 MiB default."""

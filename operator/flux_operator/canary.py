@@ -174,7 +174,10 @@ def next_check_seconds(canary: CanarySpec, status: CanaryStatus, now: datetime) 
         interval = timedelta(seconds=parse_duration(canary.analysis.interval))
         moments.append(now if last is None else parse_time(last) + interval)
     if status.phase == "Progressing" and status.step_ends_at is not None:
-        moments.append(parse_time(status.step_ends_at))
+        ends = parse_time(status.step_ends_at)
+        # A step that ended and still holds waits for a passing round, not for the clock.
+        if ends > now or not moments:
+            moments.append(ends)
     if not moments:
         return None
     return max(0.0, (min(moments) - now).total_seconds())
@@ -322,11 +325,10 @@ def split_pods(total: int, weight: int, max_surge: int) -> PodSplit:
       canary may get fewer pods than its weight says (``total >= 2`` is required).
     - ``weight == 0`` or ``total == 0``: no canary pods.
 
-    With autoscaling, ``stable`` holds only where the operator writes the stable
-    Deployment's replicas. While the HPA itself scales the stable Deployment (its scale
-    target), the stable side keeps the HPA's count (``render_canary_objects(...,
-    stable_replicas_from_hpa=True)``) and only ``canary`` applies: the extra pods are then
-    the canary's, up to ``ceil(total * weight / 100)``, and ``max_surge`` does not bound them.
+    With autoscaling the HPA alone writes the stable Deployment's replicas, so ``stable``
+    does not apply: ``flux_operator.reconcile.canary_rollout.pod_counts`` says how the
+    HPA's count is shared (the canary's pods capped at ``max_surge``, or, at 0, taken from
+    the stable side by lowering the HPA's bounds).
     """
     if total <= 0 or weight <= 0:
         return PodSplit(stable=max(total, 0), canary=0)

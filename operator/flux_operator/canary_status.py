@@ -15,7 +15,7 @@ class _Model(BaseModel):
 
 
 MeasurementOutcome = Literal["Passed", "Failed", "Inconclusive"]
-CanaryPhase = Literal["Progressing", "Paused", "Promoting", "Promoted", "Aborted"]
+CanaryPhase = Literal["Starting", "Progressing", "Paused", "Promoting", "Promoted", "Aborted"]
 
 
 class Measurement(_Model):
@@ -47,7 +47,8 @@ class CanaryStatus(_Model):
     revision: int | None = Field(default=None, description="Its revision in status.history.")
     phase: CanaryPhase = Field(
         default="Progressing",
-        description="Progressing, Paused (waiting for promote), Promoting, Promoted or Aborted.",
+        description="Starting (until the canary has a ready pod: the first step's clock waits), "
+        "Progressing, Paused (waiting for promote), Promoting, Promoted or Aborted.",
     )
     step: int = Field(default=0, ge=0, description="Index of the step in force.")
     weight: int = Field(default=0, ge=0, le=100, description="Canary's share of traffic, %.")
@@ -63,3 +64,12 @@ class CanaryStatus(_Model):
     message: str | None = Field(
         default=None, max_length=4096, description="Why it holds, paused or ended so."
     )
+    summary: str | None = Field(
+        default=None,
+        max_length=256,
+        description="release@weight% and phase, as kubectl get shows it (CANARY column).",
+    )
+
+    def summarized(self) -> CanaryStatus:
+        """This status with ``summary`` filled in from the fields it sums up."""
+        return self.model_copy(update={"summary": f"{self.release}@{self.weight}% {self.phase}"})

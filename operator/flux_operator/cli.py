@@ -16,7 +16,7 @@ from typing import Any
 
 from flux_operator.settings import ENV_PREFIX, SettingsError, add_arguments, settings_from
 
-COMMANDS = ("run", "render", "history", "rollback")
+COMMANDS = ("run", "render", "history", "rollback", "promote", "abort")
 
 EXTRA_MODULES = frozenset({"kopf", "kubernetes", "yaml", "urllib3", "aiohttp"})
 """What ``pip install 'fluxserve[operator]'`` brings (and its dependencies bring)."""
@@ -129,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", "--namespace", default=None, help="namespace (kubeconfig's default)"
     )
     rollback.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig file")
+    for action, text in (
+        ("promote", "promote the running canary now, skipping the steps left"),
+        ("abort", "abort the running canary: all traffic back to the stable release"),
+    ):
+        canary = sub.add_parser(action, help=text)
+        canary.add_argument("name")
+        canary.add_argument(
+            "-n", "--namespace", default=None, help="namespace (kubeconfig's default)"
+        )
+        canary.add_argument("--kubeconfig", type=Path, default=None, help="kubeconfig file")
     return parser
 
 
@@ -156,5 +166,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return int(commands.history(args.name, args.namespace, args.output, args.kubeconfig))
     if args.command == "rollback":
         return int(commands.rollback(args.name, args.namespace, args.to_release, args.kubeconfig))
+    if args.command in ("promote", "abort"):
+        return int(
+            commands.canary_request(args.command, args.name, args.namespace, args.kubeconfig)
+        )
     flags = {k: v for k, v in vars(args).items() if k != "command"}
     return int(commands.run(settings_from(flags, os.environ)))

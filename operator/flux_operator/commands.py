@@ -1,4 +1,5 @@
-"""The cluster-facing commands: run the operator, print the history, request a rollback."""
+"""The cluster-facing commands: run the operator, print the history, request a rollback,
+promote or abort a canary."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import kubernetes
 import urllib3
 import yaml
 
+from flux_operator.canary import ABORT_ANNOTATION, PROMOTE_ANNOTATION
 from flux_operator.handlers import build_registry
 from flux_operator.kube import ApiError, KubeApi, default_namespace, load_configuration
 from flux_operator.peering import own_identity
@@ -220,3 +222,29 @@ def rollback(name: str, namespace: str | None, release: str, kubeconfig: Path | 
     return _against_cluster(
         kubeconfig, lambda api: _rollback(api, name, namespace, release, wait=30.0)
     )
+
+
+async def _canary_request(api: KubeApi, action: str, name: str, namespace: str) -> int:
+    body = await _get_flux_deployment(api, namespace, name)
+    if body is None:
+        return 1
+    status = FluxDeploymentStatus.model_validate(body.get("status") or {})
+    canary = status.canary
+    if canary is None or canary.phase not in ("Starting", "Progressing", "Paused"):
+        state = "no canary" if canary is None else f"canary {canary.release} is {canary.phase}"
+        return _fail(f"{namespace}/{name} has no running canary to {action} ({state})")
+    # The annotation names the release: the operator acts on it once, for this canary only.
+    key = PROMOTE_ANNOTATION if action == "promote" else ABORT_ANNOTATION
+    await api.merge_patch(
+        "FluxDeployment", namespace, name, {"metadata": {"annotations": {key: canary.release}}}
+    )
+    print(f"fluxdeployment {namespace}/{name}: {action} of canary {canary.release} requested")
+    return 0
+
+
+def canary_request(
+    action: str, name: str, namespace: str | None, kubeconfig: Path | None = None
+) -> int:
+    """``promote`` or ``abort`` the running canary of ``name``."""
+    namespace = namespace or default_namespace(kubeconfig)
+    return _against_cluster(kubeconfig, lambda api: _canary_request(api, action, name, namespace))

@@ -217,6 +217,12 @@ def build_crd() -> dict[str, Any]:
                         {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
                         {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
                         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+                        {
+                            "name": "Canary",
+                            "type": "string",
+                            "jsonPath": ".status.canary.summary",
+                            "description": "The canary: release@weight% and its phase.",
+                        },
                         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                     ],
                     "schema": {"openAPIV3Schema": root},

@@ -81,6 +81,7 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
             task.cancel()
         reconciler = holder.pop("reconciler", None)
         if reconciler is not None:
+            reconciler.close()
             reconciler.api.close()
 
     async def _reconcile(namespace: str, name: str) -> None:

@@ -67,6 +67,7 @@ KINDS: dict[str, Kind] = {
     "HorizontalPodAutoscaler": Kind("autoscaling", "v2", "horizontalpodautoscalers"),
     "NetworkPolicy": Kind("networking.k8s.io", "v1", "networkpolicies"),
     "FluxDeployment": Kind("fluxserve.dev", "v1alpha1", "fluxdeployments"),
+    "HTTPRoute": Kind("gateway.networking.k8s.io", "v1", "httproutes"),
     "KopfPeering": Kind("kopf.dev", "v1", "kopfpeerings"),
     "ClusterKopfPeering": Kind("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False),
 }

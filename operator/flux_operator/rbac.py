@@ -26,13 +26,14 @@ RULES: Final[list[dict[str, list[str]]]] = [
         "resources": ["fluxdeployments/finalizers"],
         "verbs": ["update"],
     },
-    # The children. Deployments are watched (their rollouts drive revisions); Services and
-    # HPAs are read and server-side applied; the HPA is deleted when autoscaling is
-    # turned off. ConfigMaps are immutable: created, listed by label, pruned.
+    # The children. Deployments are watched (their rollouts drive revisions) and the
+    # canary's is deleted when a canary ends; Services and HPAs are read and server-side
+    # applied; the HPA is deleted when autoscaling is turned off. ConfigMaps are
+    # immutable: created, listed by label, pruned.
     {
         "apiGroups": ["apps"],
         "resources": ["deployments"],
-        "verbs": ["get", "list", "watch", "create", "patch"],
+        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
     },
     {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch"]},
     {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "delete"]},
@@ -45,6 +46,13 @@ RULES: Final[list[dict[str, list[str]]]] = [
     {
         "apiGroups": ["networking.k8s.io"],
         "resources": ["networkpolicies"],
+        "verbs": ["get", "create", "patch", "delete"],
+    },
+    # The Gateway API route of spec.gateway (canary weights); deleted when a canary
+    # resource's gateway is removed.
+    {
+        "apiGroups": ["gateway.networking.k8s.io"],
+        "resources": ["httproutes"],
         "verbs": ["get", "create", "patch", "delete"],
     },
     # Events about rollouts and rollbacks (kopf posts core/v1 events).

@@ -18,6 +18,8 @@ from typing import Any
 
 import urllib3
 
+from flux_operator.analysis import measure, round_summary
+from flux_operator.canary import parse_time
 from flux_operator.kube import ApiError, KubeApi, object_path
 from flux_operator.reconcile import (
     Children,
@@ -28,6 +30,7 @@ from flux_operator.reconcile import (
     plan,
     render_event,
 )
+from flux_operator.reconcile.canary_rollout import CanaryRun, analysis_due_for
 from flux_operator.reconcile.children import (
     HANDOVER_MANAGER,
     config_map_selector,
@@ -47,6 +50,15 @@ from flux_operator.render import (
     render_network_policy,
     render_presets_config_map,
     render_service,
+)
+from flux_operator.render_canary import (
+    canary_name,
+    reduce_hpa,
+    render_canary_deployment,
+    render_http_route,
+    render_service_route,
+    render_stable_deployment,
+    render_track_services,
 )
 from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus
 
@@ -78,9 +90,13 @@ class Reconciler:
     def __init__(self, api: KubeApi) -> None:
         self.api = api
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
         # What each resource looked like after its last reconciliation: an event that only
         # echoes our own status write needs no reconciliation.
         self._settled: dict[tuple[str, str], Any] = {}
+        # A running canary is looked at again when its next analysis or step end is due.
+        self._requeues: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
     @staticmethod
     def _fingerprint(body: dict[str, Any], status: Any) -> Any:
@@ -96,6 +112,43 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         self._settled.pop((namespace, name), None)
         self._locks.pop((namespace, name), None)
+        timer = self._requeues.pop((namespace, name), None)
+        if timer is not None:
+            timer.cancel()
+
+    def close(self) -> None:
+        """Stop the pending requeues (the operator is stopping)."""
+        for timer in self._requeues.values():
+            timer.cancel()
+        self._requeues.clear()
+        for task in self._tasks:
+            task.cancel()
+        self._closed = True
+
+    def _requeue(self, namespace: str, name: str, delay: float) -> None:
+        """Reconcile again after ``delay`` seconds (one pending requeue per resource)."""
+        if self._closed:
+            return
+        key = (namespace, name)
+        old = self._requeues.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._requeues.pop(key, None)
+            task = loop.create_task(self._requeued(namespace, name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        # A little after the moment, so that the analysis interval has surely passed.
+        self._requeues[key] = loop.call_later(delay + 0.2, fire)
+
+    async def _requeued(self, namespace: str, name: str) -> None:
+        try:
+            await self.reconcile(namespace, name)
+        except Exception:  # the periodic pass and the next event try again
+            logger.exception("requeued reconciliation failed", extra={"object": name})
 
     async def reconcile(self, namespace: str, name: str) -> None:
         # One reconciliation per resource at a time: events for the resource and for its
@@ -116,16 +169,21 @@ class Reconciler:
             config_maps=tuple(
                 await self.api.list("ConfigMap", namespace, config_map_selector(owner))
             ),
+            canary_deployment=await self.api.get("Deployment", namespace, canary_name(name)),
         )
 
     async def _reconcile(self, body: dict[str, Any]) -> None:
         owner = owner_of(body)
         children = await self._read_children(owner)
-        decided = plan(body, children, now_rfc3339())
+        now = now_rfc3339()
+        measurements = await self._analyse(owner, body, children, now)
+        decided = plan(body, children, now, measurements)
         served = decided.revision is not None and decided.spec is not None
         if decided.revision is not None and decided.spec is not None:
             await self._apply_children(owner, decided.spec, decided.revision, decided, children)
         await self._write_status(owner, body, decided.status)
+        if decided.requeue_after is not None:
+            self._requeue(owner.namespace or "default", owner.name, decided.requeue_after)
         if served:
             self._settled[(owner.namespace or "default", owner.name)] = self._fingerprint(
                 body, status_dump(decided.status)
@@ -140,6 +198,39 @@ class Reconciler:
             )
         await self._post(body, decided.events)
 
+    async def _analyse(
+        self, owner: Owner, body: dict[str, Any], children: Children, now: str
+    ) -> list[Any] | None:
+        """The canary's analysis when one is due (None otherwise), made in a thread: the
+        Prometheus queries must not block kopf's event loop."""
+        try:
+            spec = FluxDeploymentSpec.model_validate(body.get("spec") or {})
+        except ValueError:
+            return None  # plan() reports the spec's problems
+        status = parse_status(body.get("status"))
+        analysis = analysis_due_for(
+            spec,
+            desired_revision(owner, spec),
+            status.canary,
+            children.canary_deployment,
+            parse_time(now),
+        )
+        if analysis is None or status.canary is None:
+            return None
+        measured = await asyncio.to_thread(
+            measure,
+            analysis,
+            release=status.canary.release,
+            namespace=owner.namespace or "default",
+            name=owner.name,
+            now=parse_time(now),
+        )
+        logger.info(
+            "canary analysis",
+            extra={"object": f"{owner.namespace}/{owner.name}", "round": round_summary(measured)},
+        )
+        return measured
+
     async def _apply_children(
         self,
         owner: Owner,
@@ -152,8 +243,10 @@ class Reconciler:
         mounts them, then the Service, the NetworkPolicy and the HPA; then remove what is no
         longer needed."""
         existing_maps = {cm["metadata"]["name"] for cm in children.config_maps or ()}
-        if revision == desired_revision(owner, spec):
-            presets = render_presets_config_map(owner, spec, revision)
+        run = decided.canary
+        canary_revision = run.revision if run is not None else None
+        if desired_revision(owner, spec) in (revision, canary_revision):
+            presets = render_presets_config_map(owner, spec, desired_revision(owner, spec))
             if presets["metadata"]["name"] not in existing_maps:
                 await self.api.create_if_absent(presets)
         blocklist = render_blocklist_config_map(owner, spec)
@@ -161,13 +254,19 @@ class Reconciler:
             await self.api.create_if_absent(blocklist)
 
         desired_deployment = render_deployment(owner, spec, revision)
+        if spec.rollout.strategy == "Canary":
+            replicas = run.stable_replicas if run is not None else None
+            desired_deployment = render_stable_deployment(desired_deployment, replicas)
         handover = replicas_handover(children.deployment, spec.autoscaling is not None)
         if handover is not None:
             await self.api.apply(handover, field_manager=HANDOVER_MANAGER)
             await self.api.apply(desired_deployment)  # now without spec.replicas
         else:
             await self._apply(desired_deployment, children.deployment)
-        await self._apply(render_service(owner, spec), children.service)
+        await self._apply_canary(owner, run, spec, children)
+        service = render_service(owner, spec)
+        await self._apply(service, children.service)
+        await self._apply_routing(owner, spec, service, run)
         policy = render_network_policy(owner, spec)
         if policy is not None:
             await self._apply(policy, children.network_policy)
@@ -176,6 +275,8 @@ class Reconciler:
             # refusing callers the user now means to let in.
             await self.api.delete("NetworkPolicy", owner.namespace, owner.name)
         hpa = render_hpa(owner, spec)
+        if hpa is not None and run is not None:
+            hpa = reduce_hpa(hpa, run.hpa_reduction)
         if hpa is not None:
             await self._apply(hpa, children.autoscaler)
         elif children.autoscaler is not None and managed(children.autoscaler):
@@ -186,6 +287,46 @@ class Reconciler:
             children.config_maps or (), decided.keep_config_maps, blocklist_name
         ):
             await self.api.delete("ConfigMap", owner.namespace, name)
+
+    async def _apply_canary(
+        self, owner: Owner, run: CanaryRun | None, spec: FluxDeploymentSpec, children: Children
+    ) -> None:
+        """``NAME-canary`` with the canary's revision and pods, or removed when none runs."""
+        observed = children.canary_deployment
+        if run is not None and run.revision is not None:
+            rendered = render_deployment(owner, spec, run.revision)
+            await self._apply(render_canary_deployment(rendered, run.canary_replicas), observed)
+        elif observed is not None and managed(observed):
+            await self.api.delete("Deployment", owner.namespace, canary_name(owner.name))
+
+    async def _apply_routing(
+        self,
+        owner: Owner,
+        spec: FluxDeploymentSpec,
+        service: dict[str, Any],
+        run: CanaryRun | None,
+    ) -> None:
+        """The track Services (strategy Canary) and the HTTPRoute (with a gateway; removed
+        with it)."""
+        namespace = owner.namespace
+        canary_strategy = spec.rollout.strategy == "Canary"
+        if canary_strategy:
+            for track_service in render_track_services(service):
+                name = track_service["metadata"]["name"]
+                await self._apply(track_service, await self.api.get("Service", namespace, name))
+        if spec.gateway is not None:
+            weight = run.weight if run is not None else 0
+            route = (
+                render_http_route(service, spec.gateway, weight)
+                if canary_strategy
+                else render_service_route(service, spec.gateway)
+            )
+            await self._apply(route, await self.api.get("HTTPRoute", namespace, owner.name))
+        else:
+            # The gateway removed: its route goes too (404 where the Gateway API is absent).
+            leftover = await self.api.get("HTTPRoute", namespace, owner.name)
+            if leftover is not None and managed(leftover):
+                await self.api.delete("HTTPRoute", namespace, owner.name)
 
     async def _apply(self, desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:
         if observed is None:

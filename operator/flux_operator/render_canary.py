@@ -1,9 +1,9 @@
 """The objects of a canary, rendered from objects already rendered for one revision. Pure.
 
 - The stable Deployment ``NAME`` carries ``fluxserve.dev/track: stable`` on its pods. Its
-  selector stays as it is (a Deployment's selector is immutable), so render the label on
-  every stable Deployment, canary or not: adding it only when a canary starts would
-  restart every stable pod.
+  selector stays as it is (a Deployment's selector is immutable). The label is rendered on
+  every Deployment of strategy Canary, canary running or not: adding it only when a
+  canary starts would restart every stable pod (RollingUpdate resources never get it).
 - The canary Deployment ``NAME-canary`` is the new revision's Deployment, renamed, with
   ``track: canary`` in its selector and pods.
 - Services ``NAME-stable`` and ``NAME-canary`` select one track each; ``NAME`` still
@@ -171,3 +171,26 @@ def render_canary_objects(
     if gateway is not None:
         objects.append(render_http_route(service, gateway, weight if canary is not None else 0))
     return objects
+
+
+def render_service_route(service: dict[str, Any], gateway: GatewaySpec) -> dict[str, Any]:
+    """The ``HTTPRoute`` ``NAME`` of strategy RollingUpdate: all HTTP traffic to the
+    Service ``NAME`` (there are no track Services to weigh)."""
+    route = render_http_route(service, gateway, 0)
+    port = _http_port(service)
+    backend = {"group": "", "kind": "Service", "name": service["metadata"]["name"], "port": port}
+    route["spec"]["rules"][0]["backendRefs"] = [{**backend, "weight": 100}]
+    return route
+
+
+def reduce_hpa(hpa: dict[str, Any], pods: int) -> dict[str, Any]:
+    """The HPA with ``minReplicas`` and ``maxReplicas`` lowered by ``pods`` (at least 1),
+    for a canary with ``maxSurge: 0`` under autoscaling: the stable side gives up the
+    canary's pods through its HPA, which alone writes the stable Deployment's replicas."""
+    if pods <= 0:
+        return hpa
+    out = copy.deepcopy(hpa)
+    spec = out["spec"]
+    spec["minReplicas"] = max(1, int(spec["minReplicas"]) - pods)
+    spec["maxReplicas"] = max(spec["minReplicas"], int(spec["maxReplicas"]) - pods)
+    return out

@@ -63,6 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flux_server: {exc}", file=sys.stderr)
         return 1
 
+    logs.route_torch_logs()
     from flux_server.server import FluxServer
 
     servers: list[FluxServer] = []

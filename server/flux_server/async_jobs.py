@@ -15,11 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from flux_server.admission import Admission, Trail
-from flux_server.batcher import Batcher
+from flux_server.batcher import Batcher, BatchInfo
 from flux_server.engine import GeneratedImage
 from flux_server.errors import InternalError, ServeError
 from flux_server.job_manager import JobManager
@@ -28,6 +28,10 @@ from flux_server.runner import Runner, Work, describe_failure
 from flux_server.webhook_url import WebhookTarget
 
 log = logging.getLogger(__name__)
+
+#: Called with a succeeded job's trail, images and batch (None for a cache hit): an
+#: experiment counts the job like a synchronous request served in its arm.
+ServedFn = Callable[[Trail, list[GeneratedImage], BatchInfo | None], Awaitable[None]]
 
 
 def total_steps(work: Work) -> int:
@@ -51,12 +55,14 @@ class AsyncJobs:
         manager: JobManager,
         runner: Runner,
         default_timeout: float,
+        on_served: ServedFn | None = None,
     ) -> None:
         self.batcher = batcher
         self.admission = admission
         self.manager = manager
         self.runner = runner
         self.default_timeout = default_timeout
+        self.on_served = on_served
         self._trails: dict[str, Trail] = {}  # live jobs: for their audit lines
         self._tasks: set[asyncio.Task[Any]] = set()
         self._repositioning: asyncio.Task[None] | None = None
@@ -121,7 +127,7 @@ class AsyncJobs:
         cache_key: str | None,
     ) -> None:
         try:
-            images, _info = await result
+            images, info = await result
         except asyncio.CancelledError:
             return  # withdrawn from the queue: the cancel is recorded already
         except ServeError as error:
@@ -134,7 +140,7 @@ class AsyncJobs:
         if work.token is not None and work.token.cancelled:
             return  # the images of a cancelled job are dropped, never delivered
         await self.admission.store(cache_key, images)
-        await self.manager.succeeded(job_id, images)
+        await self._succeeded(job_id, images, info)
 
     async def _started(self, job_id: str, steps: int) -> None:
         # A batch that failed is split and run again: its jobs have started already.
@@ -143,7 +149,15 @@ class AsyncJobs:
 
     async def _finish_cached(self, job_id: str, steps: int, images: list[GeneratedImage]) -> None:
         await self.manager.started(job_id, steps)
+        await self._succeeded(job_id, images, None)
+
+    async def _succeeded(
+        self, job_id: str, images: list[GeneratedImage], info: BatchInfo | None
+    ) -> None:
+        trail = self._trails.get(job_id)  # read before the outcome's audit line drops it
         await self.manager.succeeded(job_id, images)
+        if trail is not None and self.on_served is not None:
+            await self.on_served(trail, images, info)
 
     # -- queue positions -------------------------------------------------------------------
 

@@ -68,7 +68,8 @@ class AuditRecord(BaseModel):
     decision: Decision
     reason: str | None = Field(
         default=None,
-        description='Why: "blocklist", "classifier", "unauthenticated", "priority_denied" '
+        description='Why: "blocklist", "minor_sexual", "classifier", "unauthenticated", '
+        '"priority_denied" '
         "(served in the normal lane), or the error code of a failed request.",
     )
     detail: str | None = Field(
@@ -80,6 +81,10 @@ class AuditRecord(BaseModel):
     cache_hit: bool = False
     job_id: str | None = Field(
         default=None, description="The async job's id: its submission, cancel and outcome."
+    )
+    experiment: dict[str, str] | None = Field(
+        default=None,
+        description='The experiment arm that served the request: {"name", "arm", "subject"}.',
     )
 
 

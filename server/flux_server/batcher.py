@@ -2,7 +2,10 @@
 
 - A bounded queue: past ``max_queue`` waiting requests, :class:`QueueFull`.
 - Dynamic batching: requests with equal keys join one call, up to ``max_batch_size``
-  units (images), waiting at most ``max_delay`` after the oldest arrived.
+  units (images). Policy ``when-busy`` (the default): a request that finds the engine
+  idle runs at once, and requests that arrive while a call runs gather into the next
+  one, so batching costs a lone request nothing. Policy ``always``: the oldest request
+  waits up to ``max_delay`` for company even when the engine is idle.
 - A priority lane: a priority request goes ahead of every normal one and does not wait
   for company (it still takes along priority requests that are already waiting).
 - Deadlines: a request whose deadline passes while waiting is dropped from the queue;
@@ -23,12 +26,13 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from flux_server.errors import DeadlineExceeded, QueueFull, Unavailable
 
 log = logging.getLogger(__name__)
 
+_JOIN_TURNS = 3
 P = TypeVar("P")
 R = TypeVar("R")
 
@@ -56,6 +60,9 @@ class _Item(Generic[P, R]):
     started: bool = False
 
 
+WaitPolicy = Literal["when-busy", "always"]
+"""When the oldest waiting request waits for company (see the module docstring)."""
+
 RunBatch = Callable[[Sequence[P]], Awaitable[Sequence[R]]]
 """Runs payloads with equal keys together; returns one result per payload, in order."""
 
@@ -70,6 +77,7 @@ class Batcher(Generic[P, R]):
         max_batch_size: int = 4,
         max_delay: float = 0.05,
         max_queue: int = 64,
+        wait: WaitPolicy = "when-busy",
         on_batch: Callable[[BatchInfo], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
         on_running: Callable[[int], None] | None = None,
@@ -80,6 +88,7 @@ class Batcher(Generic[P, R]):
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.max_queue = max_queue
+        self.wait_policy = wait
         self._on_batch = on_batch
         self._on_depth = on_depth
         self._on_running = on_running
@@ -247,7 +256,12 @@ class Batcher(Generic[P, R]):
                 batch = self._take(self._priority, self._priority[0])
             else:
                 head = self._normal[0]
-                until = head.enqueued + self.max_delay
+                until = head.enqueued + (self.max_delay if self.wait_policy == "always" else 0.0)
+                if self.wait_policy == "when-busy":
+                    # Requests sent together reach the queue a few event-loop turns
+                    # apart (parsing, checks): let the ones already on their way join.
+                    for _ in range(_JOIN_TURNS):
+                        await asyncio.sleep(0)
                 # Wait for company while the batch has room, the oldest request can
                 # still wait, and no priority request turned up.
                 while (

@@ -5,10 +5,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from flux_server.engine import GeneratedImage
+from flux_server.experiments import Assignment
 
 ProgressFn = Callable[[int, int], None]
 """Called on the event loop after each denoising step with (step, total steps)."""
@@ -28,6 +29,9 @@ class CallContext:
     priority: bool = False
     timeout: float | None = None  # seconds; None: --request-timeout
     priority_denied: bool = False  # asked for the priority lane without the permission
+    # The request's headers (REST) or metadata (gRPC), names in lower case: what an
+    # experiment reads (the subject's ``x-user-id``, its audience's header).
+    headers: Mapping[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass
@@ -41,3 +45,5 @@ class GenerationResult:
     inference_ms: float
     total_ms: float
     cache_hit: bool = False
+    experiment: Assignment | None = None
+    """The experiment arm that served the request; None outside any experiment."""

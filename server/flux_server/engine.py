@@ -17,6 +17,7 @@ from typing import Any
 
 from PIL import Image
 
+from flux_server import speedups
 from flux_server.cancellation import GenerationInterrupted
 from flux_server.params import Job
 
@@ -88,8 +89,11 @@ class Engine:
     """A loaded FLUX pipeline. ``.pipe`` is shared with the editing pipelines
     (built from it with ``from_pipe``)."""
 
-    def __init__(self, pipe: Any, info: ModelInfo) -> None:
+    def __init__(
+        self, pipe: Any, info: ModelInfo, speed: speedups.SpeedOptions | None = None
+    ) -> None:
         self.pipe = pipe
+        self.speed = speed or speedups.SpeedOptions()
         self.info = info
         self.device = info.device
         self.dtype = pipe.dtype if hasattr(pipe, "dtype") else None
@@ -98,10 +102,16 @@ class Engine:
 
     @classmethod
     def load(
-        cls, model: str, revision: str | None = None, device: str = "auto", dtype: str = "auto"
+        cls,
+        model: str,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        settings: Any = None,
     ) -> Engine:
         """Load a FLUX pipeline from a directory or a hub id (``HF_TOKEN`` from the
-        environment, read by huggingface_hub itself)."""
+        environment, read by huggingface_hub itself), with the speed options of
+        ``settings`` (a ``ServerSettings``; none: plain eager)."""
         import torch
         from diffusers import FluxPipeline
 
@@ -109,7 +119,14 @@ class Engine:
         chosen_dtype = choose_dtype(dtype, chosen_device)
         started = time.perf_counter()
         pipe = FluxPipeline.from_pretrained(model, revision=revision, dtype=chosen_dtype)
-        pipe.to(chosen_device)
+        speed = (
+            speedups.SpeedOptions.from_settings(settings, chosen_device)
+            if settings is not None
+            else speedups.SpeedOptions()
+        )
+        speedups.prepare(
+            pipe, speed, chosen_device, with_adapters=bool(settings is not None and settings.lora)
+        )
         pipe.set_progress_bar_config(disable=True)
         info = ModelInfo(
             model=model,
@@ -127,30 +144,61 @@ class Engine:
                 "device": chosen_device,
                 "dtype": info.dtype,
                 "load_seconds": round(info.load_seconds, 3),
+                "compile": speed.compile,
+                "quantize": speed.quantize,
+                "step_cache": speed.step_cache.kind,
+                "offload": speed.offload,
             },
         )
-        return cls(pipe, info)
+        speedups.mark_ready()
+        return cls(pipe, info, speed)
 
     def warmup(self) -> None:
-        """One small generation, so the first caller does not pay for lazy init."""
+        """Compile (with ``--compile``) and run every warm-up size at every batch size,
+        so no caller pays for a compile or lazy init; then count compilations from here."""
         started = time.perf_counter()
-        job = Job(
-            prompt="warm-up",
-            negative_prompt=None,
-            width=256,
-            height=256,
-            steps=1,
-            guidance_scale=3.5,
-            true_cfg_scale=1.0,
-            seed=0,
-            num_images=1,
-            output_format="png",
-            adapters=(),
-            style_preset=None,
-        )
-        self.generate([job])
+        speedups.compile_transformer(self.pipe, self.speed)
+        sizes = self.speed.warmup_sizes or ((256, 256),)
+        # Three steps: a step cache takes its skip path from the second step on.
+        steps = 3 if self.speed.step_cache.kind != "off" else 1
+        for width, height in sizes:
+            for batch in self.speed.warmup_batch_sizes:
+                job = Job(
+                    prompt="warm-up",
+                    negative_prompt=None,
+                    width=width,
+                    height=height,
+                    steps=steps,
+                    guidance_scale=3.5,
+                    true_cfg_scale=1.0,
+                    seed=0,
+                    num_images=batch,
+                    output_format="png",
+                    adapters=(),
+                    style_preset=None,
+                )
+                self.generate([job])
+                if self.adapter_hook is not None and self.speed.compile != "off":
+                    # The adapter path too (scales are tensors: one graph for all).
+                    names = sorted(self._adapter_names())
+                    if names:
+                        self.generate([_with_adapter(job, names[0])])
         self.info.warmup_seconds = time.perf_counter() - started
-        log.info("warm-up done", extra={"warmup_seconds": round(self.info.warmup_seconds, 3)})
+        speedups.mark_ready()
+        log.info(
+            "warm-up done",
+            extra={
+                "warmup_seconds": round(self.info.warmup_seconds, 3),
+                "sizes": [f"{w}x{h}" for w, h in sizes],
+                "batch_sizes": list(self.speed.warmup_batch_sizes),
+                "compilations": speedups.compilations(),
+            },
+        )
+
+    def _adapter_names(self) -> set[str]:
+        from flux_server.lora import loaded_adapters
+
+        return loaded_adapters(self.pipe)
 
     def generate(
         self,
@@ -165,6 +213,9 @@ class Engine:
         it says yes the call ends there with :class:`GenerationInterrupted` (no VAE
         decode), so the GPU is free within one step (see ``flux_server.cancellation``)."""
         import torch
+
+        # Without a warm-up, the first call compiles (once; a no-op afterwards).
+        speedups.compile_transformer(self.pipe, self.speed)
 
         if not jobs:
             return []
@@ -251,3 +302,7 @@ class Engine:
         if adapters != self._active_adapters:
             self.adapter_hook(self.pipe, adapters)
             self._active_adapters = adapters
+
+
+def _with_adapter(job: Job, name: str) -> Job:
+    return job.model_copy(update={"adapters": ((name, 1.0),)})

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 
 from flux_client.experiments import Arm, Experiment
 from flux_client.names import header_value, normalize
+from flux_client.wire import EXPERIMENT_HEADER, USER_ID_HEADER
 from flux_server.errors import InvalidRequest
 
-USER_ID_HEADER = "X-User-Id"
-EXPERIMENT_HEADER = "X-Fluxserve-Experiment"
+__all__ = ["EXPERIMENT_HEADER", "USER_ID_HEADER", "Assignment", "assign", "pick_arm"]
 MAX_SUBJECT_LENGTH = 256
 
 

@@ -29,6 +29,7 @@ from flux_client.wire import (
     pb_grpc,
     to_grpc_status,
 )
+from flux_server import grpc_experiments
 from flux_server.errors import InvalidRequest, ServeError, status_of
 from flux_server.grpc_jobs import JobRpcs
 from flux_server.params import GenerateParams, validation_error
@@ -105,7 +106,18 @@ def result_to_proto(result: GenerationResult) -> pb.GenerateResponse:
             queue_ms=result.queue_ms, inference_ms=result.inference_ms, total_ms=result.total_ms
         ),
         cache_hit=result.cache_hit,
+        experiment=grpc_experiments.arm_to_proto(result),
     )
+
+
+def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    """The call's text metadata, for experiments (``x-user-id``, an audience's header);
+    credentials and binary values stay out."""
+    headers = {}
+    for entry in context.invocation_metadata() or ():
+        if entry.key != AUTHORIZATION_METADATA and isinstance(entry.value, str):
+            headers[entry.key] = entry.value
+    return headers
 
 
 def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
@@ -130,6 +142,7 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
             authorization=_metadata(context, AUTHORIZATION_METADATA),
             priority=priority,
             timeout=remaining if remaining is not None and remaining > 0 else None,
+            headers=_headers(context),
         )
 
     async def _call(
@@ -167,7 +180,9 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
         async def work() -> pb.GenerateResponse:
             params = params_from_proto(request.params)
             result = await self.service.generate(params, ctx)
-            context.set_trailing_metadata(((REQUEST_ID_METADATA, ctx.request_id),))
+            context.set_trailing_metadata(
+                ((REQUEST_ID_METADATA, ctx.request_id), *grpc_experiments.arm_metadata(result))
+            )
             return result_to_proto(result)
 
         return await self._call(context, ctx, work)
@@ -199,6 +214,9 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
                 else:
                     getter.cancel()
             result = task.result()
+            context.set_trailing_metadata(
+                ((REQUEST_ID_METADATA, ctx.request_id), *grpc_experiments.arm_metadata(result))
+            )
         finally:
             if not task.done():
                 task.cancel()
@@ -238,6 +256,9 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
                 params=params,
                 ctx=ctx,
             )
+            context.set_trailing_metadata(
+                ((REQUEST_ID_METADATA, ctx.request_id), *grpc_experiments.arm_metadata(result))
+            )
             return result_to_proto(result)
 
         return await self._call(context, ctx, work)
@@ -261,6 +282,19 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
             )
 
         return await self._call(context, ctx, work)
+
+    async def Feedback(
+        self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FeedbackResponse:
+        ctx = self._context(context, "Feedback")
+        return await self._call(
+            context, ctx, lambda: grpc_experiments.feedback(self.service, request, ctx)
+        )
+
+    async def ListExperiments(
+        self, request: pb.ListExperimentsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListExperimentsResponse:
+        return grpc_experiments.counts_to_proto(self.service.list_experiments())
 
 
 def build_grpc_server(

@@ -4,6 +4,7 @@ take the same path as every call (rich status from ``flux_client.wire``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -89,12 +90,7 @@ class JobRpcs:
 
         ctx = self._context(context, "Submit", request.params.priority == pb.PRIORITY_HIGH)
         # A job outlives the call: the call's deadline is not the job's.
-        ctx = type(ctx)(
-            endpoint=ctx.endpoint,
-            request_id=ctx.request_id,
-            authorization=ctx.authorization,
-            priority=ctx.priority,
-        )
+        ctx = dataclasses.replace(ctx, timeout=None)
 
         async def work() -> pb.Job:
             params = params_from_proto(request.params)

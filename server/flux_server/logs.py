@@ -67,3 +67,15 @@ def _quiet_hub_libraries() -> None:
         module.disable_default_handler()
         module.enable_propagation()
         module.disable_progress_bar()
+
+
+def route_torch_logs() -> None:
+    """torch puts its own stderr handlers (glog-style text, not JSON) on its loggers when
+    it is imported, and libraries that register types with it at import (torchao through
+    diffusers) log through them. Import it here and send those records through ours."""
+    import torch  # noqa: F401  (its import installs the handlers this removes)
+
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.split(".")[0] == "torch" and isinstance(logger, logging.Logger):
+            logger.handlers[:] = []
+            logger.propagate = True

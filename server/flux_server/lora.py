@@ -21,6 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from flux_server import lora_hotswap
+
 log = logging.getLogger(__name__)
 
 # Adapter names become keys of torch ModuleDicts inside PEFT: no dots.
@@ -99,12 +101,19 @@ def parse_lora_flags(values: Iterable[str]) -> list[LoraSpec]:
 
 def loaded_adapters(pipe: Any) -> set[str]:
     """Names of the adapters loaded into any component of the pipeline."""
+    hot = lora_hotswap.attached(pipe)
+    if hot is not None:
+        return hot.names()
     listed: Mapping[str, Sequence[str]] = pipe.get_list_adapters()
     return {name for names in listed.values() for name in names}
 
 
 def activate(pipe: Any, adapters: Mapping[str, float]) -> None:
     """Use exactly these adapters at these scales; an empty mapping turns LoRA off."""
+    hot = lora_hotswap.attached(pipe)
+    if hot is not None:
+        hot.activate(adapters)
+        return
     if not adapters:
         if loaded_adapters(pipe):
             pipe.disable_lora()
@@ -120,6 +129,14 @@ def activate(pipe: Any, adapters: Mapping[str, float]) -> None:
 def load_adapters(pipe: Any, specs: Sequence[LoraSpec]) -> dict[str, LoraSpec]:
     """Load every adapter once (blocking: call at start, before serving), then leave the
     pipeline with adapters off. Returns the specs by name."""
+    hot = lora_hotswap.attached(pipe)
+    if hot is not None:
+        # A compiled transformer: one slot, hot-swapped (see lora_hotswap).
+        for spec in specs:
+            if not Path(spec.path).exists():
+                raise LoraLoadError(f"adapter {spec.name!r}: {spec.path} does not exist")
+        hot.load(specs, _weights_file)
+        return {spec.name: spec for spec in specs}
     loaded: dict[str, LoraSpec] = {}
     for spec in specs:
         path = Path(spec.path)
@@ -140,6 +157,11 @@ def load_adapters(pipe: Any, specs: Sequence[LoraSpec]) -> dict[str, LoraSpec]:
 
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def _weights_file(spec: LoraSpec) -> Path:
+    path = Path(spec.path)
+    return path if path.is_file() else path / DEFAULT_WEIGHT_NAME
 
 
 def weight_files(spec: LoraSpec) -> list[Path]:

@@ -15,8 +15,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from flux_client.experiments import Experiment
+from flux_server.safety import SAFETY_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,7 @@ class Metrics:
         )
         # Present from the start at 0, so a rate() or an alert sees the series before the
         # first refusal.
-        for reason in ("blocklist", "classifier"):
+        for reason in SAFETY_REASONS:
             self.safety_rejections.labels(reason=reason)
         self.gpu_memory_used = Gauge(
             "fluxserve_gpu_memory_used_bytes",
@@ -129,6 +132,7 @@ class Metrics:
         )
         self.experiments = ExperimentMetrics(r)
         """The per-arm metrics of style-preset experiments."""
+        r.register(_RecompilesCollector())
 
     def set_model(self, model: str, revision: str | None, release: str) -> None:
         self.model_info.labels(model=model, revision=revision or "", release=release).set(1)
@@ -266,3 +270,19 @@ class ExperimentMetrics:
 
     def count_feedback(self, experiment: str, arm: str, event: str, value: float) -> None:
         self.feedback.labels(experiment, arm, event).inc(value)
+
+
+class _RecompilesCollector(Collector):
+    """``fluxserve_recompiles_total``: torch.compile graphs built after the warm-up, read
+    from dynamo's counters at scrape time (0 is the goal: each one is a request that
+    waited for a compile)."""
+
+    def collect(self) -> Any:
+        from flux_server.speedups import recompiles_since_ready
+
+        family = CounterMetricFamily(
+            "fluxserve_recompiles",
+            "torch.compile (re)compilations after the server became ready.",
+        )
+        family.add_metric([], recompiles_since_ready())
+        yield family

@@ -97,7 +97,8 @@ class Runner:
         loop = asyncio.get_running_loop()
         s = settings
         engine = await loop.run_in_executor(
-            self._executor, lambda: Engine.load(s.model, s.model_revision, s.device, s.dtype)
+            self._executor,
+            lambda: Engine.load(s.model, s.model_revision, s.device, s.dtype, settings=s),
         )
         self.engine = engine
         await loop.run_in_executor(self._executor, self._load_extras, s)

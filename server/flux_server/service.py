@@ -16,6 +16,8 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from flux_client.experiment_report import ExperimentsCounts
+from flux_client.names import normalize
 from flux_client.presets import StylePreset
 from flux_server.admission import Admission, AuditSink, ContentPolicy, KeyChecker, Trail
 from flux_server.async_jobs import AsyncJobs
@@ -30,6 +32,8 @@ from flux_server.calls import (
 )
 from flux_server.engine import Engine, GeneratedImage
 from flux_server.errors import InternalError, NotEnabled, ServeError
+from flux_server.experiment_runtime import ExperimentRuntime
+from flux_server.feedback import FeedbackOutcome, FeedbackStore
 from flux_server.job_manager import JobManager, build_job_manager
 from flux_server.jobs import JobState
 from flux_server.metrics import Metrics
@@ -67,6 +71,11 @@ class GenerationService:
         self.runner = Runner(self.metrics)
         # Keys, safety, audit and cache first: a bad file fails before the model loads.
         self.admission = Admission.from_settings(settings, self.metrics, self.runner.off_loop)
+        # Served-request records for feedback: in Redis too when --redis-url is set, so
+        # feedback that reaches another replica finds its arm.
+        self.experiments = ExperimentRuntime(
+            self.presets, FeedbackStore(settings.redis_url), self.metrics
+        )
         # Results: a list of images per generation or edit, an answer per question.
         self.batcher: Batcher[Work, Any] = Batcher(
             self.runner.run_batch,
@@ -74,6 +83,7 @@ class GenerationService:
             units=lambda work: work.units,
             max_batch_size=settings.max_batch_size,
             max_delay=settings.max_delay_s,
+            wait=settings.batch_wait,
             max_queue=settings.max_queue,
             on_batch=self._observe_batch,
             on_depth=self._depth_changed,
@@ -91,7 +101,12 @@ class GenerationService:
             longest_job=settings.request_timeout,
         )
         self.async_jobs = AsyncJobs(
-            self.batcher, self.admission, self.jobs, self.runner, settings.request_timeout
+            self.batcher,
+            self.admission,
+            self.jobs,
+            self.runner,
+            settings.request_timeout,
+            on_served=self._job_served,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -135,6 +150,7 @@ class GenerationService:
         await self.batcher.close()
         await self.jobs.close(min(self.settings.drain_timeout, 5.0))
         await self.admission.close()
+        await self.experiments.feedback_store.close()
         self.runner.shutdown()
 
     # -- what the adapters read ----------------------------------------------------------
@@ -204,7 +220,7 @@ class GenerationService:
         admission = self.admission
         async with admission.request(ctx) as trail:
             admission.admit(trail)
-            job = trail.job = self._resolve(params)
+            job = trail.job = self._resolve(self._arm(trail, params))
             await admission.screen(trail, job.prompt, "prompt")
             key = admission.cache_key(
                 job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
@@ -215,6 +231,7 @@ class GenerationService:
                     progress(job.steps, job.steps)
                 result = self._result(trail, cached, None, cache_hit=True)
                 admission.accepted(trail, result)
+                await self._served(trail, result, None)
                 return result
             loop = asyncio.get_running_loop() if progress else None
             work = Work("generate", job, job.output_format, trail.ctx.request_id, progress, loop)
@@ -222,6 +239,7 @@ class GenerationService:
             await admission.store(key, images)
             result = self._result(trail, images, info)
             admission.accepted(trail, result)
+            await self._served(trail, result, info)
             log.info(
                 "generated",
                 extra={
@@ -250,7 +268,7 @@ class GenerationService:
         admission = self.admission
         async with admission.request(ctx) as trail:
             admission.admit(trail)
-            job = trail.job = self._resolve(params)
+            job = trail.job = self._resolve(self._arm(trail, params))
             await admission.screen(trail, job.prompt, "prompt")
             target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
             key = admission.cache_key(
@@ -306,6 +324,7 @@ class GenerationService:
             images, info = await self._submit(work, trail.ctx)
             result = self._result(trail, images, info)
             admission.accepted(trail, result)
+            await self._served(trail, result, info)
             return result
 
     async def _edit_work(
@@ -342,7 +361,7 @@ class GenerationService:
                 "height": params.height or auto_height,
             }
         )
-        job = trail.job = self._resolve(sized)
+        job = trail.job = self._resolve(self._arm(trail, sized))
         await self.admission.screen(trail, job.prompt, "prompt")
         edit_job = edit_job_from(
             job,
@@ -377,7 +396,55 @@ class GenerationService:
             admission.accepted(trail, self._result(trail, [], None))
             return str(answer)
 
+    # -- experiments -----------------------------------------------------------------------
+
+    async def feedback(
+        self, request_id: str, event: str, value: float, ctx: CallContext
+    ) -> FeedbackOutcome:
+        """Record an outcome against the arm ``request_id`` was served in (a key is
+        needed where keys are)."""
+        self.admission.authenticate(ctx)
+        return await self.experiments.feedback(request_id, event, value)
+
+    def list_experiments(self) -> ExperimentsCounts:
+        """The experiments this replica serves, with its own counts."""
+        return self.experiments.counts()
+
     # -- steps ---------------------------------------------------------------------------
+
+    def _arm(self, trail: Trail, params: GenerateParams) -> GenerateParams:
+        """The requested preset in the form names are compared in (Unicode NFC); in an
+        experiment on it, the arm's preset instead (the request's own fields still win,
+        since they override any preset's)."""
+        if params.style_preset is None:
+            return params
+        preset = normalize(params.style_preset)
+        trail.experiment = self.experiments.assign(preset, trail.user, trail.ctx.headers)
+        if trail.experiment is not None:
+            preset = trail.experiment.preset
+        return params.model_copy(update={"style_preset": preset})
+
+    async def _served(self, trail: Trail, result: GenerationResult, info: BatchInfo | None) -> None:
+        """Count a request served in an arm, and keep its record for feedback. The arm's
+        GPU time is its share of the pipeline call, by images (a cache hit costs none)."""
+        if trail.experiment is None:
+            return
+        images = len(result.images) if info is not None else 0
+        gpu_seconds = info.run_s * images / max(1, info.units) if info is not None else 0.0
+        await self.experiments.served(
+            result.request_id,
+            trail.experiment,
+            seconds=result.total_ms / 1000,
+            gpu_seconds=gpu_seconds,
+            images=images,
+        )
+
+    async def _job_served(
+        self, trail: Trail, images: list[GeneratedImage], info: BatchInfo | None
+    ) -> None:
+        """An async job that succeeded: counted in its arm like a synchronous request."""
+        result = self._result(trail, images, info, cache_hit=info is None)
+        await self._served(trail, result, info)
 
     def _resolve(self, params: GenerateParams) -> Job:
         """The request with its preset, the server's defaults and limits applied."""
@@ -424,4 +491,5 @@ class GenerationService:
             inference_ms=info.run_s * 1000 if info is not None else 0.0,
             total_ms=trail.elapsed_ms,
             cache_hit=cache_hit,
+            experiment=trail.experiment,
         )

@@ -43,6 +43,53 @@ class ServerSettings(BaseModel):
     )
     warmup: bool = Field(True, description="Run one small generation before reporting ready.")
 
+    # --- speed (see flux_server.speedups) --------------------------------------------------
+    compile: Literal["auto", "off", "regional", "full"] = Field(
+        "auto",
+        description="torch.compile the repeated transformer blocks (regional) or the whole "
+        "transformer (full); auto: regional on CUDA, off on CPU.",
+    )
+    compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
+        "inductor",
+        description="torch.compile backend; aot_eager/eager trace without generating code "
+        "(checks, debugging).",
+    )
+    warmup_sizes: tuple[str, ...] = Field(
+        (),
+        description="WxH sizes (comma separated or repeated) compiled and run at every batch "
+        "size up to --max-batch-size before ready; default with --compile: the default size.",
+    )
+    quantize: Literal["none", "fp8", "int8"] = Field(
+        "none",
+        description="torchao on the transformer: fp8 (CUDA, compute capability 8.9+) or int8 "
+        "weight-only.",
+    )
+    step_cache: str = Field(
+        "off",
+        description="Skip transformer work on steps that change little: off, "
+        "first-block:THRESHOLD, taylorseer:INTERVAL.",
+    )
+    attention_backend: str | None = Field(
+        None, description="diffusers attention dispatcher backend (native, flash, sage, ...)."
+    )
+    offload: Literal["none", "model", "sequential"] = Field(
+        "none",
+        description="CPU offload for GPUs smaller than the pipeline: model (whole components) "
+        "or sequential (layer by layer, least memory, slowest).",
+    )
+    vae_slicing: bool = Field(
+        True,
+        description="Decode a batch one image at a time: less memory, and an image's bytes "
+        "do not depend on the decode of the others in its batch.",
+    )
+    vae_tiling: bool = Field(False, description="Decode large images in tiles.")
+    lora_max_rank: int | None = Field(
+        None,
+        ge=1,
+        description="With --compile: the LoRA rank the hot-swap slot is prepared for "
+        "(default: the largest adapter's).",
+    )
+
     # --- listeners -----------------------------------------------------------------------
     host: str = Field("0.0.0.0", description="Address the listeners bind.")
     http_port: int = Field(8080, ge=0, le=65535, description="REST port (0: any free port).")
@@ -60,6 +107,11 @@ class ServerSettings(BaseModel):
     )
     max_delay_ms: float = Field(
         50, ge=0, le=10_000, description="Longest a request waits for others to batch with."
+    )
+    batch_wait: Literal["when-busy", "always"] = Field(
+        "when-busy",
+        description="when-busy: a request that finds the engine idle runs at once, and those "
+        "arriving meanwhile batch; always: wait up to --max-delay-ms for company.",
     )
     max_queue: int = Field(64, ge=1, description="Requests that may wait; beyond, 429.")
     request_timeout: float = Field(
@@ -109,7 +161,11 @@ class ServerSettings(BaseModel):
     audit_log: str | None = Field(None, description="Audit log file, or - for stdout.")
     audit_hash_prompts: bool = Field(False, description="Store prompt hashes, not prompts.")
     api_keys: Path | None = Field(None, description="API key file; when set, keys are required.")
-    redis_url: str | None = Field(None, description="Result cache in Redis instead of memory.")
+    redis_url: str | None = Field(
+        None,
+        description="Result cache in Redis instead of memory; served-request records of "
+        "experiments there too, so feedback reaching another replica counts.",
+    )
     cache_bytes: int = Field(
         256 * 1024 * 1024, ge=0, description="In-memory result cache size; 0 = off."
     )
@@ -162,6 +218,36 @@ class ServerSettings(BaseModel):
             value, limit = getattr(self, name), getattr(self, limit_name)
             if value > limit:
                 raise ValueError(f"{_flag(name)} {value} is over {_flag(limit_name)} {limit}")
+        return self
+
+    @field_validator("warmup_sizes", mode="before")
+    @classmethod
+    def _sizes(cls, value: Any) -> Any:
+        from flux_server.speedups import parse_sizes
+
+        values = [value] if isinstance(value, str) else list(value or ())
+        return tuple(f"{w}x{h}" for w, h in parse_sizes(values))
+
+    @field_validator("step_cache")
+    @classmethod
+    def _step_cache(cls, value: str) -> str:
+        from flux_server.speedups import parse_step_cache
+
+        parse_step_cache(value)
+        return value
+
+    @model_validator(mode="after")
+    def _speed_options_fit_the_device(self) -> ServerSettings:
+        for size in self.warmup_sizes:
+            if max(int(side) for side in size.split("x")) > self.max_side:
+                raise ValueError(f"--warmup-sizes {size} is over --max-side {self.max_side}")
+        if self.quantize == "fp8" or self.offload != "none" or self.attention_backend:
+            # These depend on the device: torch (and diffusers) are imported only here.
+            from flux_server.speedups import check_device_options, resolve_device
+
+            check_device_options(
+                resolve_device(self.device), self.quantize, self.offload, self.attention_backend
+            )
         return self
 
     @property

@@ -75,3 +75,11 @@ def test_a_stale_canary_status_waits_for_the_operator() -> None:
     body = _with_canary(aborted.status)
     body["metadata"]["generation"] = 4  # the spec moved on since the abort
     assert run_health(_script(HEALTH_KEY), body)[0] == "Progressing"
+
+
+def test_a_canary_waiting_for_its_first_ready_pod_is_progressing() -> None:
+    starting = start(SPEC, "v2", 4, T0).model_copy(
+        update={"phase": "Starting", "step_ends_at": None}
+    )
+    status, message = run_health(_script(HEALTH_KEY), _with_canary(starting))
+    assert (status, message) == ("Progressing", "Canary v2 at step 0: 10% of traffic")

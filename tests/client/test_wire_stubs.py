@@ -50,6 +50,8 @@ def test_stubs_import_inside_the_package() -> None:
         "GetJob",
         "CancelJob",
         "WatchJob",
+        "Feedback",
+        "ListExperiments",
     }
     assert hasattr(fluxserve_pb2_grpc, "FluxServiceStub")
     # The stubs resolve without the stub folder on sys.path.

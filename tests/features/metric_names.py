@@ -19,6 +19,7 @@ SERVER_METRICS = frozenset(
         "fluxserve_ready",
         "fluxserve_jobs",
         "fluxserve_webhook_deliveries_total",
+        "fluxserve_recompiles_total",
     }
 )
 
@@ -32,5 +33,5 @@ EXPERIMENT_METRICS = frozenset(
         "fluxserve_experiment_arm_info",
     }
 )
-"""Per-arm metrics of style-preset experiments. They join SERVER_METRICS once the README
-and the dashboard document them; their series exist only while an experiment runs."""
+"""Per-arm metrics of style-preset experiments, documented in the README and on the
+dashboard like SERVER_METRICS; their series exist only while an experiment runs."""

@@ -87,10 +87,10 @@ def test_allowed_phrase_does_not_shield_a_blocked_word(default_filter: SafetyFil
     assert default_filter.check("a naked mole rat next to a naked man").matched == "naked"
 
 
-def test_default_pattern_catches_minors_with_sexual_content(default_filter: SafetyFilter) -> None:
+def test_minors_rule_catches_minors_with_sexual_content(default_filter: SafetyFilter) -> None:
     decision = default_filter.check("t33n in l1ngerie")
     assert not decision.allowed
-    assert decision.matched is not None and decision.matched.startswith("re:")
+    assert (decision.reason, decision.matched) == ("minor_sexual", "teen + lingerie")
 
 
 def test_file_extends_default_list(tmp_path: Path) -> None:
@@ -132,8 +132,11 @@ def test_missing_blocklist_file_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_default_list_ships_and_parses() -> None:
     entries = default_blocklist()
-    assert "nude" in entries
-    assert any(e.startswith("re:") for e in entries)
+    # One list a language: en, zh, es, de, fr, ja, ko, ru.
+    for entry in ("nude", "裸体", "desnud*", "nackt*", "nue", "ヌード", "누드", "голая"):
+        assert entry in entries
+    assert any(e.startswith("minor:re:") for e in entries)
+    assert any(e.startswith("sexual:") for e in entries)
 
 
 def test_normalise_folds_width_case_accents_and_lookalikes() -> None:

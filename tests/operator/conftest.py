@@ -43,6 +43,7 @@ RESOURCES = {
     "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
     "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, set()),
     "v1/events": ("Event", True, set()),
+    "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True, set()),
     "v1/namespaces": ("Namespace", False, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
 }
@@ -56,6 +57,7 @@ PATHS = {
     "Service": "/api/v1",
     "ConfigMap": "/api/v1",
     "Event": "/api/v1",
+    "HTTPRoute": "/apis/gateway.networking.k8s.io/v1",
 }
 PLURALS = {
     "FluxDeployment": "fluxdeployments",
@@ -65,6 +67,7 @@ PLURALS = {
     "Service": "services",
     "ConfigMap": "configmaps",
     "Event": "events",
+    "HTTPRoute": "httproutes",
 }
 
 

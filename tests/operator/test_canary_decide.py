@@ -329,6 +329,10 @@ def test_analysis_due_every_interval_and_the_next_check() -> None:
     pauses_only = _spec(analysis=None)
     status = start(pauses_only, "v2", 2, T0)
     assert next_check_seconds(pauses_only, status, T0 + MINUTE) == 9 * 60
+    # A step that ended but holds for a passing round is looked at at the next round.
+    assert next_check_seconds(spec, measured, T0 + 11 * MINUTE) == 0
+    held = measured.model_copy(update={"last_analysis_at": rfc3339(T0 + 10 * MINUTE)})
+    assert next_check_seconds(spec, held, T0 + 10 * MINUTE + timedelta(seconds=30)) == 30
     waiting = _spec(analysis=None, steps=[{"weight": 10}, {"weight": 20, "pause": "1m"}])
     assert next_check_seconds(waiting, start(waiting, "v2", 2, T0), T0) is None
 

@@ -38,8 +38,10 @@ def _unreachable_kubeconfig(tmp_path: Path) -> Path:
         ["history", "flux-dev"],
         ["rollback", "flux-dev", "--to", "v1.4.1"],
         ["run", "--health-port", "0"],
+        ["promote", "flux-dev"],
+        ["abort", "flux-dev"],
     ],
-    ids=["history", "rollback", "run"],
+    ids=["history", "rollback", "run", "promote", "abort"],
 )
 def test_missing_kubeconfig_is_one_clear_line(
     argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -51,7 +53,13 @@ def test_missing_kubeconfig_is_one_clear_line(
 
 
 @pytest.mark.parametrize(
-    "argv", [["history", "flux-dev"], ["rollback", "flux-dev", "--to", "v1.4.1"]]
+    "argv",
+    [
+        ["history", "flux-dev"],
+        ["rollback", "flux-dev", "--to", "v1.4.1"],
+        ["promote", "flux-dev"],
+        ["abort", "flux-dev"],
+    ],
 )
 def test_unreachable_api_server_is_one_clear_line(
     argv: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]

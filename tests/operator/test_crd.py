@@ -62,7 +62,9 @@ def test_crd_names_and_subresources(crd: dict) -> None:
     assert version["subresources"]["scale"]["labelSelectorPath"] == ".status.selector"
     assert "status" in version["subresources"]
     columns = {c["name"] for c in version["additionalPrinterColumns"]}
-    assert {"Release", "Ready", "Phase", "Age"} <= columns
+    assert {"Release", "Ready", "Phase", "Canary", "Age"} <= columns
+    canary = next(c for c in version["additionalPrinterColumns"] if c["name"] == "Canary")
+    assert canary["jsonPath"] == ".status.canary.summary"
 
 
 def _no_unstructural(node: dict, path: str) -> None:

@@ -108,6 +108,35 @@ def _used(server: NamespacesServed) -> set[tuple[str, str, str]]:
     return used
 
 
+async def _canary_behind_a_gateway(cluster: Cluster) -> None:
+    """A canary: NAME-canary and the HTTPRoute created, the route's weights applied, the
+    canary deleted once promoted, the route deleted when the gateway is removed."""
+    canary = {"strategy": "Canary", "canary": {"steps": [{"weight": 50, "pause": "1s"}]}}
+    await cluster.update_spec("flux-dev", rollout=canary, gateway={"parentRefs": [{"name": "gw"}]})
+    await cluster.wait_for(lambda: cluster.get("HTTPRoute", "flux-dev"), "the HTTPRoute")
+    await cluster.update_spec("flux-dev", release="v1.5.0")
+    await cluster.wait_for(lambda: cluster.get("Deployment", "flux-dev-canary"), "the canary")
+    await cluster.deployment_available("flux-dev-canary")
+
+    async def promoted() -> bool:
+        deployment = await cluster.get("Deployment", "flux-dev") or {}
+        containers = deployment.get("spec", {}).get("template", {}).get("spec", {})
+        return str((containers.get("containers") or [{}])[0].get("image")).endswith(":v1.5.0")
+
+    await cluster.wait_for(promoted, "the stable Deployment rolled to the canary's release")
+    await cluster.deployment_available("flux-dev")
+
+    async def gone(kind: str) -> bool:
+        return (
+            await cluster.get(kind, "flux-dev-canary" if kind == "Deployment" else "flux-dev")
+            is None
+        )
+
+    await cluster.wait_for(lambda: gone("Deployment"), "the canary deleted")
+    await cluster.update_spec("flux-dev", gateway=None)
+    await cluster.wait_for(lambda: gone("HTTPRoute"), "the HTTPRoute deleted")
+
+
 async def test_rules_are_exactly_what_the_operator_uses(
     cluster: Cluster, kmock: NamespacesServed, operator: OperatorHandle
 ) -> None:
@@ -185,6 +214,7 @@ async def test_rules_are_exactly_what_the_operator_uses(
         "flux-dev", lambda s: s.get("observedGeneration") == 3, "generation 3 handled"
     )
     assert condition(status, "Degraded")["status"] == "False"
+    await _canary_behind_a_gateway(cluster)
     assert cluster.server["patch", kmock.resource(KOPF_PEERINGS)], "kopf kept no peering"
 
     async def resynced() -> bool:

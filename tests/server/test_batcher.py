@@ -243,3 +243,52 @@ async def test_queued_without_waiting_placed_withdrawn_and_refused_up_front() ->
     await batcher.drain(5)
     with pytest.raises(Unavailable):
         batcher.check_capacity()
+
+
+async def test_a_lone_request_on_an_idle_engine_does_not_wait_for_company() -> None:
+    engine = FakeEngine()
+    # A delay no test would sit through: the request must not wait for it.
+    batcher = make(engine, max_delay=600)
+    async with asyncio.timeout(10):
+        result, info = await batcher.submit("a:1")
+    assert result == "A:1" and info.size == 1
+    await batcher.drain(5)
+
+
+async def test_requests_sent_together_to_an_idle_engine_share_a_call() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_delay=600)
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(*(batcher.submit(f"a:{i}") for i in range(3)))
+    assert [info.size for _, info in results] == [3, 3, 3]
+    await batcher.drain(5)
+
+
+async def test_requests_arriving_while_busy_gather_into_the_next_call() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_delay=600)
+    engine.gate.clear()
+    first = asyncio.create_task(batcher.submit("a:0"))
+    await engine.entered.wait()
+    later = [asyncio.create_task(batcher.submit(f"a:{i}")) for i in range(1, 6)]
+    await until(lambda: batcher.depth == 5)
+    engine.gate.set()
+    async with asyncio.timeout(10):
+        await asyncio.gather(first, *later)
+    assert engine.calls == [["a:0"], ["a:1", "a:2", "a:3", "a:4"], ["a:5"]]
+    await batcher.drain(5)
+
+
+async def test_the_always_policy_waits_for_company_up_to_max_delay() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_delay=600, wait="always", max_batch_size=2)
+    first = asyncio.create_task(batcher.submit("a:0"))
+    await until(lambda: batcher.depth == 1)
+    # Still waiting for company: no call yet; the second request fills the batch.
+    assert engine.calls == []
+    second = asyncio.create_task(batcher.submit("a:1"))
+    async with asyncio.timeout(10):
+        results = await asyncio.gather(first, second)
+    assert [info.size for _, info in results] == [2, 2]
+    assert engine.calls == [["a:0", "a:1"]]
+    await batcher.drain(5)

@@ -54,7 +54,9 @@ def test_same_seed_same_bytes_and_seed_per_image(engine: Engine) -> None:
     # Image i of a request uses seed + i: image 1 of seed 11 is image 0 of seed 12.
     [[d0, d1]] = engine.generate([job(num_images=2)])
     assert [d0.seed, d1.seed] == [11, 12]
-    assert d0.data == a.data
+    # Across batch sizes, one level of 255 at most (see test_determinism.py).
+    first, second = (Image.open(io.BytesIO(x.data)).convert("RGB").tobytes() for x in (a, d0))
+    assert max(abs(p - q) for p, q in zip(first, second, strict=True)) <= 1
 
 
 def test_several_jobs_in_one_call_keep_their_order(engine: Engine) -> None:

@@ -19,6 +19,7 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
+from rich_status import rich_error
 from server_process import ServerProcess
 
 from flux_client.wire import pb, pb_grpc
@@ -85,7 +86,8 @@ async def test_full_queue_answers_429_with_retry_after(small_server: ServerProce
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.Generate(pb.GenerateRequest(params=pb.GenerationParams(prompt="x")))
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert int(dict(caught.value.trailing_metadata())["retry-after"]) >= 1
+        retry_after = rich_error(caught.value).retry_after_s
+        assert retry_after is not None and retry_after >= 1
 
         assert [r.status_code for r in await asyncio.gather(*accepted)] == [200, 200, 200]
 

@@ -33,6 +33,8 @@ class Children:
     autoscaler: dict[str, Any] | None = None
     network_policy: dict[str, Any] | None = None
     config_maps: tuple[dict[str, Any], ...] | None = None
+    canary_deployment: dict[str, Any] | None = None
+    """``NAME-canary`` (strategy Canary)."""
 
     def has_config_map(self, name: str) -> bool:
         if self.config_maps is None:

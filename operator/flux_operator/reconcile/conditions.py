@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+from flux_operator.canary_status import CanaryStatus
 from flux_operator.reconcile.observed import Observed
 from flux_operator.reconcile.rollout import Work
 from flux_operator.spec import (
@@ -103,6 +104,8 @@ def conditions_and_phase(
             f"rolled back {how} to release {rollback.to_release} "
             f"(revision {rollback.to_revision}); change the spec to roll forward"
         )
+        if rollback.message:
+            message = f"{rollback.message}; {message}"
         conditions = set_condition(
             conditions, "RolledBack", True, rollback.reason, message, now, gen
         )
@@ -123,3 +126,37 @@ def conditions_and_phase(
     else:
         phase = "Pending"
     return conditions, phase
+
+
+CANARY_REASONS = {
+    "Starting": "CanaryStarting",
+    "Progressing": "CanaryProgressing",
+    "Paused": "CanaryWaitsForPromote",
+    "Promoting": "CanaryPromoting",
+}
+
+
+def canary_conditions(
+    conditions: list[Condition],
+    phase: Any,
+    canary: CanaryStatus,
+    inconclusive: str | None,
+    now: str,
+    generation: int | None,
+) -> tuple[list[Condition], Any]:
+    """While a canary runs, ``Progressing`` says where it stands (and, when the last
+    analysis could not decide, why: Prometheus unreachable, a query without data)."""
+    reason = CANARY_REASONS.get(canary.phase)
+    if reason is None:
+        return conditions, phase
+    if inconclusive:
+        reason, message = "CanaryInconclusive", f"canary {canary.release} holds: {inconclusive}"
+    else:
+        message = (
+            f"canary {canary.release} at step {canary.step} ({canary.weight}% of traffic): "
+            f"{canary.message or canary.phase}"
+        )
+    conditions = set_condition(conditions, "Progressing", True, reason, message, now, generation)
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
+    conditions.sort(key=lambda c: order[c.type])
+    return conditions, "Progressing" if phase == "Ready" else phase

@@ -16,8 +16,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from flux_operator.canary import parse_time
+from flux_operator.canary_status import Measurement
+from flux_operator.reconcile.canary_rollout import (
+    CanaryOutcome,
+    CanaryRun,
+    leave_canary,
+    plan_canary,
+)
 from flux_operator.reconcile.children import Children, foreign_children
-from flux_operator.reconcile.conditions import conditions_and_phase, degraded_status
+from flux_operator.reconcile.conditions import (
+    canary_conditions,
+    conditions_and_phase,
+    degraded_status,
+)
 from flux_operator.reconcile.events import Event
 from flux_operator.reconcile.history import prune_history
 from flux_operator.reconcile.observed import Observed
@@ -39,6 +51,7 @@ from flux_operator.spec import (
     FluxDeploymentSpec,
     FluxDeploymentStatus,
 )
+from flux_operator.spec_rollout import validate_canary
 from flux_operator.validation import spec_problems
 
 
@@ -53,6 +66,10 @@ class Plan:
     events: list[Event] = field(default_factory=list)
     keep_config_maps: set[str] = field(default_factory=set)
     spec: FluxDeploymentSpec | None = None
+    canary: CanaryRun | None = None
+    """Strategy Canary: what ``NAME-canary``, the track Services and the route run."""
+    requeue_after: float | None = None
+    """Seconds until the canary has something due (analysis, a step's end)."""
 
 
 def owner_of(body: Mapping[str, Any]) -> Owner:
@@ -85,11 +102,17 @@ def _cannot_serve(
     )
 
 
-def plan(body: Mapping[str, Any], children: Children, now: str) -> Plan:
+def plan(
+    body: Mapping[str, Any],
+    children: Children,
+    now: str,
+    measurements: list[Measurement] | None = None,
+) -> Plan:
     """Everything one reconciliation decides, from the resource ``body`` and its
     ``children`` as read: a spec that cannot be served, a revision whose presets are gone
     and children that belong to something else are Degraded and touch nothing; else the
-    rollout's plan (:func:`plan_rollout`)."""
+    rollout's plan (:func:`plan_rollout`). ``measurements`` is the canary analysis made for
+    this reconciliation (None: none was due)."""
     meta = body["metadata"]
     generation = meta.get("generation")
     status = parse_status(body.get("status"))
@@ -99,8 +122,20 @@ def plan(body: Mapping[str, Any], children: Children, now: str) -> Plan:
 
     owner = owner_of(body)
     spec = FluxDeploymentSpec.model_validate(body["spec"])
+    problems = validate_canary(spec)
+    if problems:
+        # Refused before anything starts: never a half-started canary.
+        return _cannot_serve(status, generation, "InvalidCanary", "; ".join(problems), now)
     decided = plan_rollout(
-        owner, spec, status, meta.get("annotations") or {}, generation, children.deployment, now
+        owner,
+        spec,
+        status,
+        meta.get("annotations") or {},
+        generation,
+        children.deployment,
+        now,
+        children=children,
+        measurements=measurements,
     )
     revision = decided.revision
     assert revision is not None
@@ -136,8 +171,12 @@ def plan_rollout(
     generation: int | None,
     deployment: dict[str, Any] | None,
     now: str,
+    *,
+    children: Children | None = None,
+    measurements: list[Measurement] | None = None,
 ) -> Plan:
-    """Which revision runs and the status that follows, for a spec that can be served."""
+    """Which revision runs and the status that follows, for a spec that can be served
+    (with strategy Canary, :func:`plan_canary` decides the revisions)."""
     observed = Observed.from_deployment(deployment)
     rollback = status.rollback
     # A rollback holds until the spec changes (a new generation): then the spec wins again.
@@ -156,10 +195,30 @@ def plan_rollout(
     )
 
     manual_rollback(work, annotations.get(ROLLBACK_ANNOTATION))
-    target = target_revision(work)
-    current = start_revision_if_new(work, target)
-    target = observe(work, observed, target)
-    current = work.current or current
+    canary: CanaryOutcome | None = None
+    if spec.rollout.strategy == "Canary":
+        seen = children or Children(deployment=deployment)
+        canary = plan_canary(
+            work,
+            observed=observed,
+            previous=status.canary,
+            children={
+                "stable": seen.deployment,
+                "canary": seen.canary_deployment,
+                "autoscaler": seen.autoscaler,
+            },
+            annotations=annotations,
+            measurements=measurements,
+            now=parse_time(now),
+        )
+        target = canary.target
+    else:
+        leave_canary(work, status.canary)
+        target = target_revision(work)
+        start_revision_if_new(work, target)
+        target = observe(work, observed, target)
+    current = work.current
+    assert current is not None
     if current.outcome == "Failed" and work.degraded is None:
         work.degraded = (
             "ProgressDeadlineExceeded",
@@ -170,9 +229,15 @@ def plan_rollout(
     keep = {current.revision, *healthy_revisions[-1:]}
     if work.rollback is not None:
         keep.add(work.rollback.to_revision)
+    if canary is not None and canary.status is not None and canary.status.revision is not None:
+        keep.add(canary.status.revision)
     work.history = prune_history(work.history, spec.rollout.revision_history_limit, keep)
 
     conditions, phase = conditions_and_phase(work, status.conditions, observed)
+    if canary is not None and canary.status is not None and work.degraded is None:
+        conditions, phase = canary_conditions(
+            conditions, phase, canary.status, canary.inconclusive, now, generation
+        )
     new_status = FluxDeploymentStatus(
         observed_generation=generation,
         phase=phase,
@@ -185,10 +250,13 @@ def plan_rollout(
         history=work.history,
         rollback=work.rollback,
         handled_rollback_to=work.handled,
+        canary=canary.status.summarized() if canary and canary.status else None,
     )
     return Plan(
         revision=target,
         status=new_status,
         events=work.events,
         keep_config_maps={e.presets_config_map for e in work.history},
+        canary=canary.run if canary else None,
+        requeue_after=canary.requeue_after if canary else None,
     )

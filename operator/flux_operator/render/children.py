@@ -10,6 +10,12 @@ from flux_operator.render.deployment import render_deployment
 from flux_operator.render.naming import Owner, Revision, desired_revision
 from flux_operator.render.network_policy import render_network_policy
 from flux_operator.render.service import render_service
+from flux_operator.render_canary import (
+    render_http_route,
+    render_service_route,
+    render_stable_deployment,
+    render_track_services,
+)
 from flux_operator.spec import FluxDeploymentSpec
 
 
@@ -24,8 +30,20 @@ def render_all(
     blocklist = render_blocklist_config_map(owner, spec)
     if blocklist is not None:
         objects.append(blocklist)
-    objects.append(render_deployment(owner, spec, revision))
-    objects.append(render_service(owner, spec))
+    deployment = render_deployment(owner, spec, revision)
+    service = render_service(owner, spec)
+    if spec.rollout.strategy == "Canary":
+        # Between canaries: the stable side labelled, the track Services, the route all
+        # on stable (what the operator keeps while no canary runs).
+        objects.append(render_stable_deployment(deployment, None))
+        objects.append(service)
+        objects += render_track_services(service)
+        if spec.gateway is not None:
+            objects.append(render_http_route(service, spec.gateway, 0))
+    else:
+        objects += [deployment, service]
+        if spec.gateway is not None:
+            objects.append(render_service_route(service, spec.gateway))
     network_policy = render_network_policy(owner, spec)
     if network_policy is not None:
         objects.append(network_policy)

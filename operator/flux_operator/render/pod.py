@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_operator.performance import performance_args
 from flux_operator.render.naming import (
     API_KEYS_DIR,
     BLOCKLIST_FILE,
@@ -92,6 +93,7 @@ def server_args(spec: FluxDeploymentSpec, revision: Revision) -> list[str]:
         args.append(f"--vqa-model={spec.vqa.model}")
     if spec.max_image_pixels is not None:
         args.append(f"--max-image-pixels={spec.max_image_pixels}")
+    args += performance_args(spec.performance)
     return args
 
 

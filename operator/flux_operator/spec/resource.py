@@ -9,6 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 from flux_client.experiments import MAX_EXPERIMENTS
 from flux_client.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
 from flux_client.presets import StylePreset
+from flux_operator.performance import PerformanceSpec
 from flux_operator.spec.base import RELEASE_PATTERN, PresetName, _cel, _Model
 from flux_operator.spec.experiments import (
     EXPERIMENTS_RULES,
@@ -35,6 +36,7 @@ from flux_operator.spec.serving import (
 )
 from flux_operator.spec.sources import ModelSpec
 from flux_operator.spec.status import FluxDeploymentStatus
+from flux_operator.spec_rollout import SPEC_CEL_RULES, GatewaySpec
 
 
 class FluxDeploymentSpec(_Model):
@@ -64,6 +66,7 @@ class FluxDeploymentSpec(_Model):
                 "every stylePresets promptTemplate must contain {prompt}",
             ),
             *EXPERIMENTS_RULES,
+            *SPEC_CEL_RULES,
         )
     )
 
@@ -99,6 +102,7 @@ class FluxDeploymentSpec(_Model):
         default=None, description="Scale on queue depth; when set, `replicas` is left to the HPA."
     )
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Dynamic batching.")
+    performance: PerformanceSpec | None = Field(default=None, description="Speed options.")
     style_presets: dict[PresetName, StylePreset] = Field(
         default_factory=dict,
         max_length=256,
@@ -113,6 +117,12 @@ class FluxDeploymentSpec(_Model):
         "restores the experiments with the presets.",
     )
     rollout: RolloutSpec = Field(default_factory=RolloutSpec, description="Rollout and rollback.")
+    gateway: GatewaySpec | None = Field(
+        default=None,
+        description="Route HTTP traffic through the Gateway API: an HTTPRoute named like this "
+        "resource, whose backends carry a canary's weights (all on the stable side between "
+        "canaries).",
+    )
     loras: list[LoraSpec] = Field(default_factory=list, max_length=32, description="LoRA adapters.")
     safety: SafetySpec | None = Field(default=None, description="Prompt safety filter.")
     audit: AuditSpec = Field(default_factory=AuditSpec, description="Audit log.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import ConfigDict, Field, model_validator
 
 from flux_operator.spec.base import _cel, _Model
+from flux_operator.spec_rollout import CanaryRolloutFields
 
 
 class GpuSpec(_Model):
@@ -97,8 +98,9 @@ class BatchingSpec(_Model):
         return self
 
 
-class RolloutSpec(_Model):
-    """How a new revision rolls out and when it is rolled back."""
+class RolloutSpec(CanaryRolloutFields):
+    """How a new revision rolls out and when it is rolled back: replacing every pod
+    (``strategy: RollingUpdate``) or through a canary judged on Prometheus (``Canary``)."""
 
     progress_deadline_seconds: int = Field(
         default=900,

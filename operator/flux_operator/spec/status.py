@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from flux_operator.canary_status import CanaryStatus
 from flux_operator.spec.base import _Model
 
 # --- status -------------------------------------------------------------------------------
@@ -63,6 +64,11 @@ class RollbackRecord(_Model):
     generation: int = Field(description="metadata.generation when it happened.")
     manual: bool = Field(description="True for the rollback-to annotation.")
     reason: str = Field(description="Why.")
+    message: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="What failed (an aborted canary: the metric, its value and its bound).",
+    )
 
 
 class FluxDeploymentStatus(_Model):
@@ -84,4 +90,9 @@ class FluxDeploymentStatus(_Model):
     handled_rollback_to: str | None = Field(
         default=None,
         description="The fluxserve.dev/rollback-to value already acted on (acted on once).",
+    )
+    canary: CanaryStatus | None = Field(
+        default=None,
+        description="The canary running (strategy Canary), or the last one until the spec "
+        "changes to another release.",
     )

@@ -3,6 +3,8 @@ area, the exception handlers that give every error the one shape, and the middle
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -12,9 +14,11 @@ from starlette.types import ASGIApp
 from flux_server.calls import CallContext
 from flux_server.errors import InternalError, QueueFull, ServeError, status_of
 from flux_server.params import validation_error
+from flux_server.rest.experiments import experiment_routes
 from flux_server.rest.generation import generation_routes
 from flux_server.rest.jobs import job_routes
 from flux_server.rest.middleware import BodyLimit, RequestMetrics
+from flux_server.rest.openapi import hoist_defs
 from flux_server.rest.operations import operation_routes
 from flux_server.rest.uploads import upload_routes
 from flux_server.rest.wire import error_response
@@ -70,6 +74,14 @@ def create_app(service: GenerationService) -> FastAPI:
     app.include_router(upload_routes(service))
     app.include_router(operation_routes(service))
     app.include_router(job_routes(service))
+    app.include_router(experiment_routes(service))
+    generated_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        # Every $ref of the request bodies resolves within the document.
+        return hoist_defs(generated_openapi())
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.asgi = RequestMetrics(
         BodyLimit(app, service.settings.max_body_bytes), service.metrics
     )

@@ -212,41 +212,9 @@ def job_routes(service: GenerationService) -> APIRouter:
 __all__ = ["accepted_response", "job_routes", "pop_async_fields", "wants_async"]
 
 
-def inline_definitions(schema: dict[str, Any]) -> dict[str, Any]:
-    """A pydantic schema with its ``$defs`` put in place of their ``#/$defs/...``
-    references: inside the OpenAPI document those would point at its root, where no
-    ``$defs`` are (the request models are not recursive)."""
-    definitions: dict[str, Any] = {}
-
-    def collect(node: Any) -> None:
-        if isinstance(node, dict):
-            definitions.update(node.get("$defs", {}))
-            for value in node.values():
-                collect(value)
-        elif isinstance(node, list):
-            for value in node:
-                collect(value)
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                rest = {k: v for k, v in node.items() if k != "$ref"}
-                return {**inline(definitions[ref.removeprefix("#/$defs/")]), **inline(rest)}
-            return {k: inline(v) for k, v in node.items() if k != "$defs"}
-        if isinstance(node, list):
-            return [inline(value) for value in node]
-        return node
-
-    collect(schema)
-    result: dict[str, Any] = inline(schema)
-    return result
-
-
 def with_async_fields(schema: dict[str, Any]) -> dict[str, Any]:
-    """A request body's schema, self-contained, with the fields an async submission
-    may add."""
-    schema = inline_definitions(schema)
+    """A request body's schema with the fields an async submission may add (its
+    ``$defs`` are moved to the document's components by ``hoist_defs``)."""
     properties = {
         **schema.get("properties", {}),
         "webhook": {

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_client.wire import USER_ID_HEADER
+
 #: The longest deadline a caller may ask for (``X-Request-Timeout``), seconds.
 MAX_TIMEOUT_S = 3600.0
 
@@ -29,6 +31,15 @@ CALL_HEADERS: list[dict[str, Any]] = [
         "required": False,
         "description": "Your id for the request (echoed, and in the server's logs).",
         "schema": {"type": "string", "maxLength": 128},
+    },
+    {
+        "name": USER_ID_HEADER,
+        "in": "header",
+        "required": False,
+        "description": "Who the request is for, when no API key says so: the subject an "
+        "experiment on the requested style preset assigns to an arm (always the same one). "
+        "The arm is answered in X-Fluxserve-Experiment: experiment=arm.",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
     },
 ]
 ERROR_SCHEMA: dict[str, Any] = {
@@ -57,3 +68,27 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (504, "The deadline passed."),
     )
 }
+
+
+def hoist_defs(spec: dict[str, Any]) -> dict[str, Any]:
+    """Move the ``$defs`` of the request-body schemas pydantic writes (``#/$defs/Name``,
+    a pointer into the body schema itself) to ``components/schemas``, where a ``$ref`` in
+    an OpenAPI document resolves. In place; returns ``spec``."""
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for name, schema in node.pop("$defs", {}).items():
+                walk(schema)
+                schemas.setdefault(name, schema)
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                node["$ref"] = "#/components/schemas/" + ref.removeprefix("#/$defs/")
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(spec.get("paths", {}))
+    return spec

@@ -15,6 +15,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
+from flux_client.wire import EXPERIMENT_HEADER
 from flux_server.calls import CallContext, GenerationResult, new_request_id
 from flux_server.errors import (
     Cancelled,
@@ -31,6 +32,7 @@ from flux_server.rest.openapi import MAX_TIMEOUT_S
 T = TypeVar("T")
 
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_SECRET_HEADERS = frozenset({"authorization", "cookie"})
 
 
 def error_response(error: ServeError, request_id: str | None = None) -> JSONResponse:
@@ -87,6 +89,8 @@ def context_from(request: Request, endpoint: str) -> CallContext:
         authorization=headers.get("authorization"),
         priority=priority == "high",
         timeout=timeout,
+        # What experiments read (X-User-Id, an audience's header); credentials stay out.
+        headers={k: v for k, v in headers.items() if k not in _SECRET_HEADERS},
     )
 
 
@@ -112,7 +116,16 @@ def result_json(result: GenerationResult) -> dict[str, Any]:
             "total_ms": round(result.total_ms, 3),
         },
         "cache_hit": result.cache_hit,
+        "experiment": experiment_json(result),
     }
+
+
+def experiment_json(result: GenerationResult) -> dict[str, str] | None:
+    """The arm that served the request (``X-Fluxserve-Experiment`` as JSON), or None."""
+    arm = result.experiment
+    if arm is None:
+        return None
+    return {"name": arm.experiment, "arm": arm.arm, "preset": arm.preset}
 
 
 def result_response(request: Request, result: GenerationResult) -> Response:
@@ -124,6 +137,8 @@ def result_response(request: Request, result: GenerationResult) -> Response:
         "X-Release": result.release,
         "X-Cache-Hit": "true" if result.cache_hit else "false",
     }
+    if result.experiment is not None:
+        headers[EXPERIMENT_HEADER] = result.experiment.header_value
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse(result_json(result), headers=headers)
     return Response(first.data, media_type=MEDIA_TYPES[first.format], headers=headers)

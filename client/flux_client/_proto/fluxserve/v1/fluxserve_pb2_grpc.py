@@ -79,6 +79,16 @@ class FluxServiceStub:
                 request_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.SerializeToString,
                 response_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobEvent.FromString,
                 _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/fluxserve.v1.FluxService/Feedback',
+                request_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
+        self.ListExperiments = channel.unary_unary(
+                '/fluxserve.v1.FluxService/ListExperiments',
+                request_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.ListExperimentsRequest.SerializeToString,
+                response_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.ListExperimentsResponse.FromString,
+                _registered_method=True)
 
 
 class FluxServiceServicer:
@@ -147,6 +157,21 @@ class FluxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Feedback(self, request, context):
+        """Record an outcome (an event such as "like") of a request served in an experiment.
+        An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListExperiments(self, request, context):
+        """The style-preset experiments this replica serves, with its own counts per arm.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FluxServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +219,16 @@ def add_FluxServiceServicer_to_server(servicer, server):
                     servicer.WatchJob,
                     request_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.FromString,
                     response_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobEvent.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.FeedbackRequest.FromString,
+                    response_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'ListExperiments': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListExperiments,
+                    request_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.ListExperimentsRequest.FromString,
+                    response_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.ListExperimentsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +474,60 @@ class FluxService:
             '/fluxserve.v1.FluxService/WatchJob',
             fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.SerializeToString,
             fluxserve_dot_v1_dot_fluxserve__pb2.JobEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fluxserve.v1.FluxService/Feedback',
+            fluxserve_dot_v1_dot_fluxserve__pb2.FeedbackRequest.SerializeToString,
+            fluxserve_dot_v1_dot_fluxserve__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListExperiments(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fluxserve.v1.FluxService/ListExperiments',
+            fluxserve_dot_v1_dot_fluxserve__pb2.ListExperimentsRequest.SerializeToString,
+            fluxserve_dot_v1_dot_fluxserve__pb2.ListExperimentsResponse.FromString,
             options,
             channel_credentials,
             insecure,

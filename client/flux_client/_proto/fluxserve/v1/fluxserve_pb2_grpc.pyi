@@ -73,6 +73,12 @@ class FluxServiceStub:
     """Cancel a job: a queued one leaves the queue, a running one stops at the next step."""
     WatchJob: _grpc.UnaryStreamMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.JobEvent]
     """A job's events: the current state first, then each new one, ending with the terminal one."""
+    Feedback: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.FeedbackRequest, _fluxserve_pb2.FeedbackResponse]
+    """Record an outcome (an event such as "like") of a request served in an experiment.
+    An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
+    """
+    ListExperiments: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.ListExperimentsRequest, _fluxserve_pb2.ListExperimentsResponse]
+    """The style-preset experiments this replica serves, with its own counts per arm."""
 
 @_typing.type_check_only
 class FluxServiceAsyncStub(FluxServiceStub):
@@ -95,6 +101,12 @@ class FluxServiceAsyncStub(FluxServiceStub):
     """Cancel a job: a queued one leaves the queue, a running one stops at the next step."""
     WatchJob: _aio.UnaryStreamMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.JobEvent]  # type: ignore[assignment]
     """A job's events: the current state first, then each new one, ending with the terminal one."""
+    Feedback: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.FeedbackRequest, _fluxserve_pb2.FeedbackResponse]  # type: ignore[assignment]
+    """Record an outcome (an event such as "like") of a request served in an experiment.
+    An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
+    """
+    ListExperiments: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.ListExperimentsRequest, _fluxserve_pb2.ListExperimentsResponse]  # type: ignore[assignment]
+    """The style-preset experiments this replica serves, with its own counts per arm."""
 
 class FluxServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -168,5 +180,23 @@ class FluxServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_fluxserve_pb2.JobEvent], _abc.AsyncIterator[_fluxserve_pb2.JobEvent]]:
         """A job's events: the current state first, then each new one, ending with the terminal one."""
+
+    @_abc_1.abstractmethod
+    def Feedback(
+        self,
+        request: _fluxserve_pb2.FeedbackRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.FeedbackResponse, _abc.Awaitable[_fluxserve_pb2.FeedbackResponse]]:
+        """Record an outcome (an event such as "like") of a request served in an experiment.
+        An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
+        """
+
+    @_abc_1.abstractmethod
+    def ListExperiments(
+        self,
+        request: _fluxserve_pb2.ListExperimentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.ListExperimentsResponse, _abc.Awaitable[_fluxserve_pb2.ListExperimentsResponse]]:
+        """The style-preset experiments this replica serves, with its own counts per arm."""
 
 def add_FluxServiceServicer_to_server(servicer: FluxServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
