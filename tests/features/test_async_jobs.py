@@ -417,7 +417,7 @@ def test_jobs_left_at_shutdown_are_failed_with_a_reason(
     tmp_path: Path,
 ) -> None:
     _, b = replicas
-    c = start_server(tiny_flux_dir, tmp_path, ["--redis-url", redis.url, "--drain-timeout", "1"])
+    c = start_server(tiny_flux_dir, tmp_path, ["--redis-url", redis.url, "--drain-timeout", "0"])
     try:
         c.wait_ready()
         running = submit(c, steps=50, seed=1)
