@@ -14,7 +14,7 @@ from flux_client.jobs import JobEvent, JobInfo, JobStatus
 from flux_client.types import GeneratedImage, GenerationResult, ImageFormat, Timings
 
 if TYPE_CHECKING:
-    from flux_client.aio import AsyncFluxModelClient
+    from flux_client._aio_core import ClientCore
     from flux_client.client import _LoopThread
 
 
@@ -37,7 +37,7 @@ class AsyncJob:
     """One async job. ``wait()`` returns the same ``GenerationResult`` as
     ``generate_images`` (``.first_image()`` is what ``generate`` returns)."""
 
-    def __init__(self, client: AsyncFluxModelClient, job: JobInfo | str) -> None:
+    def __init__(self, client: ClientCore, job: JobInfo | str) -> None:
         self._client = client
         self.id = job.id if isinstance(job, JobInfo) else job
         self.info = job if isinstance(job, JobInfo) else None

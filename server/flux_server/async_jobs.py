@@ -8,6 +8,8 @@ it too. A task per job waits for the result and reports it to the
 :class:`~flux_server.job_manager.JobManager`; the batch reports the start, every step
 goes to the manager, and a cancel either takes the work out of the queue or sets its
 token, which stops its pipeline call at the next step once every member is cancelled.
+:class:`JobEntryPoints` holds the service's job entry points (submit, submit an edit,
+read and cancel).
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
 
 from flux_server.admission import Admission, Trail
 from flux_server.batcher import Batcher, BatchInfo
@@ -26,6 +28,10 @@ from flux_server.job_manager import JobManager
 from flux_server.jobs import EventKind, JobEvent, JobState, JobStateError
 from flux_server.runner import Runner, Work, describe_failure
 from flux_server.webhook_url import WebhookTarget
+
+if TYPE_CHECKING:
+    from flux_server.calls import CallContext, GenerationResult
+    from flux_server.params import GenerateParams, Job
 
 log = logging.getLogger(__name__)
 
@@ -217,3 +223,99 @@ class AsyncJobs:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+class JobEntryPoints:
+    """The async-job entry points of :class:`flux_server.service.GenerationService`:
+    admitted like a synchronous request, then queued by :class:`AsyncJobs`."""
+
+    if TYPE_CHECKING:  # provided by the service
+        admission: Admission
+        jobs: JobManager
+        async_jobs: AsyncJobs
+
+        @property
+        def adapter_versions(self) -> dict[str, str]: ...
+
+        def _arm(self, trail: Trail, params: GenerateParams) -> GenerateParams: ...
+
+        def _resolve(self, params: GenerateParams) -> Job: ...
+
+        async def _edit_work(
+            self,
+            trail: Trail,
+            image: bytes,
+            mask: bytes | None,
+            mode: str | None,
+            strength: float | None,
+            params: GenerateParams,
+        ) -> Work: ...
+
+        def _result(
+            self,
+            trail: Trail,
+            images: list[GeneratedImage],
+            info: BatchInfo | None,
+            cache_hit: bool = False,
+        ) -> GenerationResult: ...
+
+        async def _served(
+            self, trail: Trail, result: GenerationResult, info: BatchInfo | None
+        ) -> None: ...
+
+    async def submit(
+        self,
+        params: GenerateParams,
+        ctx: CallContext,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
+    ) -> JobState:
+        """Admit a generation like :meth:`generate`, then queue it as an async job and
+        return the job without waiting (``Prefer: respond-async``, gRPC ``Submit``)."""
+        admission = self.admission
+        async with admission.request(ctx) as trail:
+            admission.admit(trail)
+            job = trail.job = self._resolve(self._arm(trail, params))
+            await admission.screen(trail, job.prompt, "prompt")
+            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
+            key = admission.cache_key(
+                job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
+            )
+            work = Work("generate", job, job.output_format, trail.ctx.request_id)
+            return await self.async_jobs.submit(
+                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=key
+            )
+
+    async def submit_edit(
+        self,
+        *,
+        image: bytes,
+        mask: bytes | None,
+        mode: str | None,
+        strength: float | None,
+        params: GenerateParams,
+        ctx: CallContext,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
+    ) -> JobState:
+        """Admit an edit like :meth:`edit`, then queue it as an async job."""
+        async with self.admission.request(ctx) as trail:
+            self.admission.admit(trail)
+            work = await self._edit_work(trail, image, mask, mode, strength, params)
+            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
+            return await self.async_jobs.submit(
+                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=None
+            )
+
+    def job_reader(self, ctx: CallContext) -> JobManager:
+        """The jobs, for a caller with a valid key (reads and cancels answer while the
+        model loads or the server drains: the jobs are in the store)."""
+        self.admission.authenticate(ctx)
+        return self.jobs
+
+    async def _job_served(
+        self, trail: Trail, images: list[GeneratedImage], info: BatchInfo | None
+    ) -> None:
+        """An async job that succeeded: counted in its arm like a synchronous request."""
+        result = self._result(trail, images, info, cache_hit=info is None)
+        await self._served(trail, result, info)

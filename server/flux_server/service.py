@@ -13,14 +13,11 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Sequence
 from typing import Any
 
-from flux_client.experiment_report import ExperimentsCounts
-from flux_client.names import normalize
 from flux_client.presets import StylePreset
 from flux_server.admission import Admission, AuditSink, ContentPolicy, KeyChecker, Trail
-from flux_server.async_jobs import AsyncJobs
+from flux_server.async_jobs import AsyncJobs, JobEntryPoints
 from flux_server.auth import Principal
 from flux_server.batcher import Batcher, BatchInfo
 from flux_server.cache import ResultCache
@@ -32,10 +29,9 @@ from flux_server.calls import (
 )
 from flux_server.engine import Engine, GeneratedImage
 from flux_server.errors import InternalError, NotEnabled, ServeError
-from flux_server.experiment_runtime import ExperimentRuntime
-from flux_server.feedback import FeedbackOutcome, FeedbackStore
+from flux_server.experiment_runtime import ExperimentEntryPoints, ExperimentRuntime
+from flux_server.feedback import FeedbackStore
 from flux_server.job_manager import JobManager, build_job_manager
-from flux_server.jobs import JobState
 from flux_server.metrics import Metrics
 from flux_server.params import GenerateParams, Job, resolve
 from flux_server.presets_store import PresetStore
@@ -60,7 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class GenerationService:
+class GenerationService(JobEntryPoints, ExperimentEntryPoints):
     """The server's core. ``start()`` loads the model (in the engine thread, so the
     probes answer meanwhile); ``ready`` turns true after the warm-up."""
 
@@ -256,56 +252,6 @@ class GenerationService:
             )
             return result
 
-    async def submit(
-        self,
-        params: GenerateParams,
-        ctx: CallContext,
-        webhook: str | None = None,
-        webhook_events_filter: Sequence[str] | None = None,
-    ) -> JobState:
-        """Admit a generation like :meth:`generate`, then queue it as an async job and
-        return the job without waiting (``Prefer: respond-async``, gRPC ``Submit``)."""
-        admission = self.admission
-        async with admission.request(ctx) as trail:
-            admission.admit(trail)
-            job = trail.job = self._resolve(self._arm(trail, params))
-            await admission.screen(trail, job.prompt, "prompt")
-            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
-            key = admission.cache_key(
-                job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
-            )
-            work = Work("generate", job, job.output_format, trail.ctx.request_id)
-            return await self.async_jobs.submit(
-                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=key
-            )
-
-    async def submit_edit(
-        self,
-        *,
-        image: bytes,
-        mask: bytes | None,
-        mode: str | None,
-        strength: float | None,
-        params: GenerateParams,
-        ctx: CallContext,
-        webhook: str | None = None,
-        webhook_events_filter: Sequence[str] | None = None,
-    ) -> JobState:
-        """Admit an edit like :meth:`edit`, then queue it as an async job."""
-        async with self.admission.request(ctx) as trail:
-            self.admission.admit(trail)
-            work = await self._edit_work(trail, image, mask, mode, strength, params)
-            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
-            return await self.async_jobs.submit(
-                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=None
-            )
-
-    def job_reader(self, ctx: CallContext) -> JobManager:
-        """The jobs, for a caller with a valid key (reads and cancels answer while the
-        model loads or the server drains: the jobs are in the store)."""
-        self.admission.authenticate(ctx)
-        return self.jobs
-
     async def edit(
         self,
         *,
@@ -396,55 +342,7 @@ class GenerationService:
             admission.accepted(trail, self._result(trail, [], None))
             return str(answer)
 
-    # -- experiments -----------------------------------------------------------------------
-
-    async def feedback(
-        self, request_id: str, event: str, value: float, ctx: CallContext
-    ) -> FeedbackOutcome:
-        """Record an outcome against the arm ``request_id`` was served in (a key is
-        needed where keys are)."""
-        self.admission.authenticate(ctx)
-        return await self.experiments.feedback(request_id, event, value)
-
-    def list_experiments(self) -> ExperimentsCounts:
-        """The experiments this replica serves, with its own counts."""
-        return self.experiments.counts()
-
     # -- steps ---------------------------------------------------------------------------
-
-    def _arm(self, trail: Trail, params: GenerateParams) -> GenerateParams:
-        """The requested preset in the form names are compared in (Unicode NFC); in an
-        experiment on it, the arm's preset instead (the request's own fields still win,
-        since they override any preset's)."""
-        if params.style_preset is None:
-            return params
-        preset = normalize(params.style_preset)
-        trail.experiment = self.experiments.assign(preset, trail.user, trail.ctx.headers)
-        if trail.experiment is not None:
-            preset = trail.experiment.preset
-        return params.model_copy(update={"style_preset": preset})
-
-    async def _served(self, trail: Trail, result: GenerationResult, info: BatchInfo | None) -> None:
-        """Count a request served in an arm, and keep its record for feedback. The arm's
-        GPU time is its share of the pipeline call, by images (a cache hit costs none)."""
-        if trail.experiment is None:
-            return
-        images = len(result.images) if info is not None else 0
-        gpu_seconds = info.run_s * images / max(1, info.units) if info is not None else 0.0
-        await self.experiments.served(
-            result.request_id,
-            trail.experiment,
-            seconds=result.total_ms / 1000,
-            gpu_seconds=gpu_seconds,
-            images=images,
-        )
-
-    async def _job_served(
-        self, trail: Trail, images: list[GeneratedImage], info: BatchInfo | None
-    ) -> None:
-        """An async job that succeeded: counted in its arm like a synchronous request."""
-        result = self._result(trail, images, info, cache_hit=info is None)
-        await self._served(trail, result, info)
 
     def _resolve(self, params: GenerateParams) -> Job:
         """The request with its preset, the server's defaults and limits applied."""
