@@ -23,6 +23,8 @@ from flux_client.errors import (
     UnavailableError,
     UnsupportedError,
 )
+from flux_client.job_handles import AsyncJob, Job, JobCanceledError
+from flux_client.jobs import JobEvent, JobInfo, JobStatus
 from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     Adapter,
@@ -41,6 +43,7 @@ from flux_client.types import (
 __all__ = [
     "Adapter",
     "AsyncFluxModelClient",
+    "AsyncJob",
     "AuthError",
     "AuthenticationError",
     "ContentRejectedError",
@@ -54,6 +57,11 @@ __all__ = [
     "GenerationResult",
     "ImageFormat",
     "InvalidArgumentError",
+    "Job",
+    "JobCanceledError",
+    "JobEvent",
+    "JobInfo",
+    "JobStatus",
     "NotEnabledError",
     "NotFoundError",
     "OverloadedError",

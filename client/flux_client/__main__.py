@@ -5,6 +5,8 @@
     python -m flux_client --port 50051 vqa lighthouse.png "What is in the picture?"
     python -m flux_client edit lighthouse.png "make it night" -o night.png --strength 0.6
     python -m flux_client presets
+    python -m flux_client generate "a lighthouse" --async     # prints the job's id
+    python -m flux_client jobs watch job_...                  # also: jobs get|cancel ID
     python -m flux_client generate "a cat" --style-preset realistic --user-id alice
     python -m flux_client feedback REQUEST_ID like
     python -m flux_client experiments [--prometheus http://prometheus:9090] [--json]
@@ -31,6 +33,7 @@ from typing import TextIO
 import httpx
 
 from flux_client import experiment_report
+from flux_client._cli_jobs import add_async_flags, add_jobs_parser, run_jobs, submit
 from flux_client.client import FluxModelClient
 from flux_client.errors import FluxError
 from flux_client.types import GenerationResult, ImageFormat, Progress
@@ -74,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument(
         "--grpc-port", type=int, help="the server's gRPC port, for progress when --port is REST"
     )
+    add_async_flags(generate)
 
     edit = commands.add_parser("edit", help="edit an image as a prompt says")
     edit.add_argument("image", type=Path)
@@ -90,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     vqa.add_argument("--max-tokens", type=int, default=64)
 
     commands.add_parser("presets", help="the style presets the server serves (JSON)")
+    add_jobs_parser(commands)
 
     feedback = commands.add_parser(
         "feedback", help="record an outcome (an event) of a request served in an experiment"
@@ -169,6 +174,11 @@ def run(args: argparse.Namespace, client: FluxModelClient) -> int:
         ready = client.is_ready()
         print("ready" if ready else "not ready")
         return 0 if ready else 1
+    if args.command == "jobs":
+        return run_jobs(args, client)
+    if args.command == "generate" and args.async_:
+        options = {"num_images": args.num_images, **_options(args)}
+        return submit(args, client, options)
     if args.command == "generate":
         result = _generate(args, client)
         for image, path in zip(

@@ -3,6 +3,8 @@ one asyncio transport that runs any operation (``_operations``) over grpc.aio.""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,6 +15,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from flux_client._common import USER_AGENT, Attempt
 from flux_client.errors import FluxError, error_class
 from flux_client.experiment_report import ArmCounts, ExperimentCounts, ExperimentsCounts
+from flux_client.jobs import (
+    JobEvent,
+    JobImage,
+    JobInfo,
+    JobSubmission,
+)
 from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     EditMode,
@@ -209,6 +217,57 @@ def vqa_to_proto(vqa: VqaParams) -> pb.VQARequest:
 
 def vqa_from_proto(message: pb.VQAResponse) -> VqaResult:
     return VqaResult(answer=message.answer, request_id=message.request_id, model=message.model)
+
+
+def submission_to_proto(submission: JobSubmission) -> pb.SubmitRequest:
+    message = pb.SubmitRequest(
+        params=params_to_proto(submission.params),
+        webhook_events_filter=list(submission.webhook_events_filter),
+    )
+    if submission.webhook is not None:
+        message.webhook = submission.webhook
+    return message
+
+
+def job_from_proto(message: pb.Job) -> JobInfo:
+    """The job as ``GET /jobs/{id}`` would describe it, its images with their bytes."""
+
+    def optional(owner: Any, name: str) -> Any:
+        return getattr(owner, name) if owner.HasField(name) else None
+
+    body: dict[str, Any] = {
+        "id": message.id,
+        "status": message.status,
+        "created_at": message.created_at or None,
+        "started_at": optional(message, "started_at"),
+        "completed_at": optional(message, "completed_at"),
+        "queue_position": optional(message, "queue_position"),
+    }
+    if message.HasField("progress"):
+        body["progress"] = {"step": message.progress.step, "total": message.progress.total}
+    if message.HasField("error"):
+        error = message.error
+        body["error"] = {
+            "code": error.code,
+            "message": error.message,
+            "field": optional(error, "field"),
+        }
+    images = tuple(
+        JobImage(
+            seed=image.seed,
+            format=_FORMAT_FROM_PB.get(image.format, ImageFormat.PNG).value,
+            width=image.width,
+            height=image.height,
+            data=image.data,
+        )
+        for image in message.images
+    )
+    return dataclasses.replace(JobInfo.from_json(body), images=images)
+
+
+def job_event_from_proto(message: pb.JobEvent) -> JobEvent:
+    data = json.loads(message.data_json) if message.data_json else {}
+    return JobEvent(message.id, message.seq, message.event, data)
 
 
 def error_from_rpc(error: grpc.RpcError) -> FluxError:

@@ -47,6 +47,7 @@ from flux_client.wire import (
 
 if TYPE_CHECKING:
     from flux_client._operations import HttpRequest, Operation
+    from flux_client.jobs import JobSubmission
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -157,6 +158,16 @@ def vqa_to_multipart(vqa: VqaParams) -> tuple[dict[str, str], dict[str, Any]]:
     return data, {"image": ("image", vqa.image, "application/octet-stream")}
 
 
+def submission_to_json(submission: JobSubmission) -> dict[str, Any]:
+    """The body of an async ``POST /generate``: the generation's, and the webhook's."""
+    body = params_to_json(submission.params)
+    if submission.webhook is not None:
+        body["webhook"] = submission.webhook
+    if submission.webhook_events_filter:
+        body["webhook_events_filter"] = list(submission.webhook_events_filter)
+    return body
+
+
 def error_from_response(response: httpx.Response) -> FluxError:
     """The SDK error for a non-2xx response: the server's ``{"error": {code, message,
     field}}``, FastAPI's ``{"detail": ...}``, or the body's text."""
@@ -258,13 +269,46 @@ class AsyncHttpTransport:
     async def unary(self, op: Operation[Req, Res], request: Req, call: Attempt) -> Res:
         if op.to_http is None or op.from_json is None:
             raise UnsupportedError(op.unsupported_over_http, code="unsupported")
-        return op.from_json(await self._send(op.to_http(request), call))
+        http = op.to_http(request)
+        if http.raw:
+            return op.from_json(await self._send_raw(http, call))
+        return op.from_json(await self._send(http, call))
+
+    async def _send_raw(self, request: HttpRequest, call: Attempt) -> bytes:
+        """The body's bytes of a ``GET`` (a job's image)."""
+        headers = {**request.headers, **call_budget_headers(call)}
+        try:
+            response = await self._client.get(request.path, headers=headers, timeout=call.timeout)
+        except httpx.TransportError as error:
+            raise error_from_transport(error, call.timeout) from None
+        if response.status_code >= 400:
+            raise error_from_response(response)
+        return response.content
 
     async def stream(
         self, op: Operation[Req, Res], request: Req, call: Attempt
     ) -> AsyncIterator[Res]:
-        raise UnsupportedError(op.unsupported_over_http, code="unsupported")
-        yield  # pragma: no cover - makes this an async generator
+        """A Server-Sent Events stream: one ``from_json`` result per event's data."""
+        if op.to_http is None or op.from_json is None:
+            raise UnsupportedError(op.unsupported_over_http, code="unsupported")
+        http = op.to_http(request)
+        headers = {**http.headers, "Accept": "text/event-stream", **call_budget_headers(call)}
+        try:
+            async with self._client.stream(
+                http.method, http.path, headers=headers, timeout=call.timeout
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_response(response)
+                data: list[str] = []
+                async for line in response.aiter_lines():
+                    if line.startswith("data:"):
+                        data.append(line[5:].removeprefix(" "))
+                    elif not line and data:  # a blank line ends an event
+                        yield op.from_json(json.loads("\n".join(data)))
+                        data = []
+        except httpx.TransportError as error:
+            raise error_from_transport(error, call.timeout) from None
 
     async def ready(self, timeout: float | None) -> bool:
         """Whether ``GET /readyz`` answers 200 (model loaded, warmed)."""

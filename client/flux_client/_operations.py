@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar
 from flux_client import _grpc as proto
 from flux_client import _http as rest
 from flux_client.experiment_report import ExperimentsCounts
+from flux_client.jobs import JobEvent, JobInfo, JobSubmission
 from flux_client.presets import StylePreset
 from flux_client.types import (
     EditParams,
@@ -39,6 +40,8 @@ class HttpRequest:
     data: dict[str, str] | None = None
     files: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    raw: bool = False
+    """The answer is bytes (an image), not JSON."""
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,79 @@ LIST_PRESETS: Operation[None, dict[str, StylePreset]] = Operation(
     to_http=_presets_http,
     from_json=rest.presets_from_json,
 )
+
+
+# --- async jobs -----------------------------------------------------------------------------
+
+
+def _submit_http(submission: JobSubmission) -> HttpRequest:
+    headers = {**rest.call_headers(submission.params), "Prefer": "respond-async"}
+    return HttpRequest(
+        "POST", "/generate", json=rest.submission_to_json(submission), headers=headers
+    )
+
+
+def _job_http(path: str, method: str = "GET") -> Callable[[str], HttpRequest]:
+    def request(job_id: str) -> HttpRequest:
+        return HttpRequest(method, f"/jobs/{job_id}{path}", headers=rest.call_headers(None))
+
+    return request
+
+
+SUBMIT: Operation[JobSubmission, JobInfo] = Operation(
+    name="submit",
+    grpc_method="Submit",
+    to_proto=proto.submission_to_proto,
+    from_proto=proto.job_from_proto,
+    to_http=_submit_http,
+    from_json=JobInfo.from_json,
+    metadata=lambda submission: proto.params_metadata(submission.params),
+)
+
+GET_JOB: Operation[str, JobInfo] = Operation(
+    name="get_job",
+    grpc_method="GetJob",
+    to_proto=lambda job_id: pb.JobRequest(id=job_id),
+    from_proto=proto.job_from_proto,
+    to_http=_job_http(""),
+    from_json=JobInfo.from_json,
+)
+
+CANCEL_JOB: Operation[str, JobInfo] = Operation(
+    name="cancel_job",
+    grpc_method="CancelJob",
+    to_proto=lambda job_id: pb.JobRequest(id=job_id),
+    from_proto=proto.job_from_proto,
+    to_http=_job_http("/cancel", "POST"),
+    from_json=JobInfo.from_json,
+)
+
+WATCH_JOB: Operation[str, JobEvent] = Operation(
+    name="watch_job",
+    grpc_method="WatchJob",
+    to_proto=lambda job_id: pb.JobRequest(id=job_id),
+    from_proto=proto.job_event_from_proto,
+    to_http=_job_http("/events"),
+    from_json=JobEvent.from_json,
+    streaming=True,
+)
+
+
+def job_image(index: int) -> Operation[str, bytes]:
+    """Image ``index`` of a succeeded job (over gRPC, ``GetJob`` carries the bytes)."""
+
+    def to_http(job_id: str) -> HttpRequest:
+        return HttpRequest("GET", f"/jobs/{job_id}/images/{index}", raw=True)
+
+    return Operation(
+        name="job_image",
+        grpc_method="GetJob",
+        to_proto=lambda job_id: pb.JobRequest(id=job_id),
+        from_proto=lambda message: bytes(message.images[index].data),
+        to_http=to_http,
+        from_json=bytes,
+    )
+
 
 FEEDBACK: Operation[FeedbackParams, FeedbackResult] = Operation(
     name="feedback",

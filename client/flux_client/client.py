@@ -18,6 +18,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from flux_client._common import DEFAULT_TIMEOUT
 from flux_client._retry import RetryPolicy
 from flux_client.aio import AsyncFluxModelClient
+from flux_client.job_handles import AsyncJob, Job
 from flux_client.types import TransportName
 
 P = ParamSpec("P")
@@ -89,6 +90,18 @@ def _blocking(
     @functools.wraps(method)
     def run(self: FluxModelClient, /, *args: P.args, **kwargs: P.kwargs) -> R:
         return self._loop.run(method(self._async, *args, **kwargs))
+
+    return run
+
+
+def _blocking_job(
+    method: Callable[Concatenate[AsyncFluxModelClient, P], Coroutine[Any, Any, AsyncJob]],
+) -> Callable[Concatenate[FluxModelClient, P], Job]:
+    """The blocking twin of a method that returns an ``AsyncJob``: a blocking ``Job``."""
+
+    @functools.wraps(method)
+    def run(self: FluxModelClient, /, *args: P.args, **kwargs: P.kwargs) -> Job:
+        return Job(self._loop, self._loop.run(method(self._async, *args, **kwargs)))
 
     return run
 
@@ -165,6 +178,12 @@ class FluxModelClient:
     list_presets = _blocking(AsyncFluxModelClient.list_presets)
     feedback = _blocking(AsyncFluxModelClient.feedback)
     list_experiments = _blocking(AsyncFluxModelClient.list_experiments)
+    submit = _blocking_job(AsyncFluxModelClient.submit)
+
+    def job(self, job_id: str) -> Job:
+        """A job submitted earlier (by any client, to any replica), by its id."""
+        return Job(self._loop, self._async.job(job_id))
+
     is_ready = _blocking(AsyncFluxModelClient.is_ready)
     wait_until_ready = _blocking(AsyncFluxModelClient.wait_until_ready)
 

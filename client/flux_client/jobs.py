@@ -11,7 +11,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flux_client.types import GenerationParams
 
 
 class JobStatus(str, Enum):
@@ -143,3 +146,15 @@ def parse_sse(lines: Iterable[str]) -> Iterator[JobEvent]:
             data.append(value.removeprefix(" "))
     if data:
         yield JobEvent.from_json(json.loads("\n".join(data)))
+
+
+WEBHOOK_EVENTS = ("start", "progress", "completed")
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    """A generation to run as an async job, and where to send its events."""
+
+    params: GenerationParams
+    webhook: str | None = None
+    webhook_events_filter: tuple[str, ...] = ()

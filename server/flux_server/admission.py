@@ -290,6 +290,41 @@ class Admission:
             error.audited = True  # it could not be: the log is what failed
             raise error from None
 
+    def job_event(
+        self,
+        trail: Trail,
+        job_id: str,
+        decision: Literal["accepted", "rejected", "submitted", "canceled"],
+        reason: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """The audit line of an async job's submission (202), cancel or outcome."""
+        if self.audit is None:
+            return
+        record = audit_record(
+            trail.ctx,
+            trail.user,
+            trail.job,
+            decision,
+            reason,
+            202 if decision == "submitted" else None,
+            None,
+            detail=detail,
+            experiment=trail.experiment,
+        )
+        record.job_id = job_id
+        record.latency_ms = trail.elapsed_ms
+        if decision != "submitted":
+            self._write_refusal(record)  # cancel and outcome: the work is done or undone
+            return
+        try:
+            self.audit.record(record)
+        except OSError:
+            # As for a synchronous request: no work without its record (see accepted()).
+            error = Unavailable(_AUDIT_DOWN)
+            error.audited = True
+            raise error from None
+
     def refused(self, ctx: CallContext, error: ServeError, status: int) -> None:
         """Record a request the API adapters answered with an error and the core has not
         recorded (a body that does not parse, a refused key): every request gets a line."""
@@ -378,9 +413,9 @@ def audit_record(
     ctx: CallContext,
     user: str | None,
     job: Job | None,
-    decision: Literal["accepted", "rejected"],
+    decision: Literal["accepted", "rejected", "submitted", "canceled"],
     reason: str | None,
-    status: int,
+    status: int | None,
     result: GenerationResult | None,
     detail: str | None = None,
     prompt: str | None = None,

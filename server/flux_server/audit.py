@@ -34,7 +34,9 @@ from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
 
-Decision = Literal["accepted", "rejected"]
+Decision = Literal["accepted", "rejected", "submitted", "canceled"]
+"""``submitted``: an async job was accepted (its outcome gets a line of its own);
+``canceled``: a job was cancelled by its id."""
 
 
 class AuditWriteError(OSError):
@@ -93,6 +95,9 @@ class AuditRecord(BaseModel):
     status: int | None = Field(default=None, description="HTTP status sent (gRPC mapped to HTTP).")
     latency_ms: float | None = None
     cache_hit: bool = False
+    job_id: str | None = Field(
+        default=None, description="The async job's id: its submission, cancel and outcome."
+    )
     experiment: dict[str, str] | None = Field(
         default=None,
         description='The experiment arm that served the request: {"name", "arm", "subject"}.',

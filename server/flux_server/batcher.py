@@ -88,7 +88,7 @@ class Batcher(Generic[P, R]):
         self.max_batch_size = max_batch_size
         self.max_delay = max_delay
         self.max_queue = max_queue
-        self.wait = wait
+        self.wait_policy = wait
         self._on_batch = on_batch
         self._on_depth = on_depth
         self._on_running = on_running
@@ -163,6 +163,12 @@ class Batcher(Generic[P, R]):
         call raised for this payload. Cancelling the awaiting task removes the request
         from the queue when its batch has not started.
         """
+        item = self.enqueue(payload, priority=priority, timeout=timeout)
+        return await self.wait(item, timeout)
+
+    def check_capacity(self) -> None:
+        """Raise what :meth:`enqueue` would raise now (draining, a full queue): an async
+        job is refused before it is recorded, not recorded and then failed."""
         if not self._accepting:
             raise Unavailable("the server is draining and accepts no new requests")
         if self.depth >= self.max_queue:
@@ -171,6 +177,13 @@ class Batcher(Generic[P, R]):
                 f"the queue is full ({self.max_queue} requests waiting); retry later",
                 retry_after=batches_ahead * self._avg_batch_s,
             )
+
+    def enqueue(
+        self, payload: P, *, priority: bool = False, timeout: float | None = None
+    ) -> _Item[P, R]:
+        """Queue ``payload`` without waiting; :meth:`wait` for its result, or
+        :meth:`withdraw` it. Raises QueueFull or Unavailable (draining)."""
+        self.check_capacity()
         loop = asyncio.get_running_loop()
         now = loop.time()
         item: _Item[P, R] = _Item(
@@ -187,6 +200,10 @@ class Batcher(Generic[P, R]):
         self._idle.clear()
         self._depth_changed()
         self._wakeup.set()
+        return item
+
+    async def wait(self, item: _Item[P, R], timeout: float | None) -> tuple[R, BatchInfo]:
+        """The result of a queued item (see :meth:`submit` for the errors)."""
         try:
             if timeout is None:
                 return await asyncio.shield(item.future)
@@ -200,6 +217,19 @@ class Batcher(Generic[P, R]):
         except asyncio.CancelledError:
             self._forget(item)
             raise
+
+    def withdraw(self, item: _Item[P, R]) -> bool:
+        """Take a waiting item out of the queue (a cancelled job); False when its batch
+        has started already (then its result is dropped when it comes)."""
+        started = item.started
+        self._forget(item)
+        return not started
+
+    def positions(self) -> dict[int, P]:
+        """The waiting payloads by 0-based place: the priority lane first, each lane in
+        order of arrival (the order the worker takes them, batching aside)."""
+        waiting = [i for i in self._priority + self._normal if not i.future.done()]
+        return dict(enumerate(item.payload for item in waiting))
 
     def _forget(self, item: _Item[P, R]) -> None:
         if not item.started:
@@ -226,8 +256,8 @@ class Batcher(Generic[P, R]):
                 batch = self._take(self._priority, self._priority[0])
             else:
                 head = self._normal[0]
-                until = head.enqueued + (self.max_delay if self.wait == "always" else 0.0)
-                if self.wait == "when-busy":
+                until = head.enqueued + (self.max_delay if self.wait_policy == "always" else 0.0)
+                if self.wait_policy == "when-busy":
                     # Requests sent together reach the queue a few event-loop turns
                     # apart (parsing, checks): let the ones already on their way join.
                     for _ in range(_JOIN_TURNS):

@@ -1,20 +1,30 @@
 """Experiments as the request path sees them: one object that the admission path asks
 which arm serves a request, tells when the request was served, and that the feedback
 endpoints and ``GET /experiments`` call. It joins the pure assignment, the presets
-directory (where the experiments live), the feedback store and the metrics."""
+directory (where the experiments live), the feedback store and the metrics.
+:class:`ExperimentEntryPoints` is the service's side of it: the arm of a request, its
+counting, feedback and the counts."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from flux_client.experiment_report import ExperimentsCounts
 from flux_client.experiments import Experiment
+from flux_client.names import normalize
 from flux_server.experiment_counts import experiments_counts
 from flux_server.experiments import Assignment, assign
 from flux_server.feedback import FeedbackOutcome, FeedbackStore, ServedRecord
 from flux_server.metrics import Metrics
 from flux_server.presets_store import PresetStore
+
+if TYPE_CHECKING:
+    from flux_server.admission import Admission, Trail
+    from flux_server.batcher import BatchInfo
+    from flux_server.calls import CallContext, GenerationResult
+    from flux_server.params import GenerateParams
 
 
 class ExperimentRuntime:
@@ -70,3 +80,51 @@ class ExperimentRuntime:
     def counts(self) -> ExperimentsCounts:
         """``GET /experiments``: the experiments this replica serves, with its counts."""
         return experiments_counts(self.current(), self.metrics.registry)
+
+
+class ExperimentEntryPoints:
+    """The experiment side of :class:`flux_server.service.GenerationService`: the arm a
+    request is served in, its counting, feedback and the counts."""
+
+    if TYPE_CHECKING:  # provided by the service
+        admission: Admission
+        experiments: ExperimentRuntime
+
+    async def feedback(
+        self, request_id: str, event: str, value: float, ctx: CallContext
+    ) -> FeedbackOutcome:
+        """Record an outcome against the arm ``request_id`` was served in (a key is
+        needed where keys are)."""
+        self.admission.authenticate(ctx)
+        return await self.experiments.feedback(request_id, event, value)
+
+    def list_experiments(self) -> ExperimentsCounts:
+        """The experiments this replica serves, with its own counts."""
+        return self.experiments.counts()
+
+    def _arm(self, trail: Trail, params: GenerateParams) -> GenerateParams:
+        """The requested preset in the form names are compared in (Unicode NFC); in an
+        experiment on it, the arm's preset instead (the request's own fields still win,
+        since they override any preset's)."""
+        if params.style_preset is None:
+            return params
+        preset = normalize(params.style_preset)
+        trail.experiment = self.experiments.assign(preset, trail.user, trail.ctx.headers)
+        if trail.experiment is not None:
+            preset = trail.experiment.preset
+        return params.model_copy(update={"style_preset": preset})
+
+    async def _served(self, trail: Trail, result: GenerationResult, info: BatchInfo | None) -> None:
+        """Count a request served in an arm, and keep its record for feedback. The arm's
+        GPU time is its share of the pipeline call, by images (a cache hit costs none)."""
+        if trail.experiment is None:
+            return
+        images = len(result.images) if info is not None else 0
+        gpu_seconds = info.run_s * images / max(1, info.units) if info is not None else 0.0
+        await self.experiments.served(
+            result.request_id,
+            trail.experiment,
+            seconds=result.total_ms / 1000,
+            gpu_seconds=gpu_seconds,
+            images=images,
+        )

@@ -32,6 +32,7 @@ from flux_client.wire import (
 from flux_server import grpc_experiments
 from flux_server.errors import InvalidRequest, ServeError, status_of
 from flux_server.grpc_guard import GuardInterceptor
+from flux_server.grpc_jobs import JobRpcs
 from flux_server.params import GenerateParams, validation_error
 from flux_server.service import CallContext, GenerationResult, GenerationService, new_request_id
 
@@ -127,7 +128,7 @@ def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
     return None
 
 
-class FluxServicer(pb_grpc.FluxServiceServicer):
+class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
     def __init__(self, service: GenerationService) -> None:
         self.service = service
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from flux_server.calls import ProgressFn
+from flux_server.cancellation import BatchCancellation, CancelToken, GenerationInterrupted
 from flux_server.collaborators import ImageEditor, QuestionAnswerer
 from flux_server.engine import Engine, GeneratedImage, encode
 from flux_server.metrics import Metrics
@@ -50,6 +51,11 @@ class Work:
     request_id: str
     progress: ProgressFn | None = None
     loop: asyncio.AbstractEventLoop | None = None
+    # An async job's: cancelled by its id (stops its pipeline call once every member of
+    # the call is cancelled), and told when its batch starts.
+    token: CancelToken | None = None
+    job_id: str | None = None
+    on_start: Callable[[], Awaitable[None]] | None = None
 
     def key(self) -> tuple[Any, ...]:
         """Work with equal keys may run in one pipeline call."""
@@ -78,6 +84,9 @@ class Runner:
         # A digest of each adapter's weights: part of the cache key, so new weights under
         # an old name never serve images made with the old ones (Redis outlives pods).
         self.adapter_versions: dict[str, str] = {}
+        # The denoising step the running call last finished (written by the engine
+        # thread, read on the loop): how far a cancelled call got after its cancel.
+        self.step = 0
         # One thread owns the accelerator: torch calls never overlap.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         # Decoding uploads and a safety classifier run beside it, off the event loop.
@@ -128,13 +137,18 @@ class Runner:
         """One result per work, in order: a list of images per generation or edit, an
         answer per question (the batcher's ``RunBatch``)."""
         loop = asyncio.get_running_loop()
+        for work in works:
+            if work.on_start is not None:
+                await work.on_start()
         listeners = [w for w in works if w.progress is not None and w.loop is not None]
+        self.step = 0
 
         def progress(step: int, total: int) -> None:
+            self.step = step
             for work in listeners:
                 work.loop.call_soon_threadsafe(work.progress, step, total)  # type: ignore[union-attr,arg-type]
 
-        on_step = progress if listeners else None
+        on_step = progress
         first = works[0].job
         if isinstance(first, Question):
             answerer = self.vqa_model
@@ -148,7 +162,23 @@ class Runner:
             assert engine is not None
             # One batch holds one kind of work (its key starts with the kind).
             jobs = cast(list[Job], [w.job for w in works])
-            generated = await loop.run_in_executor(self._executor, engine.generate, jobs, on_step)
+            cancellation = BatchCancellation([w.token for w in works])
+            try:
+                generated = await loop.run_in_executor(
+                    self._executor, engine.generate, jobs, on_step, cancellation.should_stop
+                )
+            except GenerationInterrupted as stopped:
+                # Every member was cancelled (their outcome is recorded already): no
+                # images, and no split-and-retry of a batch that failed.
+                log.info(
+                    "generation interrupted",
+                    extra={
+                        "step": stopped.step,
+                        "total": stopped.total,
+                        "request_ids": [w.request_id for w in works],
+                    },
+                )
+                return [[] for _ in works]
             self.metrics.images_generated.inc(sum(len(images) for images in generated))
             return generated
         edited = await loop.run_in_executor(self._executor, self._edit, works, on_step)

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 from typing import Any
 
-from flux_client.experiment_report import ExperimentsCounts
-from flux_client.names import normalize
 from flux_client.presets import StylePreset
 from flux_server.admission import Admission, AuditSink, ContentPolicy, KeyChecker, Trail
+from flux_server.async_jobs import AsyncJobs, JobEntryPoints
 from flux_server.auth import Principal
 from flux_server.batcher import Batcher, BatchInfo
 from flux_server.cache import ResultCache
@@ -28,8 +29,9 @@ from flux_server.calls import (
 )
 from flux_server.engine import Engine, GeneratedImage
 from flux_server.errors import InternalError, NotEnabled, ServeError
-from flux_server.experiment_runtime import ExperimentRuntime
-from flux_server.feedback import FeedbackOutcome, FeedbackStore
+from flux_server.experiment_runtime import ExperimentEntryPoints, ExperimentRuntime
+from flux_server.feedback import FeedbackStore
+from flux_server.job_manager import JobManager, build_job_manager
 from flux_server.metrics import Metrics
 from flux_server.params import GenerateParams, Job, resolve
 from flux_server.presets_store import PresetStore
@@ -54,7 +56,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-class GenerationService:
+class GenerationService(JobEntryPoints, ExperimentEntryPoints):
     """The server's core. ``start()`` loads the model (in the engine thread, so the
     probes answer meanwhile); ``ready`` turns true after the warm-up."""
 
@@ -80,8 +82,27 @@ class GenerationService:
             wait=settings.batch_wait,
             max_queue=settings.max_queue,
             on_batch=self._observe_batch,
-            on_depth=self.metrics.queue_depth.set,
+            on_depth=self._depth_changed,
             on_running=self.metrics.running.set,
+        )
+        # Async jobs: in Redis with --redis-url (any replica answers), else in memory.
+        self.jobs: JobManager = build_job_manager(
+            owner=os.environ.get("POD_NAME") or f"{socket.gethostname()}-{os.getpid()}",
+            redis_url=settings.redis_url,
+            job_ttl=settings.job_ttl,
+            job_max_bytes=settings.job_max_bytes,
+            webhook_secret=settings.webhook_secret,
+            webhook_allow_hosts=settings.webhook_allow_hosts,
+            metrics=self.metrics,
+            longest_job=settings.request_timeout,
+        )
+        self.async_jobs = AsyncJobs(
+            self.batcher,
+            self.admission,
+            self.jobs,
+            self.runner,
+            settings.request_timeout,
+            on_served=self._job_served,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -93,6 +114,7 @@ class GenerationService:
         self.metrics.set_model(s.model, s.model_revision, s.release)
         engine = await self.runner.load(s)
         self.metrics.model_load_seconds.set(engine.info.load_seconds)
+        await self.jobs.start()
         self.batcher.start()
         self.admission.loaded = True
         self.metrics.ready.set(1)
@@ -111,10 +133,18 @@ class GenerationService:
         """Stop accepting, finish accepted work (up to ``timeout`` s)."""
         self.admission.draining = True
         self.metrics.ready.set(0)
-        return await self.batcher.drain(timeout)
+        drained = await self.batcher.drain(timeout)
+        left = await self.async_jobs.finish(
+            f"the server shut down before the job finished (--drain-timeout {timeout:g}s)",
+            drained,
+        )
+        if left:
+            log.warning("async jobs left unfinished at shutdown", extra={"jobs": left})
+        return drained
 
     async def close(self) -> None:
         await self.batcher.close()
+        await self.jobs.close(min(self.settings.drain_timeout, 5.0))
         await self.admission.close()
         await self.experiments.feedback_store.close()
         self.runner.shutdown()
@@ -232,51 +262,63 @@ class GenerationService:
         ctx: CallContext,
     ) -> GenerationResult:
         """Edit an uploaded image (img2img, inpaint, instruct)."""
-        from flux_server.editing import edit_job_from, validate, working_size
-        from flux_server.images import decode_image
-
         admission = self.admission
         async with admission.request(ctx) as trail:
             admission.admit(trail)
-            editor = self.editor
-            if editor is None:
-                raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
-            max_pixels = self.settings.max_image_pixels
-            off_loop = self.runner.off_loop
-            source = await off_loop(decode_image, image, "image", max_pixels)
-            mask_image = (
-                None
-                if mask is None
-                else await off_loop(decode_image, mask, "mask", max_pixels, mode="L")
-            )
-            # Limits and defaults apply at the size the pipeline runs (the source's,
-            # snapped to 16 pixels and scaled to fit --max-side, unless the request sets
-            # one); the result keeps the source's size.
-            auto_width, auto_height = working_size(source.size, self.settings.max_side)
-            sized = params.model_copy(
-                update={
-                    "width": params.width or auto_width,
-                    "height": params.height or auto_height,
-                }
-            )
-            job = trail.job = self._resolve(self._arm(trail, sized))
-            await admission.screen(trail, job.prompt, "prompt")
-            edit_job = edit_job_from(
-                job,
-                image=source,
-                mask=mask_image,
-                mode=mode,
-                strength=strength,
-                width=params.width,
-                height=params.height,
-            )
-            validate(edit_job, kontext_available=editor.can_instruct)
+            work = await self._edit_work(trail, image, mask, mode, strength, params)
             admission.accepted(trail)
-            work = Work("edit", edit_job, job.output_format, trail.ctx.request_id)
             images, info = await self._submit(work, trail.ctx)
             result = self._result(trail, images, info)
             await self._served(trail, result, info)
             return result
+
+    async def _edit_work(
+        self,
+        trail: Trail,
+        image: bytes,
+        mask: bytes | None,
+        mode: str | None,
+        strength: float | None,
+        params: GenerateParams,
+    ) -> Work:
+        """Decode, resolve, screen and validate an edit: the work to queue."""
+        from flux_server.editing import edit_job_from, validate, working_size
+        from flux_server.images import decode_image
+
+        editor = self.editor
+        if editor is None:
+            raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
+        max_pixels = self.settings.max_image_pixels
+        off_loop = self.runner.off_loop
+        source = await off_loop(decode_image, image, "image", max_pixels)
+        mask_image = (
+            None
+            if mask is None
+            else await off_loop(decode_image, mask, "mask", max_pixels, mode="L")
+        )
+        # Limits and defaults apply at the size the pipeline runs (the source's,
+        # snapped to 16 pixels and scaled to fit --max-side, unless the request sets
+        # one); the result keeps the source's size.
+        auto_width, auto_height = working_size(source.size, self.settings.max_side)
+        sized = params.model_copy(
+            update={
+                "width": params.width or auto_width,
+                "height": params.height or auto_height,
+            }
+        )
+        job = trail.job = self._resolve(self._arm(trail, sized))
+        await self.admission.screen(trail, job.prompt, "prompt")
+        edit_job = edit_job_from(
+            job,
+            image=source,
+            mask=mask_image,
+            mode=mode,
+            strength=strength,
+            width=params.width,
+            height=params.height,
+        )
+        validate(edit_job, kontext_available=editor.can_instruct)
+        return Work("edit", edit_job, job.output_format, trail.ctx.request_id)
 
     async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
         """Answer a question about an image."""
@@ -300,48 +342,7 @@ class GenerationService:
             answer, _ = await self._submit(work, trail.ctx)
             return str(answer)
 
-    # -- experiments -----------------------------------------------------------------------
-
-    async def feedback(
-        self, request_id: str, event: str, value: float, ctx: CallContext
-    ) -> FeedbackOutcome:
-        """Record an outcome against the arm ``request_id`` was served in (a key is
-        needed where keys are)."""
-        self.admission.authenticate(ctx)
-        return await self.experiments.feedback(request_id, event, value)
-
-    def list_experiments(self) -> ExperimentsCounts:
-        """The experiments this replica serves, with its own counts."""
-        return self.experiments.counts()
-
     # -- steps ---------------------------------------------------------------------------
-
-    def _arm(self, trail: Trail, params: GenerateParams) -> GenerateParams:
-        """The requested preset in the form names are compared in (Unicode NFC); in an
-        experiment on it, the arm's preset instead (the request's own fields still win,
-        since they override any preset's)."""
-        if params.style_preset is None:
-            return params
-        preset = normalize(params.style_preset)
-        trail.experiment = self.experiments.assign(preset, trail.user, trail.ctx.headers)
-        if trail.experiment is not None:
-            preset = trail.experiment.preset
-        return params.model_copy(update={"style_preset": preset})
-
-    async def _served(self, trail: Trail, result: GenerationResult, info: BatchInfo | None) -> None:
-        """Count a request served in an arm, and keep its record for feedback. The arm's
-        GPU time is its share of the pipeline call, by images (a cache hit costs none)."""
-        if trail.experiment is None:
-            return
-        images = len(result.images) if info is not None else 0
-        gpu_seconds = info.run_s * images / max(1, info.units) if info is not None else 0.0
-        await self.experiments.served(
-            result.request_id,
-            trail.experiment,
-            seconds=result.total_ms / 1000,
-            gpu_seconds=gpu_seconds,
-            images=images,
-        )
 
     def _resolve(self, params: GenerateParams) -> Job:
         """The request with its preset, the server's defaults and limits applied."""
@@ -358,6 +359,12 @@ class GenerationService:
                 "generation failed", extra={"request_id": ctx.request_id, "error": repr(exc)}
             )
             raise InternalError(describe_failure(exc, work)) from None
+
+    def _depth_changed(self, depth: int) -> None:
+        self.metrics.queue_depth.set(depth)
+        async_jobs: AsyncJobs | None = getattr(self, "async_jobs", None)
+        if async_jobs is not None:
+            async_jobs.queue_changed()
 
     def _observe_batch(self, info: BatchInfo) -> None:
         self.metrics.batch_size.observe(info.size)

@@ -46,6 +46,10 @@ def test_stubs_import_inside_the_package() -> None:
         "ListPresets",
         "Edit",
         "VQA",
+        "Submit",
+        "GetJob",
+        "CancelJob",
+        "WatchJob",
         "Feedback",
         "ListExperiments",
     }

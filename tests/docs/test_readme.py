@@ -127,7 +127,9 @@ def _command_problems(block: Block) -> list[str]:
             problems.append(f"the Makefile has no target `{target}`")
     top_level = {p.name for p in ROOT.iterdir()} - {".git"}
     for path_named in repository_paths(block.code, top_level):
-        if not (ROOT / path_named).exists():
+        # A glob (`data/*.tsv`) names what it matches: at least one file.
+        globbed = any(c in path_named for c in "*?[")
+        if not (any(ROOT.glob(path_named)) if globbed else (ROOT / path_named).exists()):
             problems.append(f"it names {path_named}, which is not in the repository")
     return problems
 

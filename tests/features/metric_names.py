@@ -17,6 +17,8 @@ SERVER_METRICS = frozenset(
         "fluxserve_model_info",
         "fluxserve_model_load_seconds",
         "fluxserve_ready",
+        "fluxserve_jobs",
+        "fluxserve_webhook_deliveries_total",
         "fluxserve_recompiles_total",
     }
 )

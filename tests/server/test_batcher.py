@@ -222,6 +222,29 @@ async def test_drain_timeout_fails_what_is_left() -> None:
         await blocker
 
 
+async def test_queued_without_waiting_placed_withdrawn_and_refused_up_front() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_queue=3, max_delay=0.0)
+    held = await hold(engine, batcher)
+    normal = batcher.enqueue("a:1")
+    urgent = batcher.enqueue("b:1", priority=True)
+    batcher.enqueue("c:1")
+    # Places as the worker takes them: the priority lane first.
+    assert batcher.positions() == {0: "b:1", 1: "a:1", 2: "c:1"}
+    with pytest.raises(QueueFull):
+        batcher.check_capacity()
+    assert batcher.withdraw(normal) is True  # still waiting: out of the queue
+    assert batcher.positions() == {0: "b:1", 1: "c:1"}
+    batcher.check_capacity()
+    engine.gate.set()
+    assert (await batcher.wait(urgent, timeout=5))[0] == "B:1"
+    await held
+    assert all("a:1" not in call for call in engine.calls)
+    await batcher.drain(5)
+    with pytest.raises(Unavailable):
+        batcher.check_capacity()
+
+
 async def test_a_lone_request_on_an_idle_engine_does_not_wait_for_company() -> None:
     engine = FakeEngine()
     # A delay no test would sit through: the request must not wait for it.

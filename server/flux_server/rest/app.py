@@ -18,6 +18,7 @@ from flux_server.errors import Cancelled, InternalError, QueueFull, ServeError, 
 from flux_server.params import validation_error
 from flux_server.rest.experiments import experiment_routes
 from flux_server.rest.generation import generation_routes
+from flux_server.rest.jobs import job_routes
 from flux_server.rest.middleware import BodyLimit, RequestMetrics
 from flux_server.rest.openapi import hoist_defs
 from flux_server.rest.operations import operation_routes
@@ -86,6 +87,7 @@ def create_app(service: GenerationService) -> FastAPI:
     app.include_router(generation_routes(service))
     app.include_router(upload_routes(service))
     app.include_router(operation_routes(service))
+    app.include_router(job_routes(service))
     app.include_router(experiment_routes(service))
     generated_openapi = app.openapi
 

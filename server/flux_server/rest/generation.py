@@ -7,6 +7,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from flux_server.params import GenerateParams
+from flux_server.rest.jobs import (
+    ACCEPTED_RESPONSE,
+    PREFER_HEADER,
+    accepted_response,
+    pop_async_fields,
+    wants_async,
+    with_async_fields,
+)
 from flux_server.rest.openapi import CALL_HEADERS, ERROR_RESPONSES, self_contained
 from flux_server.rest.wire import (
     context_from,
@@ -30,18 +38,30 @@ def generation_routes(service: GenerationService) -> APIRouter:
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": self_contained(GenerateParams.model_json_schema())
+                        "schema": with_async_fields(
+                            self_contained(GenerateParams.model_json_schema())
+                        )
                     }
                 },
             },
-            "parameters": CALL_HEADERS,
+            "parameters": [*CALL_HEADERS, PREFER_HEADER],
         },
-        responses={200: {"content": {"image/png": {}, "application/json": {}}}, **ERROR_RESPONSES},
+        responses={
+            200: {"content": {"image/png": {}, "application/json": {}}},
+            **ACCEPTED_RESPONSE,
+            **ERROR_RESPONSES,
+        },
     )
     async def generate(request: Request) -> Response:
         ctx = context_from(request, "rest:/generate")
         refuse_query(request)
-        params = parse_params(await json_body(request))
+        body = await json_body(request)
+        asynchronous = wants_async(request)
+        webhook, events = pop_async_fields(body, asynchronous)
+        params = parse_params(body)
+        if asynchronous:
+            state = await service.submit(params, ctx, webhook, events)
+            return accepted_response(state, ctx.request_id)
         result = await unless_disconnected(request, service.generate(params, ctx))
         return result_response(request, result)
 

@@ -9,6 +9,14 @@ from fastapi.responses import JSONResponse, Response
 from flux_server.editing import EDIT_FIELDS, edit_body_schema, edit_options
 from flux_server.errors import InvalidRequest
 from flux_server.params import GenerateParams
+from flux_server.rest.jobs import (
+    ACCEPTED_RESPONSE,
+    PREFER_HEADER,
+    accepted_response,
+    pop_async_fields,
+    wants_async,
+    with_async_fields,
+)
 from flux_server.rest.openapi import UPLOAD_ERROR_RESPONSES, self_contained
 from flux_server.rest.wire import (
     context_from,
@@ -33,13 +41,19 @@ def upload_routes(service: GenerationService) -> APIRouter:
             "requestBody": {
                 "required": True,
                 "content": {
-                    "multipart/form-data": {"schema": edit_body_schema(params_schema, upload=True)},
-                    "application/json": {"schema": edit_body_schema(params_schema, upload=False)},
+                    "multipart/form-data": {
+                        "schema": with_async_fields(edit_body_schema(params_schema, upload=True))
+                    },
+                    "application/json": {
+                        "schema": with_async_fields(edit_body_schema(params_schema, upload=False))
+                    },
                 },
-            }
+            },
+            "parameters": [PREFER_HEADER],
         },
         responses={
             200: {"content": {"image/png": {}, "application/json": {}}},
+            **ACCEPTED_RESPONSE,
             **UPLOAD_ERROR_RESPONSES,
         },
     )
@@ -51,7 +65,21 @@ def upload_routes(service: GenerationService) -> APIRouter:
                 "send the image to edit (an 'image' file, or base64 in JSON)", "image"
             )
         mode, strength = edit_options(fields)
+        asynchronous = wants_async(request)
+        webhook, events = pop_async_fields(fields, asynchronous)
         params = parse_params({k: v for k, v in fields.items() if k not in EDIT_FIELDS})
+        if asynchronous:
+            state = await service.submit_edit(
+                image=files["image"],
+                mask=files.get("mask"),
+                mode=mode,
+                strength=strength,
+                params=params,
+                ctx=ctx,
+                webhook=webhook,
+                webhook_events_filter=events,
+            )
+            return accepted_response(state, ctx.request_id)
         result = await unless_disconnected(
             request,
             service.edit(

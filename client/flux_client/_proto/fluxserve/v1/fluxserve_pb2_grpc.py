@@ -59,6 +59,26 @@ class FluxServiceStub:
                 request_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.VQARequest.SerializeToString,
                 response_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.VQAResponse.FromString,
                 _registered_method=True)
+        self.Submit = channel.unary_unary(
+                '/fluxserve.v1.FluxService/Submit',
+                request_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.Job.FromString,
+                _registered_method=True)
+        self.GetJob = channel.unary_unary(
+                '/fluxserve.v1.FluxService/GetJob',
+                request_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.SerializeToString,
+                response_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.Job.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/fluxserve.v1.FluxService/CancelJob',
+                request_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.SerializeToString,
+                response_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.Job.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/fluxserve.v1.FluxService/WatchJob',
+                request_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.SerializeToString,
+                response_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobEvent.FromString,
+                _registered_method=True)
         self.Feedback = channel.unary_unary(
                 '/fluxserve.v1.FluxService/Feedback',
                 request_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.FeedbackRequest.SerializeToString,
@@ -109,6 +129,34 @@ class FluxServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Submit(self, request, context):
+        """Queue a generation as an async job and return it at once (REST: Prefer: respond-async).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetJob(self, request, context):
+        """An async job's state; on success with its images' bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancel a job: a queued one leaves the queue, a running one stops at the next step.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """A job's events: the current state first, then each new one, ending with the terminal one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Feedback(self, request, context):
         """Record an outcome (an event such as "like") of a request served in an experiment.
         An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
@@ -151,6 +199,26 @@ def add_FluxServiceServicer_to_server(servicer, server):
                     servicer.VQA,
                     request_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.VQARequest.FromString,
                     response_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.VQAResponse.SerializeToString,
+            ),
+            'Submit': grpc.unary_unary_rpc_method_handler(
+                    servicer.Submit,
+                    request_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.SubmitRequest.FromString,
+                    response_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.Job.SerializeToString,
+            ),
+            'GetJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetJob,
+                    request_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.FromString,
+                    response_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.Job.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.FromString,
+                    response_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.Job.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.FromString,
+                    response_serializer=fluxserve_dot_v1_dot_fluxserve__pb2.JobEvent.SerializeToString,
             ),
             'Feedback': grpc.unary_unary_rpc_method_handler(
                     servicer.Feedback,
@@ -298,6 +366,114 @@ class FluxService:
             '/fluxserve.v1.FluxService/VQA',
             fluxserve_dot_v1_dot_fluxserve__pb2.VQARequest.SerializeToString,
             fluxserve_dot_v1_dot_fluxserve__pb2.VQAResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Submit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fluxserve.v1.FluxService/Submit',
+            fluxserve_dot_v1_dot_fluxserve__pb2.SubmitRequest.SerializeToString,
+            fluxserve_dot_v1_dot_fluxserve__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fluxserve.v1.FluxService/GetJob',
+            fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.SerializeToString,
+            fluxserve_dot_v1_dot_fluxserve__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fluxserve.v1.FluxService/CancelJob',
+            fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.SerializeToString,
+            fluxserve_dot_v1_dot_fluxserve__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/fluxserve.v1.FluxService/WatchJob',
+            fluxserve_dot_v1_dot_fluxserve__pb2.JobRequest.SerializeToString,
+            fluxserve_dot_v1_dot_fluxserve__pb2.JobEvent.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,14 @@ class FluxServiceStub:
     """Edit an image: image-to-image, inpainting (with a mask) or instruction editing."""
     VQA: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.VQARequest, _fluxserve_pb2.VQAResponse]
     """Answer a question about an image."""
+    Submit: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.SubmitRequest, _fluxserve_pb2.Job]
+    """Queue a generation as an async job and return it at once (REST: Prefer: respond-async)."""
+    GetJob: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.Job]
+    """An async job's state; on success with its images' bytes."""
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.Job]
+    """Cancel a job: a queued one leaves the queue, a running one stops at the next step."""
+    WatchJob: _grpc.UnaryStreamMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.JobEvent]
+    """A job's events: the current state first, then each new one, ending with the terminal one."""
     Feedback: _grpc.UnaryUnaryMultiCallable[_fluxserve_pb2.FeedbackRequest, _fluxserve_pb2.FeedbackResponse]
     """Record an outcome (an event such as "like") of a request served in an experiment.
     An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
@@ -85,6 +93,14 @@ class FluxServiceAsyncStub(FluxServiceStub):
     """Edit an image: image-to-image, inpainting (with a mask) or instruction editing."""
     VQA: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.VQARequest, _fluxserve_pb2.VQAResponse]  # type: ignore[assignment]
     """Answer a question about an image."""
+    Submit: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.SubmitRequest, _fluxserve_pb2.Job]  # type: ignore[assignment]
+    """Queue a generation as an async job and return it at once (REST: Prefer: respond-async)."""
+    GetJob: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.Job]  # type: ignore[assignment]
+    """An async job's state; on success with its images' bytes."""
+    CancelJob: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.Job]  # type: ignore[assignment]
+    """Cancel a job: a queued one leaves the queue, a running one stops at the next step."""
+    WatchJob: _aio.UnaryStreamMultiCallable[_fluxserve_pb2.JobRequest, _fluxserve_pb2.JobEvent]  # type: ignore[assignment]
+    """A job's events: the current state first, then each new one, ending with the terminal one."""
     Feedback: _aio.UnaryUnaryMultiCallable[_fluxserve_pb2.FeedbackRequest, _fluxserve_pb2.FeedbackResponse]  # type: ignore[assignment]
     """Record an outcome (an event such as "like") of a request served in an experiment.
     An unknown or expired request id is NOT_FOUND (reason UNKNOWN_ID).
@@ -132,6 +148,38 @@ class FluxServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_fluxserve_pb2.VQAResponse, _abc.Awaitable[_fluxserve_pb2.VQAResponse]]:
         """Answer a question about an image."""
+
+    @_abc_1.abstractmethod
+    def Submit(
+        self,
+        request: _fluxserve_pb2.SubmitRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.Job, _abc.Awaitable[_fluxserve_pb2.Job]]:
+        """Queue a generation as an async job and return it at once (REST: Prefer: respond-async)."""
+
+    @_abc_1.abstractmethod
+    def GetJob(
+        self,
+        request: _fluxserve_pb2.JobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.Job, _abc.Awaitable[_fluxserve_pb2.Job]]:
+        """An async job's state; on success with its images' bytes."""
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _fluxserve_pb2.JobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_fluxserve_pb2.Job, _abc.Awaitable[_fluxserve_pb2.Job]]:
+        """Cancel a job: a queued one leaves the queue, a running one stops at the next step."""
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _fluxserve_pb2.JobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_fluxserve_pb2.JobEvent], _abc.AsyncIterator[_fluxserve_pb2.JobEvent]]:
+        """A job's events: the current state first, then each new one, ending with the terminal one."""
 
     @_abc_1.abstractmethod
     def Feedback(
