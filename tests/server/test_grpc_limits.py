@@ -83,8 +83,10 @@ def test_memory_returns_after_bursts_without_a_key(keyed: ServerProcess) -> None
     """Ten concurrent messages just under the limit, then ten far over it (60 MiB, what
     took a server from 0.8 to 5.8 GB when they were decoded before the key check).
     Baseline: after one warm-up burst under the limit, so the allocator's one-time pool
-    for a burst of bounded buffers is in it. Margin: 64 MiB, a burst's volume (10 x 4 MiB)
-    plus gRPC's transport buffers; a decoded burst of 60 MiB messages is 600 MiB."""
+    for a burst of bounded buffers is in it. Margin: 256 MiB. A burst's own volume is
+    40 MiB (10 x 4 MiB), but on a loaded machine concurrent bursts land in several malloc
+    arenas that are not all trimmed at once (seen: +200 MiB after four bursts); what this
+    guards against is far larger: four bursts of decoded 60 MiB messages hold 2.4 GB."""
     process = psutil.Process(keyed.process.pid)
     _burst(keyed, LIMIT - 4096)
     time.sleep(1)  # the debounced trim after the warm-up burst
@@ -94,7 +96,7 @@ def test_memory_returns_after_bursts_without_a_key(keyed: ServerProcess) -> None
         codes, peak = _burst(keyed, size)
         assert codes == ({"UNAUTHENTICATED"} if size < LIMIT else {"RESOURCE_EXHAUSTED"})
         peaks.append(peak)
-    margin = 64 * 1024 * 1024
+    margin = 256 * 1024 * 1024
     deadline = time.monotonic() + 15
     while (after := process.memory_info().rss) > before + margin:
         assert time.monotonic() < deadline, (
