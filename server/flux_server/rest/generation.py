@@ -47,7 +47,15 @@ def generation_routes(service: GenerationService) -> APIRouter:
             "parameters": [*CALL_HEADERS, PREFER_HEADER],
         },
         responses={
-            200: {"content": {"image/png": {}, "application/json": {}}},
+            200: {
+                # The first image in the request's output_format, or all of them as JSON.
+                "content": {
+                    "image/png": {},
+                    "image/jpeg": {},
+                    "image/webp": {},
+                    "application/json": {},
+                }
+            },
             **ACCEPTED_RESPONSE,
             **ERROR_RESPONSES,
         },

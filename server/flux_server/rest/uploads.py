@@ -52,7 +52,15 @@ def upload_routes(service: GenerationService) -> APIRouter:
             "parameters": [PREFER_HEADER],
         },
         responses={
-            200: {"content": {"image/png": {}, "application/json": {}}},
+            200: {
+                # The first image in the request's output_format, or all of them as JSON.
+                "content": {
+                    "image/png": {},
+                    "image/jpeg": {},
+                    "image/webp": {},
+                    "application/json": {},
+                }
+            },
             **ACCEPTED_RESPONSE,
             **UPLOAD_ERROR_RESPONSES,
         },
