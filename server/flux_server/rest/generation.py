@@ -15,7 +15,12 @@ from flux_server.rest.jobs import (
     wants_async,
     with_async_fields,
 )
-from flux_server.rest.openapi import CALL_HEADERS, ERROR_RESPONSES, self_contained
+from flux_server.rest.openapi import (
+    CALL_HEADERS,
+    ERROR_RESPONSES,
+    IMAGE_OR_JSON_RESPONSE,
+    self_contained,
+)
 from flux_server.rest.wire import (
     context_from,
     json_body,
@@ -47,15 +52,7 @@ def generation_routes(service: GenerationService) -> APIRouter:
             "parameters": [*CALL_HEADERS, PREFER_HEADER],
         },
         responses={
-            200: {
-                # The first image in the request's output_format, or all of them as JSON.
-                "content": {
-                    "image/png": {},
-                    "image/jpeg": {},
-                    "image/webp": {},
-                    "application/json": {},
-                }
-            },
+            **IMAGE_OR_JSON_RESPONSE,
             **ACCEPTED_RESPONSE,
             **ERROR_RESPONSES,
         },

@@ -134,3 +134,18 @@ def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
 
     result: dict[str, Any] = inline(schema)
     return result
+
+
+IMAGE_OR_JSON_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The first image in the request's output_format, or every image as "
+        "JSON (Accept: application/json).",
+        "content": {
+            "image/png": {},
+            "image/jpeg": {},
+            "image/webp": {},
+            "application/json": {},
+        },
+    }
+}
+"""The success answer of /generate and /edit."""

@@ -17,7 +17,11 @@ from flux_server.rest.jobs import (
     wants_async,
     with_async_fields,
 )
-from flux_server.rest.openapi import UPLOAD_ERROR_RESPONSES, self_contained
+from flux_server.rest.openapi import (
+    IMAGE_OR_JSON_RESPONSE,
+    UPLOAD_ERROR_RESPONSES,
+    self_contained,
+)
 from flux_server.rest.wire import (
     context_from,
     parse_params,
@@ -52,15 +56,7 @@ def upload_routes(service: GenerationService) -> APIRouter:
             "parameters": [PREFER_HEADER],
         },
         responses={
-            200: {
-                # The first image in the request's output_format, or all of them as JSON.
-                "content": {
-                    "image/png": {},
-                    "image/jpeg": {},
-                    "image/webp": {},
-                    "application/json": {},
-                }
-            },
+            **IMAGE_OR_JSON_RESPONSE,
             **ACCEPTED_RESPONSE,
             **UPLOAD_ERROR_RESPONSES,
         },
