@@ -3,9 +3,12 @@
 - A bounded queue: past ``max_queue`` waiting requests, :class:`QueueFull`.
 - Dynamic batching: requests with equal keys join one call, up to ``max_batch_size``
   units (images). Policy ``when-busy`` (the default): a request that finds the engine
-  idle runs at once, and requests that arrive while a call runs gather into the next
-  one, so batching costs a lone request nothing. Policy ``always``: the oldest request
-  waits up to ``max_delay`` for company even when the engine is idle.
+  idle runs at once unless other requests are on their way in (announced with
+  :meth:`Batcher.arrival` while they pass admission) -- then it waits for them, at
+  most ``max_delay``; requests that arrive while a call runs gather into the next one.
+  So batching costs a lone request nothing, and a burst that reaches an idle engine
+  still starts as one full batch. Policy ``always``: the oldest request waits up to
+  ``max_delay`` for company even when the engine is idle and nobody is coming.
 - A priority lane: a priority request goes ahead of every normal one and does not wait
   for company (it still takes along priority requests that are already waiting).
 - Deadlines: a request whose deadline passes while waiting is dropped from the queue;
@@ -24,9 +27,9 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from flux_server.errors import DeadlineExceeded, QueueFull, Unavailable
 
@@ -45,6 +48,21 @@ class BatchInfo:
     units: int  # images in the call
     queue_s: float  # this request's wait
     run_s: float  # the call's duration
+
+
+class Arrival:
+    """A request on its way to the queue (see :meth:`Batcher.arrival`). Ends when it is
+    queued or gives up, whichever is first; ending twice is harmless."""
+
+    def __init__(self, batcher: Batcher[Any, Any]) -> None:
+        self._batcher: Batcher[Any, Any] | None = batcher
+        batcher._arriving += 1
+
+    def end(self) -> None:
+        if self._batcher is not None:
+            self._batcher._arriving -= 1
+            self._batcher._wakeup.set()
+            self._batcher = None
 
 
 @dataclass(eq=False)
@@ -102,6 +120,7 @@ class Batcher(Generic[P, R]):
         self._accepting = True
         self._worker: asyncio.Task[None] | None = None
         self._running = 0
+        self._arriving = 0  # requests announced, not yet queued (see arrival())
         self._avg_batch_s = 1.0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -154,8 +173,25 @@ class Batcher(Generic[P, R]):
 
     # -- submitting ----------------------------------------------------------------------
 
+    @contextlib.asynccontextmanager
+    async def arrival(self) -> AsyncIterator[Arrival]:
+        """Announce a request while it passes the checks before the queue: an idle engine
+        waits for announced requests (up to ``max_delay``) instead of starting a batch
+        without them. Pass it to :meth:`submit`/:meth:`enqueue`, which end it; leaving
+        the block ends it too (a refused request, a cache hit)."""
+        announced = Arrival(self)
+        try:
+            yield announced
+        finally:
+            announced.end()
+
     async def submit(
-        self, payload: P, *, priority: bool = False, timeout: float | None = None
+        self,
+        payload: P,
+        *,
+        priority: bool = False,
+        timeout: float | None = None,
+        arrival: Arrival | None = None,
     ) -> tuple[R, BatchInfo]:
         """Queue ``payload`` and wait for its result.
 
@@ -163,7 +199,7 @@ class Batcher(Generic[P, R]):
         call raised for this payload. Cancelling the awaiting task removes the request
         from the queue when its batch has not started.
         """
-        item = self.enqueue(payload, priority=priority, timeout=timeout)
+        item = self.enqueue(payload, priority=priority, timeout=timeout, arrival=arrival)
         return await self.wait(item, timeout)
 
     def check_capacity(self) -> None:
@@ -179,10 +215,17 @@ class Batcher(Generic[P, R]):
             )
 
     def enqueue(
-        self, payload: P, *, priority: bool = False, timeout: float | None = None
+        self,
+        payload: P,
+        *,
+        priority: bool = False,
+        timeout: float | None = None,
+        arrival: Arrival | None = None,
     ) -> _Item[P, R]:
         """Queue ``payload`` without waiting; :meth:`wait` for its result, or
         :meth:`withdraw` it. Raises QueueFull or Unavailable (draining)."""
+        if arrival is not None:
+            arrival.end()
         self.check_capacity()
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -256,14 +299,16 @@ class Batcher(Generic[P, R]):
                 batch = self._take(self._priority, self._priority[0])
             else:
                 head = self._normal[0]
-                until = head.enqueued + (self.max_delay if self.wait_policy == "always" else 0.0)
-                if self.wait_policy == "when-busy":
+                until = head.enqueued + self.max_delay
+                always = self.wait_policy == "always"
+                if not always:
                     # Requests sent together reach the queue a few event-loop turns
-                    # apart (parsing, checks): let the ones already on their way join.
+                    # apart: let the ones already past admission join.
                     for _ in range(_JOIN_TURNS):
                         await asyncio.sleep(0)
                 # Wait for company while the batch has room, the oldest request can
-                # still wait, and no priority request turned up.
+                # still wait, no priority request turned up, and (when-busy) someone
+                # is on the way in.
                 while (
                     self._accepting
                     and not self._priority
@@ -271,6 +316,7 @@ class Batcher(Generic[P, R]):
                     and self._normal[0] is head
                     and self._units_for(head) < self.max_batch_size
                     and loop.time() < until
+                    and (always or self._arriving > 0)
                 ):
                     self._wakeup.clear()
                     with contextlib.suppress(asyncio.TimeoutError):

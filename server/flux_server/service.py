@@ -19,7 +19,7 @@ from flux_client.presets import StylePreset
 from flux_server.admission import Admission, AuditSink, ContentPolicy, KeyChecker, Trail
 from flux_server.async_jobs import AsyncJobs, JobEntryPoints
 from flux_server.auth import Principal
-from flux_server.batcher import Batcher, BatchInfo
+from flux_server.batcher import Arrival, Batcher, BatchInfo
 from flux_server.cache import ResultCache
 from flux_server.calls import (
     CallContext,
@@ -214,7 +214,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
     ) -> GenerationResult:
         """Generate the images of one request."""
         admission = self.admission
-        async with admission.request(ctx) as trail:
+        async with admission.request(ctx) as trail, self.batcher.arrival() as arrival:
             admission.admit(trail)
             job = trail.job = self._resolve(self._arm(trail, params))
             await admission.screen(trail, job.prompt, "prompt")
@@ -231,7 +231,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
                 return result
             loop = asyncio.get_running_loop() if progress else None
             work = Work("generate", job, job.output_format, trail.ctx.request_id, progress, loop)
-            images, info = await self._submit(work, trail.ctx)
+            images, info = await self._submit(work, trail.ctx, arrival)
             await admission.store(key, images)
             result = self._result(trail, images, info)
             await self._served(trail, result, info)
@@ -263,11 +263,11 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
     ) -> GenerationResult:
         """Edit an uploaded image (img2img, inpaint, instruct)."""
         admission = self.admission
-        async with admission.request(ctx) as trail:
+        async with admission.request(ctx) as trail, self.batcher.arrival() as arrival:
             admission.admit(trail)
             work = await self._edit_work(trail, image, mask, mode, strength, params)
             admission.accepted(trail)
-            images, info = await self._submit(work, trail.ctx)
+            images, info = await self._submit(work, trail.ctx, arrival)
             result = self._result(trail, images, info)
             await self._served(trail, result, info)
             return result
@@ -327,7 +327,10 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
 
         admission = self.admission
         asked = {"max_tokens": max_tokens}
-        async with admission.request(ctx, prompt=question, params=asked) as trail:
+        async with (
+            admission.request(ctx, prompt=question, params=asked) as trail,
+            self.batcher.arrival() as arrival,
+        ):
             admission.admit(trail)
             if self.vqa_model is None:
                 raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
@@ -339,7 +342,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             await admission.screen(trail, question, "question")
             admission.accepted(trail)
             work = Work("vqa", Question(decoded, question, max_tokens), "", trail.ctx.request_id)
-            answer, _ = await self._submit(work, trail.ctx)
+            answer, _ = await self._submit(work, trail.ctx, arrival)
             return str(answer)
 
     # -- steps ---------------------------------------------------------------------------
@@ -348,10 +351,14 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         """The request with its preset, the server's defaults and limits applied."""
         return resolve(params, self.presets.get(), self.settings, self.runner.adapter_defaults)
 
-    async def _submit(self, work: Work, ctx: CallContext) -> tuple[Any, BatchInfo]:
+    async def _submit(
+        self, work: Work, ctx: CallContext, arrival: Arrival
+    ) -> tuple[Any, BatchInfo]:
         timeout = ctx.timeout if ctx.timeout is not None else self.settings.request_timeout
         try:
-            return await self.batcher.submit(work, priority=ctx.priority, timeout=timeout)
+            return await self.batcher.submit(
+                work, priority=ctx.priority, timeout=timeout, arrival=arrival
+            )
         except ServeError:
             raise
         except Exception as exc:

@@ -110,8 +110,9 @@ class ServerSettings(BaseModel):
     )
     batch_wait: Literal["when-busy", "always"] = Field(
         "when-busy",
-        description="when-busy: a request that finds the engine idle runs at once, and those "
-        "arriving meanwhile batch; always: wait up to --max-delay-ms for company.",
+        description="when-busy: a request that finds the engine idle runs at once (or waits, "
+        "up to --max-delay-ms, for requests already being checked), and those arriving "
+        "meanwhile batch; always: wait up to --max-delay-ms for company.",
     )
     max_queue: int = Field(64, ge=1, description="Requests that may wait; beyond, 429.")
     request_timeout: float = Field(

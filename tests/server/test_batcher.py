@@ -292,3 +292,45 @@ async def test_the_always_policy_waits_for_company_up_to_max_delay() -> None:
     assert [info.size for _, info in results] == [2, 2]
     assert engine.calls == [["a:0", "a:1"]]
     await batcher.drain(5)
+
+
+async def test_an_idle_engine_waits_for_announced_arrivals() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_delay=600)
+    async with batcher.arrival() as second_arrival:
+        # The second request is still passing its checks: the first waits for it.
+        first = asyncio.create_task(batcher.submit("a:0"))
+        await until(lambda: batcher.depth == 1)
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert engine.calls == []
+        second = asyncio.create_task(batcher.submit("a:1", arrival=second_arrival))
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(first, second)
+    assert [info.size for _, info in results] == [2, 2]
+    assert engine.calls == [["a:0", "a:1"]]
+    await batcher.drain(5)
+
+
+async def test_an_arrival_that_gives_up_releases_the_waiting_request() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_delay=600)
+    async with batcher.arrival():
+        first = asyncio.create_task(batcher.submit("a:0"))
+        await until(lambda: batcher.depth == 1)
+        assert engine.calls == []
+    # Refused (or answered from the cache) before it queued: the first goes alone.
+    async with asyncio.timeout(10):
+        result, info = await first
+    assert result == "A:0" and info.size == 1
+    await batcher.drain(5)
+
+
+async def test_announced_arrivals_are_waited_for_at_most_max_delay() -> None:
+    engine = FakeEngine()
+    batcher = make(engine, max_delay=0.05)
+    async with batcher.arrival():  # never queues within the test
+        async with asyncio.timeout(10):
+            result, info = await batcher.submit("a:0")
+    assert result == "A:0" and info.size == 1
+    await batcher.drain(5)
