@@ -115,10 +115,12 @@ def resolve(
     presets: Mapping[str, StylePreset],
     settings: ServerSettings,
     known_adapters: Mapping[str, float] | None = None,
+    adapters_per_request: int | None = None,
 ) -> Job:
     """Apply the preset, defaults and limits; raise InvalidRequest naming the field.
 
-    ``known_adapters`` maps the loaded LoRA adapters to their default scales.
+    ``known_adapters`` maps the loaded LoRA adapters to their default scales;
+    ``adapters_per_request`` is how many of them one request may combine (None: any).
     """
     known_adapters = known_adapters or {}
     preset: StylePreset | None = None
@@ -185,6 +187,16 @@ def resolve(
                 f"server has not loaded (known: {known})",
                 field="style_preset",
             )
+    if adapters_per_request is not None and len(adapters) > adapters_per_request:
+        # A compiled transformer has one hot-swap slot (see lora_hotswap): refuse here,
+        # not inside a batch that would fail with the request's companions.
+        raise InvalidRequest(
+            f"this server takes at most {adapters_per_request} LoRA adapter per request "
+            f"with --compile (asked for {', '.join(adapters)}"
+            + (f", with style preset {params.style_preset!r}" if preset is not None else "")
+            + ")",
+            field="adapters",
+        )
 
     prompt = preset.expand(params.prompt) if preset is not None else params.prompt
     return Job(

@@ -81,6 +81,9 @@ class Runner:
         self.editor: ImageEditor | None = None
         self.vqa_model: QuestionAnswerer | None = None
         self.adapter_defaults: dict[str, float] = {}  # loaded LoRA adapters: default scales
+        # How many adapters one request may combine: one with a compiled transformer's
+        # hot-swap slot, any number otherwise.
+        self.adapters_per_request: int | None = None
         # A digest of each adapter's weights: part of the cache key, so new weights under
         # an old name never serve images made with the old ones (Redis outlives pods).
         self.adapter_versions: dict[str, str] = {}
@@ -109,13 +112,15 @@ class Runner:
     def _load_extras(self, s: ServerSettings) -> None:
         assert self.engine is not None
         if s.lora:
-            from flux_server import lora
+            from flux_server import lora, lora_hotswap
 
             specs = lora.parse_lora_flags(s.lora)
             loaded = lora.load_adapters(self.engine.pipe, specs)
             self.engine.adapter_hook = lora.activate
             self.adapter_defaults = {name: spec.scale for name, spec in loaded.items()}
             self.adapter_versions = {name: lora.fingerprint(spec) for name, spec in loaded.items()}
+            if lora_hotswap.attached(self.engine.pipe) is not None:
+                self.adapters_per_request = 1
         if s.enable_editing or s.kontext_model:
             from flux_server.editor import Editor
 

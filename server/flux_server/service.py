@@ -349,7 +349,14 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
 
     def _resolve(self, params: GenerateParams) -> Job:
         """The request with its preset, the server's defaults and limits applied."""
-        return resolve(params, self.presets.get(), self.settings, self.runner.adapter_defaults)
+        runner = self.runner
+        return resolve(
+            params,
+            self.presets.get(),
+            self.settings,
+            runner.adapter_defaults,
+            adapters_per_request=runner.adapters_per_request,
+        )
 
     async def _submit(
         self, work: Work, ctx: CallContext, arrival: Arrival

@@ -99,6 +99,18 @@ def test_adapter_scale_defaults_to_the_loaded_scale() -> None:
     assert job.adapters == (("ink", 0.7), ("neon", 0.3))
 
 
+def test_one_adapter_slot_refuses_a_combination_naming_adapters() -> None:
+    loaded = {"ink": 0.7, "neon": 1.0}
+    one = GenerateParams(prompt="x", adapters=[{"name": "neon"}])
+    assert resolve(one, {}, SETTINGS, loaded, adapters_per_request=1).adapters == (("neon", 1.0),)
+    both = GenerateParams(prompt="x", adapters=[{"name": "ink"}, {"name": "neon"}])
+    with pytest.raises(InvalidRequest) as caught:
+        resolve(both, {}, SETTINGS, loaded, adapters_per_request=1)
+    assert caught.value.field == "adapters"
+    assert "at most 1 LoRA adapter per request with --compile" in str(caught.value)
+    assert "ink, neon" in str(caught.value)
+
+
 def test_preset_with_an_unloaded_adapter_names_the_preset() -> None:
     with pytest.raises(InvalidRequest) as caught:
         resolve(GenerateParams(prompt="x", style_preset="cyberpunk"), PRESETS, SETTINGS, {})

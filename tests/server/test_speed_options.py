@@ -116,6 +116,21 @@ def test_compiled_serving_equals_eager_with_no_recompile_after_ready(
     # Two warm-up sizes leave shape-dynamic graphs: a size outside them compiles nothing.
     _images(compiled, 128, 128, 1, None)
     assert _metric(compiled, "fluxserve_recompiles_total") == 0
+    # One hot-swap slot: two adapters in one request are a 422 before the queue (eager
+    # combines them).
+    both = {
+        "prompt": "a lighthouse",
+        "width": 64,
+        "height": 64,
+        "steps": 2,
+        "adapters": [{"name": "ink"}, {"name": "neon"}],
+    }
+    assert httpx.post(f"{eager.url}/generate", json=both, timeout=300).status_code == 200
+    refused = httpx.post(f"{compiled.url}/generate", json=both, timeout=300)
+    assert refused.status_code == 422, refused.text
+    error = refused.json()["error"]
+    assert error["field"] == "adapters"
+    assert "at most 1 LoRA adapter per request with --compile" in error["message"]
 
 
 def test_the_recompile_counter_reads_dynamo() -> None:
