@@ -250,6 +250,15 @@ def test_render_command_names_the_bad_field(capsys: pytest.CaptureFixture[str]) 
     assert "spec.autoscaling" in err and "minReplicas must be <= maxReplicas" in err
 
 
+def test_the_batching_policy_is_a_flag_only_when_not_the_default() -> None:
+    spec = _spec("full")
+    assert spec.batching.wait == "when-busy"
+    revision = desired_revision(OWNER, spec)
+    assert not any(a.startswith("--batch-wait") for a in server_args(spec, revision))
+    spec.batching.wait = "always"
+    assert "--batch-wait=always" in server_args(spec, revision)
+
+
 @pytest.mark.parametrize("name", ["full", "minimal-hub", "ab-experiment"])
 def test_render_matches_the_golden_file(name: str) -> None:
     # The reviewed output: a change to what the operator renders shows up as a diff here.

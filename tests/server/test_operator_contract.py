@@ -32,6 +32,7 @@ def test_rendered_server_args_parse(example: Path) -> None:
     settings = load_settings(args, env)
     assert settings.release == spec.release
     assert settings.max_batch_size == spec.batching.max_batch_size
+    assert settings.batch_wait == spec.batching.wait
     assert settings.http_port == 8080 and settings.grpc_port == 50051
     from flux_server.lora import parse_lora_flags
 

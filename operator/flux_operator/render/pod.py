@@ -60,6 +60,10 @@ def server_args(spec: FluxDeploymentSpec, revision: Revision) -> list[str]:
         f"--drain-timeout={spec.rollout.drain_timeout_seconds}",
         f"--log-level={spec.log_level}",
     ]
+    if spec.batching.wait != "when-busy":
+        # Only when not the server's default: an operator upgrade must not change (and
+        # so restart) the pods of every FluxDeployment that leaves it unset.
+        args.append(f"--batch-wait={spec.batching.wait}")
     if spec.model.revision is not None:
         args.append(f"--model-revision={spec.model.revision}")
     for i, lora in enumerate(spec.loras):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import ConfigDict, Field, model_validator
 
 from flux_operator.spec.base import _cel, _Model
@@ -75,7 +77,8 @@ class AutoscalingSpec(_Model):
 
 
 class BatchingSpec(_Model):
-    """The server's dynamic batching (--max-batch-size, --max-delay-ms, --max-queue)."""
+    """The server's dynamic batching (--max-batch-size, --max-delay-ms, --batch-wait,
+    --max-queue)."""
 
     model_config = ConfigDict(
         json_schema_extra=_cel(
@@ -86,6 +89,11 @@ class BatchingSpec(_Model):
     max_batch_size: int = Field(default=4, ge=1, le=64, description="Most requests per batch.")
     max_delay_ms: int = Field(
         default=50, ge=0, le=10000, description="How long a batch waits to fill."
+    )
+    wait: Literal["when-busy", "always"] = Field(
+        default="when-busy",
+        description="when-busy: a request that finds the server idle runs at once; always: "
+        "it waits up to maxDelayMs for company (--batch-wait).",
     )
     max_queue: int = Field(
         default=64, ge=1, le=10000, description="Waiting requests before 429 / RESOURCE_EXHAUSTED."
