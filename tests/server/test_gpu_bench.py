@@ -1,4 +1,4 @@
-"""``make bench-gpu`` (bench/gpu_bench.py, bench/flux_shapes.py): its FLOP count on
+"""``make bench-gpu`` (bench/gpu_bench.py, gpu_pipeline.py, flux_shapes.py): its FLOP count on
 FLUX.1-dev's real shapes, its GPU table, and a run end to end on the CPU with the tiny model."""
 
 from __future__ import annotations
