@@ -23,7 +23,7 @@ from flux_server.audit import AuditRecord
 from flux_server.audit_lines import audit_record
 from flux_server.auth import Principal, bearer_token
 from flux_server.cache import build_cache, cache_key
-from flux_server.calls import CallContext, GenerationResult
+from flux_server.calls import CallContext
 from flux_server.collaborators import AuditSink, ContentPolicy, KeyChecker, ResultCache
 from flux_server.engine import GeneratedImage
 from flux_server.errors import (
@@ -215,7 +215,22 @@ class Admission:
             return
         reason = decision.reason or "unknown"
         self.metrics.safety_rejections.labels(reason=reason).inc()
-        self._record(trail, "rejected", reason, 400, None, detail=decision.matched)
+        if self.audit is not None:
+            self._write_refusal(
+                audit_record(
+                    trail.ctx,
+                    trail.user,
+                    trail.job,
+                    "rejected",
+                    reason,
+                    400,
+                    None,
+                    detail=decision.matched,
+                    prompt=trail.prompt,
+                    params=trail.params,
+                    experiment=trail.experiment,
+                )
+            )
         log.warning(
             f"{field} rejected",
             extra={"request_id": trail.ctx.request_id, "user": trail.user, "reason": reason},
@@ -284,12 +299,7 @@ class Admission:
             cache_hit=cache_hit,
             experiment=trail.experiment,
         )
-        try:
-            self.audit.record(record)
-        except OSError:
-            error = Unavailable(_AUDIT_DOWN)
-            error.audited = True  # it could not be: the log is what failed
-            raise error from None
+        self._write_required(record)
 
     def job_event(
         self,
@@ -318,45 +328,12 @@ class Admission:
         if decision != "submitted":
             self._write_refusal(record)  # cancel and outcome: the work is done or undone
             return
-        try:
-            self.audit.record(record)
-        except OSError:
-            # As for a synchronous request: no work without its record (see accepted()).
-            error = Unavailable(_AUDIT_DOWN)
-            error.audited = True
-            raise error from None
+        self._write_required(record)  # as for a synchronous request (see accepted())
 
     def refused(self, ctx: CallContext, error: ServeError, status: int) -> None:
         """Record a request the API adapters answered with an error and the core has not
         recorded (a body that does not parse, a refused key): every request gets a line."""
         self._record_error(ctx, error, status=status)
-
-    def _record(
-        self,
-        trail: Trail,
-        decision: Literal["accepted", "rejected"],
-        reason: str | None,
-        status: int,
-        result: GenerationResult | None,
-        detail: str | None = None,
-    ) -> None:
-        if self.audit is None:
-            return
-        self._write_refusal(
-            audit_record(
-                trail.ctx,
-                trail.user,
-                trail.job,
-                decision,
-                reason,
-                status,
-                result,
-                detail=detail,
-                prompt=trail.prompt,
-                params=trail.params,
-                experiment=trail.experiment,
-            )
-        )
 
     def _record_error(
         self,
@@ -393,6 +370,17 @@ class Admission:
             )
         )
         error.audited = True
+
+    def _write_required(self, record: AuditRecord) -> None:
+        """The line of work about to be done: one that cannot be written refuses the work
+        (503), so nothing is made or sent without its record."""
+        assert self.audit is not None
+        try:
+            self.audit.record(record)
+        except OSError:
+            error = Unavailable(_AUDIT_DOWN)
+            error.audited = True  # it could not be: the log is what failed
+            raise error from None
 
     def _write_refusal(self, record: AuditRecord) -> None:
         """The line of a refused request: a refusal does no work, so a line that cannot be
