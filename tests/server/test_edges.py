@@ -59,10 +59,19 @@ def test_every_openapi_ref_resolves(server: ServerProcess) -> None:
         except AssertionError:
             dangling.append(f"{where}: {ref}")
     assert not dangling, dangling
-    # The request body of /generate describes its adapters in place.
-    body = document["paths"]["/generate"]["post"]["requestBody"]["content"]["application/json"]
-    adapters = body["schema"]["properties"]["adapters"]["items"]
-    assert adapters["properties"]["name"]["type"] == "string"
+    # The request bodies of /generate and /edit (JSON and multipart) describe their
+    # adapters through the document's components.
+    for path, media in (
+        ("/generate", "application/json"),
+        ("/edit", "application/json"),
+        ("/edit", "multipart/form-data"),
+    ):
+        body = document["paths"][path]["post"]["requestBody"]["content"][media]
+        adapters = body["schema"]["properties"]["adapters"]["items"]
+        if "$ref" in adapters:
+            adapters = _resolve(document, adapters["$ref"])
+        assert adapters["properties"]["name"]["type"] == "string", (path, media)
+    assert "$defs" not in str(document)
 
 
 def test_edit_and_vqa_document_their_errors(server: ServerProcess) -> None:

@@ -20,9 +20,10 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
 )
 from server_process import ServerProcess  # noqa: E402
 
-#: The only 5xx answers a request may get, both documented and the caller's to act on: a
-#: deadline it chose that passed (X-Request-Timeout: 5e-324), a server not ready yet.
-CALLER_5XX = {504: "deadline_exceeded", 503: "unavailable"}
+#: The only 5xx answers a request may get, each documented and the caller's to act on: a
+#: deadline it chose that passed (X-Request-Timeout: 5e-324), a server not ready yet, a
+#: feature this server was started without (a webhook without --webhook-secret).
+CALLER_5XX = {504: "deadline_exceeded", 503: "unavailable", 501: "unimplemented"}
 #: Examples per operation: enough to cross every field's boundaries, within ~1-2 minutes.
 EXAMPLES = 25
 CHECKS = (

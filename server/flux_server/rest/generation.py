@@ -19,7 +19,7 @@ from flux_server.rest.openapi import (
     CALL_HEADERS,
     ERROR_RESPONSES,
     IMAGE_OR_JSON_RESPONSE,
-    self_contained,
+    WEBHOOK_OFF_RESPONSE,
 )
 from flux_server.rest.wire import (
     context_from,
@@ -43,9 +43,7 @@ def generation_routes(service: GenerationService) -> APIRouter:
                 "required": True,
                 "content": {
                     "application/json": {
-                        "schema": with_async_fields(
-                            self_contained(GenerateParams.model_json_schema())
-                        )
+                        "schema": with_async_fields(GenerateParams.model_json_schema())
                     }
                 },
             },
@@ -55,6 +53,7 @@ def generation_routes(service: GenerationService) -> APIRouter:
             **IMAGE_OR_JSON_RESPONSE,
             **ACCEPTED_RESPONSE,
             **ERROR_RESPONSES,
+            **WEBHOOK_OFF_RESPONSE,
         },
     )
     async def generate(request: Request) -> Response:

@@ -108,32 +108,19 @@ UPLOAD_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "content": {"application/json": {"schema": ERROR_SCHEMA}},
     },
     501: {
-        "description": "The feature is off (--enable-editing, --vqa-model).",
+        "description": "The feature is off (--enable-editing, --vqa-model; a webhook "
+        "needs --webhook-secret).",
         "content": {"application/json": {"schema": ERROR_SCHEMA}},
     },
 }
 """/edit's and /vqa's error answers."""
 
-
-def self_contained(schema: dict[str, Any]) -> dict[str, Any]:
-    """``schema`` with its ``$defs`` put in place of their ``$ref``s: a schema embedded
-    in the document has no ``#/$defs`` at the document's root to point to."""
-    definitions = schema.get("$defs", {})
-
-    def inline(node: Any) -> Any:
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith("#/$defs/"):
-                target = inline(definitions[ref.removeprefix("#/$defs/")])
-                rest = {k: inline(v) for k, v in node.items() if k != "$ref"}
-                return {**target, **rest}
-            return {k: inline(v) for k, v in node.items() if k != "$defs"}
-        if isinstance(node, list):
-            return [inline(item) for item in node]
-        return node
-
-    result: dict[str, Any] = inline(schema)
-    return result
+WEBHOOK_OFF_RESPONSE: dict[int | str, dict[str, Any]] = {
+    501: {
+        "description": "A webhook asked of a server started without --webhook-secret.",
+        "content": {"application/json": {"schema": ERROR_SCHEMA}},
+    }
+}
 
 
 IMAGE_OR_JSON_RESPONSE: dict[int | str, dict[str, Any]] = {

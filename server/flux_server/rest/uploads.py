@@ -20,7 +20,6 @@ from flux_server.rest.jobs import (
 from flux_server.rest.openapi import (
     IMAGE_OR_JSON_RESPONSE,
     UPLOAD_ERROR_RESPONSES,
-    self_contained,
 )
 from flux_server.rest.wire import (
     context_from,
@@ -35,7 +34,8 @@ from flux_server.vqa import question_fields, vqa_body_schema
 
 def upload_routes(service: GenerationService) -> APIRouter:
     router = APIRouter()
-    params_schema = self_contained(GenerateParams.model_json_schema())
+    # Its $defs go to the document's components (hoist_defs).
+    params_schema = GenerateParams.model_json_schema()
 
     @router.post(
         "/edit",
