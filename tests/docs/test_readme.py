@@ -5,7 +5,10 @@ in an empty temporary directory, the project's Python first on PATH, against the
 random-weight model it writes itself. It runs in a network namespace of its own where
 one can be made (``unshare``), so the README's fixed ports (8080, 50051) are its own;
 elsewhere it runs only when those ports are free. It must exit 0 and leave no process
-running (a block that starts a server says how to stop it).
+running (a block that starts a server says how to stop it). Every HTTP answer its
+``curl`` calls get is recorded (a ``curl`` first on PATH adds a ``--write-out``; a call
+with a ``--write-out`` of its own shows its status itself): one of 400 or more fails the
+block unless the block's comments name that status (``# 503``).
 
 A block marked with any other reason is not run; it must still parse (``bash -n``), and
 every ``python -m flux_*`` subcommand and flag, ``make`` target and repository file it
@@ -160,9 +163,39 @@ def _port_in_use(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _environment() -> dict[str, str]:
+_CURL_MARK = "readme-test-curl"
+
+
+def _curl_recorder(directory: Path) -> Path:
+    """A ``curl`` that runs the real one with a ``--write-out`` printing each answer's
+    status to stderr (the block's output). The block's own ``--write-out``, later on the
+    line, replaces it."""
+    real = shutil.which("curl")
+    directory.mkdir(exist_ok=True)
+    wrapper = directory / "curl"
+    if real is not None:
+        mark = f"%{{stderr}}{_CURL_MARK} %{{http_code}} %{{method}} %{{url_effective}}\\n"
+        wrapper.write_text(f"#!/bin/sh\nexec {real} --write-out '{mark}' \"$@\"\n")
+        wrapper.chmod(0o755)
+    return directory
+
+
+def _refused_calls(block: Block, output: str) -> list[str]:
+    """The recorded answers of 400 or more whose status the block does not announce in a
+    comment (``# 503``)."""
+    announced = set(re.findall(r"#[^\n]*?\b([45]\d\d)\b", block.code))
+    refused = []
+    for status, method, url in re.findall(rf"{_CURL_MARK} (\d{{3}}) (\S+) (\S+)", output):
+        if int(status) >= 400 and status not in announced:
+            refused.append(f"{method} {url} answered {status}")
+    return refused
+
+
+def _environment(tools: Path | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if tools is not None:
+        env["PATH"] = f"{tools}{os.pathsep}{env['PATH']}"
     env["HF_HUB_OFFLINE"] = "1"
     env["PYTHONUNBUFFERED"] = "1"
     return env
@@ -193,7 +226,7 @@ def _run_block(
         process = subprocess.Popen(
             [*prefix, str(script)],
             cwd=work,
-            env=_environment(),
+            env=_environment(_curl_recorder(tmp_path / "tools")),
             stdin=subprocess.DEVNULL,
             stdout=sink,
             stderr=subprocess.STDOUT,
@@ -213,6 +246,12 @@ def _run_block(
                 readme_line = block.line + int(line) - _PREAMBLE.count("\n") - 1
                 where = f" at README line {readme_line}: `{command}` exited {code}"
             return f"{block.where} failed{where}; its output:\n{_tail(output)}"
+        refused = _refused_calls(block, output.read_text(errors="replace"))
+        if refused:
+            return (
+                f"{block.where}: curl got answers the block does not announce (a comment "
+                f"`# STATUS` does): {'; '.join(refused)}; its output:\n{_tail(output)}"
+            )
         deadline = time.monotonic() + stop_timeout
         while _group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -256,3 +295,22 @@ def test_a_block_leaving_a_process_behind_fails(tmp_path: Path) -> None:
     block = Block(7, "Example", "run", "sleep 300 &\n")
     problem = _run_block(block, tmp_path, ["bash"], 30, 1)
     assert problem is not None and "left processes running" in problem
+
+
+def test_a_refused_curl_call_fails_its_block_unless_announced(tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("no curl on this machine")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    serve = f"python -m http.server {port} --bind 127.0.0.1 >/dev/null 2>&1 & server=$!\n"
+    serve += f"until curl -s -o /dev/null localhost:{port}/; do sleep 0.1; done\n"
+    stop = "kill $server\n"
+    missing = f"curl -s -o /dev/null localhost:{port}/missing\n"
+    silent = Block(5, "Example", "run", serve + missing + stop)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    problem = _run_block(silent, tmp_path / "a", ["bash"], 30, 5)
+    assert problem is not None and "/missing answered 404" in problem, problem
+    announced = Block(5, "Example", "run", serve + missing.rstrip() + "  # 404\n" + stop)
+    assert _run_block(announced, tmp_path / "b", ["bash"], 30, 5) is None
