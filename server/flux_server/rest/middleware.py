@@ -11,10 +11,11 @@ from flux_server.errors import MalformedRequest, PayloadTooLarge
 from flux_server.metrics import Metrics
 from flux_server.rest.wire import error_response
 
-#: The paths counted under their own name; anything else is "other" (bounded labels).
-ROUTES = {"/generate", "/edit", "/vqa", "/v1/presets", "/healthz", "/readyz", "/metrics"}
 #: Probes and scrapes are not requests: they would drown the request metrics.
 UNCOUNTED = {"/metrics", "/healthz", "/readyz"}
+#: Answers that stream for as long as a job runs: their duration is the time to the
+#: start of the answer, not the job's length (which would swamp the latency quantiles).
+STREAMS = {"/jobs/{job_id}/events"}
 
 
 class BodyLimit:
@@ -58,7 +59,9 @@ class BodyLimit:
 
 
 class RequestMetrics:
-    """Counts answers by endpoint and status, and their durations."""
+    """Counts answers by endpoint and status, and their durations. The endpoint is the
+    matched route's template (``/jobs/{job_id}``): bounded labels; a path no route
+    matches is ``other``."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -68,22 +71,28 @@ class RequestMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        endpoint = path if path in ROUTES else "other"
+        if scope.get("path", "") in UNCOUNTED:
+            await self.app(scope, receive, send)
+            return
         started = time.perf_counter()
         status = 500
+        answered: float | None = None  # when the answer started
 
         async def observed_send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
                 status = message["status"]
+                answered = time.perf_counter()
             await send(message)
 
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            if endpoint not in UNCOUNTED:
-                self.metrics.requests.labels(endpoint=f"rest:{endpoint}", code=str(status)).inc()
-                self.metrics.request_duration.labels(endpoint=f"rest:{endpoint}").observe(
-                    time.perf_counter() - started
-                )
+            # The router put the matched route in the scope (FastAPI's APIRoute does).
+            endpoint = getattr(scope.get("route"), "path", None) or "other"
+            ended = answered if endpoint in STREAMS and answered is not None else None
+            label = f"rest:{endpoint}"
+            self.metrics.requests.labels(endpoint=label, code=str(status)).inc()
+            self.metrics.request_duration.labels(endpoint=label).observe(
+                (ended or time.perf_counter()) - started
+            )
