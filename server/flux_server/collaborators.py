@@ -5,7 +5,7 @@ the VQA model. The settings choose the concrete classes (``Admission.from_settin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from flux_server.cache import ResultCache
@@ -67,7 +67,10 @@ class ImageEditor(Protocol):
     def can_instruct(self) -> bool: ...
 
     def run_batch(
-        self, jobs: Sequence[EditJob], on_step: StepCallback | None = None
+        self,
+        jobs: Sequence[EditJob],
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[EditResult]: ...
 
 

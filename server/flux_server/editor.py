@@ -24,12 +24,13 @@ it from the engine's single inference thread. Requests, sizes and seeds:
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from flux_server.cancellation import GenerationInterrupted
 from flux_server.editing import (
     EditInputError,
     EditJob,
@@ -111,7 +112,10 @@ class Editor:
         return self.run_batch([job], on_step)[0]
 
     def run_batch(
-        self, jobs: Sequence[EditJob], on_step: StepCallback | None = None
+        self,
+        jobs: Sequence[EditJob],
+        on_step: StepCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> list[EditResult]:
         """Run jobs with one :func:`batch_key` in a single pipeline call.
 
@@ -119,6 +123,8 @@ class Editor:
         repeated, one generator per seed); the results come back per job, in order.
 
         Raises:
+            GenerationInterrupted: ``should_stop()`` turned true between two steps
+                (every job of the call was cancelled).
             EditInputError: a job is invalid.
             ValueError: the jobs have different batch keys (a caller's bug, not a
                 request's fault).
@@ -164,11 +170,16 @@ class Editor:
         }
         if first.negative_prompt is not None:
             kwargs["negative_prompt"] = [jobs[index].negative_prompt or "" for index, _ in rows]
-        if on_step is not None:
+        if on_step is not None or should_stop is not None:
             total = denoising_steps(first)
 
             def _callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
-                on_step(step + 1, total)
+                if on_step is not None:
+                    on_step(step + 1, total)
+                # As in Engine.generate: raised, so the rest of the loop and the decode
+                # never run for images nobody wants.
+                if should_stop is not None and step + 1 < total and should_stop():
+                    raise GenerationInterrupted(step + 1, total)
                 return tensors
 
             kwargs["callback_on_step_end"] = _callback
@@ -194,6 +205,8 @@ class Editor:
                 "size": [width, height],
             },
         )
+        if should_stop is not None and should_stop():
+            raise GenerationInterrupted(0, denoising_steps(first))
         out = pipe(**kwargs).images
 
         results: list[EditResult] = []

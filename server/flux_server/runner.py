@@ -162,40 +162,47 @@ class Runner:
                 self._executor, answerer.answer, first.image, first.question, first.max_tokens
             )
             return [answer]
-        if isinstance(first, Job):
-            engine = self.engine
-            assert engine is not None
-            # One batch holds one kind of work (its key starts with the kind).
-            jobs = cast(list[Job], [w.job for w in works])
-            cancellation = BatchCancellation([w.token for w in works])
-            try:
-                generated = await loop.run_in_executor(
+        cancellation = BatchCancellation([w.token for w in works])
+        try:
+            if isinstance(first, Job):
+                engine = self.engine
+                assert engine is not None
+                # One batch holds one kind of work (its key starts with the kind).
+                jobs = cast(list[Job], [w.job for w in works])
+                made = await loop.run_in_executor(
                     self._executor, engine.generate, jobs, on_step, cancellation.should_stop
                 )
-            except GenerationInterrupted as stopped:
-                # Every member was cancelled (their outcome is recorded already): no
-                # images, and no split-and-retry of a batch that failed.
-                log.info(
-                    "generation interrupted",
-                    extra={
-                        "step": stopped.step,
-                        "total": stopped.total,
-                        "request_ids": [w.request_id for w in works],
-                    },
+            else:
+                made = await loop.run_in_executor(
+                    self._executor, self._edit, works, on_step, cancellation.should_stop
                 )
-                return [[] for _ in works]
-            self.metrics.images_generated.inc(sum(len(images) for images in generated))
-            return generated
-        edited = await loop.run_in_executor(self._executor, self._edit, works, on_step)
-        self.metrics.images_generated.inc(sum(len(images) for images in edited))
-        return edited
+        except GenerationInterrupted as stopped:
+            # Every member was cancelled (their outcome is recorded already): no
+            # images, and no split-and-retry of a batch that failed.
+            log.info(
+                "generation interrupted",
+                extra={
+                    "kind": works[0].kind,
+                    "step": stopped.step,
+                    "total": stopped.total,
+                    "request_ids": [w.request_id for w in works],
+                },
+            )
+            return [[] for _ in works]
+        self.metrics.images_generated.inc(sum(len(images) for images in made))
+        return made
 
     def _edit(
-        self, works: Sequence[Work], on_step: StepCallback | None
+        self,
+        works: Sequence[Work],
+        on_step: StepCallback | None,
+        should_stop: Callable[[], bool],
     ) -> list[list[GeneratedImage]]:
         editor = self.editor
         assert editor is not None
-        results = editor.run_batch(cast("list[EditJob]", [w.job for w in works]), on_step)
+        results = editor.run_batch(
+            cast("list[EditJob]", [w.job for w in works]), on_step, should_stop
+        )
         return [
             [
                 GeneratedImage(

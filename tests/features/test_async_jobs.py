@@ -330,6 +330,43 @@ def test_the_async_client_and_an_edit_run_as_jobs(
     assert done["kind"] == "edit" and done["images"][0]["width"] == 64
 
 
+def test_a_running_edit_cancelled_stops_within_a_step(
+    replicas: tuple[ServerProcess, ServerProcess],
+) -> None:
+    from PIL import Image
+
+    a, _ = replicas
+    source = io.BytesIO()
+    Image.new("RGB", (64, 64), (20, 90, 200)).save(source, format="PNG")
+    edit = httpx.post(
+        f"{a.url}/edit",
+        data={"prompt": "make it red", "strength": "1.0", "steps": "50", "seed": "5"},
+        files={"image": ("in.png", source.getvalue(), "image/png")},
+        headers=ASYNC,
+    )
+    assert edit.status_code == 202, edit.text
+    job_id = edit.json()["id"]
+    until(
+        lambda: (
+            (httpx.get(f"{a.url}/jobs/{job_id}").json().get("progress") or {}).get("step", 0) >= 2
+        ),
+        what="two steps of the edit",
+    )
+    assert httpx.post(f"{a.url}/jobs/{job_id}/cancel").json()["status"] == "canceled"
+    reached = until(
+        lambda: [
+            r for r in log_records(a, "job cancel reached the engine") if r.get("job_id") == job_id
+        ],
+        what="the cancel reaching the engine",
+    )[0]
+    stopped = until(
+        lambda: [r for r in log_records(a, "generation interrupted") if r.get("kind") == "edit"],
+        what="the edit interrupted",
+    )[0]
+    assert stopped["total"] == 50
+    assert 0 <= int(stopped["step"]) - int(reached["step"]) <= 1
+
+
 def test_openapi_documents_the_job_routes_and_their_errors(
     replicas: tuple[ServerProcess, ServerProcess],
 ) -> None:
