@@ -326,7 +326,7 @@ def split_pods(total: int, weight: int, max_surge: int) -> PodSplit:
     - ``weight == 0`` or ``total == 0``: no canary pods.
 
     With autoscaling the HPA alone writes the stable Deployment's replicas, so ``stable``
-    does not apply: ``flux_operator.reconcile.canary_rollout.pod_counts`` says how the
+    does not apply: ``flux_operator.reconcile.canary_pods.pod_counts`` says how the
     HPA's count is shared (the canary's pods capped at ``max_surge``, or, at 0, taken from
     the stable side by lowering the HPA's bounds).
     """

@@ -257,7 +257,8 @@ class Reconciler:
         desired_deployment = render_deployment(owner, spec, revision)
         if spec.rollout.strategy == "Canary":
             replicas = run.stable_replicas if run is not None else None
-            desired_deployment = render_stable_deployment(desired_deployment, replicas)
+            surge = run.stable_surge if run is not None else None
+            desired_deployment = render_stable_deployment(desired_deployment, replicas, surge)
         handover = replicas_handover(children.deployment, spec.autoscaling is not None)
         if handover is not None:
             await self.api.apply(handover, field_manager=HANDOVER_MANAGER)

@@ -50,12 +50,20 @@ def with_track(deployment: dict[str, Any], track: Track) -> dict[str, Any]:
     return out
 
 
-def render_stable_deployment(deployment: dict[str, Any], replicas: int | None) -> dict[str, Any]:
+def render_stable_deployment(
+    deployment: dict[str, Any], replicas: int | None, surge: int | None = None
+) -> dict[str, Any]:
     """The stable Deployment (the last Available revision's, as rendered) with its pods
-    labelled stable and ``replicas`` (None: left to the HPA, as rendered)."""
+    labelled stable and ``replicas`` (None: left to the HPA, as rendered); ``surge``, when
+    given, is its rolling update's maxSurge (0: one pod unavailable at a time instead)."""
     out = with_track(deployment, "stable")
     if replicas is not None:
         out["spec"]["replicas"] = replicas
+    if surge is not None:
+        out["spec"]["strategy"] = {
+            "type": "RollingUpdate",
+            "rollingUpdate": {"maxSurge": surge, "maxUnavailable": 0 if surge >= 1 else 1},
+        }
     return out
 
 

@@ -213,6 +213,11 @@ async def test_v2_is_promoted_through_every_step_behind_a_gateway_and_v3_aborted
         "flux", lambda s: s["canary"]["phase"] == "Promoting", "promoting"
     )
     assert await cluster.get("Deployment", "flux-canary") is not None
+    # NAME rolls within the surge budget the canary's 2 pods leave (3 + 2 = 4 + maxSurge
+    # 1): no pod of its own on top, one replaced at a time.
+    rolling = await must(cluster, "Deployment", "flux")
+    assert rolling["spec"]["replicas"] == 3
+    assert rolling["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     await serve(cluster, "flux")
 
     async def canary_gone() -> bool:
@@ -223,6 +228,9 @@ async def test_v2_is_promoted_through_every_step_behind_a_gateway_and_v3_aborted
         "flux", lambda s: s["canary"]["phase"] == "Promoted", "promoted"
     )
     assert status["currentRelease"] == "v2" and status["phase"] == "Ready"
+    promoted = await must(cluster, "Deployment", "flux")
+    assert promoted["spec"]["replicas"] == 4
+    assert promoted["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
     outcomes = [(e["release"], e["outcome"]) for e in status["history"]]
     assert outcomes == [("v1.4.1", "Superseded"), ("v2", "Available")]
     await route_weights(cluster, "flux", {"flux-stable": 100, "flux-canary": 0})
@@ -433,7 +441,17 @@ async def test_autoscaling_shares_the_hpa_count(
         return int(found["spec"]["replicas"])
 
     await cluster.wait_for(lambda: _equals(canary_count, grown), f"{grown} canary pods")
-    # Promoted by request: the bounds return to the spec's.
+    # Promoted by request: NAME rolls within the budget (maxSurge 0: the bounds stay
+    # lowered and it replaces a pod at a time), then the bounds return to the spec's.
     await cluster.annotate("flux", "fluxserve.dev/canary-promote", "v2")
+    await running(cluster, "flux", "v2")
+    rolling = await must(cluster, "Deployment", "flux")
+    surge = max(0, max_surge - grown)
+    assert rolling["spec"]["strategy"]["rollingUpdate"] == {
+        "maxSurge": surge,
+        "maxUnavailable": 0 if surge else 1,
+    }
+    assert await hpa() == ((4, 8) if max_surge else (4 - grown, 8 - grown))
+    await serve(cluster, "flux")
     await cluster.wait_for(lambda: _equals(hpa, (4, 8)), "the HPA's own bounds back")
     assert operator.crashed() is None

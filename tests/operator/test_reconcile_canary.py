@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flux_operator.reconcile import Children, plan
-from flux_operator.reconcile.canary_rollout import pod_counts
+from flux_operator.reconcile.canary_pods import pod_counts, promotion_pods
 from flux_operator.render import Owner, Revision, render_deployment
 from flux_operator.render.children import render_all
 from flux_operator.render_canary import TRACK_LABEL
@@ -215,3 +215,48 @@ def test_turning_the_strategy_off_mid_canary_ends_the_canary() -> None:
         ("v2", "Superseded"),
         ("v2", "Progressing"),
     ]
+
+
+def _promotion(
+    max_surge: int, autoscaling: bool, stable: int | None, canary: int
+) -> tuple[int | None, int, int]:
+    raw = _raw()
+    raw["rollout"]["canary"]["maxSurge"] = max_surge
+    if autoscaling:
+        raw["autoscaling"] = {"minReplicas": 4, "maxReplicas": 8}
+    return promotion_pods(FluxDeploymentSpec.model_validate(raw), stable, canary)
+
+
+def test_a_promotion_rolls_the_stable_side_within_the_surge_budget() -> None:
+    # 4 pods, maxSurge 1, promoted at 50%: NAME had 3 and the canary 2 (one extra in
+    # use): NAME keeps 3 and replaces them one at a time, never 6 or 7 pods at once.
+    assert _promotion(1, False, stable=3, canary=2) == (3, 0, 0)
+    # Promoted at 25% (NAME 4, canary 1): the one extra pod is the canary's.
+    assert _promotion(1, False, stable=4, canary=1) == (4, 0, 0)
+    # A larger budget leaves NAME what the canary does not use.
+    assert _promotion(3, False, stable=4, canary=1) == (4, 0, 2)
+    # maxSurge 0: the canary's pods came out of NAME's; no extra pod at any time.
+    assert _promotion(0, False, stable=2, canary=2) == (2, 0, 0)
+    # Autoscaling: the HPA keeps NAME's count (maxSurge >= 1) or its lowered bounds (0).
+    assert _promotion(2, True, stable=None, canary=1) == (None, 0, 1)
+    assert _promotion(0, True, stable=None, canary=3) == (None, 3, 0)
+
+
+def test_the_stable_deployment_rolls_with_the_surge_it_is_given() -> None:
+    from flux_operator.render_canary import render_stable_deployment
+
+    spec = FluxDeploymentSpec.model_validate(_raw())
+    rendered = render_deployment(OWNER, spec, _revision(spec))
+    as_rendered = render_stable_deployment(rendered, 3)
+    assert as_rendered["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    none_left = render_stable_deployment(rendered, 3, surge=0)
+    assert none_left["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
+    assert none_left["spec"]["replicas"] == 3
+    some_left = render_stable_deployment(rendered, None, surge=2)
+    assert some_left["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 2, "maxUnavailable": 0}
+
+
+def _revision(spec: FluxDeploymentSpec) -> Revision:
+    from flux_operator.render import desired_revision
+
+    return desired_revision(OWNER, spec)

@@ -15,9 +15,11 @@ The rules:
   deadline, ``abort NAME``): the canary's entry is ``Failed``, and a rollback record to
   the stable revision holds until the spec changes (so the failed release is not retried
   and the ``RolledBack`` condition names the metric, value and bound).
-- **Promote**: the canary's entry becomes the current revision and ``NAME`` rolls to it
-  (a normal rolling update); when it is Available the canary Deployment is removed and
-  ``status.canary`` says ``Promoted``.
+- **Promote**: the canary's entry becomes the current revision and ``NAME`` rolls to it;
+  when it is Available the canary Deployment is removed, ``NAME`` goes back to its full
+  count and ``status.canary`` says ``Promoted``. While ``NAME`` rolls, pods stay within
+  the canary's budget (``NAME + canary <= total + maxSurge``; see
+  :func:`promotion_pods`): a cluster with exactly that many GPUs still promotes.
 - ``status.canary`` is cleared when the spec asks for another revision than the canary's.
 """
 
@@ -37,10 +39,10 @@ from flux_operator.canary import (
     decide,
     manual_request,
     next_check_seconds,
-    split_pods,
     start,
 )
 from flux_operator.canary_status import CanaryStatus, Measurement
+from flux_operator.reconcile.canary_pods import pod_counts, promotion_pods, replicas_of
 from flux_operator.reconcile.history import append_entry, replace_entry, revision_of, same_revision
 from flux_operator.reconcile.observed import Observed
 from flux_operator.reconcile.rollout import Work, observe, start_revision_if_new
@@ -65,6 +67,9 @@ class CanaryRun:
     hpa_reduction: int = 0
     """Pods the HPA's minReplicas and maxReplicas are lowered by (maxSurge 0 with
     autoscaling: the stable side gives them up to the canary)."""
+    stable_surge: int | None = None
+    """``NAME``'s rolling-update maxSurge while it rolls to a promoted canary (0: it
+    replaces a pod at a time, maxUnavailable 1); None: as rendered."""
 
 
 @dataclass(frozen=True)
@@ -76,51 +81,6 @@ class CanaryOutcome:
     requeue_after: float | None = None
     inconclusive: str | None = None
     """Why the last round decided nothing (Prometheus unreachable, no data)."""
-
-
-def _replicas(obj: dict[str, Any] | None) -> int | None:
-    value = (obj or {}).get("spec", {}).get("replicas")
-    return int(value) if value is not None else None
-
-
-def pod_counts(
-    spec: FluxDeploymentSpec,
-    weight: int,
-    *,
-    stable: dict[str, Any] | None,
-    autoscaler: dict[str, Any] | None,
-) -> tuple[int | None, int, int]:
-    """``(stable replicas or None for the HPA's, canary replicas, HPA reduction)``.
-
-    Without autoscaling, :func:`flux_operator.canary.split_pods` of ``spec.replicas``.
-    With autoscaling the HPA keeps scaling ``NAME`` (the operator never writes its
-    replicas), and T, the count it asks for (its ``status.desiredReplicas``; before it has
-    one, ``NAME``'s replicas), is the total the canary's share is taken from:
-
-    - ``maxSurge >= 1``: the canary gets ``ceil(T * weight / 100)`` pods, capped at
-      ``maxSurge``, as extra pods;
-    - ``maxSurge == 0``: the canary gets its share c of T (``split_pods``: at least one
-      stable pod stays) and the HPA's minReplicas and maxReplicas are rendered lower by c
-      for the canary's duration. The HPA, not the operator, then takes the pods from
-      ``NAME``: its bounds keep ``NAME + canary`` within the spec's, and since the shared
-      selector puts the canary's pods in its average, the load they take lowers what it
-      asks for ``NAME``. c depends on T alone, never on the canary's own pods, so the two
-      do not feed on each other.
-    """
-    rollout = spec.rollout.canary
-    assert rollout is not None
-    surge = rollout.max_surge
-    scaling = spec.autoscaling
-    if scaling is None:
-        split = split_pods(spec.replicas, weight, surge)
-        return split.stable, split.canary, 0
-    status = (autoscaler or {}).get("status") or {}
-    asked = status.get("desiredReplicas")
-    total = int(asked) if asked is not None else (_replicas(stable) or scaling.min_replicas)
-    if surge >= 1:
-        return None, min(surge, split_pods(total, weight, surge).canary), 0
-    carved = split_pods(max(total, 2), weight, 0).canary
-    return None, carved, carved
 
 
 def serves(pods: Observed, revision: Revision) -> bool:
@@ -357,8 +317,11 @@ def _promoting(
             update={"phase": "Promoted", "weight": 100, "message": "promoted"}
         )
         return CanaryOutcome(target, promoted, CanaryRun(None))
-    canary_replicas = _replicas(children.get("canary")) or 0
-    run = CanaryRun(desired, 0, None, canary_replicas, 0)
+    canary_replicas = replicas_of(children.get("canary")) or 0
+    stable_replicas, reduction, surge = promotion_pods(
+        work.spec, replicas_of(children.get("stable")), canary_replicas
+    )
+    run = CanaryRun(desired, 0, stable_replicas, canary_replicas, reduction, surge)
     return CanaryOutcome(target, status, run)
 
 
