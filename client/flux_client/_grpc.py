@@ -128,16 +128,13 @@ def result_from_proto(message: pb.GenerateResponse) -> GenerationResult:
             total_ms=message.timings.total_ms,
         ),
         cache_hit=message.cache_hit,
-        experiment=(
-            ExperimentArm(
-                name=message.experiment.name,
-                arm=message.experiment.arm,
-                preset=message.experiment.preset,
-            )
-            if message.HasField("experiment")
-            else None
-        ),
+        experiment=arm_from_proto(message.experiment) if message.HasField("experiment") else None,
     )
+
+
+def arm_from_proto(message: pb.ExperimentArm) -> ExperimentArm:
+    """The arm of a result (``GenerateResponse``) or of a job (``Job``)."""
+    return ExperimentArm(name=message.name, arm=message.arm, preset=message.preset)
 
 
 def params_metadata(params: GenerationParams) -> tuple[tuple[str, str], ...]:
@@ -262,7 +259,8 @@ def job_from_proto(message: pb.Job) -> JobInfo:
         )
         for image in message.images
     )
-    return dataclasses.replace(JobInfo.from_json(body), images=images)
+    experiment = arm_from_proto(message.experiment) if message.HasField("experiment") else None
+    return dataclasses.replace(JobInfo.from_json(body), images=images, experiment=experiment)
 
 
 def job_event_from_proto(message: pb.JobEvent) -> JobEvent:

@@ -48,7 +48,8 @@ class AsyncJob:
         return f"AsyncJob(id={self.id!r}, status={status!r})"
 
     async def status(self, *, timeout: float | None = None) -> JobInfo:
-        """The job now: status, queue position, progress, error or images."""
+        """The job now: status, queue position, progress, error or images, and the
+        experiment arm it was assigned (``experiment``)."""
         self.info = await self._client._call(GET_JOB, self.id, timeout)
         return self.info
 
@@ -119,7 +120,9 @@ class AsyncJob:
             timings.total_ms = (info.completed_at - info.created_at).total_seconds() * 1000
             if info.started_at:
                 timings.inference_ms = (info.completed_at - info.started_at).total_seconds() * 1000
-        return GenerationResult(images=images, request_id=self.id, timings=timings)
+        return GenerationResult(
+            images=images, request_id=self.id, timings=timings, experiment=info.experiment
+        )
 
 
 class Job:

@@ -13,6 +13,8 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from flux_client.types import ExperimentArm
+
 if TYPE_CHECKING:
     from flux_client.types import GenerationParams
 
@@ -74,6 +76,8 @@ class JobInfo:
     progress: JobProgress | None = None
     error: JobFailure | None = None
     images: tuple[JobImage, ...] = ()
+    experiment: ExperimentArm | None = None
+    """The experiment arm the job was assigned at submission; None outside any."""
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> JobInfo:
@@ -93,6 +97,9 @@ class JobInfo:
             if error
             else None,
             images=tuple(_image(image) for image in body.get("images") or ()),
+            experiment=ExperimentArm.model_validate(arm)
+            if (arm := body.get("experiment"))
+            else None,
         )
 
 

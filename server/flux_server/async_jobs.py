@@ -93,6 +93,7 @@ class AsyncJobs:
             request_id=ctx.request_id,
             webhook=webhook,
             webhook_events_filter=webhook_events_filter,
+            experiment=trail.experiment.served() if trail.experiment else None,
         )
         job_id = state.id
         self._trails[job_id] = trail

@@ -29,24 +29,53 @@ from flux_client.names import header_value, normalize
 from flux_client.wire import EXPERIMENT_HEADER, USER_ID_HEADER
 from flux_server.errors import InvalidRequest
 
-__all__ = ["EXPERIMENT_HEADER", "USER_ID_HEADER", "Assignment", "assign", "pick_arm"]
+__all__ = [
+    "EXPERIMENT_HEADER",
+    "USER_ID_HEADER",
+    "Assignment",
+    "ServedArm",
+    "arm_json",
+    "assign",
+    "pick_arm",
+]
 MAX_SUBJECT_LENGTH = 256
 
 
 @dataclass(frozen=True)
-class Assignment:
-    """The arm a request is served in."""
+class ServedArm:
+    """The arm a request or a job is served in, as its answer names it (a job's record
+    keeps this much: the subject stays out of the store)."""
 
     experiment: str
     arm: str
     preset: str
     """The arm's preset: it replaces the requested one (the request's own fields still win)."""
-    subject: str
 
     @property
     def header_value(self) -> str:
         """``X-Fluxserve-Experiment`` (REST), trailing metadata (gRPC): ``experiment=arm``."""
         return header_value(self.experiment, self.arm)
+
+    def to_json(self) -> dict[str, str]:
+        """The arm in a JSON answer (a synchronous result's and a job's ``experiment``);
+        the SDK reads it as ``flux_client.types.ExperimentArm``."""
+        return {"name": self.experiment, "arm": self.arm, "preset": self.preset}
+
+    def served(self) -> ServedArm:
+        """Just the arm (an :class:`Assignment` without its subject)."""
+        return ServedArm(self.experiment, self.arm, self.preset)
+
+
+def arm_json(arm: ServedArm | None) -> dict[str, str] | None:
+    """``experiment`` in a JSON answer: the arm, or None outside any experiment."""
+    return None if arm is None else arm.to_json()
+
+
+@dataclass(frozen=True)
+class Assignment(ServedArm):
+    """The arm a request is served in, and who it was assigned to."""
+
+    subject: str
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

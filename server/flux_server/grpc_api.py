@@ -107,7 +107,7 @@ def result_to_proto(result: GenerationResult) -> pb.GenerateResponse:
             queue_ms=result.queue_ms, inference_ms=result.inference_ms, total_ms=result.total_ms
         ),
         cache_hit=result.cache_hit,
-        experiment=grpc_experiments.arm_to_proto(result),
+        experiment=grpc_experiments.arm_to_proto(result.experiment),
     )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from flux_client.experiment_report import ExperimentsCounts
 from flux_client.wire import EXPERIMENT_METADATA, pb
 from flux_server.calls import CallContext, GenerationResult
+from flux_server.experiments import ServedArm
 from flux_server.service import GenerationService
 
 
@@ -48,8 +49,8 @@ def counts_to_proto(counts: ExperimentsCounts) -> pb.ListExperimentsResponse:
     )
 
 
-def arm_to_proto(result: GenerationResult) -> pb.ExperimentArm | None:
-    arm = result.experiment
+def arm_to_proto(arm: ServedArm | None) -> pb.ExperimentArm | None:
+    """A result's or a job's arm as gRPC answers it, or None outside any experiment."""
     if arm is None:
         return None
     return pb.ExperimentArm(name=arm.experiment, arm=arm.arm, preset=arm.preset)

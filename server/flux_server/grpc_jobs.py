@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from flux_client.wire import pb
+from flux_server.grpc_experiments import arm_to_proto
 from flux_server.jobs import JobEvent, JobState, JobStatus, iso
 
 if TYPE_CHECKING:
@@ -50,6 +51,9 @@ def job_to_proto(state: JobState, images: Sequence[bytes] = ()) -> pb.Job:
         if state.error.field is not None:
             error.field = state.error.field
         message.error.CopyFrom(error)
+    arm = arm_to_proto(state.experiment)
+    if arm is not None:
+        message.experiment.CopyFrom(arm)
     for info, data in zip(state.images, images, strict=False):
         message.images.append(
             pb.Image(

@@ -24,6 +24,7 @@ from flux_server import job_wire, jobs
 from flux_server.cancellation import CancelToken
 from flux_server.engine import GeneratedImage
 from flux_server.errors import InvalidRequest, NotEnabled, ServeError, Unavailable
+from flux_server.experiments import ServedArm
 from flux_server.job_store import JobStore, MemoryJobStore
 from flux_server.jobs import ImageInfo, JobError, JobEvent, JobState
 from flux_server.metrics import Metrics
@@ -112,6 +113,7 @@ class JobManager:
         request_id: str | None = None,
         webhook: WebhookTarget | None = None,
         webhook_events_filter: frozenset[str] = jobs.DEFAULT_WEBHOOK_FILTER,
+        experiment: ServedArm | None = None,
     ) -> tuple[JobState, LiveJob]:
         """Record a new queued job; ``Unavailable`` when the store cannot (then the
         request must be refused, not run)."""
@@ -124,6 +126,7 @@ class JobManager:
             request_id=request_id,
             webhook=webhook.url if webhook else None,
             webhook_events_filter=webhook_events_filter,
+            experiment=experiment,
         )
         await self.store.create(state, event)
         live = LiveJob(state.id, webhook=webhook)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from flux_server.experiments import arm_json
 from flux_server.jobs import JobEvent, JobState, JobStatus, images_json, iso, urls
 
 # --- HTTP helpers --------------------------------------------------------------------------
@@ -66,6 +67,7 @@ def submit_json(state: JobState, prefix: str = "") -> dict[str, Any]:
         "status": state.status.value,
         "created_at": iso(state.created_at),
         "urls": urls(state.id, prefix),
+        "experiment": arm_json(state.experiment),
     }
 
 
@@ -74,7 +76,8 @@ def job_json(
 ) -> dict[str, Any]:
     """The body of ``GET /jobs/{id}``. Images carry ``data`` (base64) when their bytes
     are given, else a ``url`` to ``GET /jobs/{id}/images/{i}``. Fields that do not apply
-    to the status (``queue_position``, ``progress``, ``error``, ``images``) are absent."""
+    to the status (``queue_position``, ``progress``, ``error``, ``images``) are absent;
+    ``experiment`` is null outside any experiment, as in a synchronous answer."""
     body: dict[str, Any] = {
         "id": state.id,
         "kind": state.kind,
@@ -83,6 +86,8 @@ def job_json(
         "started_at": iso(state.started_at),
         "completed_at": iso(state.completed_at),
         "urls": urls(state.id, prefix),
+        # the arm assigned at submission, as a synchronous answer's JSON names it
+        "experiment": arm_json(state.experiment),
     }
     if state.status is JobStatus.QUEUED:
         body["queue_position"] = state.queue_position

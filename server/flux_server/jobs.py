@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from flux_server.experiments import ServedArm
+
 
 class JobStatus(str, enum.Enum):
     QUEUED = "queued"
@@ -107,6 +109,8 @@ class JobState:
     request_id: str | None = None
     webhook: str | None = None
     webhook_events_filter: frozenset[str] = field(default_factory=lambda: frozenset({"completed"}))
+    experiment: ServedArm | None = None
+    """The experiment arm the job was assigned at submission; None outside any."""
 
     def to_record(self) -> str:
         """The JSON stored for the job (memory or Redis), read back by :meth:`from_record`."""
@@ -126,6 +130,8 @@ class JobState:
                 "error": JobError(**data["error"]) if data["error"] else None,
                 "images": tuple(ImageInfo(**image) for image in data["images"]),
                 "webhook_events_filter": frozenset(data["webhook_events_filter"]),
+                # .get: a record written before jobs named their arm has none
+                "experiment": ServedArm(**arm) if (arm := data.get("experiment")) else None,
             }
         )
 
@@ -219,6 +225,7 @@ def submit(
     request_id: str | None = None,
     webhook: str | None = None,
     webhook_events_filter: frozenset[str] = DEFAULT_WEBHOOK_FILTER,
+    experiment: ServedArm | None = None,
 ) -> tuple[JobState, JobEvent]:
     """A new queued job at ``position`` and its ``queued`` event."""
     state = JobState(
@@ -231,6 +238,7 @@ def submit(
         request_id=request_id,
         webhook=webhook,
         webhook_events_filter=webhook_events_filter,
+        experiment=experiment,
     )
     return _event(state, EventKind.QUEUED, {"queue_position": position})
 

@@ -11,6 +11,7 @@ import pytest
 
 from flux_server import jobs
 from flux_server.errors import NotFound, Unavailable, status_of
+from flux_server.experiments import ServedArm
 from flux_server.job_store import JobStore, MemoryJobStore
 from flux_server.job_store_redis import RedisJobStore
 from flux_server.jobs import EventKind, ImageInfo, JobEvent, JobState
@@ -86,6 +87,16 @@ async def test_a_job_is_read_back_with_its_images(store: JobStore) -> None:
     assert await store.image("job_a", 0) == PNG
     with pytest.raises(NotFound, match="no image 1"):
         await store.image("job_a", 1)
+
+
+async def test_a_job_is_read_back_with_its_experiment_arm(store: JobStore) -> None:
+    arm = ServedArm("impressionist-filter", "ink", "realistic-ink")
+    owner = Owner(store)
+    owner.state, owner.first = jobs.submit("job_a", now=time.time(), position=0, experiment=arm)
+    await owner.create()
+    assert (await store.load("job_a")).experiment == arm
+    await owner.run()
+    assert (await store.load("job_a")).experiment == arm
 
 
 async def test_unknown_ids_are_not_found_naming_the_ttl(store: JobStore) -> None:

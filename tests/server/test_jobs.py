@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 
 from flux_server import job_wire, jobs
+from flux_server.experiments import Assignment, ServedArm, arm_json
 from flux_server.jobs import EventKind, ImageInfo, JobError, JobStateError, JobStatus
 
 T0 = 1_780_000_000.0
@@ -97,6 +99,7 @@ def test_submit_json_is_the_202_body() -> None:
             "cancel": "/jobs/job_a/cancel",
             "events": "/jobs/job_a/events",
         },
+        "experiment": None,
     }
 
 
@@ -145,6 +148,24 @@ def test_records_and_messages_round_trip() -> None:
         assert jobs.JobEvent.from_message(event.to_message()) == event
     frame = events[3].to_sse()
     assert frame.startswith("id: 4\nevent: progress\ndata: {") and frame.endswith("\n\n")
+
+
+def test_the_arm_is_recorded_and_answered_in_the_synchronous_shape() -> None:
+    assigned = Assignment("impressionist-filter", "ink", "realistic-ink", subject="user:7")
+    state, _ = jobs.submit("job_a", now=T0, position=0, experiment=assigned.served())
+    record = state.to_record()
+    assert "user:7" not in record  # the subject stays out of the store
+    assert jobs.JobState.from_record(record) == state
+    assert state.experiment == ServedArm("impressionist-filter", "ink", "realistic-ink")
+    shape = {"name": "impressionist-filter", "arm": "ink", "preset": "realistic-ink"}
+    assert job_wire.submit_json(state)["experiment"] == shape == arm_json(assigned)
+    assert job_wire.job_json(state)["experiment"] == shape
+    # A record written before jobs named their arm reads back without one.
+    plain, _ = jobs.submit("job_b", now=T0, position=0)
+    old = json.loads(plain.to_record())
+    del old["experiment"]
+    assert jobs.JobState.from_record(json.dumps(old)) == plain
+    assert plain.experiment is None and job_wire.job_json(plain)["experiment"] is None
 
 
 def test_webhook_filters() -> None:

@@ -11,6 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from flux_client.types import ExperimentArm
+from flux_client.wire import EXPERIMENT_HEADER
 from flux_server import job_wire
 from flux_server.errors import InvalidRequest, NotFound
 from flux_server.jobs import JobState, JobStatus
@@ -64,17 +66,17 @@ def pop_async_fields(
 
 
 def accepted_response(state: JobState, request_id: str) -> JSONResponse:
-    """``202 Accepted`` with the job, where to find it, and that the preference applied."""
+    """``202 Accepted`` with the job, where to find it, and that the preference applied;
+    like a synchronous answer, ``X-Fluxserve-Experiment`` names the arm it was assigned."""
     body = job_wire.submit_json(state)
-    return JSONResponse(
-        body,
-        status_code=202,
-        headers={
-            "Location": body["urls"]["get"],
-            "Preference-Applied": "respond-async",
-            "X-Request-Id": request_id,
-        },
-    )
+    headers = {
+        "Location": body["urls"]["get"],
+        "Preference-Applied": "respond-async",
+        "X-Request-Id": request_id,
+    }
+    if state.experiment is not None:
+        headers[EXPERIMENT_HEADER] = state.experiment.header_value
+    return JSONResponse(body, status_code=202, headers=headers)
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -122,6 +124,11 @@ JOB_SCHEMA: dict[str, Any] = {
         },
         "urls": {"type": "object", "additionalProperties": {"type": "string"}},
         "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
+        "experiment": {
+            "anyOf": [ExperimentArm.model_json_schema(), {"type": "null"}],
+            "description": "The experiment arm assigned at submission (as a synchronous "
+            "answer's JSON names it); null outside any experiment.",
+        },
     },
     "required": ["id", "status", "created_at", "urls"],
 }

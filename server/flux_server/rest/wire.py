@@ -27,6 +27,7 @@ from flux_server.errors import (
     UnsupportedMediaType,
     status_of,
 )
+from flux_server.experiments import arm_json
 from flux_server.images import check_upload_names, decode_base64
 from flux_server.params import GenerateParams, validation_error
 from flux_server.rest.openapi import MAX_TIMEOUT_S
@@ -118,16 +119,8 @@ def result_json(result: GenerationResult) -> dict[str, Any]:
             "total_ms": round(result.total_ms, 3),
         },
         "cache_hit": result.cache_hit,
-        "experiment": experiment_json(result),
+        "experiment": arm_json(result.experiment),
     }
-
-
-def experiment_json(result: GenerationResult) -> dict[str, str] | None:
-    """The arm that served the request (``X-Fluxserve-Experiment`` as JSON), or None."""
-    arm = result.experiment
-    if arm is None:
-        return None
-    return {"name": arm.experiment, "arm": arm.arm, "preset": arm.preset}
 
 
 def result_response(request: Request, result: GenerationResult) -> Response:

@@ -854,6 +854,7 @@ class Job(_message.Message):
     PROGRESS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     kind: _builtins.str
     """"generate" or "edit" """
@@ -877,6 +878,10 @@ class Job(_message.Message):
     def images(self) -> _containers.RepeatedCompositeFieldContainer[Global___Image]:
         """when succeeded, with their bytes"""
 
+    @_builtins.property
+    def experiment(self) -> Global___ExperimentArm:
+        """the arm assigned at submission; absent outside any"""
+
     def __init__(
         self,
         *,
@@ -890,15 +895,18 @@ class Job(_message.Message):
         progress: Global___JobProgress | None = ...,
         error: Global___JobError | None = ...,
         images: _abc.Iterable[Global___Image] | None = ...,
+        experiment: Global___ExperimentArm | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at", "_error", b"_error", "_progress", b"_progress", "_queue_position", b"_queue_position", "_started_at", b"_started_at", "completed_at", b"completed_at", "error", b"error", "progress", b"progress", "queue_position", b"queue_position", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at", "_error", b"_error", "_experiment", b"_experiment", "_progress", b"_progress", "_queue_position", b"_queue_position", "_started_at", b"_started_at", "completed_at", b"completed_at", "error", b"error", "experiment", b"experiment", "progress", b"progress", "queue_position", b"queue_position", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at", "_error", b"_error", "_progress", b"_progress", "_queue_position", b"_queue_position", "_started_at", b"_started_at", "completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "id", b"id", "images", b"images", "kind", b"kind", "progress", b"progress", "queue_position", b"queue_position", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at", "_error", b"_error", "_experiment", b"_experiment", "_progress", b"_progress", "_queue_position", b"_queue_position", "_started_at", b"_started_at", "completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "experiment", b"experiment", "id", b"id", "images", b"images", "kind", b"kind", "progress", b"progress", "queue_position", b"queue_position", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__completed_at: _TypeAlias = _typing.Literal["completed_at"]  # noqa: Y015
     _WhichOneofArgType__completed_at: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__experiment: _TypeAlias = _typing.Literal["experiment"]  # noqa: Y015
+    _WhichOneofArgType__experiment: _TypeAlias = _typing.Literal["_experiment", b"_experiment"]  # noqa: Y015
     _WhichOneofReturnType__progress: _TypeAlias = _typing.Literal["progress"]  # noqa: Y015
     _WhichOneofArgType__progress: _TypeAlias = _typing.Literal["_progress", b"_progress"]  # noqa: Y015
     _WhichOneofReturnType__queue_position: _TypeAlias = _typing.Literal["queue_position"]  # noqa: Y015
@@ -909,6 +917,8 @@ class Job(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_at) -> _WhichOneofReturnType__completed_at | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__experiment) -> _WhichOneofReturnType__experiment | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__progress) -> _WhichOneofReturnType__progress | None: ...
     @_typing.overload
