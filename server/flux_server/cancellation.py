@@ -3,8 +3,8 @@
 The event loop sets a job's :class:`CancelToken`; the engine thread reads it in
 diffusers' ``callback_on_step_end`` (``should_stop`` of ``Engine.generate`` and
 ``Editor.run_batch``), so a running job stops after the denoising step in progress and
-the GPU is free within one step. A token is a ``threading.Event``: set from the loop, read from the worker thread,
-no lock of ours.
+the GPU is free within one step. A token is a ``threading.Event``: set from the loop,
+read from the worker thread, no lock of ours.
 
 A batch whose members are cancelled one by one
 ----------------------------------------------
