@@ -28,9 +28,9 @@ import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
+from flux_server.batch_items import Arrival, Arrivals, BatchInfo, QueueItem
 from flux_server.errors import DeadlineExceeded, QueueFull, Unavailable
 
 log = logging.getLogger(__name__)
@@ -38,44 +38,6 @@ log = logging.getLogger(__name__)
 _JOIN_TURNS = 3
 P = TypeVar("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True)
-class BatchInfo:
-    """What a result learns about the call it ran in."""
-
-    size: int  # requests in the call
-    units: int  # images in the call
-    queue_s: float  # this request's wait
-    run_s: float  # the call's duration
-
-
-class Arrival:
-    """A request on its way to the queue (see :meth:`Batcher.arrival`). Ends when it is
-    queued or gives up, whichever is first; ending twice is harmless."""
-
-    def __init__(self, batcher: Batcher[Any, Any]) -> None:
-        self._batcher: Batcher[Any, Any] | None = batcher
-        batcher._arriving += 1
-
-    def end(self) -> None:
-        if self._batcher is not None:
-            self._batcher._arriving -= 1
-            self._batcher._wakeup.set()
-            self._batcher = None
-
-
-@dataclass(eq=False)
-class _Item(Generic[P, R]):
-    payload: P
-    key: Hashable
-    units: int
-    priority: bool
-    deadline: float  # loop time
-    enqueued: float
-    seq: int
-    future: asyncio.Future[tuple[R, BatchInfo]] = field(repr=False)
-    started: bool = False
 
 
 WaitPolicy = Literal["when-busy", "always"]
@@ -110,9 +72,9 @@ class Batcher(Generic[P, R]):
         self._on_batch = on_batch
         self._on_depth = on_depth
         self._on_running = on_running
-        self._normal: list[_Item[P, R]] = []
-        self._priority: list[_Item[P, R]] = []
-        self._inflight: list[_Item[P, R]] = []  # the batch running now
+        self._normal: list[QueueItem[P, R]] = []
+        self._priority: list[QueueItem[P, R]] = []
+        self._inflight: list[QueueItem[P, R]] = []  # the batch running now
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
@@ -120,7 +82,7 @@ class Batcher(Generic[P, R]):
         self._accepting = True
         self._worker: asyncio.Task[None] | None = None
         self._running = 0
-        self._arriving = 0  # requests announced, not yet queued (see arrival())
+        self._arrivals = Arrivals(self._wakeup)  # announced, not yet queued (arrival())
         self._avg_batch_s = 1.0
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -179,7 +141,7 @@ class Batcher(Generic[P, R]):
         waits for announced requests (up to ``max_delay``) instead of starting a batch
         without them. Pass it to :meth:`submit`/:meth:`enqueue`, which end it; leaving
         the block ends it too (a refused request, a cache hit)."""
-        announced = Arrival(self)
+        announced = self._arrivals.announce()
         try:
             yield announced
         finally:
@@ -221,7 +183,7 @@ class Batcher(Generic[P, R]):
         priority: bool = False,
         timeout: float | None = None,
         arrival: Arrival | None = None,
-    ) -> _Item[P, R]:
+    ) -> QueueItem[P, R]:
         """Queue ``payload`` without waiting; :meth:`wait` for its result, or
         :meth:`withdraw` it. Raises QueueFull or Unavailable (draining)."""
         if arrival is not None:
@@ -229,7 +191,7 @@ class Batcher(Generic[P, R]):
         self.check_capacity()
         loop = asyncio.get_running_loop()
         now = loop.time()
-        item: _Item[P, R] = _Item(
+        item: QueueItem[P, R] = QueueItem(
             payload=payload,
             key=self._key(payload),
             units=self._units(payload),
@@ -245,7 +207,7 @@ class Batcher(Generic[P, R]):
         self._wakeup.set()
         return item
 
-    async def wait(self, item: _Item[P, R], timeout: float | None) -> tuple[R, BatchInfo]:
+    async def wait(self, item: QueueItem[P, R], timeout: float | None) -> tuple[R, BatchInfo]:
         """The result of a queued item (see :meth:`submit` for the errors)."""
         try:
             if timeout is None:
@@ -261,7 +223,7 @@ class Batcher(Generic[P, R]):
             self._forget(item)
             raise
 
-    def withdraw(self, item: _Item[P, R]) -> bool:
+    def withdraw(self, item: QueueItem[P, R]) -> bool:
         """Take a waiting item out of the queue (a cancelled job); False when its batch
         has started already (then its result is dropped when it comes)."""
         started = item.started
@@ -274,7 +236,7 @@ class Batcher(Generic[P, R]):
         waiting = [i for i in self._priority + self._normal if not i.future.done()]
         return dict(enumerate(item.payload for item in waiting))
 
-    def _forget(self, item: _Item[P, R]) -> None:
+    def _forget(self, item: QueueItem[P, R]) -> None:
         if not item.started:
             queue = self._priority if item.priority else self._normal
             with contextlib.suppress(ValueError):
@@ -316,7 +278,7 @@ class Batcher(Generic[P, R]):
                     and self._normal[0] is head
                     and self._units_for(head) < self.max_batch_size
                     and loop.time() < until
-                    and (always or self._arriving > 0)
+                    and (always or self._arrivals.count > 0)
                 ):
                     self._wakeup.clear()
                     with contextlib.suppress(asyncio.TimeoutError):
@@ -327,16 +289,16 @@ class Batcher(Generic[P, R]):
             if batch:
                 await self._run(batch)
 
-    def _units_for(self, head: _Item[P, R]) -> int:
+    def _units_for(self, head: QueueItem[P, R]) -> int:
         total = 0
         for item in self._normal:
             if item.key == head.key and total + item.units <= max(self.max_batch_size, head.units):
                 total += item.units
         return total
 
-    def _take(self, queue: list[_Item[P, R]], head: _Item[P, R]) -> list[_Item[P, R]]:
+    def _take(self, queue: list[QueueItem[P, R]], head: QueueItem[P, R]) -> list[QueueItem[P, R]]:
         """Remove and return ``head`` and the compatible requests that fit with it."""
-        batch: list[_Item[P, R]] = []
+        batch: list[QueueItem[P, R]] = []
         total = 0
         capacity = max(self.max_batch_size, head.units)
         for item in list(queue):
@@ -360,7 +322,7 @@ class Batcher(Generic[P, R]):
                     )
         self._depth_changed()
 
-    async def _run(self, batch: list[_Item[P, R]]) -> None:
+    async def _run(self, batch: list[QueueItem[P, R]]) -> None:
         self._running += 1
         self._inflight = batch
         for item in batch:
@@ -376,7 +338,7 @@ class Batcher(Generic[P, R]):
                 self._on_running(0)
             self._check_idle()
 
-    async def _run_split(self, batch: list[_Item[P, R]]) -> None:
+    async def _run_split(self, batch: list[QueueItem[P, R]]) -> None:
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:

@@ -282,30 +282,17 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         params: GenerateParams,
     ) -> Work:
         """Decode, resolve, screen and validate an edit: the work to queue."""
-        from flux_server.editing import edit_job_from, validate, working_size
-        from flux_server.images import decode_image
+        from flux_server.edit_inputs import decode_edit_inputs, sized_for
+        from flux_server.editing import edit_job_from, validate
 
         editor = self.editor
         if editor is None:
             raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
-        max_pixels = self.settings.max_image_pixels
-        off_loop = self.runner.off_loop
-        source = await off_loop(decode_image, image, "image", max_pixels)
-        mask_image = (
-            None
-            if mask is None
-            else await off_loop(decode_image, mask, "mask", max_pixels, mode="L")
+        s = self.settings
+        source, mask_image = await decode_edit_inputs(
+            self.runner.off_loop, image, mask, s.max_image_pixels
         )
-        # Limits and defaults apply at the size the pipeline runs (the source's,
-        # snapped to 16 pixels and scaled to fit --max-side, unless the request sets
-        # one); the result keeps the source's size.
-        auto_width, auto_height = working_size(source.size, self.settings.max_side)
-        sized = params.model_copy(
-            update={
-                "width": params.width or auto_width,
-                "height": params.height or auto_height,
-            }
-        )
+        sized = sized_for(params, source.size, s.max_side)
         job = trail.job = self._resolve(self._arm(trail, sized))
         await self.admission.screen(trail, job.prompt, "prompt")
         edit_job = edit_job_from(
