@@ -24,6 +24,7 @@ from flux_server.admission import Admission, Trail
 from flux_server.batcher import Batcher, BatchInfo
 from flux_server.engine import GeneratedImage
 from flux_server.errors import InternalError, ServeError
+from flux_server.job_access import OwnedJobs
 from flux_server.job_manager import JobManager
 from flux_server.jobs import EventKind, JobEvent, JobState, JobStateError
 from flux_server.runner import Runner, Work, describe_failure
@@ -94,6 +95,7 @@ class AsyncJobs:
             webhook=webhook,
             webhook_events_filter=webhook_events_filter,
             experiment=trail.experiment.served() if trail.experiment else None,
+            user=trail.user,
         )
         job_id = state.id
         self._trails[job_id] = trail
@@ -314,11 +316,12 @@ class JobEntryPoints:
                 trail, work, webhook=target, webhook_events_filter=wanted, cache_key=None
             )
 
-    def job_reader(self, ctx: CallContext) -> JobManager:
-        """The jobs, for a caller with a valid key (reads and cancels answer while the
-        model loads or the server drains: the jobs are in the store)."""
-        self.admission.authenticate(ctx)
-        return self.jobs
+    def job_reader(self, ctx: CallContext) -> OwnedJobs:
+        """The jobs of a caller with a valid key: those its key's user submitted (reads
+        and cancels answer while the model loads or the server drains: the jobs are in
+        the store)."""
+        principal, _ = self.admission.authenticate(ctx)
+        return OwnedJobs(self.jobs, principal.user if principal is not None else None)
 
     async def _job_served(
         self, trail: Trail, images: list[GeneratedImage], info: BatchInfo | None

@@ -114,6 +114,7 @@ class JobManager:
         webhook: WebhookTarget | None = None,
         webhook_events_filter: frozenset[str] = jobs.DEFAULT_WEBHOOK_FILTER,
         experiment: ServedArm | None = None,
+        user: str | None = None,
     ) -> tuple[JobState, LiveJob]:
         """Record a new queued job; ``Unavailable`` when the store cannot (then the
         request must be refused, not run)."""
@@ -127,6 +128,7 @@ class JobManager:
             webhook=webhook.url if webhook else None,
             webhook_events_filter=webhook_events_filter,
             experiment=experiment,
+            user=user,
         )
         await self.store.create(state, event)
         live = LiveJob(state.id, webhook=webhook)

@@ -65,6 +65,10 @@ class JobStore(Protocol):
     async def load(self, job_id: str) -> JobState:
         """The job's current state; ``NotFound`` naming the TTL."""
 
+    def missing(self, job_id: str) -> NotFound:
+        """What :meth:`load` raises for an unknown id (also answered for another user's
+        job, so its existence is not told)."""
+
     async def image(self, job_id: str, index: int) -> bytes:
         """The bytes of image ``index`` of a succeeded job; ``NotFound``."""
 
@@ -131,11 +135,14 @@ class MemoryJobStore:
         self._finished.pop(job_id, None)
         self.size_bytes -= entry.cost
 
+    def missing(self, job_id: str) -> NotFound:
+        return not_found(job_id, self.ttl, bounded=True)
+
     def _entry(self, job_id: str) -> _Entry:
         self._expire()
         entry = self._entries.get(job_id)
         if entry is None:
-            raise not_found(job_id, self.ttl, bounded=True)
+            raise self.missing(job_id)
         return entry
 
     async def create(self, state: JobState, event: JobEvent) -> None:

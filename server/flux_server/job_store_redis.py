@@ -175,13 +175,16 @@ class RedisJobStore:
 
     # --- reads ---------------------------------------------------------------------------
 
+    def missing(self, job_id: str) -> NotFound:
+        return not_found(job_id, self.ttl)
+
     async def load(self, job_id: str) -> JobState:
         try:
             record = await self._client.get(self._key(job_id))
         except self._errors as exc:
             raise self._unavailable(exc, "reading a job") from None
         if record is None:
-            raise not_found(job_id, self.ttl)
+            raise self.missing(job_id)
         return JobState.from_record(record)
 
     async def image(self, job_id: str, index: int) -> bytes:
@@ -193,7 +196,7 @@ class RedisJobStore:
         except self._errors as exc:
             raise self._unavailable(exc, "reading a job's image") from None
         if data is None:
-            raise not_found(job_id, self.ttl)
+            raise self.missing(job_id)
         return data.encode() if isinstance(data, str) else bytes(data)
 
     async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:

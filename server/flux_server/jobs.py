@@ -111,6 +111,9 @@ class JobState:
     webhook_events_filter: frozenset[str] = field(default_factory=lambda: frozenset({"completed"}))
     experiment: ServedArm | None = None
     """The experiment arm the job was assigned at submission; None outside any."""
+    user: str | None = None
+    """The API key's user that submitted the job: only that user reads, watches or
+    cancels it. None when the server takes no keys (then anyone with the id may)."""
 
     def to_record(self) -> str:
         """The JSON stored for the job (memory or Redis), read back by :meth:`from_record`."""
@@ -226,6 +229,7 @@ def submit(
     webhook: str | None = None,
     webhook_events_filter: frozenset[str] = DEFAULT_WEBHOOK_FILTER,
     experiment: ServedArm | None = None,
+    user: str | None = None,
 ) -> tuple[JobState, JobEvent]:
     """A new queued job at ``position`` and its ``queued`` event."""
     state = JobState(
@@ -239,6 +243,7 @@ def submit(
         webhook=webhook,
         webhook_events_filter=webhook_events_filter,
         experiment=experiment,
+        user=user,
     )
     return _event(state, EventKind.QUEUED, {"queue_position": position})
 
