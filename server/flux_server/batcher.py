@@ -6,9 +6,10 @@
   idle runs at once unless other requests are on their way in (announced with
   :meth:`Batcher.arrival` while they pass admission) -- then it waits for them, at
   most ``max_delay``; requests that arrive while a call runs gather into the next one.
-  So batching costs a lone request nothing, and a burst that reaches an idle engine
-  still starts as one full batch. Policy ``always``: the oldest request waits up to
-  ``max_delay`` for company even when the engine is idle and nobody is coming.
+  So batching costs a lone request nothing, and requests being checked when an idle
+  engine takes one still join it (a request not yet at the door cannot be known: the
+  first of a burst that reaches an idle engine may run alone). Policy ``always``: the
+  oldest request waits up to ``max_delay`` for company even when nobody is coming.
 - A priority lane: a priority request goes ahead of every normal one and does not wait
   for company (it still takes along priority requests that are already waiting).
 - Deadlines: a request whose deadline passes while waiting is dropped from the queue;
