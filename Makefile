@@ -27,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install tools ## Run every test (unit, operator against the API emulator, server with a tiny model, chart)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider --durations=25
 
 lint: install ## ruff, the import layers, mypy
 	$(VENV)/bin/ruff check .
