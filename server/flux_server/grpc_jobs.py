@@ -13,6 +13,7 @@ import grpc
 
 from flux_client.wire import pb
 from flux_server.grpc_experiments import arm_to_proto
+from flux_server.job_access import OwnedJobs
 from flux_server.jobs import JobEvent, JobState, JobStatus, iso
 
 if TYPE_CHECKING:
@@ -114,7 +115,7 @@ class JobRpcs:
         async def work() -> pb.Job:
             jobs = self.service.job_reader(ctx)
             state = await jobs.get(request.id)
-            images = [await jobs.image(request.id, i) for i in range(len(state.images))]
+            images = [await jobs.image(state, i) for i in range(len(state.images))]
             return job_to_proto(state, images)
 
         return await self._call(context, ctx, work)
@@ -132,11 +133,10 @@ class JobRpcs:
     ) -> AsyncIterator[pb.JobEvent]:
         ctx = self._context(context, "WatchJob")
 
-        async def first() -> Any:
-            jobs = self.service.job_reader(ctx)
-            await jobs.get(request.id)  # NOT_FOUND before the stream starts
-            return jobs
+        async def first() -> tuple[OwnedJobs, JobState]:
+            jobs = self.service.job_reader(ctx)  # a refused key: UNAUTHENTICATED via _call
+            return jobs, await jobs.get(request.id)  # NOT_FOUND before the stream starts
 
-        jobs = await self._call(context, ctx, first)
-        async for event in jobs.watch(request.id):
+        jobs, state = await self._call(context, ctx, first)
+        async for event in jobs.watch(state):
             yield event_to_proto(event)

@@ -27,15 +27,14 @@ class OwnedJobs:
             raise self._jobs.store.missing(job_id)
         return state
 
-    async def image(self, job_id: str, index: int) -> bytes:
-        await self.get(job_id)
-        return await self._jobs.image(job_id, index)
+    async def image(self, state: JobState, index: int) -> bytes:
+        """Image ``index`` of a job :meth:`get` returned (its owner already checked)."""
+        return await self._jobs.image(state.id, index)
 
     async def cancel(self, job_id: str) -> JobState:
         await self.get(job_id)
         return await self._jobs.cancel(job_id)
 
-    async def watch(self, job_id: str) -> AsyncIterator[JobEvent]:
-        await self.get(job_id)
-        async for event in self._jobs.watch(job_id):
-            yield event
+    def watch(self, state: JobState) -> AsyncIterator[JobEvent]:
+        """The events of a job :meth:`get` returned (its owner already checked)."""
+        return self._jobs.watch(state.id)

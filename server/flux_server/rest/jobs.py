@@ -190,8 +190,8 @@ def job_routes(service: GenerationService) -> APIRouter:
     )
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
         jobs = reader(request, "/events")
-        await jobs.get(job_id)  # 404 before the stream starts, not inside it
-        frames = job_wire.sse_frames(jobs.watch(job_id))
+        state = await jobs.get(job_id)  # 404 before the stream starts, not inside it
+        frames = job_wire.sse_frames(jobs.watch(state))
         return StreamingResponse(frames, media_type="text/event-stream", headers=SSE_HEADERS)
 
     @router.get(
@@ -209,7 +209,7 @@ def job_routes(service: GenerationService) -> APIRouter:
             raise NotFound(
                 f"job {job_id} has {len(state.images)} image(s); no image {index}", "index"
             )
-        data = await jobs.image(job_id, index)
+        data = await jobs.image(state, index)
         media = MEDIA_TYPES.get(state.images[index].format, "application/octet-stream")
         return Response(data, media_type=media)
 
