@@ -14,18 +14,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flux_client._common import USER_AGENT, Attempt
 from flux_client.errors import FluxError, error_class
-from flux_client.experiment_report import ArmCounts, ExperimentCounts, ExperimentsCounts
 from flux_client.jobs import (
     JobEvent,
     JobImage,
     JobInfo,
     JobSubmission,
 )
-from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     EditMode,
     EditParams,
-    ExperimentArm,
     FeedbackParams,
     FeedbackResult,
     GeneratedImage,
@@ -39,7 +36,10 @@ from flux_client.types import (
     VqaParams,
     VqaResult,
 )
-from flux_client.wire import (
+from flux_contract.experiment_counts import ArmCounts, ExperimentCounts, ExperimentsCounts
+from flux_contract.experiments import ExperimentArm
+from flux_contract.presets import PresetLora, StylePreset
+from flux_contract.wire import (
     AUTHORIZATION_METADATA,
     MAX_MESSAGE_BYTES,
     REQUEST_ID_METADATA,

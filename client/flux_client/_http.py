@@ -20,11 +20,8 @@ from flux_client.errors import (
     error_class,
     parse_retry_after,
 )
-from flux_client.experiment_report import ExperimentsCounts
-from flux_client.presets import StylePreset
 from flux_client.types import (
     EditParams,
-    ExperimentArm,
     FeedbackResult,
     GeneratedImage,
     GenerationParams,
@@ -35,7 +32,10 @@ from flux_client.types import (
     VqaParams,
     VqaResult,
 )
-from flux_client.wire import (
+from flux_contract.experiment_counts import ExperimentsCounts
+from flux_contract.experiments import ExperimentArm
+from flux_contract.presets import StylePreset
+from flux_contract.wire import (
     AUTHORIZATION_METADATA,
     PRIORITY_HEADER,
     REQUEST_ID_HEADER,

@@ -11,9 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from flux_client import _grpc as proto
 from flux_client import _http as rest
-from flux_client.experiment_report import ExperimentsCounts
 from flux_client.jobs import JobEvent, JobInfo, JobSubmission
-from flux_client.presets import StylePreset
 from flux_client.types import (
     EditParams,
     FeedbackParams,
@@ -24,7 +22,9 @@ from flux_client.types import (
     VqaParams,
     VqaResult,
 )
-from flux_client.wire import pb
+from flux_contract.experiment_counts import ExperimentsCounts
+from flux_contract.presets import StylePreset
+from flux_contract.wire import pb
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")

@@ -3,8 +3,9 @@ or from Prometheus, summing every replica), judge every arm against the control,
 table or JSON. ``python -m flux_client experiments`` calls ``gather_*``, ``build_report``
 and ``render_table`` / ``render_json``.
 
-``ExperimentsCounts`` is the body of ``GET /experiments`` (the server builds it from its
-metrics), so both sources feed the same report.
+``ExperimentsCounts`` (``flux_contract.experiment_counts``) is the body of
+``GET /experiments`` (the server builds it from its metrics), so both sources feed the
+same report.
 """
 
 from __future__ import annotations
@@ -16,35 +17,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field
 
 from flux_client.experiment_stats import compare, histogram_quantile
-
-
-class ArmCounts(BaseModel):
-    name: str
-    preset: str | None = None
-    weight: int | None = None
-    requests: float = 0
-    images: float = 0
-    gpu_seconds: float = 0
-    duration_buckets: dict[str, float] = Field(
-        default_factory=dict,
-        description="Cumulative request-duration histogram: Prometheus' `le` → count.",
-    )
-    events: dict[str, float] = Field(
-        default_factory=dict, description="Feedback event → sum of values (once per request)."
-    )
-
-
-class ExperimentCounts(BaseModel):
-    name: str
-    preset: str | None = None
-    arms: list[ArmCounts] = Field(description="The first arm is the control.")
-
-
-class ExperimentsCounts(BaseModel):
-    experiments: list[ExperimentCounts] = Field(default_factory=list)
+from flux_contract.experiment_counts import ArmCounts, ExperimentCounts, ExperimentsCounts
 
 
 def gather_server(

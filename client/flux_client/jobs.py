@@ -13,7 +13,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from flux_client.types import ExperimentArm
+from flux_contract.experiments import ExperimentArm
 
 if TYPE_CHECKING:
     from flux_client.types import GenerationParams

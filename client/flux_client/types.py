@@ -15,6 +15,8 @@ from typing import Literal
 from PIL import Image as PILImage
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from flux_contract.experiments import ExperimentArm
+
 
 class ImageFormat(str, Enum):
     """Encoding of returned images."""
@@ -180,18 +182,6 @@ class Timings(BaseModel):
     queue_ms: float = 0.0
     inference_ms: float = 0.0
     total_ms: float = 0.0
-
-
-class ExperimentArm(BaseModel):
-    """The experiment arm that served a request (``X-Fluxserve-Experiment``)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    """The experiment."""
-    arm: str
-    preset: str = ""
-    """The arm's style preset, which replaced the requested one."""
 
 
 class FeedbackParams(BaseModel):
