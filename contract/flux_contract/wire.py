@@ -74,13 +74,13 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["FluxService"].full_name
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """gRPC message limit both sides set: several full-size images exceed the 4 MiB default."""
 
-IMAGE_FORMAT_TO_PB: dict[str, int] = {
+IMAGE_FORMAT_TO_PB: dict[str, pb.ImageFormat.ValueType] = {
     "png": pb.IMAGE_FORMAT_PNG,
     "jpeg": pb.IMAGE_FORMAT_JPEG,
     "webp": pb.IMAGE_FORMAT_WEBP,
 }
 """``pb.ImageFormat`` of each image format by its lower-case name (the REST value)."""
-IMAGE_FORMAT_FROM_PB: dict[int, str] = {
+IMAGE_FORMAT_FROM_PB: dict[pb.ImageFormat.ValueType, str] = {
     pb.IMAGE_FORMAT_UNSPECIFIED: "png",
     **{value: name for name, value in IMAGE_FORMAT_TO_PB.items()},
 }
