@@ -16,6 +16,7 @@ from collections.abc import Collection, Sequence
 from typing import Annotated
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -28,12 +29,35 @@ from pydantic.alias_generators import to_camel
 
 from flux_contract.names import MAX_NAME_LENGTH, check_name, normalize
 
+__all__ = [
+    "EXPERIMENTS_FILE",
+    "HEADER_NAME_PATTERN",
+    "MAX_ARMS",
+    "MAX_EXPERIMENTS",
+    "TOTAL_WEIGHT",
+    "Arm",
+    "Audience",
+    "Experiment",
+    "ExperimentArm",
+    "ExperimentsFile",
+    "experiment_problems",
+    "experiments_from_file",
+    "experiments_to_file",
+    "validation_problems",
+]
+
 EXPERIMENTS_FILE = "_experiments.json"
 TOTAL_WEIGHT = 100
 MAX_ARMS = 10
 MAX_EXPERIMENTS = 50
 HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}$"
 """An HTTP field name (RFC 9110 token)."""
+
+
+Name = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH), AfterValidator(check_name)
+]
+"""A preset, experiment or arm name (``flux_contract.names.check_name``)."""
 
 
 class Audience(BaseModel):
@@ -65,20 +89,9 @@ class Arm(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    name: str = Field(
-        min_length=1,
-        max_length=MAX_NAME_LENGTH,
-        description="Arm name, reported in metrics and the response header.",
-    )
-    preset: str = Field(
-        min_length=1, max_length=MAX_NAME_LENGTH, description="The style preset this arm serves."
-    )
+    name: Name = Field(description="Arm name, reported in metrics and the response header.")
+    preset: Name = Field(description="The style preset this arm serves.")
     weight: int = Field(ge=0, le=TOTAL_WEIGHT, description="Percent of subjects (0-100).")
-
-    @field_validator("name", "preset")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        return check_name(value)
 
 
 class Experiment(BaseModel):
@@ -87,16 +100,8 @@ class Experiment(BaseModel):
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
-    name: str = Field(
-        min_length=1,
-        max_length=MAX_NAME_LENGTH,
-        description="Experiment name, unique in the deployment.",
-    )
-    preset: str = Field(
-        min_length=1,
-        max_length=MAX_NAME_LENGTH,
-        description="Requests for this style preset take part.",
-    )
+    name: Name = Field(description="Experiment name, unique in the deployment.")
+    preset: Name = Field(description="Requests for this style preset take part.")
     audience: Audience | None = Field(
         default=None, description="Only these callers take part; everyone when omitted."
     )
@@ -108,11 +113,6 @@ class Experiment(BaseModel):
         max_length=64,
         description="Mixed into the assignment hash; changing it reshuffles the subjects.",
     )
-
-    @field_validator("name", "preset")
-    @classmethod
-    def _valid_name(cls, value: str) -> str:
-        return check_name(value)
 
     @model_validator(mode="after")
     def _arms_consistent(self) -> Experiment:

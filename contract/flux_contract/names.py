@@ -23,6 +23,20 @@ import re
 import unicodedata
 from urllib.parse import quote, unquote
 
+__all__ = [
+    "ENCODED_PREFIX",
+    "FILE_SUFFIX",
+    "MAX_KEY_LENGTH",
+    "MAX_NAME_LENGTH",
+    "check_name",
+    "header_value",
+    "key_to_name",
+    "name_problem",
+    "name_to_key",
+    "normalize",
+    "parse_header_value",
+]
+
 MAX_NAME_LENGTH = 63
 """Characters in a preset, experiment or arm name."""
 

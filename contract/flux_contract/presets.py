@@ -18,6 +18,15 @@ from pydantic.alias_generators import to_camel
 
 from flux_contract.names import key_to_name, name_to_key
 
+__all__ = [
+    "PRESET_FILE_SUFFIX",
+    "PRESET_NAME_PATTERN",
+    "PresetLora",
+    "StylePreset",
+    "presets_from_files",
+    "presets_to_files",
+]
+
 PRESET_NAME_PATTERN = r"^[a-z0-9]([a-z0-9_.-]{0,61}[a-z0-9])?$"
 """Lower-case ASCII names, which are their own ConfigMap keys. Any Unicode name that
 ``flux_contract.names.name_problem`` accepts also works: its key is encoded."""
