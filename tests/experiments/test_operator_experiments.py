@@ -13,7 +13,7 @@ from flux_operator.experiments import (
     preset_name_problems,
     presets_configmap_data,
 )
-from flux_server.presets_store import PresetStore
+from flux_server.requests.presets_store import PresetStore
 
 PRESETS = {
     "realistic": StylePreset(prompt_template="{prompt}, photorealistic, soft light"),
