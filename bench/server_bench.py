@@ -40,8 +40,7 @@ import grpc
 import httpx
 import psutil
 
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_contract.wire import pb, pb_grpc
 
 SIZE, STEPS = 256, 4
 

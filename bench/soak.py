@@ -27,7 +27,7 @@ import grpc
 import httpx
 import psutil
 
-from flux_client.wire import pb, pb_grpc
+from flux_contract.wire import pb, pb_grpc
 
 REFUSED_HTTP = {429, 503}
 REFUSED_GRPC = {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}

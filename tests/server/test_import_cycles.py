@@ -16,11 +16,6 @@ from pathlib import Path
 import pytest
 
 PACKAGES = ("flux_server", "flux_operator", "flux_client", "flux_contract")
-# The SDK's cycles (behind TYPE_CHECKING and in functions) are issue 19's client half:
-# strict, so the marker must go the day they are gone.
-_KNOWN = {
-    "flux_client": pytest.mark.xfail(strict=True, reason="the SDK's import cycles (issue 19)")
-}
 
 
 def _package_dir(name: str) -> Path | None:
@@ -143,7 +138,7 @@ def _a_cycle(component: list[str], graph: dict[str, set[str]]) -> list[str]:
         seen.add(fresh[0])
 
 
-@pytest.mark.parametrize("package", [pytest.param(p, marks=_KNOWN.get(p, ())) for p in PACKAGES])
+@pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_cycle(package: str) -> None:
     if _package_dir(package) is None:
         pytest.skip(f"{package} is not in this checkout")

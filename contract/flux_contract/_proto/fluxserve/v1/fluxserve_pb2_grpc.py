@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as fluxserve_dot_v1_dot_fluxserve__pb2
+from flux_contract._proto.fluxserve.v1 import fluxserve_pb2 as fluxserve_dot_v1_dot_fluxserve__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

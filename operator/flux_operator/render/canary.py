@@ -15,10 +15,11 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from flux_operator.canary import PodSplit
-from flux_operator.spec_rollout import GatewaySpec
+from flux_operator.render.naming import Revision
+from flux_operator.spec import GatewaySpec
 
 TRACK_LABEL = "fluxserve.dev/track"
 CANARY_SUFFIX = "-canary"
@@ -27,6 +28,26 @@ GATEWAY_API_VERSION = "gateway.networking.k8s.io/v1"
 HTTP_PORT_NAME = "http"
 
 Track = Literal["stable", "canary"]
+
+
+@dataclass(frozen=True)
+class CanaryRun:
+    """What strategy Canary runs besides ``NAME``'s revision, as the reconcile step decided
+    it (``flux_operator.reconcile.canary_rollout``)."""
+
+    revision: Revision | None
+    """The revision ``NAME-canary`` runs; None: no canary Deployment (delete it)."""
+    weight: int = 0
+    """The canary's share of the HTTPRoute's traffic, percent."""
+    stable_replicas: int | None = None
+    """``NAME``'s replicas while the canary runs; None: as rendered (or the HPA's)."""
+    canary_replicas: int = 0
+    hpa_reduction: int = 0
+    """Pods the HPA's minReplicas and maxReplicas are lowered by (maxSurge 0 with
+    autoscaling: the stable side gives them up to the canary)."""
+    stable_surge: int | None = None
+    """``NAME``'s rolling-update maxSurge while it rolls to a promoted canary (0: it
+    replaces a pod at a time, maxUnavailable 1); None: as rendered."""
 
 
 def canary_name(name: str) -> str:
@@ -149,36 +170,6 @@ def render_http_route(
         "metadata": metadata,
         "spec": spec,
     }
-
-
-def render_canary_objects(
-    *,
-    stable: dict[str, Any],
-    service: dict[str, Any],
-    gateway: GatewaySpec | None,
-    canary: dict[str, Any] | None = None,
-    split: PodSplit | None = None,
-    weight: int = 0,
-    stable_replicas_from_hpa: bool = False,
-) -> list[dict[str, Any]]:
-    """Every object of strategy Canary, in apply order, canary running or not.
-
-    ``stable`` is the rendered Deployment of the last Available revision, ``canary`` that of
-    the new one (None between canaries: the reconciler deletes ``NAME-canary``), ``service``
-    the rendered Service ``NAME``. ``split`` (from ``canary.split_pods``) sets the replicas;
-    with ``stable_replicas_from_hpa`` the stable side keeps the HPA's. The HTTPRoute exists
-    only with a gateway, and carries ``weight`` (0 between canaries).
-    """
-    if canary is not None and split is None:
-        raise ValueError("a running canary needs its pod split")
-    stable_replicas = None if stable_replicas_from_hpa or split is None else split.stable
-    objects = [render_stable_deployment(stable, stable_replicas)]
-    if canary is not None and split is not None:
-        objects.append(render_canary_deployment(canary, split.canary))
-    objects += render_track_services(service)
-    if gateway is not None:
-        objects.append(render_http_route(service, gateway, weight if canary is not None else 0))
-    return objects
 
 
 def render_service_route(service: dict[str, Any], gateway: GatewaySpec) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 
 Given the canary spec, ``status.canary``, the measurements of this reconciliation (if
 analysis ran) and *now*, :func:`decide` returns one decision with the status to write.
-:func:`split_pods` says how many pods each side runs. The reconciler does the rest: it
-measures (``flux_operator.analysis``), applies what the decision implies, writes the status.
+``canary_pods`` says how many pods each side runs. The reconciler does the rest: it
+measures (``flux_operator.prometheus``), applies what the decision implies, writes the
+status.
 """
 
 from __future__ import annotations
@@ -11,80 +12,77 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Literal
 
-from flux_operator.canary_status import CanaryStatus, Measurement, MeasurementOutcome
-from flux_operator.spec_rollout import CanaryMetric, CanarySpec, parse_duration
-
-PROMOTE_ANNOTATION = "fluxserve.dev/canary-promote"
-"""Set to the canary's release (``python -m flux_operator promote NAME``): promote now."""
-ABORT_ANNOTATION = "fluxserve.dev/canary-abort"
-"""Set to the canary's release (``python -m flux_operator abort NAME``): abort now."""
+from flux_operator.render import ABORT_ANNOTATION, PROMOTE_ANNOTATION
+from flux_operator.spec import (
+    CanaryMetric,
+    CanarySpec,
+    CanaryStatus,
+    Measurement,
+    MeasurementOutcome,
+    parse_duration,
+    parse_time,
+    rfc3339,
+)
 
 ManualRequest = Literal["promote", "abort"]
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 # --- decisions ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Hold:
+class _Decided:
+    status: CanaryStatus
+    """``status.canary`` after the decision."""
+
+
+@dataclass(frozen=True)
+class Hold(_Decided):
     """Keep the step in force; look again at ``until`` (or at the next analysis)."""
 
-    status: CanaryStatus
     reason: str
     until: datetime | None = None
 
 
 @dataclass(frozen=True)
-class Inconclusive:
-    """A measurement could not be made (Prometheus unreachable, no data): neither promote
-    nor abort; the reason belongs in a condition."""
-
-    status: CanaryStatus
-    reason: str
+class Inconclusive(Hold):
+    """A hold because a measurement could not be made (Prometheus unreachable, no data):
+    neither promote nor abort; the reason belongs in a condition."""
 
 
 @dataclass(frozen=True)
-class WaitForPromote:
+class WaitForPromote(_Decided):
     """The step has no pause: hold until ``promote`` (analysis still runs and may abort)."""
 
-    status: CanaryStatus
     step: int
+    """The step that waits."""
 
 
 @dataclass(frozen=True)
-class Advance:
-    """Go to step ``step``: the canary takes ``weight`` percent of the traffic."""
+class Advance(_Decided):
+    """Go to the next step."""
 
-    status: CanaryStatus
     step: int
+    """The step now in force."""
     weight: int
+    """The canary's share of the traffic from now on, percent."""
 
 
 @dataclass(frozen=True)
-class Promote:
+class Promote(_Decided):
     """The stable Deployment takes the canary's revision; then the canary is removed."""
 
-    status: CanaryStatus
     manual: bool
 
 
 @dataclass(frozen=True)
-class Abort:
+class Abort(_Decided):
     """Canary to zero, all traffic to stable, the revision recorded as failed. ``metric``,
     ``value`` and ``bound`` are set when a measurement caused it (None for a manual abort)."""
 
-    status: CanaryStatus
     message: str
     metric: str | None = None
     value: float | None = None
@@ -223,37 +221,49 @@ def decide(
     if request == "promote":
         message = f"canary {status.release} promoted by request at step {status.step}"
         return Promote(_ended(status, "Promoting", 100, message), manual=True)
+    if measurements is None:
+        return _step_decision(canary, status, now, "")
+    judged = _judge_round(canary, status, measurements, now)
+    if not isinstance(judged, tuple):
+        return judged
+    status, failed_within_limit = judged
+    return _step_decision(canary, status, now, failed_within_limit)
 
-    failed_within_limit = ""
-    if measurements is not None:
-        status = status.model_copy(
-            update={"measurements": list(measurements), "last_analysis_at": rfc3339(now)}
-        )
-        failed = [m for m in measurements if m.outcome == "Failed"]
+
+def _judge_round(
+    canary: CanarySpec, status: CanaryStatus, measurements: Sequence[Measurement], now: datetime
+) -> Abort | Inconclusive | tuple[CanaryStatus, str]:
+    """Rules 3 and 4: the round recorded in the status, and an abort or an inconclusive
+    hold; else the status and, when a failure is still tolerated, what failed."""
+    status = status.model_copy(
+        update={"measurements": list(measurements), "last_analysis_at": rfc3339(now)}
+    )
+    failed = [m for m in measurements if m.outcome == "Failed"]
+    if not failed:
         inconclusive = [m for m in measurements if m.outcome == "Inconclusive"]
-        if failed:
-            failures = status.failures + 1
-            status = status.model_copy(update={"failures": failures})
-            limit = canary.analysis.failure_limit if canary.analysis is not None else 0
-            first = failed[0]
-            detail = f"{first.metric} = {first.value:g}, bound {first.bound()}"
-            if failures > limit:
-                message = (
-                    f"canary {status.release} aborted: {detail} "
-                    f"({failures} failed measurements, failureLimit {limit})"
-                )
-                return Abort(
-                    _ended(status, "Aborted", 0, message),
-                    message,
-                    metric=first.metric,
-                    value=first.value,
-                    bound=first.bound(),
-                )
-            failed_within_limit = f"{detail} ({failures} of {limit} failures tolerated)"
-        elif inconclusive:
-            reason = "; ".join(f"{m.metric}: {m.reason}" for m in inconclusive)
-            return Inconclusive(status.model_copy(update={"message": reason}), reason)
+        if not inconclusive:
+            return status, ""
+        reason = "; ".join(f"{m.metric}: {m.reason}" for m in inconclusive)
+        return Inconclusive(status.model_copy(update={"message": reason}), reason)
+    failures = status.failures + 1
+    status = status.model_copy(update={"failures": failures})
+    limit = canary.analysis.failure_limit if canary.analysis is not None else 0
+    first = failed[0]
+    detail = f"{first.metric} = {first.value:g}, bound {first.bound()}"
+    if failures <= limit:
+        return status, f"{detail} ({failures} of {limit} failures tolerated)"
+    message = (
+        f"canary {status.release} aborted: {detail} "
+        f"({failures} failed measurements, failureLimit {limit})"
+    )
+    ended = _ended(status, "Aborted", 0, message)
+    return Abort(ended, message, metric=first.metric, value=first.value, bound=first.bound())
 
+
+def _step_decision(
+    canary: CanarySpec, status: CanaryStatus, now: datetime, failed_within_limit: str
+) -> Decision:
+    """Rules 5 to 8: wait for promote, hold the step, advance or promote."""
     step = canary.steps[status.step]
     if step.pause is None:
         message = failed_within_limit or f"step {status.step} waits for promote"
@@ -292,50 +302,3 @@ def _ended(status: CanaryStatus, phase: str, weight: int, message: str) -> Canar
     return status.model_copy(
         update={"phase": phase, "weight": weight, "step_ends_at": None, "message": message}
     )
-
-
-# --- pods ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PodSplit:
-    stable: int
-    canary: int
-
-    @property
-    def canary_share(self) -> int:
-        """Percent of the shared Service's endpoints that are canary pods: the traffic the
-        canary gets without a Gateway (kube-proxy balances per connection, not per weight)."""
-        total = self.stable + self.canary
-        return 0 if total == 0 else round(100 * self.canary / total)
-
-
-def split_pods(total: int, weight: int, max_surge: int) -> PodSplit:
-    """Pods per side while the canary holds ``weight`` percent.
-
-    ``total`` is the pods the service runs outside a canary: ``spec.replicas``, or with
-    autoscaling the HPA's ``status.desiredReplicas`` (the total it asks for, computed from
-    the load on both sides, since the shared selector covers both tracks).
-
-    - The canary gets ``ceil(total * weight / 100)`` pods, at least 1 when ``weight > 0``.
-    - ``max_surge >= 1``: up to ``max_surge`` of those are extra; the stable side gives up
-      the rest, so ``stable + canary <= total + max_surge`` at every step.
-    - ``max_surge == 0``: the stable side gives up exactly the canary's pods
-      (``stable + canary == total``) but always keeps one while ``weight < 100``, so the
-      canary may get fewer pods than its weight says (``total >= 2`` is required).
-    - ``weight == 0`` or ``total == 0``: no canary pods.
-
-    With autoscaling the HPA alone writes the stable Deployment's replicas, so ``stable``
-    does not apply: ``flux_operator.reconcile.canary_pods.pod_counts`` says how the
-    HPA's count is shared (the canary's pods capped at ``max_surge``, or, at 0, taken from
-    the stable side by lowering the HPA's bounds).
-    """
-    if total <= 0 or weight <= 0:
-        return PodSplit(stable=max(total, 0), canary=0)
-    canary = max(1, math.ceil(total * min(weight, 100) / 100))
-    if max_surge >= 1:
-        extra = min(max_surge, canary)
-        return PodSplit(stable=total - canary + extra, canary=canary)
-    if weight < 100:
-        canary = min(canary, total - 1)
-    return PodSplit(stable=total - canary, canary=canary)

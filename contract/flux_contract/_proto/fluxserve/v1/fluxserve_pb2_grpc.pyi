@@ -4,8 +4,9 @@ isort:skip_file
 The fluxserve wire contract: text-to-image generation, image editing and visual
 question answering with FLUX on one server.
 
-Python stubs are generated into client/flux_client/_proto by `make proto`; the
-public module flux_client.wire re-exports them with the error table.
+Python stubs are generated into contract/flux_contract/_proto by `make proto`; the
+public module flux_contract.wire (flux_client.wire for SDK users) re-exports them
+with the error table.
 
 Conventions every RPC follows:
 - Authentication: metadata `authorization: Bearer <api key>` when the server
@@ -22,13 +23,13 @@ Conventions every RPC follows:
   names the offending request field (e.g. `width`) when there is one; and a
   `google.rpc.RetryInfo` with the backoff advice on RESOURCE_EXHAUSTED. The status
   message is human-readable. Each reason has one gRPC code and one HTTP status
-  (listed below; `flux_client.wire.REASONS` holds the same table).
+  (listed below; `flux_contract.reasons.REASONS` holds the same table).
 - Every response carries `request_id`; the same id appears in the server's logs.
 - Unset optional fields take the style preset's value, then the server default.
 """
 
 from collections import abc as _abc
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as _fluxserve_pb2
+from flux_contract._proto.fluxserve.v1 import fluxserve_pb2 as _fluxserve_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc

@@ -1,24 +1,19 @@
 """``status.canary``: the canary now running (or the last one, until the spec changes), as
-``flux_operator.canary.decide`` writes it."""
+``flux_operator.reconcile.canary_decision.decide`` writes it."""
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import Field
 
-
-class _Model(BaseModel):
-    # Read back leniently, as the rest of the status: other writers may add keys.
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
-
+from flux_operator.spec.base import _StatusModel
 
 MeasurementOutcome = Literal["Passed", "Failed", "Inconclusive"]
 CanaryPhase = Literal["Starting", "Progressing", "Paused", "Promoting", "Promoted", "Aborted"]
 
 
-class Measurement(_Model):
+class Measurement(_StatusModel):
     """One metric measured once."""
 
     metric: str = Field(description="Metric name.")
@@ -40,7 +35,7 @@ class Measurement(_Model):
         return f"min {self.min:g}" if self.min is not None else "none"
 
 
-class CanaryStatus(_Model):
+class CanaryStatus(_StatusModel):
     """The canary now running (or the last one, until the spec changes)."""
 
     release: str = Field(description="Release the canary runs.")

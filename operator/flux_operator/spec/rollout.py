@@ -1,21 +1,22 @@
-"""Canary releases and the Gateway API route as pydantic models: ``spec.rollout.strategy``,
+"""Canary releases and the Gateway API route: ``spec.rollout.strategy``,
 ``spec.rollout.canary`` and ``spec.gateway`` (``status.canary`` is in ``canary_status``).
 
 The CRD is generated from these models like the rest of the spec: descriptions become
 ``kubectl explain``, bounds and CEL rules are enforced by the API server. What a schema
 cannot say (weights that rise, a PromQL query that parses, settings that only make sense
-together with other parts of the spec) is checked by :func:`validate_canary`, whose problems
-name the field and become a ``Degraded`` condition.
+together with other parts of the spec) is checked by
+``flux_operator.validation.validate_canary``, whose problems name the field and become a
+``Degraded`` condition.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Literal
 
-import promql_parser
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
+
+from flux_operator.spec.base import _cel, _Model
 
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 """A Go/CEL duration without fractions (``30s``, ``10m``, ``1h30m``): the form CEL's
@@ -25,11 +26,10 @@ _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
 
 BUILTIN_METRICS = ("error-ratio", "p95-latency-seconds")
-"""Metric names with a query written by fluxserve (see ``flux_operator.analysis``)."""
+"""Metric names with a query written by fluxserve (see ``flux_operator.reconcile.analysis``)."""
 
 METRIC_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
-K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 MIN_INTERVAL_SECONDS = 10
 
 
@@ -38,15 +38,6 @@ def parse_duration(text: str) -> float:
     if not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration such as 30s, 10m or 1h30m")
     return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
-
-
-def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": [{"rule": r, "message": m} for r, m in rules]}
-
-
-class _Model(BaseModel):
-    # The same conventions as flux_operator.spec: camelCase on the wire, unknown keys refused.
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
 Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
@@ -269,76 +260,3 @@ SPEC_CEL_RULES: tuple[tuple[str, str], ...] = (
     ),
 )
 """CEL rules for the root of ``FluxDeploymentSpec`` (they read ``replicas``)."""
-
-
-# --- what a schema cannot say -------------------------------------------------------------
-
-
-class _AutoscalingLike(Protocol):
-    min_replicas: int
-
-
-class SpecWithCanary(Protocol):
-    """The parts of ``FluxDeploymentSpec`` the canary checks read."""
-
-    @property
-    def replicas(self) -> int: ...
-    @property
-    def autoscaling(self) -> _AutoscalingLike | None: ...
-    @property
-    def rollout(self) -> CanaryRolloutFields: ...
-
-
-def _query_problem(query: str) -> str | None:
-    filled = query
-    for placeholder, sample in (
-        ("{{release}}", "v1"),
-        ("{{namespace}}", "ns"),
-        ("{{name}}", "name"),
-        ("{{interval}}", "1m"),
-    ):
-        filled = filled.replace(placeholder, sample)
-    try:
-        promql_parser.parse(filled)
-    except Exception as exc:  # the parser raises ValueError or its own error types
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return None
-
-
-def validate_canary(spec: SpecWithCanary) -> list[str]:
-    """Problems (``field: message``) of a spec the CRD accepted but no canary can run.
-
-    Empty for ``strategy: RollingUpdate``. Each names the field, as ``spec_problems`` does.
-    """
-    rollout = spec.rollout
-    canary = rollout.canary
-    if rollout.strategy != "Canary" or canary is None:
-        return []
-    problems: list[str] = []
-    previous = 0
-    for i, step in enumerate(canary.steps):
-        if step.weight < previous:
-            problems.append(
-                f"spec.rollout.canary.steps[{i}].weight: {step.weight} is below the previous "
-                f"step's {previous}; weights must rise"
-            )
-        previous = max(previous, step.weight)
-    if canary.analysis is not None:
-        for i, metric in enumerate(canary.analysis.metrics):
-            if metric.query is not None:
-                problem = _query_problem(metric.query)
-                if problem is not None:
-                    problems.append(
-                        f"spec.rollout.canary.analysis.metrics[{i}].query: not PromQL: {problem}"
-                    )
-    if spec.autoscaling is None and spec.replicas == 0:
-        problems.append("spec.replicas: strategy Canary needs replicas > 0 (or autoscaling)")
-    elif canary.max_surge == 0:
-        pods = spec.replicas if spec.autoscaling is None else spec.autoscaling.min_replicas
-        field = "spec.replicas" if spec.autoscaling is None else "spec.autoscaling.minReplicas"
-        if pods < 2:
-            problems.append(
-                f"spec.rollout.canary.maxSurge: 0 carves the canary out of the current pods, "
-                f"which needs {field} >= 2 (one stable pod stays); got {pods}"
-            )
-    return problems
