@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flux_client.presets import StylePreset
+from flux_contract.presets import StylePreset
 from flux_server.errors import InvalidRequest, UnknownName
 from flux_server.execution.inputs import MAX_SEED, TextToImage, seeds_from
 from flux_server.settings import ServerSettings

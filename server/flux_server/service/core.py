@@ -15,7 +15,7 @@ import os
 import socket
 from typing import Any
 
-from flux_client.presets import StylePreset
+from flux_contract.presets import StylePreset
 from flux_server.admission.auth import Principal
 from flux_server.admission.cache import ResultCache
 from flux_server.admission.gate import Admission, AuditSink, ContentPolicy, KeyChecker, Trail
