@@ -21,14 +21,11 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from flux_contract.wire import (
-    AUTHORIZATION_METADATA,
-    REQUEST_ID_METADATA,
     SERVICE_NAME,
-    to_grpc_status,
 )
+from flux_server.api.grpc.calls import Calls, call_context
 from flux_server.errors import MalformedRequest, ServeError, Unauthenticated, status_of
 from flux_server.memory import Trimmer
-from flux_server.requests.context import CallContext, new_request_id
 from flux_server.service.core import GenerationService
 
 log = logging.getLogger(__name__)
@@ -38,18 +35,12 @@ OPEN_METHODS = frozenset({"ListPresets"})
 too)."""
 
 
-def _metadata(details: grpc.HandlerCallDetails, key: str) -> str | None:
-    for entry_key, value in details.invocation_metadata or ():
-        if entry_key == key:
-            return value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return None
-
-
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     """Key before decode, and a clean error for bytes that do not decode."""
 
     def __init__(self, service: GenerationService) -> None:
         self.service = service
+        self.calls = Calls(service)
         self.trimmer = Trimmer()
 
     async def intercept_service(
@@ -104,22 +95,11 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
     def _refusal(self, details: grpc.HandlerCallDetails) -> ServeError | None:
         """The key's error (None when it is valid or the server is open)."""
-        keys = self.service.keys
-        if keys is None:
-            return None
         try:
-            self.service.authenticate(self._context(details, ""))
+            self.service.authenticate(call_context(details.invocation_metadata, ""))
         except ServeError as error:
             return error
         return None
-
-    def _context(self, details: grpc.HandlerCallDetails, method: str) -> CallContext:
-        given = _metadata(details, REQUEST_ID_METADATA) or ""
-        return CallContext(
-            endpoint=f"grpc:{method}",
-            request_id=given if 0 < len(given) <= 128 else new_request_id(),
-            authorization=_metadata(details, AUTHORIZATION_METADATA),
-        )
 
     async def _abort(
         self,
@@ -129,11 +109,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         error: ServeError,
     ) -> None:
         """End the call as the servicer would: audited, counted, the rich status."""
-        ctx = self._context(details, method)
-        status = status_of(error)
-        self.service.audit_refusal(ctx, error, status.http)
-        self.service.metrics.requests.labels(endpoint=ctx.endpoint, code=status.grpc).inc()
+        ctx = call_context(details.invocation_metadata, method)
+        self.service.metrics.requests.labels(
+            endpoint=ctx.endpoint, code=status_of(error).grpc
+        ).inc()
         if isinstance(error, Unauthenticated):
             log.info("unauthenticated call refused", extra={"request_id": ctx.request_id})
-        rich = to_grpc_status(error.to_wire(ctx.request_id))
-        await context.abort(rich.code, rich.details, rich.trailing_metadata)
+        await self.calls.abort(context, ctx, error)

@@ -37,8 +37,8 @@ def operation_routes(service: GenerationService) -> APIRouter:
         responses={503: {"description": "Loading, draining, or the audit log cannot be written."}},
     )
     async def readyz() -> JSONResponse:
-        if service.ready and service.engine is not None:
-            info = service.engine.info
+        info = service.model_info()
+        if info is not None:
             return JSONResponse(
                 {
                     "status": "ready",
