@@ -84,7 +84,7 @@ class AuditRecord(BaseModel):
     decision: Decision
     reason: str | None = Field(
         default=None,
-        description='Why: "blocklist", "minor_sexual", "classifier", "unauthenticated", '
+        description='Why: "blocklist", "minor_sexual", "hate", "classifier", "unauthenticated", '
         '"priority_denied" '
         "(served in the normal lane), or the error code of a failed request.",
     )

@@ -4,12 +4,18 @@ The format is described in ``data/blocklist.txt``, the first of the lists that s
 language, ``data/blocklist.*.txt``) and that ``--blocklist FILE`` extends:
 
 * ``word`` or ``a phrase`` — whole words only, with an optional plural ``-s``/``-es``;
-  a term in a script written without spaces (Chinese, Japanese, Korean) is matched
-  anywhere, as words there are not separated;
-* ``word*`` — any word starting with ``word``;
+  a term in a script written without spaces (Chinese, Japanese, Korean, Thai) is matched
+  anywhere, as words there are not separated; an Arabic term may carry the clitics
+  Arabic writes onto a word ("و", "ب", "ال", ...);
+* ``word*`` — any word starting with ``word``; inside a phrase, any word starting with
+  it in that place (``nackt* baum*``: "nackter Baum", "nackte Bäume");
 * ``re:PATTERN`` — a regular expression searched in the normalised prompt;
 * ``minor:ENTRY`` — a word, prefix or pattern that names a minor or an age under 18;
 * ``sexual:ENTRY`` — sexual context: refused together with a minor term, allowed alone;
+* ``group:ENTRY`` — a group protected by the hate policy (a religion, an ethnicity, a
+  nationality, a sexual orientation or gender identity, a disability);
+* ``hate:ENTRY`` — dehumanising or violent framing ("as rats", "exterminate"): refused
+  together with a group term, allowed alone;
 * ``!entry`` — removes an entry listed before it (exact text);
 * ``+a phrase`` — an innocent phrase blanked out before matching ("+naked mole rat");
 * blank lines and ``#`` comments are ignored.
@@ -23,6 +29,8 @@ from importlib import resources
 from typing import Literal
 
 from flux_server.safety_text import (
+    ARABIC,
+    ARABIC_CLITICS,
     CJK,
     GLYPH,
     LEET,
@@ -30,6 +38,7 @@ from flux_server.safety_text import (
     WORD_CHAR,
     Views,
     fold,
+    is_mark,
     normalise,
     views,
 )
@@ -40,8 +49,11 @@ REMOVE_PREFIX = "!"
 ALLOW_PREFIX = "+"
 MINOR_PREFIX = "minor:"
 SEXUAL_PREFIX = "sexual:"
+GROUP_PREFIX = "group:"
+HATE_PREFIX = "hate:"
+PAIR_PREFIXES = (MINOR_PREFIX, SEXUAL_PREFIX, GROUP_PREFIX, HATE_PREFIX)
 
-ListReason = Literal["blocklist", "minor_sexual"]
+ListReason = Literal["blocklist", "minor_sexual", "hate"]
 
 
 class BlocklistError(ValueError):
@@ -68,8 +80,10 @@ def _word_parts(word: str, ending: str | None) -> tuple[str, str]:
         # A doubled letter must stay doubled ("ass" is not "as"), more is allowed.
         solid.append(f"{cls}+" if count == 1 else f"{cls}{{{count},}}")
         # Spelled out, a letter may repeat only a little: an unbounded repeat would make
-        # "a a a a ..." cost quadratic time, as every letter is a possible start.
-        spelled.append(f" {cls}(?: {cls}){{{count - 1},{count + 1}}}")
+        # "a a a a ..." cost quadratic time, as every letter is a possible start. A mark
+        # ("ं") is spelled with its letter, not apart from it.
+        space = "" if is_mark(letter) else " "
+        spelled.append(f"{space}{cls}(?:{space}{cls}){{{count - 1},{count + 1}}}")
     solid_rx, spelled_rx = "".join(solid), "".join(spelled)
     if ending == "prefix":
         solid_rx += f"(?:{GLYPH})*"
@@ -84,18 +98,30 @@ def _term_parts(term: str) -> tuple[bool, str, str]:
     """A blocklist word or phrase as ``(bounded, first, rest)`` over a spaced view:
     bounded by whole words in alphabetic scripts, a substring (spaces between characters
     allowed) in CJK ones."""
-    prefix = term.endswith("*")
-    words = NOT_GLYPH_RUN.sub(" ", normalise(term.rstrip("*"))).split()
     if CJK.search(term):
+        words = NOT_GLYPH_RUN.sub(" ", normalise(term.rstrip("*"))).split()
         chars = "".join(words)
         return False, re.escape(chars[0]), "".join(f" ?{re.escape(ch)}" for ch in chars[1:])
-    last = len(words) - 1
-    parts = [
-        _word_parts(word, ("prefix" if prefix else "plural") if i == last else None)
-        for i, word in enumerate(words)
-    ]
+    # A "*" that ends a word of the entry makes that word a prefix; the last word of a
+    # phrase without one may take a plural ending.
+    written = term.split()
+    words = [NOT_GLYPH_RUN.sub(" ", normalise(w.rstrip("*"))).split() for w in written]
+    flat: list[tuple[str, str | None]] = []
+    for index, (raw, pieces) in enumerate(zip(written, words, strict=True)):
+        last_piece = len(pieces) - 1
+        for i, piece in enumerate(pieces):
+            ending = None
+            if i == last_piece and raw.endswith("*"):
+                ending = "prefix"
+            elif i == last_piece and index == len(written) - 1:
+                ending = "plural"
+            flat.append((piece, ending))
+    parts = [_word_parts(word, ending) for word, ending in flat]
     rest = parts[0][1] + "".join(f" ?{first}{tail}" for first, tail in parts[1:])
-    return True, parts[0][0], rest
+    first = parts[0][0]
+    if ARABIC.match(flat[0][0]):
+        first = ARABIC_CLITICS + first
+    return True, first, rest
 
 
 def _bounded(rx: str) -> str:
@@ -187,8 +213,9 @@ def _split(entries: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 class Blocklist:
-    """Compiled entries: blocked terms and ``re:`` patterns, the minors rule's minor and
-    sexual-context entries (each written like a blocked one), allowed phrases."""
+    """Compiled entries: blocked terms and ``re:`` patterns, the two rules that refuse a
+    pair (a minor with sexual context; a protected group with dehumanising or violent
+    framing), each half written like a blocked entry, and allowed phrases."""
 
     def __init__(
         self,
@@ -197,19 +224,25 @@ class Blocklist:
         allowed: Sequence[str] = (),
         minor: Sequence[str] = (),
         sexual: Sequence[str] = (),
+        group: Sequence[str] = (),
+        hate: Sequence[str] = (),
     ) -> None:
         self.terms = tuple(terms)
         self.patterns = tuple(patterns)
         self.allowed = tuple(allowed)
         self.minor = tuple(minor)
         self.sexual = tuple(sexual)
+        self.group = tuple(group)
+        self.hate = tuple(hate)
         self._allow = re.compile(_terms_regex(self.allowed)[0]) if allowed else None
         self._blocked = _Matcher(self.terms, self.patterns)
-        self._minor = _Matcher(*_split(self.minor))
-        self._sexual = _Matcher(*_split(self.sexual))
+        self._pairs: tuple[tuple[ListReason, _Matcher, _Matcher], ...] = (
+            ("minor_sexual", _Matcher(*_split(self.minor)), _Matcher(*_split(self.sexual))),
+            ("hate", _Matcher(*_split(self.group)), _Matcher(*_split(self.hate))),
+        )
 
     def __len__(self) -> int:
-        return len(self._blocked) + len(self._minor) + len(self._sexual)
+        return len(self._blocked) + sum(len(a) + len(b) for _, a, b in self._pairs)
 
     def find(self, text: str) -> str | None:
         """The first blocked entry (as written in the list) that the text matches."""
@@ -217,8 +250,8 @@ class Blocklist:
 
     def check(self, text: str) -> tuple[ListReason, str] | None:
         """``(reason, matched)`` for a refused text, else None. The minors rule comes
-        first (reason ``minor_sexual``, matched ``"MINOR + SEXUAL"``), then the blocklist
-        (reason ``blocklist``, matched the entry)."""
+        first (reason ``minor_sexual``, matched ``"MINOR + SEXUAL"``), then the hate rule
+        (``hate``, ``"GROUP + HATE"``), then the blocklist (``blocklist``, the entry)."""
         # Blanking allowed phrases only takes text away, so a prompt that matches nothing
         # with them in place is allowed without paying for the (long) allow-list search.
         if self._allow is None or self._refusal(views(text)) is not None:
@@ -226,20 +259,24 @@ class Blocklist:
         return None
 
     def _refusal(self, seen: Views) -> tuple[ListReason, str] | None:
-        if len(self._minor) and len(self._sexual):
-            minor = self._minor.first(seen)
-            if minor is not None:
-                sexual = self._sexual.first(seen)
-                if sexual is not None:
-                    return "minor_sexual", f"{minor} + {sexual}"
+        for reason, who, what in self._pairs:
+            if len(who) and len(what):
+                named = who.first(seen)
+                if named is not None:
+                    framed = what.first(seen)
+                    if framed is not None:
+                        return reason, f"{named} + {framed}"
         blocked = self._blocked.first(seen)
         return ("blocklist", blocked) if blocked is not None else None
 
 
 def _kind_body(line: str) -> str:
-    """The entry without its ``!``, ``+``, ``minor:`` or ``sexual:`` prefix."""
+    """The entry without its ``!``, ``+``, ``minor:``, ``sexual:``, ``group:`` or
+    ``hate:`` prefix."""
     body = line.removeprefix(REMOVE_PREFIX).removeprefix(ALLOW_PREFIX)
-    return body.removeprefix(MINOR_PREFIX).removeprefix(SEXUAL_PREFIX)
+    for prefix in PAIR_PREFIXES:
+        body = body.removeprefix(prefix)
+    return body
 
 
 def parse_blocklist(lines: Iterable[str], source: str = "<blocklist>") -> list[str]:
@@ -296,9 +333,17 @@ def build_blocklist(entries: Sequence[str]) -> Blocklist:
             kept = [e for e in kept if e != removed]
         elif entry not in kept:
             kept.append(entry)
-    allowed = tuple(e[len(ALLOW_PREFIX) :] for e in kept if e.startswith(ALLOW_PREFIX))
-    minor = tuple(e[len(MINOR_PREFIX) :] for e in kept if e.startswith(MINOR_PREFIX))
-    sexual = tuple(e[len(SEXUAL_PREFIX) :] for e in kept if e.startswith(SEXUAL_PREFIX))
-    prefixes = (ALLOW_PREFIX, MINOR_PREFIX, SEXUAL_PREFIX)
-    terms, patterns = _split(e for e in kept if not e.startswith(prefixes))
-    return Blocklist(terms=terms, patterns=patterns, allowed=allowed, minor=minor, sexual=sexual)
+
+    def kind(prefix: str) -> tuple[str, ...]:
+        return tuple(e[len(prefix) :] for e in kept if e.startswith(prefix))
+
+    terms, patterns = _split(e for e in kept if not e.startswith((ALLOW_PREFIX, *PAIR_PREFIXES)))
+    return Blocklist(
+        terms=terms,
+        patterns=patterns,
+        allowed=kind(ALLOW_PREFIX),
+        minor=kind(MINOR_PREFIX),
+        sexual=kind(SEXUAL_PREFIX),
+        group=kind(GROUP_PREFIX),
+        hate=kind(HATE_PREFIX),
+    )
