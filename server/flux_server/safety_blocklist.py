@@ -23,6 +23,7 @@ language, ``data/blocklist.*.txt``) and that ``--blocklist FILE`` extends:
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -30,11 +31,12 @@ from typing import Literal
 
 from flux_server.safety_text import (
     ARABIC,
+    ARABIC_CLITIC_LETTERS,
     ARABIC_CLITICS,
     CJK,
-    GLYPH,
     LEET,
     NOT_GLYPH_RUN,
+    VIEW_GLYPH,
     WORD_CHAR,
     Views,
     fold,
@@ -60,11 +62,12 @@ class BlocklistError(ValueError):
     """A blocklist file that cannot be used; the message names the file and line."""
 
 
-def _word_parts(word: str, ending: str | None) -> tuple[str, str]:
+def _word_parts(word: str, ending: str | None, spelled_too: bool = True) -> tuple[str, str]:
     """One word of an entry as ``(first, rest)``, the regex for its first letter and for
-    the rest: written solid ("nude", "nuuude", "n00de") or spelled out a letter at a time
-    ("n u d e"); ``ending`` is "plural", "prefix" or None. Split so that many entries can
-    share one alternation keyed on their first letter, which a regex engine skips fast."""
+    the rest: written solid ("nude", "nuuude", "n00de") or, with ``spelled_too``, spelled
+    out a letter at a time ("n u d e"); ``ending`` is "plural", "prefix" or None. Split
+    so that many entries can share one alternation keyed on their first letter, which a
+    regex engine skips fast."""
     solid, spelled = [], []
     first = ""
     for index, letter_match in enumerate(re.finditer(r"(.)\1*", word)):
@@ -86,22 +89,27 @@ def _word_parts(word: str, ending: str | None) -> tuple[str, str]:
         spelled.append(f"{space}{cls}(?:{space}{cls}){{{count - 1},{count + 1}}}")
     solid_rx, spelled_rx = "".join(solid), "".join(spelled)
     if ending == "prefix":
-        solid_rx += f"(?:{GLYPH})*"
-        spelled_rx += f"(?: (?:{GLYPH}))*"
+        solid_rx += f"{VIEW_GLYPH}*"
+        spelled_rx += f"(?: {VIEW_GLYPH})*"
     elif ending == "plural":
         solid_rx += "(?:e?s)?"
         spelled_rx += "(?: e)?(?: s)?"
-    return first, f"(?:{solid_rx}|{spelled_rx})"
+    return first, f"(?:{solid_rx}|{spelled_rx})" if spelled_too else f"(?:{solid_rx})"
 
 
-def _term_parts(term: str) -> tuple[bool, str, str]:
-    """A blocklist word or phrase as ``(bounded, first, rest)`` over a spaced view:
-    bounded by whole words in alphabetic scripts, a substring (spaces between characters
-    allowed) in CJK ones."""
+TermKind = Literal["word", "arabic", "substring"]
+
+
+def _term_parts(term: str) -> tuple[TermKind, str, str, str]:
+    """A blocklist word or phrase as ``(kind, starts, first, rest)`` over a spaced view:
+    whole words in alphabetic scripts (``arabic``: clitics allowed before it), a
+    substring (spaces between characters allowed) in CJK and Thai; ``starts`` are the
+    characters a match can begin with, ``first`` the regex for its first letter."""
     if CJK.search(term):
         words = NOT_GLYPH_RUN.sub(" ", normalise(term.rstrip("*"))).split()
         chars = "".join(words)
-        return False, re.escape(chars[0]), "".join(f" ?{re.escape(ch)}" for ch in chars[1:])
+        rest = "".join(f" ?{re.escape(ch)}" for ch in chars[1:])
+        return "substring", chars[0], re.escape(chars[0]), rest
     # A "*" that ends a word of the entry makes that word a prefix; the last word of a
     # phrase without one may take a plural ending.
     written = term.split()
@@ -116,12 +124,15 @@ def _term_parts(term: str) -> tuple[bool, str, str]:
             elif i == last_piece and index == len(written) - 1:
                 ending = "plural"
             flat.append((piece, ending))
-    parts = [_word_parts(word, ending) for word, ending in flat]
+    # A phrase is matched as written: spelling a phrase out a letter at a time is not a
+    # disguise people use, and the spelled forms would double the regex, which costs
+    # compile and search time on every prompt.
+    spelled_too = len(flat) == 1
+    parts = [_word_parts(word, ending, spelled_too) for word, ending in flat]
     rest = parts[0][1] + "".join(f" ?{first}{tail}" for first, tail in parts[1:])
-    first = parts[0][0]
-    if ARABIC.match(flat[0][0]):
-        first = ARABIC_CLITICS + first
-    return True, first, rest
+    letter = flat[0][0][0]
+    kind: TermKind = "arabic" if ARABIC.match(letter) else "word"
+    return kind, LEET.get(letter, letter), parts[0][0], rest
 
 
 def _bounded(rx: str) -> str:
@@ -129,27 +140,50 @@ def _bounded(rx: str) -> str:
 
 
 def _terms_regex(terms: Sequence[str]) -> tuple[str, list[int]]:
-    """All entries in one regex, grouped by first letter: ``n(?:(ude)|(aked))``, so that
-    at each position of a prompt the engine tries a few groups, not every entry. Each
-    entry is one capturing group (entries have none of their own); the list returned
-    maps group ``g`` to the entry's index at ``[g - 1]``, so a match names its entry."""
-    groups: dict[tuple[bool, str], list[tuple[int, str]]] = {}
+    """All entries in one regex, grouped by first letter: ``n(?:(ude)|(aked))``, and the
+    groups by script behind a lookahead of the letters they start with, so that at each
+    position of a prompt the engine tries a few groups, not every entry. Each entry is
+    one capturing group (entries have none of their own); the list returned maps group
+    ``g`` to the entry's index at ``[g - 1]``, so a match names its entry."""
+    groups: dict[tuple[TermKind, str], list[tuple[int, str]]] = {}
+    starts: dict[tuple[TermKind, str], str] = {}
     for index, term in enumerate(terms):
-        bounded, first, rest = _term_parts(term)
-        groups.setdefault((bounded, first), []).append((index, rest))
+        kind, letters, first, rest = _term_parts(term)
+        groups.setdefault((kind, first), []).append((index, rest))
+        starts[(kind, first)] = letters
     owner: list[int] = []
     parts = []
-    for bounded in (True, False):
-        alternatives = []
-        for (kind, first), members in groups.items():
-            if kind is bounded:
-                owner += [index for index, _ in members]
-                rests = "|".join(f"({rest})" for _, rest in members)
-                alternatives.append(f"{first}(?:{rests})")
-        if alternatives:
-            either = "|".join(alternatives)
-            parts.append(_bounded(either) if bounded else either)
+    for kind in ("word", "arabic", "substring"):
+        # One bucket a block of 128 code points: a script, give or take.
+        buckets: dict[int, tuple[set[str], list[str]]] = {}
+        for (group_kind, first), members in groups.items():
+            if group_kind != kind:
+                continue
+            letters = starts[(kind, first)]
+            chars, alternatives = buckets.setdefault(ord(letters[0]) >> 7, (set(), []))
+            chars.update(letters)
+            owner += [index for index, _ in members]
+            rests = "|".join(f"({rest})" for _, rest in members)
+            alternatives.append(f"{first}(?:{rests})")
+        if not buckets:
+            continue
+        lead = ARABIC_CLITIC_LETTERS if kind == "arabic" else ""
+        either = "|".join(
+            f"(?=[{re.escape(''.join(sorted(chars)) + lead)}])"
+            f"{ARABIC_CLITICS if kind == 'arabic' else ''}(?:{'|'.join(alternatives)})"
+            for chars, alternatives in buckets.values()
+        )
+        parts.append(either if kind == "substring" else _bounded(either))
     return "|".join(parts), owner
+
+
+@functools.lru_cache(maxsize=16)
+def _compiled_terms(terms: tuple[str, ...]) -> tuple[re.Pattern[str], tuple[int, ...]]:
+    """``_terms_regex`` compiled, once a process for the same entries: the default lists
+    make regexes of hundreds of kilobytes that take seconds to compile, and a process
+    (or a test session) builds the same filter more than once."""
+    regex, owner = _terms_regex(terms)
+    return re.compile(regex), tuple(owner)
 
 
 def _fold_pattern(pattern: str) -> str:
@@ -180,8 +214,9 @@ class _Matcher:
         self.patterns = tuple(patterns)
         # One alternation for all terms (and one for all patterns), so a check is a
         # couple of regex searches however long the list is.
-        regex, self._owner = _terms_regex(self.terms)
-        self._any_term = re.compile(regex) if terms else None
+        regex, owner = _compiled_terms(self.terms)
+        self._owner = list(owner)
+        self._any_term = regex if terms else None
         self._pattern_rx = [re.compile(_fold_pattern(p)) for p in self.patterns]
         self._any_pattern = _any_pattern(self._pattern_rx)
 
@@ -234,7 +269,7 @@ class Blocklist:
         self.sexual = tuple(sexual)
         self.group = tuple(group)
         self.hate = tuple(hate)
-        self._allow = re.compile(_terms_regex(self.allowed)[0]) if allowed else None
+        self._allow = _compiled_terms(self.allowed)[0] if allowed else None
         self._blocked = _Matcher(self.terms, self.patterns)
         self._pairs: tuple[tuple[ListReason, _Matcher, _Matcher], ...] = (
             ("minor_sexual", _Matcher(*_split(self.minor)), _Matcher(*_split(self.sexual))),
