@@ -92,7 +92,17 @@ class AuditRecord(BaseModel):
         default=None,
         description="What decided it: the blocklist entry or the classifier label that matched.",
     )
-    status: int | None = Field(default=None, description="HTTP status sent (gRPC mapped to HTTP).")
+    status: int | None = Field(
+        default=None,
+        description="HTTP status sent (gRPC mapped to HTTP); none on the line written when "
+        "a request is admitted, before its answer is known.",
+    )
+    outcome: Literal["accepted", "failed"] | None = Field(
+        default=None,
+        description='"accepted": the line written when a request is admitted, before any '
+        'work (no status yet); "failed": the final line of an admitted request that then '
+        "ended in an error (its status is the one sent). A request served has no second line.",
+    )
     latency_ms: float | None = None
     cache_hit: bool = False
     job_id: str | None = Field(
