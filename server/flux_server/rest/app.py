@@ -20,11 +20,12 @@ from flux_server.rest.experiments import experiment_routes
 from flux_server.rest.generation import generation_routes
 from flux_server.rest.jobs import job_routes
 from flux_server.rest.middleware import BodyLimit, RequestMetrics
-from flux_server.rest.openapi import hoist_defs
+from flux_server.rest.openapi import hoist_defs, with_vqa_token_limit
 from flux_server.rest.operations import operation_routes
 from flux_server.rest.uploads import upload_routes
 from flux_server.rest.wire import error_response, went_away
 from flux_server.service import GenerationService
+from flux_server.vqa import answer_token_limit
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,10 @@ def create_app(service: GenerationService) -> FastAPI:
     generated_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        # Every $ref of the request bodies resolves within the document.
-        return hoist_defs(generated_openapi())
+        # Every $ref of the request bodies resolves within the document; /vqa's token
+        # budget is the loaded model's (read on every call: the model loads after start).
+        spec = hoist_defs(generated_openapi())
+        return with_vqa_token_limit(spec, answer_token_limit(service.vqa_model))
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.asgi = RequestMetrics(

@@ -8,6 +8,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flux_client.experiment_report import ExperimentsCounts
+from flux_client.names import MAX_NAME_LENGTH
+from flux_server.feedback import MAX_REQUEST_ID
 from flux_server.params import validation_error
 from flux_server.rest.openapi import ERROR_RESPONSES
 from flux_server.rest.wire import context_from, json_body, refuse_query
@@ -19,9 +21,21 @@ class FeedbackBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(description="The served request's id (X-Request-Id).")
-    event: str = Field(description="A free-form event name, e.g. like, download, share.")
-    value: float = Field(1.0, description="1: the event happened; between 0 and 1.")
+    # The limits are checked by feedback.check_feedback (its messages name them); the
+    # schema says them so that it accepts only what the server does.
+    request_id: str = Field(
+        description="The served request's id (X-Request-Id).",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_REQUEST_ID},
+    )
+    event: str = Field(
+        description="A free-form event name, e.g. like, download, share.",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_NAME_LENGTH},
+    )
+    value: float = Field(
+        1.0,
+        description="1: the event happened; between 0 and 1.",
+        json_schema_extra={"minimum": 0, "maximum": 1},
+    )
 
 
 class FeedbackAnswer(BaseModel):

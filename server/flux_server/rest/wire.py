@@ -218,6 +218,9 @@ async def form_fields(request: Request) -> tuple[dict[str, Any], dict[str, bytes
     fields: dict[str, Any] = {}
     files: dict[str, bytes] = {}
     for name, value in form.multi_items():
+        if name in fields or name in files:
+            # The last of two would win unseen: the caller meant one of them.
+            raise MalformedRequest(f"the form has more than one '{name}' part; send one", name)
         if hasattr(value, "read"):
             files[name] = await value.read()
         elif name in _FORM_JSON_FIELDS:
