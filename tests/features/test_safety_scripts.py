@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flux_server.safety import SafetyFilter, build_blocklist, normalise
-from flux_server.safety_eval import Scores, read_labelled, score
+from flux_server.safety_eval import Scores, main, read_labelled, score
 
 from .tiny_classifier import write_tiny_classifier
 
@@ -253,3 +253,15 @@ def test_the_classifier_refuses_what_the_lists_pass(tmp_path: Path) -> None:
     before, _ = score(lists, prompts)
     after, _ = score(with_model, prompts)
     assert before.recall < 1.0 and after.recall == 1.0
+
+
+def test_the_evaluation_scores_the_lists_with_a_classifier(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = write_tiny_classifier(tmp_path / "flags", unsafe_bias=5.0)
+    files = [str(HOLDOUT2 / "en.tsv")]
+    assert main(files) == 0
+    assert "| en | 46 | 23 | 23 | 1.000 |" in capsys.readouterr().out
+    assert main(["--safety-model", str(model), "--safety-threshold", "0.5", *files]) == 0
+    # Everything refused: every harmful prompt, and every benign one with it.
+    assert "| en | 46 | 23 | 23 | 0.500 | 1.000 |" in capsys.readouterr().out
