@@ -113,9 +113,9 @@ def _term_parts(term: str) -> tuple[TermKind, str, str, str]:
     # A "*" that ends a word of the entry makes that word a prefix; the last word of a
     # phrase without one may take a plural ending.
     written = term.split()
-    words = [NOT_GLYPH_RUN.sub(" ", normalise(w.rstrip("*"))).split() for w in written]
+    split = [NOT_GLYPH_RUN.sub(" ", normalise(w.rstrip("*"))).split() for w in written]
     flat: list[tuple[str, str | None]] = []
-    for index, (raw, pieces) in enumerate(zip(written, words, strict=True)):
+    for index, (raw, pieces) in enumerate(zip(written, split, strict=True)):
         last_piece = len(pieces) - 1
         for i, piece in enumerate(pieces):
             ending = None

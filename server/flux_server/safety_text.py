@@ -184,24 +184,37 @@ class Views:
     → "nude"), and all of them with leetspeak read as letters: what patterns see."""
 
 
-def _join_single_glyph_runs(spaced: str) -> str:
-    return _SINGLE_GLYPH_RUN.sub(lambda m: m.group().replace(" ", ""), spaced)
+def _join_single_glyph_runs(spaced: str, keep_first: bool = False) -> str:
+    """Runs of single letters joined into words: "z e b r a" → "zebra"; with
+    ``keep_first``, the run's first letter stays a word of its own ("a z e b r a" →
+    "a zebra", an article before a word spelled out)."""
+
+    def join(match: re.Match[str]) -> str:
+        run = match.group()
+        if not keep_first:
+            return run.replace(" ", "")
+        head, _, tail = run.partition(" ")
+        return f"{head} {tail.replace(' ', '')}"
+
+    return _SINGLE_GLYPH_RUN.sub(join, spaced)
 
 
 def views(text: str, allow: re.Pattern[str] | None = None) -> Views:
     """The readings of ``text``, with phrases matched by ``allow`` blanked out."""
     norm = normalise(text)
-    spaced_variants: list[str] = []
+    variants: list[str] = []
     for variant in (norm, _PUNCT_BETWEEN_GLYPHS.sub("", norm)):
         spaced = NOT_GLYPH_RUN.sub(" ", variant).strip()
-        if allow is not None:
-            spaced = allow.sub(" ", spaced)
-        if spaced not in spaced_variants:
-            spaced_variants.append(spaced)
-    plain = dict.fromkeys(spaced_variants)
-    plain.update(dict.fromkeys(_join_single_glyph_runs(s) for s in spaced_variants))
-    readings = dict.fromkeys(plain)
-    readings.update(dict.fromkeys(read_leet(r) for r in plain))
+        variants.append(spaced)
+        # A word spelled out inside a phrase ("Z E B R A crossing"): the terms of one
+        # word match it spelled, a phrase is matched in these joined readings.
+        if _SINGLE_GLYPH_RUN.search(spaced):
+            variants += [_join_single_glyph_runs(spaced, keep) for keep in (False, True)]
+    if allow is not None:
+        variants = [allow.sub(" ", v) for v in variants]
+    spaced_variants = list(dict.fromkeys(variants))
+    readings = dict.fromkeys(spaced_variants)
+    readings.update(dict.fromkeys(read_leet(r) for r in spaced_variants))
     return Views("\n".join(spaced_variants), "\n".join(readings))
 
 

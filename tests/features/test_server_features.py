@@ -483,10 +483,10 @@ def test_grpc_carries_keys_safety_and_cache(secured: dict[str, Any]) -> None:
 def test_classifier_refusal_never_reaches_the_pipeline(tiny_flux_dir: Path, tmp_path: Path) -> None:
     from flux_server.service import GenerationService
 
-    from .test_safety import _write_tiny_classifier
+    from .tiny_classifier import write_tiny_classifier
 
     # Scores "unsafe" at about 0.99 whatever the text.
-    flags = _write_tiny_classifier(tmp_path / "flags", unsafe_bias=5.0)
+    flags = write_tiny_classifier(tmp_path / "flags", unsafe_bias=5.0)
     lenient = GenerationService(
         _settings(tiny_flux_dir, safety_model=str(flags), safety_threshold=0.999)
     )
