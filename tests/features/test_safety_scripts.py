@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flux_server.safety import SafetyFilter, build_blocklist, normalise
-from flux_server.safety_eval import Scores, main, read_labelled, score
+from flux_server.admission.safety import SafetyFilter, build_blocklist, normalise
+from flux_server.tools.safety_eval import Scores, main, read_labelled, score
 
 from .tiny_classifier import write_tiny_classifier
 
