@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from flux_server.execution.speedups import SpeedOptions, parse_sizes, parse_step_cache
+
 ENV_PREFIX = "FLUXSERVE_"
 
 
@@ -232,16 +234,12 @@ class ServerSettings(BaseModel):
     @field_validator("warmup_sizes", mode="before")
     @classmethod
     def _sizes(cls, value: Any) -> Any:
-        from flux_server.execution.speedups import parse_sizes
-
         values = [value] if isinstance(value, str) else list(value or ())
         return tuple(f"{w}x{h}" for w, h in parse_sizes(values))
 
     @field_validator("step_cache")
     @classmethod
     def _step_cache(cls, value: str) -> str:
-        from flux_server.execution.speedups import parse_step_cache
-
         parse_step_cache(value)
         return value
 
@@ -262,6 +260,29 @@ class ServerSettings(BaseModel):
     @property
     def max_delay_s(self) -> float:
         return self.max_delay_ms / 1000.0
+
+    def speed_options(self, device: str) -> SpeedOptions:
+        """What the engine applies on ``device`` (``cuda`` or ``cpu``, already chosen):
+        ``--compile auto`` compiles on a GPU only, and compiling warms up every batch size."""
+        mode = self.compile
+        if mode == "auto":
+            mode = "regional" if device == "cuda" else "off"
+        sizes = parse_sizes(self.warmup_sizes)
+        if not sizes and mode != "off":
+            sizes = ((self.default_width, self.default_height),)
+        return SpeedOptions(
+            compile=mode,
+            compile_backend=self.compile_backend,
+            warmup_sizes=sizes,
+            warmup_batch_sizes=tuple(range(1, self.max_batch_size + 1)) if mode != "off" else (1,),
+            quantize=self.quantize,
+            step_cache=parse_step_cache(self.step_cache),
+            attention_backend=self.attention_backend,
+            offload=self.offload,
+            vae_slicing=self.vae_slicing,
+            vae_tiling=self.vae_tiling,
+            lora_max_rank=self.lora_max_rank,
+        )
 
 
 def check_webhook_secret(secret: str) -> bytes:

@@ -26,6 +26,7 @@ from flux_server.jobs.webhook_url import AllowList
 from flux_server.jobs.webhooks import WebhookSender
 from flux_server.metrics import Metrics
 from flux_server.requests.params import ResolvedRequest
+from flux_server.requests.results import GeneratedImage
 
 from .redis_server import RedisServer
 
@@ -53,11 +54,16 @@ async def run(manager: JobManager, engine: Engine, live: LiveJob, request: Resol
     loop = asyncio.get_running_loop()
     batch = BatchCancellation([live.token])
     try:
-        [images] = await loop.run_in_executor(
-            None, engine.generate, [request], manager.progress_callback(live.id), batch.should_stop
+        [pictures] = await loop.run_in_executor(
+            None,
+            engine.generate,
+            [request.text_to_image()],
+            manager.progress_callback(live.id),
+            batch.should_stop,
         )
     except GenerationInterrupted:
         return
+    images = [GeneratedImage.encoded(p.image, request.output_format, p.seed) for p in pictures]
     await manager.succeeded(live.id, images)
 
 

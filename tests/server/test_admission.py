@@ -119,8 +119,8 @@ async def test_the_admission_line_has_no_status_and_a_failure_has_the_outcome(
 async def test_the_cache_answers_a_stored_request(tmp_path: Path) -> None:
     settings = ServerSettings.model_validate({"model": "unused"})
     admission = Admission.from_settings(settings, Metrics(), inline)
-    from flux_server.execution.engine import GeneratedImage
     from flux_server.requests.params import GenerateParams, resolve
+    from flux_server.requests.results import GeneratedImage
 
     job = resolve(GenerateParams.model_validate({"prompt": "a heron", "seed": 1}), {}, settings, {})
     key = admission.cache_key(job, seeded=True, adapter_versions={})

@@ -34,11 +34,11 @@ from flux_server.errors import (
     Unavailable,
     status_of,
 )
-from flux_server.execution.engine import GeneratedImage
 from flux_server.experiments.assignment import Assignment
 from flux_server.metrics import Metrics
 from flux_server.requests.context import CallContext
 from flux_server.requests.params import ResolvedRequest
+from flux_server.requests.results import GeneratedImage
 from flux_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import json
 
-from flux_server.execution.engine import GeneratedImage
+from flux_server.requests.results import GeneratedImage
 
 
 def images_to_blob(images: list[GeneratedImage]) -> bytes:

@@ -1,16 +1,16 @@
-"""Image editing requests: image-to-image, inpainting and instruction editing (FLUX.1
-Kontext). What an edit is (:class:`EditJob`), how it is checked, sized and seeded, and
-which edits may share a pipeline call. The pipelines themselves are in
-:mod:`flux_server.execution.editor`.
+"""An edit as the editing pipelines take it: image-to-image, inpainting and instruction
+editing (FLUX.1 Kontext). What an edit is (:class:`EditJob`), what it gives back
+(:class:`EditResult`), the checks a pipeline needs (:func:`check`), its seeds and
+which edits may share a pipeline call. The pipelines are in
+:mod:`flux_server.execution.editor`; an edit *request* (its fields, its sizes, its
+errors) is :mod:`flux_server.requests.edits`.
 
 Sizes: FLUX works on 16-pixel patches (VAE factor 8, then 2x2 packing), so the
 source (and mask) is resized to the nearest multiples of 16 (at least 16), edited
 there, and the result is resized back, so callers always get the size they asked
-for: the source image's size unless ``width``/``height`` are given. A source larger
-than the server's ``--max-side`` is edited at a size scaled down to fit it (see
-:func:`working_size`) and the result scaled back up to the source's size.
+for: the source image's size unless ``width``/``height`` are given.
 
-Seeds: as in generation, image ``i`` of a request uses ``seed + i``; an unset seed
+Seeds: as in generation, image ``i`` of a job uses ``seed + i``; an unset seed
 is drawn at random and reported back. Generators live on the CPU so that a seed
 gives the same noise on any device.
 """
@@ -18,20 +18,16 @@ gives the same noise on any device.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from PIL import Image
 
-from flux_server.errors import NotEnabled
-from flux_server.requests.images import InputError, check_mask
-from flux_server.requests.params import MAX_SEED, ResolvedRequest
+from flux_server.execution.inputs import MAX_SEED, InputRejected
 
 EditMode = Literal["img2img", "inpaint", "instruct"]
 EDIT_MODES: Final[tuple[str, ...]] = ("img2img", "inpaint", "instruct")
-#: Request fields of an edit besides the generation parameters.
-EDIT_FIELDS: Final[tuple[str, ...]] = ("image", "mask", "mode", "strength")
 
 #: FLUX's latent patch: VAE scale factor 8 times the 2x2 token packing.
 PATCH: Final[int] = 16
@@ -40,29 +36,9 @@ _SEED_BITS: Final[int] = 32
 #: How far img2img / inpainting move from the source when the caller does not say.
 DEFAULT_STRENGTH: Final[float] = 0.6
 
-StepCallback = Callable[[int, int], None]
-"""Called after each denoising step with (1-based step, total steps)."""
-
-
-class EditInputError(InputError):
-    """An edit request that cannot run (a 400 / INVALID_ARGUMENT, naming the field)."""
-
-
 SetAdapters = Callable[[dict[str, float]], None]
 """Activates exactly these LoRA adapters (name -> weight; empty: none) on the shared
 transformer."""
-
-
-class InstructEditingUnavailable(NotEnabled):
-    """Instruction editing was asked for but the server has no Kontext weights
-    (501 / UNIMPLEMENTED: the request is fine, this server cannot serve it)."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            "mode instruct is not available: the server was started without "
-            "--kontext-model; use img2img or inpaint",
-            "mode",
-        )
 
 
 @dataclass(frozen=True)
@@ -74,7 +50,7 @@ class EditJob:
     the pipeline runs at, when it is not that snapped size. ``strength`` (0..1]
     is how far img2img / inpainting move from the source (unset:
     :data:`DEFAULT_STRENGTH`); instruction editing has none and refuses one. ``adapters`` are
-    (name, weight) pairs, sorted, as in ``params.ResolvedRequest``.
+    (name, weight) pairs, sorted, as in generation.
     """
 
     mode: EditMode
@@ -120,136 +96,9 @@ class EditResult:
     height: int
 
 
-def edit_job_from(
-    job: ResolvedRequest,
-    *,
-    image: Image.Image,
-    mask: Image.Image | None = None,
-    mode: str | None = None,
-    strength: float | None = None,
-    width: int | None = None,
-    height: int | None = None,
-) -> EditJob:
-    """The edit of a resolved request (prompt, preset, defaults, seed already applied).
-
-    ``mode`` defaults to ``inpaint`` with a mask and ``img2img`` without one.
-    ``width``/``height`` are the caller's own (``GenerateParams.width``), not the
-    resolved job's: when the caller sets none, the output has the source's exact
-    size, even when that is no multiple of 16. The resolved job's size (checked
-    against the server's limits) is the size the pipeline runs at. Negative prompts only count with
-    true CFG (``true_cfg_scale > 1``), as in generation.
-    """
-    chosen = (mode or ("inpaint" if mask is not None else "img2img")).lower()
-    return EditJob(
-        mode=chosen,  # type: ignore[arg-type]  # validate() names a bad mode
-        image=image,
-        prompt=job.prompt,
-        mask=mask,
-        strength=strength,
-        negative_prompt=job.negative_prompt if job.true_cfg_scale > 1 else None,
-        width=width,
-        height=height,
-        steps=job.steps,
-        guidance_scale=job.guidance_scale,
-        true_cfg_scale=job.true_cfg_scale,
-        seed=job.seed,
-        num_images=job.num_images,
-        adapters=job.adapters,
-        run_size=(job.width, job.height),
-    )
-
-
-def edit_options(fields: Mapping[str, Any]) -> tuple[str | None, float | None]:
-    """``mode`` and ``strength`` of a REST request, as form text or JSON values.
-
-    Absent or empty means unset. Their ranges are checked by :func:`validate`.
-
-    Raises:
-        EditInputError: a mode that is no text, a strength that is no number.
-    """
-    mode = fields.get("mode")
-    if mode is not None and not isinstance(mode, str):
-        raise EditInputError("mode", f"must be one of {', '.join(EDIT_MODES)}, not {mode!r}")
-    raw = fields.get("strength")
-    if raw is None or raw == "":
-        return mode or None, None
-    if isinstance(raw, int | float) and not isinstance(raw, bool):
-        return mode or None, float(raw)
-    if isinstance(raw, str):
-        try:
-            return mode or None, float(raw)
-        except ValueError:
-            pass
-    raise EditInputError("strength", f"must be a number in (0, 1], not {raw!r}")
-
-
-def edit_body_schema(params_schema: dict[str, Any], *, upload: bool) -> dict[str, Any]:
-    """The OpenAPI schema of a ``POST /edit`` body: the generation parameters plus the
-    edit's own fields; images as file uploads (multipart) or base64 text (JSON)."""
-    image: dict[str, Any] = (
-        {"type": "string", "format": "binary", "minLength": 1}
-        if upload
-        else {
-            "type": "string",
-            "format": "byte",
-            "minLength": 1,
-            "description": "base64 (or a data: URL)",
-        }
-    )
-    properties = params_schema.get("properties", {})
-    if upload:
-        # A form has no null: "null" is text, and the server refuses it where a number
-        # is due. Leaving a field out is how a form asks for the default.
-        properties = {name: _without_null(schema) for name, schema in properties.items()}
-    return {
-        **params_schema,
-        "properties": {
-            "image": {**image, "description": "The source image (PNG, JPEG, WEBP, ...)."},
-            "mask": {**image, "description": "Inpainting mask, the image's size; white = repaint."},
-            "mode": {
-                "type": "string",
-                "enum": list(EDIT_MODES),
-                "description": "Default: inpaint with a mask, img2img without.",
-            },
-            "strength": {
-                "type": "number",
-                "exclusiveMinimum": 0,
-                "maximum": 1,
-                "description": f"How far to move from the source (default {DEFAULT_STRENGTH}); "
-                "not for mode instruct.",
-            },
-            **properties,
-        },
-        "required": ["image", *params_schema.get("required", [])],
-    }
-
-
-def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
-    """A property's schema without its ``null`` alternative (pydantic writes an optional
-    field as ``anyOf: [X, {"type": "null"}]``)."""
-    options = schema.get("anyOf")
-    if not isinstance(options, list):
-        return schema
-    kept = [option for option in options if option != {"type": "null"}]
-    rest = {key: value for key, value in schema.items() if key != "anyOf"}
-    if rest.get("default", "") is None:
-        del rest["default"]
-    return {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}
-
-
 def snap(size: tuple[int, int]) -> tuple[int, int]:
     """The nearest multiples of 16 (at least 16) to a (width, height)."""
     return tuple(max(PATCH, round(v / PATCH) * PATCH) for v in size)  # type: ignore[return-value]
-
-
-def working_size(size: tuple[int, int], max_side: int) -> tuple[int, int]:
-    """The size to edit a source of ``size`` at when the caller sets none: the source's,
-    scaled down (aspect kept) when a side is over ``max_side``, in 16-pixel patches."""
-    width, height = size
-    scale = min(1.0, max_side / max(width, height))
-    limit = max(PATCH, max_side // PATCH * PATCH)
-    snapped = snap((round(width * scale), round(height * scale)))
-    return (min(snapped[0], limit), min(snapped[1], limit))
 
 
 def seeds_for(seed: int | None, count: int) -> list[int]:
@@ -258,40 +107,68 @@ def seeds_for(seed: int | None, count: int) -> list[int]:
     return [(start + i) % (MAX_SEED + 1) for i in range(count)]
 
 
-def validate(job: EditJob, *, kontext_available: bool) -> None:
-    """Check a job before it reaches a pipeline; raise :class:`EditInputError`."""
+class EditJobError(InputRejected):
+    """An edit a pipeline cannot run; names the field at fault."""
+
+
+class InstructUnavailable(EditJobError):
+    """Instruction editing without Kontext weights."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "mode",
+            "instruct is not available: the server was started without --kontext-model; "
+            "use img2img or inpaint",
+        )
+
+
+def check(job: EditJob, *, kontext_available: bool) -> None:
+    """Check a job before it reaches a pipeline; raise :class:`EditJobError`."""
     if job.mode not in EDIT_MODES:
-        raise EditInputError("mode", f"must be one of {', '.join(EDIT_MODES)}, not {job.mode!r}")
+        raise EditJobError("mode", f"must be one of {', '.join(EDIT_MODES)}, not {job.mode!r}")
     if not job.prompt.strip():
         what = "the instruction" if job.mode == "instruct" else "the prompt"
-        raise EditInputError("prompt", f"is empty; give {what}")
-    if job.mode == "instruct" and not kontext_available:
-        raise InstructEditingUnavailable()
-    if job.mode == "instruct" and job.adapters:
-        raise EditInputError(
+        raise EditJobError("prompt", f"is empty; give {what}")
+    if job.mode == "instruct":
+        _check_instruct(job, kontext_available)
+    _check_mask(job)
+    if job.steps < 1:
+        raise EditJobError("steps", f"must be at least 1, not {job.steps}")
+    if job.num_images < 1:
+        raise EditJobError("num_images", f"must be at least 1, not {job.num_images}")
+    for name, value in (("width", job.width), ("height", job.height)):
+        if value is not None and value < 1:
+            raise EditJobError(name, f"must be positive, not {value}")
+    if job.mode == "instruct" and job.strength is not None:
+        raise EditJobError(
+            "strength", "is not used by instruction editing (mode instruct); leave it out"
+        )
+    if job.mode != "instruct" and not 0.0 < job.effective_strength <= 1.0:
+        raise EditJobError("strength", f"must be in (0, 1], not {job.strength}")
+
+
+def _check_instruct(job: EditJob, kontext_available: bool) -> None:
+    if not kontext_available:
+        raise InstructUnavailable()
+    if job.adapters:
+        raise EditJobError(
             "adapters",
             "are not applied to instruction editing (Kontext has its own transformer); "
             "leave them out, or use img2img or inpaint",
         )
+
+
+def _check_mask(job: EditJob) -> None:
     if job.mode == "inpaint" and job.mask is None:
-        raise EditInputError("mask", "is required for inpainting (white = repaint)")
+        raise EditJobError("mask", "is required for inpainting (white = repaint)")
     if job.mode != "inpaint" and job.mask is not None:
-        raise EditInputError("mask", f"is only used for inpainting, not in {job.mode} mode")
-    if job.mask is not None:
-        check_mask(job.mask, job.image.size)
-    if job.steps < 1:
-        raise EditInputError("steps", f"must be at least 1, not {job.steps}")
-    if job.num_images < 1:
-        raise EditInputError("num_images", f"must be at least 1, not {job.num_images}")
-    for name, value in (("width", job.width), ("height", job.height)):
-        if value is not None and value < 1:
-            raise EditInputError(name, f"must be positive, not {value}")
-    if job.mode == "instruct" and job.strength is not None:
-        raise EditInputError(
-            "strength", "is not used by instruction editing (mode instruct); leave it out"
+        raise EditJobError("mask", f"is only used for inpainting, not in {job.mode} mode")
+    if job.mask is not None and job.mask.size != job.image.size:
+        (mw, mh), (iw, ih) = job.mask.size, job.image.size
+        raise EditJobError(
+            "mask",
+            f"is {mw}x{mh} but the image is {iw}x{ih}; the mask must have the image's size",
         )
-    if job.mode != "instruct" and not 0.0 < job.effective_strength <= 1.0:
-        raise EditInputError("strength", f"must be in (0, 1], not {job.strength}")
 
 
 def denoising_steps(job: EditJob) -> int:

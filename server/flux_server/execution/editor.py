@@ -24,7 +24,7 @@ it from the engine's single inference thread. Requests, sizes and seeds:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,16 +32,16 @@ from PIL import Image
 
 from flux_server.execution.cancellation import GenerationInterrupted
 from flux_server.execution.edit_job import (
-    EditInputError,
     EditJob,
+    EditJobError,
     EditResult,
     SetAdapters,
-    StepCallback,
     batch_key,
+    check,
     denoising_steps,
     seeds_for,
-    validate,
 )
+from flux_server.execution.inputs import ProgressFn, StopFn
 
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
@@ -103,19 +103,19 @@ class Editor:
         """Instruction editing with FLUX.1 Kontext: ``prompt`` says what to change.
 
         Raises:
-            InstructEditingUnavailable: the Editor was built without Kontext weights.
+            InstructUnavailable: the Editor was built without Kontext weights.
         """
         return self.run(EditJob(mode="instruct", image=image, prompt=prompt, **params))
 
-    def run(self, job: EditJob, on_step: StepCallback | None = None) -> EditResult:
+    def run(self, job: EditJob, on_step: ProgressFn | None = None) -> EditResult:
         """Run one job."""
         return self.run_batch([job], on_step)[0]
 
     def run_batch(
         self,
         jobs: Sequence[EditJob],
-        on_step: StepCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        on_step: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
     ) -> list[EditResult]:
         """Run jobs with one :func:`batch_key` in a single pipeline call.
 
@@ -125,14 +125,14 @@ class Editor:
         Raises:
             GenerationInterrupted: ``should_stop()`` turned true between two steps
                 (every job of the call was cancelled).
-            EditInputError: a job is invalid.
+            EditJobError: a job is invalid.
             ValueError: the jobs have different batch keys (a caller's bug, not a
                 request's fault).
         """
         if not jobs:
             return []
         for job in jobs:
-            validate(job, kontext_available=self.can_instruct)
+            check(job, kontext_available=self.can_instruct)
         key = batch_key(jobs[0])
         if any(batch_key(job) != key for job in jobs[1:]):
             raise ValueError("edit jobs in one call must share mode, size and settings")
@@ -143,7 +143,7 @@ class Editor:
             if self.set_adapters is not None:
                 self.set_adapters(dict(first.adapters))
             elif first.adapters:
-                raise EditInputError("adapters", "cannot be used: this server has no LoRA adapters")
+                raise EditJobError("adapters", "cannot be used: this server has no LoRA adapters")
 
         import torch
 

@@ -8,7 +8,7 @@ same seed give the same image on any device and in any batch position.
 
 from __future__ import annotations
 
-import io
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -19,15 +19,9 @@ from PIL import Image
 
 from flux_server.execution import speedups
 from flux_server.execution.cancellation import GenerationInterrupted
-from flux_server.requests.params import ResolvedRequest
+from flux_server.execution.inputs import Picture, ProgressFn, StopFn, TextToImage
 
 log = logging.getLogger(__name__)
-
-ProgressFn = Callable[[int, int], None]
-"""Called from the worker thread after each denoising step: (step, total_steps)."""
-
-StopFn = Callable[[], bool]
-"""Asked from the worker thread after each denoising step: stop the call now?"""
 
 AdapterHook = Callable[[Any, dict[str, float]], None]
 """Switches the pipeline's LoRA adapters to the given weights before a call."""
@@ -54,15 +48,6 @@ def choose_dtype(requested: str, device: str) -> Any:
     return getattr(torch, requested)
 
 
-@dataclass(frozen=True)
-class GeneratedImage:
-    data: bytes
-    format: str
-    width: int
-    height: int
-    seed: int
-
-
 @dataclass
 class ModelInfo:
     model: str
@@ -72,17 +57,6 @@ class ModelInfo:
     load_seconds: float = 0.0
     warmup_seconds: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)
-
-
-def encode(image: Image.Image, fmt: str) -> bytes:
-    buffer = io.BytesIO()
-    if fmt == "png":
-        image.save(buffer, format="PNG")
-    elif fmt == "jpeg":
-        image.convert("RGB").save(buffer, format="JPEG", quality=92)
-    else:
-        image.save(buffer, format="WEBP", quality=92)
-    return buffer.getvalue()
 
 
 class Engine:
@@ -107,11 +81,14 @@ class Engine:
         revision: str | None = None,
         device: str = "auto",
         dtype: str = "auto",
-        settings: Any = None,
+        speed: speedups.SpeedOptions | None = None,
+        *,
+        with_adapters: bool = False,
     ) -> Engine:
         """Load a FLUX pipeline from a directory or a hub id (``HF_TOKEN`` from the
-        environment, read by huggingface_hub itself), with the speed options of
-        ``settings`` (a ``ServerSettings``; none: plain eager)."""
+        environment, read by huggingface_hub itself), with the ``speed`` options (none:
+        plain eager) for a ``device`` from :func:`choose_device`; ``with_adapters``:
+        LoRA adapters will be loaded on it."""
         import torch
         from diffusers import FluxPipeline
 
@@ -119,14 +96,8 @@ class Engine:
         chosen_dtype = choose_dtype(dtype, chosen_device)
         started = time.perf_counter()
         pipe = FluxPipeline.from_pretrained(model, revision=revision, dtype=chosen_dtype)
-        speed = (
-            speedups.SpeedOptions.from_settings(settings, chosen_device)
-            if settings is not None
-            else speedups.SpeedOptions()
-        )
-        speedups.prepare(
-            pipe, speed, chosen_device, with_adapters=bool(settings is not None and settings.lora)
-        )
+        speed = speed or speedups.SpeedOptions()
+        speedups.prepare(pipe, speed, chosen_device, with_adapters=with_adapters)
         pipe.set_progress_bar_config(disable=True)
         info = ModelInfo(
             model=model,
@@ -163,19 +134,8 @@ class Engine:
         steps = 3 if self.speed.step_cache.kind != "off" else 1
         for width, height in sizes:
             for batch in self.speed.warmup_batch_sizes:
-                job = ResolvedRequest(
-                    prompt="warm-up",
-                    negative_prompt=None,
-                    width=width,
-                    height=height,
-                    steps=steps,
-                    guidance_scale=3.5,
-                    true_cfg_scale=1.0,
-                    seed=0,
-                    num_images=batch,
-                    output_format="png",
-                    adapters=(),
-                    style_preset=None,
+                job = TextToImage(
+                    "warm-up", width, height, steps, guidance_scale=3.5, seed=0, num_images=batch
                 )
                 self.generate([job])
                 if self.adapter_hook is not None and self.speed.compile != "off":
@@ -202,12 +162,12 @@ class Engine:
 
     def generate(
         self,
-        jobs: Sequence[ResolvedRequest],
+        jobs: Sequence[TextToImage],
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
-    ) -> list[list[GeneratedImage]]:
+    ) -> list[list[Picture]]:
         """Run compatible jobs (equal ``batch_key()``) in one pipeline call; return each
-        job's images in order.
+        job's pictures in order (called from the engine thread).
 
         ``should_stop`` is asked before the call and after every denoising step; when
         it says yes the call ends there with :class:`GenerationInterrupted` (no VAE
@@ -274,23 +234,11 @@ class Engine:
                 free_hooks()
             raise
         images: list[Image.Image] = output.images
-        results: list[list[GeneratedImage]] = []
-        index = 0
+        pictures = [Picture(image, seed) for image, seed in zip(images, seeds, strict=True)]
+        results: list[list[Picture]] = []
         for job in jobs:
-            mine = []
-            for _ in range(job.num_images):
-                image = images[index]
-                mine.append(
-                    GeneratedImage(
-                        data=encode(image, job.output_format),
-                        format=job.output_format,
-                        width=image.width,
-                        height=image.height,
-                        seed=seeds[index],
-                    )
-                )
-                index += 1
-            results.append(mine)
+            results.append(pictures[: job.num_images])
+            pictures = pictures[job.num_images :]
         return results
 
     def set_adapters(self, adapters: dict[str, float]) -> None:
@@ -305,5 +253,5 @@ class Engine:
             self._active_adapters = adapters
 
 
-def _with_adapter(job: ResolvedRequest, name: str) -> ResolvedRequest:
-    return job.model_copy(update={"adapters": ((name, 1.0),)})
+def _with_adapter(job: TextToImage, name: str) -> TextToImage:
+    return dataclasses.replace(job, adapters=((name, 1.0),))

@@ -4,13 +4,14 @@ to fit the shape."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from flux_server.execution.edit_job import EditJob, EditResult, StepCallback
+    from flux_server.execution.edit_job import EditJob, EditResult
+    from flux_server.execution.inputs import ProgressFn, StopFn
 
 
 class ImageEditor(Protocol):
@@ -22,8 +23,8 @@ class ImageEditor(Protocol):
     def run_batch(
         self,
         jobs: Sequence[EditJob],
-        on_step: StepCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        on_step: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
     ) -> list[EditResult]: ...
 
 
@@ -31,7 +32,8 @@ class QuestionAnswerer(Protocol):
     """Answers questions about images (:class:`flux_server.execution.vqa.VqaModel`)."""
 
     def check(self, question: str, max_tokens: int) -> None:
-        """Raise a request error for what this model cannot take (before queueing)."""
+        """Raise :class:`~flux_server.execution.inputs.InputRejected` for what this model
+        cannot take (asked before queueing)."""
         ...
 
     def answer(self, image: Image.Image, question: str, max_tokens: int = ...) -> str: ...

@@ -145,7 +145,7 @@ def check_device_options(
 
 @dataclass(frozen=True)
 class SpeedOptions:
-    """The speed settings the engine applies (see ``from_settings``)."""
+    """The speed settings the engine applies (``ServerSettings.speed_options``)."""
 
     compile: Literal["off", "regional", "full"] = "off"
     compile_backend: CompileBackend = "inductor"
@@ -158,30 +158,6 @@ class SpeedOptions:
     vae_slicing: bool = True
     vae_tiling: bool = False
     lora_max_rank: int | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Any, device: str) -> SpeedOptions:
-        mode = settings.compile
-        if mode == "auto":
-            mode = "regional" if device == "cuda" else "off"
-        sizes = parse_sizes(settings.warmup_sizes)
-        if not sizes and mode != "off":
-            sizes = ((settings.default_width, settings.default_height),)
-        return cls(
-            compile=mode,
-            compile_backend=settings.compile_backend,
-            warmup_sizes=sizes,
-            warmup_batch_sizes=tuple(range(1, settings.max_batch_size + 1))
-            if mode != "off"
-            else (1,),
-            quantize=settings.quantize,
-            step_cache=parse_step_cache(settings.step_cache),
-            attention_backend=settings.attention_backend,
-            offload=settings.offload,
-            vae_slicing=settings.vae_slicing,
-            vae_tiling=settings.vae_tiling,
-            lora_max_rank=settings.lora_max_rank,
-        )
 
 
 def quantize_transformer(pipe: Any, quantize: Quantize) -> None:

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final, Literal
 
 from PIL import Image
 
-from flux_server.requests.images import InputError
+from flux_server.execution.inputs import InputRejected
 
 log = logging.getLogger(__name__)
 
@@ -37,108 +36,29 @@ MAX_TOKENS: Final[int] = 512
 #: The longest question accepted, in characters.
 MAX_QUESTION_CHARS: Final[int] = 2000
 
-#: The fields of a VQA request (REST form or JSON body).
-VQA_FIELDS: Final[tuple[str, ...]] = ("image", "question", "max_tokens")
-
 VqaKind = Literal["blip", "image-text-to-text"]
 
 
-class VqaInputError(InputError):
-    """A question or token budget that cannot be used (400 / INVALID_ARGUMENT)."""
+def check_question(question: str, max_tokens: int) -> None:
+    """Check a question and its token budget before any model runs.
+
+    Raises:
+        InputRejected: an empty or too long question, ``max_tokens`` out of range.
+    """
+    if not question or not question.strip():
+        raise InputRejected("question", "is empty; ask a question about the image")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InputRejected(
+            "question", f"is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
+        )
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
+        raise InputRejected("max_tokens", f"must be an integer, not {max_tokens!r}")
+    if not 1 <= max_tokens <= MAX_TOKENS:
+        raise InputRejected("max_tokens", f"must be between 1 and {MAX_TOKENS}, not {max_tokens}")
 
 
 class VqaModelError(RuntimeError):
     """The VQA model could not be loaded (a start-up failure, not a request error)."""
-
-
-def validate_question(question: str, max_tokens: int) -> None:
-    """Check a question and its token budget before any model runs.
-
-    Raises:
-        VqaInputError: an empty or too long question, ``max_tokens`` out of range.
-    """
-    if not question or not question.strip():
-        raise VqaInputError("question", "is empty; ask a question about the image")
-    if len(question) > MAX_QUESTION_CHARS:
-        raise VqaInputError(
-            "question", f"is {len(question)} characters; the limit is {MAX_QUESTION_CHARS}"
-        )
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-        raise VqaInputError("max_tokens", f"must be an integer, not {max_tokens!r}")
-    if not 1 <= max_tokens <= MAX_TOKENS:
-        raise VqaInputError("max_tokens", f"must be between 1 and {MAX_TOKENS}, not {max_tokens}")
-
-
-def question_fields(fields: Mapping[str, Any]) -> tuple[str, int]:
-    """The question and token budget of a REST request: form text or JSON values.
-
-    ``max_tokens`` defaults to :data:`DEFAULT_MAX_TOKENS` only when absent (or empty
-    in a form): an explicit 0 is out of range, not "the default". Unknown fields are
-    refused rather than ignored. Ranges are checked by :func:`validate_question`.
-
-    Raises:
-        VqaInputError: an unknown field, a question that is no text, a ``max_tokens``
-            that is no integer.
-    """
-    for name in fields:
-        if name not in VQA_FIELDS:
-            raise VqaInputError(name, f"is not a VQA field; send {', '.join(VQA_FIELDS)}")
-    question = fields.get("question", "")
-    if not isinstance(question, str):
-        raise VqaInputError("question", f"must be text, not {type(question).__name__}")
-    raw = fields.get("max_tokens")
-    if raw is None or raw == "":
-        return question, DEFAULT_MAX_TOKENS
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        return question, raw
-    if isinstance(raw, str):
-        try:
-            return question, int(raw.strip())
-        except ValueError:
-            pass
-    raise VqaInputError("max_tokens", f"must be an integer, not {raw!r}")
-
-
-def vqa_body_schema(*, upload: bool, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
-    """The OpenAPI schema of a ``POST /vqa`` body: the image as a file upload
-    (multipart) or base64 text (JSON), the question, the token budget (``max_tokens``:
-    the most the loaded model can write, see :func:`answer_token_limit`)."""
-    image: dict[str, Any] = (
-        {"type": "string", "format": "binary", "minLength": 1}
-        if upload
-        else {
-            "type": "string",
-            "format": "byte",
-            "minLength": 1,
-            "description": "base64 (or a data: URL)",
-        }
-    )
-    return {
-        "type": "object",
-        "properties": {
-            "image": image,
-            "question": {"type": "string", "minLength": 1, "maxLength": MAX_QUESTION_CHARS},
-            "max_tokens": {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": max_tokens,
-                "default": min(DEFAULT_MAX_TOKENS, max_tokens),
-            },
-        },
-        "required": ["image", "question"],
-        "additionalProperties": False,
-    }
-
-
-def answer_token_limit(answerer: object) -> int:
-    """The most answer tokens a request may ask of ``answerer`` (the loaded model, or
-    None before it is): the API's limit, or the model's positions where fewer. A chat
-    model writes after the prompt, so its limit leaves room for a one-token question."""
-    limit = getattr(answerer, "max_positions", None)
-    if not isinstance(limit, int):
-        return MAX_TOKENS
-    budget = limit if getattr(answerer, "kind", None) == "blip" else limit - 1
-    return max(1, min(MAX_TOKENS, budget))
 
 
 def resolve_device(device: str) -> str:
@@ -242,23 +162,23 @@ class VqaModel:
         limits are the largest any model may get, this model's may be smaller.
 
         Raises:
-            VqaInputError: see :func:`validate_question`; a question of more tokens
+            InputRejected: see :func:`check_question`; a question of more tokens
                 than the model has positions; more answer tokens than it can write.
         """
-        validate_question(question, max_tokens)
+        check_question(question, max_tokens)
         limit = self.max_positions
         if limit is None:
             return
         tokens = len(self.processor.tokenizer(question)["input_ids"])
         if tokens > limit:
-            raise VqaInputError(
+            raise InputRejected(
                 "question", f"is {tokens} tokens; the VQA model reads at most {limit}"
             )
         # BLIP decodes the answer on its own positions; a chat model writes it after
         # the prompt (the image's tokens are counted again in answer()).
         budget = limit if self.kind == "blip" else limit - tokens
         if max_tokens > budget:
-            raise VqaInputError(
+            raise InputRejected(
                 "max_tokens",
                 f"is {max_tokens}; the VQA model can write at most {budget} tokens "
                 "for this question",
@@ -270,7 +190,7 @@ class VqaModel:
         """Answer ``question`` about ``image`` in at most ``max_tokens`` tokens.
 
         Raises:
-            VqaInputError: see :meth:`check`.
+            InputRejected: see :meth:`check`.
         """
         self.check(question, max_tokens)
         import torch
@@ -302,10 +222,10 @@ class VqaModel:
         if limit is None or prompt_len + max_tokens <= limit:
             return
         if prompt_len >= limit:
-            raise VqaInputError(
+            raise InputRejected(
                 "question", f"makes a prompt of {prompt_len} tokens; the VQA model has {limit}"
             )
-        raise VqaInputError(
+        raise InputRejected(
             "max_tokens",
             f"is {max_tokens}; the VQA model can write at most {limit - prompt_len} tokens "
             "for this question and image",

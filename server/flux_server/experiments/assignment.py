@@ -24,9 +24,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from flux_client.experiments import Arm, Experiment
-from flux_client.names import header_value, normalize
-from flux_client.wire import EXPERIMENT_HEADER, USER_ID_HEADER
+from flux_contract.experiments import Arm, Experiment
+from flux_contract.names import header_value, normalize
+from flux_contract.wire import EXPERIMENT_HEADER, USER_ID_HEADER
 from flux_server.errors import InvalidRequest
 
 __all__ = [

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry
 
-from flux_client.experiment_report import ArmCounts, ExperimentCounts, ExperimentsCounts
-from flux_client.experiments import Experiment
+from flux_contract.experiment_counts import ArmCounts, ExperimentCounts, ExperimentsCounts
+from flux_contract.experiments import Experiment
 
 _TOTALS = {
     "fluxserve_experiment_requests_total": "requests",

@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from flux_client.names import name_problem
+from flux_contract.names import name_problem
 from flux_server.errors import InvalidRequest, NotFound, Unavailable
 
 log = logging.getLogger(__name__)

@@ -11,9 +11,9 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from flux_client.experiment_report import ExperimentsCounts
-from flux_client.experiments import Experiment
-from flux_client.names import normalize
+from flux_contract.experiment_counts import ExperimentsCounts
+from flux_contract.experiments import Experiment
+from flux_contract.names import normalize
 from flux_server.experiments.assignment import Assignment, assign
 from flux_server.experiments.counts import experiments_counts
 from flux_server.experiments.feedback import FeedbackOutcome, FeedbackStore, ServedRecord

@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from flux_server.admission.gate import Admission, Trail
 from flux_server.errors import InternalError, ServeError
-from flux_server.execution.engine import GeneratedImage
 from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
 from flux_server.jobs.manager import JobManager
 from flux_server.jobs.webhook_url import WebhookTarget
+from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.batcher import Batcher, BatchInfo
 from flux_server.scheduling.runner import Runner, Work, describe_failure
 

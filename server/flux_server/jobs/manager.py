@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 
 from flux_server.errors import InvalidRequest, NotEnabled, ServeError, Unavailable
 from flux_server.execution.cancellation import CancelToken
-from flux_server.execution.engine import GeneratedImage
 from flux_server.experiments.assignment import ServedArm
 from flux_server.jobs import http_views, lifecycle
 from flux_server.jobs.lifecycle import ImageInfo, JobError, JobEvent, JobState
@@ -31,6 +30,7 @@ from flux_server.jobs.webhook_url import AllowList, Resolver, WebhookTarget, che
 from flux_server.jobs.webhook_url import system_resolver as _system_resolver
 from flux_server.jobs.webhooks import WebhookSender
 from flux_server.metrics import Metrics
+from flux_server.requests.results import GeneratedImage
 
 log = logging.getLogger(__name__)
 

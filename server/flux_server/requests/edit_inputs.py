@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from flux_server.execution.edit_job import working_size
+from flux_server.requests.edits import working_size
 from flux_server.requests.images import decode_image
 from flux_server.requests.params import GenerateParams
 

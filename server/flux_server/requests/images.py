@@ -199,10 +199,3 @@ def check_upload_names(names: Iterable[str], accepted: Collection[str]) -> None:
             f"was sent as a file, but only {', '.join(sorted(accepted))} may be; "
             "send other fields as text",
         )
-
-
-def encode_image(image: Image.Image, fmt: str = "PNG") -> bytes:
-    """Encode an image for the response (``PNG``, ``JPEG`` or ``WEBP``)."""
-    buf = io.BytesIO()
-    image.save(buf, format=fmt.upper())
-    return buf.getvalue()

@@ -15,13 +15,25 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from flux_client.presets import StylePreset
+from flux_contract.presets import StylePreset
 from flux_server.errors import InvalidRequest, UnknownName
+from flux_server.execution.inputs import MAX_SEED, TextToImage, seeds_from
 from flux_server.settings import ServerSettings
+
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "MAX_SEED",
+    "AdapterRequest",
+    "GenerateParams",
+    "ImageFormat",
+    "ResolvedRequest",
+    "field_of",
+    "resolve",
+    "validation_error",
+]
 
 ImageFormat = Literal["png", "jpeg", "webp"]
 MAX_PROMPT_CHARS = 2000
-MAX_SEED = 2**63 - 1
 
 
 class AdapterRequest(BaseModel):
@@ -94,20 +106,28 @@ class ResolvedRequest(BaseModel):
     adapters: tuple[tuple[str, float], ...]
     style_preset: str | None
 
+    def text_to_image(self) -> TextToImage:
+        """What the engine runs for this request."""
+        return TextToImage(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            width=self.width,
+            height=self.height,
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            true_cfg_scale=self.true_cfg_scale,
+            seed=self.seed,
+            num_images=self.num_images,
+            adapters=self.adapters,
+        )
+
     def batch_key(self) -> tuple[object, ...]:
         """Requests with equal keys can share one pipeline call."""
-        return (
-            self.width,
-            self.height,
-            self.steps,
-            self.guidance_scale,
-            self.true_cfg_scale,
-            self.adapters,
-        )
+        return self.text_to_image().batch_key()
 
     def seeds(self) -> list[int]:
         """Image i uses seed + i (wrapping within the 63-bit range)."""
-        return [(self.seed + i) % (MAX_SEED + 1) for i in range(self.num_images)]
+        return seeds_from(self.seed, self.num_images)
 
 
 def resolve(

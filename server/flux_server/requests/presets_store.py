@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flux_client.experiments import EXPERIMENTS_FILE, Experiment, experiments_from_file
-from flux_client.presets import PRESET_FILE_SUFFIX, StylePreset, presets_from_files
+from flux_contract.experiments import EXPERIMENTS_FILE, Experiment, experiments_from_file
+from flux_contract.presets import PRESET_FILE_SUFFIX, StylePreset, presets_from_files
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,18 @@ from flux_server.execution.cancellation import (
     CancelToken,
     GenerationInterrupted,
 )
-from flux_server.execution.engine import Engine, GeneratedImage, encode
+from flux_server.execution.edit_job import EditJob, batch_key
+from flux_server.execution.engine import Engine, choose_device
+from flux_server.execution.inputs import InputRejected, Picture, ProgressFn, StopFn
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.metrics import Metrics
-from flux_server.requests.context import ProgressFn
+from flux_server.requests.edits import request_error
 from flux_server.requests.params import ResolvedRequest
+from flux_server.requests.results import GeneratedImage
 from flux_server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from flux_server.execution.edit_job import EditJob, StepCallback
 
 _T = TypeVar("_T")
 
@@ -67,8 +68,6 @@ class Work:
             return ("generate", *self.job.batch_key())
         if isinstance(self.job, Question):
             return ("vqa", id(self))  # answered one at a time
-        from flux_server.execution.edit_job import batch_key
-
         return ("edit", *batch_key(self.job))
 
     @property
@@ -103,9 +102,13 @@ class Runner:
         """The pipeline, then adapters, editing and VQA, then the warm-up (engine thread)."""
         loop = asyncio.get_running_loop()
         s = settings
+        device = choose_device(s.device)
+        speed = s.speed_options(device)
         engine = await loop.run_in_executor(
             self._executor,
-            lambda: Engine.load(s.model, s.model_revision, s.device, s.dtype, settings=s),
+            lambda: Engine.load(
+                s.model, s.model_revision, device, s.dtype, speed, with_adapters=bool(s.lora)
+            ),
         )
         self.engine = engine
         await loop.run_in_executor(self._executor, self._load_extras, s)
@@ -167,19 +170,12 @@ class Runner:
             )
             return [answer]
         cancellation = BatchCancellation([w.token for w in works])
+        # One batch holds one kind of work (its key starts with the kind).
+        run = self._generate if isinstance(first, ResolvedRequest) else self._edit
         try:
-            if isinstance(first, ResolvedRequest):
-                engine = self.engine
-                assert engine is not None
-                # One batch holds one kind of work (its key starts with the kind).
-                jobs = cast(list[ResolvedRequest], [w.job for w in works])
-                made = await loop.run_in_executor(
-                    self._executor, engine.generate, jobs, on_step, cancellation.should_stop
-                )
-            else:
-                made = await loop.run_in_executor(
-                    self._executor, self._edit, works, on_step, cancellation.should_stop
-                )
+            made = await loop.run_in_executor(
+                self._executor, run, works, on_step, cancellation.should_stop
+            )
         except GenerationInterrupted as stopped:
             # Every member was cancelled (their outcome is recorded already): no
             # images, and no split-and-retry of a batch that failed.
@@ -193,37 +189,47 @@ class Runner:
                 },
             )
             return [[] for _ in works]
+        except InputRejected as rejected:
+            raise request_error(rejected) from None
         self.metrics.images_generated.inc(sum(len(images) for images in made))
         return made
 
-    def _edit(
-        self,
-        works: Sequence[Work],
-        on_step: StepCallback | None,
-        should_stop: Callable[[], bool],
+    def _generate(
+        self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
     ) -> list[list[GeneratedImage]]:
+        """Engine thread: the requests as the engine's inputs, its pictures encoded."""
+        engine = self.engine
+        assert engine is not None
+        requests = cast(list[ResolvedRequest], [w.job for w in works])
+        made = engine.generate([r.text_to_image() for r in requests], on_step, should_stop)
+        return [
+            _encoded(pictures, w.output_format) for w, pictures in zip(works, made, strict=True)
+        ]
+
+    def _edit(
+        self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
+    ) -> list[list[GeneratedImage]]:
+        """Engine thread: the edits in one pipeline call, their images encoded."""
         editor = self.editor
         assert editor is not None
         results = editor.run_batch(
-            cast("list[EditJob]", [w.job for w in works]), on_step, should_stop
+            cast(list[EditJob], [w.job for w in works]), on_step, should_stop
         )
         return [
-            [
-                GeneratedImage(
-                    data=encode(image, work.output_format),
-                    format=work.output_format,
-                    width=image.width,
-                    height=image.height,
-                    seed=seed,
-                )
-                for image, seed in zip(result.images, result.seeds, strict=True)
-            ]
-            for work, result in zip(works, results, strict=True)
+            _encoded(
+                [Picture(image, seed) for image, seed in zip(r.images, r.seeds, strict=True)],
+                work.output_format,
+            )
+            for work, r in zip(works, results, strict=True)
         ]
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._aux_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _encoded(pictures: Sequence[Picture], output_format: str) -> list[GeneratedImage]:
+    return [GeneratedImage.encoded(p.image, output_format, p.seed) for p in pictures]
 
 
 def describe_failure(exc: BaseException, work: Work) -> str:

@@ -15,12 +15,12 @@ import os
 import socket
 from typing import Any
 
-from flux_client.presets import StylePreset
+from flux_contract.presets import StylePreset
 from flux_server.admission.auth import Principal
 from flux_server.admission.cache import ResultCache
 from flux_server.admission.gate import Admission, AuditSink, ContentPolicy, KeyChecker, Trail
 from flux_server.errors import InternalError, NotEnabled, ServeError
-from flux_server.execution.engine import Engine, GeneratedImage
+from flux_server.execution.engine import Engine
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.experiments.feedback import FeedbackStore
 from flux_server.experiments.runtime import ExperimentEntryPoints, ExperimentRuntime
@@ -30,7 +30,7 @@ from flux_server.metrics import Metrics
 from flux_server.requests.context import CallContext, ProgressFn, new_request_id
 from flux_server.requests.params import GenerateParams, ResolvedRequest, resolve
 from flux_server.requests.presets_store import PresetStore
-from flux_server.requests.results import GenerationResult
+from flux_server.requests.results import GeneratedImage, GenerationResult
 from flux_server.scheduling.batcher import Arrival, Batcher, BatchInfo
 from flux_server.scheduling.runner import Question, Runner, Work, describe_failure
 from flux_server.settings import ServerSettings
@@ -272,8 +272,8 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         params: GenerateParams,
     ) -> Work:
         """Decode, resolve, screen and validate an edit: the work to queue."""
-        from flux_server.execution.edit_job import edit_job_from, validate
         from flux_server.requests.edit_inputs import decode_edit_inputs, sized_for
+        from flux_server.requests.edits import edit_job_from, validate
 
         editor = self.editor
         if editor is None:
@@ -299,8 +299,8 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
 
     async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
         """Answer a question about an image."""
-        from flux_server.execution.vqa import validate_question
         from flux_server.requests.images import decode_image
+        from flux_server.requests.questions import validate_question
 
         admission = self.admission
         asked = {"max_tokens": max_tokens}
@@ -311,8 +311,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             admission.admit(trail)
             if self.vqa_model is None:
                 raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
-            validate_question(question, max_tokens)
-            self.vqa_model.check(question, max_tokens)
+            validate_question(question, max_tokens, self.vqa_model)
             decoded = await self.runner.off_loop(
                 decode_image, image, "image", self.settings.max_image_pixels
             )

@@ -7,23 +7,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from flux_client.wire import pb
+from flux_contract.wire import IMAGE_FORMAT_FROM_PB, IMAGE_FORMAT_TO_PB, pb
 from flux_server.api.grpc.experiments import arm_to_proto
 from flux_server.errors import InvalidRequest
 from flux_server.requests.params import GenerateParams, validation_error
 from flux_server.requests.results import GenerationResult
 
-FORMATS = {
-    pb.IMAGE_FORMAT_UNSPECIFIED: "png",
-    pb.IMAGE_FORMAT_PNG: "png",
-    pb.IMAGE_FORMAT_JPEG: "jpeg",
-    pb.IMAGE_FORMAT_WEBP: "webp",
-}
-FORMAT_TO_PB = {
-    "png": pb.IMAGE_FORMAT_PNG,
-    "jpeg": pb.IMAGE_FORMAT_JPEG,
-    "webp": pb.IMAGE_FORMAT_WEBP,
-}
 PRIORITIES = {pb.PRIORITY_UNSPECIFIED, pb.PRIORITY_NORMAL, pb.PRIORITY_HIGH}
 EDIT_MODES = {
     pb.EDIT_MODE_UNSPECIFIED: None,
@@ -41,13 +30,13 @@ def params_from_proto(message: pb.GenerationParams) -> GenerateParams:
     for descriptor, value in message.ListFields():
         if descriptor.has_presence:
             body[descriptor.name] = value
-    if message.output_format not in FORMATS:
+    if message.output_format not in IMAGE_FORMAT_FROM_PB:
         raise InvalidRequest(f"unknown output_format {message.output_format}", "output_format")
     if message.priority not in PRIORITIES:
         raise InvalidRequest(
             f"unknown priority {message.priority} (PRIORITY_NORMAL or PRIORITY_HIGH)", "priority"
         )
-    body["output_format"] = FORMATS[message.output_format]
+    body["output_format"] = IMAGE_FORMAT_FROM_PB[message.output_format]
     # proto3 cannot tell an unset float from 0: scale 0 means "the server's default"
     # (leaving the adapter out is how a caller turns it off).
     body["adapters"] = [
@@ -64,7 +53,7 @@ def result_to_proto(result: GenerationResult) -> pb.GenerateResponse:
         images=[
             pb.Image(
                 data=image.data,
-                format=FORMAT_TO_PB[image.format],
+                format=IMAGE_FORMAT_TO_PB[image.format],
                 width=image.width,
                 height=image.height,
                 seed=image.seed,

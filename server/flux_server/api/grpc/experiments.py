@@ -3,8 +3,8 @@ result carries, to and from ``fluxserve.v1`` messages."""
 
 from __future__ import annotations
 
-from flux_client.experiment_report import ExperimentsCounts
-from flux_client.wire import EXPERIMENT_METADATA, pb
+from flux_contract.experiment_counts import ExperimentsCounts
+from flux_contract.wire import EXPERIMENT_METADATA, pb
 from flux_server.experiments.assignment import ServedArm
 from flux_server.requests.context import CallContext
 from flux_server.requests.results import GenerationResult

@@ -20,7 +20,7 @@ from typing import Any
 import grpc
 from google.protobuf.message import DecodeError
 
-from flux_client.wire import (
+from flux_contract.wire import (
     AUTHORIZATION_METADATA,
     REQUEST_ID_METADATA,
     SERVICE_NAME,

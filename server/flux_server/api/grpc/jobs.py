@@ -1,6 +1,6 @@
 """Async jobs over gRPC: ``Submit``, ``GetJob``, ``CancelJob`` and ``WatchJob`` (the events
 of REST's Server-Sent Events stream), as a mixin of the ``FluxService`` servicer. Errors
-take the same path as every call (rich status from ``flux_client.wire``)."""
+take the same path as every call (rich status from ``flux_contract.wire``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from flux_client.wire import pb
-from flux_server.api.grpc.convert import FORMAT_TO_PB, params_from_proto
+from flux_contract.wire import IMAGE_FORMAT_TO_PB, pb
+from flux_server.api.grpc.convert import params_from_proto
 from flux_server.api.grpc.experiments import arm_to_proto
 from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.lifecycle import JobEvent, JobState, JobStatus, iso
@@ -54,7 +54,7 @@ def job_to_proto(state: JobState, images: Sequence[bytes] = ()) -> pb.Job:
         message.images.append(
             pb.Image(
                 data=data,
-                format=FORMAT_TO_PB.get(info.format, pb.IMAGE_FORMAT_PNG),
+                format=IMAGE_FORMAT_TO_PB.get(info.format, pb.IMAGE_FORMAT_PNG),
                 width=info.width,
                 height=info.height,
                 seed=info.seed,

@@ -1,7 +1,7 @@
 """The gRPC adapter (grpc.aio): ``fluxserve.v1.FluxService`` over the service, plus the
 standard health service and reflection.
 
-Errors end the call with gRPC's rich status, built by :func:`flux_client.wire.to_grpc_status`
+Errors end the call with gRPC's rich status, built by :func:`flux_contract.wire.to_grpc_status`
 (the code from the wire table, ErrorInfo with the reason, the field at fault, RetryInfo on
 RESOURCE_EXHAUSTED) and ``x-request-id`` in trailing metadata.
 """
@@ -19,7 +19,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from flux_client.wire import (
+from flux_contract.wire import (
     AUTHORIZATION_METADATA,
     MAX_MESSAGE_BYTES,
     REQUEST_ID_METADATA,

@@ -22,9 +22,9 @@ from flux_server.api.rest.openapi import hoist_defs, with_vqa_token_limit
 from flux_server.api.rest.operations import operation_routes
 from flux_server.api.rest.uploads import upload_routes
 from flux_server.errors import Cancelled, InternalError, QueueFull, ServeError, status_of
-from flux_server.execution.vqa import answer_token_limit
 from flux_server.requests.context import CallContext
 from flux_server.requests.params import validation_error
+from flux_server.requests.questions import answer_token_limit
 from flux_server.service.core import GenerationService
 
 log = logging.getLogger(__name__)

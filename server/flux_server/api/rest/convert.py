@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from flux_client.wire import EXPERIMENT_HEADER
+from flux_contract.wire import EXPERIMENT_HEADER
 from flux_server.api.rest.openapi import MAX_TIMEOUT_S
 from flux_server.errors import (
     Cancelled,

@@ -7,8 +7,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flux_client.experiment_report import ExperimentsCounts
-from flux_client.names import MAX_NAME_LENGTH
+from flux_contract.experiment_counts import ExperimentsCounts
+from flux_contract.names import MAX_NAME_LENGTH
 from flux_server.api.rest.convert import context_from, json_body, refuse_query
 from flux_server.api.rest.openapi import ERROR_RESPONSES
 from flux_server.experiments.feedback import MAX_REQUEST_ID

@@ -11,8 +11,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from flux_client.types import ExperimentArm
-from flux_client.wire import EXPERIMENT_HEADER
+from flux_contract.experiments import ExperimentArm
+from flux_contract.wire import EXPERIMENT_HEADER
 from flux_server.api.rest.convert import MEDIA_TYPES, context_from
 from flux_server.api.rest.openapi import ERROR_SCHEMA
 from flux_server.errors import InvalidRequest, NotFound

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_client.wire import USER_ID_HEADER
+from flux_contract.wire import USER_ID_HEADER
 
 #: The longest deadline a caller may ask for (``X-Request-Timeout``), seconds.
 MAX_TIMEOUT_S = 3600.0

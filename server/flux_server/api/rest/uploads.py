@@ -26,9 +26,9 @@ from flux_server.api.rest.openapi import (
     UPLOAD_ERROR_RESPONSES,
 )
 from flux_server.errors import InvalidRequest
-from flux_server.execution.edit_job import EDIT_FIELDS, edit_body_schema, edit_options
-from flux_server.execution.vqa import question_fields, vqa_body_schema
+from flux_server.requests.edits import EDIT_FIELDS, edit_body_schema, edit_options
 from flux_server.requests.params import GenerateParams
+from flux_server.requests.questions import question_fields, vqa_body_schema
 from flux_server.service.core import GenerationService
 
 
