@@ -27,6 +27,7 @@ from flux_server.errors import InternalError, ServeError
 from flux_server.job_access import OwnedJobs
 from flux_server.job_manager import JobManager
 from flux_server.jobs import EventKind, JobEvent, JobState, JobStateError
+from flux_server.request_log import log_served
 from flux_server.runner import Runner, Work, describe_failure
 from flux_server.webhook_url import WebhookTarget
 
@@ -329,3 +330,4 @@ class JobEntryPoints:
         """An async job that succeeded: counted in its arm like a synchronous request."""
         result = self._result(trail, images, info, cache_hit=info is None)
         await self._served(trail, result, info)
+        log_served(trail, result, info, job=True)

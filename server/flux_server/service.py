@@ -35,6 +35,7 @@ from flux_server.job_manager import JobManager, build_job_manager
 from flux_server.metrics import Metrics
 from flux_server.params import GenerateParams, Job, resolve
 from flux_server.presets_store import PresetStore
+from flux_server.request_log import log_served
 from flux_server.runner import (
     ImageEditor,
     Question,
@@ -228,6 +229,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
                     progress(job.steps, job.steps)
                 result = self._result(trail, cached, None, cache_hit=True)
                 await self._served(trail, result, None)
+                log_served(trail, result, None, "generate")
                 return result
             loop = asyncio.get_running_loop() if progress else None
             work = Work("generate", job, job.output_format, trail.ctx.request_id, progress, loop)
@@ -235,20 +237,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             await admission.store(key, images)
             result = self._result(trail, images, info)
             await self._served(trail, result, info)
-            log.info(
-                "generated",
-                extra={
-                    "request_id": trail.ctx.request_id,
-                    "endpoint": trail.ctx.endpoint,
-                    "user": trail.user,
-                    "size": [job.width, job.height],
-                    "steps": job.steps,
-                    "images": job.num_images,
-                    "batch_size": info.size,
-                    "queue_ms": round(result.queue_ms, 1),
-                    "total_ms": round(result.total_ms, 1),
-                },
-            )
+            log_served(trail, result, info, "generate")
             return result
 
     async def edit(
@@ -270,6 +259,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             images, info = await self._submit(work, trail.ctx, arrival)
             result = self._result(trail, images, info)
             await self._served(trail, result, info)
+            log_served(trail, result, info, "edit")
             return result
 
     async def _edit_work(
