@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 
 from flux_server import keys
 from flux_server.admission import Admission
+from flux_server.audit_ecs import parse_line
 from flux_server.calls import CallContext
 from flux_server.errors import ContentRejected, Unauthenticated, Unavailable
 from flux_server.metrics import Metrics
@@ -43,7 +43,7 @@ def setup(tmp_path: Path) -> tuple[Admission, Path, dict[str, str]]:
 
 
 def lines(audit: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in audit.read_text().splitlines()]
+    return [parse_line(line) for line in audit.read_text().splitlines()]
 
 
 def bearer(key: str, priority: bool = False) -> CallContext:
