@@ -21,7 +21,7 @@ from flux_operator.render import Owner, render_all
 from flux_operator.render.pod import LOG_HINT_ANNOTATIONS
 from flux_operator.spec import FluxDeployment
 from flux_server import logs as server_logs
-from flux_server.audit_ecs import AUDIT_FIELDS
+from flux_server.admission.audit_ecs import AUDIT_FIELDS
 
 PIPELINE = ELK / "ingest-pipeline.json"
 SAVED_OBJECTS = ELK / "kibana-saved-objects.ndjson"

@@ -23,7 +23,7 @@ from server_process import start_server
 from flux_client import FluxModelClient, GenerationResult, NotFoundError
 from flux_client.names import parse_header_value
 from flux_client.wire import EXPERIMENT_HEADER, EXPERIMENT_METADATA, USER_ID_METADATA, pb, pb_grpc
-from flux_server.audit_ecs import parse_line
+from flux_server.admission.audit_ecs import parse_line
 
 from .served import BODY, EXPERIMENT, generate, likes, render_presets
 

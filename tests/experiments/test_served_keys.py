@@ -14,8 +14,8 @@ import httpx
 import pytest
 from server_process import start_server
 
-from flux_server import keys
-from flux_server.audit_ecs import parse_line
+from flux_server.admission import keys
+from flux_server.admission.audit_ecs import parse_line
 
 from .served import BODY, EXPERIMENT, render_presets
 

@@ -30,7 +30,7 @@ from flux_client import (
     JobStatus,
     NotFoundError,
 )
-from flux_server.audit_ecs import parse_line
+from flux_server.admission.audit_ecs import parse_line
 
 from .redis_server import RedisServer
 

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from ecs_mappings import flat, line_problems
 
-from flux_server.audit import AuditLog, AuditRecord
-from flux_server.audit_ecs import parse_line
+from flux_server.admission.audit import AuditLog, AuditRecord
+from flux_server.admission.audit_ecs import parse_line
 
 
 def _record(i: int = 0, **overrides: object) -> AuditRecord:
@@ -186,7 +186,7 @@ def test_full_disk_raises_and_recovery_leaves_a_gap_line(tmp_path: Path) -> None
     """/dev/full is a real full disk: every write fails with ENOSPC."""
     import errno
 
-    from flux_server.audit import AuditWriteError
+    from flux_server.admission.audit import AuditWriteError
 
     target = tmp_path / "audit.jsonl"
     target.symlink_to("/dev/full")

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
 
 from flux_client.wire import pb, pb_grpc
-from flux_server.audit_ecs import parse_line
+from flux_server.admission.audit_ecs import parse_line
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:

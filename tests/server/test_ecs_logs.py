@@ -22,8 +22,8 @@ from server_process import ServerProcess
 
 from flux_client.experiments import EXPERIMENTS_FILE, Arm, Experiment, experiments_to_file
 from flux_client.presets import StylePreset, presets_to_files
-from flux_server import keys
-from flux_server.audit_ecs import parse_line
+from flux_server.admission import keys
+from flux_server.admission.audit_ecs import parse_line
 
 RELEASE = "v0.0.0-test"  # what server_process starts the server with
 

@@ -24,8 +24,8 @@ from rich_status import rich_error
 from server_process import ServerProcess
 
 from flux_client.wire import pb, pb_grpc
-from flux_server import keys
-from flux_server.audit_ecs import parse_line
+from flux_server.admission import keys
+from flux_server.admission.audit_ecs import parse_line
 
 SLOW = {"width": 512, "height": 512, "steps": 24}
 

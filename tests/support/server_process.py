@@ -48,6 +48,14 @@ class ServerProcess:
         dotted paths: ``trace.id``, ``log.level``, ``fluxserve.detail.http_port``."""
         return [flat(json.loads(line)) for line in self.log().splitlines() if line.startswith("{")]
 
+    def tracebacks(self) -> list[str]:
+        """Every traceback in the log: a logged exception's (its ``error.stack_trace``),
+        or one Python printed as text."""
+        logged = [
+            str(r["error.stack_trace"]) for r in self.log_records() if "error.stack_trace" in r
+        ]
+        return logged + (["(printed)"] if "Traceback (most recent call last)" in self.log() else [])
+
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
