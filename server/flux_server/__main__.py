@@ -13,7 +13,15 @@ import sys
 from collections.abc import Sequence
 
 #: What serving needs beyond the base install: the ``server`` extra's import names.
-SERVER_EXTRA = ("torch", "diffusers", "transformers", "fastapi", "uvicorn", "prometheus_client")
+SERVER_EXTRA = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "fastapi",
+    "uvicorn",
+    "prometheus_client",
+    "ecs_logging",
+)
 INSTALL_HINT = "pip install 'fluxserve[server]'"
 
 
@@ -36,7 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return keys.main(args[1:])
 
-    from flux_server import logs
     from flux_server.settings import SettingsError, load_settings
 
     try:
@@ -52,7 +59,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    logs.configure(settings.log_level, settings.release)
+    from flux_server import logs
+
+    logs.configure(settings.log_level, settings.release, settings.log_format)
 
     from flux_server.listeners import Listeners, PortUnavailable
 

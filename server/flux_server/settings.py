@@ -156,6 +156,11 @@ class ServerSettings(BaseModel):
     release: str = Field("dev", description="Release tag, recorded in responses, logs, metrics.")
     presets_dir: Path | None = Field(None, description="Directory of <name>.json style presets.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_format: Literal["json", "plain"] = Field(
+        "json",
+        description="json: one Elastic Common Schema document a line (Filebeat, "
+        "Elasticsearch; see deploy/elk); plain: text for a terminal.",
+    )
 
     # --- production features -------------------------------------------------------------
     lora: tuple[str, ...] = Field((), description="LoRA adapters, NAME=PATH[:SCALE], repeatable.")

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from flux_server.admission import keys
+from flux_server.admission.audit_ecs import parse_line
 from flux_server.admission.gate import Admission
 from flux_server.errors import ContentRejected, DeadlineExceeded, Unauthenticated, Unavailable
 from flux_server.metrics import Metrics
@@ -43,7 +43,7 @@ def setup(tmp_path: Path) -> tuple[Admission, Path, dict[str, str]]:
 
 
 def lines(audit: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in audit.read_text().splitlines()]
+    return [parse_line(line) for line in audit.read_text().splitlines()]
 
 
 def bearer(key: str, priority: bool = False) -> CallContext:

@@ -122,7 +122,7 @@ class Admission:
         if s.audit_log is not None:
             from flux_server.admission.audit import AuditLog
 
-            audit_log = AuditLog(s.audit_log, hash_prompts=s.audit_hash_prompts)
+            audit_log = AuditLog(s.audit_log, hash_prompts=s.audit_hash_prompts, release=s.release)
             audit_log.on_failure = lambda exc: _audit_failed(metrics, exc)
             audit = audit_log
         cache = build_cache(

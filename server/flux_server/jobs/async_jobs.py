@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flux_server.admission.gate import Admission, Trail
+from flux_server.admission.request_log import log_served
 from flux_server.errors import InternalError, ServeError
 from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
@@ -330,3 +331,4 @@ class JobEntryPoints:
         """An async job that succeeded: counted in its arm like a synchronous request."""
         result = self._result(trail, images, info, cache_hit=info is None)
         await self._served(trail, result, info)
+        log_served(trail, result, info, job=True)

@@ -19,6 +19,7 @@ from flux_contract.presets import StylePreset
 from flux_server.admission.auth import Principal
 from flux_server.admission.cache import ResultCache
 from flux_server.admission.gate import Admission, AuditSink, ContentPolicy, KeyChecker, Trail
+from flux_server.admission.request_log import log_served
 from flux_server.errors import InternalError, NotEnabled, ServeError
 from flux_server.execution.engine import Engine
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
@@ -218,6 +219,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
                     progress(job.steps, job.steps)
                 result = self._result(trail, cached, None, cache_hit=True)
                 await self._served(trail, result, None)
+                log_served(trail, result, None, "generate")
                 return result
             loop = asyncio.get_running_loop() if progress else None
             work = Work("generate", job, job.output_format, trail.ctx.request_id, progress, loop)
@@ -225,20 +227,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             await admission.store(key, images)
             result = self._result(trail, images, info)
             await self._served(trail, result, info)
-            log.info(
-                "generated",
-                extra={
-                    "request_id": trail.ctx.request_id,
-                    "endpoint": trail.ctx.endpoint,
-                    "user": trail.user,
-                    "size": [job.width, job.height],
-                    "steps": job.steps,
-                    "images": job.num_images,
-                    "batch_size": info.size,
-                    "queue_ms": round(result.queue_ms, 1),
-                    "total_ms": round(result.total_ms, 1),
-                },
-            )
+            log_served(trail, result, info, "generate")
             return result
 
     async def edit(
@@ -260,6 +249,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             images, info = await self._submit(work, trail.ctx, arrival)
             result = self._result(trail, images, info)
             await self._served(trail, result, info)
+            log_served(trail, result, info, "edit")
             return result
 
     async def _edit_work(
