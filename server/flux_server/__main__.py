@@ -52,7 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    logs.configure(settings.log_level, settings.release)
+    front = bool(settings.queue) and settings.role == "front"
+    logs.configure(settings.log_level, settings.release, hub_libraries=not front)
 
     from flux_server.listeners import Listeners, PortUnavailable
 
@@ -63,7 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flux_server: {exc}", file=sys.stderr)
         return 1
 
-    logs.route_torch_logs()
+    if not front:
+        # A front loads no model: it never imports torch (a CPU pod, cheap to scale).
+        logs.route_torch_logs()
     from flux_server.server import FluxServer
 
     servers: list[FluxServer] = []

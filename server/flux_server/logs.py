@@ -40,8 +40,10 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-def configure(level: str = "info", release: str | None = None) -> None:
-    """Send every logger's records to stderr as JSON (called once, from main)."""
+def configure(level: str = "info", release: str | None = None, hub_libraries: bool = True) -> None:
+    """Send every logger's records to stderr as JSON (called once, from main).
+    ``hub_libraries`` False: leave diffusers and transformers unimported (a queue front
+    runs no model, and importing them imports torch)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter({"release": release} if release else None))
     root = logging.getLogger()
@@ -53,7 +55,8 @@ def configure(level: str = "info", release: str | None = None) -> None:
         logger.handlers[:] = []
         logger.propagate = True
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
-    _quiet_hub_libraries()
+    if hub_libraries:
+        _quiet_hub_libraries()
 
 
 def _quiet_hub_libraries() -> None:
