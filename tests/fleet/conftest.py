@@ -6,9 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from server_process import ServerProcess, start_server
-
 from features.redis_server import RedisServer
+from server_process import ServerProcess, start_server
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +27,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
 
 
-def start_role(
-    model: Path, logs: Path, redis_url: str, role: str, *extra: str
-) -> ServerProcess:
+def start_role(model: Path, logs: Path, redis_url: str, role: str, *extra: str) -> ServerProcess:
     return start_server(
         model,
         logs,

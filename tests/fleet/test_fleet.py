@@ -80,10 +80,12 @@ def test_a_killed_worker_loses_nothing_and_nothing_runs_twice(
     # Every request's result was stored exactly once, by whichever worker ran it.
     stored = {i: json.loads(client.get(f"fluxserve:queue:result:{i}") or "{}") for i in ids}
     assert all(stored[i].get("images") for i in ids)
-    survivors = {stored[i]["worker"] for i in ids}
-    generated = [
-        r for r in fleet["w2"].log_records() if r.get("message") == "queued batch done"
+    assert {stored[i]["worker"] for i in ids}  # stored by a worker, with its name
+    done = [
+        rid
+        for name in ("w1", "w2")
+        for r in fleet[name].log_records()
+        if r.get("message") == "queued batch done"
+        for rid in r["request_ids"]
     ]
-    ran = [rid for r in generated for rid in r["request_ids"]]
-    assert len(ran) == len(set(ran)), "a request was generated twice by the survivor"
-    assert survivors  # at least the survivor answered
+    assert len(done) == len(set(done)), "a request was generated twice"

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from flux_server.admission.gate import Admission, Trail
-from flux_server.errors import InternalError, ServeError
+from flux_server.errors import InternalError, NotEnabled, ServeError
 from flux_server.execution.engine import GeneratedImage
 from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
@@ -87,6 +87,13 @@ class AsyncJobs:
     ) -> JobState:
         """Record the job and queue its work; returns the job as first recorded."""
         ctx = trail.ctx
+        if self.runner.engine is None:
+            # A queue front (--role front) loads no model; jobs do not ride the queue yet.
+            raise NotEnabled(
+                "async jobs are not queued for the fleet yet: submit them to a server with "
+                "--role all or worker",
+                "prefer",
+            )
         self.batcher.check_capacity()  # 429/503 before anything is recorded
         cached = await self.admission.lookup(cache_key)
         state, live = await self.manager.submit(

@@ -80,7 +80,9 @@ class Broker:
 
     # -- workers -----------------------------------------------------------------------
 
-    async def read_one(self, track: str, priority: str, key_id: str, consumer: str) -> Candidate | None:
+    async def read_one(
+        self, track: str, priority: str, key_id: str, consumer: str
+    ) -> Candidate | None:
         """The next undelivered entry of one key's stream, now this consumer's."""
         stream = names.stream(track, priority, key_id)
         await self._group(stream)
@@ -141,7 +143,9 @@ class Broker:
         ``outcome`` None: acknowledge only (already answered, or cancelled)."""
         request_id = str(c.payload["request_id"])
         if outcome is not None:
-            await self.redis.set(names.result(request_id), json.dumps(outcome), nx=True, px=int(ttl * 1000))
+            await self.redis.set(
+                names.result(request_id), json.dumps(outcome), nx=True, px=int(ttl * 1000)
+            )
         await self.redis.publish(names.events(request_id), json.dumps({"type": "done"}))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.xack(c.stream, names.GROUP, c.entry_id)
@@ -187,7 +191,9 @@ class Broker:
         """Undelivered entries before ``entry_id`` in its stream; None once delivered."""
         if _id_tuple(entry_id) <= _id_tuple(last_delivered):
             return None
-        got = await self.redis.xrange(stream, min=f"({last_delivered}", max=f"({entry_id}", count=100_000)
+        got = await self.redis.xrange(
+            stream, min=f"({last_delivered}", max=f"({entry_id}", count=100_000
+        )
         return len(got)
 
     async def tracks(self) -> list[str]:

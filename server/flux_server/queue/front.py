@@ -8,7 +8,6 @@ is refused with 503 and ``Retry-After`` (nothing was accepted, so nothing is los
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from dataclasses import dataclass
@@ -74,7 +73,9 @@ class FleetQueue:
             raise unavailable(exc) from None
         try:
             try:
-                await self.broker.enqueue(self.track, names.priority_name(priority), key_id, payload)
+                await self.broker.enqueue(
+                    self.track, names.priority_name(priority), key_id, payload
+                )
             except (RedisError, OSError) as exc:
                 raise unavailable(exc) from None
             outcome = await self._wait(pubsub, request_id, deadline, progress)
@@ -95,7 +96,9 @@ class FleetQueue:
                 await self.broker.cancel(request_id, _RESULT_MARGIN_S)
                 raise DeadlineExceeded("the request's deadline passed while it was queued")
             # A bounded wait: a lost message (a reconnect) costs one second, not the request.
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=min(left, 1.0))
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(left, 1.0)
+            )
             if message is None:
                 continue
             event = codec.json_loads(message["data"])

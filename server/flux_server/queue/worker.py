@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _IDLE_WAIT_S = 0.5
 
+
 class QueueWorker:
     """Pulls from one release track's streams into one runner."""
 
@@ -155,6 +156,11 @@ class QueueWorker:
         for c, outcome in zip(batch, outcomes, strict=True):
             await self.broker.finish(c, outcome, float(c.payload["result_ttl"]))
         self.running = []
+        log.info(
+            "queued batch done",
+            extra={"request_ids": [str(c.payload["request_id"]) for c in batch],
+                   "worker": self.name, "run_s": round(time.monotonic() - start, 3)},
+        )  # fmt: skip
 
     def _work(self, c: Candidate, loop: asyncio.AbstractEventLoop) -> Work:
         request_id = str(c.payload["request_id"])
@@ -169,11 +175,11 @@ class QueueWorker:
 
         return Work("generate", job, job.output_format, request_id, progress, loop)
 
+
 def _full(found: Sequence[Candidate], max_units: int) -> bool:
     return sum(c.units for c in found) >= max_units
+
 
 def _enqueued(c: Candidate) -> float:
     # The entry's wait in monotonic terms, from its wall-clock enqueue time.
     return time.monotonic() - (time.time() - float(c.payload["enqueued"]))
-
-RunBatch = Callable[[Sequence[Work]], Awaitable[list[Any]]]
