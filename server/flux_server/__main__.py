@@ -61,7 +61,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     from flux_server import logs
 
-    logs.configure(settings.log_level, settings.release, settings.log_format)
+    front = bool(settings.queue) and settings.role == "front"
+    logs.configure(
+        settings.log_level, settings.release, settings.log_format, hub_libraries=not front
+    )
 
     from flux_server.listeners import Listeners, PortUnavailable
 
@@ -72,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flux_server: {exc}", file=sys.stderr)
         return 1
 
-    logs.route_torch_logs()
+    if not front:
+        # A front loads no model: it never imports torch (a CPU pod, cheap to scale).
+        logs.route_torch_logs()
     from flux_server.server import FluxServer
 
     servers: list[FluxServer] = []

@@ -178,10 +178,14 @@ def formatter(log_format: LogFormat, release: str | None) -> logging.Formatter:
 
 
 def configure(
-    level: str = "info", release: str | None = None, log_format: LogFormat = "json"
+    level: str = "info",
+    release: str | None = None,
+    log_format: LogFormat = "json",
+    hub_libraries: bool = True,
 ) -> None:
     """Send every logger's records to stderr, one ECS document a line or plain text
-    (called once, from main)."""
+    (called once, from main). ``hub_libraries`` False: leave diffusers and transformers
+    unimported (a queue front runs no model, and importing them imports torch)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(formatter(log_format, release))
     root = logging.getLogger()
@@ -195,7 +199,8 @@ def configure(
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     # warnings.warn prints text to stderr; as records they are lines like the others.
     logging.captureWarnings(True)
-    _quiet_hub_libraries()
+    if hub_libraries:
+        _quiet_hub_libraries()
 
 
 def _quiet_hub_libraries() -> None:

@@ -190,6 +190,29 @@ class ServerSettings(BaseModel):
     kontext_model: str | None = Field(None, description="FLUX.1 Kontext for instruction edits.")
     vqa_model: str | None = Field(None, description="Model answering /vqa questions.")
 
+    # --- one queue for the fleet (flux_server.queue) -------------------------------------
+    queue: str | None = Field(
+        None,
+        pattern=r"^rediss?://",
+        description="redis:// or rediss:// URL of the fleet queue; unset: one process, no queue.",
+    )
+    queue_password: str | None = Field(
+        None, repr=False, description="Queue password (from a Secret) unless the URL has one."
+    )
+    role: Literal["all", "front", "worker"] = Field(
+        "all",
+        description="With --queue: front admits and queues (no model), worker loads the "
+        "model and pulls, all does both.",
+    )
+    track: str = Field(
+        "stable",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Release track: a front queues on it, a worker reads only it.",
+    )
+    visibility_timeout: float = Field(
+        30, gt=0, le=3600, description="Seconds before a silent worker's entries go to another."
+    )
+
     # --- async jobs and webhooks ---------------------------------------------------------
     job_ttl: float = Field(
         3600, gt=0, description="Seconds a finished async job and its images are kept."

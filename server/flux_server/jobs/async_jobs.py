@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from flux_server.admission.gate import Admission, Trail
 from flux_server.admission.request_log import log_served
-from flux_server.errors import InternalError, ServeError
+from flux_server.errors import InternalError, NotEnabled, ServeError
 from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
 from flux_server.jobs.manager import JobManager
@@ -88,6 +88,13 @@ class AsyncJobs:
     ) -> JobState:
         """Record the job and queue its work; returns the job as first recorded."""
         ctx = trail.ctx
+        if self.runner.engine is None:
+            # A queue front (--role front) loads no model; jobs do not ride the queue yet.
+            raise NotEnabled(
+                "async jobs are not queued for the fleet yet: submit them to a server with "
+                "--role all or worker",
+                "prefer",
+            )
         self.batcher.check_capacity()  # 429/503 before anything is recorded
         cached = await self.admission.lookup(cache_key)
         state, live = await self.manager.submit(

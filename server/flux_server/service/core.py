@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 from typing import Any
 
 from flux_contract.presets import StylePreset
@@ -34,6 +35,7 @@ from flux_server.requests.presets_store import PresetStore
 from flux_server.requests.results import GeneratedImage, GenerationResult
 from flux_server.scheduling.batcher import Arrival, Batcher, BatchInfo
 from flux_server.scheduling.runner import Question, Runner, Work, describe_failure
+from flux_server.service.fleet import Fleet
 from flux_server.settings import ServerSettings
 
 __all__ = [
@@ -56,6 +58,8 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         self.metrics = metrics or Metrics(settings.release)
         self.presets = PresetStore(settings.presets_dir)
         self.runner = Runner(self.metrics)
+        # --queue: generations go through the fleet's queue (a front loads no model).
+        self.fleet = Fleet(settings) if settings.queue else None
         # Keys, safety, audit and cache first: a bad file fails before the model loads.
         self.admission = Admission.from_settings(settings, self.metrics, self.runner.off_loop)
         # Served-request records for feedback: in Redis too when --redis-url is set, so
@@ -103,22 +107,20 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         load (the process exits and Kubernetes sees a failing pod)."""
         s = self.settings
         self.metrics.set_model(s.model, s.model_revision, s.release)
-        engine = await self.runner.load(s)
-        self.metrics.model_load_seconds.set(engine.info.load_seconds)
+        loaded: dict[str, object] = {"role": s.role if s.queue else "alone"}
+        if self.fleet is None or self.fleet.loads_model:
+            engine = await self.runner.load(s)
+            self.metrics.model_load_seconds.set(engine.info.load_seconds)
+            loaded |= {"device": engine.info.device, "dtype": engine.info.dtype,
+                       "load_seconds": round(engine.info.load_seconds, 3)}  # fmt: skip
         await self.jobs.start()
         self.batcher.start()
+        if self.fleet is not None:
+            await self.fleet.start_worker(self.runner, self.metrics)
         self.admission.loaded = True
         self.metrics.ready.set(1)
-        log.info(
-            "ready",
-            extra={
-                "model": s.model,
-                "release": s.release,
-                "device": engine.info.device,
-                "dtype": engine.info.dtype,
-                "load_seconds": round(engine.info.load_seconds, 3),
-            },
-        )
+        loaded["torch_loaded"] = "torch" in sys.modules  # a front's stays False
+        log.info("ready", extra={"model": s.model, "release": s.release, **loaded})
 
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, finish accepted work (up to ``timeout`` s)."""
@@ -134,6 +136,8 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         return drained
 
     async def close(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.close(self.settings.drain_timeout)
         await self.batcher.close()
         await self.jobs.close(min(self.settings.drain_timeout, 5.0))
         await self.admission.close()
@@ -223,7 +227,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
                 return result
             loop = asyncio.get_running_loop() if progress else None
             work = Work("generate", job, job.output_format, trail.ctx.request_id, progress, loop)
-            images, info = await self._submit(work, trail.ctx, arrival)
+            images, info = await self._submit(work, trail.ctx, arrival, trail.user)
             await admission.store(key, images)
             result = self._result(trail, images, info)
             await self._served(trail, result, info)
@@ -325,9 +329,19 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         )
 
     async def _submit(
-        self, work: Work, ctx: CallContext, arrival: Arrival
+        self, work: Work, ctx: CallContext, arrival: Arrival, user: str | None = None
     ) -> tuple[Any, BatchInfo]:
         timeout = ctx.timeout if ctx.timeout is not None else self.settings.request_timeout
+        if self.fleet is not None and isinstance(work.job, ResolvedRequest):
+            arrival.end()  # batching happens at the workers
+            return await self.fleet.front.generate(
+                work.job,
+                request_id=ctx.request_id,
+                key_id=user or "anonymous",
+                priority=ctx.priority,
+                timeout=timeout,
+                progress=work.progress,
+            )
         try:
             return await self.batcher.submit(
                 work, priority=ctx.priority, timeout=timeout, arrival=arrival
