@@ -60,7 +60,7 @@ def load_pipeline(config: TrainConfig, where: Placement) -> Any:
 
     extra: dict[str, Any] = {}
     if config.qlora:
-        extra["transformer"] = _load_4bit_transformer(config, where)
+        extra["transformer"] = load_4bit_transformer(config, where)
     try:
         pipe = FluxPipeline.from_pretrained(
             config.base, revision=config.revision, torch_dtype=where.dtype, **extra
@@ -76,7 +76,7 @@ def load_pipeline(config: TrainConfig, where: Placement) -> Any:
     return pipe
 
 
-def _load_4bit_transformer(config: TrainConfig, where: Placement) -> Any:
+def load_4bit_transformer(config: TrainConfig, where: Placement) -> Any:
     from diffusers import BitsAndBytesConfig, FluxTransformer2DModel
     from peft import prepare_model_for_kbit_training
 
