@@ -33,7 +33,7 @@ lint: install ## ruff, the import layers, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy client/flux_client operator/flux_operator server/flux_server
+	$(VENV)/bin/mypy client/flux_client operator/flux_operator server/flux_server trainer/flux_trainer
 
 format: install ## Apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .

@@ -31,7 +31,7 @@ def test_every_setting_is_a_flag() -> None:
 
 def test_defaults_follow_the_recipe() -> None:
     config = _config()
-    assert (config.rank, config.alpha, config.learning_rate) == (16, 16.0, 1e-4)
+    assert (config.rank, config.alpha, config.learning_rate) == (16, 16, 1e-4)
     assert tuple(config.target_modules) == DEFAULT_TARGET_MODULES
     assert config.gradient_checkpointing and config.mixed_precision == "auto"
 

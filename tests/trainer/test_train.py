@@ -118,7 +118,7 @@ def test_inspect_prints_what_the_adapter_records(
     info = json.loads(proc.stdout)
     training = info["training"]
     assert training["base_model"] == str(tiny_flux) and training["base_revision"] == "unpinned"
-    assert training["rank"] == 16 and training["lora_alpha"] == 16.0
+    assert training["rank"] == 16 and training["lora_alpha"] == 16
     assert training["dataset_sha256"] == dataset_sha256(posters)
     assert training["trainer_version"] == trained.result["trainer_version"]
     metrics = trained.result["metrics"]

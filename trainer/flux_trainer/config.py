@@ -41,7 +41,7 @@ class TrainConfig(BaseModel):
         "layout) or a hub id such as black-forest-labs/FLUX.1-dev.",
     )
     revision: str | None = Field(
-        None, min_length=1, description="Revision (commit or tag) of a hub --base."
+        default=None, min_length=1, description="Revision (commit or tag) of a hub --base."
     )
     dataset: str = Field(
         min_length=1,
@@ -54,29 +54,29 @@ class TrainConfig(BaseModel):
         description="Output directory: pytorch_lora_weights.safetensors, metrics.json, "
         "samples/ (contact sheets), checkpoints/.",
     )
-    steps: int = Field(1000, ge=1, le=100_000, description="Optimizer steps.")
+    steps: int = Field(default=1000, ge=1, le=100_000, description="Optimizer steps.")
     resolution: int = Field(
-        512,
+        default=512,
         ge=64,
         le=2048,
         description="Training side in pixels (a multiple of 16): images keep their aspect "
         "ratio in buckets of about resolution x resolution pixels.",
     )
-    rank: int = Field(16, ge=1, le=256, description="LoRA rank.")
-    lora_alpha: float | None = Field(
-        None, gt=0, le=1024, description="LoRA alpha (default: the rank, a scale of 1)."
+    rank: int = Field(default=16, ge=1, le=256, description="LoRA rank.")
+    lora_alpha: int | None = Field(
+        default=None, ge=1, le=1024, description="LoRA alpha (default: the rank, a scale of 1)."
     )
-    seed: int = Field(0, ge=0, le=MAX_SEED, description="Seed of the whole run.")
-    learning_rate: float = Field(1e-4, gt=0, le=1, description="AdamW learning rate.")
-    batch_size: int = Field(1, ge=1, le=64, description="Images per step.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of the whole run.")
+    learning_rate: float = Field(default=1e-4, gt=0, le=1, description="AdamW learning rate.")
+    batch_size: int = Field(default=1, ge=1, le=64, description="Images per step.")
     checkpoint_every: int = Field(
-        250,
+        default=250,
         ge=1,
         le=100_000,
         description="Steps between checkpoints (each with a validation loss and a contact "
         "sheet); the last step always checkpoints.",
     )
-    keep_checkpoints: int = Field(2, ge=1, le=100, description="Checkpoints kept on disk.")
+    keep_checkpoints: int = Field(default=2, ge=1, le=100, description="Checkpoints kept on disk.")
     validation_prompts: list[Prompt] = Field(
         default_factory=list,
         max_length=16,
@@ -90,7 +90,7 @@ class TrainConfig(BaseModel):
         description="Seeds of the contact sheets: one column each.",
     )
     validation_fraction: float = Field(
-        0.1,
+        default=0.1,
         ge=0.01,
         le=0.5,
         description="Share of the examples held out for validation when metadata.jsonl "
@@ -104,41 +104,50 @@ class TrainConfig(BaseModel):
         "transformer's blocks.",
     )
     qlora: bool = Field(
-        False, description="Load the base transformer in 4 bits (NF4; needs CUDA + bitsandbytes)."
+        default=False,
+        description="Load the base transformer in 4 bits (NF4; needs CUDA + bitsandbytes).",
     )
     gradient_checkpointing: bool = Field(
-        True, description="Recompute activations in the backward pass (less memory)."
+        default=True, description="Recompute activations in the backward pass (less memory)."
     )
     mixed_precision: Literal["auto", "no", "bf16"] = Field(
-        "auto", description="Base weights in bf16 (auto: on a GPU); LoRA weights stay float32."
+        default="auto",
+        description="Base weights in bf16 (auto: on a GPU); LoRA weights stay float32.",
     )
     adam_8bit: Literal["auto", "on", "off"] = Field(
-        "auto", description="bitsandbytes' 8-bit AdamW (auto: when importable, on a GPU)."
+        default="auto", description="bitsandbytes' 8-bit AdamW (auto: when importable, on a GPU)."
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto: CUDA if present.")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        default="auto", description="auto: CUDA if present."
+    )
     resume: bool = Field(
-        False, description="Continue from the last checkpoint under --output, if any."
+        default=False, description="Continue from the last checkpoint under --output, if any."
     )
     guidance_scale: float = Field(
-        1.0, ge=0, le=100, description="Guidance embedding while training (FLUX.1-dev)."
+        default=1.0, ge=0, le=100, description="Guidance embedding while training (FLUX.1-dev)."
     )
     weighting_scheme: Literal["none", "sigma_sqrt", "logit_normal", "mode", "cosmap"] = Field(
-        "none", description="Timestep sampling and loss weighting (diffusers.training_utils)."
+        default="none",
+        description="Timestep sampling and loss weighting (diffusers.training_utils).",
     )
-    logit_mean: float = Field(0.0, ge=-10, le=10, description="Mean of logit_normal sampling.")
-    logit_std: float = Field(1.0, gt=0, le=10, description="Std of logit_normal sampling.")
-    mode_scale: float = Field(1.29, ge=0, le=10, description="Scale of mode sampling.")
+    logit_mean: float = Field(
+        default=0.0, ge=-10, le=10, description="Mean of logit_normal sampling."
+    )
+    logit_std: float = Field(default=1.0, gt=0, le=10, description="Std of logit_normal sampling.")
+    mode_scale: float = Field(default=1.29, ge=0, le=10, description="Scale of mode sampling.")
     max_sequence_length: int = Field(
-        512, ge=1, le=512, description="T5 tokens per caption (FLUX.1-dev: up to 512)."
+        default=512, ge=1, le=512, description="T5 tokens per caption (FLUX.1-dev: up to 512)."
     )
-    max_grad_norm: float = Field(1.0, gt=0, le=1000, description="Gradient clipping norm.")
-    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW weight decay.")
-    sample_steps: int = Field(28, ge=1, le=100, description="Denoising steps of contact sheets.")
+    max_grad_norm: float = Field(default=1.0, gt=0, le=1000, description="Gradient clipping norm.")
+    weight_decay: float = Field(default=1e-4, ge=0, le=1, description="AdamW weight decay.")
+    sample_steps: int = Field(
+        default=28, ge=1, le=100, description="Denoising steps of contact sheets."
+    )
     sample_guidance_scale: float = Field(
-        3.5, ge=0, le=100, description="Guidance of the contact sheets' images."
+        default=3.5, ge=0, le=100, description="Guidance of the contact sheets' images."
     )
     upload: str | None = Field(
-        None,
+        default=None,
         min_length=1,
         description="After a successful run, copy the adapter, metrics.json and the contact "
         "sheets under this fsspec URI prefix (s3://bucket/prefix); the result names the "
@@ -160,8 +169,8 @@ class TrainConfig(BaseModel):
         return value
 
     @property
-    def alpha(self) -> float:
-        return float(self.lora_alpha if self.lora_alpha is not None else self.rank)
+    def alpha(self) -> int:
+        return self.lora_alpha if self.lora_alpha is not None else self.rank
 
     def fingerprint(self) -> dict[str, object]:
         """The settings a run's trajectory depends on: a checkpoint resumes only under the

@@ -27,14 +27,13 @@ def make_optimizer(
             "--adam-8bit on needs the bitsandbytes package and a CUDA device "
             "(pip install 'fluxserve[train,qlora]')"
         )
-    kwargs = {
-        "lr": config.learning_rate,
-        "betas": BETAS,
-        "eps": EPSILON,
-        "weight_decay": config.weight_decay,
-    }
+    lr, decay = config.learning_rate, config.weight_decay
     if config.adam_8bit == "on" or (config.adam_8bit == "auto" and available and on_gpu):
         import bitsandbytes as bnb
 
-        return bnb.optim.AdamW8bit(list(params), **kwargs), "adamw8bit"
-    return torch.optim.AdamW(list(params), **kwargs), "adamw"
+        adam8 = bnb.optim.AdamW8bit(
+            list(params), lr=lr, betas=BETAS, eps=EPSILON, weight_decay=decay
+        )
+        return adam8, "adamw8bit"
+    adam = torch.optim.AdamW(list(params), lr=lr, betas=BETAS, eps=EPSILON, weight_decay=decay)
+    return adam, "adamw"
