@@ -33,7 +33,7 @@ lint: install ## ruff, the import layers, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy client/flux_client operator/flux_operator server/flux_server trainer/flux_trainer
+	$(VENV)/bin/mypy contract/flux_contract client/flux_client operator/flux_operator server/flux_server trainer/flux_trainer
 
 format: install ## Apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
@@ -42,7 +42,7 @@ format: install ## Apply ruff's formatting and fixes
 # --- Wire: the gRPC contract and its generated stubs ---
 .PHONY: proto
 
-proto: install ## Regenerate the gRPC stubs in client/flux_client/_proto from proto/ (a test fails when they are stale)
+proto: install ## Regenerate the gRPC stubs in contract/flux_contract/_proto from proto/ (a test fails when they are stale)
 	$(PY) proto/generate_stubs.py
 
 # --- Operator: the CRD generated from the pydantic models ---

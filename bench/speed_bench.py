@@ -43,9 +43,9 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 
 def _job(steps: int, seed: int):  # type: ignore[no-untyped-def]
-    from flux_server.params import Job
+    from flux_server.requests.params import ResolvedRequest
 
-    return Job(
+    return ResolvedRequest(
         prompt="a city at dusk",
         negative_prompt=None,
         width=SIZE,
@@ -77,9 +77,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", help="variants (default: all)")
     args = parser.parse_args()
 
-    from flux_server.engine import Engine
+    from flux_server.execution.engine import Engine
     from flux_server.settings import ServerSettings
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     names = [n for n in VARIANTS if not args.only or n in args.only or n == "eager"]
     with tempfile.TemporaryDirectory(prefix="fluxserve-speed-") as tmp:

@@ -59,7 +59,7 @@ def build_transformer(tiny: bool, device: torch.device, workdir: Path) -> Any:
     from diffusers import FluxTransformer2DModel
 
     if tiny:
-        from flux_server.tiny_model import SIZES, build_pipeline
+        from flux_server.tools.tiny_model import SIZES, build_pipeline
 
         return build_pipeline(SIZES["tiny"]).transformer.to(device)
     default = torch.get_default_dtype()

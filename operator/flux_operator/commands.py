@@ -19,11 +19,10 @@ import kubernetes
 import urllib3
 import yaml
 
-from flux_operator.canary import ABORT_ANNOTATION, PROMOTE_ANNOTATION
 from flux_operator.handlers import build_registry
 from flux_operator.kube import ApiError, KubeApi, default_namespace, load_configuration
 from flux_operator.peering import own_identity
-from flux_operator.render import ROLLBACK_ANNOTATION
+from flux_operator.render import ABORT_ANNOTATION, PROMOTE_ANNOTATION, ROLLBACK_ANNOTATION
 from flux_operator.settings import OperatorSettings, RetrySettings
 from flux_operator.spec import FluxDeploymentStatus
 

@@ -32,7 +32,7 @@ def missing_server_extra() -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["keys"]:
-        from flux_server import keys
+        from flux_server.admission import keys
 
         return keys.main(args[1:])
 

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from flux_client.experiments import Experiment
-from flux_server.safety import SAFETY_REASONS
+from flux_server.admission.safety import SAFETY_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -283,7 +283,7 @@ class _RecompilesCollector(Collector):
     waited for a compile)."""
 
     def collect(self) -> Any:
-        from flux_server.speedups import recompiles_since_ready
+        from flux_server.execution.speedups import recompiles_since_ready
 
         family = CounterMetricFamily(
             "fluxserve_recompiles",

@@ -43,7 +43,7 @@ class ServerSettings(BaseModel):
     )
     warmup: bool = Field(True, description="Run one small generation before reporting ready.")
 
-    # --- speed (see flux_server.speedups) --------------------------------------------------
+    # --- speed (see flux_server.execution.speedups) ------------------------------------------
     compile: Literal["auto", "off", "regional", "full"] = Field(
         "auto",
         description="torch.compile the repeated transformer blocks (regional) or the whole "
@@ -212,7 +212,7 @@ class ServerSettings(BaseModel):
     @field_validator("webhook_allow_hosts")
     @classmethod
     def _allow_list_parses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from flux_server.webhook_url import AllowList
+        from flux_server.jobs.webhook_url import AllowList
 
         AllowList.parse(value)
         return value
@@ -232,7 +232,7 @@ class ServerSettings(BaseModel):
     @field_validator("warmup_sizes", mode="before")
     @classmethod
     def _sizes(cls, value: Any) -> Any:
-        from flux_server.speedups import parse_sizes
+        from flux_server.execution.speedups import parse_sizes
 
         values = [value] if isinstance(value, str) else list(value or ())
         return tuple(f"{w}x{h}" for w, h in parse_sizes(values))
@@ -240,7 +240,7 @@ class ServerSettings(BaseModel):
     @field_validator("step_cache")
     @classmethod
     def _step_cache(cls, value: str) -> str:
-        from flux_server.speedups import parse_step_cache
+        from flux_server.execution.speedups import parse_step_cache
 
         parse_step_cache(value)
         return value
@@ -252,7 +252,7 @@ class ServerSettings(BaseModel):
                 raise ValueError(f"--warmup-sizes {size} is over --max-side {self.max_side}")
         if self.quantize == "fp8" or self.offload != "none" or self.attention_backend:
             # These depend on the device: torch (and diffusers) are imported only here.
-            from flux_server.speedups import check_device_options, resolve_device
+            from flux_server.execution.speedups import check_device_options, resolve_device
 
             check_device_options(
                 resolve_device(self.device), self.quantize, self.offload, self.attention_backend

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from server_process import start_server
 
-from flux_server import keys
+from flux_server.admission import keys
 
 from .served import BODY, EXPERIMENT, render_presets
 

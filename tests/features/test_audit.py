@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_server.audit import AuditLog, AuditRecord
+from flux_server.admission.audit import AuditLog, AuditRecord
 
 
 def _record(i: int = 0, **overrides: object) -> AuditRecord:
@@ -142,7 +142,7 @@ def test_full_disk_raises_and_recovery_leaves_a_gap_line(tmp_path: Path) -> None
     """/dev/full is a real full disk: every write fails with ENOSPC."""
     import errno
 
-    from flux_server.audit import AuditWriteError
+    from flux_server.admission.audit import AuditWriteError
 
     target = tmp_path / "audit.jsonl"
     target.symlink_to("/dev/full")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_server.safety import (
+from flux_server.admission.safety import (
     BlocklistError,
     SafetyFilter,
     SafetyModelError,

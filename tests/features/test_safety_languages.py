@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flux_server.safety import SAFETY_REASONS, SafetyFilter, build_blocklist
-from flux_server.safety_eval import LabelledPrompt, Scores, main, read_labelled, score, table
+from flux_server.admission.safety import SAFETY_REASONS, SafetyFilter, build_blocklist
+from flux_server.tools.safety_eval import LabelledPrompt, Scores, main, read_labelled, score, table
 
 PROMPTS = Path(__file__).parent / "data" / "safety_prompts"
 LANGUAGES = ("en", "zh", "es", "de", "fr", "ja", "ko", "ru")

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flux_client.presets import StylePreset, presets_to_files
-from flux_server import keys
+from flux_server.admission import keys
 from flux_server.settings import ServerSettings
 
 from .redis_server import RedisServer
@@ -135,7 +135,7 @@ def _wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any
 def lora_dir(tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from diffusers import FluxPipeline
 
-    from flux_server.lora import write_tiny_lora
+    from flux_server.execution.lora import write_tiny_lora
 
     pipe = FluxPipeline.from_pretrained(tiny_flux_dir)
     return write_tiny_lora(pipe, tmp_path_factory.mktemp("lora") / "ink", "ink", seed=5).parent
@@ -398,7 +398,7 @@ def test_adapters_are_chosen_per_request(secured: dict[str, Any]) -> None:
     assert preset.json()["cache_hit"] is True
 
     # The weights' digest is part of the key: new weights under the name miss.
-    from flux_server.lora import LoraSpec, fingerprint
+    from flux_server.execution.lora import LoraSpec, fingerprint
 
     service = secured["server"].server.service
     ink_spec = LoraSpec(name="ink", path=str(secured["lora_dir"]))
@@ -481,7 +481,7 @@ def test_grpc_carries_keys_safety_and_cache(secured: dict[str, Any]) -> None:
 
 
 def test_classifier_refusal_never_reaches_the_pipeline(tiny_flux_dir: Path, tmp_path: Path) -> None:
-    from flux_server.service import GenerationService
+    from flux_server.service.core import GenerationService
 
     from .test_safety import _write_tiny_classifier
 

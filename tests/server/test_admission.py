@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from flux_server import keys
-from flux_server.admission import Admission
-from flux_server.calls import CallContext
+from flux_server.admission import keys
+from flux_server.admission.gate import Admission
 from flux_server.errors import ContentRejected, Unauthenticated, Unavailable
 from flux_server.metrics import Metrics
+from flux_server.requests.context import CallContext
 from flux_server.settings import ServerSettings
 
 
@@ -96,8 +96,8 @@ async def test_keys_lanes_and_the_content_policy_in_order(setup: Any) -> None:
 async def test_the_cache_answers_a_stored_request(tmp_path: Path) -> None:
     settings = ServerSettings.model_validate({"model": "unused"})
     admission = Admission.from_settings(settings, Metrics(), inline)
-    from flux_server.engine import GeneratedImage
-    from flux_server.params import GenerateParams, resolve
+    from flux_server.execution.engine import GeneratedImage
+    from flux_server.requests.params import GenerateParams, resolve
 
     job = resolve(GenerateParams.model_validate({"prompt": "a heron", "seed": 1}), {}, settings, {})
     key = admission.cache_key(job, seeded=True, adapter_versions={})

@@ -8,12 +8,16 @@ from pathlib import Path
 
 import pytest
 
-from flux_server.cancellation import BatchCancellation, CancelToken, GenerationInterrupted
-from flux_server.engine import Engine
-from flux_server.params import Job
+from flux_server.execution.cancellation import (
+    BatchCancellation,
+    CancelToken,
+    GenerationInterrupted,
+)
+from flux_server.execution.engine import Engine
+from flux_server.requests.params import ResolvedRequest
 
 
-def job(**overrides: object) -> Job:
+def job(**overrides: object) -> ResolvedRequest:
     values: dict[str, object] = dict(
         prompt="a lighthouse",
         negative_prompt=None,
@@ -29,7 +33,7 @@ def job(**overrides: object) -> Job:
         style_preset=None,
     )
     values.update(overrides)
-    return Job.model_validate(values)
+    return ResolvedRequest.model_validate(values)
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from flux_server.engine import Engine
-from flux_server.params import Job
+from flux_server.execution.engine import Engine
+from flux_server.requests.params import ResolvedRequest
 from flux_server.settings import ServerSettings
 
 MAX_FRACTION_ONE_LEVEL = 1e-3
@@ -33,8 +33,8 @@ def engine(tiny_model_dir: Path) -> Engine:
     return Engine.load(str(tiny_model_dir), device="cpu", settings=settings)
 
 
-def _job(prompt: str, seed: int) -> Job:
-    return Job(
+def _job(prompt: str, seed: int) -> ResolvedRequest:
+    return ResolvedRequest(
         prompt=prompt,
         negative_prompt=None,
         width=64,

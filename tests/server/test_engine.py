@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from flux_server.engine import Engine, choose_dtype
-from flux_server.params import Job
+from flux_server.execution.engine import Engine, choose_dtype
+from flux_server.requests.params import ResolvedRequest
 
 
-def job(**overrides: object) -> Job:
+def job(**overrides: object) -> ResolvedRequest:
     values: dict[str, object] = dict(
         prompt="a futuristic city",
         negative_prompt=None,
@@ -28,7 +28,7 @@ def job(**overrides: object) -> Job:
         style_preset=None,
     )
     values.update(overrides)
-    return Job.model_validate(values)
+    return ResolvedRequest.model_validate(values)
 
 
 @pytest.fixture(scope="module")

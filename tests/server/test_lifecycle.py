@@ -23,7 +23,7 @@ from rich_status import rich_error
 from server_process import ServerProcess
 
 from flux_client.wire import pb, pb_grpc
-from flux_server import keys
+from flux_server.admission import keys
 
 SLOW = {"width": 512, "height": 512, "steps": 24}
 

@@ -17,7 +17,7 @@ from flux_trainer.posters import write_posters
 
 @pytest.fixture(scope="session")
 def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
 

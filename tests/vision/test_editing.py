@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from flux_server.editing import (
+from flux_server.execution.edit_job import (
     EditInputError,
     EditJob,
     InstructEditingUnavailable,
@@ -21,8 +21,8 @@ from flux_server.editing import (
     snap,
     working_size,
 )
-from flux_server.editor import Editor
-from flux_server.images import ImageInputError
+from flux_server.execution.editor import Editor
+from flux_server.requests.images import ImageInputError
 
 FAST: dict[str, Any] = {"steps": 2, "strength": 1.0}
 
@@ -239,15 +239,15 @@ def test_incompatible_jobs_are_refused(editor: Editor) -> None:
 
 
 def test_seeds_wrap_like_generation() -> None:
-    from flux_server.params import MAX_SEED
+    from flux_server.requests.params import MAX_SEED
 
     assert seeds_for(MAX_SEED, 2) == [MAX_SEED, 0]
 
 
 def test_edit_job_from_a_resolved_request() -> None:
-    from flux_server.params import Job
+    from flux_server.requests.params import ResolvedRequest
 
-    job = Job(
+    job = ResolvedRequest(
         prompt="a lighthouse, oil painting",
         negative_prompt="blurry",
         width=64,
@@ -308,7 +308,7 @@ def test_instruct_refuses_adapters(editor: Editor) -> None:
 def test_edits_use_their_own_adapters_on_the_shared_transformer(tiny_flux_dir: Path) -> None:
     from diffusers import FluxPipeline
 
-    from flux_server import lora
+    from flux_server.execution import lora
 
     # A pipeline of its own: loading adapters changes its transformer.
     pipe = FluxPipeline.from_pretrained(tiny_flux_dir)

@@ -9,7 +9,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from flux_server.images import (
+from flux_server.requests.images import (
     ImageInputError,
     check_mask,
     check_upload_names,

@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from flux_server.tiny_model import main as tiny_model_main
-from flux_server.tiny_vqa import write_tiny_vqa
-from flux_server.vqa import (
+from flux_server.execution.vqa import (
     MAX_TOKENS,
     VqaInputError,
     VqaModel,
@@ -17,6 +15,8 @@ from flux_server.vqa import (
     question_fields,
     validate_question,
 )
+from flux_server.tools.tiny_model import main as tiny_model_main
+from flux_server.tools.tiny_vqa import write_tiny_vqa
 
 from .tiny_llava import write_tiny_llava
 
