@@ -200,3 +200,19 @@ def test_a_killed_run_resumes_to_the_same_weights(
         result["metrics"]["final_validation_loss"]
         == (trained.result["metrics"]["final_validation_loss"])
     )
+
+
+def test_a_finished_output_is_neither_overwritten_nor_resumed_with_other_settings(
+    trained: Trained, tiny_flux: Path, posters: Path
+) -> None:
+    again = run_trainer(_args(tiny_flux, posters, trained.output), timeout=300)
+    assert again.returncode == 2, again.stderr[-3000:]
+    assert "holds checkpoints of an earlier run (step-000200): pass --resume" in str(
+        result_of(again)["message"]
+    )
+    other = run_trainer(
+        [*_args(tiny_flux, posters, trained.output), "--resume", "--learning-rate", "5e-4"],
+        timeout=300,
+    )
+    assert other.returncode == 5, other.stderr[-3000:]
+    assert "learning_rate: 0.001 -> 0.0005" in str(result_of(other)["message"])

@@ -68,10 +68,12 @@ def load_pipeline(config: TrainConfig, where: Placement) -> Any:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"--base {config.base!r}: cannot load a FLUX pipeline: {exc}") from exc
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
-        module = getattr(pipe, name)
-        module.requires_grad_(False)
-        if not (name == "transformer" and config.qlora):  # bitsandbytes placed it already
-            module.to(where.device)
+        getattr(pipe, name).requires_grad_(False)
+    # The transformer joins them once the prompts are encoded and the text encoders gone
+    # (``Run.load``): T5 and the transformer together need 33 GB in bf16. bitsandbytes
+    # placed a 4-bit transformer already.
+    for name in ("vae", "text_encoder", "text_encoder_2"):
+        getattr(pipe, name).to(where.device)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

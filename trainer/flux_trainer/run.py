@@ -16,7 +16,7 @@ from flux_trainer import __version__, buckets, checkpoint, samples
 from flux_trainer import dataset as datasets
 from flux_trainer.config import TrainConfig
 from flux_trainer.encode import Cached, Prompt, cache_examples, drop_text_encoders, encode_prompts
-from flux_trainer.errors import ResumeError
+from flux_trainer.errors import ConfigError, ResumeError
 from flux_trainer.flow import training_loss, validation_loss
 from flux_trainer.model import Placement, add_lora, load_pipeline, placement, save_lora
 from flux_trainer.optim import make_optimizer
@@ -50,7 +50,13 @@ class Run:
         self.resume_from = self._resume_point()
 
     def _resume_point(self) -> Path | None:
-        found = checkpoint.latest(self.output) if self.config.resume else None
+        found = checkpoint.latest(self.output)
+        if found is not None and not self.config.resume:
+            # Two runs' checkpoints in one folder would be pruned and resumed as one.
+            raise ConfigError(
+                f"--output {self.output} holds checkpoints of an earlier run ({found.name}): "
+                "pass --resume to continue it, or give an empty --output"
+            )
         if found is not None:
             state = checkpoint.read_state(found)
             checkpoint.check_compatible(state, self.config.fingerprint(), self.data.sha256, found)
@@ -73,6 +79,8 @@ class Run:
         )
         drop_text_encoders(self.pipe)
         self.transformer = self.pipe.transformer
+        if not config.qlora:  # on the device once the text encoders have left it
+            self.transformer.to(self.where.device)
         self.params = add_lora(self.transformer, config)
         self.optimizer, self.optimizer_name = make_optimizer(self.params, config, self.where)
         self.generator = torch.Generator().manual_seed(config.seed)
