@@ -105,7 +105,7 @@ def test_the_loss_is_a_function_of_the_generator_state(pipe: Any) -> None:
     scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config)
     latent = torch.randn(4, 8, 8, generator=torch.Generator().manual_seed(0))
     prompt = Prompt(torch.randn(32, 32), torch.randn(32))
-    batch = [Cached(latent, torch.full_like(latent, 0.1), prompt)]
+    batch = [Cached(latent, torch.full_like(latent, 0.1), prompt)] * 2  # a batch of two
     generator = torch.Generator().manual_seed(5)
     state = generator.get_state()
     with torch.no_grad():
@@ -120,3 +120,20 @@ def test_the_loss_is_a_function_of_the_generator_state(pipe: Any) -> None:
             pipe.transformer, batch, scheduler, pipe.vae.config, config, generator
         )
     assert torch.equal(first, again) and not torch.equal(first, second)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device is present")
+def test_qlora_and_8bit_adam_say_what_they_need_on_a_cpu() -> None:
+    from flux_trainer.errors import MissingDependencyError
+    from flux_trainer.model import Placement, placement
+    from flux_trainer.optim import make_optimizer
+
+    with pytest.raises(MissingDependencyError) as info:
+        placement(_config(qlora=True))
+    assert "--qlora needs" in str(info.value)
+    assert "bitsandbytes" in str(info.value) or "CUDA" in str(info.value)
+    param = torch.nn.Parameter(torch.zeros(2))
+    cpu = Placement(torch.device("cpu"), torch.float32)
+    with pytest.raises(MissingDependencyError, match="--adam-8bit on needs the bitsandbytes"):
+        make_optimizer([param], _config(adam_8bit="on"), cpu)
+    assert make_optimizer([param], _config(), cpu)[1] == "adamw"  # auto: plain AdamW here
