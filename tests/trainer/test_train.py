@@ -75,6 +75,7 @@ def test_the_validation_loss_falls_below_the_base_models(trained: Trained) -> No
     assert {k: on_disk[k] for k in metrics} == metrics
     assert [v["step"] for v in on_disk["validation"]] == [50, 100, 150, 200]
     assert metrics["steps"] == STEPS and metrics["seconds"] > 0 and metrics["peak_memory_gb"] > 0
+    assert 0 < on_disk["trainable_share"] < 1 and on_disk["trainable_parameters"] > 0
 
 
 def test_the_run_reports_each_step_and_checkpoint(trained: Trained) -> None:

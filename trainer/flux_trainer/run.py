@@ -85,6 +85,13 @@ class Run:
         self.optimizer, self.optimizer_name = make_optimizer(self.params, config, self.where)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.scheduler = type(self.pipe.scheduler).from_config(self.pipe.scheduler.config)
+        trainable = sum(p.numel() for p in self.params)
+        self.trainable = {
+            "trainable_parameters": trainable,
+            "trainable_share": round(
+                trainable / sum(p.numel() for p in self.transformer.parameters()), 5
+            ),
+        }
         log.info(
             "model ready",
             extra={
@@ -92,7 +99,7 @@ class Run:
                 "device": str(self.where.device),
                 "dtype": str(self.where.dtype).removeprefix("torch."),
                 "optimizer": self.optimizer_name,
-                "trainable_parameters": sum(p.numel() for p in self.params),
+                **self.trainable,
                 "buckets": sorted({f"{w}x{h}" for w, h in self.train_sizes}),
             },
         )
@@ -265,7 +272,12 @@ class Run:
         path = save_lora(self.transformer, self.output, record)
         write_metrics(
             self.output,
-            {**metrics, "validation": history.validation, "optimizer": self.optimizer_name},
+            {
+                **metrics,
+                "validation": history.validation,
+                "optimizer": self.optimizer_name,
+                **self.trainable,
+            },
         )
         return {"metrics": metrics, "adapter": path}
 
