@@ -49,9 +49,9 @@ def _generate(url: str, prompt: str, steps: int = 2, **headers: str) -> httpx.Re
 
 def test_the_front_loads_no_torch(fleet: dict[str, ServerProcess]) -> None:
     ready = [r for r in fleet["front"].log_records() if r.get("message") == "ready"]
-    assert ready and ready[0]["torch_loaded"] is False, ready
+    assert ready and ready[0]["fluxserve.detail.torch_loaded"] is False, ready
     worker_ready = [r for r in fleet["w1"].log_records() if r.get("message") == "ready"]
-    assert worker_ready[0]["torch_loaded"] is True
+    assert worker_ready[0]["fluxserve.detail.torch_loaded"] is True
 
 
 def test_sync_requests_complete_through_the_queue(fleet: dict[str, ServerProcess]) -> None:
