@@ -180,6 +180,11 @@ class FluxLoRATrainingSpec(_Model):
                 "!has(self.promotion) || self.promotion == 'none' || has(self.target)",
                 "promotion canary needs target (a FluxDeployment name)",
             ),
+            (
+                "!has(self.engine) || self.engine == 'job' || "
+                "(!has(self.dataset.pvc) && !has(self.output.pvc))",
+                "engine kubeflow needs dataset s3 or git and output s3",
+            ),
         )
     )
 
@@ -262,6 +267,13 @@ class FluxLoRATrainingSpec(_Model):
         description="job: a batch/v1 Job; kubeflow: a Kubeflow Trainer TrainJob "
         "(trainer.kubeflow.org/v1alpha1), where the cluster has it.",
     )
+    kubeflow_runtime: str = Field(
+        default="torch-distributed",
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="engine kubeflow: the ClusterTrainingRuntime the TrainJob runs on (its "
+        "nodes, tolerations and volumes are the runtime's).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> FluxLoRATrainingSpec:
@@ -271,4 +283,7 @@ class FluxLoRATrainingSpec(_Model):
             raise ValueError("release is required without fluxDeploymentRef")
         if self.promotion == "canary" and self.target is None:
             raise ValueError("promotion canary needs target (a FluxDeployment name)")
+        if self.engine == "kubeflow" and (self.dataset.pvc or self.output.pvc):
+            # A TrainJob's volumes are its runtime's: it reads and writes object storage.
+            raise ValueError("engine kubeflow needs dataset s3 or git and output s3")
         return self
