@@ -28,11 +28,13 @@ def _deployments(docs: list[Any]) -> dict[str, FluxDeploymentSpec]:
     found = {}
     for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == KIND:
+            meta = doc.get("metadata")
             try:
                 spec = FluxDeploymentSpec.model_validate(doc.get("spec") or {})
             except ValidationError:
                 continue  # reported by the FluxDeployment's own rendering
-            found[(doc.get("metadata") or {}).get("name")] = spec
+            if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+                found[meta["name"]] = spec
     return found
 
 

@@ -164,14 +164,14 @@ def test_bad_hyperparameters_are_refused_by_the_crd_and_the_model() -> None:
     }
     assert validate(crd, copy.deepcopy(resource)) == []
     for field, value, expect in (
-        ("resolution", 520, "multiple"),
-        ("rank", 0, "minimum"),
-        ("learningRate", 0, "minimum"),
+        ("resolution", 520, "multiple of 16"),
+        ("rank", 0, "less than the minimum"),
+        ("learningRate", 0, "less than or equal to the minimum"),
     ):
         bad = copy.deepcopy(resource)
         bad["spec"]["hyperparameters"][field] = value
         errors = validate(crd, bad)
-        assert any(field in path for path, _ in errors), (field, errors)
+        assert any(field in path and expect in m for path, m in errors), (field, errors)
         with pytest.raises(ValueError):
             FluxLoRATrainingSpec.model_validate(bad["spec"])
     both = copy.deepcopy(resource)
@@ -182,9 +182,7 @@ def test_bad_hyperparameters_are_refused_by_the_crd_and_the_model() -> None:
     assert any("needs target" in m for _, m in validate(crd, canary))
 
 
-def test_render_command_prints_the_job(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_render_command_prints_the_job(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     deployment = {
         "apiVersion": "fluxserve.dev/v1alpha1",
         "kind": "FluxDeployment",

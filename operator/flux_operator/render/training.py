@@ -158,4 +158,4 @@ def trainer_args(config: TrainConfig, chosen: set[str]) -> list[str]:
             args += [flag(name), *(str(v) for v in value)]
         else:
             args.append(f"{flag(name)}={value}")
-    return args + [f"--result-file={TERMINATION_LOG}"]
+    return [*args, f"--result-file={TERMINATION_LOG}"]

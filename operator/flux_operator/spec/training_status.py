@@ -57,7 +57,9 @@ class PromotionStatus(_StatusModel):
 
 class FluxLoRATrainingStatus(_StatusModel):
     observed_generation: int | None = Field(default=None, description="Last generation handled.")
-    phase: TrainingPhase = Field(default="Pending", description="Pending, Running, Succeeded, Failed.")
+    phase: TrainingPhase = Field(
+        default="Pending", description="Pending, Running, Succeeded, Failed."
+    )
     conditions: list[TrainingCondition] = Field(default_factory=list, description="Conditions.")
     job: str | None = Field(default=None, description="The Job (or TrainJob) that runs it.")
     progress: TrainingProgress | None = Field(default=None, description="Steps done.")
