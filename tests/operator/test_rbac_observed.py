@@ -21,7 +21,6 @@ from conftest import (
     base_spec,
     condition,
 )
-
 from test_training_emulated import (
     create_training,
     job_finishes,
