@@ -10,7 +10,7 @@ runs. What the resource says in its own words instead is where things are: the b
 from __future__ import annotations
 
 import copy
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import ConfigDict, Field, create_model, model_validator
 from pydantic.fields import FieldInfo
@@ -54,12 +54,15 @@ def _hyperparameter_fields() -> dict[str, Any]:
     return fields
 
 
-Hyperparameters: type[_Model] = create_model(  # type: ignore[call-overload]
-    "Hyperparameters",
-    __base__=_Model,
-    __doc__="The trainer's settings (python -m flux_trainer train --help), camelCase.",
-    **_hyperparameter_fields(),
-)
+if TYPE_CHECKING:  # a model made at import: its fields are TrainConfig's
+    Hyperparameters = _Model
+else:
+    Hyperparameters = create_model(
+        "Hyperparameters",
+        __base__=_Model,
+        __doc__="The trainer's settings (python -m flux_trainer train --help), camelCase.",
+        **_hyperparameter_fields(),
+    )
 
 
 class GitDataset(_Model):
@@ -231,7 +234,7 @@ class FluxLoRATrainingSpec(_Model):
         "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, HF_TOKEN...).",
     )
     dataset: DatasetSpec = Field(description="The annotated images.")
-    hyperparameters: Hyperparameters = Field(  # type: ignore[valid-type]
+    hyperparameters: Hyperparameters = Field(
         default_factory=lambda: Hyperparameters(), description="The trainer's settings."
     )
     gpu: GpuSpec = Field(default_factory=GpuSpec, description="GPUs of the training pod.")
