@@ -355,7 +355,8 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             raise InternalError(describe_failure(exc, work)) from None
 
     def _depth_changed(self, depth: int) -> None:
-        self.metrics.queue_depth.set(depth)
+        if getattr(self, "fleet", None) is None:  # with --queue the fleet's streams count
+            self.metrics.set_depth(*self.batcher.waiting()[:2])
         async_jobs: AsyncJobs | None = getattr(self, "async_jobs", None)
         if async_jobs is not None:
             async_jobs.queue_changed()
