@@ -106,7 +106,7 @@ def test_positions_fair_share_priority_then_a_worker_serves_all(
             _until(lambda u=user, j=job_id: _job(front, u, j)["status"] == "succeeded", 120,
                    f"{job_id} to succeed")  # fmt: skip
         order = [rid for r in worker.log_records() if r.get("message") == "queued batch done"
-                 for rid in r["request_ids"]]  # fmt: skip
+                 for rid in r["fluxserve.request_ids"]]  # fmt: skip
     finally:
         worker.process.kill()
         worker.process.wait()
