@@ -245,10 +245,8 @@ def test_probes_presets_openapi_metrics(server: ServerProcess) -> None:
     assert error["properties"]["error"]["required"] == ["code", "message", "field"]
     assert {"400", "429", "503", "504"} <= set(generate["responses"])
     assert metric(server, "fluxserve_queue_depth") >= 0
-    # GET /queue of a process alone: its batcher, in the fleet's shape.
-    queue = httpx.get(f"{server.url}/queue").json()
-    assert queue["source"] == "local" and queue["workers_alive"] == 1, queue
-    assert set(queue["waiting"]) == {"high", "normal"} and "oldest_wait_s" in queue
+    queue = httpx.get(f"{server.url}/queue").json()  # alone: its batcher, the fleet's shape
+    assert (queue["source"], queue["workers_alive"], queue["total"]) == ("local", 1, 0), queue
     assert "/v1/queue" in openapi["paths"] and "QueueStatus" in openapi["components"]["schemas"]
     assert metric(server, "fluxserve_ready") == 1
     # The separate Prometheus port serves the same registry.

@@ -126,9 +126,17 @@ class AsyncJobs:
         timeout = ctx.timeout if ctx.timeout is not None else self.default_timeout
         if fleet is not None:
             await self._submit_fleet(fleet, job_id, work, trail, timeout, cache_key)
-            return state
+        else:
+            await self._submit_local(job_id, work, ctx.priority, timeout, cache_key)
+        return state
+
+    async def _submit_local(
+        self, job_id: str, work: Work, priority: bool, timeout: float, cache_key: str | None
+    ) -> None:
+        """Put the job on this process's batcher (the job failed and refused when the
+        queue filled up since the check)."""
         try:
-            item = self.batcher.enqueue(work, priority=ctx.priority, timeout=timeout)
+            item = self.batcher.enqueue(work, priority=priority, timeout=timeout)
         except ServeError as error:  # the queue filled up since the check
             await self.manager.failed(job_id, error)
             raise
@@ -140,10 +148,11 @@ class AsyncJobs:
                     extra={"job_id": job_id, "step": self.runner.step},
                 )
 
-        live.on_cancel = withdraw
+        live = self.manager.live(job_id)
+        if live is not None:
+            live.on_cancel = withdraw
         self._spawn(self._run(job_id, work, self.batcher.wait(item, timeout), cache_key))
         self.queue_changed()
-        return state
 
     async def _submit_fleet(
         self,
