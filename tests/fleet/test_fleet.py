@@ -87,6 +87,6 @@ def test_a_killed_worker_loses_nothing_and_nothing_runs_twice(
         for name in ("w1", "w2")
         for r in fleet[name].log_records()
         if r.get("message") == "queued batch done"
-        for rid in r["request_ids"]
+        for rid in r["fluxserve.request_ids"]
     ]
     assert len(done) == len(set(done)), "a request was generated twice"
