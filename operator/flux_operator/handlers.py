@@ -19,9 +19,12 @@ import kopf
 from flux_operator.kube import KubeApi, load_configuration
 from flux_operator.reconciler import TRANSIENT_FAILURES, Reconciler
 from flux_operator.render import MANAGER, OWNER_LABEL
+from flux_operator.render.training import TRAINING_LABEL
 from flux_operator.resync import start_resync
 from flux_operator.settings import OperatorSettings
 from flux_operator.spec import GROUP, PLURAL, VERSION
+from flux_operator.spec.training import TRAINING_PLURAL
+from flux_operator.training_reconciler import TrainingReconciler
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +65,7 @@ class _Operator:
         self.settings = settings
         self.configuration = load_configuration(settings.kubeconfig)
         self.reconciler: Reconciler | None = None
+        self.training: TrainingReconciler | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self, kopf_settings: kopf.OperatorSettings) -> None:
@@ -69,6 +73,7 @@ class _Operator:
         kopf_settings.watching.server_timeout = self.settings.watch_timeout_seconds
         api = KubeApi(self.configuration, self.settings.retry, self.settings.api_threads)
         self.reconciler = Reconciler(api)
+        self.training = TrainingReconciler(api)
         task = start_resync(api, self.settings, self.reconcile)
         if task is not None:
             self.tasks.append(task)
@@ -89,6 +94,16 @@ class _Operator:
             # Retried inside KubeApi already; the next event or re-list tries again.
             logger.error(
                 "reconciliation failed", extra={"object": f"{namespace}/{name}", "error": str(exc)}
+            )
+
+    async def train(self, namespace: str, name: str) -> None:
+        assert self.training is not None, "reconciling before startup"
+        try:
+            await self.training.reconcile(namespace, name)
+        except TRANSIENT_FAILURES as exc:
+            logger.error(
+                "training reconciliation failed",
+                extra={"object": f"{namespace}/{name}", "error": str(exc)},
             )
 
     async def resource_event(
@@ -140,5 +155,26 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         owner = labels.get(OWNER_LABEL)
         if owner and namespace:
             await operator.reconcile(namespace, owner)
+
+    @kopf.on.event(GROUP, VERSION, TRAINING_PLURAL, registry=registry)
+    async def training_event(
+        *, event: kopf.RawEvent, namespace: str | None, name: str, **_: Any
+    ) -> None:
+        if event.get("type") != "DELETED":  # its Job goes with it (owner reference)
+            await operator.train(namespace or "default", name)
+
+    @kopf.on.event(
+        "batch",
+        "v1",
+        "jobs",
+        labels={"app.kubernetes.io/managed-by": MANAGER, TRAINING_LABEL: kopf.PRESENT},
+        registry=registry,
+    )
+    async def training_job_event(
+        *, namespace: str | None, labels: Mapping[str, str], **_: Any
+    ) -> None:
+        owner = labels.get(TRAINING_LABEL)
+        if owner and namespace:
+            await operator.train(namespace, owner)
 
     return registry

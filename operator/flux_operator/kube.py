@@ -68,6 +68,10 @@ KINDS: dict[str, Kind] = {
     "NetworkPolicy": Kind("networking.k8s.io", "v1", "networkpolicies"),
     "FluxDeployment": Kind("fluxserve.dev", "v1alpha1", "fluxdeployments"),
     "HTTPRoute": Kind("gateway.networking.k8s.io", "v1", "httproutes"),
+    "FluxLoRATraining": Kind("fluxserve.dev", "v1alpha1", "fluxloratrainings"),
+    "Job": Kind("batch", "v1", "jobs"),
+    "Pod": Kind("", "v1", "pods"),
+    "TrainJob": Kind("trainer.kubeflow.org", "v1alpha1", "trainjobs"),
     "KopfPeering": Kind("kopf.dev", "v1", "kopfpeerings"),
     "ClusterKopfPeering": Kind("kopf.dev", "v1", "clusterkopfpeerings", namespaced=False),
 }

@@ -49,7 +49,7 @@ def test_a_wheel_builds_with_every_part(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "Dockerfile")
-    for part in ("contract", "client", "server", "operator"):
+    for part in ("contract", "client", "server", "operator", "trainer"):
         shutil.copytree(ROOT / part, source / part, ignore=skip)
     # As the README's `python -m pip wheel --no-deps . -w dist`, with the build backend
     # already installed rather than fetched into an isolated environment.
@@ -76,5 +76,6 @@ def test_a_wheel_builds_with_every_part(tmp_path: Path) -> None:
         "flux_server/__main__.py",
         "flux_server/data/blocklist.txt",
         "flux_operator/__main__.py",
+        "flux_trainer/__main__.py",
     ):
         assert needed in names, f"the wheel lacks {needed}"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from flux_client.presets import StylePreset, presets_to_files
 from flux_server.admission import keys
+from flux_server.admission.audit_ecs import parse_line
 from flux_server.settings import ServerSettings
 
 from .redis_server import RedisServer
@@ -118,7 +118,7 @@ def _metric(client: httpx.Client, name: str, **labels: str) -> float:
 def _audit_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    return [parse_line(line) for line in path.read_text("utf-8").splitlines()]
 
 
 def _wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -483,10 +483,10 @@ def test_grpc_carries_keys_safety_and_cache(secured: dict[str, Any]) -> None:
 def test_classifier_refusal_never_reaches_the_pipeline(tiny_flux_dir: Path, tmp_path: Path) -> None:
     from flux_server.service.core import GenerationService
 
-    from .test_safety import _write_tiny_classifier
+    from .tiny_classifier import write_tiny_classifier
 
     # Scores "unsafe" at about 0.99 whatever the text.
-    flags = _write_tiny_classifier(tmp_path / "flags", unsafe_bias=5.0)
+    flags = write_tiny_classifier(tmp_path / "flags", unsafe_bias=5.0)
     lenient = GenerationService(
         _settings(tiny_flux_dir, safety_model=str(flags), safety_threshold=0.999)
     )

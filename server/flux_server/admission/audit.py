@@ -1,9 +1,11 @@
-"""The audit log: one JSON line per request, accepted or rejected.
+"""The audit log: one line per request, accepted or rejected.
 
 Each line is an ``AuditRecord``: when, which request, which user, the prompt (or only
 its SHA-256 when ``hash_prompts`` is on), the generation parameters, the decision and
-its reason, the latency and whether the result came from the cache. Lines go to stdout
-(``-``, for the cluster's log collector) or are appended to a file.
+its reason, the latency and whether the result came from the cache. A line is an
+Elastic Common Schema document (:mod:`flux_server.admission.audit_ecs` says where each field
+goes, and reads a line back). Lines go to stdout (``-``, for the cluster's log
+collector) or are appended to a file.
 
 A record is written with a single ``write`` on a file opened with ``O_APPEND``, so
 lines from many threads — or from several processes sharing the file — never
@@ -17,13 +19,13 @@ The log is a compliance record, so it is never lost quietly:
 * a line that cannot be written (a full disk, a read-only or vanished mount) raises
   :class:`AuditWriteError`; the caller refuses the request before any work, and the log
   stays *unhealthy* until a write succeeds again (:meth:`AuditLog.healthy` tries one:
-  a ``"kind": "audit_gap"`` line saying since when lines were refused).
+  an ``audit_gap`` line, ``fluxserve.audit.kind: audit_gap``, saying since when lines
+  were refused).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import sys
 import threading
@@ -33,6 +35,8 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from flux_server.admission.audit_ecs import audit_line, gap_line
 
 Decision = Literal["accepted", "rejected", "submitted", "canceled"]
 """``submitted``: an async job was accepted (its outcome gets a line of its own);
@@ -59,7 +63,8 @@ class AuditRecord(BaseModel):
 
     kind: Literal["audit"] = Field(
         default="audit",
-        description="Tells audit lines from the server's other JSON lines in a shared stream.",
+        description="Tells audit lines from the server's other lines in a shared stream "
+        "(fluxserve.audit.kind; event.dataset is fluxserve.audit).",
     )
     time: datetime = Field(
         default_factory=_now,
@@ -84,7 +89,7 @@ class AuditRecord(BaseModel):
     decision: Decision
     reason: str | None = Field(
         default=None,
-        description='Why: "blocklist", "minor_sexual", "classifier", "unauthenticated", '
+        description='Why: "blocklist", "minor_sexual", "hate", "classifier", "unauthenticated", '
         '"priority_denied" '
         "(served in the normal lane), or the error code of a failed request.",
     )
@@ -92,7 +97,17 @@ class AuditRecord(BaseModel):
         default=None,
         description="What decided it: the blocklist entry or the classifier label that matched.",
     )
-    status: int | None = Field(default=None, description="HTTP status sent (gRPC mapped to HTTP).")
+    status: int | None = Field(
+        default=None,
+        description="HTTP status sent (gRPC mapped to HTTP); none on the line written when "
+        "a request is admitted, before its answer is known.",
+    )
+    outcome: Literal["accepted", "failed"] | None = Field(
+        default=None,
+        description='"accepted": the line written when a request is admitted, before any '
+        'work (no status yet); "failed": the final line of an admitted request that then '
+        "ended in an error (its status is the one sent). A request served has no second line.",
+    )
     latency_ms: float | None = None
     cache_hit: bool = False
     job_id: str | None = Field(
@@ -105,11 +120,15 @@ class AuditRecord(BaseModel):
 
 
 class AuditLog:
-    """Writes ``AuditRecord``s as JSON lines to stdout (``"-"``) or a file (appended)."""
+    """Writes ``AuditRecord``s as ECS lines to stdout (``"-"``) or a file (appended);
+    ``release`` is the server's, recorded on every line."""
 
-    def __init__(self, target: str | Path, hash_prompts: bool = False) -> None:
+    def __init__(
+        self, target: str | Path, hash_prompts: bool = False, release: str | None = None
+    ) -> None:
         self.target = target
         self.hash_prompts = hash_prompts
+        self.release = release
         self._lock = threading.Lock()
         self._fd: int | None = None
         self._stream: TextIO | None = None
@@ -127,7 +146,7 @@ class AuditLog:
             self._fd = self._open(self._path)
 
     def line(self, record: AuditRecord) -> str:
-        """The JSON line (without newline) written for ``record``, prompts hashed if so set."""
+        """The ECS line (without newline) written for ``record``, prompts hashed if so set."""
         if self.hash_prompts:
             record = record.model_copy(
                 update={
@@ -141,7 +160,7 @@ class AuditLog:
                     else record.negative_prompt_sha256,
                 }
             )
-        return record.model_dump_json(exclude_none=True)
+        return audit_line(record, self.release)
 
     @staticmethod
     def _open(path: Path) -> int:
@@ -223,13 +242,7 @@ class AuditLog:
 
     def _gap_line(self) -> str:
         """Says that lines were refused (their requests were refused too) from when."""
-        gap = {
-            "kind": "audit_gap",
-            "time": _now().isoformat(),
-            "since": self._failing_since.isoformat() if self._failing_since else None,
-            "failed_writes": self._failures,
-        }
-        return json.dumps(gap) + "\n"
+        return gap_line(_now(), self._failing_since, self._failures, self.release) + "\n"
 
     def _failed(self, exc: OSError) -> None:
         with self._lock:

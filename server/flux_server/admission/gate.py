@@ -56,6 +56,7 @@ class Trail:
     prompt: str | None = None
     params: dict[str, Any] | None = None
     experiment: Assignment | None = None  # the arm serving it, once assigned
+    admitted: bool = False  # its "accepted" line is written: an error is its outcome
 
     @property
     def elapsed_ms(self) -> float:
@@ -121,7 +122,7 @@ class Admission:
         if s.audit_log is not None:
             from flux_server.admission.audit import AuditLog
 
-            audit_log = AuditLog(s.audit_log, hash_prompts=s.audit_hash_prompts)
+            audit_log = AuditLog(s.audit_log, hash_prompts=s.audit_hash_prompts, release=s.release)
             audit_log.on_failure = lambda exc: _audit_failed(metrics, exc)
             audit = audit_log
         cache = build_cache(
@@ -170,6 +171,7 @@ class Admission:
                 trail.prompt,
                 trail.params,
                 experiment=trail.experiment,
+                outcome="failed" if trail.admitted else None,
             )
             raise
 
@@ -284,8 +286,9 @@ class Admission:
     def accepted(self, trail: Trail, *, cache_hit: bool = False) -> None:
         """The audit line of an admitted request, written BEFORE it is queued or answered
         from the cache: a line that cannot be written refuses the request (503), so no
-        image is ever made or sent without its record. Its latency is the admission's; a
-        request that then fails gets a second line with the error."""
+        image is ever made or sent without its record. Its latency is the admission's, its
+        outcome "accepted" and it has no status: the answer is not known yet. A request
+        that then fails gets a second line with the error, outcome "failed"."""
         if self.audit is None:
             return
         record = audit_record(
@@ -294,7 +297,7 @@ class Admission:
             trail.job,
             "accepted",
             None,
-            200,
+            None,
             None,
             prompt=trail.prompt,
             params=trail.params,
@@ -302,7 +305,9 @@ class Admission:
             cache_hit=cache_hit,
             experiment=trail.experiment,
         )
+        record.outcome = "accepted"
         self._write_required(record)
+        trail.admitted = True
 
     def job_event(
         self,
@@ -348,30 +353,32 @@ class Admission:
         prompt: str | None = None,
         params: dict[str, Any] | None = None,
         experiment: Assignment | None = None,
+        outcome: Literal["failed"] | None = None,
     ) -> None:
         """One line for a request that ended in an error, unless it has one already (a
-        refused prompt is recorded where it is refused, with what matched)."""
+        refused prompt is recorded where it is refused, with what matched); ``outcome``
+        "failed" for one admitted before."""
         if self.audit is None or error.audited:
             return
         reason = {Unauthenticated: "unauthenticated", PermissionDenied: "priority_denied"}.get(
             type(error), error.code
         )
         status = status if status is not None else status_of(error).http
-        self._write_refusal(
-            audit_record(
-                ctx,
-                user,
-                job,
-                "rejected",
-                reason,
-                status,
-                None,
-                detail=error.message,
-                prompt=prompt,
-                params=params,
-                experiment=experiment,
-            )
+        record = audit_record(
+            ctx,
+            user,
+            job,
+            "rejected",
+            reason,
+            status,
+            None,
+            detail=error.message,
+            prompt=prompt,
+            params=params,
+            experiment=experiment,
         )
+        record.outcome = outcome
+        self._write_refusal(record)
         error.audited = True
 
     def _write_required(self, record: AuditRecord) -> None:

@@ -9,9 +9,11 @@ the matcher are in ``safety_blocklist``; the lists that ship, one a language, ar
 that merely contain a blocked one ("Scunthorpe", "therapist", "assassin", "Sussex") pass;
 Chinese, Japanese and Korean terms are matched anywhere in the text.
 
-The minors rule refuses a prompt that names a minor (a word, or an age under 18 written
-as a word or a number) together with any sexual-context term, even where each alone
-passes; its reason code is ``minor_sexual``.
+The minors rule refuses a prompt that names a minor (a word, a school grade or year, or
+an age under 18 written as a word or a number) together with any sexual-context term,
+even where each alone passes; its reason code is ``minor_sexual``. The hate rule, built
+the same way, refuses a protected group named together with dehumanising or violent
+framing ("... as rats", "exterminate ..."); its reason code is ``hate``.
 """
 
 from __future__ import annotations
@@ -52,8 +54,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.5
 
-SafetyReason = Literal["blocklist", "minor_sexual", "classifier"]
-SAFETY_REASONS: tuple[SafetyReason, ...] = ("blocklist", "minor_sexual", "classifier")
+SafetyReason = Literal["blocklist", "minor_sexual", "hate", "classifier"]
+SAFETY_REASONS: tuple[SafetyReason, ...] = ("blocklist", "minor_sexual", "hate", "classifier")
 """Every reason code a refusal can carry (a metric label: pre-create its series)."""
 
 
@@ -64,11 +66,11 @@ class SafetyDecision(BaseModel):
 
     allowed: bool
     reason: SafetyReason | None = None
-    """Low-cardinality reason code (a metric label): ``blocklist``, ``minor_sexual`` or
-    ``classifier``."""
+    """Low-cardinality reason code (a metric label): ``blocklist``, ``minor_sexual``,
+    ``hate`` or ``classifier``."""
     matched: str | None = None
-    """The blocklist entry that matched (``MINOR + SEXUAL`` for the minors rule), or the
-    classifier's label and score."""
+    """The blocklist entry that matched (``MINOR + SEXUAL`` for the minors rule, ``GROUP +
+    HATE`` for the hate rule), or the classifier's label and score."""
 
 
 # Labels a text classifier uses for harmless text; every other label counts as a flag.

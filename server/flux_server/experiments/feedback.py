@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 MAX_EVENTS_PER_EXPERIMENT = 20
 REDIS_PREFIX = "fluxserve:feedback:"
-_MAX_REQUEST_ID = 128
+MAX_REQUEST_ID = 128
 
 # One round trip, atomic: admit the event name into the experiment's bounded set, then
 # claim (request, event) once. Returns -1 when the set is full, 1 when counted, 0 when
@@ -74,9 +74,9 @@ class FeedbackOutcome:
 
 def check_feedback(request_id: str, event: str, value: float) -> None:
     """InvalidRequest naming the field, for a feedback body that cannot be recorded."""
-    if not request_id or len(request_id) > _MAX_REQUEST_ID or not request_id.isprintable():
+    if not request_id or len(request_id) > MAX_REQUEST_ID or not request_id.isprintable():
         raise InvalidRequest(
-            f"request_id must be 1 to {_MAX_REQUEST_ID} printable characters",
+            f"request_id must be 1 to {MAX_REQUEST_ID} printable characters",
             field="request_id",
         )
     problem = name_problem(event)

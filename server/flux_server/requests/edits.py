@@ -116,10 +116,20 @@ def edit_body_schema(params_schema: dict[str, Any], *, upload: bool) -> dict[str
     """The OpenAPI schema of a ``POST /edit`` body: the generation parameters plus the
     edit's own fields; images as file uploads (multipart) or base64 text (JSON)."""
     image: dict[str, Any] = (
-        {"type": "string", "format": "binary"}
+        {"type": "string", "format": "binary", "minLength": 1}
         if upload
-        else {"type": "string", "format": "byte", "description": "base64 (or a data: URL)"}
+        else {
+            "type": "string",
+            "format": "byte",
+            "minLength": 1,
+            "description": "base64 (or a data: URL)",
+        }
     )
+    properties = params_schema.get("properties", {})
+    if upload:
+        # A form has no null: "null" is text, and the server refuses it where a number
+        # is due. Leaving a field out is how a form asks for the default.
+        properties = {name: _without_null(schema) for name, schema in properties.items()}
     return {
         **params_schema,
         "properties": {
@@ -137,7 +147,7 @@ def edit_body_schema(params_schema: dict[str, Any], *, upload: bool) -> dict[str
                 "description": f"How far to move from the source (default {DEFAULT_STRENGTH}); "
                 "not for mode instruct.",
             },
-            **params_schema.get("properties", {}),
+            **properties,
         },
         "required": ["image", *params_schema.get("required", [])],
     }
@@ -169,3 +179,16 @@ def request_error(rejected: InputRejected) -> ServeError:
     if isinstance(rejected, EditJobError):
         return EditInputError(rejected.field, rejected.reason)
     return InputError(rejected.field, rejected.reason)
+
+
+def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A property's schema without its ``null`` alternative (pydantic writes an optional
+    field as ``anyOf: [X, {"type": "null"}]``)."""
+    options = schema.get("anyOf")
+    if not isinstance(options, list):
+        return schema
+    kept = [option for option in options if option != {"type": "null"}]
+    rest = {key: value for key, value in schema.items() if key != "anyOf"}
+    if rest.get("default", "") is None:
+        del rest["default"]
+    return {**kept[0], **rest} if len(kept) == 1 else {**rest, "anyOf": kept}

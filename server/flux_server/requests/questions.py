@@ -72,13 +72,18 @@ def question_fields(fields: Mapping[str, Any]) -> tuple[str, int]:
     raise VqaInputError("max_tokens", f"must be an integer, not {raw!r}")
 
 
-def vqa_body_schema(*, upload: bool) -> dict[str, Any]:
+def vqa_body_schema(*, upload: bool, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
     """The OpenAPI schema of a ``POST /vqa`` body: the image as a file upload
     (multipart) or base64 text (JSON), the question, the token budget."""
     image: dict[str, Any] = (
-        {"type": "string", "format": "binary"}
+        {"type": "string", "format": "binary", "minLength": 1}
         if upload
-        else {"type": "string", "format": "byte", "description": "base64 (or a data: URL)"}
+        else {
+            "type": "string",
+            "format": "byte",
+            "minLength": 1,
+            "description": "base64 (or a data: URL)",
+        }
     )
     return {
         "type": "object",
@@ -88,10 +93,21 @@ def vqa_body_schema(*, upload: bool) -> dict[str, Any]:
             "max_tokens": {
                 "type": "integer",
                 "minimum": 1,
-                "maximum": MAX_TOKENS,
-                "default": DEFAULT_MAX_TOKENS,
+                "maximum": max_tokens,
+                "default": min(DEFAULT_MAX_TOKENS, max_tokens),
             },
         },
         "required": ["image", "question"],
         "additionalProperties": False,
     }
+
+
+def answer_token_limit(answerer: object) -> int:
+    """The most answer tokens a request may ask of ``answerer`` (the loaded model, or
+    None before it is): the API's limit, or the model's positions where fewer. A chat
+    model writes after the prompt, so its limit leaves room for a one-token question."""
+    limit = getattr(answerer, "max_positions", None)
+    if not isinstance(limit, int):
+        return MAX_TOKENS
+    budget = limit if getattr(answerer, "kind", None) == "blip" else limit - 1
+    return max(1, min(MAX_TOKENS, budget))

@@ -13,7 +13,9 @@ import asyncio
 import logging
 import os
 import socket
+import sys
 from collections.abc import Sequence
+from typing import Any
 
 from flux_contract.experiment_counts import ExperimentsCounts
 from flux_contract.presets import StylePreset
@@ -25,17 +27,20 @@ from flux_server.experiments.feedback import FeedbackOutcome, FeedbackStore
 from flux_server.experiments.runtime import ExperimentRuntime
 from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.async_jobs import AsyncJobs
+from flux_server.jobs.fleet_jobs import FleetJobs
 from flux_server.jobs.lifecycle import JobState
 from flux_server.jobs.manager import JobManager, build_job_manager
 from flux_server.metrics import Metrics
 from flux_server.requests.context import CallContext, ProgressFn
 from flux_server.requests.params import GenerateParams
 from flux_server.requests.presets_store import PresetStore
+from flux_server.requests.questions import answer_token_limit
 from flux_server.requests.results import GeneratedImage, GenerationResult
 from flux_server.scheduling.batcher import Batcher, BatchInfo
 from flux_server.scheduling.runner import Runner
 from flux_server.scheduling.work import Made, Work
 from flux_server.service.dispatch import Dispatch
+from flux_server.service.fleet import Fleet, local_status
 from flux_server.service.intake import EditRequest, Intake
 from flux_server.settings import ServerSettings
 
@@ -51,6 +56,8 @@ class GenerationService:
         self.metrics = metrics or Metrics(settings.release)
         self.presets = PresetStore(settings.presets_dir)
         self.runner = Runner(self.metrics)
+        # --queue: generations go through the fleet's queue (a front loads no model).
+        self.fleet = Fleet(settings) if settings.queue else None
         # Keys, safety, audit and cache first: a bad file fails before the model loads.
         self.admission = Admission.from_settings(settings, self.metrics, self.runner.off_loop)
         # Served-request records for feedback: in Redis too when --redis-url is set, so
@@ -82,7 +89,7 @@ class GenerationService:
             longest_job=settings.request_timeout,
         )
         self.intake = Intake(settings, self.admission, self.presets, self.experiments, self.runner)
-        self.dispatch = Dispatch(settings, self.batcher, self.experiments)
+        self.dispatch = Dispatch(settings, self.batcher, self.experiments, self.fleet)
         self.async_jobs = AsyncJobs(
             self.batcher,
             self.admission,
@@ -90,6 +97,7 @@ class GenerationService:
             self.runner,
             settings.request_timeout,
             on_served=self._job_served,
+            fleet=FleetJobs(self.fleet.front, self.jobs) if self.fleet is not None else None,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -99,22 +107,20 @@ class GenerationService:
         load (the process exits and Kubernetes sees a failing pod)."""
         s = self.settings
         self.metrics.set_model(s.model, s.model_revision, s.release)
-        engine = await self.runner.load(s)
-        self.metrics.model_load_seconds.set(engine.info.load_seconds)
+        loaded: dict[str, object] = {"role": s.role if s.queue else "alone"}
+        if self.fleet is None or self.fleet.loads_model:
+            engine = await self.runner.load(s)
+            self.metrics.model_load_seconds.set(engine.info.load_seconds)
+            loaded |= {"device": engine.info.device, "dtype": engine.info.dtype,
+                       "load_seconds": round(engine.info.load_seconds, 3)}  # fmt: skip
         await self.jobs.start()
         self.batcher.start()
+        if self.fleet is not None:
+            await self.fleet.start_worker(self.runner, self.metrics)
         self.admission.loaded = True
         self.metrics.ready.set(1)
-        log.info(
-            "ready",
-            extra={
-                "model": s.model,
-                "release": s.release,
-                "device": engine.info.device,
-                "dtype": engine.info.dtype,
-                "load_seconds": round(engine.info.load_seconds, 3),
-            },
-        )
+        loaded["torch_loaded"] = "torch" in sys.modules  # a front's stays False
+        log.info("ready", extra={"model": s.model, "release": s.release, **loaded})
 
     async def drain(self, timeout: float) -> bool:
         """Stop accepting, finish accepted work (up to ``timeout`` s)."""
@@ -130,6 +136,8 @@ class GenerationService:
         return drained
 
     async def close(self) -> None:
+        if self.fleet is not None:
+            await self.fleet.close(self.settings.drain_timeout)
         await self.batcher.close()
         await self.jobs.close(min(self.settings.drain_timeout, 5.0))
         await self.admission.close()
@@ -143,6 +151,21 @@ class GenerationService:
         draining, the audit log writable); None otherwise."""
         engine = self.runner.engine
         return engine.info if engine is not None and self.admission.ready else None
+
+    def ready_front(self) -> bool:
+        """A queue front (``--role front``) that is ready: it serves without a model."""
+        return self.admission.ready and self.runner.engine is None
+
+    def vqa_token_limit(self) -> int:
+        """The most answer tokens /vqa takes of the loaded model (the API's limit before)."""
+        return answer_token_limit(self.runner.vqa_model)
+
+    async def queue_status(self) -> dict[str, Any]:
+        """``GET /queue``: the fleet's streams with ``--queue``, else this batcher's."""
+        if self.fleet is not None:
+            return await self.fleet.status()
+        engine_loaded = self.runner.engine is not None
+        return local_status(self.batcher, self.settings.track, engine_loaded)
 
     def list_presets(self) -> dict[str, StylePreset]:
         return dict(self.presets.get())
@@ -171,27 +194,12 @@ class GenerationService:
             if cached is not None:
                 if progress is not None:
                     progress(request.steps, request.steps)
-                return await self.dispatch.answer(trail, cached, None)
+                return await self.dispatch.answer(trail, cached, None, "generate")
             if progress is not None:
                 work.progress, work.loop = progress, asyncio.get_running_loop()
-            made, info = await self.dispatch.run(work, trail.ctx, arrival)
+            made, info = await self.dispatch.run(work, trail, arrival)
             await admission.store(prepared.cache_key, made.images)
-            result = await self.dispatch.answer(trail, made.images, info)
-            log.info(
-                "generated",
-                extra={
-                    "request_id": trail.ctx.request_id,
-                    "endpoint": trail.ctx.endpoint,
-                    "user": trail.user,
-                    "size": [request.width, request.height],
-                    "steps": request.steps,
-                    "images": request.num_images,
-                    "batch_size": info.size,
-                    "queue_ms": round(result.queue_ms, 1),
-                    "total_ms": round(result.total_ms, 1),
-                },
-            )
-            return result
+            return await self.dispatch.answer(trail, made.images, info, "generate")
 
     async def edit(
         self,
@@ -208,8 +216,8 @@ class GenerationService:
         async with self.admission.request(ctx) as trail, self.batcher.arrival() as arrival:
             work = await self.intake.edit(trail, edit)
             self.admission.accepted(trail)
-            made, info = await self.dispatch.run(work, trail.ctx, arrival)
-            return await self.dispatch.answer(trail, made.images, info)
+            made, info = await self.dispatch.run(work, trail, arrival)
+            return await self.dispatch.answer(trail, made.images, info, "edit")
 
     async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
         """Answer a question about an image."""
@@ -222,7 +230,7 @@ class GenerationService:
                 trail, image=image, question=question, max_tokens=max_tokens
             )
             self.admission.accepted(trail)
-            made, _ = await self.dispatch.run(work, trail.ctx, arrival)
+            made, _ = await self.dispatch.run(work, trail, arrival)
             return made.answer
 
     # -- async jobs ----------------------------------------------------------------------
@@ -292,7 +300,8 @@ class GenerationService:
     # -- what the queue reports ----------------------------------------------------------
 
     def _depth_changed(self, depth: int) -> None:
-        self.metrics.queue_depth.set(depth)
+        if self.fleet is None:  # with --queue the fleet's streams count
+            self.metrics.set_depth(*self.batcher.waiting()[:2])
         self.async_jobs.queue_changed()
 
     def _observe_batch(self, info: BatchInfo) -> None:
@@ -302,5 +311,6 @@ class GenerationService:
     async def _job_served(
         self, trail: Trail, images: list[GeneratedImage], info: BatchInfo | None
     ) -> None:
-        """An async job that succeeded: counted in its arm like a synchronous request."""
-        await self.dispatch.answer(trail, images, info)
+        """An async job that succeeded: counted in its arm and logged like a synchronous
+        request."""
+        await self.dispatch.answer(trail, images, info, job=True)

@@ -157,6 +157,11 @@ class ServerSettings(BaseModel):
     release: str = Field("dev", description="Release tag, recorded in responses, logs, metrics.")
     presets_dir: Path | None = Field(None, description="Directory of <name>.json style presets.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_format: Literal["json", "plain"] = Field(
+        "json",
+        description="json: one Elastic Common Schema document a line (Filebeat, "
+        "Elasticsearch; see deploy/elk); plain: text for a terminal.",
+    )
 
     # --- production features -------------------------------------------------------------
     lora: tuple[str, ...] = Field((), description="LoRA adapters, NAME=PATH[:SCALE], repeatable.")
@@ -185,6 +190,29 @@ class ServerSettings(BaseModel):
     enable_editing: bool = Field(False, description="Serve /edit (img2img, inpainting).")
     kontext_model: str | None = Field(None, description="FLUX.1 Kontext for instruction edits.")
     vqa_model: str | None = Field(None, description="Model answering /vqa questions.")
+
+    # --- one queue for the fleet (flux_server.queue) -------------------------------------
+    queue: str | None = Field(
+        None,
+        pattern=r"^rediss?://",
+        description="redis:// or rediss:// URL of the fleet queue; unset: one process, no queue.",
+    )
+    queue_password: str | None = Field(
+        None, repr=False, description="Queue password (from a Secret) unless the URL has one."
+    )
+    role: Literal["all", "front", "worker"] = Field(
+        "all",
+        description="With --queue: front admits and queues (no model), worker loads the "
+        "model and pulls, all does both.",
+    )
+    track: str = Field(
+        "stable",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Release track: a front queues on it, a worker reads only it.",
+    )
+    visibility_timeout: float = Field(
+        30, gt=0, le=3600, description="Seconds before a silent worker's entries go to another."
+    )
 
     # --- async jobs and webhooks ---------------------------------------------------------
     job_ttl: float = Field(

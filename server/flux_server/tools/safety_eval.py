@@ -6,6 +6,8 @@ for all of them together, plus the prompts per second the filter checked:
 
     python -m flux_server.safety_eval tests/features/data/safety_prompts/*.tsv
     python -m flux_server.safety_eval --blocklist extra.txt --errors my_prompts.tsv
+    python -m flux_server.safety_eval --safety-model /models/safety --safety-threshold 0.8 \
+        tests/features/data/safety_prompts/holdout2/*.tsv   # the lists and a classifier
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flux_server.admission.safety import BlocklistError, SafetyFilter
+from flux_server.admission.safety import DEFAULT_THRESHOLD, BlocklistError, SafetyFilter
 
 LABELS = ("harmful", "benign")
 
@@ -118,9 +120,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", type=Path, help="labelled prompt files (LANG.tsv)")
     parser.add_argument("--blocklist", type=Path, help="a list that extends the default one")
     parser.add_argument("--errors", action="store_true", help="print the misjudged prompts")
+    parser.add_argument(
+        "--safety-model", help="a text-classification model checked after the lists (a directory)"
+    )
+    parser.add_argument(
+        "--safety-threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"the classifier's refusal score (default {DEFAULT_THRESHOLD})",
+    )
     args = parser.parse_args(argv)
     try:
-        safety = SafetyFilter.from_files(args.blocklist)
+        safety = SafetyFilter.from_files(
+            args.blocklist, args.safety_model, threshold=args.safety_threshold
+        )
         sets = [(path.stem, read_labelled(path)) for path in args.files]
     except (BlocklistError, OSError, ValueError) as exc:
         print(f"safety_eval: {exc}", file=sys.stderr)

@@ -18,8 +18,9 @@ from flux_server.api.rest.experiments import experiment_routes
 from flux_server.api.rest.generation import generation_routes
 from flux_server.api.rest.jobs import job_routes
 from flux_server.api.rest.middleware import BodyLimit, RequestMetrics
-from flux_server.api.rest.openapi import hoist_defs
+from flux_server.api.rest.openapi import hoist_defs, with_vqa_token_limit
 from flux_server.api.rest.operations import operation_routes
+from flux_server.api.rest.queue import queue_routes
 from flux_server.api.rest.uploads import upload_routes
 from flux_server.errors import Cancelled, InternalError, QueueFull, ServeError, status_of
 from flux_server.requests.context import CallContext
@@ -87,13 +88,16 @@ def create_app(service: GenerationService) -> FastAPI:
     app.include_router(generation_routes(service))
     app.include_router(upload_routes(service))
     app.include_router(operation_routes(service))
+    app.include_router(queue_routes(service))
     app.include_router(job_routes(service))
     app.include_router(experiment_routes(service))
     generated_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        # Every $ref of the request bodies resolves within the document.
-        return hoist_defs(generated_openapi())
+        # Every $ref of the request bodies resolves within the document; /vqa's token
+        # budget is the loaded model's (read on every call: the model loads after start).
+        spec = hoist_defs(generated_openapi())
+        return with_vqa_token_limit(spec, service.vqa_token_limit())
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.asgi = RequestMetrics(

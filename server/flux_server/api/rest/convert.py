@@ -22,7 +22,6 @@ from flux_server.errors import (
     Cancelled,
     InvalidRequest,
     MalformedRequest,
-    QueueFull,
     ServeError,
     UnsupportedMediaType,
     status_of,
@@ -41,8 +40,11 @@ _SECRET_HEADERS = frozenset({"authorization", "cookie"})
 
 def error_response(error: ServeError, request_id: str | None = None) -> JSONResponse:
     headers = {"X-Request-Id": request_id} if request_id else {}
-    if isinstance(error, QueueFull):
-        headers["Retry-After"] = str(error.retry_after)
+    # A full queue, and the fleet's queue unreachable (flux_server.queue.front), say when
+    # to come back.
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = f"{retry_after:g}"
     return JSONResponse(error.to_json(), status_code=status_of(error).http, headers=headers)
 
 
@@ -219,6 +221,9 @@ async def form_fields(request: Request) -> tuple[dict[str, Any], dict[str, bytes
     fields: dict[str, Any] = {}
     files: dict[str, bytes] = {}
     for name, value in form.multi_items():
+        if name in fields or name in files:
+            # The last of two would win unseen: the caller meant one of them.
+            raise MalformedRequest(f"the form has more than one '{name}' part; send one", name)
         if hasattr(value, "read"):
             files[name] = await value.read()
         elif name in _FORM_JSON_FIELDS:

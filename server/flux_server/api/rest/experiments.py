@@ -8,8 +8,10 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flux_contract.experiment_counts import ExperimentsCounts
+from flux_contract.names import MAX_NAME_LENGTH
 from flux_server.api.rest.convert import context_from, json_body, refuse_query
 from flux_server.api.rest.openapi import ERROR_RESPONSES
+from flux_server.experiments.feedback import MAX_REQUEST_ID
 from flux_server.requests.params import validation_error
 from flux_server.service.core import GenerationService
 
@@ -19,9 +21,21 @@ class FeedbackBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    request_id: str = Field(description="The served request's id (X-Request-Id).")
-    event: str = Field(description="A free-form event name, e.g. like, download, share.")
-    value: float = Field(1.0, description="1: the event happened; between 0 and 1.")
+    # The limits are checked by feedback.check_feedback (its messages name them); the
+    # schema says them so that it accepts only what the server does.
+    request_id: str = Field(
+        description="The served request's id (X-Request-Id).",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_REQUEST_ID},
+    )
+    event: str = Field(
+        description="A free-form event name, e.g. like, download, share.",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_NAME_LENGTH},
+    )
+    value: float = Field(
+        1.0,
+        description="1: the event happened; between 0 and 1.",
+        json_schema_extra={"minimum": 0, "maximum": 1},
+    )
 
 
 class FeedbackAnswer(BaseModel):

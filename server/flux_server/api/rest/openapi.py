@@ -96,6 +96,19 @@ def hoist_defs(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def with_vqa_token_limit(spec: dict[str, Any], limit: int) -> dict[str, Any]:
+    """Say in /vqa's body schemas the most answer tokens the loaded model can write (the
+    server refuses more with a 400 naming ``max_tokens``), as
+    :func:`flux_server.vqa.vqa_body_schema` writes it. In place; returns ``spec``."""
+    body = spec.get("paths", {}).get("/vqa", {}).get("post", {}).get("requestBody", {})
+    for media in body.get("content", {}).values():
+        tokens = media.get("schema", {}).get("properties", {}).get("max_tokens")
+        if isinstance(tokens, dict):
+            tokens["maximum"] = limit
+            tokens["default"] = min(tokens.get("default", limit), limit)
+    return spec
+
+
 UPLOAD_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
     400: {

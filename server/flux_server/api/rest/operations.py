@@ -51,6 +51,12 @@ def operation_routes(service: GenerationService) -> APIRouter:
                     "warmup_seconds": round(info.warmup_seconds, 3),
                 }
             )
+        if service.ready_front():
+            # A queue front (--role front) is ready without a model: workers generate.
+            return JSONResponse(
+                {"status": "ready", "role": "front", "model": settings.model,
+                 "release": settings.release}
+            )  # fmt: skip
         return JSONResponse({"status": "not ready"}, status_code=503)
 
     @router.get(
