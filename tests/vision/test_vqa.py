@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 from flux_server.tiny_model import main as tiny_model_main
-from flux_server.tiny_vqa import write_tiny_vqa
 from flux_server.vqa import (
     MAX_TOKENS,
     VqaInputError,
@@ -24,13 +23,8 @@ QUESTION = "What is the man holding in his right hand?"
 
 
 @pytest.fixture(scope="module")
-def vqa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_vqa(tmp_path_factory.mktemp("tiny-vqa"))
-
-
-@pytest.fixture(scope="module")
-def vqa(vqa_dir: Path) -> VqaModel:
-    return VqaModel.load(str(vqa_dir), "cpu")
+def vqa(tiny_vqa_dir: Path) -> VqaModel:
+    return VqaModel.load(str(tiny_vqa_dir), "cpu")
 
 
 def test_loads_blip_through_the_auto_classes(vqa: VqaModel) -> None:
