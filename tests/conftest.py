@@ -19,7 +19,7 @@ def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random-weight FLUX pipeline saved with save_pretrained (loaded like FLUX.1-dev)."""
 
     def build(out: Path) -> None:
-        from flux_server.tiny_model import write_tiny_flux
+        from flux_server.tools.tiny_model import write_tiny_flux
 
         write_tiny_flux(out, size="tiny", seed=TINY_FLUX_SEED)
 
@@ -31,7 +31,7 @@ def tiny_vqa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random BLIP VQA model and its processor."""
 
     def build(out: Path) -> None:
-        from flux_server.tiny_vqa import write_tiny_vqa
+        from flux_server.tools.tiny_vqa import write_tiny_vqa
 
         write_tiny_vqa(out, seed=TINY_VQA_SEED)
 

@@ -55,6 +55,31 @@ RULES: Final[list[dict[str, list[str]]]] = [
         "resources": ["httproutes"],
         "verbs": ["get", "create", "patch", "delete"],
     },
+    # FluxLoRATraining: watched and read, its status written. Its Job is created and
+    # watched; the Job's Pods are listed to read the trainer's termination message (the
+    # trainer itself gets no API access). A TrainJob instead where spec.engine is kubeflow.
+    {
+        "apiGroups": ["fluxserve.dev"],
+        "resources": ["fluxloratrainings"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["fluxserve.dev"],
+        "resources": ["fluxloratrainings/status"],
+        "verbs": ["patch"],
+    },
+    {
+        "apiGroups": ["fluxserve.dev"],
+        "resources": ["fluxloratrainings/finalizers"],
+        "verbs": ["update"],
+    },
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["get", "create"]},
+    # Promotion (promotion: canary, by the user's request in the training resource): the
+    # adapter is added to the target FluxDeployment's spec.loras, the one write of a
+    # user's spec.
+    {"apiGroups": ["fluxserve.dev"], "resources": ["fluxdeployments"], "verbs": ["patch"]},
     # Events about rollouts and rollbacks (kopf posts core/v1 events).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # kopf: follows CRDs appearing and changing; lists and watches namespaces when it

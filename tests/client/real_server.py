@@ -54,7 +54,7 @@ class Server:
 
 
 def _new_key(keys_file: Path, user: str, *flags: str) -> str:
-    from flux_server import keys
+    from flux_server.admission import keys
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from flux_server.editor import Editor
-from flux_server.vqa import VqaModel
+from flux_server.execution.editor import Editor
+from flux_server.execution.vqa import VqaModel
 
 pytestmark = [
     pytest.mark.gpu,
