@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import socket
 import sys
@@ -91,6 +92,10 @@ def run(settings: OperatorSettings) -> int:
         verbose=settings.verbose,
         log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
     )
+    if not settings.verbose:
+        # kopf says "Handler ... succeeded" for every watch event of every resource: at a
+        # thousand resources, noise by the thousand. Its warnings and errors stay.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     try:
         asyncio.run(operate(settings))
     except OSError as exc:

@@ -36,6 +36,21 @@ def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
     return {k: dict(v) if isinstance(v, Mapping) else v for k, v in body.items()}
 
 
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """No "essence" of each object: kopf builds one per watch event (a deep copy of the
+    object) to find what changed for resource-changing handlers, and this operator has
+    none (only event handlers and indexes; it compares with what it rendered itself)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: Any, essence: Any) -> None:
+        return None
+
+
 def _register_indexes(registry: kopf.OperatorRegistry) -> None:
     """kopf's indexes of the FluxDeployments and their children, by (namespace, name); the
     operator's ConfigMaps also by the FluxDeployment they belong to."""
@@ -110,6 +125,7 @@ class _Operator:
     async def start(self, kopf_settings: kopf.OperatorSettings, indexes: Mapping[str, Any]) -> None:
         kopf_settings.posting.level = logging.INFO
         kopf_settings.watching.server_timeout = self.settings.watch_timeout_seconds
+        kopf_settings.persistence.diffbase_storage = _NoDiffBase()
         api = KubeApi(self.configuration, self.settings.retry, self.settings.api_threads)
         kinds = ("FluxDeployment", *CHILD_KINDS, "ConfigMap", CONFIG_MAPS_BY_OWNER)
         cache = WatchCache({kind: indexes[kind] for kind in kinds})
@@ -187,10 +203,13 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         registry=registry,
     )
     async def deployment_event(
-        *, namespace: str | None, labels: Mapping[str, str], **_: Any
+        *, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], **_: Any
     ) -> None:
         operator.indexed()
         owner = labels.get(OWNER_LABEL)
+        reconciler = operator.reconciler
+        if reconciler is not None and reconciler.deployment_settled(_plain(body)):
+            return  # the echo of our own write
         if owner and namespace:
             await operator.reconcile(namespace, owner)
 

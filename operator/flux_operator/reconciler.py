@@ -83,6 +83,9 @@ class Reconciler:
         # What each resource looked like after its last reconciliation: an event that only
         # echoes our own status write needs no reconciliation.
         self._settled: dict[tuple[str, str], Any] = {}
+        # The same for the Deployments it left: the event of one we just created or
+        # applied is the echo of our write.
+        self._left: dict[tuple[str, str], Any] = {}
         # A running canary is looked at again when its next analysis or step end is due.
         self._requeues: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
@@ -97,9 +100,33 @@ class Reconciler:
         key = (meta.get("namespace") or "default", meta.get("name", ""))
         return self._settled.get(key) == self._fingerprint(body, body.get("status"))
 
+    @staticmethod
+    def _deployment_print(obj: dict[str, Any]) -> Any:
+        meta = obj.get("metadata", {})
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        return (meta.get("generation"), labels, annotations, obj.get("status"))
+
+    def deployment_settled(self, body: dict[str, Any]) -> bool:
+        """True when the Deployment ``body`` is what the last reconciliation left: its
+        spec (by generation), labels, annotations and status unchanged since."""
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace") or "default", meta.get("name", ""))
+        return key in self._left and self._left[key] == self._deployment_print(body)
+
+    def _leave(self, owner: Owner) -> None:
+        namespace = owner.namespace or "default"
+        for name in (owner.name, canary_name(owner.name)):
+            left = self.cache.get("Deployment", namespace, name)
+            if left is None:
+                self._left.pop((namespace, name), None)
+            else:
+                self._left[(namespace, name)] = self._deployment_print(left)
+
     def forget(self, namespace: str, name: str) -> None:
         self.cache.forget(namespace, name)
         self._settled.pop((namespace, name), None)
+        for deployment in (name, canary_name(name)):
+            self._left.pop((namespace, deployment), None)
         self._locks.pop((namespace, name), None)
         timer = self._requeues.pop((namespace, name), None)
         if timer is not None:
@@ -177,6 +204,7 @@ class Reconciler:
             self._settled[(owner.namespace or "default", owner.name)] = self._fingerprint(
                 body, status_dump(decided.status)
             )
+            self._leave(owner)
         log = logging.LoggerAdapter(logger, {"object": f"{owner.namespace}/{owner.name}"})
         for event in decided.events:
             log.log(
