@@ -147,10 +147,10 @@ class _Operator:
         assert self.cache is not None, "an event before startup"
         self.cache.ready.set()
 
-    async def reconcile(self, namespace: str, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str, *, changed_only: bool = False) -> None:
         assert self.reconciler is not None, "reconciling before startup"
         try:
-            await self.reconciler.reconcile(namespace, name)
+            await self.reconciler.reconcile(namespace, name, changed_only=changed_only)
         except TRANSIENT_FAILURES as exc:
             # Retried inside KubeApi already; the next event or re-list tries again.
             logger.error(
@@ -168,7 +168,7 @@ class _Operator:
             return
         if reconciler.settled(_plain(body)):
             return  # the echo of our own status write
-        await self.reconcile(namespace, name)
+        await self.reconcile(namespace, name, changed_only=True)
 
 
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
@@ -211,6 +211,6 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if reconciler is not None and reconciler.deployment_settled(_plain(body)):
             return  # the echo of our own write
         if owner and namespace:
-            await operator.reconcile(namespace, owner)
+            await operator.reconcile(namespace, owner, changed_only=True)
 
     return registry

@@ -166,7 +166,10 @@ class Reconciler:
         except Exception:  # the periodic pass and the next event try again
             logger.exception("requeued reconciliation failed", extra={"object": name})
 
-    async def reconcile(self, namespace: str, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str, *, changed_only: bool = False) -> None:
+        """Reconcile the resource; with ``changed_only`` (an event), only when it or its
+        Deployments changed since its last reconciliation. An event that arrived while
+        that one was under way (the echo of its own writes) then costs nothing."""
         # One reconciliation per resource at a time: events for the resource and for its
         # Deployment arrive on different kopf workers.
         await self.cache.ready.wait()  # kopf has listed every indexed kind
@@ -174,7 +177,21 @@ class Reconciler:
             body = self.cache.get("FluxDeployment", namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 return  # gone: owner references let the garbage collector remove children
+            if changed_only and self._unchanged(body):
+                return
             await self._reconcile(body)
+
+    def _unchanged(self, body: dict[str, Any]) -> bool:
+        if not self.settled(body):
+            return False
+        owner = owner_of(body)
+        namespace = owner.namespace or "default"
+        for name in (owner.name, canary_name(owner.name)):
+            deployment = self.cache.get("Deployment", namespace, name)
+            now = self._deployment_print(deployment) if deployment is not None else None
+            if now != self._left.get((namespace, name)):
+                return False
+        return True
 
     def _read_children(self, owner: Owner) -> Children:
         namespace, name = owner.namespace or "default", owner.name
