@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import logging
 import os
 import socket
 import sys
@@ -22,6 +21,7 @@ import yaml
 
 from flux_operator.handlers import build_registry
 from flux_operator.kube import ApiError, KubeApi, default_namespace, load_configuration
+from flux_operator.logs import configure as configure_logging
 from flux_operator.peering import own_identity
 from flux_operator.render import ABORT_ANNOTATION, PROMOTE_ANNOTATION, ROLLBACK_ANNOTATION
 from flux_operator.settings import OperatorSettings, RetrySettings
@@ -88,14 +88,7 @@ def run(settings: OperatorSettings) -> int:
         load_configuration(settings.kubeconfig)  # fail in one line, before kopf starts
     except kubernetes.config.ConfigException as exc:
         return _fail(f"no Kubernetes configuration: {exc}")
-    kopf.configure(
-        verbose=settings.verbose,
-        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
-    )
-    if not settings.verbose:
-        # kopf says "Handler ... succeeded" for every watch event of every resource: at a
-        # thousand resources, noise by the thousand. Its warnings and errors stay.
-        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    configure_logging(settings.log_format, settings.verbose)
     try:
         asyncio.run(operate(settings))
     except OSError as exc:

@@ -21,6 +21,7 @@ import urllib3
 
 from flux_operator.cache import WatchCache
 from flux_operator.kube import ApiError, KubeApi, object_path
+from flux_operator.logs import event_outcome
 from flux_operator.prometheus import measure
 from flux_operator.reconcile import (
     Children,
@@ -222,13 +223,19 @@ class Reconciler:
                 body, status_dump(decided.status)
             )
             self._leave(owner)
-        log = logging.LoggerAdapter(logger, {"object": f"{owner.namespace}/{owner.name}"})
+        release = decided.revision.release if decided.revision is not None else None
         for event in decided.events:
-            log.log(
+            logger.log(
                 logging.WARNING if event.type == "Warning" else logging.INFO,
                 "%s: %s",
                 event.reason,
                 event.message,
+                extra={
+                    "object": f"{owner.namespace}/{owner.name}",
+                    "action": event.reason,
+                    "outcome": event_outcome(event.type),
+                    "release": release,
+                },
             )
         await self._post(body, decided.events)
 

@@ -207,7 +207,7 @@ def _until(prometheus: PrometheusProcess, promql: str) -> None:
 def scene(
     prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     work = tmp_path_factory.mktemp("canary-analysis")
     model = write_tiny_flux(work / "tiny-flux")

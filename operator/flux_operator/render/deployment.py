@@ -16,7 +16,7 @@ from flux_operator.render.naming import (
     object_metadata,
     selector_labels,
 )
-from flux_operator.render.pod import pod_volumes, server_container
+from flux_operator.render.pod import LOG_HINT_ANNOTATIONS, pod_volumes, server_container
 from flux_operator.spec import FluxDeploymentSpec
 
 
@@ -27,6 +27,7 @@ def _pod_annotations(spec: FluxDeploymentSpec, revision: Revision) -> dict[str, 
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(METRICS_PORT),
         "prometheus.io/path": "/metrics",
+        **LOG_HINT_ANNOTATIONS,
     }
     digest = blocklist_hash(spec)
     if digest is not None:

@@ -27,6 +27,18 @@ from flux_operator.render.naming import (
 )
 from flux_operator.spec import FluxDeploymentSpec, PerformanceSpec
 
+#: Filebeat's hints-based autodiscover reads these on the pod: the server writes one
+#: Elastic Common Schema document a line (its log on stderr, the audit log on stdout),
+#: decoded as Elastic's ecs-logging guide says, then put through the ingest pipeline
+#: of deploy/elk (ingest-pipeline.json, loaded as "fluxserve-logs").
+LOG_HINT_ANNOTATIONS: dict[str, str] = {
+    "co.elastic.logs/enabled": "true",
+    "co.elastic.logs/json.overwrite_keys": "true",
+    "co.elastic.logs/json.add_error_key": "true",
+    "co.elastic.logs/json.expand_keys": "true",
+    "co.elastic.logs/pipeline": "fluxserve-logs",
+}
+
 
 def _lora_path(spec: FluxDeploymentSpec, index: int) -> str:
     lora = spec.loras[index]
