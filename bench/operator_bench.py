@@ -2,15 +2,17 @@
 measure how long until each one's children exist, how many API requests the operator made
 per resource (by verb), and the CPU each process used.
 
-    .venv/bin/python bench/operator_bench.py [--count 200]
+    .venv/bin/python bench/operator_bench.py [--count 200] [--rate 0]
 
 Three processes: this driver, the emulator (kmock's KubernetesEmulator over HTTP, started
 as ``operator_bench.py --emulator``) and the operator (``python -m flux_operator``, exactly
 as deployed). Apart, the CPU seconds of the API stand-in and of the operator are measured
 separately: on a real cluster the first is kube-apiserver's load, the second ours.
 
-Time-to-children of a FluxDeployment runs from just before its POST to the creation of the
-last of its children (Deployment, Service, HPA, presets ConfigMap), as recorded by the
+``--rate R`` creates R resources a second (steady creation: the time to children is then
+what one resource waits); the default creates them all at once (a burst: every resource
+waits for the whole burst's work). Time-to-children of a FluxDeployment runs from just
+before its POST to the creation of the last of its children (Deployment, Service, HPA, presets ConfigMap), as recorded by the
 emulator (both processes read the same system-wide monotonic clock). The requests are
 counted at the emulator, from the first POST until the operator has been quiet for
 ``--settle`` seconds after the last resource was served; the driver's own requests (its
@@ -270,10 +272,16 @@ async def _settled(session: aiohttp.ClientSession, url: str, settle: float) -> N
         await asyncio.sleep(0.2)
 
 
-async def _create_all(session: aiohttp.ClientSession, url: str, count: int) -> dict[str, float]:
+async def _create_all(
+    session: aiohttp.ClientSession, url: str, count: int, rate: float
+) -> dict[str, float]:
+    """POST ``count`` FluxDeployments, ``rate`` a second (0: as fast as they are taken)."""
     collection = f"{url}/apis/fluxserve.dev/v1alpha1/namespaces/{NAMESPACE}/fluxdeployments"
     started: dict[str, float] = {}
+    t0 = time.monotonic()
     for i in range(count):
+        if rate > 0:
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         name = f"fxd-{i:04d}"
         body = {
             "apiVersion": "fluxserve.dev/v1alpha1",
@@ -301,7 +309,7 @@ async def _measure(
             before = await resp.json()
         cpu0 = (_cpu_seconds(operator.pid), _cpu_seconds(emulator_pid))
         t_burst = time.monotonic()
-        started = await _create_all(session, url, args.count)
+        started = await _create_all(session, url, args.count, args.rate)
         await _poll(session, url, lambda s: s["done"] >= args.count, args.timeout, "every child")
         await _settled(session, url, args.settle)
         cpu1 = (_cpu_seconds(operator.pid), _cpu_seconds(emulator_pid))
@@ -318,6 +326,7 @@ async def _measure(
     total = stats["requests"] - before["requests"]
     return {
         "count": args.count,
+        "rate": args.rate,
         "latencies": latencies,
         "all_s": max(stats["done_at"][name] for name in started) - t_burst,
         "wall_s": wall,
@@ -380,6 +389,7 @@ def report(result: dict[str, Any]) -> str:
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     rows = [
         ("FluxDeployments created", f"{count}"),
+        ("created a second", f"{result['rate']:g}" if result["rate"] else "burst"),
         ("time to children p50", f"{quantiles[49] * 1000:.0f} ms"),
         ("time to children p99", f"{quantiles[98] * 1000:.0f} ms"),
         ("time to children max", f"{latencies[-1] * 1000:.0f} ms"),
@@ -414,6 +424,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="FluxDeployments created a second (default 0: all at once, as fast as taken)",
+    )
     parser.add_argument(
         "--settle", type=float, default=3.0, help="seconds without a request that end the count"
     )
