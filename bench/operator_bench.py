@@ -12,8 +12,9 @@ separately: on a real cluster the first is kube-apiserver's load, the second our
 ``--rate R`` creates R resources a second (steady creation: the time to children is then
 what one resource waits); the default creates them all at once (a burst: every resource
 waits for the whole burst's work). Time-to-children of a FluxDeployment runs from just
-before its POST to the creation of the last of its children (Deployment, Service, HPA, presets ConfigMap), as recorded by the
-emulator (both processes read the same system-wide monotonic clock). The requests are
+before its POST to the creation of the last of its children (Deployment, Service, HPA,
+presets ConfigMap), as recorded by the emulator (both processes read the same
+system-wide monotonic clock). The requests are
 counted at the emulator, from the first POST until the operator has been quiet for
 ``--settle`` seconds after the last resource was served; the driver's own requests (its
 POSTs and its polling) carry their own User-Agent and are not counted. Peak RSS is the
