@@ -19,6 +19,7 @@ from flux_server.params import validation_error
 from flux_server.rest.experiments import experiment_routes
 from flux_server.rest.generation import generation_routes
 from flux_server.rest.jobs import job_routes
+from flux_server.rest.key_first import KeyBeforeBody
 from flux_server.rest.middleware import BodyLimit, RequestMetrics
 from flux_server.rest.openapi import hoist_defs
 from flux_server.rest.operations import operation_routes
@@ -97,7 +98,7 @@ def create_app(service: GenerationService) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.asgi = RequestMetrics(
-        BodyLimit(app, service.settings.max_body_bytes), service.metrics
+        KeyBeforeBody(BodyLimit(app, service.settings.max_body_bytes), service), service.metrics
     )
     return app
 
