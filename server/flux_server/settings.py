@@ -127,6 +127,32 @@ class ServerSettings(BaseModel):
     drain_timeout: float = Field(
         30, ge=0, description="Seconds to finish accepted work after SIGTERM."
     )
+    header_timeout: float = Field(
+        10,
+        gt=0,
+        le=3600,
+        description="Seconds a new HTTP connection has to send a whole request head; then "
+        "408 and closed (slowloris, idle sockets).",
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Open connections per listener (HTTP, gRPC); at the cap the oldest "
+        "connection still waiting for its request head makes room, else 503. Lowered to "
+        "fit the file descriptor limit.",
+    )
+    grpc_max_connection_idle: float = Field(
+        300, gt=0, description="Seconds a gRPC connection without calls is kept (then GOAWAY)."
+    )
+    grpc_max_connection_age: float = Field(
+        3600,
+        gt=0,
+        description="Seconds a gRPC connection lives before GOAWAY (spreads clients over "
+        "new replicas); calls in flight get --grpc-max-connection-age-grace.",
+    )
+    grpc_max_connection_age_grace: float = Field(
+        600, ge=0, description="Seconds calls in flight may finish after a connection's GOAWAY."
+    )
 
     # --- request limits and defaults ------------------------------------------------------
     max_side: int = Field(2048, ge=64, description="Largest width or height, in pixels.")
