@@ -4,6 +4,7 @@ test process can run several servers)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -110,6 +111,12 @@ class Metrics:
             "Audit lines that could not be written (their requests were refused with 503).",
             registry=r,
         )
+        self.audit_free_bytes = Gauge(
+            "fluxserve_audit_free_bytes",
+            "Bytes free on the audit log's volume (NaN: the log goes to stdout).",
+            registry=r,
+        )
+        self.audit_free_bytes.set(math.nan)
         self.ready = Gauge("fluxserve_ready", "1 when the model is loaded and warm.", registry=r)
         self._nvml: _Nvml | None = None  # opened on the first scrape
         self.jobs = Gauge(

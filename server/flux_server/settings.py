@@ -195,6 +195,30 @@ class ServerSettings(BaseModel):
     )
     audit_log: str | None = Field(None, description="Audit log file, or - for stdout.")
     audit_hash_prompts: bool = Field(False, description="Store prompt hashes, not prompts.")
+    audit_failed_auth_interval: float = Field(
+        60,
+        gt=0,
+        le=3600,
+        description="Failed authentications are audited as one line per client address per "
+        "this many seconds, with their count.",
+    )
+    audit_min_free_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Free bytes on the audit log's volume under which /readyz warns (the "
+        "audit is fail-closed: a full volume stops serving).",
+    )
+    failed_auth_burst: int = Field(
+        10,
+        ge=0,
+        description="Failed authentications a client address may make before 429 with "
+        "Retry-After; 0 = no throttle.",
+    )
+    failed_auth_rate: float = Field(
+        0.2,
+        gt=0,
+        description="Failed authentications a second an address regains (token bucket).",
+    )
     api_keys: Path | None = Field(None, description="API key file; when set, keys are required.")
     redis_url: str | None = Field(
         None,

@@ -20,6 +20,7 @@ SERVER_METRICS = frozenset(
         "fluxserve_jobs",
         "fluxserve_webhook_deliveries_total",
         "fluxserve_recompiles_total",
+        "fluxserve_audit_free_bytes",
     }
 )
 

@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
+from flux_server.auth_failures import AuthThrottled
 from flux_server.calls import CallContext
 from flux_server.errors import Cancelled, InternalError, QueueFull, ServeError, status_of
 from flux_server.params import validation_error
@@ -49,9 +50,13 @@ def create_app(service: GenerationService) -> FastAPI:
                 "client went away",
                 extra={"request_id": rid, "path": request.url.path, "reason": exc.message},
             )
-        if not isinstance(exc, QueueFull):
+        if not isinstance(exc, QueueFull) or isinstance(exc, AuthThrottled):
             service.audit_refusal(
-                CallContext(endpoint=f"rest:{request.url.path}", request_id=rid or ""),
+                CallContext(
+                    endpoint=f"rest:{request.url.path}",
+                    request_id=rid or "",
+                    client=request.client.host if request.client else None,
+                ),
                 exc,
                 status_of(exc).http,
             )
