@@ -242,6 +242,13 @@ class ServerSettings(BaseModel):
         ge=1024,
         description="Most bytes of async job results kept in memory; oldest finished go first.",
     )
+    job_heartbeat: float = Field(
+        5,
+        gt=0,
+        le=300,
+        description="With --redis-url: seconds between this replica's heartbeats; a replica "
+        "that misses 3 is lost, and another marks its unfinished jobs failed (replica_lost).",
+    )
     webhook_secret: str | None = Field(
         None,
         repr=False,
