@@ -33,7 +33,7 @@ lint: install ## ruff, the import layers, mypy
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/mypy client/flux_client operator/flux_operator server/flux_server
+	$(VENV)/bin/mypy contract/flux_contract client/flux_client operator/flux_operator server/flux_server trainer/flux_trainer
 
 format: install ## Apply ruff's formatting and fixes
 	$(VENV)/bin/ruff format .
@@ -42,7 +42,7 @@ format: install ## Apply ruff's formatting and fixes
 # --- Wire: the gRPC contract and its generated stubs ---
 .PHONY: proto
 
-proto: install ## Regenerate the gRPC stubs in client/flux_client/_proto from proto/ (a test fails when they are stale)
+proto: install ## Regenerate the gRPC stubs in contract/flux_contract/_proto from proto/ (a test fails when they are stale)
 	$(PY) proto/generate_stubs.py
 
 # --- Operator: the CRD generated from the pydantic models ---
@@ -69,7 +69,7 @@ e2e: tools ## On a kind cluster: install the chart, serve the tiny model, roll a
 	TOOLS_BIN=$(TOOLS_BIN) PY=$(PY) tests/e2e/run.sh
 
 # --- Server: the demo and the benchmarks ---
-.PHONY: demo bench bench-gpu soak
+.PHONY: demo bench bench-gpu bench-train soak
 
 demo: install ## Serve a random-weight FLUX, run the article's REST example (demo-output/output.png), then the SDK over gRPC
 	@echo "==> install done ($(VENV))"
@@ -82,6 +82,9 @@ bench: install ## Server latency overhead (REST, gRPC vs in-process), batching p
 
 bench-gpu: install ## The speed options on a FLUX.1-dev-sized model vs the GPU's floor: make bench-gpu [ARGS="--help" | ARGS="--tiny" on a CPU]
 	$(PY) bench/gpu_bench.py $(ARGS)
+
+bench-train: install ## LoRA training s/step, peak memory, 1,000-step time at 512/1024 px, bf16 and QLoRA, FLUX.1-dev shapes (GPU; skips on a CPU) [ARGS="--tiny"]
+	$(PY) bench/train_bench.py $(ARGS)
 
 soak: install ## Mixed REST/gRPC traffic past the queue, Redis restarted halfway: accepted, refused, lost (0), p95, RSS (SOAK_SECONDS=60)
 	$(PY) bench/soak.py --duration $(or $(SOAK_SECONDS),60)

@@ -20,7 +20,8 @@ linear layer times the tokens it sees, plus attention) times the steps, divided 
 GPU's dense bf16 peak (a table of known GPUs; --peak-tflops for others). Prints a table
 and writes JSON (--out).
 
-Variants use the server's own code (flux_server.speedups, flux_server.lora_hotswap), so
+Variants use the server's own code (flux_server.execution.speedups,
+flux_server.execution.lora_hotswap), so
 what is measured is what ``--compile``, ``--quantize``, ``--step-cache``,
 ``--attention-backend`` and ``--offload`` do in the server.
 """
@@ -44,8 +45,8 @@ import torch
 from flux_shapes import peak_tflops, transformer_flops
 from gpu_pipeline import build_pipeline, generate, peak_memory, sync, write_loras
 
-from flux_server import speedups
-from flux_server.speedups import SpeedOptions, StepCache
+from flux_server.execution import speedups
+from flux_server.execution.speedups import SpeedOptions, StepCache
 
 
 @dataclass
@@ -88,7 +89,7 @@ def run_variant(variant: Variant, args: argparse.Namespace, workdir: Path) -> li
     speedups.prepare(pipe, options, device, with_adapters=with_lora)
     hot = None
     if with_lora:
-        from flux_server import lora_hotswap
+        from flux_server.execution import lora_hotswap
 
         specs = write_loras(pipe, workdir, (args.lora_ranks[0], args.lora_ranks[1]))
         hot = lora_hotswap.attached(pipe)

@@ -24,7 +24,7 @@ def build_pipeline(tiny: bool, device: str, dtype: torch.dtype, workdir: Path) -
     )
 
     if tiny:
-        from flux_server.tiny_model import write_tiny_flux
+        from flux_server.tools.tiny_model import write_tiny_flux
 
         model = write_tiny_flux(workdir / "tiny")
         pipe = FluxPipeline.from_pretrained(str(model), dtype=dtype)
@@ -84,7 +84,7 @@ def write_loras(pipe: Any, root: Path, ranks: tuple[int, int]) -> list[Any]:
     """Two random LoRAs on the attention projections, of different ranks."""
     from safetensors.torch import save_file
 
-    from flux_server.lora import TARGET_MODULES, LoraSpec
+    from flux_server.execution.lora import TARGET_MODULES, LoraSpec
 
     specs = []
     for index, rank in enumerate(ranks):

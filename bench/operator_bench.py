@@ -1,13 +1,21 @@
 """Operator benchmark: create N FluxDeployments against the Kubernetes API emulator and
-measure how long until each one's children exist, and the operator's peak memory.
+measure how long until each one's children exist, how many API requests the operator made
+per resource (by verb), and the CPU each process used.
 
     .venv/bin/python bench/operator_bench.py [--count 200]
 
-The operator runs as its own process (``python -m flux_operator``), exactly as deployed,
-against kmock's KubernetesEmulator over HTTP. Time-to-children of a FluxDeployment runs
-from just before its POST to the creation of the last of its children (Deployment, Service,
-HPA, presets ConfigMap), as recorded by the emulator. Peak RSS is the operator process's
-VmHWM from /proc.
+Three processes: this driver, the emulator (kmock's KubernetesEmulator over HTTP, started
+as ``operator_bench.py --emulator``) and the operator (``python -m flux_operator``, exactly
+as deployed). Apart, the CPU seconds of the API stand-in and of the operator are measured
+separately: on a real cluster the first is kube-apiserver's load, the second ours.
+
+Time-to-children of a FluxDeployment runs from just before its POST to the creation of the
+last of its children (Deployment, Service, HPA, presets ConfigMap), as recorded by the
+emulator (both processes read the same system-wide monotonic clock). The requests are
+counted at the emulator, from the first POST until the operator has been quiet for
+``--settle`` seconds after the last resource was served; the driver's own requests (its
+POSTs and its polling) carry their own User-Agent and are not counted. Peak RSS is the
+operator process's VmHWM from /proc.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import json
 import os
 import statistics
 import subprocess
@@ -22,30 +31,58 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import kmock
+import psutil
 import yaml
 
 NAMESPACE = "bench"
-CHILD_KINDS = ("deployments", "services", "horizontalpodautoscalers", "configmaps")
+DRIVER_AGENT = "fluxserve-operator-bench"
+STATS_PATH = "/bench/stats"
+# The children every bench resource gets (its spec has autoscaling and presets).
+CHILD_KINDS = ("deployments", "services", "horizontalpodautoscalers")
 RESOURCES = {
-    "fluxserve.dev/v1alpha1/fluxdeployments": ("FluxDeployment", True),
-    "apps/v1/deployments": ("Deployment", True),
-    "v1/services": ("Service", True),
-    "v1/configmaps": ("ConfigMap", True),
-    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True),
-    "v1/events": ("Event", True),
-    "v1/namespaces": ("Namespace", False),
-    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False),
+    "fluxserve.dev/v1alpha1/fluxdeployments": ("FluxDeployment", True, {"status"}),
+    "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
+    "v1/services": ("Service", True, set()),
+    "v1/configmaps": ("ConfigMap", True, set()),
+    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
+    "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, set()),
+    "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True, set()),
+    "v1/events": ("Event", True, set()),
+    "v1/namespaces": ("Namespace", False, set()),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
 }
+VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
+
+
+def verb_of(request: kmock.Request) -> str:
+    """The request as the API server's audit log names it: get, list, watch, create, patch,
+    delete (``/status`` appended for the subresource)."""
+    action = request.action
+    names = {
+        kmock.action.FETCH: "get",
+        kmock.action.LIST: "list",
+        kmock.action.WATCH: "watch",
+        kmock.action.CREATE: "create",
+        kmock.action.UPDATE: "patch",
+        kmock.action.DELETE: "delete",
+    }
+    verb = names.get(action, str(request.method).lower()) if action is not None else "other"
+    return f"{verb}/{request.subresource}" if request.subresource else verb
+
+
+# --- the emulator's process ----------------------------------------------------------------
 
 
 class TimingEmulator(kmock.KubernetesEmulator):
     """The emulator, assigning uid/generation as an API server does, recording when each
-    object was created, and forgetting each request once answered.
+    resource's children were all created and counting the operator's requests, and
+    forgetting each request once answered.
 
     kmock keeps every request for a test's assertions and matches each new request
     against that history, so its own cost grows with every request served (O(n^2) over a
@@ -53,22 +90,49 @@ class TimingEmulator(kmock.KubernetesEmulator):
     asserts nothing on requests; dropping them keeps the figures about the operator.
     """
 
-    created: dict[tuple[str, str], float]
+    created: dict[str, dict[str, float]]
+    counts: Counter[tuple[str, str]]
 
     async def _handle(self, request: kmock.Request) -> Any:
+        if not hasattr(self, "counts"):
+            self.created, self.counts = {}, Counter()
         try:
+            if request.url.path == STATS_PATH:
+                return aiohttp.web.json_response(self._stats(request.params.get("full") == "1"))
+            if request.headers.get("User-Agent") != DRIVER_AGENT:
+                plural = request.resource.plural if request.resource is not None else "-"
+                self.counts[(verb_of(request), plural)] += 1
             return await self._handle_timed(request)
         finally:
             self._forget(request)
+
+    def _stats(self, full: bool) -> dict[str, Any]:
+        done = {
+            name: max(kinds.values()) for name, kinds in self.created.items() if len(kinds) == 4
+        }
+        stats: dict[str, Any] = {"done": len(done), "requests": sum(self.counts.values())}
+        watching = {plural for (verb, plural) in self.counts if verb == "watch"}
+        stats["watching"] = sorted(watching)
+        if full:
+            stats["done_at"] = done
+            stats["counts"] = [[verb, plural, n] for (verb, plural), n in self.counts.items()]
+        return stats
 
     def _forget(self, request: kmock.Request) -> None:
         self._requests[:] = [r for r in self._requests if r is not request]
         for payload in self._payloads:
             payload._requests[:] = [r for r in payload._requests if r is not request]
 
+    def _record(self, plural: str, name: str) -> None:
+        if plural in CHILD_KINDS:
+            owner, kind = name, plural
+        elif plural == "configmaps" and "-presets-" in name:
+            owner, kind = name.split("-presets-", 1)[0], "presets"
+        else:
+            return
+        self.created.setdefault(owner, {}).setdefault(kind, time.monotonic())
+
     async def _handle_timed(self, request: kmock.Request) -> Any:
-        if not hasattr(self, "created"):
-            self.created = {}
         data = request.data
         if (
             request.resource is not None
@@ -84,11 +148,24 @@ class TimingEmulator(kmock.KubernetesEmulator):
             )
             response = await super()._handle(request)
             if response.status < 300:
-                self.created.setdefault(
-                    (request.resource.plural, str(meta.get("name"))), time.monotonic()
-                )
+                self._record(request.resource.plural, str(meta.get("name")))
             return response
         return await super()._handle(request)
+
+
+async def serve_emulator() -> None:
+    """Serve until stdin closes (the driver ends), printing the URL first."""
+    handler = TimingEmulator()
+    for key, (kind, namespaced, subresources) in RESOURCES.items():
+        handler.resources[key] = kmock.ResourceInfo(
+            kind=kind, namespaced=namespaced, verbs=VERBS, subresources=subresources
+        )
+    async with handler as emulator, kmock.Server(emulator):
+        print(emulator.url, flush=True)
+        await asyncio.to_thread(sys.stdin.read)
+
+
+# --- the driver ----------------------------------------------------------------------------
 
 
 def _spec(i: int) -> dict[str, Any]:
@@ -101,18 +178,6 @@ def _spec(i: int) -> dict[str, Any]:
     }
 
 
-def _children_done(created: dict[tuple[str, str], float], name: str) -> float | None:
-    times = [created.get((kind, name)) for kind in CHILD_KINDS[:3]]
-    presets = [
-        t
-        for (kind, n), t in created.items()
-        if kind == "configmaps" and n.startswith(f"{name}-presets-")
-    ]
-    if any(t is None for t in times) or not presets:
-        return None
-    return max([t for t in times if t is not None] + presets)
-
-
 def _peak_rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -120,114 +185,214 @@ def _peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def run(count: int, timeout: float) -> dict[str, float]:
-    server_handler = TimingEmulator()
-    for key, (kind, namespaced) in RESOURCES.items():
-        server_handler.resources[key] = kmock.ResourceInfo(
-            kind=kind,
-            namespaced=namespaced,
-            verbs={"get", "list", "watch", "create", "patch", "update", "delete"},
-            subresources={"status"},
+def _cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def _kubeconfig(path: Path, url: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "e", "cluster": {"server": url}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}],
+                "current-context": "e",
+            }
         )
-    async with server_handler as emulator, kmock.Server(emulator):
-        workdir = Path(tempfile.mkdtemp(prefix="operator-bench-"))
-        kubeconfig = workdir / "kubeconfig"
-        kubeconfig.write_text(
-            yaml.safe_dump(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "clusters": [{"name": "e", "cluster": {"server": str(emulator.url)}}],
-                    "users": [{"name": "u", "user": {"token": "t"}}],
-                    "contexts": [{"name": "e", "context": {"cluster": "e", "user": "u"}}],
-                    "current-context": "e",
-                }
-            )
+    )
+    return path
+
+
+async def _poll(
+    session: aiohttp.ClientSession, url: str, check: Any, timeout: float, what: str
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        async with session.get(url + STATS_PATH) as resp:
+            stats: dict[str, Any] = await resp.json()
+        if check(stats):
+            return stats
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out after {timeout:.0f}s waiting for {what}: {stats}")
+        await asyncio.sleep(0.2)
+
+
+async def _settled(session: aiohttp.ClientSession, url: str, settle: float) -> None:
+    """Return once the operator has made no request for ``settle`` seconds."""
+    last, since = -1, time.monotonic()
+    while time.monotonic() - since < settle:
+        async with session.get(url + STATS_PATH) as resp:
+            requests = (await resp.json())["requests"]
+        if requests != last:
+            last, since = requests, time.monotonic()
+        await asyncio.sleep(0.2)
+
+
+async def _create_all(session: aiohttp.ClientSession, url: str, count: int) -> dict[str, float]:
+    collection = f"{url}/apis/fluxserve.dev/v1alpha1/namespaces/{NAMESPACE}/fluxdeployments"
+    started: dict[str, float] = {}
+    for i in range(count):
+        name = f"fxd-{i:04d}"
+        body = {
+            "apiVersion": "fluxserve.dev/v1alpha1",
+            "kind": "FluxDeployment",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": _spec(i),
+        }
+        started[name] = time.monotonic()
+        async with session.post(collection, json=body) as resp:
+            resp.raise_for_status()
+    return started
+
+
+async def _measure(
+    url: str, operator: asyncio.subprocess.Process, emulator_pid: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    headers = {"User-Agent": DRIVER_AGENT}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        # The operator watches FluxDeployments before the burst (kopf lists, then watches).
+        await _poll(
+            session, url, lambda s: "fluxdeployments" in s["watching"], 60, "the operator's watch"
         )
-        log = (workdir / "operator.log").open("w")
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "flux_operator",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--health-port",
-            "0",
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        try:
-            url = (
-                f"{str(emulator.url).rstrip('/')}/apis/fluxserve.dev/v1alpha1"
-                f"/namespaces/{NAMESPACE}/fluxdeployments"
-            )
-            started: dict[str, float] = {}
-            async with aiohttp.ClientSession() as session:
-                # Let the operator start watching before the burst.
-                await asyncio.sleep(2)
-                t_burst = time.monotonic()
-                for i in range(count):
-                    name = f"fxd-{i:04d}"
-                    body = {
-                        "apiVersion": "fluxserve.dev/v1alpha1",
-                        "kind": "FluxDeployment",
-                        "metadata": {"name": name, "namespace": NAMESPACE},
-                        "spec": _spec(i),
-                    }
-                    started[name] = time.monotonic()
-                    async with session.post(url, json=body) as resp:
-                        resp.raise_for_status()
-                deadline = time.monotonic() + timeout
-                done: dict[str, float] = {}
-                while len(done) < count and time.monotonic() < deadline:
-                    for name in started:
-                        if name not in done:
-                            t = _children_done(emulator.created, name)
-                            if t is not None:
-                                done[name] = t - started[name]
-                    await asyncio.sleep(0.05)
-                t_all = time.monotonic() - t_burst
-            peak = _peak_rss_mib(proc.pid)
-        finally:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), timeout=20)
-            except asyncio.TimeoutError:
-                proc.kill()
-                await proc.wait()
-            log.close()
-    if len(done) < count:
-        raise SystemExit(f"only {len(done)}/{count} got their children within {timeout}s")
-    latencies = sorted(done.values())
+        await _settled(session, url, 1.0)
+        async with session.get(url + STATS_PATH, params={"full": "1"}) as resp:
+            before = await resp.json()
+        cpu0 = (_cpu_seconds(operator.pid), _cpu_seconds(emulator_pid))
+        t_burst = time.monotonic()
+        started = await _create_all(session, url, args.count)
+        await _poll(session, url, lambda s: s["done"] >= args.count, args.timeout, "every child")
+        await _settled(session, url, args.settle)
+        cpu1 = (_cpu_seconds(operator.pid), _cpu_seconds(emulator_pid))
+        wall = time.monotonic() - t_burst
+        async with session.get(url + STATS_PATH, params={"full": "1"}) as resp:
+            stats = await resp.json()
+    latencies = sorted(stats["done_at"][name] - t for name, t in started.items())
+    by_verb: Counter[str] = Counter()
+    by_kind: Counter[str] = Counter()
+    for sign, counts in ((-1, before["counts"]), (1, stats["counts"])):
+        for verb, plural, n in counts:
+            by_verb[verb] += sign * n
+            by_kind[f"{verb} {plural}"] += sign * n
+    total = stats["requests"] - before["requests"]
     return {
-        "count": count,
-        "p50_s": statistics.quantiles(latencies, n=100, method="inclusive")[49],
-        "p99_s": statistics.quantiles(latencies, n=100, method="inclusive")[98],
-        "max_s": latencies[-1],
-        "all_s": t_all,
-        "peak_rss_mib": peak,
+        "count": args.count,
+        "latencies": latencies,
+        "all_s": max(stats["done_at"][name] for name in started) - t_burst,
+        "wall_s": wall,
+        "requests": total,
+        "by_verb": by_verb,
+        "by_kind": by_kind,
+        "operator_cpu_s": cpu1[0] - cpu0[0],
+        "emulator_cpu_s": cpu1[1] - cpu0[1],
+        "peak_rss_mib": _peak_rss_mib(operator.pid),
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--count", type=int, default=200)
-    parser.add_argument("--timeout", type=float, default=600)
-    args = parser.parse_args(argv)
-    result = asyncio.run(run(args.count, args.timeout))
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout=20)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="operator-bench-"))
+    emulator = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "--emulator",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    assert emulator.stdout is not None and emulator.stdin is not None
+    try:
+        url = (await asyncio.wait_for(emulator.stdout.readline(), 30)).decode().strip().rstrip("/")
+        if not url:
+            raise SystemExit("the emulator did not start")
+        kubeconfig = _kubeconfig(workdir / "kubeconfig", url)
+        with (workdir / "operator.log").open("w") as log:
+            operator = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "flux_operator",
+                "--kubeconfig",
+                str(kubeconfig),
+                "--health-port",
+                "0",
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                return await _measure(url, operator, emulator.pid, args)
+            finally:
+                await _stop(operator)
+    finally:
+        emulator.stdin.close()
+        await _stop(emulator)
+
+
+def report(result: dict[str, Any]) -> str:
+    count = result["count"]
+    latencies = result["latencies"]
+    quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     rows = [
-        ("FluxDeployments created", f"{result['count']:.0f}"),
-        ("time to children p50", f"{result['p50_s'] * 1000:.0f} ms"),
-        ("time to children p99", f"{result['p99_s'] * 1000:.0f} ms"),
-        ("time to children max", f"{result['max_s'] * 1000:.0f} ms"),
+        ("FluxDeployments created", f"{count}"),
+        ("time to children p50", f"{quantiles[49] * 1000:.0f} ms"),
+        ("time to children p99", f"{quantiles[98] * 1000:.0f} ms"),
+        ("time to children max", f"{latencies[-1] * 1000:.0f} ms"),
         ("all children, from first POST", f"{result['all_s']:.1f} s"),
+        ("API requests per resource", f"{result['requests'] / count:.2f}"),
+    ]
+    for verb, n in sorted(result["by_verb"].items()):
+        if n:
+            rows.append((f"  {verb}", f"{n / count:.2f}"))
+    emulator_cpu = result["emulator_cpu_s"]
+    rows += [
+        ("operator CPU", f"{result['operator_cpu_s']:.1f} s"),
+        ("operator CPU per resource", f"{result['operator_cpu_s'] / count * 1000:.0f} ms"),
+        ("emulator CPU", f"{emulator_cpu:.1f} s"),
+        (
+            "emulator requests per CPU-second",
+            f"{result['requests'] / emulator_cpu:.0f}" if emulator_cpu else "-",
+        ),
         ("operator peak RSS", f"{result['peak_rss_mib']:.0f} MiB"),
     ]
     width = max(len(k) for k, _ in rows)
-    print("operator benchmark (kmock KubernetesEmulator over HTTP)")
-    for key, value in rows:
-        print(f"  {key.ljust(width)}  {value:>10}")
+    lines = ["operator benchmark (kmock KubernetesEmulator over HTTP, in its own process)"]
+    lines += [f"  {key.ljust(width)}  {value:>10}" for key, value in rows]
+    lines.append("  requests by verb and kind:")
+    for key, n in sorted(result["by_kind"].items(), key=lambda kv: -kv[1]):
+        if n:
+            lines.append(f"    {key.ljust(width - 2)}  {n:>10}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument(
+        "--settle", type=float, default=3.0, help="seconds without a request that end the count"
+    )
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--emulator", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.emulator:
+        asyncio.run(serve_emulator())
+        return 0
+    result = asyncio.run(run(args))
+    print(report(result))
+    if args.json is not None:
+        figures = {k: v for k, v in result.items() if k != "latencies"}
+        args.json.write_text(json.dumps(figures, indent=2, default=dict))
     return 0
 
 

@@ -40,8 +40,7 @@ import grpc
 import httpx
 import psutil
 
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2 as pb
-from flux_client._proto.fluxserve.v1 import fluxserve_pb2_grpc as pb_grpc
+from flux_contract.wire import pb, pb_grpc
 
 SIZE, STEPS = 256, 4
 
@@ -133,7 +132,7 @@ class InProcess:
     def __init__(self, model: Path) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
-        from flux_server.engine import Engine
+        from flux_server.execution.engine import Engine
         from flux_server.settings import ServerSettings
 
         self.executor = ThreadPoolExecutor(max_workers=1)
@@ -142,12 +141,18 @@ class InProcess:
         self.executor.submit(self.engine.warmup).result()
 
     def once(self, seed: int) -> float:
-        from flux_server.params import GenerateParams, resolve
+        from flux_server.requests.params import GenerateParams, resolve
+        from flux_server.requests.results import GeneratedImage
 
         job = resolve(GenerateParams.model_validate(body(seed)), {}, self.settings)
+
+        def generate() -> list[GeneratedImage]:
+            # Includes PNG encoding, as the server's answer does.
+            [pictures] = self.engine.generate([job.text_to_image()])
+            return [GeneratedImage.encoded(p.image, job.output_format, p.seed) for p in pictures]
+
         started = time.perf_counter()
-        # Includes PNG encoding, as the server's answer does.
-        self.executor.submit(self.engine.generate, [job]).result()
+        self.executor.submit(generate).result()
         return time.perf_counter() - started
 
 
@@ -258,7 +263,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (b), alternating")
     args = parser.parse_args()
 
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     with tempfile.TemporaryDirectory(prefix="fluxserve-bench-") as tmp:
         work = Path(tmp)

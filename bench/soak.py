@@ -27,7 +27,7 @@ import grpc
 import httpx
 import psutil
 
-from flux_client.wire import pb, pb_grpc
+from flux_contract.wire import pb, pb_grpc
 
 REFUSED_HTTP = {429, 503}
 REFUSED_GRPC = {"RESOURCE_EXHAUSTED", "UNAVAILABLE"}
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
     from server_process import start_server
 
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     root = Path(tempfile.mkdtemp(prefix="fluxserve-soak-"))
     model = write_tiny_flux(root / "model")

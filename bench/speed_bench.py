@@ -17,7 +17,6 @@ come from ``make bench-gpu``.
 from __future__ import annotations
 
 import argparse
-import io
 import math
 import os
 import statistics
@@ -43,26 +42,15 @@ VARIANTS: dict[str, dict[str, object]] = {
 
 
 def _job(steps: int, seed: int):  # type: ignore[no-untyped-def]
-    from flux_server.params import Job
+    from flux_server.execution.inputs import TextToImage
 
-    return Job(
-        prompt="a city at dusk",
-        negative_prompt=None,
-        width=SIZE,
-        height=SIZE,
-        steps=steps,
-        guidance_scale=3.5,
-        true_cfg_scale=1.0,
-        seed=seed,
-        num_images=1,
-        output_format="png",
-        adapters=(),
-        style_preset=None,
+    return TextToImage(
+        "a city at dusk", width=SIZE, height=SIZE, steps=steps, guidance_scale=3.5, seed=seed
     )
 
 
-def _pixels(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.float64)
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image.convert("RGB")).astype(np.float64)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -77,9 +65,9 @@ def main() -> int:
     parser.add_argument("--only", nargs="+", help="variants (default: all)")
     args = parser.parse_args()
 
-    from flux_server.engine import Engine
+    from flux_server.execution.engine import Engine
     from flux_server.settings import ServerSettings
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     names = [n for n in VARIANTS if not args.only or n in args.only or n == "eager"]
     with tempfile.TemporaryDirectory(prefix="fluxserve-speed-") as tmp:
@@ -100,7 +88,7 @@ def main() -> int:
                     **VARIANTS[name],
                 }
             )
-            engine = Engine.load(model, device="cpu", settings=settings)
+            engine = Engine.load(model, device="cpu", speed=settings.speed_options("cpu"))
             started = time.perf_counter()
             engine.warmup()
             warmup[name] = time.perf_counter() - started
@@ -112,7 +100,7 @@ def main() -> int:
                 started = time.perf_counter()
                 (generated,) = engine.generate([_job(args.steps, seed=rep)])
                 times[name].append(time.perf_counter() - started)
-                images[name].append(_pixels(generated[0].data))
+                images[name].append(_pixels(generated[0].image))
     base = statistics.median(times["eager"])
     print(
         f"    {'option':<30}{'warm-up s':>10}{'s/image':>9}{'vs eager':>10}"

@@ -76,7 +76,7 @@ def main() -> int:
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
 
-    from flux_client.presets import StylePreset, presets_to_files
+    from flux_contract.presets import StylePreset, presets_to_files
 
     model = out / "tiny-flux"
     if not (model / "model_index.json").exists():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from flux_client.presets import StylePreset, presets_from_files, presets_to_files
+from flux_contract.presets import StylePreset, presets_from_files, presets_to_files
 
 
 def test_round_trip_through_configmap_files() -> None:

@@ -25,11 +25,9 @@ from flux_client.errors import (
 )
 from flux_client.job_handles import AsyncJob, Job, JobCanceledError
 from flux_client.jobs import JobEvent, JobInfo, JobStatus
-from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     Adapter,
     EditMode,
-    ExperimentArm,
     FeedbackResult,
     GeneratedImage,
     GenerationResult,
@@ -39,6 +37,8 @@ from flux_client.types import (
     Timings,
     VqaResult,
 )
+from flux_contract.experiments import ExperimentArm
+from flux_contract.presets import PresetLora, StylePreset
 
 __all__ = [
     "Adapter",

@@ -21,7 +21,7 @@ from flux_client._common import (
     new_request_id,
     with_request_id,
 )
-from flux_client._operations import Operation
+from flux_client._operation_types import Operation
 from flux_client._retry import RetryPolicy
 from flux_client._transports import Transport, build_transport, detect_protocol
 from flux_client.errors import FluxError, UnavailableError

@@ -6,8 +6,8 @@ from __future__ import annotations
 from flux_client._aio_core import ClientCore
 from flux_client._operations import FEEDBACK, LIST_EXPERIMENTS
 from flux_client.errors import InvalidArgumentError
-from flux_client.experiment_report import ExperimentsCounts
 from flux_client.types import FeedbackParams, FeedbackResult
+from flux_contract.experiment_counts import ExperimentsCounts
 
 
 class ExperimentCalls(ClientCore):

@@ -6,26 +6,24 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flux_client._common import USER_AGENT, Attempt
+from flux_client._operation_types import Operation
 from flux_client.errors import FluxError, error_class
-from flux_client.experiment_report import ArmCounts, ExperimentCounts, ExperimentsCounts
 from flux_client.jobs import (
     JobEvent,
     JobImage,
     JobInfo,
     JobSubmission,
 )
-from flux_client.presets import PresetLora, StylePreset
 from flux_client.types import (
     EditMode,
     EditParams,
-    ExperimentArm,
     FeedbackParams,
     FeedbackResult,
     GeneratedImage,
@@ -39,8 +37,13 @@ from flux_client.types import (
     VqaParams,
     VqaResult,
 )
-from flux_client.wire import (
+from flux_contract.experiment_counts import ArmCounts, ExperimentCounts, ExperimentsCounts
+from flux_contract.experiments import ExperimentArm
+from flux_contract.presets import PresetLora, StylePreset
+from flux_contract.wire import (
     AUTHORIZATION_METADATA,
+    IMAGE_FORMAT_FROM_PB,
+    IMAGE_FORMAT_TO_PB,
     MAX_MESSAGE_BYTES,
     REQUEST_ID_METADATA,
     USER_ID_METADATA,
@@ -48,9 +51,6 @@ from flux_client.wire import (
     pb,
     pb_grpc,
 )
-
-if TYPE_CHECKING:
-    from flux_client._operations import Operation
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")
@@ -61,12 +61,6 @@ CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
 )
 
-_FORMAT_TO_PB = {
-    ImageFormat.PNG: pb.IMAGE_FORMAT_PNG,
-    ImageFormat.JPEG: pb.IMAGE_FORMAT_JPEG,
-    ImageFormat.WEBP: pb.IMAGE_FORMAT_WEBP,
-}
-_FORMAT_FROM_PB = {v: k for k, v in _FORMAT_TO_PB.items()}
 _PRIORITY_TO_PB = {Priority.NORMAL: pb.PRIORITY_NORMAL, Priority.HIGH: pb.PRIORITY_HIGH}
 _MODE_TO_PB = {
     EditMode.IMG2IMG: pb.EDIT_MODE_IMG2IMG,
@@ -86,7 +80,7 @@ def params_to_proto(params: GenerationParams) -> pb.GenerationParams:
         adapters=[pb.Adapter(name=a.name, scale=a.scale) for a in params.adapters],
     )
     if params.output_format is not None:
-        message.output_format = _FORMAT_TO_PB[params.output_format]
+        message.output_format = IMAGE_FORMAT_TO_PB[params.output_format.value]
     # Unset stays unset on the wire (proto3 `optional`), so the preset's value applies.
     for name in OPTIONAL_PARAMS:
         value = getattr(params, name)
@@ -111,7 +105,7 @@ def result_from_proto(message: pb.GenerateResponse) -> GenerationResult:
         images=[
             GeneratedImage(
                 data=image.data,
-                format=_FORMAT_FROM_PB.get(image.format, ImageFormat.PNG),
+                format=ImageFormat(IMAGE_FORMAT_FROM_PB.get(image.format, "png")),
                 width=image.width,
                 height=image.height,
                 seed=image.seed,
@@ -252,7 +246,7 @@ def job_from_proto(message: pb.Job) -> JobInfo:
     images = tuple(
         JobImage(
             seed=image.seed,
-            format=_FORMAT_FROM_PB.get(image.format, ImageFormat.PNG).value,
+            format=IMAGE_FORMAT_FROM_PB.get(image.format, "png"),
             width=image.width,
             height=image.height,
             data=image.data,

@@ -6,11 +6,12 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
 from flux_client._common import USER_AGENT, Attempt
+from flux_client._operation_types import HttpRequest, Operation
 from flux_client.errors import (
     REASON_ERRORS,
     DeadlineExceededError,
@@ -20,11 +21,9 @@ from flux_client.errors import (
     error_class,
     parse_retry_after,
 )
-from flux_client.experiment_report import ExperimentsCounts
-from flux_client.presets import StylePreset
+from flux_client.jobs import JobSubmission
 from flux_client.types import (
     EditParams,
-    ExperimentArm,
     FeedbackResult,
     GeneratedImage,
     GenerationParams,
@@ -35,7 +34,10 @@ from flux_client.types import (
     VqaParams,
     VqaResult,
 )
-from flux_client.wire import (
+from flux_contract.experiment_counts import ExperimentsCounts
+from flux_contract.experiments import ExperimentArm
+from flux_contract.presets import StylePreset
+from flux_contract.wire import (
     AUTHORIZATION_METADATA,
     PRIORITY_HEADER,
     REQUEST_ID_HEADER,
@@ -44,10 +46,6 @@ from flux_client.wire import (
     USER_ID_HEADER,
     reason_for_http_status,
 )
-
-if TYPE_CHECKING:
-    from flux_client._operations import HttpRequest, Operation
-    from flux_client.jobs import JobSubmission
 
 Req = TypeVar("Req")
 Res = TypeVar("Res")

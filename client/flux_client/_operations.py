@@ -6,14 +6,11 @@ reading of the JSON). The transports run any operation the same way, so a new ca
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
 
 from flux_client import _grpc as proto
 from flux_client import _http as rest
-from flux_client.experiment_report import ExperimentsCounts
+from flux_client._operation_types import HttpRequest, Operation
 from flux_client.jobs import JobEvent, JobInfo, JobSubmission
-from flux_client.presets import StylePreset
 from flux_client.types import (
     EditParams,
     FeedbackParams,
@@ -24,42 +21,9 @@ from flux_client.types import (
     VqaParams,
     VqaResult,
 )
-from flux_client.wire import pb
-
-Req = TypeVar("Req")
-Res = TypeVar("Res")
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    """One REST request: ``json`` for a JSON body, ``data``/``files`` for a form."""
-
-    method: str
-    path: str
-    json: Any = None
-    data: dict[str, str] | None = None
-    files: dict[str, Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    raw: bool = False
-    """The answer is bytes (an image), not JSON."""
-
-
-@dataclass(frozen=True)
-class Operation(Generic[Req, Res]):
-    """One API call. ``streaming`` calls yield one ``from_proto`` result per message."""
-
-    name: str
-    grpc_method: str
-    """The ``FluxServiceStub`` attribute."""
-    to_proto: Callable[[Req], Any]
-    from_proto: Callable[[Any], Res]
-    to_http: Callable[[Req], HttpRequest] | None
-    """``None``: the call exists over gRPC only (``unsupported_over_http`` says why)."""
-    from_json: Callable[[Any], Res] | None
-    streaming: bool = False
-    unsupported_over_http: str = ""
-    metadata: Callable[[Req], tuple[tuple[str, str], ...]] | None = None
-    """gRPC metadata the request carries besides its message (REST: ``HttpRequest.headers``)."""
+from flux_contract.experiment_counts import ExperimentsCounts
+from flux_contract.presets import StylePreset
+from flux_contract.wire import pb
 
 
 def _generate_http(params: GenerationParams) -> HttpRequest:

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from flux_client._common import USER_AGENT, Attempt, ClientSettings
 from flux_client._grpc import AsyncGrpcTransport
 from flux_client._http import AsyncHttpTransport, base_url
-from flux_client._operations import Operation
+from flux_client._operation_types import Operation
 from flux_client.errors import FluxError, UnavailableError
 
 Req = TypeVar("Req")

@@ -26,7 +26,6 @@ from flux_client._operations import (
     LIST_PRESETS,
     VQA,
 )
-from flux_client.presets import StylePreset
 from flux_client.types import (
     AdaptersArg,
     EditMode,
@@ -35,6 +34,7 @@ from flux_client.types import (
     Priority,
     StreamEvent,
 )
+from flux_contract.presets import StylePreset
 
 
 class AsyncFluxModelClient(JobCalls, ExperimentCalls):

@@ -8,14 +8,12 @@ notebook, a web handler): it never touches the caller's loop.
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
-from concurrent.futures import Future
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from flux_client._common import DEFAULT_TIMEOUT
+from flux_client._loop_thread import LoopThread
 from flux_client._retry import RetryPolicy
 from flux_client.aio import AsyncFluxModelClient
 from flux_client.job_handles import AsyncJob, Job
@@ -24,62 +22,6 @@ from flux_client.types import TransportName
 P = ParamSpec("P")
 R = TypeVar("R")
 Y = TypeVar("Y")
-
-
-class _LoopThread:
-    """An event loop running in a daemon thread, started on first use."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def _running_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                self._thread = threading.Thread(
-                    target=self._loop.run_forever, name="flux-client", daemon=True
-                )
-                self._thread.start()
-            return self._loop
-
-    def run(self, coro: Coroutine[Any, Any, R]) -> R:
-        future: Future[R] = asyncio.run_coroutine_threadsafe(coro, self._running_loop())
-        try:
-            return future.result()
-        except BaseException:
-            future.cancel()  # Ctrl-C in the caller's thread ends the call too
-            raise
-
-    def iterate(self, iterator: AsyncIterator[Y]) -> Iterator[Y]:
-        try:
-            while True:
-                try:
-                    yield self.run(_next(iterator))
-                except StopAsyncIteration:
-                    return
-        finally:
-            aclose = getattr(iterator, "aclose", None)
-            if aclose is not None:
-                self.run(aclose())
-
-    @property
-    def started(self) -> bool:
-        return self._loop is not None
-
-    def stop(self) -> None:
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is not None and thread is not None:
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join()
-            loop.close()
-
-
-async def _next(iterator: AsyncIterator[Y]) -> Y:
-    return await anext(iterator)
 
 
 def _blocking(
@@ -153,7 +95,7 @@ class FluxModelClient:
             host, port, transport, api_key, timeout, retry=retry, secure=secure
         )
         self.settings = self._async.settings
-        self._loop = _LoopThread()
+        self._loop = LoopThread()
 
     @property
     def transport(self) -> str:

@@ -3,7 +3,7 @@
 Every error carries the server's ``message``, the request ``field`` it names (when the
 server named one), the HTTP status and gRPC code it came from, and the ``request_id``
 when the server sent one. ``REASON_ERRORS`` maps the server's error reasons (the wire
-contract's ``flux_client.wire.REASONS``) to the classes; the transports use it and
+contract's ``flux_contract.reasons.REASONS``) to the classes; the transports use it and
 nothing else.
 """
 
@@ -119,7 +119,7 @@ REASON_ERRORS: dict[str, type[FluxError]] = {
     "unsupported_media_type": InvalidArgumentError,
     "payload_too_large": InvalidArgumentError,
 }
-"""The class of each server error reason (``flux_client.wire.REASONS``: the REST body's
+"""The class of each server error reason (``flux_contract.reasons.REASONS``: the REST body's
 ``code``, the gRPC ErrorInfo ``reason``); a test checks that every reason has one."""
 
 _FOREIGN_HTTP: dict[int, type[FluxError]] = {

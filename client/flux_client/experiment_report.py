@@ -3,8 +3,9 @@ or from Prometheus, summing every replica), judge every arm against the control,
 table or JSON. ``python -m flux_client experiments`` calls ``gather_*``, ``build_report``
 and ``render_table`` / ``render_json``.
 
-``ExperimentsCounts`` is the body of ``GET /experiments`` (the server builds it from its
-metrics), so both sources feed the same report.
+``ExperimentsCounts`` (``flux_contract.experiment_counts``) is the body of
+``GET /experiments`` (the server builds it from its metrics), so both sources feed the
+same report.
 """
 
 from __future__ import annotations
@@ -16,35 +17,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field
 
 from flux_client.experiment_stats import compare, histogram_quantile
-
-
-class ArmCounts(BaseModel):
-    name: str
-    preset: str | None = None
-    weight: int | None = None
-    requests: float = 0
-    images: float = 0
-    gpu_seconds: float = 0
-    duration_buckets: dict[str, float] = Field(
-        default_factory=dict,
-        description="Cumulative request-duration histogram: Prometheus' `le` → count.",
-    )
-    events: dict[str, float] = Field(
-        default_factory=dict, description="Feedback event → sum of values (once per request)."
-    )
-
-
-class ExperimentCounts(BaseModel):
-    name: str
-    preset: str | None = None
-    arms: list[ArmCounts] = Field(description="The first arm is the control.")
-
-
-class ExperimentsCounts(BaseModel):
-    experiments: list[ExperimentCounts] = Field(default_factory=list)
+from flux_contract import metrics
+from flux_contract.experiment_counts import ArmCounts, ExperimentCounts, ExperimentsCounts
 
 
 def gather_server(
@@ -58,14 +34,14 @@ def gather_server(
     return ExperimentsCounts.model_validate(response.json())
 
 
-ARM_INFO = "fluxserve_experiment_arm_info"
+ARM_INFO = metrics.EXPERIMENT_ARM_INFO.name
 _QUERIES = {
-    "requests": "fluxserve_experiment_requests_total",
-    "images": "fluxserve_experiment_images_total",
-    "gpu_seconds": "fluxserve_experiment_gpu_seconds_total",
+    "requests": metrics.EXPERIMENT_REQUESTS.total,
+    "images": metrics.EXPERIMENT_IMAGES.total,
+    "gpu_seconds": metrics.EXPERIMENT_GPU_SECONDS.total,
 }
-_BUCKETS = "fluxserve_experiment_request_duration_seconds_bucket"
-_FEEDBACK = "fluxserve_experiment_feedback_total"
+_BUCKETS = metrics.EXPERIMENT_REQUEST_DURATION.bucket
+_FEEDBACK = metrics.EXPERIMENT_FEEDBACK.total
 
 
 def prometheus_queries(window: str | None = None) -> dict[str, str]:
@@ -76,12 +52,13 @@ def prometheus_queries(window: str | None = None) -> dict[str, str]:
         series = f"increase({metric}[{window}])" if window else metric
         return f"sum by ({by}) ({series})"
 
+    arm = f"{metrics.EXPERIMENT}, {metrics.ARM}"
     queries = {
-        "arms": f"max by (experiment, arm, preset, position, weight) ({ARM_INFO})",
-        "buckets": total(_BUCKETS, "experiment, arm, le"),
-        "events": total(_FEEDBACK, "experiment, arm, event"),
+        "arms": f"max by ({', '.join(metrics.EXPERIMENT_ARM_INFO.labels)}) ({ARM_INFO})",
+        "buckets": total(_BUCKETS, f"{arm}, {metrics.LE}"),
+        "events": total(_FEEDBACK, ", ".join(metrics.EXPERIMENT_FEEDBACK.labels)),
     }
-    queries.update({key: total(metric, "experiment, arm") for key, metric in _QUERIES.items()})
+    queries.update({key: total(metric, arm) for key, metric in _QUERIES.items()})
     return queries
 
 

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING
 
+from flux_client._aio_core import ClientCore
+from flux_client._loop_thread import LoopThread
 from flux_client._operations import CANCEL_JOB, GET_JOB, WATCH_JOB, job_image
 from flux_client.errors import DeadlineExceededError, FluxError, error_class
 from flux_client.jobs import JobEvent, JobInfo, JobStatus
 from flux_client.types import GeneratedImage, GenerationResult, ImageFormat, Timings
-
-if TYPE_CHECKING:
-    from flux_client._aio_core import ClientCore
-    from flux_client.client import _LoopThread
 
 
 class JobCanceledError(FluxError):
@@ -128,7 +125,7 @@ class AsyncJob:
 class Job:
     """The blocking twin of :class:`AsyncJob` (``FluxModelClient.submit``)."""
 
-    def __init__(self, loop: _LoopThread, job: AsyncJob) -> None:
+    def __init__(self, loop: LoopThread, job: AsyncJob) -> None:
         self._loop = loop
         self._job = job
         self.id = job.id

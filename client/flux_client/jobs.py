@@ -11,12 +11,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flux_client.types import ExperimentArm
-
-if TYPE_CHECKING:
-    from flux_client.types import GenerationParams
+from flux_client.types import GenerationParams
+from flux_contract.experiments import ExperimentArm
 
 
 class JobStatus(str, Enum):

@@ -10,10 +10,12 @@ import io
 from collections.abc import Iterable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from PIL import Image as PILImage
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from flux_contract.experiments import ExperimentArm
 
 
 class ImageFormat(str, Enum):
@@ -60,6 +62,15 @@ class EditMode(str, Enum):
     INSTRUCT = "instruct"
 
 
+def _lower(value: object) -> object:
+    """Enum values are lower case; ``"HIGH"`` means ``high``."""
+    return value.lower() if isinstance(value, str) else value
+
+
+def _parse_format(value: object) -> object:
+    return ImageFormat.parse(value) if isinstance(value, str) else value
+
+
 INT32_MAX = 2**31 - 1
 UINT64_MAX = 2**64 - 1
 
@@ -102,24 +113,14 @@ class GenerationParams(BaseModel):
     style_preset: str | None = None
     seed: int | None = Field(None, ge=0, le=UINT64_MAX)
     num_images: int | None = Field(None, le=INT32_MAX)
-    output_format: ImageFormat | None = None
-    priority: Priority = Priority.NORMAL
+    output_format: Annotated[ImageFormat | None, BeforeValidator(_parse_format)] = None
+    priority: Annotated[Priority, BeforeValidator(_lower)] = Priority.NORMAL
     adapters: list[Adapter] = Field(default_factory=list)
     user_id: str | None = None
     """Who the request is for, when no API key says so (``X-User-Id``): the subject
     that experiments assign to an arm."""
     headers: dict[str, str] = Field(default_factory=dict)
     """More request headers (gRPC metadata), e.g. the one an experiment's audience reads."""
-
-    @field_validator("output_format", mode="before")
-    @classmethod
-    def _parse_format(cls, value: object) -> object:
-        return ImageFormat.parse(value) if isinstance(value, str) else value
-
-    @field_validator("priority", mode="before")
-    @classmethod
-    def _parse_priority(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value
 
 
 class EditParams(BaseModel):
@@ -130,13 +131,8 @@ class EditParams(BaseModel):
     image: bytes
     mask: bytes | None = None
     strength: float | None = None
-    mode: EditMode | None = None
+    mode: Annotated[EditMode | None, BeforeValidator(_lower)] = None
     params: GenerationParams
-
-    @field_validator("mode", mode="before")
-    @classmethod
-    def _parse_mode(cls, value: object) -> object:
-        return value.lower() if isinstance(value, str) else value
 
 
 class VqaParams(BaseModel):
@@ -180,18 +176,6 @@ class Timings(BaseModel):
     queue_ms: float = 0.0
     inference_ms: float = 0.0
     total_ms: float = 0.0
-
-
-class ExperimentArm(BaseModel):
-    """The experiment arm that served a request (``X-Fluxserve-Experiment``)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    """The experiment."""
-    arm: str
-    preset: str = ""
-    """The arm's style preset, which replaced the requested one."""
 
 
 class FeedbackParams(BaseModel):

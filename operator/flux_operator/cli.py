@@ -18,7 +18,7 @@ from flux_operator.settings import ENV_PREFIX, SettingsError, add_arguments, set
 
 COMMANDS = ("run", "render", "history", "rollback", "promote", "abort")
 
-EXTRA_MODULES = frozenset({"kopf", "kubernetes", "yaml", "urllib3", "aiohttp"})
+EXTRA_MODULES = frozenset({"kopf", "kubernetes", "yaml", "urllib3", "aiohttp", "ecs_logging"})
 """What ``pip install 'fluxserve[operator]'`` brings (and its dependencies bring)."""
 
 

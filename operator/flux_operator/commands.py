@@ -19,11 +19,11 @@ import kubernetes
 import urllib3
 import yaml
 
-from flux_operator.canary import ABORT_ANNOTATION, PROMOTE_ANNOTATION
 from flux_operator.handlers import build_registry
 from flux_operator.kube import ApiError, KubeApi, default_namespace, load_configuration
+from flux_operator.logs import configure as configure_logging
 from flux_operator.peering import own_identity
-from flux_operator.render import ROLLBACK_ANNOTATION
+from flux_operator.render import ABORT_ANNOTATION, PROMOTE_ANNOTATION, ROLLBACK_ANNOTATION
 from flux_operator.settings import OperatorSettings, RetrySettings
 from flux_operator.spec import FluxDeploymentStatus
 
@@ -88,10 +88,7 @@ def run(settings: OperatorSettings) -> int:
         load_configuration(settings.kubeconfig)  # fail in one line, before kopf starts
     except kubernetes.config.ConfigException as exc:
         return _fail(f"no Kubernetes configuration: {exc}")
-    kopf.configure(
-        verbose=settings.verbose,
-        log_format=kopf.LogFormat.JSON if settings.log_format == "json" else kopf.LogFormat.PLAIN,
-    )
+    configure_logging(settings.log_format, settings.verbose)
     try:
         asyncio.run(operate(settings))
     except OSError as exc:

@@ -148,14 +148,30 @@ def _describe(node: dict[str, Any], sentences: list[str]) -> None:
     node["description"] = " ".join([text, *sentences]).strip()
 
 
-def build_crd() -> dict[str, Any]:
-    """The CustomResourceDefinition as a dict."""
+PRINTER_COLUMNS: list[dict[str, str]] = [
+    {"name": "Release", "type": "string", "jsonPath": ".status.currentRelease"},
+    {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
+    {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Canary",
+        "type": "string",
+        "jsonPath": ".status.canary.summary",
+        "description": "The canary: release@weight% and its phase.",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+"""What ``kubectl get fxd`` shows."""
+
+
+def _root_schema() -> dict[str, Any]:
+    """The resource's OpenAPI schema: the spec and status models, and the name's rules."""
     spec_schema = _model_schema(FluxDeploymentSpec)
     _document_bounds(spec_schema)
     status_schema = _model_schema(FluxDeploymentStatus)
     status_schema.pop("default", None)
     _strip_defaults(status_schema)
-    root: dict[str, Any] = {
+    return {
         "type": "object",
         "description": f"{KIND}: FLUX.1 served on GPUs, rolled out and back by release.",
         "required": ["spec"],
@@ -178,6 +194,25 @@ def build_crd() -> dict[str, Any]:
             },
         ],
     }
+
+
+def build_crd() -> dict[str, Any]:
+    """The CustomResourceDefinition as a dict."""
+    version = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "subresources": {
+            "status": {},
+            "scale": {
+                "specReplicasPath": ".spec.replicas",
+                "statusReplicasPath": ".status.replicas",
+                "labelSelectorPath": ".status.selector",
+            },
+        },
+        "additionalPrinterColumns": PRINTER_COLUMNS,
+        "schema": {"openAPIV3Schema": _root_schema()},
+    }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
@@ -199,35 +234,7 @@ def build_crd() -> dict[str, Any]:
                 "shortNames": list(SHORT_NAMES),
                 "categories": ["all", "fluxserve"],
             },
-            "versions": [
-                {
-                    "name": VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {
-                        "status": {},
-                        "scale": {
-                            "specReplicasPath": ".spec.replicas",
-                            "statusReplicasPath": ".status.replicas",
-                            "labelSelectorPath": ".status.selector",
-                        },
-                    },
-                    "additionalPrinterColumns": [
-                        {"name": "Release", "type": "string", "jsonPath": ".status.currentRelease"},
-                        {"name": "Ready", "type": "integer", "jsonPath": ".status.readyReplicas"},
-                        {"name": "Replicas", "type": "integer", "jsonPath": ".status.replicas"},
-                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-                        {
-                            "name": "Canary",
-                            "type": "string",
-                            "jsonPath": ".status.canary.summary",
-                            "description": "The canary: release@weight% and its phase.",
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                    ],
-                    "schema": {"openAPIV3Schema": root},
-                }
-            ],
+            "versions": [version],
         },
     }
 

@@ -54,57 +54,78 @@ def _connection_info(configuration: Any) -> kopf.ConnectionInfo:
     )
 
 
-def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
-    """A fresh kopf registry with the operator's handlers (no module-level state)."""
-    registry = kopf.OperatorRegistry()
-    configuration = load_configuration(settings.kubeconfig)
-    holder: dict[str, Reconciler] = {}
-    tasks: list[asyncio.Task[None]] = []
+class _Operator:
+    """What the handlers share: the API configuration, the reconciler (from startup to
+    cleanup) and the periodic pass."""
 
-    @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
-        return _connection_info(configuration)
+    def __init__(self, settings: OperatorSettings) -> None:
+        self.settings = settings
+        self.configuration = load_configuration(settings.kubeconfig)
+        self.reconciler: Reconciler | None = None
+        self.tasks: list[asyncio.Task[None]] = []
 
-    @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        settings.posting.level = logging.INFO
-        settings.watching.server_timeout = operator_settings.watch_timeout_seconds
-        api = KubeApi(configuration, operator_settings.retry, operator_settings.api_threads)
-        holder["reconciler"] = Reconciler(api)
-        task = start_resync(api, operator_settings, _reconcile)
+    async def start(self, kopf_settings: kopf.OperatorSettings) -> None:
+        kopf_settings.posting.level = logging.INFO
+        kopf_settings.watching.server_timeout = self.settings.watch_timeout_seconds
+        api = KubeApi(self.configuration, self.settings.retry, self.settings.api_threads)
+        self.reconciler = Reconciler(api)
+        task = start_resync(api, self.settings, self.reconcile)
         if task is not None:
-            tasks.append(task)
+            self.tasks.append(task)
 
-    @kopf.on.cleanup(registry=registry)
-    async def cleanup(**_: Any) -> None:
-        for task in tasks:
+    async def stop(self) -> None:
+        for task in self.tasks:
             task.cancel()
-        reconciler = holder.pop("reconciler", None)
+        reconciler, self.reconciler = self.reconciler, None
         if reconciler is not None:
             reconciler.close()
             reconciler.api.close()
 
-    async def _reconcile(namespace: str, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str) -> None:
+        assert self.reconciler is not None, "reconciling before startup"
         try:
-            await holder["reconciler"].reconcile(namespace, name)
+            await self.reconciler.reconcile(namespace, name)
         except TRANSIENT_FAILURES as exc:
             # Retried inside KubeApi already; the next event or re-list tries again.
             logger.error(
                 "reconciliation failed", extra={"object": f"{namespace}/{name}", "error": str(exc)}
             )
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    async def fluxdeployment_event(
-        *, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **_: Any
+    async def resource_event(
+        self, event: kopf.RawEvent, body: kopf.Body, namespace: str, name: str
     ) -> None:
-        reconciler = holder["reconciler"]
-        namespace = namespace or "default"
+        reconciler = self.reconciler
+        assert reconciler is not None, "an event before startup"
         if event.get("type") == "DELETED":
             reconciler.forget(namespace, name)
             return
         if reconciler.settled(_plain(body)):
             return  # the echo of our own status write
-        await _reconcile(namespace, name)
+        await self.reconcile(namespace, name)
+
+
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
+    """A fresh kopf registry with the operator's handlers (no module-level state)."""
+    registry = kopf.OperatorRegistry()
+    operator = _Operator(settings)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return _connection_info(operator.configuration)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        await operator.start(settings)
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        await operator.stop()
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    async def fluxdeployment_event(
+        *, event: kopf.RawEvent, body: kopf.Body, namespace: str | None, name: str, **_: Any
+    ) -> None:
+        await operator.resource_event(event, body, namespace or "default", name)
 
     @kopf.on.event(
         "apps",
@@ -118,7 +139,6 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     ) -> None:
         owner = labels.get(OWNER_LABEL)
         if owner and namespace:
-            await _reconcile(namespace, owner)
+            await operator.reconcile(namespace, owner)
 
-    operator_settings = settings
     return registry

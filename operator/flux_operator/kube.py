@@ -73,6 +73,17 @@ KINDS: dict[str, Kind] = {
 }
 
 
+@dataclass(frozen=True)
+class _Call:
+    """One API request, as sent (and sent again on a retry)."""
+
+    method: str
+    path: str
+    body: Any = None
+    query: dict[str, str] | None = None
+    content_type: str = "application/json"
+
+
 def object_path(
     kind: str, namespace: str | None, name: str | None = None, subresource: str | None = None
 ) -> str:
@@ -134,20 +145,15 @@ class KubeApi:
 
     # --- transport ------------------------------------------------------------------------
 
-    def _request_sync(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        query: dict[str, str] | None = None,
-        content_type: str = "application/json",
-    ) -> Any:
-        headers = {"Accept": "application/json", "Content-Type": content_type}
-        self._client.update_params_for_auth(headers, [], ["BearerToken"], path, method, body)
-        url = self._client.configuration.host + path
-        if query:
-            url += "?" + urlencode(query)
-        response = self._client.call_api(method, url, header_params=headers, body=body)
+    def _request_sync(self, call: _Call) -> Any:
+        headers = {"Accept": "application/json", "Content-Type": call.content_type}
+        self._client.update_params_for_auth(
+            headers, [], ["BearerToken"], call.path, call.method, call.body
+        )
+        url = self._client.configuration.host + call.path
+        if call.query:
+            url += "?" + urlencode(call.query)
+        response = self._client.call_api(call.method, url, header_params=headers, body=call.body)
         response.read()
         data: Any = json.loads(response.data) if response.data else {}
         if not 200 <= response.status < 300:
@@ -155,8 +161,8 @@ class KubeApi:
                 response.status,
                 str(data.get("reason", "")) if isinstance(data, dict) else "",
                 str(data.get("message", "")) if isinstance(data, dict) else str(data),
-                method,
-                path,
+                call.method,
+                call.path,
             )
         return data
 
@@ -173,12 +179,11 @@ class KubeApi:
         content_type: str = "application/json",
         retry_conflicts: bool = True,
     ) -> Any:
+        call = _Call(method, path, body, query, content_type)
         delay = self._retry.first_delay
         for attempt in range(1, self._retry.attempts + 1):
             try:
-                return await self._in_thread(
-                    self._request_sync, method, path, body, query, content_type
-                )
+                return await self._in_thread(self._request_sync, call)
             except ApiError as exc:
                 retryable = exc.transient and (retry_conflicts or exc.status != 409)
                 if not retryable or attempt == self._retry.attempts:

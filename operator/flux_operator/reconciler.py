@@ -18,9 +18,9 @@ from typing import Any
 
 import urllib3
 
-from flux_operator.analysis import measure, round_summary
-from flux_operator.canary import parse_time
 from flux_operator.kube import ApiError, KubeApi, object_path
+from flux_operator.logs import event_outcome
+from flux_operator.prometheus import measure
 from flux_operator.reconcile import (
     Children,
     Event,
@@ -30,37 +30,24 @@ from flux_operator.reconcile import (
     plan,
     render_event,
 )
-from flux_operator.reconcile.canary_rollout import CanaryRun, analysis_due_for
+from flux_operator.reconcile.analysis import round_summary
+from flux_operator.reconcile.canary_rollout import analysis_due_for
 from flux_operator.reconcile.children import (
     HANDOVER_MANAGER,
     config_map_selector,
     is_subset,
-    managed,
     owned_by,
     replicas_handover,
     stale_config_maps,
 )
 from flux_operator.render import (
+    KIND_LABEL,
     Owner,
-    Revision,
-    desired_revision,
-    render_blocklist_config_map,
-    render_deployment,
-    render_hpa,
-    render_network_policy,
-    render_presets_config_map,
-    render_service,
-)
-from flux_operator.render_canary import (
     canary_name,
-    reduce_hpa,
-    render_canary_deployment,
-    render_http_route,
-    render_service_route,
-    render_stable_deployment,
-    render_track_services,
+    desired_revision,
+    render_children,
 )
-from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus
+from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus, parse_time, rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +56,7 @@ TRANSIENT_FAILURES = (ApiError, urllib3.exceptions.HTTPError, OSError)
 
 
 def now_rfc3339() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339(datetime.datetime.now(datetime.timezone.utc))
 
 
 def status_dump(status: FluxDeploymentStatus) -> dict[str, Any]:
@@ -179,8 +166,8 @@ class Reconciler:
         measurements = await self._analyse(owner, body, children, now)
         decided = plan(body, children, now, measurements)
         served = decided.revision is not None and decided.spec is not None
-        if decided.revision is not None and decided.spec is not None:
-            await self._apply_children(owner, decided.spec, decided.revision, decided, children)
+        if served:
+            await self._apply_children(owner, decided, children)
         await self._write_status(owner, body, decided.status)
         if decided.requeue_after is not None:
             self._requeue(owner.namespace or "default", owner.name, decided.requeue_after)
@@ -188,13 +175,19 @@ class Reconciler:
             self._settled[(owner.namespace or "default", owner.name)] = self._fingerprint(
                 body, status_dump(decided.status)
             )
-        log = logging.LoggerAdapter(logger, {"object": f"{owner.namespace}/{owner.name}"})
+        release = decided.revision.release if decided.revision is not None else None
         for event in decided.events:
-            log.log(
+            logger.log(
                 logging.WARNING if event.type == "Warning" else logging.INFO,
                 "%s: %s",
                 event.reason,
                 event.message,
+                extra={
+                    "object": f"{owner.namespace}/{owner.name}",
+                    "action": event.reason,
+                    "outcome": event_outcome(event.type),
+                    "release": release,
+                },
             )
         await self._post(body, decided.events)
 
@@ -232,103 +225,59 @@ class Reconciler:
         )
         return measured
 
-    async def _apply_children(
-        self,
-        owner: Owner,
-        spec: FluxDeploymentSpec,
-        revision: Revision,
-        decided: Plan,
-        children: Children,
-    ) -> None:
-        """Apply what ``decided`` runs, in order: ConfigMaps before the Deployment that
-        mounts them, then the Service, the NetworkPolicy and the HPA; then remove what is no
-        longer needed."""
+    async def _apply_children(self, owner: Owner, decided: Plan, children: Children) -> None:
+        """Apply what ``decided`` runs: every child ``render_children`` lists, in its order
+        (the immutable ConfigMaps created once); then remove the children it does not list
+        and the ConfigMaps no revision needs."""
+        assert decided.spec is not None and decided.revision is not None
+        desired = render_children(owner, decided.spec, decided.revision, decided.canary)
+        observed = _by_name(owner, children)
         existing_maps = {cm["metadata"]["name"] for cm in children.config_maps or ()}
-        run = decided.canary
-        canary_revision = run.revision if run is not None else None
-        if desired_revision(owner, spec) in (revision, canary_revision):
-            presets = render_presets_config_map(owner, spec, desired_revision(owner, spec))
-            if presets["metadata"]["name"] not in existing_maps:
-                await self.api.create_if_absent(presets)
-        blocklist = render_blocklist_config_map(owner, spec)
-        if blocklist is not None and blocklist["metadata"]["name"] not in existing_maps:
-            await self.api.create_if_absent(blocklist)
-
-        desired_deployment = render_deployment(owner, spec, revision)
-        if spec.rollout.strategy == "Canary":
-            replicas = run.stable_replicas if run is not None else None
-            surge = run.stable_surge if run is not None else None
-            desired_deployment = render_stable_deployment(desired_deployment, replicas, surge)
-        handover = replicas_handover(children.deployment, spec.autoscaling is not None)
-        if handover is not None:
-            await self.api.apply(handover, field_manager=HANDOVER_MANAGER)
-            await self.api.apply(desired_deployment)  # now without spec.replicas
-        else:
-            await self._apply(desired_deployment, children.deployment)
-        await self._apply_canary(owner, run, spec, children)
-        service = render_service(owner, spec)
-        await self._apply(service, children.service)
-        await self._apply_routing(owner, spec, service, run)
-        policy = render_network_policy(owner, spec)
-        if policy is not None:
-            await self._apply(policy, children.network_policy)
-        elif children.network_policy is not None and owned_by(children.network_policy, owner):
-            # Switched off or removed from the spec: an ingress rule left behind would keep
-            # refusing callers the user now means to let in.
-            await self.api.delete("NetworkPolicy", owner.namespace, owner.name)
-        hpa = render_hpa(owner, spec)
-        if hpa is not None and run is not None:
-            hpa = reduce_hpa(hpa, run.hpa_reduction)
-        if hpa is not None:
-            await self._apply(hpa, children.autoscaler)
-        elif children.autoscaler is not None and managed(children.autoscaler):
-            await self.api.delete("HorizontalPodAutoscaler", owner.namespace, owner.name)
-
-        blocklist_name = blocklist["metadata"]["name"] if blocklist else None
+        for obj in desired.objects:
+            kind, name = obj["kind"], obj["metadata"]["name"]
+            if obj.get("immutable"):
+                if name not in existing_maps:
+                    await self.api.create_if_absent(obj)
+            elif (kind, name) == ("Deployment", owner.name):
+                await self._apply_deployment(obj, decided.spec, children.deployment)
+            else:
+                await self._apply(obj, await self._observed(observed, owner, kind, name))
+        for kind, name in desired.absent:
+            leftover = await self._observed(observed, owner, kind, name)
+            # Never remove what the operator did not make: a NetworkPolicy left behind would
+            # keep refusing callers the user now means to let in, but a foreign one is theirs.
+            if leftover is not None and owned_by(leftover, owner):
+                await self.api.delete(kind, owner.namespace, name)
+        blocklists = [o for o in desired.objects if _config_kind(o) == "blocklist"]
+        blocklist_name = blocklists[0]["metadata"]["name"] if blocklists else None
         for name in stale_config_maps(
             children.config_maps or (), decided.keep_config_maps, blocklist_name
         ):
             await self.api.delete("ConfigMap", owner.namespace, name)
 
-    async def _apply_canary(
-        self, owner: Owner, run: CanaryRun | None, spec: FluxDeploymentSpec, children: Children
+    async def _apply_deployment(
+        self, desired: dict[str, Any], spec: FluxDeploymentSpec, observed: dict[str, Any] | None
     ) -> None:
-        """``NAME-canary`` with the canary's revision and pods, or removed when none runs."""
-        observed = children.canary_deployment
-        if run is not None and run.revision is not None:
-            rendered = render_deployment(owner, spec, run.revision)
-            await self._apply(render_canary_deployment(rendered, run.canary_replicas), observed)
-        elif observed is not None and managed(observed):
-            await self.api.delete("Deployment", owner.namespace, canary_name(owner.name))
-
-    async def _apply_routing(
-        self,
-        owner: Owner,
-        spec: FluxDeploymentSpec,
-        service: dict[str, Any],
-        run: CanaryRun | None,
-    ) -> None:
-        """The track Services (strategy Canary) and the HTTPRoute (with a gateway; removed
-        with it)."""
-        namespace = owner.namespace
-        canary_strategy = spec.rollout.strategy == "Canary"
-        if canary_strategy:
-            for track_service in render_track_services(service):
-                name = track_service["metadata"]["name"]
-                await self._apply(track_service, await self.api.get("Service", namespace, name))
-        if spec.gateway is not None:
-            weight = run.weight if run is not None else 0
-            route = (
-                render_http_route(service, spec.gateway, weight)
-                if canary_strategy
-                else render_service_route(service, spec.gateway)
-            )
-            await self._apply(route, await self.api.get("HTTPRoute", namespace, owner.name))
+        """``NAME``, handing ``spec.replicas`` over to the HPA first when autoscaling was
+        just turned on."""
+        handover = replicas_handover(observed, spec.autoscaling is not None)
+        if handover is not None:
+            await self.api.apply(handover, field_manager=HANDOVER_MANAGER)
+            await self.api.apply(desired)  # now without spec.replicas
         else:
-            # The gateway removed: its route goes too (404 where the Gateway API is absent).
-            leftover = await self.api.get("HTTPRoute", namespace, owner.name)
-            if leftover is not None and managed(leftover):
-                await self.api.delete("HTTPRoute", namespace, owner.name)
+            await self._apply(desired, observed)
+
+    async def _observed(
+        self,
+        known: dict[tuple[str, str], dict[str, Any] | None],
+        owner: Owner,
+        kind: str,
+        name: str,
+    ) -> dict[str, Any] | None:
+        """The child as read with the resource, else as the API server has it now."""
+        if (kind, name) in known:
+            return known[(kind, name)]
+        return await self.api.get(kind, owner.namespace, name)
 
     async def _apply(self, desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:
         if observed is None:
@@ -370,3 +319,20 @@ class Reconciler:
                         "error": str(exc),
                     },
                 )
+
+
+def _by_name(owner: Owner, children: Children) -> dict[tuple[str, str], dict[str, Any] | None]:
+    """The children read with the resource, by ``(kind, name)``."""
+    return {
+        ("Deployment", owner.name): children.deployment,
+        ("Deployment", canary_name(owner.name)): children.canary_deployment,
+        ("Service", owner.name): children.service,
+        ("HorizontalPodAutoscaler", owner.name): children.autoscaler,
+        ("NetworkPolicy", owner.name): children.network_policy,
+    }
+
+
+def _config_kind(obj: dict[str, Any]) -> str | None:
+    if obj["kind"] != "ConfigMap":
+        return None
+    return str(obj["metadata"].get("labels", {}).get(KIND_LABEL))

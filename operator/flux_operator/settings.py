@@ -71,7 +71,11 @@ class OperatorSettings(BaseModel):
         default=None,
         description="Kubeconfig file; unset: $KUBECONFIG, ~/.kube/config, then in-cluster.",
     )
-    log_format: Literal["json", "plain"] = Field(default="json", description="Log line format.")
+    log_format: Literal["json", "plain"] = Field(
+        default="json",
+        description="json: one Elastic Common Schema document a line (see deploy/elk); "
+        "plain: kopf's text, for a terminal.",
+    )
     verbose: bool = Field(default=False, description="Debug logging.")
     retry: RetrySettings = Field(default_factory=lambda: RetrySettings())
     api_threads: int = Field(

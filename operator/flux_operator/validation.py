@@ -8,14 +8,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import promql_parser
 from pydantic import ValidationError
 
-from flux_operator.experiments import parse_experiments, preset_name_problems
 from flux_operator.spec import (
     DNS_LABEL,
     MAX_NAME_LENGTH,
     FluxDeploymentSpec,
     experiments_as_written,
+    parse_experiments,
+    preset_name_problems,
 )
 
 
@@ -68,5 +70,60 @@ def serving_problems(spec: FluxDeploymentSpec) -> list[str]:
         if preset.lora is not None and preset.lora.name not in {lora.name for lora in spec.loras}:
             problems.append(
                 f"spec.stylePresets.{name}.lora.name: {preset.lora.name!r} is not in spec.loras"
+            )
+    return problems
+
+
+def _query_problem(query: str) -> str | None:
+    filled = query
+    for placeholder, sample in (
+        ("{{release}}", "v1"),
+        ("{{namespace}}", "ns"),
+        ("{{name}}", "name"),
+        ("{{interval}}", "1m"),
+    ):
+        filled = filled.replace(placeholder, sample)
+    try:
+        promql_parser.parse(filled)
+    except Exception as exc:  # the parser raises ValueError or its own error types
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return None
+
+
+def validate_canary(spec: FluxDeploymentSpec) -> list[str]:
+    """Problems (``field: message``) of a spec the CRD accepted but no canary can run.
+
+    Empty for ``strategy: RollingUpdate``. Each names the field, as ``spec_problems`` does.
+    """
+    rollout = spec.rollout
+    canary = rollout.canary
+    if rollout.strategy != "Canary" or canary is None:
+        return []
+    problems: list[str] = []
+    previous = 0
+    for i, step in enumerate(canary.steps):
+        if step.weight < previous:
+            problems.append(
+                f"spec.rollout.canary.steps[{i}].weight: {step.weight} is below the previous "
+                f"step's {previous}; weights must rise"
+            )
+        previous = max(previous, step.weight)
+    if canary.analysis is not None:
+        for i, metric in enumerate(canary.analysis.metrics):
+            if metric.query is not None:
+                problem = _query_problem(metric.query)
+                if problem is not None:
+                    problems.append(
+                        f"spec.rollout.canary.analysis.metrics[{i}].query: not PromQL: {problem}"
+                    )
+    if spec.autoscaling is None and spec.replicas == 0:
+        problems.append("spec.replicas: strategy Canary needs replicas > 0 (or autoscaling)")
+    elif canary.max_surge == 0:
+        pods = spec.replicas if spec.autoscaling is None else spec.autoscaling.min_replicas
+        field = "spec.replicas" if spec.autoscaling is None else "spec.autoscaling.minReplicas"
+        if pods < 2:
+            problems.append(
+                f"spec.rollout.canary.maxSurge: 0 carves the canary out of the current pods, "
+                f"which needs {field} >= 2 (one stable pod stays); got {pods}"
             )
     return problems

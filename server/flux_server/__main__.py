@@ -13,7 +13,15 @@ import sys
 from collections.abc import Sequence
 
 #: What serving needs beyond the base install: the ``server`` extra's import names.
-SERVER_EXTRA = ("torch", "diffusers", "transformers", "fastapi", "uvicorn", "prometheus_client")
+SERVER_EXTRA = (
+    "torch",
+    "diffusers",
+    "transformers",
+    "fastapi",
+    "uvicorn",
+    "prometheus_client",
+    "ecs_logging",
+)
 INSTALL_HINT = "pip install 'fluxserve[server]'"
 
 
@@ -32,11 +40,10 @@ def missing_server_extra() -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["keys"]:
-        from flux_server import keys
+        from flux_server.admission import keys
 
         return keys.main(args[1:])
 
-    from flux_server import logs
     from flux_server.settings import SettingsError, load_settings
 
     try:
@@ -52,7 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    logs.configure(settings.log_level, settings.release)
+    from flux_server import logs
+
+    front = bool(settings.queue) and settings.role == "front"
+    logs.configure(
+        settings.log_level, settings.release, settings.log_format, hub_libraries=not front
+    )
 
     from flux_server.listeners import Listeners, PortUnavailable
 
@@ -63,7 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flux_server: {exc}", file=sys.stderr)
         return 1
 
-    logs.route_torch_logs()
+    if not front:
+        # A front loads no model: it never imports torch (a CPU pod, cheap to scale).
+        logs.route_torch_logs()
     from flux_server.server import FluxServer
 
     servers: list[FluxServer] = []

@@ -1,12 +1,12 @@
 """The server's errors, free of any web framework. Each names its wire reason (``code``);
 the HTTP status and gRPC code of a reason come from the one table of the wire contract,
-:data:`flux_client.wire.REASONS`, which the REST and gRPC adapters and the SDK share."""
+:data:`flux_contract.wire.REASONS`, which the REST and gRPC adapters and the SDK share."""
 
 from __future__ import annotations
 
 import math
 
-from flux_client.wire import REASONS, WireError, WireStatus, error_body
+from flux_contract.wire import REASONS, WireError, WireStatus, error_body
 
 
 class ServeError(Exception):

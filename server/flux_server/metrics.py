@@ -19,8 +19,9 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
-from flux_client.experiments import Experiment
-from flux_server.safety import SAFETY_REASONS
+from flux_contract import metrics as names
+from flux_contract.experiments import Experiment
+from flux_server.admission.safety import SAFETY_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -28,120 +29,44 @@ LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
 
 
 class Metrics:
-    """The ``fluxserve_*`` metrics. ``fluxserve_queue_depth`` is what the HPA scales on."""
+    """The ``fluxserve_*`` metrics, as :mod:`flux_contract.metrics` names them.
+    ``fluxserve_queue_depth`` is what the HPA scales on."""
 
     content_type = CONTENT_TYPE_LATEST
 
     def __init__(self, release: str = "dev") -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "fluxserve_requests",
-            "Requests answered, by endpoint and status code.",
-            ["endpoint", "code"],
-            registry=r,
-        )
-        self.request_duration = Histogram(
-            "fluxserve_request_duration_seconds",
-            "Time from arrival to answer.",
-            ["endpoint"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.queue_depth = Gauge(
-            "fluxserve_queue_depth", "Requests waiting for a batch slot.", registry=r
-        )
-        self.running = Gauge(
-            "fluxserve_requests_running",
-            "Requests in the pipeline call running now.",
-            registry=r,
-        )
-        self.batch_size = Histogram(
-            "fluxserve_batch_size",
-            "Requests per pipeline call.",
-            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
-            registry=r,
-        )
-        self.inference_duration = Histogram(
-            "fluxserve_inference_duration_seconds",
-            "Duration of one pipeline call.",
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.images_generated = Counter(
-            "fluxserve_images_generated", "Images the pipeline produced.", registry=r
-        )
-        self.cache_hits = Counter(
-            "fluxserve_cache_hits", "Requests answered from the result cache.", registry=r
-        )
-        self.cache_misses = Counter(
-            "fluxserve_cache_misses", "Cacheable requests not in the cache.", registry=r
-        )
-        self.cache_errors = Counter(
-            "fluxserve_cache_errors", "Result cache failures (served as misses).", registry=r
-        )
-        self.safety_rejections = Counter(
-            "fluxserve_safety_rejections",
-            "Prompts the safety filter refused, by reason.",
-            ["reason"],
-            registry=r,
-        )
+        self.requests = _counter(names.REQUESTS, r)
+        self.request_duration = _histogram(names.REQUEST_DURATION, r, LATENCY_BUCKETS)
+        self.queue_depth = _gauge(names.QUEUE_DEPTH, r)
+        self.running = _gauge(names.REQUESTS_RUNNING, r)
+        self.batch_size = _histogram(names.BATCH_SIZE, r, (1, 2, 3, 4, 6, 8, 12, 16, 32, 64))
+        self.inference_duration = _histogram(names.INFERENCE_DURATION, r, LATENCY_BUCKETS)
+        self.images_generated = _counter(names.IMAGES_GENERATED, r)
+        self.cache_hits = _counter(names.CACHE_HITS, r)
+        self.cache_misses = _counter(names.CACHE_MISSES, r)
+        self.cache_errors = _counter(names.CACHE_ERRORS, r)
+        self.safety_rejections = _counter(names.SAFETY_REJECTIONS, r)
         # Present from the start at 0, so a rate() or an alert sees the series before the
         # first refusal.
         for reason in SAFETY_REASONS:
             self.safety_rejections.labels(reason=reason)
-        self.gpu_memory_used = Gauge(
-            "fluxserve_gpu_memory_used_bytes",
-            "GPU memory in use on this pod's GPU (NVML; torch's allocation without it).",
-            registry=r,
-        )
-        self.gpu_utilization = Gauge(
-            "fluxserve_gpu_utilization_ratio",
-            "GPU busy fraction (0-1) over the driver's last sample period (NVML).",
-            registry=r,
-        )
-        self.model_info = Gauge(
-            "fluxserve_model_info",
-            "The model this server serves (value 1).",
-            ["model", "revision", "release"],
-            registry=r,
-        )
-        self.audit_write_failures = Counter(
-            "fluxserve_audit_write_failures",
-            "Audit lines that could not be written (their requests were refused with 503).",
-            registry=r,
-        )
-        self.audit_free_bytes = Gauge(
-            "fluxserve_audit_free_bytes",
-            "Bytes free on the audit log's volume (NaN: the log goes to stdout).",
-            registry=r,
-        )
+        self.gpu_memory_used = _gauge(names.GPU_MEMORY_USED, r)
+        self.gpu_utilization = _gauge(names.GPU_UTILIZATION, r)
+        self.model_info = _gauge(names.MODEL_INFO, r)
+        self.audit_write_failures = _counter(names.AUDIT_WRITE_FAILURES, r)
+        self.ready = _gauge(names.READY, r)
+        self.audit_free_bytes = _gauge(names.AUDIT_FREE_BYTES, r)
         self.audit_free_bytes.set(math.nan)
-        self.ready = Gauge("fluxserve_ready", "1 when the model is loaded and warm.", registry=r)
         self._nvml: _Nvml | None = None  # opened on the first scrape
-        self.jobs = Gauge(
-            "fluxserve_jobs",
-            "Async jobs this replica holds, by status (finished ones until --job-ttl).",
-            ["status"],
-            registry=r,
-        )
-        self.webhook_deliveries = Counter(
-            "fluxserve_webhook_deliveries",
-            "Webhook delivery attempts, by outcome: delivered, retried (a failed attempt "
-            "that will be tried again), failed (given up), refused (address not allowed), "
-            "dropped (delivery queue full).",
-            ["outcome"],
-            registry=r,
-        )
-        for status in ("queued", "running", "succeeded", "failed", "canceled"):
+        self.jobs = _gauge(names.JOBS, r)
+        self.webhook_deliveries = _counter(names.WEBHOOK_DELIVERIES, r)
+        for status in names.JOB_STATUSES:
             self.jobs.labels(status=status)
-        for outcome in ("delivered", "retried", "failed", "refused", "dropped"):
+        for outcome in names.WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome=outcome)
-        self.model_load_seconds = Gauge(
-            "fluxserve_model_load_seconds",
-            "Seconds the pipeline took to load (weights read and moved to the device).",
-            registry=r,
-        )
+        self.model_load_seconds = _gauge(names.MODEL_LOAD_SECONDS, r)
         self.experiments = ExperimentMetrics(r)
         """The per-arm metrics of style-preset experiments."""
         r.register(_RecompilesCollector())
@@ -172,6 +97,20 @@ class Metrics:
     def render(self) -> bytes:
         self.sample_gpu()
         return generate_latest(self.registry)
+
+
+def _counter(metric: names.Metric, registry: CollectorRegistry) -> Counter:
+    return Counter(metric.name, metric.help, metric.labels, registry=registry)
+
+
+def _gauge(metric: names.Metric, registry: CollectorRegistry) -> Gauge:
+    return Gauge(metric.name, metric.help, metric.labels, registry=registry)
+
+
+def _histogram(
+    metric: names.Metric, registry: CollectorRegistry, buckets: Sequence[float]
+) -> Histogram:
+    return Histogram(metric.name, metric.help, metric.labels, buckets=buckets, registry=registry)
 
 
 class _Nvml:
@@ -215,46 +154,14 @@ class ExperimentMetrics:
     are bounded per experiment by the feedback store."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        arm = ["experiment", "arm"]
-        self.requests = Counter(
-            "fluxserve_experiment_requests",
-            "Requests served in an experiment arm.",
-            arm,
-            registry=registry,
+        self.requests = _counter(names.EXPERIMENT_REQUESTS, registry)
+        self.request_duration = _histogram(
+            names.EXPERIMENT_REQUEST_DURATION, registry, LATENCY_BUCKETS
         )
-        self.request_duration = Histogram(
-            "fluxserve_experiment_request_duration_seconds",
-            "Time from arrival to answer of requests served in an experiment arm.",
-            arm,
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self.gpu_seconds = Counter(
-            "fluxserve_experiment_gpu_seconds",
-            "Pipeline (engine) seconds attributed to an arm's images: a batch's time is "
-            "shared among its images.",
-            arm,
-            registry=registry,
-        )
-        self.images = Counter(
-            "fluxserve_experiment_images",
-            "Images generated for requests served in an experiment arm.",
-            arm,
-            registry=registry,
-        )
-        self.feedback = Counter(
-            "fluxserve_experiment_feedback",
-            "Feedback events counted against the arm their request was served in "
-            "(once per request and event; the sum of their values).",
-            ["experiment", "arm", "event"],
-            registry=registry,
-        )
-        self.arm_info = Gauge(
-            "fluxserve_experiment_arm_info",
-            "The arms this replica serves (value 1); position 0 is the control arm.",
-            ["experiment", "arm", "preset", "position", "weight"],
-            registry=registry,
-        )
+        self.gpu_seconds = _counter(names.EXPERIMENT_GPU_SECONDS, registry)
+        self.images = _counter(names.EXPERIMENT_IMAGES, registry)
+        self.feedback = _counter(names.EXPERIMENT_FEEDBACK, registry)
+        self.arm_info = _gauge(names.EXPERIMENT_ARM_INFO, registry)
 
     def set_experiments(self, experiments: Sequence[Experiment]) -> None:
         """Describe the experiments in force (at start and after each reload), and create
@@ -290,11 +197,8 @@ class _RecompilesCollector(Collector):
     waited for a compile)."""
 
     def collect(self) -> Any:
-        from flux_server.speedups import recompiles_since_ready
+        from flux_server.execution.speedups import recompiles_since_ready
 
-        family = CounterMetricFamily(
-            "fluxserve_recompiles",
-            "torch.compile (re)compilations after the server became ready.",
-        )
+        family = CounterMetricFamily(names.RECOMPILES.name, names.RECOMPILES.help)
         family.add_metric([], recompiles_since_ready())
         yield family

@@ -18,6 +18,8 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health
 
+from flux_server.api.grpc.servicer import build_grpc_server, set_serving
+from flux_server.api.rest import asgi_app, metrics_app
 from flux_server.connections import (
     ConnectionGuard,
     ProbesOnly,
@@ -25,11 +27,9 @@ from flux_server.connections import (
     fd_budget,
     guarded_protocol,
 )
-from flux_server.grpc_api import build_grpc_server, set_serving
 from flux_server.listeners import Listeners, PortUnavailable, bound_port
 from flux_server.metrics import Metrics
-from flux_server.rest import asgi_app, metrics_app
-from flux_server.service import GenerationService
+from flux_server.service.core import GenerationService
 from flux_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from flux_server.execution.speedups import SpeedOptions, parse_sizes, parse_step_cache
+
 ENV_PREFIX = "FLUXSERVE_"
 
 
@@ -43,7 +45,7 @@ class ServerSettings(BaseModel):
     )
     warmup: bool = Field(True, description="Run one small generation before reporting ready.")
 
-    # --- speed (see flux_server.speedups) --------------------------------------------------
+    # --- speed (see flux_server.execution.speedups) ------------------------------------------
     compile: Literal["auto", "off", "regional", "full"] = Field(
         "auto",
         description="torch.compile the repeated transformer blocks (regional) or the whole "
@@ -180,6 +182,11 @@ class ServerSettings(BaseModel):
     release: str = Field("dev", description="Release tag, recorded in responses, logs, metrics.")
     presets_dir: Path | None = Field(None, description="Directory of <name>.json style presets.")
     log_level: Literal["debug", "info", "warning", "error"] = Field("info")
+    log_format: Literal["json", "plain"] = Field(
+        "json",
+        description="json: one Elastic Common Schema document a line (Filebeat, "
+        "Elasticsearch; see deploy/elk); plain: text for a terminal.",
+    )
 
     # --- production features -------------------------------------------------------------
     lora: tuple[str, ...] = Field((), description="LoRA adapters, NAME=PATH[:SCALE], repeatable.")
@@ -233,6 +240,29 @@ class ServerSettings(BaseModel):
     kontext_model: str | None = Field(None, description="FLUX.1 Kontext for instruction edits.")
     vqa_model: str | None = Field(None, description="Model answering /vqa questions.")
 
+    # --- one queue for the fleet (flux_server.queue) -------------------------------------
+    queue: str | None = Field(
+        None,
+        pattern=r"^rediss?://",
+        description="redis:// or rediss:// URL of the fleet queue; unset: one process, no queue.",
+    )
+    queue_password: str | None = Field(
+        None, repr=False, description="Queue password (from a Secret) unless the URL has one."
+    )
+    role: Literal["all", "front", "worker"] = Field(
+        "all",
+        description="With --queue: front admits and queues (no model), worker loads the "
+        "model and pulls, all does both.",
+    )
+    track: str = Field(
+        "stable",
+        pattern=r"^[a-z0-9][a-z0-9-]{0,62}$",
+        description="Release track: a front queues on it, a worker reads only it.",
+    )
+    visibility_timeout: float = Field(
+        30, gt=0, le=3600, description="Seconds before a silent worker's entries go to another."
+    )
+
     # --- async jobs and webhooks ---------------------------------------------------------
     job_ttl: float = Field(
         3600, gt=0, description="Seconds a finished async job and its images are kept."
@@ -269,7 +299,7 @@ class ServerSettings(BaseModel):
     @field_validator("webhook_allow_hosts")
     @classmethod
     def _allow_list_parses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from flux_server.webhook_url import AllowList
+        from flux_server.jobs.webhook_url import AllowList
 
         AllowList.parse(value)
         return value
@@ -289,16 +319,12 @@ class ServerSettings(BaseModel):
     @field_validator("warmup_sizes", mode="before")
     @classmethod
     def _sizes(cls, value: Any) -> Any:
-        from flux_server.speedups import parse_sizes
-
         values = [value] if isinstance(value, str) else list(value or ())
         return tuple(f"{w}x{h}" for w, h in parse_sizes(values))
 
     @field_validator("step_cache")
     @classmethod
     def _step_cache(cls, value: str) -> str:
-        from flux_server.speedups import parse_step_cache
-
         parse_step_cache(value)
         return value
 
@@ -309,7 +335,7 @@ class ServerSettings(BaseModel):
                 raise ValueError(f"--warmup-sizes {size} is over --max-side {self.max_side}")
         if self.quantize == "fp8" or self.offload != "none" or self.attention_backend:
             # These depend on the device: torch (and diffusers) are imported only here.
-            from flux_server.speedups import check_device_options, resolve_device
+            from flux_server.execution.speedups import check_device_options, resolve_device
 
             check_device_options(
                 resolve_device(self.device), self.quantize, self.offload, self.attention_backend
@@ -319,6 +345,29 @@ class ServerSettings(BaseModel):
     @property
     def max_delay_s(self) -> float:
         return self.max_delay_ms / 1000.0
+
+    def speed_options(self, device: str) -> SpeedOptions:
+        """What the engine applies on ``device`` (``cuda`` or ``cpu``, already chosen):
+        ``--compile auto`` compiles on a GPU only, and compiling warms up every batch size."""
+        mode = self.compile
+        if mode == "auto":
+            mode = "regional" if device == "cuda" else "off"
+        sizes = parse_sizes(self.warmup_sizes)
+        if not sizes and mode != "off":
+            sizes = ((self.default_width, self.default_height),)
+        return SpeedOptions(
+            compile=mode,
+            compile_backend=self.compile_backend,
+            warmup_sizes=sizes,
+            warmup_batch_sizes=tuple(range(1, self.max_batch_size + 1)) if mode != "off" else (1,),
+            quantize=self.quantize,
+            step_cache=parse_step_cache(self.step_cache),
+            attention_backend=self.attention_backend,
+            offload=self.offload,
+            vae_slicing=self.vae_slicing,
+            vae_tiling=self.vae_tiling,
+            lora_max_rank=self.lora_max_rank,
+        )
 
 
 def check_webhook_secret(secret: str) -> bytes:

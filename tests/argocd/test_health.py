@@ -276,7 +276,7 @@ def test_health_of_the_statuses_the_operator_writes() -> None:
     """Not hand-written fixtures: the statuses reconcile.plan_rollout writes through a release's
     life (rolling out, available, a missed deadline rolled back, rolled forward), then a
     suspended spec and one the operator cannot serve."""
-    from flux_operator.reconcile import degraded_status, plan_rollout
+    from flux_operator.reconcile import Children, Snapshot, degraded_status, plan_rollout
     from flux_operator.render import Owner, Revision, render_deployment
     from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus
 
@@ -322,7 +322,8 @@ def test_health_of_the_statuses_the_operator_writes() -> None:
                     {"type": "Progressing", "status": str(bool(ready)), "reason": progress}
                 ],
             }
-        decided = plan_rollout(owner, spec, status, {}, generation, deployment, NOW)
+        seen = Children(deployment=deployment)
+        decided = plan_rollout(Snapshot(owner, spec, status, NOW, generation, children=seen))
         status, running = decided.status, decided.revision
         return health(status)[0]
 

@@ -1,6 +1,7 @@
 """ArgoCD's health of a FluxDeployment during a canary: Progressing while it runs,
 Suspended while it waits for a manual promote, Degraded after an abort. The canary
-statuses are the ones ``flux_operator.canary.decide`` writes, not hand-written."""
+statuses are the ones ``flux_operator.reconcile.canary_decision.decide`` writes, not
+hand-written."""
 
 from __future__ import annotations
 
@@ -8,9 +9,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from argocd.test_health import HEALTH_KEY, READY, _script, fxd, run_health
-from flux_operator.canary import Abort, WaitForPromote, decide, judge, start
-from flux_operator.canary_status import CanaryStatus
-from flux_operator.spec_rollout import CanaryMetric, CanarySpec
+from flux_operator.reconcile.canary_decision import Abort, WaitForPromote, decide, judge, start
+from flux_operator.spec import CanaryMetric, CanarySpec, CanaryStatus
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 SPEC = CanarySpec.model_validate(

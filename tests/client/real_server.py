@@ -54,7 +54,7 @@ class Server:
 
 
 def _new_key(keys_file: Path, user: str, *flags: str) -> str:
-    from flux_server import keys
+    from flux_server.admission import keys
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
@@ -63,7 +63,7 @@ def _new_key(keys_file: Path, user: str, *flags: str) -> str:
 
 
 def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     root = tmp_path_factory.mktemp("sdk-server")
     model = write_tiny_flux(root / "model")

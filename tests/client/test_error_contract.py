@@ -196,7 +196,7 @@ def test_overload_is_overloaded_with_retry_after(server: Server, transport: str,
 def test_a_draining_server_is_unavailable(tmp_path: Path) -> None:
     """A server told to stop refuses new work, retryable, over both transports; with
     retries off the caller sees ``UnavailableError`` at once."""
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     process = start_server(write_tiny_flux(tmp_path / "model"), tmp_path, ["--drain-timeout", "60"])
     try:

@@ -9,7 +9,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED = REPO / "client" / "flux_client" / "_proto"
+COMMITTED = REPO / "contract" / "flux_contract" / "_proto"
 
 
 def _tree(root: Path) -> dict[str, str]:
@@ -36,7 +36,7 @@ def test_committed_stubs_match_the_proto(tmp_path: Path) -> None:
 
 
 def test_stubs_import_inside_the_package() -> None:
-    from flux_client._proto.fluxserve.v1 import fluxserve_pb2, fluxserve_pb2_grpc
+    from flux_contract._proto.fluxserve.v1 import fluxserve_pb2, fluxserve_pb2_grpc
 
     service = fluxserve_pb2.DESCRIPTOR.services_by_name["FluxService"]
     assert service.full_name == "fluxserve.v1.FluxService"

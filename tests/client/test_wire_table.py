@@ -7,7 +7,10 @@ import grpc
 import pytest
 
 from flux_client.errors import REASON_ERRORS
+from flux_client.types import ImageFormat
 from flux_client.wire import (
+    IMAGE_FORMAT_FROM_PB,
+    IMAGE_FORMAT_TO_PB,
     REASONS,
     WireError,
     from_grpc_status,
@@ -52,3 +55,12 @@ def test_rich_status_round_trip() -> None:
 def test_a_status_without_details_falls_back_to_its_code() -> None:
     got = from_grpc_status(grpc.StatusCode.UNAVAILABLE, "connect failed", ())
     assert (got.reason, got.message, got.field) == ("unavailable", "connect failed", None)
+
+
+def test_image_format_tables_cover_the_proto_and_the_sdk() -> None:
+    assert set(IMAGE_FORMAT_FROM_PB) == set(pb.ImageFormat.values())
+    assert IMAGE_FORMAT_FROM_PB[pb.IMAGE_FORMAT_UNSPECIFIED] == "png"
+    assert {IMAGE_FORMAT_FROM_PB[value]: value for value in IMAGE_FORMAT_TO_PB.values()} == (
+        IMAGE_FORMAT_TO_PB
+    )
+    assert set(IMAGE_FORMAT_TO_PB) == {member.value for member in ImageFormat}

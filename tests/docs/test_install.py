@@ -49,7 +49,7 @@ def test_a_wheel_builds_with_every_part(tmp_path: Path) -> None:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
     skip = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "Dockerfile")
-    for part in ("client", "server", "operator"):
+    for part in ("contract", "client", "server", "operator", "trainer"):
         shutil.copytree(ROOT / part, source / part, ignore=skip)
     # As the README's `python -m pip wheel --no-deps . -w dist`, with the build backend
     # already installed rather than fetched into an isolated environment.
@@ -71,9 +71,11 @@ def test_a_wheel_builds_with_every_part(tmp_path: Path) -> None:
         metadata = archive.read(f"fluxserve-{version}.dist-info/METADATA").decode()
     assert set(re.findall(r"^Provides-Extra: (\S+)$", metadata, re.M)) >= {"server", "operator"}
     for needed in (
+        "flux_contract/_proto/fluxserve/v1/fluxserve_pb2.pyi",
         "flux_client/__init__.py",
         "flux_server/__main__.py",
         "flux_server/data/blocklist.txt",
         "flux_operator/__main__.py",
+        "flux_trainer/__main__.py",
     ):
         assert needed in names, f"the wheel lacks {needed}"

@@ -136,7 +136,7 @@ def test_dockerignore_keeps_what_the_builds_copy_and_nothing_else() -> None:
     for private in (".git/config", ".venv/bin/python", ".tools/bin/helm", "tests/chart/x.py"):
         assert _ignored(private, patterns), f"{private} would be sent to the build"
     assert _ignored("server/flux_server/__pycache__/x.pyc", patterns)
-    assert not _ignored("server/flux_server/engine.py", patterns)
+    assert not _ignored("server/flux_server/execution/engine.py", patterns)
 
 
 def _bin_with(tmp_path: Path, *tools: str) -> Path:

@@ -20,7 +20,7 @@ import pytest
 
 from flux_client.experiments import Experiment
 from flux_server.errors import InvalidRequest
-from flux_server.experiments import assign, pick_arm, subject_of
+from flux_server.experiments.assignment import assign, pick_arm, subject_of
 
 N = 10_000
 SUBJECTS = [f"id:user-{i}" for i in range(N)]
@@ -77,7 +77,7 @@ def test_sticky_across_requests_restarts_and_processes() -> None:
     code = (
         "import json,sys\n"
         "from flux_client.experiments import Experiment\n"
-        "from flux_server.experiments import pick_arm\n"
+        "from flux_server.experiments.assignment import pick_arm\n"
         "e = Experiment.model_validate_json(sys.argv[1])\n"
         "print(json.dumps([pick_arm(e, f'id:user-{i}').name for i in range(500)]))\n"
     )

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flux_client.experiments import (
+from flux_contract.experiments import (
     EXPERIMENTS_FILE,
     Experiment,
     experiment_problems,

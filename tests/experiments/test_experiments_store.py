@@ -12,7 +12,7 @@ import pytest
 
 from flux_client.experiments import EXPERIMENTS_FILE
 from flux_client.presets import StylePreset, presets_to_files
-from flux_server.presets_store import PresetStore
+from flux_server.requests.presets_store import PresetStore
 
 PRESETS = {
     "realistic": StylePreset(prompt_template="{prompt}, photorealistic"),
@@ -62,7 +62,7 @@ def test_a_bad_reload_keeps_the_previous_and_says_why(
     write_dir(tmp_path, [experiment((50, 30, 20))], 1_000)
     store = PresetStore(tmp_path, interval=0)
     write_dir(tmp_path, [experiment((50, 30, 30))], 2_000)
-    with caplog.at_level(logging.ERROR, logger="flux_server.presets_store"):
+    with caplog.at_level(logging.ERROR, logger="flux_server.requests.presets_store"):
         assert weights(store) == [50, 30, 20]
     assert "experiments[0].arms: weights must sum to 100, got 110" in caplog.text
     # A preset an arm needs disappears: presets and experiments stay as they were, together.

@@ -9,7 +9,7 @@ import pytest
 from features.redis_server import RedisServer
 
 from flux_server.errors import InvalidRequest, Unavailable
-from flux_server.feedback import (
+from flux_server.experiments.feedback import (
     MAX_EVENTS_PER_EXPERIMENT,
     FeedbackStore,
     MemoryRecords,

@@ -6,14 +6,14 @@ import re
 
 import pytest
 
-from flux_client.names import (
+from flux_contract.names import (
     header_value,
     key_to_name,
     name_problem,
     name_to_key,
     parse_header_value,
 )
-from flux_client.presets import StylePreset, presets_from_files, presets_to_files
+from flux_contract.presets import StylePreset, presets_from_files, presets_to_files
 
 CONFIGMAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
 

@@ -8,12 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from flux_client.presets import StylePreset, presets_to_files
-from flux_operator.experiments import (
-    parse_experiments,
-    preset_name_problems,
-    presets_configmap_data,
-)
-from flux_server.presets_store import PresetStore
+from flux_operator.render.naming import presets_configmap_data
+from flux_operator.spec import parse_experiments, preset_name_problems
+from flux_server.requests.presets_store import PresetStore
 
 PRESETS = {
     "realistic": StylePreset(prompt_template="{prompt}, photorealistic, soft light"),

@@ -24,8 +24,8 @@ from flux_client.experiment_report import (
 )
 from flux_client.experiment_stats import histogram_quantile
 from flux_client.experiments import Experiment
-from flux_server.experiment_counts import experiments_counts
-from flux_server.experiments import assign
+from flux_server.experiments.assignment import assign
+from flux_server.experiments.counts import experiments_counts
 from flux_server.metrics import Metrics
 
 from .prometheus_server import PROMETHEUS, PrometheusServer

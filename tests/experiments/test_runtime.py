@@ -12,10 +12,10 @@ from features.redis_server import RedisServer
 
 from flux_client.experiments import EXPERIMENTS_FILE
 from flux_client.presets import StylePreset, presets_to_files
-from flux_server.experiment_runtime import ExperimentRuntime
-from flux_server.feedback import FeedbackStore, RequestNotFound
+from flux_server.experiments.feedback import FeedbackStore, RequestNotFound
+from flux_server.experiments.runtime import ExperimentRuntime
 from flux_server.metrics import Metrics
-from flux_server.presets_store import PresetStore
+from flux_server.requests.presets_store import PresetStore
 
 PRESETS = {
     "realistic": StylePreset(prompt_template="{prompt}, photorealistic"),

@@ -23,6 +23,7 @@ from server_process import start_server
 from flux_client import FluxModelClient, GenerationResult, NotFoundError
 from flux_client.names import parse_header_value
 from flux_client.wire import EXPERIMENT_HEADER, EXPERIMENT_METADATA, USER_ID_METADATA, pb, pb_grpc
+from flux_server.admission.audit_ecs import parse_line
 
 from .served import BODY, EXPERIMENT, generate, likes, render_presets
 
@@ -334,7 +335,7 @@ def test_openapi_documents_feedback_and_experiments(server: Any) -> None:
 
 def _audit_line(audit: Path, request_id: str) -> dict[str, Any]:
     for line in audit.read_text("utf-8").splitlines():
-        record = json.loads(line)
+        record = parse_line(line)
         if record["request_id"] == request_id:
             return dict(record)
     raise AssertionError(f"no audit line for {request_id}")

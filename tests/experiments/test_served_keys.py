@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +14,8 @@ import httpx
 import pytest
 from server_process import start_server
 
-from flux_server import keys
+from flux_server.admission import keys
+from flux_server.admission.audit_ecs import parse_line
 
 from .served import BODY, EXPERIMENT, render_presets
 
@@ -63,7 +63,7 @@ def test_the_key_user_is_the_subject(secured: Any) -> None:
         arms.add(experiment["arm"])
         request_ids.append(response.json()["request_id"])
     assert len(arms) == 1  # alice's arm, whatever X-User-Id claims
-    lines = [json.loads(line) for line in audit.read_text("utf-8").splitlines()]
+    lines = [parse_line(line) for line in audit.read_text("utf-8").splitlines()]
     subjects = {x["experiment"]["subject"] for x in lines if x["request_id"] in request_ids}
     assert subjects == {"user:alice"}
 

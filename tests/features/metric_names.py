@@ -1,38 +1,37 @@
 """The metric names the README documents and the dashboard, alerts and HPA rely on
-(histograms by their ``_bucket`` series)."""
+(histograms by their ``_bucket`` series), spelled by ``flux_contract.metrics``."""
+
+from flux_contract import metrics
+
+
+def _queried(metric: metrics.Metric) -> str:
+    return metric.bucket if metric.kind == "histogram" else metric.series[0]
+
 
 SERVER_METRICS = frozenset(
-    {
-        "fluxserve_requests_total",
-        "fluxserve_request_duration_seconds_bucket",
-        "fluxserve_queue_depth",
-        "fluxserve_batch_size_bucket",
-        "fluxserve_images_generated_total",
-        "fluxserve_cache_hits_total",
-        "fluxserve_cache_misses_total",
-        "fluxserve_cache_errors_total",
-        "fluxserve_safety_rejections_total",
-        "fluxserve_gpu_memory_used_bytes",
-        "fluxserve_gpu_utilization_ratio",
-        "fluxserve_model_info",
-        "fluxserve_model_load_seconds",
-        "fluxserve_ready",
-        "fluxserve_jobs",
-        "fluxserve_webhook_deliveries_total",
-        "fluxserve_recompiles_total",
-        "fluxserve_audit_free_bytes",
-    }
+    _queried(metric)
+    for metric in (
+        metrics.REQUESTS,
+        metrics.REQUEST_DURATION,
+        metrics.QUEUE_DEPTH,
+        metrics.BATCH_SIZE,
+        metrics.IMAGES_GENERATED,
+        metrics.CACHE_HITS,
+        metrics.CACHE_MISSES,
+        metrics.CACHE_ERRORS,
+        metrics.SAFETY_REJECTIONS,
+        metrics.GPU_MEMORY_USED,
+        metrics.GPU_UTILIZATION,
+        metrics.MODEL_INFO,
+        metrics.MODEL_LOAD_SECONDS,
+        metrics.READY,
+        metrics.JOBS,
+        metrics.WEBHOOK_DELIVERIES,
+        metrics.RECOMPILES,
+        metrics.AUDIT_FREE_BYTES,
+    )
 )
 
-EXPERIMENT_METRICS = frozenset(
-    {
-        "fluxserve_experiment_requests_total",
-        "fluxserve_experiment_request_duration_seconds_bucket",
-        "fluxserve_experiment_gpu_seconds_total",
-        "fluxserve_experiment_images_total",
-        "fluxserve_experiment_feedback_total",
-        "fluxserve_experiment_arm_info",
-    }
-)
+EXPERIMENT_METRICS = frozenset(_queried(metric) for metric in metrics.EXPERIMENT_METRICS)
 """Per-arm metrics of style-preset experiments, documented in the README and on the
 dashboard like SERVER_METRICS; their series exist only while an experiment runs."""

@@ -30,6 +30,7 @@ from flux_client import (
     JobStatus,
     NotFoundError,
 )
+from flux_server.admission.audit_ecs import parse_line
 
 from .redis_server import RedisServer
 
@@ -179,8 +180,8 @@ def test_queued_then_every_step_and_a_cancel_from_another_replica(
     # The engine stopped within a step of the cancel reaching it (steps, not time).
     [reached] = until(lambda: log_records(a, "job cancel reached the engine"))
     [stopped] = until(lambda: log_records(a, "generation interrupted"))
-    assert stopped["total"] == 50
-    assert 0 <= int(stopped["step"]) - int(reached["step"]) <= 1
+    assert stopped["fluxserve.detail.total"] == 50
+    assert 0 <= int(stopped["fluxserve.step"]) - int(reached["fluxserve.step"]) <= 1
     assert httpx.get(f"{a.url}/jobs/{blocker['id']}").json()["status"] == "canceled"
 
     # The result, read from the other replica, equals a synchronous call's.
@@ -199,7 +200,7 @@ def test_queued_then_every_step_and_a_cancel_from_another_replica(
 
     # One audit line each for the submissions, the cancel and the outcomes.
     audit = [
-        json.loads(line) for line in (a.log_path.parent / "audit.log").read_text().splitlines()
+        parse_line(line) for line in (a.log_path.parent / "audit.log").read_text().splitlines()
     ]
     by_job = {(r["job_id"], r["decision"]) for r in audit if r.get("job_id")}
     assert {(blocker["id"], "submitted"), (blocker["id"], "canceled")} <= by_job
@@ -355,16 +356,20 @@ def test_a_running_edit_cancelled_stops_within_a_step(
     assert httpx.post(f"{a.url}/jobs/{job_id}/cancel").json()["status"] == "canceled"
     reached = until(
         lambda: [
-            r for r in log_records(a, "job cancel reached the engine") if r.get("job_id") == job_id
+            r
+            for r in log_records(a, "job cancel reached the engine")
+            if r.get("fluxserve.job_id") == job_id
         ],
         what="the cancel reaching the engine",
     )[0]
     stopped = until(
-        lambda: [r for r in log_records(a, "generation interrupted") if r.get("kind") == "edit"],
+        lambda: [
+            r for r in log_records(a, "generation interrupted") if r.get("fluxserve.kind") == "edit"
+        ],
         what="the edit interrupted",
     )[0]
-    assert stopped["total"] == 50
-    assert 0 <= int(stopped["step"]) - int(reached["step"]) <= 1
+    assert stopped["fluxserve.detail.total"] == 50
+    assert 0 <= int(stopped["fluxserve.step"]) - int(reached["fluxserve.step"]) <= 1
 
 
 def test_openapi_documents_the_job_routes_and_their_errors(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from flux_server import keys
-from flux_server.auth import KeyFileError, KeyStore, Principal, bearer_token, hash_key
+from flux_server.admission import keys
+from flux_server.admission.auth import KeyFileError, KeyStore, Principal, bearer_token, hash_key
 
 
 def _add(capsys: pytest.CaptureFixture[str], path: Path, user: str, *extra: str) -> str:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from flux_server.cache import MemoryCache, RedisCache, ResultCache, build_cache, cache_key
+from flux_server.admission.cache import MemoryCache, RedisCache, ResultCache, build_cache, cache_key
 
 from .redis_server import RedisServer, free_port
 
@@ -188,7 +188,7 @@ async def test_redis_killed_mid_run_is_a_miss_then_comes_back(
         assert await cache.get("k") == b"v"
 
         redis_server.kill()
-        with caplog.at_level(logging.WARNING, logger="flux_server.cache"):
+        with caplog.at_level(logging.WARNING, logger="flux_server.admission.cache"):
             for _ in range(5):
                 assert await cache.get("k") is None  # a miss, never an exception
                 await cache.set("k", b"w")
@@ -222,7 +222,7 @@ async def test_redis_never_reachable_is_only_misses() -> None:
 
 
 def test_key_of_the_servers_resolved_job() -> None:
-    from flux_server.params import GenerateParams, resolve
+    from flux_server.requests.params import GenerateParams, resolve
     from flux_server.settings import ServerSettings
 
     settings = ServerSettings(model="tiny")

@@ -15,31 +15,32 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from flux_server.cancellation import BatchCancellation, GenerationInterrupted
-from flux_server.engine import Engine
 from flux_server.errors import NotEnabled, RefusedTarget, Unavailable
-from flux_server.job_manager import JobManager, LiveJob
-from flux_server.job_store import MemoryJobStore
-from flux_server.job_store_redis import RedisJobStore
-from flux_server.jobs import EventKind, JobEvent, JobStatus
+from flux_server.execution.cancellation import BatchCancellation, GenerationInterrupted
+from flux_server.execution.engine import Engine
+from flux_server.jobs.lifecycle import EventKind, JobEvent, JobStatus
+from flux_server.jobs.manager import JobManager, LiveJob
+from flux_server.jobs.store import MemoryJobStore
+from flux_server.jobs.store_redis import RedisJobStore
+from flux_server.jobs.webhook_url import AllowList
+from flux_server.jobs.webhooks import WebhookSender
 from flux_server.metrics import Metrics
-from flux_server.params import Job
-from flux_server.webhook_url import AllowList
-from flux_server.webhooks import WebhookSender
+from flux_server.requests.params import ResolvedRequest
+from flux_server.requests.results import GeneratedImage
 
 from .redis_server import RedisServer
 
 SECRET = "whsec_" + base64.b64encode(b"fluxserve-webhook-test-key-0123").decode()
 
 
-def job(**overrides: object) -> Job:
+def job(**overrides: object) -> ResolvedRequest:
     values: dict[str, object] = dict(
         prompt="a lighthouse", negative_prompt=None, width=64, height=32, steps=3,
         guidance_scale=3.5, true_cfg_scale=1.0, seed=21, num_images=1,
         output_format="png", adapters=(), style_preset=None,
     )  # fmt: skip
     values.update(overrides)
-    return Job.model_validate(values)
+    return ResolvedRequest.model_validate(values)
 
 
 @pytest.fixture(scope="module")
@@ -47,17 +48,22 @@ def engine(tiny_flux_dir: Path) -> Engine:
     return Engine.load(str(tiny_flux_dir), device="cpu")
 
 
-async def run(manager: JobManager, engine: Engine, live: LiveJob, request: Job) -> None:
+async def run(manager: JobManager, engine: Engine, live: LiveJob, request: ResolvedRequest) -> None:
     """What the scheduler will do for one async job in a batch of one."""
     await manager.started(live.id, request.steps)
     loop = asyncio.get_running_loop()
     batch = BatchCancellation([live.token])
     try:
-        [images] = await loop.run_in_executor(
-            None, engine.generate, [request], manager.progress_callback(live.id), batch.should_stop
+        [pictures] = await loop.run_in_executor(
+            None,
+            engine.generate,
+            [request.text_to_image()],
+            manager.progress_callback(live.id),
+            batch.should_stop,
         )
     except GenerationInterrupted:
         return
+    images = [GeneratedImage.encoded(p.image, request.output_format, p.seed) for p in pictures]
     await manager.succeeded(live.id, images)
 
 
@@ -229,7 +235,7 @@ async def test_oversized_results_and_shutdown_leave_a_reason(engine: Engine) -> 
 
 
 async def test_the_manager_the_settings_ask_for(redis_server: RedisServer) -> None:
-    from flux_server.job_manager import build_job_manager
+    from flux_server.jobs.manager import build_job_manager
     from flux_server.settings import load_settings
 
     settings = load_settings(

@@ -16,7 +16,7 @@ import pytest
 from server_process import ServerProcess, start_server
 
 from flux_client.wire import pb, pb_grpc
-from flux_server import keys
+from flux_server.admission import keys
 
 ASYNC = {"Prefer": "respond-async"}
 

@@ -9,12 +9,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from flux_server import jobs
 from flux_server.errors import NotFound, Unavailable, status_of
-from flux_server.experiments import ServedArm
-from flux_server.job_store import JobStore, MemoryJobStore
-from flux_server.job_store_redis import RedisJobStore
-from flux_server.jobs import EventKind, ImageInfo, JobEvent, JobState
+from flux_server.experiments.assignment import ServedArm
+from flux_server.jobs import lifecycle
+from flux_server.jobs.lifecycle import EventKind, ImageInfo, JobEvent, JobState
+from flux_server.jobs.store import JobStore, MemoryJobStore
+from flux_server.jobs.store_redis import RedisJobStore
 
 from .redis_server import RedisServer
 
@@ -30,7 +30,7 @@ class Owner:
 
     def __init__(self, store: JobStore, job_id: str = "job_a") -> None:
         self.store = store
-        self.state, self.first = jobs.submit(job_id, now=time.time(), position=0, owner="r1")
+        self.state, self.first = lifecycle.submit(job_id, now=time.time(), position=0, owner="r1")
 
     async def create(self) -> None:
         await self.store.create(self.state, self.first)
@@ -40,11 +40,11 @@ class Owner:
         await self.store.save(self.state, event, images)
 
     async def run(self, steps: int = 2, data: bytes = PNG) -> None:
-        await self.apply(jobs.start(self.state, now=time.time(), total=steps))
+        await self.apply(lifecycle.start(self.state, now=time.time(), total=steps))
         for done in range(1, steps + 1):
-            await self.apply(jobs.step(self.state, done, steps))
+            await self.apply(lifecycle.step(self.state, done, steps))
         await self.apply(
-            jobs.succeed(self.state, now=time.time(), images=[image_info(data)]), [data]
+            lifecycle.succeed(self.state, now=time.time(), images=[image_info(data)]), [data]
         )
 
 
@@ -80,10 +80,10 @@ async def until(condition: Callable[[], bool], timeout: float = 10) -> None:
 async def test_a_job_is_read_back_with_its_images(store: JobStore) -> None:
     owner = Owner(store)
     await owner.create()
-    assert (await store.load("job_a")).status is jobs.JobStatus.QUEUED
+    assert (await store.load("job_a")).status is lifecycle.JobStatus.QUEUED
     await owner.run()
     state = await store.load("job_a")
-    assert state == owner.state and state.status is jobs.JobStatus.SUCCEEDED
+    assert state == owner.state and state.status is lifecycle.JobStatus.SUCCEEDED
     assert await store.image("job_a", 0) == PNG
     with pytest.raises(NotFound, match="no image 1"):
         await store.image("job_a", 1)
@@ -92,7 +92,9 @@ async def test_a_job_is_read_back_with_its_images(store: JobStore) -> None:
 async def test_a_job_is_read_back_with_its_experiment_arm(store: JobStore) -> None:
     arm = ServedArm("impressionist-filter", "ink", "realistic-ink")
     owner = Owner(store)
-    owner.state, owner.first = jobs.submit("job_a", now=time.time(), position=0, experiment=arm)
+    owner.state, owner.first = lifecycle.submit(
+        "job_a", now=time.time(), position=0, experiment=arm
+    )
     await owner.create()
     assert (await store.load("job_a")).experiment == arm
     await owner.run()
@@ -131,14 +133,14 @@ async def test_a_watcher_sees_every_event_once_and_ends_at_the_terminal_one(
 async def test_a_late_watcher_gets_the_current_state_first(store: JobStore) -> None:
     owner = Owner(store)
     await owner.create()
-    await owner.apply(jobs.start(owner.state, now=time.time(), total=4))
-    await owner.apply(jobs.step(owner.state, 1, 4))
+    await owner.apply(lifecycle.start(owner.state, now=time.time(), total=4))
+    await owner.apply(lifecycle.step(owner.state, 1, 4))
     seen: list[JobEvent] = []
     watcher = asyncio.create_task(collect(store.watch("job_a"), seen))
     await until(lambda: len(seen) == 2)
     assert [e.kind for e in seen] == [EventKind.RUNNING, EventKind.PROGRESS]
     assert seen[1].data == {"step": 1, "total": 4}
-    await owner.apply(jobs.cancel(owner.state, now=time.time()))
+    await owner.apply(lifecycle.cancel(owner.state, now=time.time()))
     await asyncio.wait_for(watcher, 10)
     assert seen[-1].kind is EventKind.CANCELED and len(seen) == 3
     # Watching a finished job gives its outcome and ends.
@@ -153,10 +155,10 @@ async def test_cancel_requests_reach_the_owner_only_while_the_job_runs(store: Jo
     owner = Owner(store)
     await owner.create()
     state = await store.request_cancel("job_a")
-    assert state.status is jobs.JobStatus.QUEUED
+    assert state.status is lifecycle.JobStatus.QUEUED
     await until(lambda: asked == ["job_a"])
-    await owner.apply(jobs.cancel(owner.state, now=time.time()))
-    assert (await store.request_cancel("job_a")).status is jobs.JobStatus.CANCELED
+    await owner.apply(lifecycle.cancel(owner.state, now=time.time()))
+    assert (await store.request_cancel("job_a")).status is lifecycle.JobStatus.CANCELED
     await asyncio.sleep(0)  # a second delivery would be queued by now
     assert asked == ["job_a"]
 
@@ -177,14 +179,14 @@ async def test_another_replica_reads_watches_and_cancels(redis_server: RedisServ
         seen: list[JobEvent] = []
         watcher = asyncio.create_task(collect(other.watch("job_a"), seen))
         await until(lambda: len(seen) == 1)
-        await owner.apply(jobs.start(owner.state, now=time.time(), total=2))
-        await owner.apply(jobs.step(owner.state, 1, 2))
+        await owner.apply(lifecycle.start(owner.state, now=time.time(), total=2))
+        await owner.apply(lifecycle.step(owner.state, 1, 2))
         await until(lambda: len(seen) == 3)
         assert seen[-1].data == {"step": 1, "total": 2}
         # A cancel arriving at the other replica is delivered to the owner.
-        assert (await other.request_cancel("job_a")).status is jobs.JobStatus.RUNNING
+        assert (await other.request_cancel("job_a")).status is lifecycle.JobStatus.RUNNING
         await until(lambda: asked == ["job_a"])
-        await owner.apply(jobs.cancel(owner.state, now=time.time()))
+        await owner.apply(lifecycle.cancel(owner.state, now=time.time()))
         await asyncio.wait_for(watcher, 10)
         assert seen[-1].kind is EventKind.CANCELED
         # A second job's result is read from the other replica.
@@ -213,7 +215,7 @@ async def test_redis_down_refuses_new_jobs_and_reads(redis_server: RedisServer) 
         with pytest.raises(Unavailable):
             await store.request_cancel("job_a")
         with pytest.raises(Unavailable):
-            await owner.apply(jobs.start(owner.state, now=time.time(), total=1))
+            await owner.apply(lifecycle.start(owner.state, now=time.time(), total=1))
         # Back again (an empty Redis): new jobs are accepted once more.
         redis_server.start()
         await until_ok(refused.create)
@@ -262,16 +264,16 @@ async def test_memory_expires_finished_jobs_but_not_live_ones() -> None:
     store = MemoryJobStore(ttl=30, max_bytes=1 << 20, clock=lambda: now[0])
     done, live = Owner(store, "job_done"), Owner(store, "job_live")
     for owner in (done, live):
-        owner.state, owner.first = jobs.submit(owner.state.id, now=now[0], position=0)
+        owner.state, owner.first = lifecycle.submit(owner.state.id, now=now[0], position=0)
         await owner.create()
-    await done.apply(jobs.start(done.state, now=now[0], total=1))
-    await done.apply(jobs.succeed(done.state, now=now[0], images=[image_info(PNG)]), [PNG])
+    await done.apply(lifecycle.start(done.state, now=now[0], total=1))
+    await done.apply(lifecycle.succeed(done.state, now=now[0], images=[image_info(PNG)]), [PNG])
     now[0] += 29
-    assert (await store.load("job_done")).status is jobs.JobStatus.SUCCEEDED
+    assert (await store.load("job_done")).status is lifecycle.JobStatus.SUCCEEDED
     now[0] += 2
     with pytest.raises(NotFound, match="--job-ttl 30s"):
         await store.load("job_done")
-    assert (await store.load("job_live")).status is jobs.JobStatus.QUEUED
+    assert (await store.load("job_live")).status is lifecycle.JobStatus.QUEUED
     assert len(store) == 1
 
 
@@ -288,7 +290,7 @@ async def test_memory_evicts_the_oldest_finished_results_for_the_byte_bound() ->
     with pytest.raises(NotFound, match="--job-max-bytes"):
         await store.load("job_0")
     assert await store.image("job_2", 0) == big
-    assert (await store.load("job_waiting")).status is jobs.JobStatus.QUEUED
+    assert (await store.load("job_waiting")).status is lifecycle.JobStatus.QUEUED
 
 
 async def test_cancels_reach_the_owner_again_after_a_redis_restart(

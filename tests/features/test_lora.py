@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from flux_server.lora import (
+from flux_server.execution.lora import (
     AdapterSwitch,
     LoraFlagError,
     LoraLoadError,
@@ -154,7 +154,7 @@ def test_fingerprint_follows_the_weights_not_the_path(
 ) -> None:
     import shutil
 
-    from flux_server.lora import fingerprint
+    from flux_server.execution.lora import fingerprint
 
     ink_file = LoraSpec(name="ink", path=str(adapter_files["ink"]))
     ink_dir = LoraSpec(name="ink", path=str(adapter_files["ink"].parent))
@@ -232,7 +232,7 @@ def test_adapters_on_cuda_in_bfloat16(tiny_flux_dir: Path, tmp_path: Path) -> No
 
 
 def test_only_requests_with_the_same_adapter_set_share_a_batch() -> None:
-    from flux_server.params import AdapterRequest, GenerateParams, resolve
+    from flux_server.requests.params import AdapterRequest, GenerateParams, resolve
     from flux_server.settings import ServerSettings
 
     settings = ServerSettings(model="tiny")
@@ -259,7 +259,7 @@ def test_only_requests_with_the_same_adapter_set_share_a_batch() -> None:
 def test_a_bad_lora_flag_fails_before_the_model_loads(
     tmp_path: Path, flag: str, message: str
 ) -> None:
-    from flux_server.service import GenerationService
+    from flux_server.service.core import GenerationService
     from flux_server.settings import ServerSettings
 
     # The model does not exist either: the flag is refused before anything loads.

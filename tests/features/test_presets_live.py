@@ -132,7 +132,7 @@ def test_metrics_parse_and_carry_every_name(open_server: dict[str, Any]) -> None
 
 
 def test_a_swap_to_files_of_the_same_size_and_time_is_seen(tmp_path: Path) -> None:
-    from flux_server.presets_store import PresetStore
+    from flux_server.requests.presets_store import PresetStore
 
     publish(tmp_path, {"ink": StylePreset(prompt_template="{prompt}, in ink")}, 1)
     store = PresetStore(tmp_path, interval=0)
@@ -159,7 +159,7 @@ def _png(size: int = 64) -> bytes:
 def test_edits_and_questions_are_audited(
     tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from flux_server.tiny_vqa import write_tiny_vqa
+    from flux_server.tools.tiny_vqa import write_tiny_vqa
 
     root = tmp_path_factory.mktemp("vision-audit")
     audit = root / "audit.jsonl"

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 from server_process import ServerProcess, start_server
 
-from flux_server.job_reaper import orphan_action
-from flux_server.jobs import JobStatus, submit
+from flux_server.jobs.lifecycle import JobStatus, submit
+from flux_server.jobs.reaper import orphan_action
 
 from .redis_server import RedisServer
 
@@ -127,7 +127,7 @@ def test_the_orphan_decision_is_one_pure_function() -> None:
 async def test_cancel_of_a_lost_replicas_job_cancels_it(redis_server: RedisServer) -> None:
     """Before the reaper gets to it: the cancel is not published into the void (200 and
     nothing done) but carried out here, and answered with the canceled state."""
-    from flux_server.job_manager import build_job_manager
+    from flux_server.jobs.manager import build_job_manager
 
     common = {"redis_url": redis_server.url, "job_ttl": 60, "job_max_bytes": 1 << 20}
     hooks = {"webhook_secret": None, "webhook_allow_hosts": ()}

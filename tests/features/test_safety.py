@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flux_server.safety import (
+from flux_server.admission.safety import (
     BlocklistError,
     SafetyFilter,
     SafetyModelError,
@@ -16,6 +16,8 @@ from flux_server.safety import (
     normalise,
     parse_blocklist,
 )
+
+from .tiny_classifier import write_tiny_classifier
 
 
 @pytest.fixture(scope="module")
@@ -159,40 +161,12 @@ def test_pathological_prompts_are_checked_in_linear_time(
 # --- the optional classifier -------------------------------------------------------------
 
 
-def _write_tiny_classifier(directory: Path, unsafe_bias: float) -> Path:
-    """A 2-label BERT with random weights whose output is fixed by its classifier bias."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
-    directory.mkdir(parents=True, exist_ok=True)
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "cat", "dog", "photo", "of"]
-    (directory / "vocab.txt").write_text("\n".join(words) + "\n", "utf-8")
-    tokenizer = BertTokenizerFast(vocab_file=str(directory / "vocab.txt"))
-    config = BertConfig(
-        vocab_size=len(words),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        num_labels=2,
-    )
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(config)
-    with torch.no_grad():
-        model.classifier.weight.zero_()
-        model.classifier.bias.copy_(torch.tensor([0.0, unsafe_bias]))
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
-
 @pytest.fixture(scope="module")
 def classifier_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("classifiers")
     return (
-        _write_tiny_classifier(root / "flags", unsafe_bias=5.0),
-        _write_tiny_classifier(root / "passes", unsafe_bias=-5.0),
+        write_tiny_classifier(root / "flags", unsafe_bias=5.0),
+        write_tiny_classifier(root / "passes", unsafe_bias=-5.0),
     )
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from flux_server.safety import SAFETY_REASONS, SafetyFilter, build_blocklist
-from flux_server.safety_eval import LabelledPrompt, Scores, main, read_labelled, score, table
+from flux_server.admission.safety import SAFETY_REASONS, SafetyFilter, build_blocklist
+from flux_server.tools.safety_eval import LabelledPrompt, Scores, main, read_labelled, score, table
 
 PROMPTS = Path(__file__).parent / "data" / "safety_prompts"
 LANGUAGES = ("en", "zh", "es", "de", "fr", "ja", "ko", "ru")
@@ -22,10 +22,12 @@ MIN_RECALL = 0.97
 MIN_OVERALL = 0.98
 # The held-out prompts (``holdout/``) were written after the lists and never used to write
 # an entry: they measure how the lists do on phrasings nobody tuned for (measured:
-# precision 0.934, recall 0.885 over 192 prompts). Too few a language for per-language
-# floors; a list edit that lowers these is a regression.
-HOLDOUT_MIN_PRECISION = 0.90
-HOLDOUT_MIN_RECALL = 0.85
+# precision 0.938, recall 0.938 over 192 prompts; 0.934 and 0.885 before the lists grew
+# gore, euphemisms and school grades). Too few a language for per-language floors; a
+# list edit that lowers these is a regression. The second held-out set, in sixteen
+# languages, is in test_safety_scripts.
+HOLDOUT_MIN_PRECISION = 0.92
+HOLDOUT_MIN_RECALL = 0.92
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from flux_client.presets import StylePreset, presets_to_files
-from flux_server import keys
+from flux_server.admission import keys
+from flux_server.admission.audit_ecs import parse_line
 from flux_server.settings import ServerSettings
 
 from .redis_server import RedisServer
@@ -118,7 +118,7 @@ def _metric(client: httpx.Client, name: str, **labels: str) -> float:
 def _audit_lines(path: Path) -> list[dict[str, Any]]:
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+    return [parse_line(line) for line in path.read_text("utf-8").splitlines()]
 
 
 def _wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -135,7 +135,7 @@ def _wait_for(check: Callable[[], Any], what: str, timeout: float = 30.0) -> Any
 def lora_dir(tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from diffusers import FluxPipeline
 
-    from flux_server.lora import write_tiny_lora
+    from flux_server.execution.lora import write_tiny_lora
 
     pipe = FluxPipeline.from_pretrained(tiny_flux_dir)
     return write_tiny_lora(pipe, tmp_path_factory.mktemp("lora") / "ink", "ink", seed=5).parent
@@ -398,7 +398,7 @@ def test_adapters_are_chosen_per_request(secured: dict[str, Any]) -> None:
     assert preset.json()["cache_hit"] is True
 
     # The weights' digest is part of the key: new weights under the name miss.
-    from flux_server.lora import LoraSpec, fingerprint
+    from flux_server.execution.lora import LoraSpec, fingerprint
 
     service = secured["server"].server.service
     ink_spec = LoraSpec(name="ink", path=str(secured["lora_dir"]))
@@ -481,12 +481,12 @@ def test_grpc_carries_keys_safety_and_cache(secured: dict[str, Any]) -> None:
 
 
 def test_classifier_refusal_never_reaches_the_pipeline(tiny_flux_dir: Path, tmp_path: Path) -> None:
-    from flux_server.service import GenerationService
+    from flux_server.service.core import GenerationService
 
-    from .test_safety import _write_tiny_classifier
+    from .tiny_classifier import write_tiny_classifier
 
     # Scores "unsafe" at about 0.99 whatever the text.
-    flags = _write_tiny_classifier(tmp_path / "flags", unsafe_bias=5.0)
+    flags = write_tiny_classifier(tmp_path / "flags", unsafe_bias=5.0)
     lenient = GenerationService(
         _settings(tiny_flux_dir, safety_model=str(flags), safety_threshold=0.999)
     )

@@ -15,9 +15,9 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
+from flux_server.jobs.webhook_url import AllowList, IPAddress, WebhookTarget, check_webhook_url
+from flux_server.jobs.webhooks import WebhookSender, pinned_request
 from flux_server.metrics import Metrics
-from flux_server.webhook_url import AllowList, IPAddress, WebhookTarget, check_webhook_url
-from flux_server.webhooks import WebhookSender, pinned_request
 
 SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
 LOCAL = AllowList.parse(["127.0.0.0/8"])

@@ -27,17 +27,21 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_process import PrometheusProcess, prometheus_binary, start_prometheus
 from server_process import ServerProcess, free_port, start_server
 
-from flux_operator.analysis import (
+from flux_operator.prometheus import measure
+from flux_operator.reconcile.analysis import (
     BUILTIN_QUERIES,
-    measure,
     metric_query,
     release_label,
     round_summary,
 )
-from flux_operator.render import Owner, common_labels, render_all
-from flux_operator.render_canary import render_canary_deployment, render_stable_deployment
-from flux_operator.spec import FluxDeployment
-from flux_operator.spec_rollout import CanaryAnalysis, CanaryMetric
+from flux_operator.render import (
+    Owner,
+    common_labels,
+    render_all,
+    render_canary_deployment,
+    render_stable_deployment,
+)
+from flux_operator.spec import CanaryAnalysis, CanaryMetric, FluxDeployment
 
 ROOT = Path(__file__).resolve().parents[2]
 PODMONITOR = ROOT / "deploy" / "monitoring" / "podmonitor.yaml"
@@ -203,7 +207,7 @@ def _until(prometheus: PrometheusProcess, promql: str) -> None:
 def scene(
     prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     work = tmp_path_factory.mktemp("canary-analysis")
     model = write_tiny_flux(work / "tiny-flux")

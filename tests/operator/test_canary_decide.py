@@ -6,14 +6,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from flux_operator.canary import (
-    ABORT_ANNOTATION,
-    PROMOTE_ANNOTATION,
+from flux_operator.reconcile.canary_decision import (
     Abort,
     Advance,
     Hold,
     Inconclusive,
-    PodSplit,
     Promote,
     WaitForPromote,
     analysis_due,
@@ -21,12 +18,11 @@ from flux_operator.canary import (
     judge,
     manual_request,
     next_check_seconds,
-    rfc3339,
-    split_pods,
     start,
 )
-from flux_operator.canary_status import CanaryStatus, Measurement
-from flux_operator.spec_rollout import CanaryMetric, CanarySpec
+from flux_operator.reconcile.canary_pods import PodSplit, split_pods
+from flux_operator.render import ABORT_ANNOTATION, PROMOTE_ANNOTATION
+from flux_operator.spec import CanaryMetric, CanarySpec, CanaryStatus, Measurement, rfc3339
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=timezone.utc)
 MINUTE = timedelta(minutes=1)

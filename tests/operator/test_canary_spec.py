@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, ValidationError
 
 from flux_operator import crdgen
 from flux_operator.spec import FluxDeploymentSpec, RolloutSpec
-from flux_operator.spec_rollout import (
+from flux_operator.spec.rollout import (
     DEFAULT_METRICS,
     SPEC_CEL_RULES,
     CanaryAnalysis,
@@ -26,8 +26,8 @@ from flux_operator.spec_rollout import (
     CanarySpec,
     GatewaySpec,
     parse_duration,
-    validate_canary,
 )
+from flux_operator.validation import validate_canary
 
 EXAMPLES = Path(__file__).parent / "examples"
 

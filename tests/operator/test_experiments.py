@@ -23,7 +23,7 @@ from flux_operator.reconcile import Children, plan
 from flux_operator.render import Owner, desired_revision, render_all
 from flux_operator.render.naming import content_hash
 from flux_operator.spec import FluxDeployment, FluxDeploymentSpec
-from flux_server.presets_store import PresetStore
+from flux_server.requests.presets_store import PresetStore
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = Path(__file__).parent / "examples" / "good" / "ab-experiment.yaml"

@@ -1,5 +1,5 @@
 """`python -m flux_operator` as a user runs it: its own process, a kubeconfig, liveness on
-/healthz, JSON logs naming the object, a clean exit on SIGTERM."""
+/healthz, Elastic Common Schema logs naming the object, a clean exit on SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import aiohttp
 from conftest import Cluster, base_spec
+from ecs_mappings import flat, line_problems
 
 
 def _free_port() -> int:
@@ -58,6 +59,22 @@ async def test_the_operator_process_serves_health_reconciles_and_stops(
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), timeout=30)
     assert code == 0
-    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    # Every line is an ECS document the index template of deploy/elk takes whole, kopf's
+    # own included; the reconciliation's events name the object, the event and the release.
+    text = log_path.read_text()
+    problems = {line[:160]: p for line in text.splitlines() if (p := line_problems(line))}
+    assert not problems, json.dumps(problems, indent=1)
+    lines = [flat(json.loads(line)) for line in text.splitlines()]
+    assert {r["service.name"] for r in lines} == {"fluxserve-operator"}
+    assert {r["event.dataset"] for r in lines} == {"fluxserve.operator"}
     started = [r for r in lines if str(r.get("message", "")).startswith("RolloutStarted")]
-    assert started and started[0]["object"] == "studio/flux-dev"
+    assert started, text
+    assert started[0]["orchestrator.namespace"] == "studio"
+    assert started[0]["orchestrator.resource.name"] == "flux-dev"
+    assert (started[0]["event.action"], started[0]["event.outcome"]) == (
+        "RolloutStarted",
+        "success",
+    )
+    assert started[0]["fluxserve.release"] == "v1.4.1"
+    kopf_lines = [r for r in lines if str(r["log.logger"]).startswith("kopf.objects")]
+    assert kopf_lines and kopf_lines[0]["orchestrator.resource.type"] == "fluxdeployment"

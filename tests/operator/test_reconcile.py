@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_operator.reconcile import Children, plan, plan_rollout
+from flux_operator.reconcile import Children, Snapshot, plan, plan_rollout
 from flux_operator.render import ROLLBACK_ANNOTATION, Owner, render_deployment
 from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus
 
@@ -57,7 +57,15 @@ def _step(
     generation: int = 1,
 ):  # type: ignore[no-untyped-def]
     return plan_rollout(
-        OWNER, spec, status, annotations or {}, generation, deployment, "2026-01-01T00:00:00Z"
+        Snapshot(
+            OWNER,
+            spec,
+            status,
+            "2026-01-01T00:00:00Z",
+            generation,
+            annotations=annotations or {},
+            children=Children(deployment=deployment),
+        )
     )
 
 

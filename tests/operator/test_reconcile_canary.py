@@ -7,9 +7,8 @@ from typing import Any
 
 from flux_operator.reconcile import Children, plan
 from flux_operator.reconcile.canary_pods import pod_counts, promotion_pods
-from flux_operator.render import Owner, Revision, render_deployment
+from flux_operator.render import TRACK_LABEL, Owner, Revision, render_deployment
 from flux_operator.render.children import render_all
-from flux_operator.render_canary import TRACK_LABEL
 from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus
 
 OWNER = Owner(name="flux", namespace="studio", uid="u-1")
@@ -243,7 +242,7 @@ def test_a_promotion_rolls_the_stable_side_within_the_surge_budget() -> None:
 
 
 def test_the_stable_deployment_rolls_with_the_surge_it_is_given() -> None:
-    from flux_operator.render_canary import render_stable_deployment
+    from flux_operator.render import render_stable_deployment
 
     spec = FluxDeploymentSpec.model_validate(_raw())
     rendered = render_deployment(OWNER, spec, _revision(spec))

@@ -13,17 +13,21 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from flux_operator.render import Owner, Revision, desired_revision, render_all
-from flux_operator.render_canary import (
+from flux_operator.reconcile.canary_pods import split_pods
+from flux_operator.render import (
     TRACK_LABEL,
+    CanaryRun,
+    Owner,
+    Revision,
+    desired_revision,
+    render_all,
     render_canary_deployment,
-    render_canary_objects,
+    render_children,
     render_http_route,
     render_stable_deployment,
     render_track_services,
 )
-from flux_operator.spec import FluxDeployment, FluxDeploymentSpec
-from flux_operator.spec_rollout import GatewaySpec
+from flux_operator.spec import FluxDeployment, FluxDeploymentSpec, GatewaySpec
 
 EXAMPLES = Path(__file__).parent / "examples"
 K8S_VERSION = "1.33.0"
@@ -304,52 +308,71 @@ def test_the_podmonitor_copies_the_labels_analysis_selects_on_from_both_tracks()
     assert copied["fluxdeployment"] == {"flux-dev"}
 
 
-def test_all_canary_objects_in_apply_order_running_or_not() -> None:
-    from flux_operator.canary import split_pods
+def _canary_spec(replicas: int = 4, gateway: bool = True) -> FluxDeploymentSpec:
+    spec = _spec("minimal-hub").model_dump(by_alias=True, exclude_none=True)
+    spec["replicas"] = replicas
+    spec["rollout"] = {
+        "strategy": "Canary",
+        "canary": {"maxSurge": 1, "steps": [{"weight": 50, "pause": "10m"}]},
+    }
+    if gateway:
+        spec["gateway"] = GATEWAY.model_dump(by_alias=True, exclude_none=True)
+    return FluxDeploymentSpec.model_validate(spec)
 
-    spec = _spec("minimal-hub")
-    old = _rendered(spec, desired_revision(OWNER, spec.model_copy(update={"release": "v0.2.0"})))
-    new = _rendered(spec)
+
+def _kinds_and_names(objects: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(o["kind"], o["metadata"]["name"]) for o in objects]
+
+
+def test_all_canary_objects_in_apply_order_running_or_not() -> None:
+    """``render_children`` with a running canary: what the reconciler applies."""
+    spec = _canary_spec()
+    old = desired_revision(OWNER, spec.model_copy(update={"release": "v0.2.0"}))
+    new = desired_revision(OWNER, spec)
     split = split_pods(total=4, weight=50, max_surge=1)
-    running = render_canary_objects(
-        stable=old["Deployment"],
-        canary=new["Deployment"],
-        service=new["Service"],
-        gateway=GATEWAY,
-        split=split,
-        weight=50,
-    )
-    assert [(o["kind"], o["metadata"]["name"]) for o in running] == [
+    run = CanaryRun(new, 50, stable_replicas=split.stable, canary_replicas=split.canary)
+    running = render_children(OWNER, spec, old, run)
+    objects = [o for o in running.objects if o["kind"] != "ConfigMap"]
+    assert _kinds_and_names(objects) == [
         ("Deployment", "flux-dev"),
         ("Deployment", "flux-dev-canary"),
+        ("Service", "flux-dev"),
         ("Service", "flux-dev-stable"),
         ("Service", "flux-dev-canary"),
         ("HTTPRoute", "flux-dev"),
     ]
-    assert [running[0]["spec"]["replicas"], running[1]["spec"]["replicas"]] == [3, 2]
-    assert [b["weight"] for b in running[4]["spec"]["rules"][0]["backendRefs"]] == [50, 50]
-    between = render_canary_objects(
-        stable=new["Deployment"], service=new["Service"], gateway=GATEWAY, weight=50
-    )
-    assert [o["metadata"]["name"] for o in between] == [
-        "flux-dev",
-        "flux-dev-stable",
-        "flux-dev-canary",
-        "flux-dev",
+    # The presets ConfigMap is the new revision's: the old one's is already in the cluster.
+    maps = [o for o in running.objects if o["kind"] == "ConfigMap"]
+    assert [m["metadata"]["name"] for m in maps] == [new.presets_config_map]
+    assert [objects[0]["spec"]["replicas"], objects[1]["spec"]["replicas"]] == [3, 2]
+    assert _image(objects[0]) == old.image and _image(objects[1]) == new.image
+    assert [b["weight"] for b in objects[5]["spec"]["rules"][0]["backendRefs"]] == [50, 50]
+    assert ("Deployment", "flux-dev-canary") not in running.absent
+
+    between = render_children(OWNER, spec)
+    assert between.objects == render_all(OWNER, spec)
+    assert _kinds_and_names(between.objects)[1:] == [
+        ("Deployment", "flux-dev"),
+        ("Service", "flux-dev"),
+        ("Service", "flux-dev-stable"),
+        ("Service", "flux-dev-canary"),
+        ("HTTPRoute", "flux-dev"),
     ]
-    assert between[0]["spec"]["replicas"] == 1  # as rendered: spec.replicas
-    assert [b["weight"] for b in between[3]["spec"]["rules"][0]["backendRefs"]] == [100, 0]
-    no_gateway = render_canary_objects(
-        stable=old["Deployment"],
-        canary=new["Deployment"],
-        service=new["Service"],
-        gateway=None,
-        split=split,
-        stable_replicas_from_hpa=True,
-    )
-    assert [o["kind"] for o in no_gateway] == ["Deployment", "Deployment", "Service", "Service"]
-    assert no_gateway[0]["spec"]["replicas"] == 1  # left as rendered (the HPA's when autoscaled)
-    with pytest.raises(ValueError, match="needs its pod split"):
-        render_canary_objects(
-            stable=old["Deployment"], canary=new["Deployment"], service=new["Service"], gateway=None
-        )
+    assert between.objects[1]["spec"]["replicas"] == 4  # as rendered: spec.replicas
+    route = between.objects[-1]
+    assert [b["weight"] for b in route["spec"]["rules"][0]["backendRefs"]] == [100, 0]
+    # Between canaries NAME-canary goes, as do the children this spec has none of.
+    assert between.absent == [
+        ("Deployment", "flux-dev-canary"),
+        ("NetworkPolicy", "flux-dev"),
+        ("HorizontalPodAutoscaler", "flux-dev"),
+    ]
+
+    no_gateway = render_children(OWNER, _canary_spec(gateway=False), old, run)
+    kinds = [o["kind"] for o in no_gateway.objects if o["kind"] != "ConfigMap"]
+    assert kinds == ["Deployment", "Deployment", "Service", "Service", "Service"]
+    assert ("HTTPRoute", "flux-dev") in no_gateway.absent
+
+
+def _image(deployment: dict[str, Any]) -> str:
+    return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])

@@ -6,9 +6,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from flux_operator.performance import PerformanceSpec, performance_args
-from flux_operator.render import Owner, desired_revision, render_all, server_args
-from flux_operator.spec import FluxDeployment
+from flux_operator.render import Owner, desired_revision, performance_args, render_all, server_args
+from flux_operator.spec import FluxDeployment, PerformanceSpec
 from flux_server.settings import load_settings
 
 OWNER = Owner(name="flux-dev", namespace="studio", uid="6f1c0a52-0000-4000-8000-000000000002")

@@ -14,7 +14,7 @@ from flux_client.presets import StylePreset, presets_to_files
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flux_server.tiny_model import write_tiny_flux
+    from flux_server.tools.tiny_model import write_tiny_flux
 
     return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
 

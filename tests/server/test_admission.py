@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from flux_server import keys
-from flux_server.admission import Admission
-from flux_server.calls import CallContext
-from flux_server.errors import ContentRejected, Unauthenticated, Unavailable
+from flux_server.admission import keys
+from flux_server.admission.audit_ecs import parse_line
+from flux_server.admission.gate import Admission
+from flux_server.errors import ContentRejected, DeadlineExceeded, Unauthenticated, Unavailable
 from flux_server.metrics import Metrics
+from flux_server.requests.context import CallContext
 from flux_server.settings import ServerSettings
 
 
@@ -43,7 +43,7 @@ def setup(tmp_path: Path) -> tuple[Admission, Path, dict[str, str]]:
 
 
 def lines(audit: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in audit.read_text().splitlines()]
+    return [parse_line(line) for line in audit.read_text().splitlines()]
 
 
 def bearer(key: str, priority: bool = False) -> CallContext:
@@ -93,11 +93,34 @@ async def test_keys_lanes_and_the_content_policy_in_order(setup: Any) -> None:
     assert records[1]["prompt"] == "a nude statue" and records[1]["detail"]
 
 
+async def test_the_admission_line_has_no_status_and_a_failure_has_the_outcome(
+    setup: Any,
+) -> None:
+    # The line written when a request is admitted comes before its answer: it says
+    # "accepted", not a status it cannot know; an error after it gets the final line.
+    admission, audit, users = setup
+    admission.loaded = True
+    served = await attempt(admission, bearer(users["alice"]))
+    admission.accepted(served)
+    with pytest.raises(DeadlineExceeded):
+        async with admission.request(bearer(users["alice"]), prompt="a heron") as trail:
+            admission.admit(trail)
+            admission.accepted(trail)
+            raise DeadlineExceeded("the request timed out")
+    first, second, failed = lines(audit)
+    assert (first["decision"], first["outcome"]) == ("accepted", "accepted")
+    assert "status" not in first and "status" not in second
+    assert second["outcome"] == "accepted"
+    assert failed["request_id"] == second["request_id"]
+    assert (failed["decision"], failed["outcome"]) == ("rejected", "failed")
+    assert failed["status"] == 504 and failed["reason"] == "deadline_exceeded"
+
+
 async def test_the_cache_answers_a_stored_request(tmp_path: Path) -> None:
     settings = ServerSettings.model_validate({"model": "unused"})
     admission = Admission.from_settings(settings, Metrics(), inline)
-    from flux_server.engine import GeneratedImage
-    from flux_server.params import GenerateParams, resolve
+    from flux_server.requests.params import GenerateParams, resolve
+    from flux_server.requests.results import GeneratedImage
 
     job = resolve(GenerateParams.model_validate({"prompt": "a heron", "seed": 1}), {}, settings, {})
     key = admission.cache_key(job, seeded=True, adapter_versions={})

@@ -5,7 +5,6 @@ metric counts the failures, and no image exists for a request without an audit l
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -18,10 +17,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from server_process import ServerProcess
 
 from flux_client.wire import pb, pb_grpc
+from flux_server.admission.audit_ecs import parse_line
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+    return [parse_line(x) for x in path.read_text().splitlines()] if path.exists() else []
 
 
 def _metric(server: ServerProcess, name: str) -> float:

@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from flux_server.batcher import Batcher
 from flux_server.errors import DeadlineExceeded, QueueFull, Unavailable
+from flux_server.scheduling.batcher import Batcher
 
 
 class FakeEngine:

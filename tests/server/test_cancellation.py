@@ -5,31 +5,25 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from flux_server.cancellation import BatchCancellation, CancelToken, GenerationInterrupted
-from flux_server.engine import Engine
-from flux_server.params import Job
+from flux_server.execution.cancellation import (
+    BatchCancellation,
+    CancelToken,
+    GenerationInterrupted,
+)
+from flux_server.execution.engine import Engine
+from flux_server.execution.inputs import TextToImage
 
 
-def job(**overrides: object) -> Job:
-    values: dict[str, object] = dict(
-        prompt="a lighthouse",
-        negative_prompt=None,
-        width=64,
-        height=32,
-        steps=4,
-        guidance_scale=3.5,
-        true_cfg_scale=1.0,
-        seed=5,
-        num_images=1,
-        output_format="png",
-        adapters=(),
-        style_preset=None,
+def job(**overrides: Any) -> TextToImage:
+    values: dict[str, Any] = dict(
+        prompt="a lighthouse", width=64, height=32, steps=4, guidance_scale=3.5, seed=5
     )
     values.update(overrides)
-    return Job.model_validate(values)
+    return TextToImage(**values)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +77,7 @@ def test_a_running_job_stops_at_the_next_step_and_the_engine_serves_on(engine: E
     # Nothing is left half-set in the pipeline: the next call gives the usual image.
     [[again]] = engine.generate([job()])
     [[reference]] = engine.generate([job()])
-    assert again.data == reference.data
+    assert again.image.tobytes() == reference.image.tobytes()
 
 
 def test_a_job_cancelled_before_its_call_never_starts(engine: Engine) -> None:
@@ -109,7 +103,8 @@ def test_a_cancelled_batch_member_leaves_its_mates_images_unchanged(engine: Engi
 
     results = engine.generate(batch_jobs, progress, batch.should_stop)
     assert batch.cancelled_members() == [0]
-    assert len(results) == 2 and results[1][0].data == uncancelled.data
+    assert len(results) == 2
+    assert results[1][0].image.tobytes() == uncancelled.image.tobytes()
     # Once the mate is cancelled too, the call stops at the next step.
     steps: list[int] = []
     a, b = CancelToken(), CancelToken()

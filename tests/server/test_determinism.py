@@ -12,16 +12,13 @@ model (CPU), in the engine the server runs:
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image
 
-from flux_server.engine import Engine
-from flux_server.params import Job
+from flux_server.execution.engine import Engine
+from flux_server.execution.inputs import Picture, TextToImage
 from flux_server.settings import ServerSettings
 
 MAX_FRACTION_ONE_LEVEL = 1e-3
@@ -30,35 +27,22 @@ MAX_FRACTION_ONE_LEVEL = 1e-3
 @pytest.fixture(scope="module")
 def engine(tiny_model_dir: Path) -> Engine:
     settings = ServerSettings(model=str(tiny_model_dir), device="cpu")
-    return Engine.load(str(tiny_model_dir), device="cpu", settings=settings)
+    return Engine.load(str(tiny_model_dir), device="cpu", speed=settings.speed_options("cpu"))
 
 
-def _job(prompt: str, seed: int) -> Job:
-    return Job(
-        prompt=prompt,
-        negative_prompt=None,
-        width=64,
-        height=64,
-        steps=3,
-        guidance_scale=3.5,
-        true_cfg_scale=1.0,
-        seed=seed,
-        num_images=1,
-        output_format="png",
-        adapters=(),
-        style_preset=None,
-    )
+def _job(prompt: str, seed: int) -> TextToImage:
+    return TextToImage(prompt, width=64, height=64, steps=3, guidance_scale=3.5, seed=seed)
 
 
-def _pixels(image: Any) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(image.data)).convert("RGB")).astype(int)
+def _pixels(picture: Picture) -> np.ndarray:
+    return np.asarray(picture.image.convert("RGB")).astype(int)
 
 
 def test_same_batch_size_gives_the_same_bytes_whatever_the_companions(engine: Engine) -> None:
     mine = _job("a red bicycle", 7)
     first = engine.generate([mine, _job("a harbour at night", 1)])[0][0]
     second = engine.generate([_job("x", 99), mine])[1][0]
-    assert first.data == second.data
+    assert first.image.tobytes() == second.image.tobytes()
 
 
 def test_across_batch_sizes_values_differ_by_at_most_one_level_and_rarely(

@@ -75,10 +75,10 @@ def test_an_aborted_upload_is_a_client_disconnect(
     assert codes == 1
     assert "500" not in _requests(server, f"rest:{path}")
     records = _wait(
-        lambda: [r for r in server.log_records() if r.get("request_id") == rid], "its log line"
+        lambda: [r for r in server.log_records() if r.get("trace.id") == rid], "its log line"
     )
-    assert [(r["level"], r["message"]) for r in records] == [("info", "client went away")]
-    assert "Traceback" not in server.log()
+    assert [(r["log.level"], r["message"]) for r in records] == [("info", "client went away")]
+    assert not server.tracebacks()
 
 
 def test_idle_keep_alive_connections_are_closed(server: ServerProcess) -> None:

@@ -18,10 +18,11 @@ from server_process import ServerProcess
 
 @pytest.fixture(scope="module")
 def server(server_factory: Any, tiny_model_dir: Path, tmp_path_factory: Any) -> ServerProcess:
-    from flux_server.tiny_vqa import write_tiny_vqa
+    from flux_server.tools.tiny_vqa import write_tiny_vqa
 
     vqa = write_tiny_vqa(tmp_path_factory.mktemp("tiny-vqa"))
-    started: ServerProcess = server_factory(tiny_model_dir, ["--vqa-model", str(vqa)])
+    args = ["--vqa-model", str(vqa), "--enable-editing"]
+    started: ServerProcess = server_factory(tiny_model_dir, args)
     return started
 
 
@@ -143,3 +144,66 @@ def test_vqa_at_the_model_s_limit_answers(server: ServerProcess) -> None:
     answer = httpx.post(f"{server.url}/vqa", json=body, timeout=60)
     assert answer.status_code == 200, answer.text
     assert isinstance(answer.json()["answer"], str)
+
+
+# -- the schema says what the server does --------------------------------------------------
+
+
+def _png() -> bytes:
+    return base64.b64decode(_image_b64())
+
+
+def test_the_schema_says_what_the_server_refuses(server: ServerProcess) -> None:
+    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+    edit = paths["/edit"]["post"]["requestBody"]["content"]
+    vqa = paths["/vqa"]["post"]["requestBody"]["content"]
+    feedback = paths["/feedback"]["post"]["requestBody"]["content"]["application/json"]
+    # A form has no null: "null" for width is refused, so the form schema has no null.
+    width = edit["multipart/form-data"]["schema"]["properties"]["width"]
+    assert width["type"] == "integer" and "anyOf" not in width
+    refused = httpx.post(
+        f"{server.url}/edit",
+        files={"image": ("a.png", _png(), "image/png")},
+        data={"prompt": "a cat", "width": "null"},
+        timeout=60,
+    )
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "width"
+    # An empty image is refused: every image property needs a byte.
+    for body in (*edit.values(), *vqa.values()):
+        assert body["schema"]["properties"]["image"]["minLength"] == 1
+    empty = httpx.post(
+        f"{server.url}/vqa",
+        files={"image": ("a.png", b"", "image/png")},
+        data={"question": "what colour?"},
+        timeout=60,
+    )
+    assert empty.status_code == 400 and empty.json()["error"]["field"] == "image"
+    # An empty request id is refused by /feedback.
+    request_id = feedback["schema"]["properties"]["request_id"]
+    assert (request_id["minLength"], request_id["maxLength"]) == (1, 128)
+    no_id = httpx.post(f"{server.url}/feedback", json={"request_id": "", "event": "like"})
+    assert no_id.status_code == 422 and no_id.json()["error"]["field"] == "request_id"
+    # max_tokens: the loaded model writes at most 64 (its config), not the API's 512.
+    for body in vqa.values():
+        assert body["schema"]["properties"]["max_tokens"]["maximum"] == 64
+    over = httpx.post(
+        f"{server.url}/vqa",
+        json={"image": _image_b64(), "question": "what colour?", "max_tokens": 65},
+        timeout=60,
+    )
+    assert over.status_code == 400 and over.json()["error"]["field"] == "max_tokens"
+
+
+def test_a_second_image_part_is_refused_not_ignored(server: ServerProcess) -> None:
+    answer = httpx.post(
+        f"{server.url}/edit",
+        files=[
+            ("image", ("a.png", _png(), "image/png")),
+            ("image", ("b.png", _png(), "image/png")),
+        ],
+        data={"prompt": "a cat"},
+        timeout=60,
+    )
+    assert answer.status_code == 400, answer.text
+    error = answer.json()["error"]
+    assert error["field"] == "image" and "more than one 'image'" in error["message"]

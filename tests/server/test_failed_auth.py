@@ -25,8 +25,8 @@ from server_process import ServerProcess
 
 from flux_client.wire import pb, pb_grpc
 from flux_server import keys
-from flux_server.auth_failures import FailedAuthAudit, FailureThrottle, address_key
-from flux_server.calls import CallContext
+from flux_server.admission.auth_failures import FailedAuthAudit, FailureThrottle, address_key
+from flux_server.requests.context import CallContext
 
 BURST = 5
 INTERVAL = 1.0

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from flux_server.params import Job
-from flux_server.runner import Work, describe_failure
+from flux_server.requests.params import ResolvedRequest
+from flux_server.scheduling.runner import Work, describe_failure
 
 
 def work(width: int = 64, height: int = 64, num_images: int = 1) -> Work:
-    job = Job(
+    job = ResolvedRequest(
         prompt="a city",
         negative_prompt=None,
         width=width,

@@ -37,7 +37,7 @@ CHECKS = (
 def fuzzed_server(
     server_factory: Any, tiny_model_dir: Path, tmp_path_factory: Any
 ) -> ServerProcess:
-    from flux_server.tiny_vqa import write_tiny_vqa
+    from flux_server.tools.tiny_vqa import write_tiny_vqa
 
     vqa = write_tiny_vqa(tmp_path_factory.mktemp("tiny-vqa"))
     # Small limits keep every valid request cheap on a CPU; the rest is refused.

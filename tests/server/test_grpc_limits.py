@@ -19,7 +19,7 @@ import pytest
 from server_process import ServerProcess
 
 from flux_client.wire import pb
-from flux_server import keys
+from flux_server.admission import keys
 
 LIMIT = 4 * 1024 * 1024
 EDIT = "/fluxserve.v1.FluxService/Edit"

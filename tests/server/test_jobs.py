@@ -7,24 +7,24 @@ import json
 
 import pytest
 
-from flux_server import job_wire, jobs
-from flux_server.experiments import Assignment, ServedArm, arm_json
-from flux_server.jobs import EventKind, ImageInfo, JobError, JobStateError, JobStatus
+from flux_server.experiments.assignment import Assignment, ServedArm, arm_json
+from flux_server.jobs import http_views, lifecycle
+from flux_server.jobs.lifecycle import EventKind, ImageInfo, JobError, JobStateError, JobStatus
 
 T0 = 1_780_000_000.0
 IMAGE = ImageInfo(seed=7, format="png", width=64, height=32, size=1234)
 
 
-def run_to_success() -> tuple[jobs.JobState, list[jobs.JobEvent]]:
-    state, queued = jobs.submit("job_a", now=T0, position=2, owner="r1")
-    state, moved = jobs.reposition(state, 0)
+def run_to_success() -> tuple[lifecycle.JobState, list[lifecycle.JobEvent]]:
+    state, queued = lifecycle.submit("job_a", now=T0, position=2, owner="r1")
+    state, moved = lifecycle.reposition(state, 0)
     assert moved is not None
-    state, running = jobs.start(state, now=T0 + 1, total=3)
+    state, running = lifecycle.start(state, now=T0 + 1, total=3)
     events = [queued, moved, running]
     for done in (1, 2, 3):
-        state, event = jobs.step(state, done, 3)
+        state, event = lifecycle.step(state, done, 3)
         events.append(event)
-    state, succeeded = jobs.succeed(state, now=T0 + 4, images=[IMAGE])
+    state, succeeded = lifecycle.succeed(state, now=T0 + 4, images=[IMAGE])
     return state, [*events, succeeded]
 
 
@@ -46,51 +46,51 @@ def test_a_job_emits_queued_running_one_progress_per_step_and_one_terminal_event
 
 
 def test_the_same_position_emits_nothing() -> None:
-    state, _ = jobs.submit("job_a", now=T0, position=1)
-    same, event = jobs.reposition(state, 1)
+    state, _ = lifecycle.submit("job_a", now=T0, position=1)
+    same, event = lifecycle.reposition(state, 1)
     assert event is None and same is state
 
 
 @pytest.mark.parametrize("terminal", ["succeed", "fail", "cancel"])
 def test_exactly_one_terminal_state(terminal: str) -> None:
-    state, _ = jobs.submit("job_a", now=T0, position=0)
-    state, _ = jobs.start(state, now=T0, total=2)
+    state, _ = lifecycle.submit("job_a", now=T0, position=0)
+    state, _ = lifecycle.start(state, now=T0, total=2)
     if terminal == "succeed":
-        state, _ = jobs.succeed(state, now=T0, images=[IMAGE])
+        state, _ = lifecycle.succeed(state, now=T0, images=[IMAGE])
     elif terminal == "fail":
-        state, _ = jobs.fail(state, now=T0, error=JobError("internal", "boom"))
+        state, _ = lifecycle.fail(state, now=T0, error=JobError("internal", "boom"))
     else:
-        state, _ = jobs.cancel(state, now=T0)
+        state, _ = lifecycle.cancel(state, now=T0)
     with pytest.raises(JobStateError):
-        jobs.succeed(state, now=T0, images=[])
+        lifecycle.succeed(state, now=T0, images=[])
     with pytest.raises(JobStateError):
-        jobs.fail(state, now=T0, error=JobError("internal", "again"))
+        lifecycle.fail(state, now=T0, error=JobError("internal", "again"))
     with pytest.raises(JobStateError):
-        jobs.step(state, 1, 2)
+        lifecycle.step(state, 1, 2)
     with pytest.raises(JobStateError):
-        jobs.start(state, now=T0, total=2)
+        lifecycle.start(state, now=T0, total=2)
     # A cancel that lost the race with the outcome is not an error and changes nothing.
-    after, event = jobs.cancel(state, now=T0 + 9)
+    after, event = lifecycle.cancel(state, now=T0 + 9)
     assert after is state and event is None
 
 
 def test_queued_jobs_can_be_canceled_or_failed_but_not_progress() -> None:
-    state, _ = jobs.submit("job_a", now=T0, position=0)
+    state, _ = lifecycle.submit("job_a", now=T0, position=0)
     with pytest.raises(JobStateError):
-        jobs.step(state, 1, 2)
+        lifecycle.step(state, 1, 2)
     with pytest.raises(JobStateError):
-        jobs.succeed(state, now=T0, images=[])
-    canceled, event = jobs.cancel(state, now=T0 + 2)
+        lifecycle.succeed(state, now=T0, images=[])
+    canceled, event = lifecycle.cancel(state, now=T0 + 2)
     assert canceled.status is JobStatus.CANCELED and event is not None
     assert event.kind is EventKind.CANCELED and canceled.queue_position is None
-    failed, event = jobs.fail(state, now=T0, error=JobError("unavailable", "drained"))
+    failed, event = lifecycle.fail(state, now=T0, error=JobError("unavailable", "drained"))
     assert failed.status is JobStatus.FAILED and event is not None
     assert event.data == {"error": {"code": "unavailable", "message": "drained", "field": None}}
 
 
 def test_submit_json_is_the_202_body() -> None:
-    state, _ = jobs.submit("job_a", now=T0, position=0)
-    assert job_wire.submit_json(state) == {
+    state, _ = lifecycle.submit("job_a", now=T0, position=0)
+    assert http_views.submit_json(state) == {
         "id": "job_a",
         "status": "queued",
         "created_at": "2026-05-28T20:26:40.000Z",
@@ -104,83 +104,85 @@ def test_submit_json_is_the_202_body() -> None:
 
 
 def test_job_json_shows_only_what_applies_to_the_status() -> None:
-    state, _ = jobs.submit("job_a", now=T0, position=3)
-    body = job_wire.job_json(state)
+    state, _ = lifecycle.submit("job_a", now=T0, position=3)
+    body = http_views.job_json(state)
     assert body["queue_position"] == 3
     assert "progress" not in body and "images" not in body and "error" not in body
-    state, _ = jobs.start(state, now=T0 + 0.5, total=4)
-    state, _ = jobs.step(state, 1, 4)
-    body = job_wire.job_json(state)
+    state, _ = lifecycle.start(state, now=T0 + 0.5, total=4)
+    state, _ = lifecycle.step(state, 1, 4)
+    body = http_views.job_json(state)
     assert body["progress"] == {"step": 1, "total": 4} and "queue_position" not in body
     assert body["metrics"] == {"queue_seconds": 0.5}
-    done, _ = jobs.succeed(state, now=T0 + 2, images=[IMAGE])
-    inline = job_wire.job_json(done, image_data=[b"\x89PNG"])
+    done, _ = lifecycle.succeed(state, now=T0 + 2, images=[IMAGE])
+    inline = http_views.job_json(done, image_data=[b"\x89PNG"])
     assert inline["images"][0]["data"] == base64.b64encode(b"\x89PNG").decode()
     assert inline["images"][0]["seed"] == 7 and "url" not in inline["images"][0]
-    assert job_wire.job_json(done)["images"][0]["url"] == "/jobs/job_a/images/0"
+    assert http_views.job_json(done)["images"][0]["url"] == "/jobs/job_a/images/0"
     assert inline["metrics"] == {"queue_seconds": 0.5, "run_seconds": 1.5}
-    failed, _ = jobs.fail(state, now=T0 + 2, error=JobError("invalid_argument", "bad", "width"))
-    assert job_wire.job_json(failed)["error"] == {
+    failed, _ = lifecycle.fail(
+        state, now=T0 + 2, error=JobError("invalid_argument", "bad", "width")
+    )
+    assert http_views.job_json(failed)["error"] == {
         "code": "invalid_argument", "message": "bad", "field": "width",
     }  # fmt: skip
 
 
 def test_a_late_watcher_is_told_the_current_state_first() -> None:
-    state, _ = jobs.submit("job_a", now=T0, position=1)
-    [first] = jobs.snapshot(state)
+    state, _ = lifecycle.submit("job_a", now=T0, position=1)
+    [first] = lifecycle.snapshot(state)
     assert first.kind is EventKind.QUEUED and first.data == {"queue_position": 1}
-    state, _ = jobs.start(state, now=T0, total=5)
-    assert [e.kind for e in jobs.snapshot(state)] == [EventKind.RUNNING]
-    state, _ = jobs.step(state, 2, 5)
-    running, progress = jobs.snapshot(state)
+    state, _ = lifecycle.start(state, now=T0, total=5)
+    assert [e.kind for e in lifecycle.snapshot(state)] == [EventKind.RUNNING]
+    state, _ = lifecycle.step(state, 2, 5)
+    running, progress = lifecycle.snapshot(state)
     assert running.kind is EventKind.RUNNING and progress.data == {"step": 2, "total": 5}
     assert progress.seq == state.seq
-    done, _ = jobs.succeed(state, now=T0, images=[IMAGE])
-    [terminal] = jobs.snapshot(done)
+    done, _ = lifecycle.succeed(state, now=T0, images=[IMAGE])
+    [terminal] = lifecycle.snapshot(done)
     assert terminal.kind is EventKind.SUCCEEDED and terminal.data["images"][0]["seed"] == 7
 
 
 def test_records_and_messages_round_trip() -> None:
     state, events = run_to_success()
-    state = jobs.JobState(**{**state.__dict__, "webhook": "https://example.com/hook"})
-    assert jobs.JobState.from_record(state.to_record()) == state
+    state = lifecycle.JobState(**{**state.__dict__, "webhook": "https://example.com/hook"})
+    assert lifecycle.JobState.from_record(state.to_record()) == state
     for event in events:
-        assert jobs.JobEvent.from_message(event.to_message()) == event
+        assert lifecycle.JobEvent.from_message(event.to_message()) == event
     frame = events[3].to_sse()
     assert frame.startswith("id: 4\nevent: progress\ndata: {") and frame.endswith("\n\n")
 
 
 def test_the_arm_is_recorded_and_answered_in_the_synchronous_shape() -> None:
     assigned = Assignment("impressionist-filter", "ink", "realistic-ink", subject="user:7")
-    state, _ = jobs.submit("job_a", now=T0, position=0, experiment=assigned.served())
+    state, _ = lifecycle.submit("job_a", now=T0, position=0, experiment=assigned.served())
     record = state.to_record()
     assert "user:7" not in record  # the subject stays out of the store
-    assert jobs.JobState.from_record(record) == state
+    assert lifecycle.JobState.from_record(record) == state
     assert state.experiment == ServedArm("impressionist-filter", "ink", "realistic-ink")
     shape = {"name": "impressionist-filter", "arm": "ink", "preset": "realistic-ink"}
-    assert job_wire.submit_json(state)["experiment"] == shape == arm_json(assigned)
-    assert job_wire.job_json(state)["experiment"] == shape
+    assert http_views.submit_json(state)["experiment"] == shape == arm_json(assigned)
+    assert http_views.job_json(state)["experiment"] == shape
     # A record written before jobs named their arm reads back without one.
-    plain, _ = jobs.submit("job_b", now=T0, position=0)
+    plain, _ = lifecycle.submit("job_b", now=T0, position=0)
     old = json.loads(plain.to_record())
     del old["experiment"]
-    assert jobs.JobState.from_record(json.dumps(old)) == plain
-    assert plain.experiment is None and job_wire.job_json(plain)["experiment"] is None
+    assert lifecycle.JobState.from_record(json.dumps(old)) == plain
+    assert plain.experiment is None and http_views.job_json(plain)["experiment"] is None
 
 
 def test_webhook_filters() -> None:
-    assert jobs.parse_events_filter(None) == {"completed"}
-    assert jobs.parse_events_filter(["start", "progress"]) == {"start", "progress"}
+    assert lifecycle.parse_events_filter(None) == {"completed"}
+    assert lifecycle.parse_events_filter(["start", "progress"]) == {"start", "progress"}
     with pytest.raises(ValueError, match="'done'"):
-        jobs.parse_events_filter(["done"])
-    assert jobs.webhook_filter_of(EventKind.QUEUED) is None
-    assert jobs.webhook_filter_of(EventKind.RUNNING) == "start"
-    assert jobs.webhook_filter_of(EventKind.PROGRESS) == "progress"
-    assert {jobs.webhook_filter_of(k) for k in EventKind if k.terminal} == {"completed"}
+        lifecycle.parse_events_filter(["done"])
+    assert lifecycle.webhook_filter_of(EventKind.QUEUED) is None
+    assert lifecycle.webhook_filter_of(EventKind.RUNNING) == "start"
+    assert lifecycle.webhook_filter_of(EventKind.PROGRESS) == "progress"
+    assert {lifecycle.webhook_filter_of(k) for k in EventKind if k.terminal} == {"completed"}
 
 
 def test_ids_are_url_safe_and_distinct() -> None:
-    ids = {jobs.new_job_id() for _ in range(100)}
+    ids = {lifecycle.new_job_id() for _ in range(100)}
     assert len(ids) == 100
     assert all(i.startswith("job_") and i[4:].isalnum() for i in ids)
 
@@ -199,27 +201,27 @@ def test_ids_are_url_safe_and_distinct() -> None:
     ],
 )
 def test_prefer_respond_async(header: str | None, expected: bool) -> None:
-    assert job_wire.wants_async(header) is expected
+    assert http_views.wants_async(header) is expected
 
 
 async def test_sse_frames_keep_an_idle_stream_alive_and_end_after_the_terminal_event() -> None:
     import asyncio
 
-    state, queued = jobs.submit("job_a", now=T0, position=0)
-    queue: asyncio.Queue[jobs.JobEvent | None] = asyncio.Queue()
+    state, queued = lifecycle.submit("job_a", now=T0, position=0)
+    queue: asyncio.Queue[lifecycle.JobEvent | None] = asyncio.Queue()
 
     async def events():  # type: ignore[no-untyped-def]
         while (event := await queue.get()) is not None:
             yield event
 
-    frames = job_wire.sse_frames(events(), keepalive=0.05)
+    frames = http_views.sse_frames(events(), keepalive=0.05)
     await queue.put(queued)
     assert (await anext(frames)).startswith("id: 1\nevent: queued\n")
     # Nothing for a while: comment frames, and the pending read is not lost.
-    assert await anext(frames) == job_wire.KEEPALIVE_FRAME
-    state, canceled = jobs.cancel(state, now=T0)
+    assert await anext(frames) == http_views.KEEPALIVE_FRAME
+    state, canceled = lifecycle.cancel(state, now=T0)
     assert canceled is not None
     await queue.put(canceled)
     await queue.put(None)
     rest = [frame async for frame in frames]
-    assert [f for f in rest if f != job_wire.KEEPALIVE_FRAME] == [canceled.to_sse()]
+    assert [f for f in rest if f != http_views.KEEPALIVE_FRAME] == [canceled.to_sse()]

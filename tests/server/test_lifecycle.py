@@ -17,13 +17,15 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from ecs_mappings import flat
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from rich_status import rich_error
 from server_process import ServerProcess
 
 from flux_client.wire import pb, pb_grpc
-from flux_server import keys
+from flux_server.admission import keys
+from flux_server.admission.audit_ecs import parse_line
 
 SLOW = {"width": 512, "height": 512, "steps": 24}
 
@@ -128,7 +130,9 @@ async def test_sigterm_finishes_accepted_work(small_server: ServerProcess) -> No
     assert small_server.process.wait(60) == 0
     records = small_server.log_records()
     assert any(r.get("message") == "draining" for r in records)
-    assert any(r.get("message") == "stopped" and r.get("drained") is True for r in records)
+    assert any(
+        r.get("message") == "stopped" and r.get("fluxserve.detail.drained") is True for r in records
+    )
 
 
 async def test_drain_timeout_answers_what_is_left_and_exits(
@@ -285,11 +289,11 @@ def test_keys_priority_safety_and_audit(
     text = httpx.get(f"{server.url}/metrics").text
     assert 'fluxserve_safety_rejections_total{reason="blocklist"} 1.0' in text
     assert server.stop() == 0
-    # The server's own log is JSON lines only, request ids included.
+    # The server's own log is ECS lines only, request ids included.
     lines = [line for line in server.log().splitlines() if line.strip()]
-    logged = [json.loads(line) for line in lines]
-    assert any(r.get("request_id") and r.get("user") == "alice" for r in logged)
-    records = [json.loads(line) for line in audit.read_text().splitlines()]
+    logged = [flat(json.loads(line)) for line in lines]
+    assert any(r.get("trace.id") and r.get("user.id") == "alice" for r in logged)
+    records = [parse_line(line) for line in audit.read_text().splitlines()]
     by_decision = {(r.get("user"), r["decision"], r.get("reason")) for r in records}
     assert ("alice", "accepted", None) in by_decision
     assert ("boss", "accepted", None) in by_decision

@@ -34,7 +34,7 @@ def test_rendered_server_args_parse(example: Path) -> None:
     assert settings.max_batch_size == spec.batching.max_batch_size
     assert settings.batch_wait == spec.batching.wait
     assert settings.http_port == 8080 and settings.grpc_port == 50051
-    from flux_server.lora import parse_lora_flags
+    from flux_server.execution.lora import parse_lora_flags
 
     loras = parse_lora_flags(settings.lora)
     assert [(lora.name, lora.scale) for lora in loras] == [(s.name, s.scale) for s in spec.loras]

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from flux_client.presets import PresetLora, StylePreset
 from flux_server.errors import InvalidRequest
-from flux_server.params import GenerateParams, resolve
+from flux_server.requests.params import GenerateParams, resolve
 from flux_server.settings import ServerSettings
 
 SETTINGS = ServerSettings(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flux_client.presets import StylePreset
-from flux_server.presets_store import PresetStore
+from flux_server.requests.presets_store import PresetStore
 
 
 def write(directory: Path, name: str, preset: StylePreset, mtime: int) -> None:

@@ -10,8 +10,8 @@ import httpx
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 
+from flux_server.api.rest.middleware import RequestMetrics
 from flux_server.metrics import Metrics
-from flux_server.rest.middleware import RequestMetrics
 
 STREAM_S = 1.0  # how long the stream runs after its first chunk
 

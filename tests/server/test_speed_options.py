@@ -36,7 +36,7 @@ def adapters(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     import torch
     from diffusers import FluxPipeline
 
-    from flux_server.lora import write_tiny_lora
+    from flux_server.execution.lora import write_tiny_lora
 
     pipe = FluxPipeline.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
     root = tmp_path_factory.mktemp("loras")
@@ -136,7 +136,7 @@ def test_compiled_serving_equals_eager_with_no_recompile_after_ready(
 def test_the_recompile_counter_reads_dynamo() -> None:
     import torch
 
-    from flux_server import speedups
+    from flux_server.execution import speedups
     from flux_server.metrics import Metrics
 
     @torch.compile(backend="eager", dynamic=False)

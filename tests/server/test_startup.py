@@ -78,13 +78,13 @@ def test_two_servers_side_by_side_with_the_default_metrics_port(
             scrape = httpx.get(f"{server.url}/metrics", timeout=30)
             assert scrape.status_code == 200 and "fluxserve_ready 1.0" in scrape.text
             listening = [r for r in server.log_records() if r.get("message") == "listening"]
-            assert listening and listening[0]["metrics_port"] == 0, server.log()
+            assert listening and listening[0]["fluxserve.detail.metrics_port"] == 0, server.log()
             reply = httpx.post(f"{server.url}/generate", json={"prompt": "a heron"}, timeout=120)
             assert reply.status_code == 200, reply.text
     finally:
         for server in servers:
             server.stop()
-    assert not any("Traceback" in server.log() for server in servers)
+    assert not any(server.tracebacks() for server in servers)
 
 
 def test_listening_log_names_the_bound_ports(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -92,7 +92,11 @@ def test_listening_log_names_the_bound_ports(tiny_model_dir: Path, tmp_path: Pat
     try:
         server.wait_ready()
         listening = next(r for r in server.log_records() if r.get("message") == "listening")
-        assert (listening["http_port"], listening["grpc_port"], listening["metrics_port"]) == (
+        assert (
+            listening["fluxserve.detail.http_port"],
+            listening["fluxserve.detail.grpc_port"],
+            listening["fluxserve.detail.metrics_port"],
+        ) == (
             server.http_port,
             server.grpc_port,
             server.metrics_port,

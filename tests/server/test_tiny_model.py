@@ -10,7 +10,7 @@ import torch
 from diffusers import FluxPipeline
 from transformers import CLIPTokenizer, T5TokenizerFast
 
-from flux_server.tiny_model import main
+from flux_server.tools.tiny_model import main
 
 
 def test_written_pipeline_loads_and_generates(tiny_model_dir: Path) -> None:

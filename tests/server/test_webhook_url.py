@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from flux_server.errors import RefusedTarget, status_of
-from flux_server.webhook_url import (
+from flux_server.jobs.webhook_url import (
     AllowList,
     IPAddress,
     check_webhook_url,

@@ -12,8 +12,10 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
+from ecs_mappings import flat
 
 
 def free_port() -> int:
@@ -41,12 +43,18 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def log_records(self) -> list[dict[str, object]]:
-        records = []
-        for line in self.log().splitlines():
-            if line.startswith("{"):
-                records.append(json.loads(line))
-        return records
+    def log_records(self) -> list[dict[str, Any]]:
+        """The server's log lines (ECS documents), each with its fields named by their
+        dotted paths: ``trace.id``, ``log.level``, ``fluxserve.detail.http_port``."""
+        return [flat(json.loads(line)) for line in self.log().splitlines() if line.startswith("{")]
+
+    def tracebacks(self) -> list[str]:
+        """Every traceback in the log: a logged exception's (its ``error.stack_trace``),
+        or one Python printed as text."""
+        logged = [
+            str(r["error.stack_trace"]) for r in self.log_records() if "error.stack_trace" in r
+        ]
+        return logged + (["(printed)"] if "Traceback (most recent call last)" in self.log() else [])
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout

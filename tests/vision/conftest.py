@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from flux_server.tiny_model import write_tiny_flux
+from flux_server.tools.tiny_model import write_tiny_flux
 
 
 @pytest.fixture(scope="session")

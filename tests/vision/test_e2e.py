@@ -24,7 +24,7 @@ from server_process import ServerProcess, start_server
 from flux_client import FluxModelClient
 from flux_client.errors import InvalidArgumentError
 from flux_client.wire import pb, pb_grpc
-from flux_server.tiny_vqa import write_tiny_vqa
+from flux_server.tools.tiny_vqa import write_tiny_vqa
 
 from .test_images import png_bytes, with_png_header_size
 

@@ -10,19 +10,23 @@ import pytest
 import torch
 from PIL import Image
 
-from flux_server.editing import (
-    EditInputError,
+from flux_server.execution.edit_job import (
     EditJob,
-    InstructEditingUnavailable,
+    EditJobError,
+    InstructUnavailable,
     batch_key,
-    edit_job_from,
-    edit_options,
     seeds_for,
     snap,
+)
+from flux_server.execution.editor import Editor
+from flux_server.requests.edits import (
+    EditInputError,
+    InstructEditingUnavailable,
+    edit_job_from,
+    edit_options,
+    validate,
     working_size,
 )
-from flux_server.editor import Editor
-from flux_server.images import ImageInputError
 
 FAST: dict[str, Any] = {"steps": 2, "strength": 1.0}
 
@@ -138,10 +142,10 @@ def test_inpaint_keeps_the_input_size(editor: Editor) -> None:
 
 
 def test_inpaint_needs_a_mask_of_the_image_size(editor: Editor) -> None:
-    with pytest.raises(ImageInputError, match="mask must have the image's size") as err:
+    with pytest.raises(EditJobError, match="mask must have the image's size") as err:
         editor.inpaint(picture((32, 32)), Image.new("L", (16, 16)), "x", **FAST)
     assert err.value.field == "mask"
-    with pytest.raises(EditInputError, match="required for inpainting"):
+    with pytest.raises(EditJobError, match="required for inpainting"):
         editor.run(EditJob(mode="inpaint", image=picture((32, 32)), prompt="x", **FAST))
 
 
@@ -165,9 +169,14 @@ def test_kontext_that_cannot_be_loaded(flux_pipe: Any, tmp_path: Path) -> None:
 
 def test_instruct_without_kontext_is_a_clear_error(plain_editor: Editor) -> None:
     assert not plain_editor.can_instruct
-    with pytest.raises(InstructEditingUnavailable, match="--kontext-model") as err:
+    with pytest.raises(InstructUnavailable, match="--kontext-model") as err:
         plain_editor.instruct(picture((32, 32)), "make it night", steps=2)
     assert err.value.field == "mode"
+    # Asked for in a request, it is refused before queueing: 501, not the caller's fault.
+    job = EditJob(mode="instruct", image=picture((32, 32)), prompt="make it night")
+    with pytest.raises(InstructEditingUnavailable, match="--kontext-model") as refused:
+        validate(job, kontext_available=False)
+    assert refused.value.field == "mode" and refused.value.code == "unimplemented"
 
 
 @pytest.mark.parametrize(
@@ -189,9 +198,13 @@ def test_bad_edit_parameters(
     params: dict[str, Any] = {"mode": "img2img", "image": picture((32, 32)), "prompt": "x"}
     params.update(FAST)
     params.update(changes)
-    with pytest.raises(EditInputError, match=message) as err:
+    with pytest.raises(EditJobError, match=message) as err:
         editor.run(EditJob(**params))
     assert err.value.field == field
+    # The request's check says the same before queueing, as a 400 naming the field.
+    with pytest.raises(EditInputError, match=message) as refused:
+        validate(EditJob(**params), kontext_available=True)
+    assert refused.value.field == field and refused.value.code == "malformed_request"
 
 
 def test_edit_options_from_a_form_or_json() -> None:
@@ -239,15 +252,15 @@ def test_incompatible_jobs_are_refused(editor: Editor) -> None:
 
 
 def test_seeds_wrap_like_generation() -> None:
-    from flux_server.params import MAX_SEED
+    from flux_server.requests.params import MAX_SEED
 
     assert seeds_for(MAX_SEED, 2) == [MAX_SEED, 0]
 
 
 def test_edit_job_from_a_resolved_request() -> None:
-    from flux_server.params import Job
+    from flux_server.requests.params import ResolvedRequest
 
-    job = Job(
+    job = ResolvedRequest(
         prompt="a lighthouse, oil painting",
         negative_prompt="blurry",
         width=64,
@@ -295,20 +308,20 @@ def test_each_edit_batch_sets_its_adapters(flux_pipe: Any) -> None:
 
 
 def test_adapters_without_a_hook_are_refused(plain_editor: Editor) -> None:
-    with pytest.raises(EditInputError, match="no LoRA adapters") as err:
+    with pytest.raises(EditJobError, match="no LoRA adapters") as err:
         plain_editor.img2img(picture((32, 32)), "a", adapters=(("ink", 1.0),), **FAST)
     assert err.value.field == "adapters"
 
 
 def test_instruct_refuses_adapters(editor: Editor) -> None:
-    with pytest.raises(EditInputError, match="not applied to instruction editing"):
+    with pytest.raises(EditJobError, match="not applied to instruction editing"):
         editor.instruct(picture((32, 32)), "make it night", steps=2, adapters=(("ink", 1.0),))
 
 
 def test_edits_use_their_own_adapters_on_the_shared_transformer(tiny_flux_dir: Path) -> None:
     from diffusers import FluxPipeline
 
-    from flux_server import lora
+    from flux_server.execution import lora
 
     # A pipeline of its own: loading adapters changes its transformer.
     pipe = FluxPipeline.from_pretrained(tiny_flux_dir)

@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 
-from flux_server.editor import Editor
-from flux_server.tiny_vqa import write_tiny_vqa
-from flux_server.vqa import VqaModel
+from flux_server.execution.editor import Editor
+from flux_server.execution.vqa import VqaModel
+from flux_server.tools.tiny_vqa import write_tiny_vqa
 
 pytestmark = [
     pytest.mark.gpu,

@@ -9,15 +9,15 @@ import zlib
 import pytest
 from PIL import Image
 
-from flux_server.images import (
+from flux_server.requests.images import (
     ImageInputError,
     check_mask,
     check_upload_names,
     decode_base64,
     decode_image,
     decode_mask,
-    encode_image,
 )
+from flux_server.requests.results import encode
 
 
 def png_bytes(img: Image.Image) -> bytes:
@@ -142,7 +142,7 @@ def test_mask_of_wrong_size() -> None:
 
 def test_encode_round_trip() -> None:
     img = Image.new("RGB", (8, 8), (1, 2, 3))
-    assert decode_image(encode_image(img, "png"), "image", 100).getpixel((1, 1)) == (1, 2, 3)
+    assert decode_image(encode(img, "png"), "image", 100).getpixel((1, 1)) == (1, 2, 3)
 
 
 def test_input_errors_are_400s_that_name_the_field() -> None:

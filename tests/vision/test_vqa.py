@@ -7,16 +7,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from flux_server.tiny_model import main as tiny_model_main
-from flux_server.tiny_vqa import write_tiny_vqa
-from flux_server.vqa import (
-    MAX_TOKENS,
-    VqaInputError,
-    VqaModel,
-    VqaModelError,
-    question_fields,
-    validate_question,
-)
+from flux_server.execution.inputs import InputRejected
+from flux_server.execution.vqa import MAX_TOKENS, VqaModel, VqaModelError
+from flux_server.requests.questions import VqaInputError, question_fields, validate_question
+from flux_server.tools.tiny_model import main as tiny_model_main
+from flux_server.tools.tiny_vqa import write_tiny_vqa
 
 from .tiny_llava import write_tiny_llava
 
@@ -72,11 +67,14 @@ def test_grayscale_images_are_accepted(vqa: VqaModel) -> None:
 def test_bad_questions(
     vqa: VqaModel, question: str, max_tokens: int, field: str, message: str
 ) -> None:
-    with pytest.raises(VqaInputError, match=message) as err:
+    # The model refuses it (a plain InputRejected of the torch layer) ...
+    with pytest.raises(InputRejected, match=message) as rejected:
         vqa.answer(Image.new("RGB", (32, 32)), question, max_tokens)
+    assert rejected.value.field == field
+    # ... and so does the request's check before queueing, as a 400 naming the field.
+    with pytest.raises(VqaInputError, match=message) as err:
+        validate_question(question, max_tokens, vqa)
     assert err.value.field == field
-    with pytest.raises(VqaInputError):
-        validate_question(question, max_tokens)
 
 
 def test_request_fields_from_a_form_or_json() -> None:

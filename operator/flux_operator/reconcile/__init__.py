@@ -9,7 +9,7 @@ from flux_operator.reconcile.children import Children
 from flux_operator.reconcile.conditions import degraded_status
 from flux_operator.reconcile.events import Event, EventType, render_event
 from flux_operator.reconcile.observed import Observed
-from flux_operator.reconcile.plan import Plan, owner_of, parse_status, plan, plan_rollout
+from flux_operator.reconcile.plan import Plan, Snapshot, owner_of, parse_status, plan, plan_rollout
 
 __all__ = [
     "Children",
@@ -17,6 +17,7 @@ __all__ = [
     "EventType",
     "Observed",
     "Plan",
+    "Snapshot",
     "degraded_status",
     "owner_of",
     "parse_status",

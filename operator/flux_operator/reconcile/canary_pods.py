@@ -1,12 +1,58 @@
-"""How many pods each side of a canary runs: during the steps (:func:`pod_counts`) and
-while ``NAME`` rolls to a promoted canary (:func:`promotion_pods`). Pure."""
+"""How many pods each side of a canary runs: for a weight (:func:`split_pods`), during the
+steps (:func:`pod_counts`) and while ``NAME`` rolls to a promoted canary
+(:func:`promotion_pods`). Pure."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
-from flux_operator.canary import split_pods
 from flux_operator.spec import FluxDeploymentSpec
+
+
+@dataclass(frozen=True)
+class PodSplit:
+    stable: int
+    canary: int
+
+    @property
+    def canary_share(self) -> int:
+        """Percent of the shared Service's endpoints that are canary pods: the traffic the
+        canary gets without a Gateway (kube-proxy balances per connection, not per weight)."""
+        total = self.stable + self.canary
+        return 0 if total == 0 else round(100 * self.canary / total)
+
+
+def split_pods(total: int, weight: int, max_surge: int) -> PodSplit:
+    """Pods per side while the canary holds ``weight`` percent.
+
+    ``total`` is the pods the service runs outside a canary: ``spec.replicas``, or with
+    autoscaling the HPA's ``status.desiredReplicas`` (the total it asks for, computed from
+    the load on both sides, since the shared selector covers both tracks).
+
+    - The canary gets ``ceil(total * weight / 100)`` pods, at least 1 when ``weight > 0``.
+    - ``max_surge >= 1``: up to ``max_surge`` of those are extra; the stable side gives up
+      the rest, so ``stable + canary <= total + max_surge`` at every step.
+    - ``max_surge == 0``: the stable side gives up exactly the canary's pods
+      (``stable + canary == total``) but always keeps one while ``weight < 100``, so the
+      canary may get fewer pods than its weight says (``total >= 2`` is required).
+    - ``weight == 0`` or ``total == 0``: no canary pods.
+
+    With autoscaling the HPA alone writes the stable Deployment's replicas, so ``stable``
+    does not apply: :func:`pod_counts` says how the
+    HPA's count is shared (the canary's pods capped at ``max_surge``, or, at 0, taken from
+    the stable side by lowering the HPA's bounds).
+    """
+    if total <= 0 or weight <= 0:
+        return PodSplit(stable=max(total, 0), canary=0)
+    canary = max(1, math.ceil(total * min(weight, 100) / 100))
+    if max_surge >= 1:
+        extra = min(max_surge, canary)
+        return PodSplit(stable=total - canary + extra, canary=canary)
+    if weight < 100:
+        canary = min(canary, total - 1)
+    return PodSplit(stable=total - canary, canary=canary)
 
 
 def replicas_of(obj: dict[str, Any] | None) -> int | None:
@@ -23,7 +69,7 @@ def pod_counts(
 ) -> tuple[int | None, int, int]:
     """``(stable replicas or None for the HPA's, canary replicas, HPA reduction)``.
 
-    Without autoscaling, :func:`flux_operator.canary.split_pods` of ``spec.replicas``.
+    Without autoscaling, :func:`split_pods` of ``spec.replicas``.
     With autoscaling the HPA keeps scaling ``NAME`` (the operator never writes its
     replicas), and T, the count it asks for (its ``status.desiredReplicas``; before it has
     one, ``NAME``'s replicas), is the total the canary's share is taken from:

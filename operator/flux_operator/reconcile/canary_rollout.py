@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from flux_operator.canary import (
+from flux_operator.reconcile.canary_decision import (
     Abort,
     Advance,
     Inconclusive,
@@ -41,35 +41,20 @@ from flux_operator.canary import (
     next_check_seconds,
     start,
 )
-from flux_operator.canary_status import CanaryStatus, Measurement
 from flux_operator.reconcile.canary_pods import pod_counts, promotion_pods, replicas_of
 from flux_operator.reconcile.history import append_entry, replace_entry, revision_of, same_revision
 from flux_operator.reconcile.observed import Observed
 from flux_operator.reconcile.rollout import Work, observe, start_revision_if_new
-from flux_operator.render import Revision, desired_revision
-from flux_operator.spec import FluxDeploymentSpec, HistoryEntry, RollbackRecord
-from flux_operator.spec_rollout import CanaryAnalysis
+from flux_operator.render import CanaryRun, Revision, desired_revision
+from flux_operator.spec import (
+    CanaryAnalysis,
+    CanaryStatus,
+    FluxDeploymentSpec,
+    HistoryEntry,
+    Measurement,
+)
 
 RUNNING = ("Starting", "Progressing", "Paused")
-
-
-@dataclass(frozen=True)
-class CanaryRun:
-    """What the reconciler applies for strategy Canary (besides ``NAME``'s revision)."""
-
-    revision: Revision | None
-    """The revision ``NAME-canary`` runs; None: no canary Deployment (delete it)."""
-    weight: int = 0
-    """The canary's share of the HTTPRoute's traffic, percent."""
-    stable_replicas: int | None = None
-    """``NAME``'s replicas while the canary runs; None: as rendered (or the HPA's)."""
-    canary_replicas: int = 0
-    hpa_reduction: int = 0
-    """Pods the HPA's minReplicas and maxReplicas are lowered by (maxSurge 0 with
-    autoscaling: the stable side gives them up to the canary)."""
-    stable_surge: int | None = None
-    """``NAME``'s rolling-update maxSurge while it rolls to a promoted canary (0: it
-    replaces a pod at a time, maxUnavailable 1); None: as rendered."""
 
 
 @dataclass(frozen=True)
@@ -116,10 +101,7 @@ def plan_canary(
 ) -> CanaryOutcome:
     """The canary's step of ``plan_rollout`` (strategy Canary). ``children`` holds the
     observed ``stable`` and ``canary`` Deployments and the ``autoscaler``."""
-    spec = work.spec
-    canary_spec = spec.rollout.canary
-    assert canary_spec is not None
-    desired = desired_revision(work.owner, spec)
+    desired = desired_revision(work.owner, work.spec)
     canary_entry = _entry(work, previous.revision) if previous is not None else None
     belongs = canary_entry is not None and same_revision(canary_entry, desired)
     stable = work.current
@@ -153,21 +135,7 @@ def plan_canary(
 
     if not belongs or previous is None or previous.phase not in RUNNING:
         supersede_running(f"replaced by release {desired.release} before promotion")
-        entry = append_entry(work.history, desired, work.now)
-        started = start(canary_spec, desired.release, entry.revision, now).model_copy(
-            update={
-                "phase": "Starting",
-                "step_ends_at": None,
-                "message": f"waiting for {work.owner.name}-canary to have a ready pod",
-            }
-        )
-        work.event(
-            "Normal",
-            "CanaryStarted",
-            f"revision {entry.revision}: release {desired.release} runs as a canary beside "
-            f"release {stable.release} (revision {stable.revision})",
-        )
-        return _running(work, started, desired, stable, children, 0, None)
+        return _start(work, desired, stable, children, now)
     assert canary_entry is not None
     return _step(
         work,
@@ -178,6 +146,34 @@ def plan_canary(
         now=now,
         measurements=measurements,
     )
+
+
+def _start(
+    work: Work,
+    desired: Revision,
+    stable: HistoryEntry,
+    children: dict[str, dict[str, Any] | None],
+    now: datetime,
+) -> CanaryOutcome:
+    """A new canary of ``desired`` beside ``stable``: its history entry, and the first step
+    waiting for ``NAME-canary`` to have a ready pod."""
+    canary_spec = work.spec.rollout.canary
+    assert canary_spec is not None
+    entry = append_entry(work.history, desired, work.now)
+    started = start(canary_spec, desired.release, entry.revision, now).model_copy(
+        update={
+            "phase": "Starting",
+            "step_ends_at": None,
+            "message": f"waiting for {work.owner.name}-canary to have a ready pod",
+        }
+    )
+    work.event(
+        "Normal",
+        "CanaryStarted",
+        f"revision {entry.revision}: release {desired.release} runs as a canary beside "
+        f"release {stable.release} (revision {stable.revision})",
+    )
+    return _running(work, started, desired, stable, children, 0, None)
 
 
 def leave_canary(work: Work, previous: CanaryStatus | None) -> None:
@@ -227,16 +223,7 @@ def _abort(
     manual: bool,
 ) -> CanaryOutcome:
     replace_entry(work.history, entry, outcome="Failed", message=message)
-    work.rollback = RollbackRecord(
-        from_release=entry.release,
-        from_revision=entry.revision,
-        to_revision=stable.revision,
-        to_release=stable.release,
-        generation=work.generation or 0,
-        manual=manual,
-        reason="CanaryAborted",
-        message=message,
-    )
+    work.roll_back(entry, stable, "CanaryAborted", manual=manual, message=message)
     work.event("Warning", "CanaryAborted", f"{message}; release {stable.release} keeps serving")
     return CanaryOutcome(revision_of(stable), status, CanaryRun(None))
 

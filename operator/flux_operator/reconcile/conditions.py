@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from flux_operator.canary_status import CanaryStatus
 from flux_operator.reconcile.observed import Observed
 from flux_operator.reconcile.rollout import Work
 from flux_operator.spec import (
+    CanaryStatus,
     Condition,
     ConditionType,
     FluxDeploymentStatus,
+    HistoryEntry,
+    RollbackRecord,
 )
 
 
@@ -58,66 +60,35 @@ def degraded_status(
     )
 
 
+_Wanted = tuple[ConditionType, bool, str, str]
+"""A condition to set: type, status, reason, message."""
+
+
 def conditions_and_phase(
     work: Work, old: list[Condition], observed: Observed
 ) -> tuple[list[Condition], Any]:
     """Conditions and phase from the outcome of the steps."""
     current = work.current
     assert current is not None
-    now, gen = work.now, work.generation
     suspended = work.spec.autoscaling is None and work.spec.replicas == 0
     ready = suspended or (current.outcome == "Available" and observed.ready_replicas > 0)
+    wanted = [
+        _degraded(work),
+        _progressing(current),
+        _ready(work, current, observed, suspended=suspended, ready=ready),
+        _rolled_back(work.rollback),
+    ]
     conditions = list(old)
-
-    if work.degraded is not None:
-        conditions = set_condition(conditions, "Degraded", True, *work.degraded, now, gen)
-    else:
-        conditions = set_condition(conditions, "Degraded", False, "AsExpected", "", now, gen)
-
-    if current.outcome == "Progressing":
-        message = f"revision {current.revision} (release {current.release}) is rolling out"
+    for type_, status, reason, message in wanted:
         conditions = set_condition(
-            conditions, "Progressing", True, "RolloutInProgress", message, now, gen
+            conditions, type_, status, reason, message, work.now, work.generation
         )
-    else:
-        reason = "RolloutComplete" if current.outcome == "Available" else "RolloutFailed"
-        message = f"revision {current.revision} (release {current.release}): {current.outcome}"
-        conditions = set_condition(conditions, "Progressing", False, reason, message, now, gen)
-
-    if suspended:
-        conditions = set_condition(
-            conditions, "Ready", True, "Suspended", "replicas is 0 and no autoscaling", now, gen
-        )
-    elif ready:
-        message = f"{observed.ready_replicas} pod(s) serve release {current.release}"
-        conditions = set_condition(conditions, "Ready", True, "Available", message, now, gen)
-    else:
-        reason = "RolloutFailed" if work.degraded else "NotAvailable"
-        message = f"{observed.ready_replicas}/{observed.desired_replicas} pod(s) ready"
-        conditions = set_condition(conditions, "Ready", False, reason, message, now, gen)
-
-    rollback = work.rollback
-    if rollback is not None:
-        how = "manually" if rollback.manual else "automatically"
-        message = (
-            f"release {rollback.from_release or '-'} (revision {rollback.from_revision}) was "
-            f"rolled back {how} to release {rollback.to_release} "
-            f"(revision {rollback.to_revision}); change the spec to roll forward"
-        )
-        if rollback.message:
-            message = f"{rollback.message}; {message}"
-        conditions = set_condition(
-            conditions, "RolledBack", True, rollback.reason, message, now, gen
-        )
-    else:
-        conditions = set_condition(conditions, "RolledBack", False, "NoRollback", "", now, gen)
-
     order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
     conditions.sort(key=lambda c: order[c.type])
 
     if work.degraded is not None:
         phase = "Degraded"
-    elif rollback is not None:
+    elif work.rollback is not None:
         phase = "RolledBack"
     elif ready:
         phase = "Ready"
@@ -126,6 +97,48 @@ def conditions_and_phase(
     else:
         phase = "Pending"
     return conditions, phase
+
+
+def _degraded(work: Work) -> _Wanted:
+    if work.degraded is not None:
+        return ("Degraded", True, *work.degraded)
+    return ("Degraded", False, "AsExpected", "")
+
+
+def _progressing(current: HistoryEntry) -> _Wanted:
+    if current.outcome == "Progressing":
+        message = f"revision {current.revision} (release {current.release}) is rolling out"
+        return ("Progressing", True, "RolloutInProgress", message)
+    reason = "RolloutComplete" if current.outcome == "Available" else "RolloutFailed"
+    message = f"revision {current.revision} (release {current.release}): {current.outcome}"
+    return ("Progressing", False, reason, message)
+
+
+def _ready(
+    work: Work, current: HistoryEntry, observed: Observed, *, suspended: bool, ready: bool
+) -> _Wanted:
+    if suspended:
+        return ("Ready", True, "Suspended", "replicas is 0 and no autoscaling")
+    if ready:
+        message = f"{observed.ready_replicas} pod(s) serve release {current.release}"
+        return ("Ready", True, "Available", message)
+    reason = "RolloutFailed" if work.degraded else "NotAvailable"
+    message = f"{observed.ready_replicas}/{observed.desired_replicas} pod(s) ready"
+    return ("Ready", False, reason, message)
+
+
+def _rolled_back(rollback: RollbackRecord | None) -> _Wanted:
+    if rollback is None:
+        return ("RolledBack", False, "NoRollback", "")
+    how = "manually" if rollback.manual else "automatically"
+    message = (
+        f"release {rollback.from_release or '-'} (revision {rollback.from_revision}) was "
+        f"rolled back {how} to release {rollback.to_release} "
+        f"(revision {rollback.to_revision}); change the spec to roll forward"
+    )
+    if rollback.message:
+        message = f"{rollback.message}; {message}"
+    return ("RolledBack", True, rollback.reason, message)
 
 
 CANARY_REASONS = {

@@ -16,11 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from flux_operator.canary import parse_time
-from flux_operator.canary_status import Measurement
 from flux_operator.reconcile.canary_rollout import (
     CanaryOutcome,
-    CanaryRun,
     leave_canary,
     plan_canary,
 )
@@ -42,6 +39,7 @@ from flux_operator.reconcile.rollout import (
 )
 from flux_operator.render import (
     ROLLBACK_ANNOTATION,
+    CanaryRun,
     Owner,
     Revision,
     desired_revision,
@@ -50,9 +48,11 @@ from flux_operator.render import (
 from flux_operator.spec import (
     FluxDeploymentSpec,
     FluxDeploymentStatus,
+    HistoryEntry,
+    Measurement,
+    parse_time,
 )
-from flux_operator.spec_rollout import validate_canary
-from flux_operator.validation import spec_problems
+from flux_operator.validation import spec_problems, validate_canary
 
 
 @dataclass
@@ -70,6 +70,22 @@ class Plan:
     """Strategy Canary: what ``NAME-canary``, the track Services and the route run."""
     requeue_after: float | None = None
     """Seconds until the canary has something due (analysis, a step's end)."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What :func:`plan_rollout` decides from: the resource as read (its spec, status,
+    generation and annotations), its children as read, the canary analysis made for this
+    reconciliation (None: none was due) and the time."""
+
+    owner: Owner
+    spec: FluxDeploymentSpec
+    status: FluxDeploymentStatus
+    now: str
+    generation: int | None = None
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    children: Children = field(default_factory=Children)
+    measurements: list[Measurement] | None = None
 
 
 def owner_of(body: Mapping[str, Any]) -> Owner:
@@ -127,15 +143,16 @@ def plan(
         # Refused before anything starts: never a half-started canary.
         return _cannot_serve(status, generation, "InvalidCanary", "; ".join(problems), now)
     decided = plan_rollout(
-        owner,
-        spec,
-        status,
-        meta.get("annotations") or {},
-        generation,
-        children.deployment,
-        now,
-        children=children,
-        measurements=measurements,
+        Snapshot(
+            owner,
+            spec,
+            status,
+            now,
+            generation,
+            annotations=meta.get("annotations") or {},
+            children=children,
+            measurements=measurements,
+        )
     )
     revision = decided.revision
     assert revision is not None
@@ -163,57 +180,18 @@ def plan(
     return decided
 
 
-def plan_rollout(
-    owner: Owner,
-    spec: FluxDeploymentSpec,
-    status: FluxDeploymentStatus,
-    annotations: dict[str, str],
-    generation: int | None,
-    deployment: dict[str, Any] | None,
-    now: str,
-    *,
-    children: Children | None = None,
-    measurements: list[Measurement] | None = None,
-) -> Plan:
+def plan_rollout(snapshot: Snapshot) -> Plan:
     """Which revision runs and the status that follows, for a spec that can be served
     (with strategy Canary, :func:`plan_canary` decides the revisions)."""
-    observed = Observed.from_deployment(deployment)
-    rollback = status.rollback
-    # A rollback holds until the spec changes (a new generation): then the spec wins again.
-    if rollback is not None and generation is not None and rollback.generation != generation:
-        rollback = None
-    history = list(status.history)
-    work = Work(
-        owner=owner,
-        spec=spec,
-        generation=generation,
-        now=now,
-        history=history,
-        current=next((e for e in history if e.revision == status.current_revision), None),
-        rollback=rollback,
-        handled=status.handled_rollback_to,
-    )
-
-    manual_rollback(work, annotations.get(ROLLBACK_ANNOTATION))
+    observed = Observed.from_deployment(snapshot.children.deployment)
+    work = _work(snapshot)
+    manual_rollback(work, snapshot.annotations.get(ROLLBACK_ANNOTATION))
     canary: CanaryOutcome | None = None
-    if spec.rollout.strategy == "Canary":
-        seen = children or Children(deployment=deployment)
-        canary = plan_canary(
-            work,
-            observed=observed,
-            previous=status.canary,
-            children={
-                "stable": seen.deployment,
-                "canary": seen.canary_deployment,
-                "autoscaler": seen.autoscaler,
-            },
-            annotations=annotations,
-            measurements=measurements,
-            now=parse_time(now),
-        )
+    if snapshot.spec.rollout.strategy == "Canary":
+        canary = _canary_step(work, snapshot, observed)
         target = canary.target
     else:
-        leave_canary(work, status.canary)
+        leave_canary(work, snapshot.status.canary)
         target = target_revision(work)
         start_revision_if_new(work, target)
         target = observe(work, observed, target)
@@ -224,39 +202,88 @@ def plan_rollout(
             "ProgressDeadlineExceeded",
             f"release {current.release} (revision {current.revision}) failed: {current.message}",
         )
+    _prune(work, current, canary)
+    return Plan(
+        revision=target,
+        status=_status(work, snapshot, observed, canary),
+        events=work.events,
+        keep_config_maps={e.presets_config_map for e in work.history},
+        canary=canary.run if canary else None,
+        requeue_after=canary.requeue_after if canary else None,
+    )
 
+
+def _work(snapshot: Snapshot) -> Work:
+    status, generation = snapshot.status, snapshot.generation
+    rollback = status.rollback
+    # A rollback holds until the spec changes (a new generation): then the spec wins again.
+    if rollback is not None and generation is not None and rollback.generation != generation:
+        rollback = None
+    history = list(status.history)
+    return Work(
+        owner=snapshot.owner,
+        spec=snapshot.spec,
+        generation=generation,
+        now=snapshot.now,
+        history=history,
+        current=next((e for e in history if e.revision == status.current_revision), None),
+        rollback=rollback,
+        handled=status.handled_rollback_to,
+    )
+
+
+def _canary_step(work: Work, snapshot: Snapshot, observed: Observed) -> CanaryOutcome:
+    seen = snapshot.children
+    return plan_canary(
+        work,
+        observed=observed,
+        previous=snapshot.status.canary,
+        children={
+            "stable": seen.deployment,
+            "canary": seen.canary_deployment,
+            "autoscaler": seen.autoscaler,
+        },
+        annotations=dict(snapshot.annotations),
+        measurements=snapshot.measurements,
+        now=parse_time(snapshot.now),
+    )
+
+
+def _prune(work: Work, current: HistoryEntry, canary: CanaryOutcome | None) -> None:
+    """The history within its limit, keeping what runs, what may be rolled back to and the
+    canary's revision."""
     healthy_revisions = [e.revision for e in work.history if e.available_time is not None]
     keep = {current.revision, *healthy_revisions[-1:]}
     if work.rollback is not None:
         keep.add(work.rollback.to_revision)
     if canary is not None and canary.status is not None and canary.status.revision is not None:
         keep.add(canary.status.revision)
-    work.history = prune_history(work.history, spec.rollout.revision_history_limit, keep)
+    limit = work.spec.rollout.revision_history_limit
+    work.history = prune_history(work.history, limit, keep)
 
-    conditions, phase = conditions_and_phase(work, status.conditions, observed)
+
+def _status(
+    work: Work, snapshot: Snapshot, observed: Observed, canary: CanaryOutcome | None
+) -> FluxDeploymentStatus:
+    generation, now = snapshot.generation, snapshot.now
+    conditions, phase = conditions_and_phase(work, snapshot.status.conditions, observed)
     if canary is not None and canary.status is not None and work.degraded is None:
         conditions, phase = canary_conditions(
             conditions, phase, canary.status, canary.inconclusive, now, generation
         )
-    new_status = FluxDeploymentStatus(
+    current = work.current
+    assert current is not None
+    return FluxDeploymentStatus(
         observed_generation=generation,
         phase=phase,
         conditions=conditions,
         replicas=observed.replicas,
         ready_replicas=observed.ready_replicas,
-        selector=selector_string(owner),
+        selector=selector_string(snapshot.owner),
         current_release=current.release,
         current_revision=current.revision,
         history=work.history,
         rollback=work.rollback,
         handled_rollback_to=work.handled,
         canary=canary.status.summarized() if canary and canary.status else None,
-    )
-    return Plan(
-        revision=target,
-        status=new_status,
-        events=work.events,
-        keep_config_maps={e.presets_config_map for e in work.history},
-        canary=canary.run if canary else None,
-        requeue_after=canary.requeue_after if canary else None,
     )

@@ -45,6 +45,28 @@ class Work:
     def event(self, type_: EventType, reason: str, message: str) -> None:
         self.events.append(Event(type_, reason, message))
 
+    def roll_back(
+        self,
+        failed: HistoryEntry | None,
+        to: HistoryEntry,
+        reason: str,
+        *,
+        manual: bool,
+        message: str | None = None,
+    ) -> RollbackRecord:
+        """Record a rollback from ``failed`` to ``to``, held until the spec changes."""
+        self.rollback = RollbackRecord(
+            from_release=failed.release if failed else "",
+            from_revision=failed.revision if failed else 0,
+            to_revision=to.revision,
+            to_release=to.release,
+            generation=self.generation or 0,
+            manual=manual,
+            reason=reason,
+            message=message,
+        )
+        return self.rollback
+
 
 def manual_rollback(work: Work, requested: str | None) -> None:
     """The rollback-to annotation, acted on once per value."""
@@ -67,20 +89,12 @@ def manual_rollback(work: Work, requested: str | None) -> None:
             work.history, from_entry, outcome="RolledBack", message=f"rolled back to {requested}"
         )
     restored = append_entry(work.history, revision_of(target), work.now)
-    work.rollback = RollbackRecord(
-        from_release=from_entry.release if from_entry else "",
-        from_revision=from_entry.revision if from_entry else 0,
-        to_revision=restored.revision,
-        to_release=restored.release,
-        generation=work.generation or 0,
-        manual=True,
-        reason="ManualRollback",
-    )
+    record = work.roll_back(from_entry, restored, "ManualRollback", manual=True)
     work.current = restored
     work.event(
         "Normal",
         "RolledBack",
-        f"rolled back from {work.rollback.from_release or '-'} to {requested} "
+        f"rolled back from {record.from_release or '-'} to {requested} "
         f"(revision {restored.revision}) by {ROLLBACK_ANNOTATION}",
     )
 
@@ -141,15 +155,7 @@ def observe(work: Work, observed: Observed, target: Revision) -> Revision:
         good = healthy[-1]
         failed = replace_entry(work.history, current, outcome="RolledBack", message=why)
         restored = append_entry(work.history, revision_of(good), work.now)
-        work.rollback = RollbackRecord(
-            from_release=failed.release,
-            from_revision=failed.revision,
-            to_revision=restored.revision,
-            to_release=restored.release,
-            generation=work.generation or 0,
-            manual=False,
-            reason="ProgressDeadlineExceeded",
-        )
+        work.roll_back(failed, restored, "ProgressDeadlineExceeded", manual=False)
         work.current = restored
         work.event(
             "Warning",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_operator.render.naming import Owner, common_labels, object_metadata
+from flux_operator.render.naming import Owner, child_metadata
 from flux_operator.spec import FluxDeploymentSpec
 
 
@@ -15,7 +15,7 @@ def render_hpa(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, Any] | None:
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": object_metadata(owner, owner.name, common_labels(owner)),
+        "metadata": child_metadata(owner),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
             "minReplicas": scaling.min_replicas,

@@ -16,23 +16,28 @@ from flux_operator.render.naming import (
     object_metadata,
     selector_labels,
 )
-from flux_operator.render.pod import pod_volumes, server_container
+from flux_operator.render.pod import LOG_HINT_ANNOTATIONS, pod_volumes, server_container
 from flux_operator.spec import FluxDeploymentSpec
 
 
-def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
-    volumes, _ = pod_volumes(owner, spec, revision)
-    labels = common_labels(owner, revision.release)
-    template_annotations = {
+def _pod_annotations(spec: FluxDeploymentSpec, revision: Revision) -> dict[str, str]:
+    annotations = {
         PRESETS_HASH_ANNOTATION: revision.presets_hash,
         "kubectl.kubernetes.io/default-container": "server",
         "prometheus.io/scrape": "true",
         "prometheus.io/port": str(METRICS_PORT),
         "prometheus.io/path": "/metrics",
+        **LOG_HINT_ANNOTATIONS,
     }
     digest = blocklist_hash(spec)
     if digest is not None:
-        template_annotations[BLOCKLIST_HASH_ANNOTATION] = digest
+        annotations[BLOCKLIST_HASH_ANNOTATION] = digest
+    return annotations
+
+
+def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
+    volumes, _ = pod_volumes(owner, spec, revision)
+    labels = common_labels(owner, revision.release)
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
@@ -68,7 +73,7 @@ def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision
             "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
         },
         "template": {
-            "metadata": {"labels": labels, "annotations": template_annotations},
+            "metadata": {"labels": labels, "annotations": _pod_annotations(spec, revision)},
             "spec": pod_spec,
         },
     }

@@ -6,15 +6,26 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flux_operator.experiments import parse_experiments, presets_configmap_data
-from flux_operator.spec import GROUP, KIND, VERSION, FluxDeploymentSpec, experiments_as_written
+from flux_client.experiments import EXPERIMENTS_FILE, Experiment, experiments_to_file
+from flux_client.presets import StylePreset, presets_to_files
+from flux_operator.spec import (
+    GROUP,
+    KIND,
+    VERSION,
+    FluxDeploymentSpec,
+    experiments_as_written,
+    parse_experiments,
+)
 
 HTTP_PORT = 8080
 GRPC_PORT = 50051
 METRICS_PORT = 9090
+SERVER_PORTS = (("http", HTTP_PORT), ("grpc", GRPC_PORT), ("metrics", METRICS_PORT))
+"""The server's ports by name: the container's, the Service's (``targetPort`` by name)."""
 
 MODEL_DIR = "/models"
 PRESETS_DIR = "/etc/fluxserve/presets"
@@ -37,6 +48,10 @@ PRESETS_HASH_ANNOTATION = f"{GROUP}/presets-hash"
 BLOCKLIST_HASH_ANNOTATION = f"{GROUP}/blocklist-hash"
 REVISION_ANNOTATION = f"{GROUP}/revision"
 ROLLBACK_ANNOTATION = f"{GROUP}/rollback-to"
+PROMOTE_ANNOTATION = f"{GROUP}/canary-promote"
+"""Set to the canary's release (``python -m flux_operator promote NAME``): promote now."""
+ABORT_ANNOTATION = f"{GROUP}/canary-abort"
+"""Set to the canary's release (``python -m flux_operator abort NAME``): abort now."""
 
 # Long enough for a rolling update to empty the Service's endpoints before SIGTERM.
 PRESTOP_SLEEP_SECONDS = 5
@@ -76,6 +91,20 @@ def image_ref(spec: FluxDeploymentSpec) -> str:
     if "@" in spec.image or ":" in last:
         return spec.image
     return f"{spec.image}:{spec.release}"
+
+
+def presets_configmap_data(
+    presets: Mapping[str, StylePreset], experiments: Sequence[Experiment]
+) -> dict[str, str]:
+    """The presets ConfigMap's ``data``: a file per preset under its encoded key, and
+    ``_experiments.json`` when experiments run (absent otherwise, so a deployment
+    without experiments keeps its ConfigMap and its hash as before). The ConfigMap is
+    content-hashed per revision, so a change of weights is a new revision and a rollback
+    restores the experiments with the presets."""
+    data = presets_to_files(presets)
+    if experiments:
+        data[EXPERIMENTS_FILE] = experiments_to_file(experiments)
+    return data
 
 
 def presets_files(spec: FluxDeploymentSpec) -> dict[str, str]:
@@ -168,3 +197,9 @@ def object_metadata(
             }
         ]
     return meta
+
+
+def child_metadata(owner: Owner) -> dict[str, Any]:
+    """The metadata of the child named like its owner, with the common labels (the
+    Service, the NetworkPolicy, the HPA)."""
+    return object_metadata(owner, owner.name, common_labels(owner))

@@ -14,8 +14,7 @@ from flux_operator.render.naming import (
     HTTP_PORT,
     METRICS_PORT,
     Owner,
-    common_labels,
-    object_metadata,
+    child_metadata,
     selector_labels,
 )
 from flux_operator.spec import FluxDeploymentSpec, NetworkPeer
@@ -56,7 +55,7 @@ def render_network_policy(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, A
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": object_metadata(owner, owner.name, common_labels(owner)),
+        "metadata": child_metadata(owner),
         "spec": {
             "podSelector": {"matchLabels": selector_labels(owner)},
             "policyTypes": ["Ingress"],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from flux_operator.performance import performance_args
 from flux_operator.render.naming import (
     API_KEYS_DIR,
     BLOCKLIST_FILE,
@@ -18,6 +17,7 @@ from flux_operator.render.naming import (
     PRESETS_DIR,
     PRESTOP_SLEEP_SECONDS,
     SAFETY_DIR,
+    SERVER_PORTS,
     STARTUP_FAILURE_THRESHOLD,
     STARTUP_PERIOD_SECONDS,
     Owner,
@@ -25,7 +25,19 @@ from flux_operator.render.naming import (
     blocklist_config_map_name,
     blocklist_hash,
 )
-from flux_operator.spec import FluxDeploymentSpec
+from flux_operator.spec import FluxDeploymentSpec, PerformanceSpec
+
+#: Filebeat's hints-based autodiscover reads these on the pod: the server writes one
+#: Elastic Common Schema document a line (its log on stderr, the audit log on stdout),
+#: decoded as Elastic's ecs-logging guide says, then put through the ingest pipeline
+#: of deploy/elk (ingest-pipeline.json, loaded as "fluxserve-logs").
+LOG_HINT_ANNOTATIONS: dict[str, str] = {
+    "co.elastic.logs/enabled": "true",
+    "co.elastic.logs/json.overwrite_keys": "true",
+    "co.elastic.logs/json.add_error_key": "true",
+    "co.elastic.logs/json.expand_keys": "true",
+    "co.elastic.logs/pipeline": "fluxserve-logs",
+}
 
 
 def _lora_path(spec: FluxDeploymentSpec, index: int) -> str:
@@ -60,21 +72,31 @@ def server_args(spec: FluxDeploymentSpec, revision: Revision) -> list[str]:
         f"--drain-timeout={spec.rollout.drain_timeout_seconds}",
         f"--log-level={spec.log_level}",
     ]
-    if spec.batching.wait != "when-busy":
-        # Only when not the server's default: an operator upgrade must not change (and
-        # so restart) the pods of every FluxDeployment that leaves it unset.
-        args.append(f"--batch-wait={spec.batching.wait}")
-    if spec.model.revision is not None:
-        args.append(f"--model-revision={spec.model.revision}")
+    return args + _feature_args(spec) + performance_args(spec.performance)
+
+
+def _optional(*flags: tuple[str, object | None]) -> list[str]:
+    """``FLAG=VALUE`` for each value that is set (None: left to the server's default)."""
+    return [f"{flag}={value}" for flag, value in flags if value is not None]
+
+
+def _feature_args(spec: FluxDeploymentSpec) -> list[str]:
+    """The flags of the optional parts of the spec, in a fixed order (a new order would
+    restart every pod)."""
+    # --batch-wait only when not the server's default: an operator upgrade must not change
+    # (and so restart) the pods of every FluxDeployment that leaves it unset.
+    wait = spec.batching.wait if spec.batching.wait != "when-busy" else None
+    args = _optional(("--batch-wait", wait), ("--model-revision", spec.model.revision))
     for i, lora in enumerate(spec.loras):
         args.append(f"--lora={lora.name}={_lora_path(spec, i)}:{_scale(lora.scale)}")
-    if spec.safety is not None:
-        if spec.safety.blocklist is not None or spec.safety.blocklist_config_map_ref is not None:
-            args.append(f"--blocklist={SAFETY_DIR}/{BLOCKLIST_FILE}")
-        if spec.safety.model is not None:
-            args.append(f"--safety-model={spec.safety.model}")
-        if spec.safety.threshold is not None:
-            args.append(f"--safety-threshold={_scale(spec.safety.threshold)}")
+    safety = spec.safety
+    if safety is not None:
+        listed = safety.blocklist is not None or safety.blocklist_config_map_ref is not None
+        args += _optional(
+            ("--blocklist", f"{SAFETY_DIR}/{BLOCKLIST_FILE}" if listed else None),
+            ("--safety-model", safety.model),
+            ("--safety-threshold", None if safety.threshold is None else _scale(safety.threshold)),
+        )
     if spec.audit.enabled:
         # stdout: the cluster's log pipeline keeps it, and the pod needs no writable volume.
         args.append("--audit-log=-")
@@ -82,23 +104,40 @@ def server_args(spec: FluxDeploymentSpec, revision: Revision) -> list[str]:
             args.append("--audit-hash-prompts")
     if spec.api_keys is not None:
         args.append(f"--api-keys={API_KEYS_DIR}/{spec.api_keys.key}")
-    if spec.cache is not None:
-        if spec.cache.redis_url is not None:
-            args.append(f"--redis-url={spec.cache.redis_url}")
-        if spec.cache.bytes is not None:
-            args.append(f"--cache-bytes={spec.cache.bytes}")
-        if spec.cache.ttl_seconds is not None:
-            args.append(f"--cache-ttl={spec.cache.ttl_seconds}")
+    cache = spec.cache
+    if cache is not None:
+        args += _optional(
+            ("--redis-url", cache.redis_url),
+            ("--cache-bytes", cache.bytes),
+            ("--cache-ttl", cache.ttl_seconds),
+        )
     if spec.editing.enabled:
         args.append("--enable-editing")
-        if spec.editing.kontext_model is not None:
-            args.append(f"--kontext-model={spec.editing.kontext_model}")
-    if spec.vqa is not None:
-        args.append(f"--vqa-model={spec.vqa.model}")
-    if spec.max_image_pixels is not None:
-        args.append(f"--max-image-pixels={spec.max_image_pixels}")
-    args += performance_args(spec.performance)
-    return args
+        args += _optional(("--kontext-model", spec.editing.kontext_model))
+    return args + _optional(
+        ("--vqa-model", spec.vqa.model if spec.vqa is not None else None),
+        ("--max-image-pixels", spec.max_image_pixels),
+    )
+
+
+def performance_args(perf: PerformanceSpec | None) -> list[str]:
+    """The server flags for ``perf``; none for a value left at the server's default, so a
+    spec without ``performance`` renders as before."""
+    if perf is None:
+        return []
+    args = _optional(
+        ("--compile", perf.compile if perf.compile != "auto" else None),
+        ("--warmup-sizes", ",".join(perf.warmup_sizes) if perf.warmup_sizes else None),
+        ("--quantize", perf.quantize if perf.quantize != "none" else None),
+        ("--step-cache", perf.step_cache if perf.step_cache != "off" else None),
+        ("--attention-backend", perf.attention_backend),
+        ("--offload", perf.offload if perf.offload != "none" else None),
+    )
+    if not perf.vae_slicing:
+        args.append("--no-vae-slicing")
+    if perf.vae_tiling:
+        args.append("--vae-tiling")
+    return args + _optional(("--lora-max-rank", perf.lora_max_rank))
 
 
 def server_env(spec: FluxDeploymentSpec) -> list[dict[str, Any]]:
@@ -142,37 +181,20 @@ def pod_volumes(
     ]
     pvc = spec.model.source.pvc
     if pvc is not None:
-        volumes.append(
-            {
-                "name": "model",
-                "persistentVolumeClaim": {"claimName": pvc.claim_name, "readOnly": True},
-            }
-        )
-        mount: dict[str, Any] = {"name": "model", "mountPath": MODEL_DIR, "readOnly": True}
-        if pvc.sub_path:
-            mount["subPath"] = pvc.sub_path
-        mounts.append(mount)
+        claim = {"claimName": pvc.claim_name, "readOnly": True}
+        model = {"name": "model", "persistentVolumeClaim": claim}
+        _mount(volumes, mounts, model, MODEL_DIR, pvc.sub_path)
     for i, lora in enumerate(spec.loras):
-        volume_name = f"lora-{i}"
+        path = _lora_path(spec, i)
         if lora.config_map is not None:
-            volumes.append({"name": volume_name, "configMap": {"name": lora.config_map}})
-        elif lora.pvc is not None:
-            volumes.append(
-                {
-                    "name": volume_name,
-                    "persistentVolumeClaim": {"claimName": lora.pvc.claim_name, "readOnly": True},
-                }
+            _mount(
+                volumes, mounts, {"name": f"lora-{i}", "configMap": {"name": lora.config_map}}, path
             )
-        else:
-            continue  # a path under the model volume needs no volume of its own
-        lora_mount: dict[str, Any] = {
-            "name": volume_name,
-            "mountPath": _lora_path(spec, i),
-            "readOnly": True,
-        }
-        if lora.pvc is not None and lora.pvc.sub_path:
-            lora_mount["subPath"] = lora.pvc.sub_path
-        mounts.append(lora_mount)
+        elif lora.pvc is not None:
+            claim = {"claimName": lora.pvc.claim_name, "readOnly": True}
+            volume = {"name": f"lora-{i}", "persistentVolumeClaim": claim}
+            _mount(volumes, mounts, volume, path, lora.pvc.sub_path)
+        # else: a path under the model volume needs no volume of its own
     safety = spec.safety
     if safety is not None and (safety.blocklist is not None or safety.blocklist_config_map_ref):
         if safety.blocklist_config_map_ref is not None:
@@ -180,17 +202,26 @@ def pod_volumes(
             source = {"name": ref.name, "items": [{"key": ref.key, "path": BLOCKLIST_FILE}]}
         else:
             source = {"name": blocklist_config_map_name(owner.name, blocklist_hash(spec) or "")}
-        volumes.append({"name": "safety", "configMap": source})
-        mounts.append({"name": "safety", "mountPath": SAFETY_DIR, "readOnly": True})
+        _mount(volumes, mounts, {"name": "safety", "configMap": source}, SAFETY_DIR)
     if spec.api_keys is not None:
-        volumes.append(
-            {
-                "name": "api-keys",
-                "secret": {"secretName": spec.api_keys.secret_name, "defaultMode": 0o440},
-            }
-        )
-        mounts.append({"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True})
+        secret = {"secretName": spec.api_keys.secret_name, "defaultMode": 0o440}
+        _mount(volumes, mounts, {"name": "api-keys", "secret": secret}, API_KEYS_DIR)
     return volumes, mounts
+
+
+def _mount(
+    volumes: list[dict[str, Any]],
+    mounts: list[dict[str, Any]],
+    volume: dict[str, Any],
+    path: str,
+    sub_path: str | None = None,
+) -> None:
+    """``volume``, mounted read-only at ``path`` (``sub_path`` of it, when given)."""
+    volumes.append(volume)
+    mount: dict[str, Any] = {"name": volume["name"], "mountPath": path, "readOnly": True}
+    if sub_path:
+        mount["subPath"] = sub_path
+    mounts.append(mount)
 
 
 def server_container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
@@ -205,9 +236,7 @@ def server_container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision)
         "args": server_args(spec, revision),
         "env": server_env(spec),
         "ports": [
-            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
-            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
-            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+            {"name": name, "containerPort": port, "protocol": "TCP"} for name, port in SERVER_PORTS
         ],
         "resources": {
             "requests": {"cpu": spec.resources.cpu, "memory": spec.resources.memory},

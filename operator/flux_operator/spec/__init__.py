@@ -7,8 +7,10 @@ bounds the API server enforces, and — where a JSON schema cannot say it — a 
 By area: ``base`` (names, patterns, the base model) · ``sources`` (where the weights come
 from) · ``serving`` (GPUs, resources, autoscaling, batching, rollout) · ``features``
 (LoRAs, safety, audit, API keys, cache, editing, VQA) · ``network`` (who may reach the
-pods) · ``experiments`` (A/B experiments on style presets) · ``resource`` (the spec as a
-whole) · ``status``. A new part of the spec is a model in its area (or a new module),
+pods) · ``experiments`` (A/B experiments on style presets, and their checks against the
+server's own model) · ``performance`` (the server's speed options) · ``rollout`` (canary
+steps and analysis, the Gateway API route) · ``resource`` (the spec as a whole) ·
+``status`` and ``canary_status``. A new part of the spec is a model in its area (or a new module),
 and a field of ``resource.FluxDeploymentSpec``.
 """
 
@@ -26,11 +28,19 @@ from flux_operator.spec.base import (
     VERSION,
     PresetName,
 )
+from flux_operator.spec.canary_status import (
+    CanaryPhase,
+    CanaryStatus,
+    Measurement,
+    MeasurementOutcome,
+)
 from flux_operator.spec.experiments import (
     ArmSpec,
     AudienceSpec,
     ExperimentSpec,
     experiments_as_written,
+    parse_experiments,
+    preset_name_problems,
 )
 from flux_operator.spec.features import (
     ApiKeysSpec,
@@ -42,7 +52,19 @@ from flux_operator.spec.features import (
     VqaSpec,
 )
 from flux_operator.spec.network import NetworkPeer, NetworkPolicySpec
+from flux_operator.spec.performance import PerformanceSpec
 from flux_operator.spec.resource import FluxDeployment, FluxDeploymentSpec
+from flux_operator.spec.rollout import (
+    BUILTIN_METRICS,
+    CanaryAnalysis,
+    CanaryMetric,
+    CanaryRolloutFields,
+    CanarySpec,
+    CanaryStep,
+    GatewaySpec,
+    ParentRef,
+    parse_duration,
+)
 from flux_operator.spec.serving import (
     AutoscalingSpec,
     BatchingSpec,
@@ -66,9 +88,12 @@ from flux_operator.spec.status import (
     Outcome,
     Phase,
     RollbackRecord,
+    parse_time,
+    rfc3339,
 )
 
 __all__ = [
+    "BUILTIN_METRICS",
     "DNS_LABEL",
     "GROUP",
     "K8S_NAME",
@@ -87,6 +112,13 @@ __all__ = [
     "AutoscalingSpec",
     "BatchingSpec",
     "CacheSpec",
+    "CanaryAnalysis",
+    "CanaryMetric",
+    "CanaryPhase",
+    "CanaryRolloutFields",
+    "CanarySpec",
+    "CanaryStatus",
+    "CanaryStep",
     "Condition",
     "ConditionType",
     "ConfigMapKeyRef",
@@ -95,15 +127,20 @@ __all__ = [
     "FluxDeployment",
     "FluxDeploymentSpec",
     "FluxDeploymentStatus",
+    "GatewaySpec",
     "GpuSpec",
     "HistoryEntry",
     "HubSource",
     "LoraSpec",
+    "Measurement",
+    "MeasurementOutcome",
     "ModelSource",
     "ModelSpec",
     "NetworkPeer",
     "NetworkPolicySpec",
     "Outcome",
+    "ParentRef",
+    "PerformanceSpec",
     "Phase",
     "PresetName",
     "PvcSource",
@@ -114,4 +151,9 @@ __all__ = [
     "SecretKeyRef",
     "VqaSpec",
     "experiments_as_written",
+    "parse_duration",
+    "parse_experiments",
+    "parse_time",
+    "preset_name_problems",
+    "rfc3339",
 ]

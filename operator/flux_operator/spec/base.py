@@ -37,3 +37,8 @@ def _cel(*rules: tuple[str, str]) -> dict[str, Any]:
 
 class _Model(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class _StatusModel(_Model):
+    # Read back leniently: other writers (kopf's own bookkeeping) may add keys to status.
+    model_config = ConfigDict(extra="ignore")

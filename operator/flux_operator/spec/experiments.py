@@ -11,12 +11,20 @@ fails it is ``Degraded`` with the field named (``flux_operator.validation``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from flux_client.experiments import HEADER_NAME_PATTERN, MAX_ARMS, TOTAL_WEIGHT
-from flux_client.names import MAX_NAME_LENGTH
+from flux_client.experiments import (
+    HEADER_NAME_PATTERN,
+    MAX_ARMS,
+    TOTAL_WEIGHT,
+    Experiment,
+    experiment_problems,
+    validation_problems,
+)
+from flux_client.names import MAX_NAME_LENGTH, name_problem
 from flux_operator.spec.base import _cel, _Model
 
 NAME_PATTERN = r"^([-._A-Za-z0-9]|[^\x00-\x7F])+$"
@@ -106,8 +114,35 @@ EXPERIMENTS_RULES: tuple[tuple[str, str], ...] = (
 
 
 def experiments_as_written(experiments: list[ExperimentSpec]) -> list[dict[str, Any]] | None:
-    """``spec.experiments`` in its camelCase form, for ``flux_operator.experiments``
+    """``spec.experiments`` in its camelCase form, for :func:`parse_experiments`
     (None when there are none, so a spec without experiments renders as before)."""
     if not experiments:
         return None
     return [e.model_dump(mode="json", by_alias=True, exclude_none=True) for e in experiments]
+
+
+_EXPERIMENTS = TypeAdapter(list[Experiment])
+
+
+def preset_name_problems(names: Sequence[str]) -> list[str]:
+    """``spec.stylePresets[<name>]: reason`` for each name that cannot be a preset's."""
+    problems = []
+    for name in names:
+        problem = name_problem(name)
+        if problem is not None:
+            problems.append(f"spec.stylePresets[{name!r}]: {problem}")
+    return problems
+
+
+def parse_experiments(raw: Any, presets: Sequence[str]) -> tuple[list[Experiment], list[str]]:
+    """``spec.experiments`` as written, checked against the resource's presets with the
+    server's own model: the experiments (empty when any is invalid) and the problems, each
+    naming its field."""
+    if raw is None:
+        return [], []
+    try:
+        experiments = _EXPERIMENTS.validate_python(raw)
+    except ValidationError as exc:
+        return [], validation_problems(exc, prefix="spec.experiments")
+    problems = [f"spec.{p}" for p in experiment_problems(experiments, presets)]
+    return (experiments if not problems else []), problems

@@ -9,7 +9,7 @@ from pydantic import ConfigDict, Field, model_validator
 from flux_client.experiments import MAX_EXPERIMENTS
 from flux_client.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
 from flux_client.presets import StylePreset
-from flux_operator.performance import PerformanceSpec
+from flux_operator.spec import features
 from flux_operator.spec.base import RELEASE_PATTERN, PresetName, _cel, _Model
 from flux_operator.spec.experiments import (
     EXPERIMENTS_RULES,
@@ -17,16 +17,9 @@ from flux_operator.spec.experiments import (
     NAME_RULE_MESSAGE,
     ExperimentSpec,
 )
-from flux_operator.spec.features import (
-    ApiKeysSpec,
-    AuditSpec,
-    CacheSpec,
-    EditingSpec,
-    LoraSpec,
-    SafetySpec,
-    VqaSpec,
-)
 from flux_operator.spec.network import NetworkPolicySpec
+from flux_operator.spec.performance import PerformanceSpec
+from flux_operator.spec.rollout import SPEC_CEL_RULES, GatewaySpec
 from flux_operator.spec.serving import (
     AutoscalingSpec,
     BatchingSpec,
@@ -36,7 +29,6 @@ from flux_operator.spec.serving import (
 )
 from flux_operator.spec.sources import ModelSpec
 from flux_operator.spec.status import FluxDeploymentStatus
-from flux_operator.spec_rollout import SPEC_CEL_RULES, GatewaySpec
 
 
 class FluxDeploymentSpec(_Model):
@@ -123,17 +115,21 @@ class FluxDeploymentSpec(_Model):
         "resource, whose backends carry a canary's weights (all on the stable side between "
         "canaries).",
     )
-    loras: list[LoraSpec] = Field(default_factory=list, max_length=32, description="LoRA adapters.")
-    safety: SafetySpec | None = Field(default=None, description="Prompt safety filter.")
-    audit: AuditSpec = Field(default_factory=AuditSpec, description="Audit log.")
-    api_keys: ApiKeysSpec | None = Field(default=None, description="Require API keys.")
+    loras: list[features.LoraSpec] = Field(
+        default_factory=list, max_length=32, description="LoRA adapters."
+    )
+    safety: features.SafetySpec | None = Field(default=None, description="Prompt safety filter.")
+    audit: features.AuditSpec = Field(default_factory=features.AuditSpec, description="Audit log.")
+    api_keys: features.ApiKeysSpec | None = Field(default=None, description="Require API keys.")
     network_policy: NetworkPolicySpec | None = Field(
         default=None,
         description="Who may reach the pods (a NetworkPolicy); absent: no policy is made.",
     )
-    cache: CacheSpec | None = Field(default=None, description="Result cache.")
-    editing: EditingSpec = Field(default_factory=EditingSpec, description="Image editing.")
-    vqa: VqaSpec | None = Field(default=None, description="Visual question answering.")
+    cache: features.CacheSpec | None = Field(default=None, description="Result cache.")
+    editing: features.EditingSpec = Field(
+        default_factory=features.EditingSpec, description="Image editing."
+    )
+    vqa: features.VqaSpec | None = Field(default=None, description="Visual question answering.")
     max_image_pixels: int | None = Field(
         default=None,
         ge=65536,

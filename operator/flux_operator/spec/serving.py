@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from flux_operator.spec.base import _cel, _Model
-from flux_operator.spec_rollout import CanaryRolloutFields
+from flux_operator.spec.rollout import CanaryRolloutFields
 
 
 class GpuSpec(_Model):

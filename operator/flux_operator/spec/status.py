@@ -2,24 +2,32 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import Field
 
-from flux_operator.canary_status import CanaryStatus
-from flux_operator.spec.base import _Model
+from flux_operator.spec.base import _StatusModel
+from flux_operator.spec.canary_status import CanaryStatus
 
-# --- status -------------------------------------------------------------------------------
+
+def rfc3339(moment: datetime) -> str:
+    """A time as the status records it (RFC 3339, UTC, whole seconds)."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str) -> datetime:
+    """A time the status recorded (:func:`rfc3339`), back as a datetime."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "RolledBack"]
 ConditionType = Literal["Ready", "Progressing", "Degraded", "RolledBack"]
 Outcome = Literal["Progressing", "Available", "Failed", "RolledBack", "Superseded"]
 
 
-class Condition(_Model):
+class Condition(_StatusModel):
     """A Kubernetes-style condition."""
-
-    model_config = ConfigDict(extra="ignore")
 
     type: ConditionType = Field(description="Ready, Progressing, Degraded or RolledBack.")
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
@@ -31,10 +39,8 @@ class Condition(_Model):
     )
 
 
-class HistoryEntry(_Model):
+class HistoryEntry(_StatusModel):
     """One revision: what ran and how it ended."""
-
-    model_config = ConfigDict(extra="ignore")
 
     revision: int = Field(ge=1, description="Increasing revision number.")
     release: str = Field(description="The release (git tag) of this revision.")
@@ -52,10 +58,8 @@ class HistoryEntry(_Model):
     message: str | None = Field(default=None, max_length=4096, description="Why it ended so.")
 
 
-class RollbackRecord(_Model):
+class RollbackRecord(_StatusModel):
     """The rollback in force, until the spec changes."""
-
-    model_config = ConfigDict(extra="ignore")
 
     from_release: str = Field(description="The release rolled back from.")
     from_revision: int = Field(description="The revision rolled back from.")
@@ -71,11 +75,8 @@ class RollbackRecord(_Model):
     )
 
 
-class FluxDeploymentStatus(_Model):
+class FluxDeploymentStatus(_StatusModel):
     """What the operator observed; written only by the operator."""
-
-    # Read back leniently: other writers (kopf's own bookkeeping) may add keys to status.
-    model_config = ConfigDict(extra="ignore")
 
     observed_generation: int | None = Field(default=None, description="Last generation handled.")
     phase: Phase = Field(default="Pending", description="Summary for humans and health checks.")

@@ -1,0 +1,61 @@
+"""``spec.performance``: the server's speed options (torch.compile, warm-up sizes,
+quantisation, step cache, attention kernel, offload, VAE); ``render.pod`` turns them into
+the server's flags."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, StringConstraints
+
+from flux_operator.spec.base import _Model
+
+SIZE_PATTERN = r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$"
+STEP_CACHE_PATTERN = r"^(off|first-block:0?\.[0-9]+|taylorseer:([2-9]|10))$"
+
+
+class PerformanceSpec(_Model):
+    """Speed options of the server (each a flag of ``python -m flux_server``)."""
+
+    compile: Literal["auto", "off", "regional", "full"] = Field(
+        default="auto",
+        description="torch.compile: regional (the repeated blocks), full, off; auto: regional "
+        "on a GPU (--compile).",
+    )
+    warmup_sizes: list[Annotated[str, StringConstraints(pattern=SIZE_PATTERN)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="WIDTHxHEIGHT sizes compiled and run at every batch size before the pod "
+        "turns ready (--warmup-sizes); other sizes compile on first use.",
+    )
+    quantize: Literal["none", "fp8", "int8"] = Field(
+        default="none",
+        description="torchao on the transformer: fp8 (compute capability 8.9+) or int8 "
+        "weight-only (--quantize).",
+    )
+    step_cache: str = Field(
+        default="off",
+        pattern=STEP_CACHE_PATTERN,
+        description="off, first-block:THRESHOLD or taylorseer:INTERVAL (--step-cache): faster, "
+        "slightly different images.",
+    )
+    attention_backend: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,40}$",
+        description="diffusers attention backend, e.g. native, flash, sage (--attention-backend).",
+    )
+    offload: Literal["none", "model", "sequential"] = Field(
+        default="none",
+        description="CPU offload for GPUs smaller than the pipeline (--offload).",
+    )
+    vae_slicing: bool = Field(
+        default=True, description="Decode a batch image by image (--vae-slicing)."
+    )
+    vae_tiling: bool = Field(default=False, description="Decode large images in tiles.")
+    lora_max_rank: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description="LoRA rank the compiled hot-swap slot is prepared for (--lora-max-rank); "
+        "default: the largest adapter's.",
+    )

@@ -1,0 +1,257 @@
+"""The engine: a loaded ``FluxPipeline`` and one synchronous call per batch.
+
+Everything here is blocking and runs in the engine's single worker thread (the
+scheduler hands batches over with ``run_in_executor``), so the event loop never
+waits on torch. One ``torch.Generator`` per image, always on the CPU, makes the
+same seed give the same image on any device and in any batch position.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PIL import Image
+
+from flux_server.execution import speedups
+from flux_server.execution.cancellation import GenerationInterrupted
+from flux_server.execution.inputs import Picture, ProgressFn, StopFn, TextToImage
+
+log = logging.getLogger(__name__)
+
+AdapterHook = Callable[[Any, dict[str, float]], None]
+"""Switches the pipeline's LoRA adapters to the given weights before a call."""
+
+
+def choose_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA device")
+    return requested
+
+
+def choose_dtype(requested: str, device: str) -> Any:
+    import torch
+
+    if requested == "auto":
+        if device == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        # Half precision on CPU is slow and, for bfloat16, lossy for no gain.
+        return torch.float32
+    return getattr(torch, requested)
+
+
+@dataclass
+class ModelInfo:
+    model: str
+    revision: str | None
+    device: str
+    dtype: str
+    load_seconds: float = 0.0
+    warmup_seconds: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Engine:
+    """A loaded FLUX pipeline. ``.pipe`` is shared with the editing pipelines
+    (built from it with ``from_pipe``)."""
+
+    def __init__(
+        self, pipe: Any, info: ModelInfo, speed: speedups.SpeedOptions | None = None
+    ) -> None:
+        self.pipe = pipe
+        self.speed = speed or speedups.SpeedOptions()
+        self.info = info
+        self.device = info.device
+        self.dtype = pipe.dtype if hasattr(pipe, "dtype") else None
+        self.adapter_hook: AdapterHook | None = None
+        self._active_adapters: dict[str, float] | None = None
+
+    @classmethod
+    def load(
+        cls,
+        model: str,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        speed: speedups.SpeedOptions | None = None,
+        *,
+        with_adapters: bool = False,
+    ) -> Engine:
+        """Load a FLUX pipeline from a directory or a hub id (``HF_TOKEN`` from the
+        environment, read by huggingface_hub itself), with the ``speed`` options (none:
+        plain eager) for a ``device`` from :func:`choose_device`; ``with_adapters``:
+        LoRA adapters will be loaded on it."""
+        import torch
+        from diffusers import FluxPipeline
+
+        chosen_device = choose_device(device)
+        chosen_dtype = choose_dtype(dtype, chosen_device)
+        started = time.perf_counter()
+        pipe = FluxPipeline.from_pretrained(model, revision=revision, dtype=chosen_dtype)
+        speed = speed or speedups.SpeedOptions()
+        speedups.prepare(pipe, speed, chosen_device, with_adapters=with_adapters)
+        pipe.set_progress_bar_config(disable=True)
+        info = ModelInfo(
+            model=model,
+            revision=revision,
+            device=chosen_device,
+            dtype=str(chosen_dtype).removeprefix("torch."),
+            load_seconds=time.perf_counter() - started,
+        )
+        torch.set_grad_enabled(False)
+        log.info(
+            "model loaded",
+            extra={
+                "model": model,
+                "revision": revision,
+                "device": chosen_device,
+                "dtype": info.dtype,
+                "load_seconds": round(info.load_seconds, 3),
+                "compile": speed.compile,
+                "quantize": speed.quantize,
+                "step_cache": speed.step_cache.kind,
+                "offload": speed.offload,
+            },
+        )
+        speedups.mark_ready()
+        return cls(pipe, info, speed)
+
+    def warmup(self) -> None:
+        """Compile (with ``--compile``) and run every warm-up size at every batch size,
+        so no caller pays for a compile or lazy init; then count compilations from here."""
+        started = time.perf_counter()
+        speedups.compile_transformer(self.pipe, self.speed)
+        sizes = self.speed.warmup_sizes or ((256, 256),)
+        # Three steps: a step cache takes its skip path from the second step on.
+        steps = 3 if self.speed.step_cache.kind != "off" else 1
+        for width, height in sizes:
+            for batch in self.speed.warmup_batch_sizes:
+                job = TextToImage(
+                    "warm-up", width, height, steps, guidance_scale=3.5, seed=0, num_images=batch
+                )
+                self.generate([job])
+                if self.adapter_hook is not None and self.speed.compile != "off":
+                    # The adapter path too (scales are tensors: one graph for all).
+                    names = sorted(self._adapter_names())
+                    if names:
+                        self.generate([_with_adapter(job, names[0])])
+        self.info.warmup_seconds = time.perf_counter() - started
+        speedups.mark_ready()
+        log.info(
+            "warm-up done",
+            extra={
+                "warmup_seconds": round(self.info.warmup_seconds, 3),
+                "sizes": [f"{w}x{h}" for w, h in sizes],
+                "batch_sizes": list(self.speed.warmup_batch_sizes),
+                "compilations": speedups.compilations(),
+            },
+        )
+
+    def _adapter_names(self) -> set[str]:
+        from flux_server.execution.lora import loaded_adapters
+
+        return loaded_adapters(self.pipe)
+
+    def generate(
+        self,
+        jobs: Sequence[TextToImage],
+        progress: ProgressFn | None = None,
+        should_stop: StopFn | None = None,
+    ) -> list[list[Picture]]:
+        """Run compatible jobs (equal ``batch_key()``) in one pipeline call; return each
+        job's pictures in order (called from the engine thread).
+
+        ``should_stop`` is asked before the call and after every denoising step; when
+        it says yes the call ends there with :class:`GenerationInterrupted` (no VAE
+        decode), so the GPU is free within one step (see
+        ``flux_server.execution.cancellation``)."""
+        import torch
+
+        # Without a warm-up, the first call compiles (once; a no-op afterwards).
+        speedups.compile_transformer(self.pipe, self.speed)
+
+        if not jobs:
+            return []
+        first = jobs[0]
+        if any(job.batch_key() != first.batch_key() for job in jobs):
+            raise ValueError("jobs in one pipeline call must share width, height, steps, ...")
+        self.set_adapters(dict(first.adapters))
+
+        prompts: list[str] = []
+        negatives: list[str] = []
+        generators: list[torch.Generator] = []
+        seeds: list[int] = []
+        for job in jobs:
+            for seed in job.seeds():
+                prompts.append(job.prompt)
+                negatives.append(job.negative_prompt or "")
+                generators.append(torch.Generator("cpu").manual_seed(seed))
+                seeds.append(seed)
+
+        kwargs: dict[str, Any] = {}
+        if first.true_cfg_scale > 1.0:
+            kwargs["negative_prompt"] = negatives
+            kwargs["true_cfg_scale"] = first.true_cfg_scale
+        if should_stop is not None and should_stop():
+            raise GenerationInterrupted(0, first.steps)
+        if progress is not None or should_stop is not None:
+
+            def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict:
+                if progress is not None:
+                    progress(step + 1, first.steps)
+                # Raised here rather than diffusers' ``_interrupt``, which would still
+                # run the remaining loop and decode latents nobody wants.
+                if should_stop is not None and step + 1 < first.steps and should_stop():
+                    raise GenerationInterrupted(step + 1, first.steps)
+                return tensors
+
+            kwargs["callback_on_step_end"] = on_step_end
+
+        try:
+            output = self.pipe(
+                prompt=prompts,
+                width=first.width,
+                height=first.height,
+                num_inference_steps=first.steps,
+                guidance_scale=first.guidance_scale,
+                generator=generators,
+                num_images_per_prompt=1,
+                output_type="pil",
+                **kwargs,
+            )
+        except GenerationInterrupted:
+            # The pipeline's own epilogue did not run; offload hooks, if any, reset.
+            free_hooks = getattr(self.pipe, "maybe_free_model_hooks", None)
+            if free_hooks is not None:
+                free_hooks()
+            raise
+        images: list[Image.Image] = output.images
+        pictures = [Picture(image, seed) for image, seed in zip(images, seeds, strict=True)]
+        results: list[list[Picture]] = []
+        for job in jobs:
+            results.append(pictures[: job.num_images])
+            pictures = pictures[job.num_images :]
+        return results
+
+    def set_adapters(self, adapters: dict[str, float]) -> None:
+        """Make exactly these LoRA adapters active (engine thread only); a no-op when
+        they already are."""
+        if self.adapter_hook is None:
+            if adapters:
+                raise ValueError("this server has no LoRA adapters loaded")
+            return
+        if adapters != self._active_adapters:
+            self.adapter_hook(self.pipe, adapters)
+            self._active_adapters = adapters
+
+
+def _with_adapter(job: TextToImage, name: str) -> TextToImage:
+    return dataclasses.replace(job, adapters=((name, 1.0),))

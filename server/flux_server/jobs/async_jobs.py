@@ -1,0 +1,341 @@
+"""Async jobs on the shared queue: what happens between ``Prefer: respond-async`` and
+the job's outcome, after admission has passed the request.
+
+A job is recorded first (``Unavailable`` when the store cannot: a job nobody could
+find is never accepted), then its :class:`~flux_server.scheduling.runner.Work` joins the same
+batcher as synchronous requests, so batching, the priority lane and deadlines hold for
+it too. A task per job waits for the result and reports it to the
+:class:`~flux_server.jobs.manager.JobManager`; the batch reports the start, every step
+goes to the manager, and a cancel either takes the work out of the queue or sets its
+token, which stops its pipeline call at the next step once every member is cancelled.
+:class:`JobEntryPoints` holds the service's job entry points (submit, submit an edit,
+read and cancel).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+from flux_server.admission.gate import Admission, Trail
+from flux_server.admission.request_log import log_served
+from flux_server.errors import InternalError, NotEnabled, ServeError
+from flux_server.jobs.access import OwnedJobs
+from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
+from flux_server.jobs.manager import JobManager
+from flux_server.jobs.webhook_url import WebhookTarget
+from flux_server.requests.results import GeneratedImage
+from flux_server.scheduling.batcher import Batcher, BatchInfo
+from flux_server.scheduling.runner import Runner, Work, describe_failure
+
+if TYPE_CHECKING:
+    from flux_server.requests.context import CallContext
+    from flux_server.requests.params import GenerateParams, ResolvedRequest
+    from flux_server.requests.results import GenerationResult
+
+log = logging.getLogger(__name__)
+
+#: Called with a succeeded job's trail, images and batch (None for a cache hit): an
+#: experiment counts the job like a synchronous request served in its arm.
+ServedFn = Callable[[Trail, list[GeneratedImage], BatchInfo | None], Awaitable[None]]
+
+
+def total_steps(work: Work) -> int:
+    """The denoising steps the work's pipeline call runs (an img2img edit runs only
+    the last ``strength`` of its schedule)."""
+    if work.kind == "edit":
+        from flux_server.execution.edit_job import EditJob, denoising_steps
+
+        if isinstance(work.job, EditJob):
+            return denoising_steps(work.job)
+    return int(getattr(work.job, "steps", 0))
+
+
+class AsyncJobs:
+    """The jobs this replica accepted, from submission to outcome."""
+
+    def __init__(
+        self,
+        batcher: Batcher[Work, Any],
+        admission: Admission,
+        manager: JobManager,
+        runner: Runner,
+        default_timeout: float,
+        on_served: ServedFn | None = None,
+    ) -> None:
+        self.batcher = batcher
+        self.admission = admission
+        self.manager = manager
+        self.runner = runner
+        self.default_timeout = default_timeout
+        self.on_served = on_served
+        self._trails: dict[str, Trail] = {}  # live jobs: for their audit lines
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._repositioning: asyncio.Task[None] | None = None
+        manager.add_listener(self._audit)
+
+    async def submit(
+        self,
+        trail: Trail,
+        work: Work,
+        *,
+        webhook: WebhookTarget | None,
+        webhook_events_filter: frozenset[str],
+        cache_key: str | None,
+    ) -> JobState:
+        """Record the job and queue its work; returns the job as first recorded."""
+        ctx = trail.ctx
+        if self.runner.engine is None:
+            # A queue front (--role front) loads no model; jobs do not ride the queue yet.
+            raise NotEnabled(
+                "async jobs are not queued for the fleet yet: submit them to a server with "
+                "--role all or worker",
+                "prefer",
+            )
+        self.batcher.check_capacity()  # 429/503 before anything is recorded
+        cached = await self.admission.lookup(cache_key)
+        state, live = await self.manager.submit(
+            position=self.batcher.depth,
+            kind=work.kind,
+            request_id=ctx.request_id,
+            webhook=webhook,
+            webhook_events_filter=webhook_events_filter,
+            experiment=trail.experiment.served() if trail.experiment else None,
+            user=trail.user,
+        )
+        job_id = state.id
+        self._trails[job_id] = trail
+        try:
+            self.admission.job_event(trail, job_id, "submitted")
+        except ServeError as error:
+            # Recorded but never to run: say so on the job, and refuse the submission.
+            self._trails.pop(job_id, None)
+            await self.manager.failed(job_id, error)
+            raise
+        steps = total_steps(work)
+        if cached is not None:
+            self._spawn(self._finish_cached(job_id, steps, cached))
+            return state
+        work.job_id = job_id
+        work.token = live.token
+        work.loop = asyncio.get_running_loop()
+        work.progress = self.manager.progress_callback(job_id)
+        work.on_start = lambda: self._started(job_id, steps)
+        timeout = ctx.timeout if ctx.timeout is not None else self.default_timeout
+        try:
+            item = self.batcher.enqueue(work, priority=ctx.priority, timeout=timeout)
+        except ServeError as error:  # the queue filled up since the check
+            await self.manager.failed(job_id, error)
+            raise
+
+        def withdraw() -> None:
+            if not self.batcher.withdraw(item):
+                log.info(
+                    "job cancel reached the engine",
+                    extra={"job_id": job_id, "step": self.runner.step},
+                )
+
+        live.on_cancel = withdraw
+        self._spawn(self._run(job_id, work, self.batcher.wait(item, timeout), cache_key))
+        self.queue_changed()
+        return state
+
+    async def _run(
+        self,
+        job_id: str,
+        work: Work,
+        result: Coroutine[Any, Any, tuple[list[GeneratedImage], Any]],
+        cache_key: str | None,
+    ) -> None:
+        try:
+            images, info = await result
+        except asyncio.CancelledError:
+            return  # withdrawn from the queue: the cancel is recorded already
+        except ServeError as error:
+            await self.manager.failed(job_id, error)
+            return
+        except Exception as exc:
+            log.exception("job failed", extra={"job_id": job_id, "error": repr(exc)})
+            await self.manager.failed(job_id, InternalError(describe_failure(exc, work)))
+            return
+        if work.token is not None and work.token.cancelled:
+            return  # the images of a cancelled job are dropped, never delivered
+        await self.admission.store(cache_key, images)
+        await self._succeeded(job_id, images, info)
+
+    async def _started(self, job_id: str, steps: int) -> None:
+        # A batch that failed is split and run again: its jobs have started already.
+        with contextlib.suppress(JobStateError):
+            await self.manager.started(job_id, steps)
+
+    async def _finish_cached(self, job_id: str, steps: int, images: list[GeneratedImage]) -> None:
+        await self.manager.started(job_id, steps)
+        await self._succeeded(job_id, images, None)
+
+    async def _succeeded(
+        self, job_id: str, images: list[GeneratedImage], info: BatchInfo | None
+    ) -> None:
+        trail = self._trails.get(job_id)  # read before the outcome's audit line drops it
+        await self.manager.succeeded(job_id, images)
+        if trail is not None and self.on_served is not None:
+            await self.on_served(trail, images, info)
+
+    # -- queue positions -------------------------------------------------------------------
+
+    def queue_changed(self) -> None:
+        """The queue moved: tell queued jobs their new places (one pass at a time)."""
+        if self._repositioning is None and self._trails:
+            self._repositioning = self._spawn(self._reposition())
+
+    async def _reposition(self) -> None:
+        try:
+            await asyncio.sleep(0)  # let a burst of changes settle into one pass
+            for position, work in self.batcher.positions().items():
+                if work.job_id is not None and self.manager.live(work.job_id) is not None:
+                    with contextlib.suppress(JobStateError):  # it started meanwhile
+                        await self.manager.reposition(work.job_id, position)
+        finally:
+            self._repositioning = None
+
+    # -- audit and shutdown ----------------------------------------------------------------
+
+    def _audit(self, state: JobState, event: JobEvent) -> None:
+        if not event.kind.terminal:
+            return
+        trail = self._trails.pop(state.id, None)
+        if trail is None:
+            return
+        if event.kind is EventKind.SUCCEEDED:
+            self.admission.job_event(trail, state.id, "accepted")
+        elif event.kind is EventKind.CANCELED:
+            self.admission.job_event(trail, state.id, "canceled")
+        else:
+            error = state.error
+            self.admission.job_event(
+                trail,
+                state.id,
+                "rejected",
+                reason=error.code if error else "failed",
+                detail=error.message if error else None,
+            )
+
+    async def finish(self, reason: str, drained: bool) -> int:
+        """After the drain: let finished work record its outcome, then mark what is
+        left failed with ``reason``. When the drain timed out, running jobs are
+        cancelled first, so the engine stops at the next step instead of computing
+        images nobody can collect. Returns how many jobs were left."""
+        if not drained:
+            for job_id in list(self._trails):
+                live = self.manager.live(job_id)
+                if live is not None:
+                    live.token.cancel()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=5)
+        return await self.manager.fail_unfinished(reason)
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+class JobEntryPoints:
+    """The async-job entry points of :class:`flux_server.service.core.GenerationService`:
+    admitted like a synchronous request, then queued by :class:`AsyncJobs`."""
+
+    if TYPE_CHECKING:  # provided by the service
+        admission: Admission
+        jobs: JobManager
+        async_jobs: AsyncJobs
+
+        @property
+        def adapter_versions(self) -> dict[str, str]: ...
+
+        def _arm(self, trail: Trail, params: GenerateParams) -> GenerateParams: ...
+
+        def _resolve(self, params: GenerateParams) -> ResolvedRequest: ...
+
+        async def _edit_work(
+            self,
+            trail: Trail,
+            image: bytes,
+            mask: bytes | None,
+            mode: str | None,
+            strength: float | None,
+            params: GenerateParams,
+        ) -> Work: ...
+
+        def _result(
+            self,
+            trail: Trail,
+            images: list[GeneratedImage],
+            info: BatchInfo | None,
+            cache_hit: bool = False,
+        ) -> GenerationResult: ...
+
+        async def _served(
+            self, trail: Trail, result: GenerationResult, info: BatchInfo | None
+        ) -> None: ...
+
+    async def submit(
+        self,
+        params: GenerateParams,
+        ctx: CallContext,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
+    ) -> JobState:
+        """Admit a generation like :meth:`generate`, then queue it as an async job and
+        return the job without waiting (``Prefer: respond-async``, gRPC ``Submit``)."""
+        admission = self.admission
+        async with admission.request(ctx) as trail:
+            admission.admit(trail)
+            job = trail.job = self._resolve(self._arm(trail, params))
+            await admission.screen(trail, job.prompt, "prompt")
+            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
+            key = admission.cache_key(
+                job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
+            )
+            work = Work("generate", job, job.output_format, trail.ctx.request_id)
+            return await self.async_jobs.submit(
+                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=key
+            )
+
+    async def submit_edit(
+        self,
+        *,
+        image: bytes,
+        mask: bytes | None,
+        mode: str | None,
+        strength: float | None,
+        params: GenerateParams,
+        ctx: CallContext,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
+    ) -> JobState:
+        """Admit an edit like :meth:`edit`, then queue it as an async job."""
+        async with self.admission.request(ctx) as trail:
+            self.admission.admit(trail)
+            work = await self._edit_work(trail, image, mask, mode, strength, params)
+            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
+            return await self.async_jobs.submit(
+                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=None
+            )
+
+    def job_reader(self, ctx: CallContext) -> OwnedJobs:
+        """The jobs of a caller with a valid key: those its key's user submitted (reads
+        and cancels answer while the model loads or the server drains: the jobs are in
+        the store)."""
+        principal, _ = self.admission.authenticate(ctx)
+        return OwnedJobs(self.jobs, principal.user if principal is not None else None)
+
+    async def _job_served(
+        self, trail: Trail, images: list[GeneratedImage], info: BatchInfo | None
+    ) -> None:
+        """An async job that succeeded: counted in its arm like a synchronous request."""
+        result = self._result(trail, images, info, cache_hit=info is None)
+        await self._served(trail, result, info)
+        log_served(trail, result, info, job=True)

@@ -1,0 +1,375 @@
+"""Async jobs: the record of one job, its state machine and the events it emits (pure).
+
+A job is ``queued`` → ``running`` → exactly one of ``succeeded``, ``failed`` or
+``canceled`` (a queued job may also go straight to ``failed`` or ``canceled``). Every
+transition is a function ``(state, ...) -> (state, event)``: nothing here does I/O or
+reads a clock, so the store, the webhooks and the SSE stream all see one sequence of
+events numbered by ``seq``, and a replica that reads the record from Redis rebuilds
+the same view.
+
+Each event's JSON (:meth:`JobEvent.to_json`) is part of the wire contract; the bodies
+of the HTTP answers are in ``flux_server.jobs.http_views``.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from flux_server.experiments.assignment import ServedArm
+
+
+class JobStatus(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED})
+
+
+class EventKind(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    PROGRESS = "progress"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (EventKind.SUCCEEDED, EventKind.FAILED, EventKind.CANCELED)
+
+
+class JobStateError(RuntimeError):
+    """A transition the state machine does not allow (a bug in the caller, never a
+    caller's request: a cancel of a finished job is not an error, see :func:`cancel`)."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int
+    total: int
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why a job failed: the same ``code``/``message``/``field`` a synchronous request
+    would have answered with."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One result image, without its bytes (the store keeps those apart)."""
+
+    seed: int
+    format: str
+    width: int
+    height: int
+    size: int
+
+
+@dataclass(frozen=True)
+class JobState:
+    """Everything known about a job, except its images' bytes."""
+
+    id: str
+    status: JobStatus
+    created_at: float
+    """Wall-clock seconds since the epoch (UTC)."""
+    kind: str = "generate"
+    """``generate`` or ``edit``."""
+    seq: int = 0
+    """Number of the last event this state emitted; increases by one per event."""
+    started_at: float | None = None
+    completed_at: float | None = None
+    queue_position: int | None = None
+    """0-based place in the queue while queued."""
+    progress: Progress | None = None
+    error: JobError | None = None
+    images: tuple[ImageInfo, ...] = ()
+    owner: str = ""
+    """The replica running the job: where a cancel must be delivered."""
+    request_id: str | None = None
+    webhook: str | None = None
+    webhook_events_filter: frozenset[str] = field(default_factory=lambda: frozenset({"completed"}))
+    experiment: ServedArm | None = None
+    """The experiment arm the job was assigned at submission; None outside any."""
+    user: str | None = None
+    """The API key's user that submitted the job: only that user reads, watches or
+    cancels it. None when the server takes no keys (then anyone with the id may)."""
+
+    def to_record(self) -> str:
+        """The JSON stored for the job (memory or Redis), read back by :meth:`from_record`."""
+        data = asdict(self)
+        data["status"] = self.status.value
+        data["webhook_events_filter"] = sorted(self.webhook_events_filter)
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def from_record(cls, record: str | bytes) -> JobState:
+        data = json.loads(record)
+        return cls(
+            **{
+                **data,
+                "status": JobStatus(data["status"]),
+                "progress": Progress(**data["progress"]) if data["progress"] else None,
+                "error": JobError(**data["error"]) if data["error"] else None,
+                "images": tuple(ImageInfo(**image) for image in data["images"]),
+                "webhook_events_filter": frozenset(data["webhook_events_filter"]),
+                # .get: a record written before jobs named their arm has none
+                "experiment": ServedArm(**arm) if (arm := data.get("experiment")) else None,
+            }
+        )
+
+    @property
+    def result_bytes(self) -> int:
+        return sum(image.size for image in self.images)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One thing that happened to a job, as the SSE stream, ``WatchJob`` and the
+    webhooks carry it."""
+
+    job_id: str
+    seq: int
+    kind: EventKind
+    data: Mapping[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.job_id, "seq": self.seq, "event": self.kind.value, **self.data}
+
+    def to_message(self) -> str:
+        """The event as one line of JSON (Redis pub/sub), read back by :meth:`from_message`."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
+
+    @classmethod
+    def from_message(cls, message: str | bytes) -> JobEvent:
+        data = json.loads(message)
+        job_id, seq, kind = data.pop("id"), data.pop("seq"), EventKind(data.pop("event"))
+        return cls(job_id=job_id, seq=seq, kind=kind, data=data)
+
+    def to_sse(self) -> str:
+        """The event as a Server-Sent Events frame (``id`` lets a client resume)."""
+        payload = json.dumps(self.to_json(), separators=(",", ":"))
+        return f"id: {self.seq}\nevent: {self.kind.value}\ndata: {payload}\n\n"
+
+
+WEBHOOK_FILTERS = frozenset({"start", "progress", "completed"})
+DEFAULT_WEBHOOK_FILTER = frozenset({"completed"})
+
+
+def webhook_filter_of(kind: EventKind) -> str | None:
+    """The ``webhook_events_filter`` value that subscribes to events of this kind
+    (``queued`` is never sent: the submitter has just been told)."""
+    if kind is EventKind.RUNNING:
+        return "start"
+    if kind is EventKind.PROGRESS:
+        return "progress"
+    if kind.terminal:
+        return "completed"
+    return None
+
+
+def parse_events_filter(values: Sequence[str] | None) -> frozenset[str]:
+    """``webhook_events_filter`` from a request; ``ValueError`` naming the bad value."""
+    if not values:
+        return DEFAULT_WEBHOOK_FILTER
+    unknown = sorted(set(values) - WEBHOOK_FILTERS)
+    if unknown:
+        raise ValueError(
+            f"unknown webhook event {unknown[0]!r}; use any of {', '.join(sorted(WEBHOOK_FILTERS))}"
+        )
+    return frozenset(values)
+
+
+def new_job_id() -> str:
+    """A random id, safe in URLs and Redis keys (128 bits)."""
+    return "job_" + secrets.token_urlsafe(16).replace("-", "a").replace("_", "b")
+
+
+# --- transitions -------------------------------------------------------------------------
+
+
+def _event(state: JobState, kind: EventKind, data: Mapping[str, Any]) -> tuple[JobState, JobEvent]:
+    state = replace(state, seq=state.seq + 1)
+    return state, JobEvent(state.id, state.seq, kind, data)
+
+
+def _require(state: JobState, *allowed: JobStatus, action: str) -> None:
+    if state.status not in allowed:
+        raise JobStateError(f"job {state.id} is {state.status.value}; cannot {action}")
+
+
+def submit(
+    job_id: str,
+    *,
+    now: float,
+    position: int,
+    owner: str = "",
+    kind: str = "generate",
+    request_id: str | None = None,
+    webhook: str | None = None,
+    webhook_events_filter: frozenset[str] = DEFAULT_WEBHOOK_FILTER,
+    experiment: ServedArm | None = None,
+    user: str | None = None,
+) -> tuple[JobState, JobEvent]:
+    """A new queued job at ``position`` and its ``queued`` event."""
+    state = JobState(
+        id=job_id,
+        status=JobStatus.QUEUED,
+        created_at=now,
+        kind=kind,
+        queue_position=position,
+        owner=owner,
+        request_id=request_id,
+        webhook=webhook,
+        webhook_events_filter=webhook_events_filter,
+        experiment=experiment,
+        user=user,
+    )
+    return _event(state, EventKind.QUEUED, {"queue_position": position})
+
+
+def reposition(state: JobState, position: int) -> tuple[JobState, JobEvent | None]:
+    """The queue moved: a new ``queued`` event when the position changed, else none."""
+    _require(state, JobStatus.QUEUED, action="move in the queue")
+    if position == state.queue_position:
+        return state, None
+    return _event(
+        replace(state, queue_position=position), EventKind.QUEUED, {"queue_position": position}
+    )
+
+
+def start(state: JobState, *, now: float, total: int) -> tuple[JobState, JobEvent]:
+    _require(state, JobStatus.QUEUED, action="start")
+    state = replace(
+        state,
+        status=JobStatus.RUNNING,
+        started_at=now,
+        queue_position=None,
+        progress=Progress(0, total),
+    )
+    return _event(state, EventKind.RUNNING, {"started_at": iso(now), "total": total})
+
+
+def step(state: JobState, done: int, total: int) -> tuple[JobState, JobEvent]:
+    """Denoising step ``done`` of ``total`` finished."""
+    _require(state, JobStatus.RUNNING, action="report progress")
+    progress = Progress(done, total)
+    return _event(replace(state, progress=progress), EventKind.PROGRESS, asdict(progress))
+
+
+def succeed(
+    state: JobState, *, now: float, images: Sequence[ImageInfo]
+) -> tuple[JobState, JobEvent]:
+    _require(state, JobStatus.RUNNING, action="succeed")
+    state = replace(state, status=JobStatus.SUCCEEDED, completed_at=now, images=tuple(images))
+    return _event(state, EventKind.SUCCEEDED, _result(state))
+
+
+def fail(state: JobState, *, now: float, error: JobError) -> tuple[JobState, JobEvent]:
+    """A queued or running job failed (or was left unfinished at shutdown)."""
+    _require(state, JobStatus.QUEUED, JobStatus.RUNNING, action="fail")
+    state = replace(
+        state, status=JobStatus.FAILED, completed_at=now, queue_position=None, error=error
+    )
+    return _event(state, EventKind.FAILED, {"error": asdict(error)})
+
+
+def cancel(state: JobState, *, now: float) -> tuple[JobState, JobEvent | None]:
+    """Cancel a queued or running job. A finished job stays as it is (no event): a
+    cancel racing the last step is not an error, and the caller reads the outcome."""
+    if state.status.terminal:
+        return state, None
+    state = replace(state, status=JobStatus.CANCELED, completed_at=now, queue_position=None)
+    return _event(state, EventKind.CANCELED, {"completed_at": iso(now)})
+
+
+def snapshot(state: JobState) -> list[JobEvent]:
+    """What a watcher that connects now is told first: the current state as the events
+    that led to it (``queued`` with its position; ``running`` and the last ``progress``;
+    or the terminal event). They carry the state's ``seq``, so live events that follow
+    with a higher ``seq`` are new."""
+    s = state.seq
+    if state.status is JobStatus.QUEUED:
+        return [JobEvent(state.id, s, EventKind.QUEUED, {"queue_position": state.queue_position})]
+    if state.status is JobStatus.RUNNING:
+        progress = state.progress or Progress(0, 0)
+        events = [
+            JobEvent(
+                state.id,
+                s,
+                EventKind.RUNNING,
+                {"started_at": iso(state.started_at), "total": progress.total},
+            )
+        ]
+        if progress.step:
+            events.append(JobEvent(state.id, s, EventKind.PROGRESS, asdict(progress)))
+        return events
+    if state.status is JobStatus.SUCCEEDED:
+        return [JobEvent(state.id, s, EventKind.SUCCEEDED, _result(state))]
+    if state.status is JobStatus.FAILED:
+        error = asdict(state.error) if state.error else None
+        return [JobEvent(state.id, s, EventKind.FAILED, {"error": error})]
+    return [JobEvent(state.id, s, EventKind.CANCELED, {"completed_at": iso(state.completed_at)})]
+
+
+# --- JSON ------------------------------------------------------------------------------------
+
+
+def iso(timestamp: float | None) -> str | None:
+    """RFC 3339 UTC with milliseconds, or None."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def urls(job_id: str, prefix: str = "") -> dict[str, str]:
+    base = f"{prefix}/jobs/{job_id}"
+    return {"get": base, "cancel": f"{base}/cancel", "events": f"{base}/events"}
+
+
+def image_url(job_id: str, index: int, prefix: str = "") -> str:
+    return f"{prefix}/jobs/{job_id}/images/{index}"
+
+
+def images_json(
+    state: JobState, data: Sequence[bytes] | None, prefix: str = ""
+) -> list[dict[str, Any]]:
+    images = []
+    for index, info in enumerate(state.images):
+        entry: dict[str, Any] = {
+            "seed": info.seed,
+            "format": info.format,
+            "width": info.width,
+            "height": info.height,
+        }
+        if data is not None:
+            entry["data"] = base64.b64encode(data[index]).decode("ascii")
+        else:
+            entry["url"] = image_url(state.id, index, prefix)
+        images.append(entry)
+    return images
+
+
+def _result(state: JobState) -> dict[str, Any]:
+    return {"completed_at": iso(state.completed_at), "images": images_json(state, None)}

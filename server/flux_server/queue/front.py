@@ -1,0 +1,135 @@
+"""A front's side of the queue (``--queue``): put admitted work on its release track's
+stream and wait for the result a worker stores, within the request's deadline.
+
+The front subscribes to the request's event channel before it looks for a stored
+result, so a result stored between the two is never missed. Redis unreachable: new work
+is refused with 503 and ``Retry-After`` (nothing was accepted, so nothing is lost).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from flux_server.errors import DeadlineExceeded, InternalError, Unavailable
+from flux_server.queue import codec, names
+from flux_server.queue.broker import Broker
+from flux_server.queue.decisions import eta_seconds, fair_position
+from flux_server.requests.context import ProgressFn
+from flux_server.requests.params import ResolvedRequest
+from flux_server.requests.results import GeneratedImage
+from flux_server.scheduling.batch_items import BatchInfo
+
+RETRY_AFTER_S = 2
+# A result outlives its sync request by this much: a front that asks again finds it.
+_RESULT_MARGIN_S = 60.0
+
+
+def unavailable(exc: BaseException) -> Unavailable:
+    error = Unavailable(f"the queue is unreachable ({type(exc).__name__}); retry shortly")
+    error.retry_after = RETRY_AFTER_S  # type: ignore[attr-defined]
+    return error
+
+
+@dataclass(frozen=True)
+class Placed:
+    track: str
+    priority: str
+    key_id: str
+    entry_id: str
+
+
+class FleetQueue:
+    """The front's queue client."""
+
+    def __init__(self, broker: Broker, track: str) -> None:
+        self.broker = broker
+        self.track = track
+
+    async def generate(
+        self,
+        job: ResolvedRequest,
+        *,
+        request_id: str,
+        key_id: str,
+        priority: bool,
+        timeout: float,
+        progress: ProgressFn | None = None,
+    ) -> tuple[list[GeneratedImage], BatchInfo]:
+        """Queue one generation and wait for its images."""
+        payload = codec.entry(
+            job, request_id, key_id, priority=priority, timeout=timeout,
+            result_ttl=timeout + _RESULT_MARGIN_S,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        try:
+            pubsub = self.broker.redis.pubsub()
+            await pubsub.subscribe(names.events(request_id))
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from None
+        try:
+            try:
+                await self.broker.enqueue(
+                    self.track, names.priority_name(priority), key_id, payload
+                )
+            except (RedisError, OSError) as exc:
+                raise unavailable(exc) from None
+            outcome = await self._wait(pubsub, request_id, deadline, progress)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+        return _unpack(outcome)
+
+    async def _wait(
+        self, pubsub: Any, request_id: str, deadline: float, progress: ProgressFn | None
+    ) -> dict[str, Any]:
+        while True:
+            outcome = await self.broker.result(request_id)
+            if outcome is not None:
+                return outcome
+            left = deadline - time.monotonic()
+            if left <= 0:
+                await self.broker.cancel(request_id, _RESULT_MARGIN_S)
+                raise DeadlineExceeded("the request's deadline passed while it was queued")
+            # A bounded wait: a lost message (a reconnect) costs one second, not the request.
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=min(left, 1.0)
+            )
+            if message is None:
+                continue
+            event = codec.json_loads(message["data"])
+            if event.get("type") == "progress" and progress is not None:
+                progress(int(event["step"]), int(event["total"]))
+
+    async def position(self, placed: Placed) -> tuple[int | None, float | None]:
+        """(position, eta_seconds) of a waiting entry; (None, None) once it runs."""
+        state = await self.broker.class_state(placed.track, placed.priority)
+        own = state.get(placed.key_id)
+        if own is None:
+            return None, None
+        stream = names.stream(placed.track, placed.priority, placed.key_id)
+        ahead = await self.broker.ahead_of(stream, own[1], placed.entry_id)
+        if ahead is None:
+            return None, None
+        others = [waiting for key, (waiting, _) in state.items() if key != placed.key_id]
+        first = 0
+        if placed.priority != names.PRIORITIES[0]:
+            high = await self.broker.class_state(placed.track, names.PRIORITIES[0])
+            first = sum(waiting for waiting, _ in high.values())
+        position = fair_position(ahead, others, first)
+        rate = sum(float(w.get("rate", 0)) for w in await self.broker.workers()
+                   if w.get("track") == placed.track)  # fmt: skip
+        return position, eta_seconds(position, rate)
+
+
+def _unpack(outcome: dict[str, Any]) -> tuple[list[GeneratedImage], BatchInfo]:
+    error = outcome.get("error")
+    if error is not None:
+        if error.get("code") == "deadline_exceeded":
+            raise DeadlineExceeded(str(error.get("message")))
+        raise InternalError(str(error.get("message")))
+    return codec.images_of(outcome)

@@ -1,0 +1,256 @@
+"""What a caller asks for, and the fully resolved job the engine runs.
+
+:class:`GenerateParams` is the REST body (the article's fields plus seed, num_images,
+output_format, adapters, true_cfg_scale); the gRPC adapter converts its message into
+the same model. :func:`resolve` applies the style preset and the server's defaults and
+limits, and returns a :class:`ResolvedRequest` with every value set, or raises
+:class:`~flux_server.errors.InvalidRequest` naming the field and the limit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from flux_contract.presets import StylePreset
+from flux_server.errors import InvalidRequest, UnknownName
+from flux_server.execution.inputs import MAX_SEED, TextToImage, seeds_from
+from flux_server.settings import ServerSettings
+
+__all__ = [
+    "MAX_PROMPT_CHARS",
+    "MAX_SEED",
+    "AdapterRequest",
+    "GenerateParams",
+    "ImageFormat",
+    "ResolvedRequest",
+    "field_of",
+    "resolve",
+    "validation_error",
+]
+
+ImageFormat = Literal["png", "jpeg", "webp"]
+MAX_PROMPT_CHARS = 2000
+
+
+class AdapterRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=128)
+    scale: float | None = Field(
+        None,
+        ge=0.0,
+        le=4.0,
+        allow_inf_nan=False,
+        description="Weight; unset: the scale the server loaded it with.",
+    )
+
+
+class GenerateParams(BaseModel):
+    """A generation request. Unset fields take the style preset's value, then the
+    server's default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    negative_prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    width: int | None = Field(None, ge=16, multiple_of=16, description="Pixels, multiple of 16.")
+    height: int | None = Field(None, ge=16, multiple_of=16, description="Pixels, multiple of 16.")
+    steps: int | None = Field(None, ge=1)
+    guidance_scale: float | None = Field(None, ge=0.0, le=30.0, allow_inf_nan=False)
+    true_cfg_scale: float | None = Field(
+        None,
+        ge=1.0,
+        le=30.0,
+        allow_inf_nan=False,
+        description="True classifier-free guidance, used with negative_prompt (> 1 on); it "
+        "costs a second transformer pass per step.",
+    )
+    style_preset: str | None = Field(None, max_length=63)
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
+    num_images: int = Field(1, ge=1)
+    output_format: ImageFormat = "png"
+    adapters: list[AdapterRequest] = Field(default_factory=list, max_length=8)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_has_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("prompt must not be blank")
+        return value
+
+    @field_validator("output_format", mode="before")
+    @classmethod
+    def _lower_format(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+class ResolvedRequest(BaseModel):
+    """A request with every value resolved: what one pipeline call needs for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    prompt: str
+    negative_prompt: str | None
+    width: int
+    height: int
+    steps: int
+    guidance_scale: float
+    true_cfg_scale: float
+    seed: int
+    num_images: int
+    output_format: ImageFormat
+    adapters: tuple[tuple[str, float], ...]
+    style_preset: str | None
+
+    def text_to_image(self) -> TextToImage:
+        """What the engine runs for this request."""
+        return TextToImage(
+            prompt=self.prompt,
+            negative_prompt=self.negative_prompt,
+            width=self.width,
+            height=self.height,
+            steps=self.steps,
+            guidance_scale=self.guidance_scale,
+            true_cfg_scale=self.true_cfg_scale,
+            seed=self.seed,
+            num_images=self.num_images,
+            adapters=self.adapters,
+        )
+
+    def batch_key(self) -> tuple[object, ...]:
+        """Requests with equal keys can share one pipeline call."""
+        return self.text_to_image().batch_key()
+
+    def seeds(self) -> list[int]:
+        """Image i uses seed + i (wrapping within the 63-bit range)."""
+        return seeds_from(self.seed, self.num_images)
+
+
+def resolve(
+    params: GenerateParams,
+    presets: Mapping[str, StylePreset],
+    settings: ServerSettings,
+    known_adapters: Mapping[str, float] | None = None,
+    adapters_per_request: int | None = None,
+) -> ResolvedRequest:
+    """Apply the preset, defaults and limits; raise InvalidRequest naming the field.
+
+    ``known_adapters`` maps the loaded LoRA adapters to their default scales;
+    ``adapters_per_request`` is how many of them one request may combine (None: any).
+    """
+    known_adapters = known_adapters or {}
+    preset: StylePreset | None = None
+    if params.style_preset is not None:
+        preset = presets.get(params.style_preset)
+        if preset is None:
+            known = ", ".join(sorted(presets)) or "none configured"
+            raise UnknownName(
+                f"unknown style preset {params.style_preset!r} (known: {known})",
+                field="style_preset",
+            )
+
+    def pick(name: str, default: object) -> object:
+        value = getattr(params, name)
+        if value is None and preset is not None:
+            value = getattr(preset, name)
+        return default if value is None else value
+
+    width = int(pick("width", settings.default_width))  # type: ignore[call-overload]
+    height = int(pick("height", settings.default_height))  # type: ignore[call-overload]
+    steps = int(pick("steps", settings.default_steps))  # type: ignore[call-overload]
+    for field, value in (("width", width), ("height", height)):
+        if value > settings.max_side:
+            raise InvalidRequest(
+                f"{field} {value} is over the limit of {settings.max_side} pixels", field=field
+            )
+    if steps > settings.max_steps:
+        raise InvalidRequest(f"steps {steps} is over the limit of {settings.max_steps}", "steps")
+    if params.num_images > settings.max_images:
+        raise InvalidRequest(
+            f"num_images {params.num_images} is over the limit of {settings.max_images}",
+            field="num_images",
+        )
+
+    negative = params.negative_prompt
+    if negative is None and preset is not None:
+        negative = preset.negative_prompt
+    if negative is not None and not negative.strip():
+        negative = None
+    true_cfg = params.true_cfg_scale
+    if true_cfg is None:
+        true_cfg = settings.default_true_cfg_scale if negative else 1.0
+    if negative is None:
+        # Without a negative prompt true CFG has nothing to push away from.
+        true_cfg = 1.0
+
+    adapters: dict[str, float] = {}
+    if preset is not None and preset.lora is not None:
+        adapters[preset.lora.name] = preset.lora.scale
+    for index, adapter in enumerate(params.adapters):
+        if adapter.name not in known_adapters:
+            known = ", ".join(sorted(known_adapters)) or "none loaded"
+            raise UnknownName(
+                f"unknown adapter {adapter.name!r} (known: {known})",
+                field=f"adapters[{index}].name",
+            )
+        scale = adapter.scale if adapter.scale is not None else known_adapters[adapter.name]
+        adapters[adapter.name] = scale
+    for name in adapters:
+        if name not in known_adapters:
+            known = ", ".join(sorted(known_adapters)) or "none loaded"
+            raise InvalidRequest(
+                f"style preset {params.style_preset!r} uses adapter {name!r}, which this "
+                f"server has not loaded (known: {known})",
+                field="style_preset",
+            )
+    if adapters_per_request is not None and len(adapters) > adapters_per_request:
+        # A compiled transformer has one hot-swap slot (see lora_hotswap): refuse here,
+        # not inside a batch that would fail with the request's companions.
+        raise InvalidRequest(
+            f"this server takes at most {adapters_per_request} LoRA adapter per request "
+            f"with --compile (asked for {', '.join(adapters)}"
+            + (f", with style preset {params.style_preset!r}" if preset is not None else "")
+            + ")",
+            field="adapters",
+        )
+
+    prompt = preset.expand(params.prompt) if preset is not None else params.prompt
+    return ResolvedRequest(
+        prompt=prompt,
+        negative_prompt=negative,
+        width=width,
+        height=height,
+        steps=steps,
+        guidance_scale=float(pick("guidance_scale", settings.default_guidance_scale)),  # type: ignore[arg-type]
+        true_cfg_scale=float(true_cfg),
+        seed=params.seed if params.seed is not None else secrets.randbelow(2**32),
+        num_images=params.num_images,
+        output_format=params.output_format,
+        adapters=tuple(sorted(adapters.items())),
+        style_preset=params.style_preset,
+    )
+
+
+def field_of(error: Any) -> str | None:
+    """``loc`` of a pydantic error as a field path: ``adapters[0].name``."""
+    path = ""
+    for part in error.get("loc", ()):
+        if part in {"body", "query", "header"} and not path:
+            continue
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path or None
+
+
+def validation_error(errors: Sequence[Any]) -> InvalidRequest:
+    """The first of pydantic's (or FastAPI's) ``errors()`` as an error naming its field."""
+    first = errors[0]
+    field = field_of(first)
+    message = first.get("msg", "invalid value")
+    return InvalidRequest(f"{field}: {message}" if field else message, field)

@@ -1,0 +1,384 @@
+"""The scheduler between the APIs and the engine: pure asyncio, no torch.
+
+- A bounded queue: past ``max_queue`` waiting requests, :class:`QueueFull`.
+- Dynamic batching: requests with equal keys join one call, up to ``max_batch_size``
+  units (images). Policy ``when-busy`` (the default): a request that finds the engine
+  idle runs at once unless other requests are on their way in (announced with
+  :meth:`Batcher.arrival` while they pass admission) -- then it waits for them, at
+  most ``max_delay``; requests that arrive while a call runs gather into the next one.
+  So batching costs a lone request nothing, and requests being checked when an idle
+  engine takes one still join it (a request not yet at the door cannot be known: the
+  first of a burst that reaches an idle engine may run alone). Policy ``always``: the
+  oldest request waits up to ``max_delay`` for company even when nobody is coming.
+- A priority lane: a priority request goes ahead of every normal one and does not wait
+  for company (it still takes along priority requests that are already waiting).
+- Deadlines: a request whose deadline passes while waiting is dropped from the queue;
+  one whose deadline passes while running gets DeadlineExceeded (its batch goes on).
+- Cancellation: a caller that goes away before its batch starts leaves the queue.
+- A failing batch is split in halves and retried, so one bad request (say, out of
+  memory at a size) fails alone and the others still succeed.
+- Drain: stop accepting, finish what was accepted.
+
+One batch runs at a time: the engine owns one accelerator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
+from typing import Generic, Literal, TypeVar
+
+from flux_server.errors import DeadlineExceeded, QueueFull, Unavailable
+from flux_server.scheduling.batch_items import Arrival, Arrivals, BatchInfo, QueueItem
+
+log = logging.getLogger(__name__)
+
+_JOIN_TURNS = 3
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+WaitPolicy = Literal["when-busy", "always"]
+"""When the oldest waiting request waits for company (see the module docstring)."""
+
+RunBatch = Callable[[Sequence[P]], Awaitable[Sequence[R]]]
+"""Runs payloads with equal keys together; returns one result per payload, in order."""
+
+
+class Batcher(Generic[P, R]):
+    def __init__(
+        self,
+        run_batch: RunBatch[P, R],
+        *,
+        key: Callable[[P], Hashable],
+        units: Callable[[P], int] = lambda _: 1,
+        max_batch_size: int = 4,
+        max_delay: float = 0.05,
+        max_queue: int = 64,
+        wait: WaitPolicy = "when-busy",
+        on_batch: Callable[[BatchInfo], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
+        on_running: Callable[[int], None] | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self._key = key
+        self._units = units
+        self.max_batch_size = max_batch_size
+        self.max_delay = max_delay
+        self.max_queue = max_queue
+        self.wait_policy = wait
+        self._on_batch = on_batch
+        self._on_depth = on_depth
+        self._on_running = on_running
+        self._normal: list[QueueItem[P, R]] = []
+        self._priority: list[QueueItem[P, R]] = []
+        self._inflight: list[QueueItem[P, R]] = []  # the batch running now
+        self._seq = itertools.count()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._accepting = True
+        self._worker: asyncio.Task[None] | None = None
+        self._running = 0
+        self._arrivals = Arrivals(self._wakeup)  # announced, not yet queued (arrival())
+        self._avg_batch_s = 1.0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work(), name="batcher")
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Stop accepting; wait until every accepted request is answered. Returns False
+        when ``timeout`` passed first (what is left then fails with Unavailable)."""
+        self._accepting = False
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+            drained = True
+        except asyncio.TimeoutError:
+            drained = False
+        await self.close()
+        return drained
+
+    async def close(self) -> None:
+        """Stop now; waiting and running requests fail with Unavailable."""
+        self._accepting = False
+        for item in self._normal + self._priority:
+            if not item.future.done():
+                item.future.set_exception(Unavailable("the server is shutting down"))
+        for item in self._inflight:
+            if not item.future.done():
+                item.future.set_exception(
+                    Unavailable("the server shut down before this request finished")
+                )
+        self._normal.clear()
+        self._priority.clear()
+        self._depth_changed()
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+            self._worker = None
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def depth(self) -> int:
+        """Requests waiting (not running)."""
+        return len(self._normal) + len(self._priority)
+
+    # -- submitting ----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def arrival(self) -> AsyncIterator[Arrival]:
+        """Announce a request while it passes the checks before the queue: an idle engine
+        waits for announced requests (up to ``max_delay``) instead of starting a batch
+        without them. Pass it to :meth:`submit`/:meth:`enqueue`, which end it; leaving
+        the block ends it too (a refused request, a cache hit)."""
+        announced = self._arrivals.announce()
+        try:
+            yield announced
+        finally:
+            announced.end()
+
+    async def submit(
+        self,
+        payload: P,
+        *,
+        priority: bool = False,
+        timeout: float | None = None,
+        arrival: Arrival | None = None,
+    ) -> tuple[R, BatchInfo]:
+        """Queue ``payload`` and wait for its result.
+
+        Raises QueueFull, Unavailable (draining), DeadlineExceeded, or the error the batch
+        call raised for this payload. Cancelling the awaiting task removes the request
+        from the queue when its batch has not started.
+        """
+        item = self.enqueue(payload, priority=priority, timeout=timeout, arrival=arrival)
+        return await self.wait(item, timeout)
+
+    def check_capacity(self) -> None:
+        """Raise what :meth:`enqueue` would raise now (draining, a full queue): an async
+        job is refused before it is recorded, not recorded and then failed."""
+        if not self._accepting:
+            raise Unavailable("the server is draining and accepts no new requests")
+        if self.depth >= self.max_queue:
+            batches_ahead = self.depth / self.max_batch_size + 1
+            raise QueueFull(
+                f"the queue is full ({self.max_queue} requests waiting); retry later",
+                retry_after=batches_ahead * self._avg_batch_s,
+            )
+
+    def enqueue(
+        self,
+        payload: P,
+        *,
+        priority: bool = False,
+        timeout: float | None = None,
+        arrival: Arrival | None = None,
+    ) -> QueueItem[P, R]:
+        """Queue ``payload`` without waiting; :meth:`wait` for its result, or
+        :meth:`withdraw` it. Raises QueueFull or Unavailable (draining)."""
+        if arrival is not None:
+            arrival.end()
+        self.check_capacity()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        item: QueueItem[P, R] = QueueItem(
+            payload=payload,
+            key=self._key(payload),
+            units=self._units(payload),
+            priority=priority,
+            deadline=now + timeout if timeout is not None else float("inf"),
+            enqueued=now,
+            seq=next(self._seq),
+            future=loop.create_future(),
+        )
+        (self._priority if priority else self._normal).append(item)
+        self._idle.clear()
+        self._depth_changed()
+        self._wakeup.set()
+        return item
+
+    async def wait(self, item: QueueItem[P, R], timeout: float | None) -> tuple[R, BatchInfo]:
+        """The result of a queued item (see :meth:`submit` for the errors)."""
+        try:
+            if timeout is None:
+                return await asyncio.shield(item.future)
+            return await asyncio.wait_for(asyncio.shield(item.future), timeout)
+        except asyncio.TimeoutError:
+            self._forget(item)
+            raise DeadlineExceeded(
+                f"the request's deadline of {timeout:.3g}s passed "
+                + ("while it ran" if item.started else "while it waited in the queue")
+            ) from None
+        except asyncio.CancelledError:
+            self._forget(item)
+            raise
+
+    def withdraw(self, item: QueueItem[P, R]) -> bool:
+        """Take a waiting item out of the queue (a cancelled job); False when its batch
+        has started already (then its result is dropped when it comes)."""
+        started = item.started
+        self._forget(item)
+        return not started
+
+    def positions(self) -> dict[int, P]:
+        """The waiting payloads by 0-based place: the priority lane first, each lane in
+        order of arrival (the order the worker takes them, batching aside)."""
+        waiting = [i for i in self._priority + self._normal if not i.future.done()]
+        return dict(enumerate(item.payload for item in waiting))
+
+    def _forget(self, item: QueueItem[P, R]) -> None:
+        if not item.started:
+            queue = self._priority if item.priority else self._normal
+            with contextlib.suppress(ValueError):
+                queue.remove(item)
+                self._depth_changed()
+        if not item.future.done():
+            item.future.cancel()
+        self._check_idle()
+
+    # -- the worker ----------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self._expire(loop.time())
+            if not self._normal and not self._priority:
+                self._check_idle()
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if self._priority:
+                batch = self._take(self._priority, self._priority[0])
+            else:
+                head = self._normal[0]
+                until = head.enqueued + self.max_delay
+                always = self.wait_policy == "always"
+                if not always:
+                    # Requests sent together reach the queue a few event-loop turns
+                    # apart: let the ones already past admission join.
+                    for _ in range(_JOIN_TURNS):
+                        await asyncio.sleep(0)
+                # Wait for company while the batch has room, the oldest request can
+                # still wait, no priority request turned up, and (when-busy) someone
+                # is on the way in.
+                while (
+                    self._accepting
+                    and not self._priority
+                    and self._normal
+                    and self._normal[0] is head
+                    and self._units_for(head) < self.max_batch_size
+                    and loop.time() < until
+                    and (always or self._arrivals.count > 0)
+                ):
+                    self._wakeup.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wakeup.wait(), until - loop.time())
+                if self._priority or not self._normal or self._normal[0] is not head:
+                    continue  # the queue changed under us: decide again
+                batch = self._take(self._normal, head)
+            if batch:
+                await self._run(batch)
+
+    def _units_for(self, head: QueueItem[P, R]) -> int:
+        total = 0
+        for item in self._normal:
+            if item.key == head.key and total + item.units <= max(self.max_batch_size, head.units):
+                total += item.units
+        return total
+
+    def _take(self, queue: list[QueueItem[P, R]], head: QueueItem[P, R]) -> list[QueueItem[P, R]]:
+        """Remove and return ``head`` and the compatible requests that fit with it."""
+        batch: list[QueueItem[P, R]] = []
+        total = 0
+        capacity = max(self.max_batch_size, head.units)
+        for item in list(queue):
+            if item.key != head.key or total + item.units > capacity:
+                continue
+            queue.remove(item)
+            if item.future.done():
+                continue
+            batch.append(item)
+            total += item.units
+        self._depth_changed()
+        return batch
+
+    def _expire(self, now: float) -> None:
+        for queue in (self._priority, self._normal):
+            for item in [i for i in queue if i.future.done() or i.deadline <= now]:
+                queue.remove(item)
+                if not item.future.done():
+                    item.future.set_exception(
+                        DeadlineExceeded("the request's deadline passed while it waited")
+                    )
+        self._depth_changed()
+
+    async def _run(self, batch: list[QueueItem[P, R]]) -> None:
+        self._running += 1
+        self._inflight = batch
+        for item in batch:
+            item.started = True
+        if self._on_running is not None:
+            self._on_running(len(batch))
+        try:
+            await self._run_split(batch)
+        finally:
+            self._inflight = []
+            self._running -= 1
+            if self._on_running is not None:
+                self._on_running(0)
+            self._check_idle()
+
+    async def _run_split(self, batch: list[QueueItem[P, R]]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            results = await self._run_batch([item.payload for item in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"batch of {len(batch)} returned {len(results)} results")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if len(batch) > 1:
+                log.warning(
+                    "batch failed; splitting it",
+                    extra={"batch_size": len(batch), "error": repr(exc)},
+                )
+                half = len(batch) // 2
+                await self._run_split(batch[:half])
+                await self._run_split(batch[half:])
+                return
+            item = batch[0]
+            if not item.future.done():
+                item.future.set_exception(exc)
+            return
+        run_s = loop.time() - started
+        self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * run_s
+        units = sum(item.units for item in batch)
+        info_base = BatchInfo(size=len(batch), units=units, queue_s=0.0, run_s=run_s)
+        if self._on_batch is not None:
+            self._on_batch(info_base)
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                info = BatchInfo(
+                    size=len(batch), units=units, queue_s=started - item.enqueued, run_s=run_s
+                )
+                item.future.set_result((result, info))
+
+    def _depth_changed(self) -> None:
+        if self._on_depth is not None:
+            self._on_depth(self.depth)
+
+    def _check_idle(self) -> None:
+        if not self._normal and not self._priority and self._running == 0:
+            self._idle.set()

@@ -1,0 +1,36 @@
+"""A real redis-server and real processes: fronts and workers on the tiny model."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from features.redis_server import RedisServer
+from server_process import ServerProcess, start_server
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from flux_server.tools.tiny_model import write_tiny_flux
+
+    return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
+
+
+def start_role(model: Path, logs: Path, redis_url: str, role: str, *extra: str) -> ServerProcess:
+    return start_server(
+        model,
+        logs,
+        ["--queue", redis_url, "--role", role, "--visibility-timeout", "2",
+         "--no-warmup", *extra],
+    )  # fmt: skip
