@@ -124,3 +124,16 @@ def start_server(
             preexec_fn=limits if rlimit_nofile is not None else None,
         )
     return ServerProcess(process, http_port, grpc_port, metrics, log_path)
+
+
+def add_key(key_file: Path, user: str = "alice") -> str:
+    """Add a key for ``user`` to ``key_file`` with the real ``keys add`` command; the key."""
+    import contextlib
+    import io
+
+    from flux_server.admission import keys
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert keys.main(["add", user, "--file", str(key_file)]) == 0
+    return next(word for word in out.getvalue().split() if word.startswith("fxs_"))

@@ -57,6 +57,26 @@ def _peer_host(peer: str | None) -> str | None:
     return peer
 
 
+TRUSTED_PROXIES = frozenset({"127.0.0.1", "::1"})
+"""Peers whose ``x-forwarded-for`` is believed (a sidecar proxy), as uvicorn's
+``--forwarded-allow-ips`` default for REST."""
+
+
+def _client(details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext) -> str | None:
+    """The caller's address: the peer, or behind a local proxy (a mesh sidecar) the
+    right-most address of ``x-forwarded-for`` that is not itself a proxy. What
+    failed-key throttling counts by: a sidecar's own address would lump every caller
+    together."""
+    peer = _peer_host(context.peer())
+    forwarded = _metadata(details, "x-forwarded-for")
+    if peer not in TRUSTED_PROXIES or not forwarded:
+        return peer
+    for hop in reversed([part.strip() for part in forwarded.split(",")]):
+        if hop and hop not in TRUSTED_PROXIES:
+            return hop
+    return peer
+
+
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     """Key before decode, and a clean error for bytes that do not decode."""
 
@@ -84,7 +104,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             # The callback holds the size only: a closure over ``raw`` would keep it.
             size = len(raw)
             context.add_done_callback(lambda _call: self.trimmer.after(size))
-            peer = _peer_host(context.peer())
+            peer = _client(handler_call_details, context)
             if needs_key and (error := self._refusal(handler_call_details, peer)) is not None:
                 return None, error
             try:
@@ -159,7 +179,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         error: ServeError,
     ) -> None:
         """End the call as the servicer would: audited, counted, the rich status."""
-        ctx = self._context(details, method, _peer_host(context.peer()))
+        ctx = self._context(details, method, _client(details, context))
         status = status_of(error)
         self.service.audit_refusal(ctx, error, status.http)
         self.service.metrics.requests.labels(endpoint=ctx.endpoint, code=status.grpc).inc()
