@@ -10,11 +10,13 @@ and since the audit is fail-closed, a disk filled that way stops all serving.
   refills (``--failed-auth-burst`` tokens, ``--failed-auth-rate`` a second). IPv6
   addresses count by their /64 (one host holds a whole /64). Addresses are kept in a
   bounded LRU table, so a spread of source addresses costs bounded memory.
-* :class:`FailedAuthAudit`: instead of one line per failure, one line per address per
-  ``--audit-failed-auth-interval`` with the exact count (``"count"``), the first and last
-  request ids, and how many of them were throttled. Lines are written at the end of
-  each interval and at shutdown; a process killed outright loses at most one
-  interval's counts.
+* :class:`FailedAuthAudit`: instead of one line per failure, an address's first failure
+  of an ``--audit-failed-auth-interval`` is written at once (one mistyped key is one
+  line, as before), and the rest of that interval's in one line at its end with the
+  exact count (``"count"``), the first and last request ids, and how many were
+  throttled: at most two lines per address per interval, and the counts add up. The
+  summaries are written at each interval's end and at shutdown; a process killed
+  outright loses at most one interval's summaries.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class _Tally:
     since: datetime
     first_request_id: str
     endpoint: str
-    count: int = 0
+    count: int = 0  # after the first, which was written at once
     throttled: int = 0
     last_request_id: str = ""
     endpoints: set[str] = field(default_factory=set)
@@ -134,42 +136,74 @@ class FailedAuthAudit:
         self._timer: asyncio.TimerHandle | None = None
 
     def note(self, ctx: CallContext, *, throttled: bool) -> None:
-        """One failed (or throttled) authentication of ``ctx``."""
+        """One failed (or throttled) authentication of ``ctx``. The first of an address
+        in an interval is written at once (a mistyped key is one line, as before); the
+        rest of the interval's are summed up in one line at its end."""
         key = address_key(ctx.client)
         tally = self._tallies.get(key)
         if tally is None:
-            tally = self._tallies[key] = _Tally(
-                datetime.now(timezone.utc), ctx.request_id, ctx.endpoint
-            )
-        tally.count += 1
-        tally.throttled += throttled
-        tally.last_request_id = ctx.request_id
-        tally.endpoints.add(ctx.endpoint)
+            self._tallies[key] = _Tally(datetime.now(timezone.utc), "", ctx.endpoint)
+            self._write(key, 1, int(throttled), ctx.request_id, ctx.request_id, ctx.endpoint)
+        else:
+            if tally.count == 0:
+                tally.first_request_id = ctx.request_id
+                tally.since = datetime.now(timezone.utc)
+            tally.count += 1
+            tally.throttled += throttled
+            tally.last_request_id = ctx.request_id
+            tally.endpoints.add(ctx.endpoint)
         loop = _running_loop()
         if self._timer is None and loop is not None:  # without a loop: at flush() only
             self._timer = loop.call_later(self.interval, self.flush)
 
     def flush(self) -> None:
-        """Write a line for every address with failures since the last flush."""
+        """Write the summary of every address with further failures since the last
+        flush, and start a new interval."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         tallies, self._tallies = self._tallies, {}
         for address, tally in tallies.items():
-            self.write(
-                AuditRecord(
-                    request_id=tally.first_request_id,
-                    endpoint=tally.endpoint if len(tally.endpoints) == 1 else "*",
-                    decision="rejected",
-                    reason="unauthenticated",
-                    status=401,
-                    detail=f"{tally.count} failed authentications ({tally.throttled} "
-                    f"throttled, 429) from {address} since {tally.since.isoformat()}; "
-                    f"last request {tally.last_request_id}",
-                    client=address,
-                    count=tally.count,
+            if tally.count:
+                endpoint = tally.endpoint if len(tally.endpoints) == 1 else "*"
+                self._write(
+                    address,
+                    tally.count,
+                    tally.throttled,
+                    tally.first_request_id,
+                    tally.last_request_id,
+                    endpoint,
+                    tally.since,
                 )
+
+    def _write(
+        self,
+        address: str,
+        count: int,
+        throttled: int,
+        first: str,
+        last: str,
+        endpoint: str,
+        since: datetime | None = None,
+    ) -> None:
+        detail = (
+            f"{count} failed authentications ({throttled} throttled, 429) from {address} "
+            f"since {since.isoformat()}; last request {last}"
+            if since is not None
+            else ("throttled (429)" if throttled else "a missing or wrong key")
+        )
+        self.write(
+            AuditRecord(
+                request_id=first,
+                endpoint=endpoint,
+                decision="rejected",
+                reason="unauthenticated",
+                status=429 if throttled and count == 1 else 401,
+                detail=detail,
+                client=address,
+                count=count,
             )
+        )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
