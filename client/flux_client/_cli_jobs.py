@@ -58,7 +58,12 @@ def event_line(event: JobEvent) -> str:
     if event.kind == "progress":
         return f"progress {data.get('step')}/{data.get('total')}"
     if event.kind == "queued":
-        return f"queued at {data.get('queue_position')}"
+        line = f"queued at {data.get('queue_position')}"
+        if data.get("position") is not None:
+            line += f", position {data['position']}"
+        if data.get("eta_seconds") is not None:
+            line += f", eta {data['eta_seconds']:g}s"
+        return line + (", warming up (no worker yet)" if data.get("warming_up") else "")
     if event.kind == "failed":
         error = data.get("error") or {}
         return f"failed: {error.get('code')}: {error.get('message')}"

@@ -233,6 +233,9 @@ def job_from_proto(message: pb.Job) -> JobInfo:
         "started_at": optional(message, "started_at"),
         "completed_at": optional(message, "completed_at"),
         "queue_position": optional(message, "queue_position"),
+        "position": optional(message, "position"),
+        "eta_seconds": optional(message, "eta_seconds"),
+        "warming_up": bool(optional(message, "warming_up")),
     }
     if message.HasField("progress"):
         body["progress"] = {"step": message.progress.step, "total": message.progress.total}

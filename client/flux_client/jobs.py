@@ -71,11 +71,18 @@ class JobInfo:
     started_at: datetime | None = None
     completed_at: datetime | None = None
     queue_position: int | None = None
+    """0-based place while queued."""
     progress: JobProgress | None = None
     error: JobFailure | None = None
     images: tuple[JobImage, ...] = ()
     experiment: ExperimentArm | None = None
     """The experiment arm the job was assigned at submission; None outside any."""
+    position: int | None = None
+    """While queued: 1 is next (on a fleet, counting other keys' turns and priority)."""
+    eta_seconds: float | None = None
+    """While queued: seconds until done at the fleet's measured rate; None unmeasured."""
+    warming_up: bool = False
+    """While queued on a fleet's queue that no worker serves yet."""
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> JobInfo:
@@ -88,6 +95,9 @@ class JobInfo:
             started_at=_time(body.get("started_at")),
             completed_at=_time(body.get("completed_at")),
             queue_position=body.get("queue_position"),
+            position=body.get("position"),
+            eta_seconds=body.get("eta_seconds"),
+            warming_up=bool(body.get("warming_up")),
             progress=JobProgress(int(progress["step"]), int(progress["total"]))
             if progress
             else None,

@@ -53,7 +53,9 @@ __all__ = [
     "POSITION",
     "PREFIX",
     "PRESET",
+    "PRIORITY",
     "QUEUE_DEPTH",
+    "QUEUE_DEPTH_BY_PRIORITY",
     "READY",
     "REASON",
     "RECOMPILES",
@@ -96,6 +98,7 @@ ARM = "arm"
 EVENT = "event"
 PRESET = "preset"
 POSITION = "position"
+PRIORITY = "priority"
 WEIGHT = "weight"
 LE = "le"
 """A histogram bucket's upper bound (Prometheus' own label)."""
@@ -167,7 +170,14 @@ REQUEST_DURATION = Metric(
     "fluxserve_request_duration_seconds", "histogram", "Time from arrival to answer.", (ENDPOINT,)
 )
 QUEUE_DEPTH = Metric("fluxserve_queue_depth", "gauge", "Requests waiting for a batch slot.")
-"""What the HorizontalPodAutoscaler scales on (through prometheus-adapter)."""
+"""What the HorizontalPodAutoscaler scales on (through prometheus-adapter). With
+``--queue`` it is the fleet's total, read from the streams: every front reports it."""
+QUEUE_DEPTH_BY_PRIORITY = Metric(
+    "fluxserve_queue_depth_by_priority",
+    "gauge",
+    "Requests waiting, by priority (high, normal): the fleet's streams with --queue.",
+    (PRIORITY,),
+)
 REQUESTS_RUNNING = Metric(
     "fluxserve_requests_running", "gauge", "Requests in the pipeline call running now."
 )
@@ -288,6 +298,7 @@ ALL = (
     REQUESTS,
     REQUEST_DURATION,
     QUEUE_DEPTH,
+    QUEUE_DEPTH_BY_PRIORITY,
     REQUESTS_RUNNING,
     BATCH_SIZE,
     INFERENCE_DURATION,

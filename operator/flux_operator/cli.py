@@ -42,11 +42,13 @@ def _needs_extra(module: str) -> ModuleType:
 
 
 def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Objects for every FluxDeployment in a YAML file, and the problems found."""
+    """Objects for every FluxDeployment and FluxLoRATraining in a YAML file, and the
+    problems found."""
     import yaml
 
     from flux_operator.render import Owner, render_all
     from flux_operator.spec import KIND, FluxDeploymentSpec
+    from flux_operator.training_render import render_training_docs
     from flux_operator.validation import spec_problems
 
     objects: list[dict[str, Any]] = []
@@ -54,7 +56,8 @@ def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     # Bytes: YAML is UTF-8 (or says otherwise with a BOM) whatever the locale, and preset
     # names may be in any script.
     text = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
-    for doc in yaml.safe_load_all(text):
+    docs = list(yaml.safe_load_all(text))
+    for doc in docs:
         if not isinstance(doc, dict) or doc.get("kind") != KIND:
             continue
         meta = doc.get("metadata") or {}
@@ -68,7 +71,8 @@ def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             continue
         spec = FluxDeploymentSpec.model_validate(doc["spec"])
         objects += render_all(Owner(name=name, namespace=meta.get("namespace")), spec)
-    return objects, problems
+    jobs, job_problems = render_training_docs(docs)
+    return objects + jobs, problems + job_problems
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -85,7 +89,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if problems:
         return 1
     if not objects:
-        print(f"error: {args.file}: no {KIND} found", file=sys.stderr)
+        print(f"error: {args.file}: no {KIND} or FluxLoRATraining found", file=sys.stderr)
         return 1
     sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
     return 0
@@ -115,8 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"{ENV_PREFIX}<FLAG_IN_UPPER_SNAKE>; a flag wins over its variable.",
     )
     add_arguments(run)
-    render = sub.add_parser("render", help="print the objects a FluxDeployment turns into")
-    render.add_argument("file", type=Path, help="YAML file with FluxDeployment(s), or -")
+    render = sub.add_parser(
+        "render",
+        help="print the objects a FluxDeployment turns into (a FluxLoRATraining: its Job)",
+    )
+    render.add_argument(
+        "file", type=Path, help="YAML file with FluxDeployment(s) or FluxLoRATraining(s), or -"
+    )
     history = sub.add_parser("history", help="print a FluxDeployment's revisions")
     history.add_argument("name")
     history.add_argument("-n", "--namespace", default=None, help="namespace (kubeconfig's default)")

@@ -1,7 +1,8 @@
-"""Generate the FluxDeployment CustomResourceDefinition from the pydantic models.
+"""Generate the CustomResourceDefinitions from the pydantic models.
 
-``python -m flux_operator.crdgen crds/`` writes ``crds/fluxserve.dev_fluxdeployments.yaml``;
-``--check`` exits 1 when the file on disk differs (stale).
+``python -m flux_operator.crdgen crds/`` writes ``crds/fluxserve.dev_fluxdeployments.yaml``
+and ``crds/fluxserve.dev_fluxloratrainings.yaml``; ``--check`` exits 1 when a file on disk
+differs (stale).
 
 Pydantic emits JSON Schema 2020-12; a CRD wants a *structural* OpenAPI v3 schema. The
 conversion inlines ``$ref``s, turns ``X | None`` into an optional ``X``, drops what the
@@ -31,8 +32,18 @@ from flux_operator.spec import (
     FluxDeploymentSpec,
     FluxDeploymentStatus,
 )
+from flux_operator.spec.training import (
+    TRAINING_KIND,
+    TRAINING_MAX_NAME_LENGTH,
+    TRAINING_PLURAL,
+    TRAINING_SHORT_NAMES,
+    TRAINING_SINGULAR,
+    FluxLoRATrainingSpec,
+)
+from flux_operator.spec.training_status import FluxLoRATrainingStatus
 
 CRD_FILE_NAME = f"{GROUP}_{PLURAL}.yaml"
+TRAINING_CRD_FILE_NAME = f"{GROUP}_{TRAINING_PLURAL}.yaml"
 
 _DROP_KEYS = {"title", "propertyNames", "$defs"}
 
@@ -69,6 +80,10 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             continue  # structural schemas prune unknown fields already
         elif key == "const":
             out["enum"] = [value]
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            # JSON Schema's number is OpenAPI v3.0's bound plus a boolean flag.
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
         else:
             out[key] = value
     if "enum" in out and "type" not in out:
@@ -109,6 +124,10 @@ def _bounds(node: dict[str, Any]) -> list[str]:
         if key not in node:
             continue
         value = node[key]
+        if key.startswith("exclusive"):
+            continue  # said with its bound
+        if key in ("minimum", "maximum") and node.get(f"exclusive{key.title()}") is True:
+            words = "Greater than" if key == "minimum" else "Less than"
         if key == "enum":
             said.append(f"{words}: {', '.join(_json(v) for v in value)}.")
         elif key == "pattern":
@@ -163,17 +182,38 @@ PRINTER_COLUMNS: list[dict[str, str]] = [
 ]
 """What ``kubectl get fxd`` shows."""
 
+TRAINING_PRINTER_COLUMNS: list[dict[str, str]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Progress",
+        "type": "string",
+        "jsonPath": ".status.progress.summary",
+        "description": "Steps done / steps of the run.",
+    },
+    {
+        "name": "Val Loss",
+        "type": "number",
+        "jsonPath": ".status.metrics.finalValidationLoss",
+        "description": "The final validation loss (the base's is in status.metrics).",
+    },
+    {"name": "Adapter", "type": "string", "jsonPath": ".status.adapter.uri"},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+"""What ``kubectl get fxlt`` shows."""
 
-def _root_schema() -> dict[str, Any]:
-    """The resource's OpenAPI schema: the spec and status models, and the name's rules."""
-    spec_schema = _model_schema(FluxDeploymentSpec)
+
+def _root_schema(
+    spec_model: type[Any], status_model: type[Any], description: str, max_name: int, why: str
+) -> dict[str, Any]:
+    """A resource's OpenAPI schema: the spec and status models, and the name's rules."""
+    spec_schema = _model_schema(spec_model)
     _document_bounds(spec_schema)
-    status_schema = _model_schema(FluxDeploymentStatus)
+    status_schema = _model_schema(status_model)
     status_schema.pop("default", None)
     _strip_defaults(status_schema)
     return {
         "type": "object",
-        "description": f"{KIND}: FLUX.1 served on GPUs, rolled out and back by release.",
+        "description": description,
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string"},
@@ -184,9 +224,8 @@ def _root_schema() -> dict[str, Any]:
         },
         "x-kubernetes-validations": [
             {
-                "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
-                "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters "
-                "(children append -presets-<hash>)",
+                "rule": f"self.metadata.name.size() <= {max_name}",
+                "message": f"metadata.name must be at most {max_name} characters ({why})",
             },
             {
                 "rule": "self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')",
@@ -196,8 +235,59 @@ def _root_schema() -> dict[str, Any]:
     }
 
 
+def _crd(kind: str, plural: str, singular: str, short: tuple[str, ...], version: Any) -> Any:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.{GROUP}",
+            "labels": {
+                "app.kubernetes.io/name": "fluxserve",
+                "app.kubernetes.io/part-of": "fluxserve",
+            },
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": singular,
+                "shortNames": list(short),
+                "categories": ["all", "fluxserve"],
+            },
+            "versions": [version],
+        },
+    }
+
+
+def build_training_crd() -> dict[str, Any]:
+    """The FluxLoRATraining CustomResourceDefinition as a dict."""
+    schema = _root_schema(
+        FluxLoRATrainingSpec,
+        FluxLoRATrainingStatus,
+        f"{TRAINING_KIND}: a LoRA fine-tuning run of FLUX as a Job, evaluated against the "
+        "base model, and promoted into a FluxDeployment on request.",
+        TRAINING_MAX_NAME_LENGTH,
+        "the Job appends -train, its pods 6 more",
+    )
+    schema["x-kubernetes-validations"][1]["message"] = "metadata.name must be a DNS label"
+    version = {
+        "name": VERSION,
+        "served": True,
+        "storage": True,
+        "subresources": {"status": {}},
+        "additionalPrinterColumns": TRAINING_PRINTER_COLUMNS,
+        "schema": {"openAPIV3Schema": schema},
+    }
+    return dict(
+        _crd(TRAINING_KIND, TRAINING_PLURAL, TRAINING_SINGULAR, TRAINING_SHORT_NAMES, version)
+    )
+
+
 def build_crd() -> dict[str, Any]:
-    """The CustomResourceDefinition as a dict."""
+    """The FluxDeployment CustomResourceDefinition as a dict."""
     version = {
         "name": VERSION,
         "served": True,
@@ -211,32 +301,17 @@ def build_crd() -> dict[str, Any]:
             },
         },
         "additionalPrinterColumns": PRINTER_COLUMNS,
-        "schema": {"openAPIV3Schema": _root_schema()},
-    }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": f"{PLURAL}.{GROUP}",
-            "labels": {
-                "app.kubernetes.io/name": "fluxserve",
-                "app.kubernetes.io/part-of": "fluxserve",
-            },
-        },
-        "spec": {
-            "group": GROUP,
-            "scope": "Namespaced",
-            "names": {
-                "kind": KIND,
-                "listKind": f"{KIND}List",
-                "plural": PLURAL,
-                "singular": SINGULAR,
-                "shortNames": list(SHORT_NAMES),
-                "categories": ["all", "fluxserve"],
-            },
-            "versions": [version],
+        "schema": {
+            "openAPIV3Schema": _root_schema(
+                FluxDeploymentSpec,
+                FluxDeploymentStatus,
+                f"{KIND}: FLUX.1 served on GPUs, rolled out and back by release.",
+                MAX_NAME_LENGTH,
+                "children append -presets-<hash>",
+            )
         },
     }
+    return dict(_crd(KIND, PLURAL, SINGULAR, SHORT_NAMES, version))
 
 
 def _strip_defaults(node: Any) -> None:
@@ -257,9 +332,18 @@ class _NoAliasDumper(yaml.SafeDumper):
         return True
 
 
-def render_crd_yaml() -> str:
+def render_crd_yaml(crd: dict[str, Any] | None = None) -> str:
     header = "# Generated by `make crds` (python -m flux_operator.crdgen crds/). Do not edit.\n"
-    return header + yaml.dump(build_crd(), Dumper=_NoAliasDumper, sort_keys=False, width=100)
+    body = build_crd() if crd is None else crd
+    return header + yaml.dump(body, Dumper=_NoAliasDumper, sort_keys=False, width=100)
+
+
+def crd_files() -> dict[str, str]:
+    """Every CRD file by name, as ``make crds`` writes it."""
+    return {
+        CRD_FILE_NAME: render_crd_yaml(),
+        TRAINING_CRD_FILE_NAME: render_crd_yaml(build_training_crd()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,16 +351,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", type=Path, help="directory to write the CRD into")
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale")
     args = parser.parse_args(argv)
-    target = args.out_dir / CRD_FILE_NAME
-    text = render_crd_yaml()
+    files = crd_files()
     if args.check:
-        if not target.exists() or target.read_text() != text:
+        stale = [
+            args.out_dir / name
+            for name, text in files.items()
+            if not (args.out_dir / name).exists() or (args.out_dir / name).read_text() != text
+        ]
+        for target in stale:
             print(f"{target} is stale: run `make crds`", file=sys.stderr)
-            return 1
-        return 0
+        return 1 if stale else 0
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    target.write_text(text)
-    print(target)
+    for name, text in files.items():
+        (args.out_dir / name).write_text(text)
+        print(args.out_dir / name)
     return 0
 
 

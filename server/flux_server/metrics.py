@@ -40,6 +40,8 @@ class Metrics:
         self.requests = _counter(names.REQUESTS, r)
         self.request_duration = _histogram(names.REQUEST_DURATION, r, LATENCY_BUCKETS)
         self.queue_depth = _gauge(names.QUEUE_DEPTH, r)
+        self.queue_depth_by_priority = _gauge(names.QUEUE_DEPTH_BY_PRIORITY, r)
+        self.set_depth(0, 0)  # both series from the start, for the HPA and alerts
         self.running = _gauge(names.REQUESTS_RUNNING, r)
         self.batch_size = _histogram(names.BATCH_SIZE, r, (1, 2, 3, 4, 6, 8, 12, 16, 32, 64))
         self.inference_duration = _histogram(names.INFERENCE_DURATION, r, LATENCY_BUCKETS)
@@ -70,6 +72,12 @@ class Metrics:
         self.experiments = ExperimentMetrics(r)
         """The per-arm metrics of style-preset experiments."""
         r.register(_RecompilesCollector())
+
+    def set_depth(self, high: int, normal: int) -> None:
+        """The requests waiting: ``fluxserve_queue_depth`` and its split by priority."""
+        self.queue_depth.set(high + normal)
+        self.queue_depth_by_priority.labels(priority="high").set(high)
+        self.queue_depth_by_priority.labels(priority="normal").set(normal)
 
     def set_model(self, model: str, revision: str | None, release: str) -> None:
         self.model_info.labels(model=model, revision=revision or "", release=release).set(1)

@@ -76,5 +76,6 @@ def test_argocd_cm_patch_is_a_valid_configmap() -> None:
     kubernetes_validate.validate(cm, "1.33.0", strict=True)
     assert set(cm["data"]) == {
         "resource.customizations.health.fluxserve.dev_FluxDeployment",
+        "resource.customizations.health.fluxserve.dev_FluxLoRATraining",
         "resource.customizations.health.argoproj.io_Application",
     }

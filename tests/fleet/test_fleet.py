@@ -49,9 +49,9 @@ def _generate(url: str, prompt: str, steps: int = 2, **headers: str) -> httpx.Re
 
 def test_the_front_loads_no_torch(fleet: dict[str, ServerProcess]) -> None:
     ready = [r for r in fleet["front"].log_records() if r.get("message") == "ready"]
-    assert ready and ready[0]["torch_loaded"] is False, ready
+    assert ready and ready[0]["fluxserve.detail.torch_loaded"] is False, ready
     worker_ready = [r for r in fleet["w1"].log_records() if r.get("message") == "ready"]
-    assert worker_ready[0]["torch_loaded"] is True
+    assert worker_ready[0]["fluxserve.detail.torch_loaded"] is True
 
 
 def test_sync_requests_complete_through_the_queue(fleet: dict[str, ServerProcess]) -> None:
@@ -87,6 +87,6 @@ def test_a_killed_worker_loses_nothing_and_nothing_runs_twice(
         for name in ("w1", "w2")
         for r in fleet[name].log_records()
         if r.get("message") == "queued batch done"
-        for rid in r["request_ids"]
+        for rid in r["fluxserve.request_ids"]
     ]
     assert len(done) == len(set(done)), "a request was generated twice"

@@ -44,6 +44,9 @@ RESOURCES = {
     "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, set()),
     "v1/events": ("Event", True, set()),
     "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True, set()),
+    "fluxserve.dev/v1alpha1/fluxloratrainings": ("FluxLoRATraining", True, {"status"}),
+    "batch/v1/jobs": ("Job", True, {"status"}),
+    "v1/pods": ("Pod", True, {"status"}),
     "v1/namespaces": ("Namespace", False, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
 }
@@ -58,6 +61,9 @@ PATHS = {
     "ConfigMap": "/api/v1",
     "Event": "/api/v1",
     "HTTPRoute": "/apis/gateway.networking.k8s.io/v1",
+    "FluxLoRATraining": "/apis/fluxserve.dev/v1alpha1",
+    "Job": "/apis/batch/v1",
+    "Pod": "/api/v1",
 }
 PLURALS = {
     "FluxDeployment": "fluxdeployments",
@@ -68,6 +74,9 @@ PLURALS = {
     "ConfigMap": "configmaps",
     "Event": "events",
     "HTTPRoute": "httproutes",
+    "FluxLoRATraining": "fluxloratrainings",
+    "Job": "jobs",
+    "Pod": "pods",
 }
 
 

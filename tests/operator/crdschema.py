@@ -77,6 +77,12 @@ def _strict(schema: Any) -> Any:
     # kubectl's default field validation is Strict: unknown fields are errors, not pruned.
     if isinstance(schema, dict):
         out = {k: _strict(v) for k, v in schema.items()}
+        # OpenAPI v3.0's exclusive bounds are flags on minimum/maximum; Draft 7's are numbers.
+        for flag, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+            if out.get(flag) is True and bound in out:
+                out[flag] = out.pop(bound)
+            elif out.get(flag) is False:
+                del out[flag]
         if (
             out.get("type") == "object"
             and "properties" in out

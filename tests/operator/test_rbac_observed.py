@@ -21,6 +21,13 @@ from conftest import (
     base_spec,
     condition,
 )
+from test_training_emulated import (
+    create_training,
+    job_finishes,
+    result,
+    training,
+    training_status,
+)
 
 from flux_operator.rbac import RULES
 
@@ -32,6 +39,10 @@ UNOBSERVABLE = {
     # Checked by the API server's OwnerReferencesPermissionEnforcement admission when a
     # child names the FluxDeployment with blockOwnerDeletion: no request of its own.
     ("fluxserve.dev", "fluxdeployments/finalizers", "update"),
+    ("fluxserve.dev", "fluxloratrainings/finalizers", "update"),
+    # engine kubeflow: the emulator serves no Kubeflow Trainer (nor does this test run one).
+    ("trainer.kubeflow.org", "trainjobs", "get"),
+    ("trainer.kubeflow.org", "trainjobs", "create"),
 }
 
 
@@ -215,6 +226,12 @@ async def test_rules_are_exactly_what_the_operator_uses(
     )
     assert condition(status, "Degraded")["status"] == "False"
     await _canary_behind_a_gateway(cluster)
+    # A FluxLoRATraining: its Job created and followed, its Pod's result read, the adapter
+    # promoted into flux-dev's loras.
+    await create_training(cluster, training())
+    await cluster.wait_for(lambda: cluster.get("Job", "poster-style-train"), "the Job")
+    await job_finishes(cluster, result(base=0.4, final=0.3))
+    await training_status(cluster, "Succeeded")
     assert cluster.server["patch", kmock.resource(KOPF_PEERINGS)], "kopf kept no peering"
 
     async def resynced() -> bool:

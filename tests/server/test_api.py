@@ -245,6 +245,9 @@ def test_probes_presets_openapi_metrics(server: ServerProcess) -> None:
     assert error["properties"]["error"]["required"] == ["code", "message", "field"]
     assert {"400", "429", "503", "504"} <= set(generate["responses"])
     assert metric(server, "fluxserve_queue_depth") >= 0
+    queue = httpx.get(f"{server.url}/queue").json()  # alone: its batcher, the fleet's shape
+    assert (queue["source"], queue["workers_alive"], queue["total"]) == ("local", 1, 0), queue
+    assert "/v1/queue" in openapi["paths"] and "QueueStatus" in openapi["components"]["schemas"]
     assert metric(server, "fluxserve_ready") == 1
     # The separate Prometheus port serves the same registry.
     assert metric(server, "fluxserve_ready", port=server.metrics_port) == 1

@@ -35,7 +35,7 @@ def test_a_job_emits_queued_running_one_progress_per_step_and_one_terminal_event
     ]  # fmt: skip
     assert [e.seq for e in events] == list(range(1, 8))
     assert state.seq == 7
-    assert events[0].data == {"queue_position": 2}
+    assert events[0].data == {"queue_position": 2, "position": 3}
     assert [dict(e.data) for e in events[3:6]] == [{"step": n, "total": 3} for n in (1, 2, 3)]
     assert events[-1].data["images"][0] == {
         "seed": 7, "format": "png", "width": 64, "height": 32, "url": "/jobs/job_a/images/0",
@@ -130,7 +130,7 @@ def test_job_json_shows_only_what_applies_to_the_status() -> None:
 def test_a_late_watcher_is_told_the_current_state_first() -> None:
     state, _ = lifecycle.submit("job_a", now=T0, position=1)
     [first] = lifecycle.snapshot(state)
-    assert first.kind is EventKind.QUEUED and first.data == {"queue_position": 1}
+    assert first.kind is EventKind.QUEUED and first.data == {"queue_position": 1, "position": 2}
     state, _ = lifecycle.start(state, now=T0, total=5)
     assert [e.kind for e in lifecycle.snapshot(state)] == [EventKind.RUNNING]
     state, _ = lifecycle.step(state, 2, 5)

@@ -134,13 +134,17 @@ def test_inspect_prints_what_the_adapter_records(
 @pytest.fixture
 def servers(tiny_flux: Path, trained: Trained, tmp_path: Path) -> Iterator[list[ServerProcess]]:
     """The base model served as is, and with the adapter as ``brand``."""
+    # One thread each, as the trainer (see trainer_env): two servers load side by side.
+    one_thread = {"OMP_NUM_THREADS": "1"}
     started = [
-        start_server(tiny_flux, tmp_path),
-        start_server(tiny_flux, tmp_path, ["--lora", f"brand={trained.adapter}"]),
+        start_server(tiny_flux, tmp_path, env_overrides=one_thread),
+        start_server(
+            tiny_flux, tmp_path, ["--lora", f"brand={trained.adapter}"], env_overrides=one_thread
+        ),
     ]
     try:
         for server in started:
-            server.wait_ready()
+            server.wait_ready(300)
         yield started
     finally:
         for server in started:

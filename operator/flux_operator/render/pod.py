@@ -46,6 +46,8 @@ def _lora_path(spec: FluxDeploymentSpec, index: int) -> str:
         return f"{MODEL_DIR}/{lora.path}"
     if lora.config_map is not None:
         return f"{LORA_CONFIGMAP_DIR}/{lora.name}"
+    if lora.uri is not None:
+        return lora.uri  # fetched by the server itself
     return f"{LORA_PVC_DIR}/{lora.name}"
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from flux_client.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
+from flux_contract.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
 
 GROUP = "fluxserve.dev"
 VERSION = "v1alpha1"
@@ -27,7 +27,7 @@ MAX_NAME_LENGTH = 40
 
 
 # Any Unicode name users type (水墨): the CRD's CEL rule on the keys refuses what a
-# pattern can say; flux_client.names decides the rest (the operator reports it).
+# pattern can say; flux_contract.names decides the rest (the operator reports it).
 PresetName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PRESET_NAME_LENGTH)]
 
 

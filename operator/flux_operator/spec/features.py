@@ -16,8 +16,8 @@ class LoraSpec(_Model):
         json_schema_extra=_cel(
             (
                 "(has(self.path) ? 1 : 0) + (has(self.configMap) ? 1 : 0)"
-                " + (has(self.pvc) ? 1 : 0) == 1",
-                "set exactly one of path, configMap or pvc",
+                " + (has(self.pvc) ? 1 : 0) + (has(self.uri) ? 1 : 0) == 1",
+                "set exactly one of path, configMap, pvc or uri",
             )
         )
     )
@@ -40,12 +40,24 @@ class LoraSpec(_Model):
         description="ConfigMap whose binaryData holds the adapter files (small adapters).",
     )
     pvc: PvcSource | None = Field(default=None, description="PVC holding the adapter.")
+    uri: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^s3://[^\s]+$",
+        description="Object-store URI of the adapter file (a FluxLoRATraining's output).",
+    )
+    sha256: str | None = Field(
+        default=None,
+        max_length=64,
+        pattern=r"^[a-f0-9]{64}$",
+        description="sha256 of the adapter file, as its training reported it.",
+    )
     scale: float = Field(default=1.0, ge=0.0, le=4.0, description="Default adapter weight.")
 
     @model_validator(mode="after")
     def _one_source(self) -> LoraSpec:
-        if sum(x is not None for x in (self.path, self.config_map, self.pvc)) != 1:
-            raise ValueError("set exactly one of path, configMap or pvc")
+        if sum(x is not None for x in (self.path, self.config_map, self.pvc, self.uri)) != 1:
+            raise ValueError("set exactly one of path, configMap, pvc or uri")
         return self
 
 

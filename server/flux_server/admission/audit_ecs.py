@@ -9,6 +9,8 @@ each field has an ECS name or one under ``fluxserve.audit.*``:
 ``user``                ``user.id``
 ``endpoint``            ``fluxserve.endpoint``
 ``decision``            ``fluxserve.audit.decision``, and ``event.action``
+``outcome``             ``fluxserve.audit.outcome`` (``accepted``: the work starts;
+                        ``failed``: an admitted request's final line)
 ``reason``              ``event.reason``
 ``detail``              ``fluxserve.audit.detail``
 ``status``              ``http.response.status_code``
@@ -61,6 +63,7 @@ class AuditRecord(Protocol):
     reason: str | None
     detail: str | None
     status: int | None
+    outcome: str | None
     latency_ms: float | None
     cache_hit: bool
     job_id: str | None
@@ -76,6 +79,7 @@ LOGGER = "flux_server.audit"
 AUDIT_FIELDS: dict[str, str] = {
     "fluxserve.audit.kind": "keyword",
     "fluxserve.audit.decision": "keyword",
+    "fluxserve.audit.outcome": "keyword",
     "fluxserve.audit.detail": "keyword",
     "fluxserve.audit.prompt": "text",
     "fluxserve.audit.negative_prompt": "text",
@@ -160,6 +164,7 @@ def audit_fields(record: AuditRecord, release: str | None) -> dict[str, Any]:
         "event.kind": "event",
         "fluxserve.audit.kind": record.kind,
         "fluxserve.audit.decision": record.decision,
+        "fluxserve.audit.outcome": record.outcome,
         "fluxserve.audit.detail": record.detail,
         "fluxserve.audit.subject": experiment.get("subject"),
         "fluxserve.audit.prompt": record.prompt,
@@ -251,6 +256,7 @@ def parse_line(line: str) -> dict[str, Any]:
         "negative_prompt_sha256": audit.get("negative_prompt_sha256"),
         "params": audit.get("params") or {},
         "decision": audit.get("decision"),
+        "outcome": audit.get("outcome"),
         "reason": _get(doc, "event.reason"),
         "detail": audit.get("detail"),
         "status": _get(doc, "http.response.status_code"),

@@ -22,18 +22,20 @@ from typing import TYPE_CHECKING, Any
 
 from flux_server.admission.gate import Admission, Trail
 from flux_server.admission.request_log import log_served
-from flux_server.errors import InternalError, NotEnabled, ServeError
+from flux_server.errors import InternalError, ServeError
 from flux_server.jobs.access import OwnedJobs
+from flux_server.jobs.fleet_jobs import FleetJobs
 from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
 from flux_server.jobs.manager import JobManager
 from flux_server.jobs.webhook_url import WebhookTarget
+from flux_server.requests.params import ResolvedRequest
 from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.batcher import Batcher, BatchInfo
 from flux_server.scheduling.runner import Runner, Work, describe_failure
 
 if TYPE_CHECKING:
     from flux_server.requests.context import CallContext
-    from flux_server.requests.params import GenerateParams, ResolvedRequest
+    from flux_server.requests.params import GenerateParams
     from flux_server.requests.results import GenerationResult
 
 log = logging.getLogger(__name__)
@@ -65,6 +67,7 @@ class AsyncJobs:
         runner: Runner,
         default_timeout: float,
         on_served: ServedFn | None = None,
+        fleet: FleetJobs | None = None,
     ) -> None:
         self.batcher = batcher
         self.admission = admission
@@ -72,6 +75,7 @@ class AsyncJobs:
         self.runner = runner
         self.default_timeout = default_timeout
         self.on_served = on_served
+        self.fleet = fleet  # --queue: generations ride the fleet's queue
         self._trails: dict[str, Trail] = {}  # live jobs: for their audit lines
         self._tasks: set[asyncio.Task[Any]] = set()
         self._repositioning: asyncio.Task[None] | None = None
@@ -88,17 +92,12 @@ class AsyncJobs:
     ) -> JobState:
         """Record the job and queue its work; returns the job as first recorded."""
         ctx = trail.ctx
-        if self.runner.engine is None:
-            # A queue front (--role front) loads no model; jobs do not ride the queue yet.
-            raise NotEnabled(
-                "async jobs are not queued for the fleet yet: submit them to a server with "
-                "--role all or worker",
-                "prefer",
-            )
-        self.batcher.check_capacity()  # 429/503 before anything is recorded
+        fleet = self.fleet if isinstance(work.job, ResolvedRequest) else None
+        if fleet is None:
+            self.batcher.check_capacity()  # 429/503 before anything is recorded
         cached = await self.admission.lookup(cache_key)
         state, live = await self.manager.submit(
-            position=self.batcher.depth,
+            position=0 if fleet is not None else self.batcher.depth,
             kind=work.kind,
             request_id=ctx.request_id,
             webhook=webhook,
@@ -125,8 +124,19 @@ class AsyncJobs:
         work.progress = self.manager.progress_callback(job_id)
         work.on_start = lambda: self._started(job_id, steps)
         timeout = ctx.timeout if ctx.timeout is not None else self.default_timeout
+        if fleet is not None:
+            await self._submit_fleet(fleet, job_id, work, trail, timeout, cache_key)
+        else:
+            await self._submit_local(job_id, work, ctx.priority, timeout, cache_key)
+        return state
+
+    async def _submit_local(
+        self, job_id: str, work: Work, priority: bool, timeout: float, cache_key: str | None
+    ) -> None:
+        """Put the job on this process's batcher (the job failed and refused when the
+        queue filled up since the check)."""
         try:
-            item = self.batcher.enqueue(work, priority=ctx.priority, timeout=timeout)
+            item = self.batcher.enqueue(work, priority=priority, timeout=timeout)
         except ServeError as error:  # the queue filled up since the check
             await self.manager.failed(job_id, error)
             raise
@@ -138,10 +148,42 @@ class AsyncJobs:
                     extra={"job_id": job_id, "step": self.runner.step},
                 )
 
-        live.on_cancel = withdraw
+        live = self.manager.live(job_id)
+        if live is not None:
+            live.on_cancel = withdraw
         self._spawn(self._run(job_id, work, self.batcher.wait(item, timeout), cache_key))
         self.queue_changed()
-        return state
+
+    async def _submit_fleet(
+        self,
+        fleet: FleetJobs,
+        job_id: str,
+        work: Work,
+        trail: Trail,
+        timeout: float,
+        cache_key: str | None,
+    ) -> None:
+        """Put the job on the fleet's queue (refused with 503 when Redis cannot take it:
+        then the job is recorded failed) and follow it from this front."""
+        try:
+            placed = await fleet.place(
+                work, key_id=trail.user or "anonymous", priority=trail.ctx.priority,
+                timeout=timeout,
+            )  # fmt: skip
+        except ServeError as error:
+            await self.manager.failed(job_id, error)
+            raise
+
+        def withdraw() -> None:  # workers skip a cancelled entry; the follower stops
+            self._spawn(fleet.withdraw(work.request_id, timeout))
+
+        live = self.manager.live(job_id)
+        if live is not None:
+            live.on_cancel = withdraw
+        start = work.on_start
+        assert start is not None
+        result = fleet.follow(job_id, work, placed, timeout, start)
+        self._spawn(self._run(job_id, work, result, cache_key))
 
     async def _run(
         self,

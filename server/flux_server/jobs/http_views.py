@@ -13,7 +13,15 @@ from dataclasses import asdict
 from typing import Any
 
 from flux_server.experiments.assignment import arm_json
-from flux_server.jobs.lifecycle import JobEvent, JobState, JobStatus, images_json, iso, urls
+from flux_server.jobs.lifecycle import (
+    JobEvent,
+    JobState,
+    JobStatus,
+    images_json,
+    iso,
+    queued_json,
+    urls,
+)
 
 # --- HTTP helpers --------------------------------------------------------------------------
 
@@ -90,7 +98,7 @@ def job_json(
         "experiment": arm_json(state.experiment),
     }
     if state.status is JobStatus.QUEUED:
-        body["queue_position"] = state.queue_position
+        body |= queued_json(state)
     if state.status is JobStatus.RUNNING and state.progress is not None:
         body["progress"] = asdict(state.progress)
     if state.status is JobStatus.FAILED and state.error is not None:

@@ -100,7 +100,11 @@ class JobState:
     started_at: float | None = None
     completed_at: float | None = None
     queue_position: int | None = None
-    """0-based place in the queue while queued."""
+    """0-based place in the queue while queued (``position`` in JSON is this + 1)."""
+    eta_seconds: float | None = None
+    """While queued: seconds until done at the fleet's measured rate (None: unmeasured)."""
+    warming_up: bool = False
+    """While queued on the fleet's queue: no worker is alive to take it yet."""
     progress: Progress | None = None
     error: JobError | None = None
     images: tuple[ImageInfo, ...] = ()
@@ -245,17 +249,33 @@ def submit(
         experiment=experiment,
         user=user,
     )
-    return _event(state, EventKind.QUEUED, {"queue_position": position})
+    return _event(state, EventKind.QUEUED, queued_json(state))
 
 
-def reposition(state: JobState, position: int) -> tuple[JobState, JobEvent | None]:
-    """The queue moved: a new ``queued`` event when the position changed, else none."""
+def reposition(
+    state: JobState, position: int, eta: float | None = None, warming_up: bool = False
+) -> tuple[JobState, JobEvent | None]:
+    """The queue moved: a new ``queued`` event when the place, the estimate or the
+    workers' presence changed, else none."""
     _require(state, JobStatus.QUEUED, action="move in the queue")
-    if position == state.queue_position:
+    if (position, eta, warming_up) == (state.queue_position, state.eta_seconds, state.warming_up):
         return state, None
-    return _event(
-        replace(state, queue_position=position), EventKind.QUEUED, {"queue_position": position}
-    )
+    state = replace(state, queue_position=position, eta_seconds=eta, warming_up=warming_up)
+    return _event(state, EventKind.QUEUED, queued_json(state))
+
+
+def queued_json(state: JobState) -> dict[str, Any]:
+    """A queued job's place: ``queue_position`` (0-based), ``position`` (1 is next),
+    ``eta_seconds`` when the fleet has measured its rate, ``warming_up`` when no worker
+    is alive to take it."""
+    data: dict[str, Any] = {"queue_position": state.queue_position}
+    if state.queue_position is not None:
+        data["position"] = state.queue_position + 1
+    if state.eta_seconds is not None:
+        data["eta_seconds"] = state.eta_seconds
+    if state.warming_up:
+        data["warming_up"] = True
+    return data
 
 
 def start(state: JobState, *, now: float, total: int) -> tuple[JobState, JobEvent]:
@@ -310,7 +330,7 @@ def snapshot(state: JobState) -> list[JobEvent]:
     with a higher ``seq`` are new."""
     s = state.seq
     if state.status is JobStatus.QUEUED:
-        return [JobEvent(state.id, s, EventKind.QUEUED, {"queue_position": state.queue_position})]
+        return [JobEvent(state.id, s, EventKind.QUEUED, queued_json(state))]
     if state.status is JobStatus.RUNNING:
         progress = state.progress or Progress(0, 0)
         events = [

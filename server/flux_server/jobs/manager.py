@@ -187,8 +187,10 @@ class JobManager:
         if job_id in self._live:
             await self._apply(job_id, transition)
 
-    async def reposition(self, job_id: str, position: int) -> None:
-        await self._report(job_id, lambda s: lifecycle.reposition(s, position))
+    async def reposition(
+        self, job_id: str, position: int, eta: float | None = None, warming_up: bool = False
+    ) -> None:
+        await self._report(job_id, lambda s: lifecycle.reposition(s, position, eta, warming_up))
 
     async def started(self, job_id: str, total_steps: int) -> None:
         await self._report(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,32 +62,48 @@ class FleetQueue:
         progress: ProgressFn | None = None,
     ) -> tuple[list[GeneratedImage], BatchInfo]:
         """Queue one generation and wait for its images."""
+        deadline = time.monotonic() + timeout
+        _, pubsub = await self.place(
+            job, request_id=request_id, key_id=key_id, priority=priority, timeout=timeout
+        )
+        try:
+            outcome = await self.wait(pubsub, request_id, deadline, progress)
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+        return unpack(outcome)
+
+    async def place(
+        self, job: ResolvedRequest, *, request_id: str, key_id: str, priority: bool,
+        timeout: float,
+    ) -> tuple[Placed, Any]:  # fmt: skip
+        """Put one generation on the queue, subscribed to its events first (so none is
+        missed); ``Unavailable`` (503, Retry-After) when Redis cannot take it."""
         payload = codec.entry(
             job, request_id, key_id, priority=priority, timeout=timeout,
             result_ttl=timeout + _RESULT_MARGIN_S,
         )  # fmt: skip
-        deadline = time.monotonic() + timeout
+        pubsub = self.broker.redis.pubsub()
         try:
-            pubsub = self.broker.redis.pubsub()
             await pubsub.subscribe(names.events(request_id))
+            lane = names.priority_name(priority)
+            entry_id = await self.broker.enqueue(self.track, lane, key_id, payload)
         except (RedisError, OSError) as exc:
-            raise unavailable(exc) from None
-        try:
-            try:
-                await self.broker.enqueue(
-                    self.track, names.priority_name(priority), key_id, payload
-                )
-            except (RedisError, OSError) as exc:
-                raise unavailable(exc) from None
-            outcome = await self._wait(pubsub, request_id, deadline, progress)
-        finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
-        return _unpack(outcome)
+            raise unavailable(exc) from None
+        return Placed(self.track, lane, key_id, entry_id), pubsub
 
-    async def _wait(
-        self, pubsub: Any, request_id: str, deadline: float, progress: ProgressFn | None
+    async def wait(
+        self,
+        pubsub: Any,
+        request_id: str,
+        deadline: float,
+        progress: ProgressFn | None,
+        on_event: Callable[[str], Awaitable[None]] | None = None,
     ) -> dict[str, Any]:
+        """The stored outcome. ``on_event`` hears ``tick`` about once a second while no
+        event arrives, and ``started`` when a worker starts the request."""
         while True:
             outcome = await self.broker.result(request_id)
             if outcome is not None:
@@ -99,14 +116,16 @@ class FleetQueue:
             message = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=min(left, 1.0)
             )
-            if message is None:
-                continue
-            event = codec.json_loads(message["data"])
-            if event.get("type") == "progress" and progress is not None:
+            kind = "tick" if message is None else codec.json_loads(message["data"]).get("type")
+            if kind == "progress" and progress is not None and message is not None:
+                event = codec.json_loads(message["data"])
                 progress(int(event["step"]), int(event["total"]))
+            elif on_event is not None and kind in ("tick", "started"):
+                await on_event(str(kind))
 
     async def position(self, placed: Placed) -> tuple[int | None, float | None]:
-        """(position, eta_seconds) of a waiting entry; (None, None) once it runs."""
+        """(position, eta_seconds) of a waiting entry, position 0 next; (None, None) once
+        a worker has taken it."""
         state = await self.broker.class_state(placed.track, placed.priority)
         own = state.get(placed.key_id)
         if own is None:
@@ -121,12 +140,15 @@ class FleetQueue:
             high = await self.broker.class_state(placed.track, names.PRIORITIES[0])
             first = sum(waiting for waiting, _ in high.values())
         position = fair_position(ahead, others, first)
-        rate = sum(float(w.get("rate", 0)) for w in await self.broker.workers()
-                   if w.get("track") == placed.track)  # fmt: skip
+        rate = sum(float(w.get("rate", 0)) for w in await self.workers())
         return position, eta_seconds(position, rate)
 
+    async def workers(self) -> list[dict[str, Any]]:
+        """The live workers of this front's track (their heartbeats)."""
+        return [w for w in await self.broker.workers() if w.get("track") == self.track]
 
-def _unpack(outcome: dict[str, Any]) -> tuple[list[GeneratedImage], BatchInfo]:
+
+def unpack(outcome: dict[str, Any]) -> tuple[list[GeneratedImage], BatchInfo]:
     error = outcome.get("error")
     if error is not None:
         if error.get("code") == "deadline_exceeded":

@@ -134,6 +134,12 @@ class Batcher(Generic[P, R]):
         """Requests waiting (not running)."""
         return len(self._normal) + len(self._priority)
 
+    def waiting(self) -> tuple[int, int, float | None]:
+        """(priority, normal) requests waiting and the oldest one's enqueue time (the
+        event loop's clock; None when nothing waits): what ``GET /queue`` reports."""
+        times = [i.enqueued for i in self._priority + self._normal]
+        return len(self._priority), len(self._normal), min(times, default=None)
+
     # -- submitting ----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

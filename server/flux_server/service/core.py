@@ -27,6 +27,7 @@ from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.experiments.feedback import FeedbackStore
 from flux_server.experiments.runtime import ExperimentEntryPoints, ExperimentRuntime
 from flux_server.jobs.async_jobs import AsyncJobs, JobEntryPoints
+from flux_server.jobs.fleet_jobs import FleetJobs
 from flux_server.jobs.manager import JobManager, build_job_manager
 from flux_server.metrics import Metrics
 from flux_server.requests.context import CallContext, ProgressFn, new_request_id
@@ -99,6 +100,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             self.runner,
             settings.request_timeout,
             on_served=self._job_served,
+            fleet=FleetJobs(self.fleet.front, self.jobs) if self.fleet is not None else None,
         )
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -356,7 +358,8 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             raise InternalError(describe_failure(exc, work)) from None
 
     def _depth_changed(self, depth: int) -> None:
-        self.metrics.queue_depth.set(depth)
+        if getattr(self, "fleet", None) is None:  # with --queue the fleet's streams count
+            self.metrics.set_depth(*self.batcher.waiting()[:2])
         async_jobs: AsyncJobs | None = getattr(self, "async_jobs", None)
         if async_jobs is not None:
             async_jobs.queue_changed()

@@ -38,6 +38,10 @@ def job_to_proto(state: JobState, images: Sequence[bytes] = ()) -> pb.Job:
         message.completed_at = iso(state.completed_at) or ""
     if state.status is JobStatus.QUEUED and state.queue_position is not None:
         message.queue_position = state.queue_position
+        message.position = state.queue_position + 1
+        if state.eta_seconds is not None:
+            message.eta_seconds = state.eta_seconds
+        message.warming_up = state.warming_up
     if state.status is JobStatus.RUNNING and state.progress is not None:
         message.progress.CopyFrom(
             pb.JobProgress(step=state.progress.step, total=state.progress.total)

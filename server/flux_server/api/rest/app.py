@@ -22,6 +22,7 @@ from flux_server.api.rest.key_first import KeyBeforeBody
 from flux_server.api.rest.middleware import BodyLimit, RequestMetrics
 from flux_server.api.rest.openapi import hoist_defs, with_vqa_token_limit
 from flux_server.api.rest.operations import operation_routes
+from flux_server.api.rest.queue import queue_routes
 from flux_server.api.rest.uploads import upload_routes
 from flux_server.errors import Cancelled, InternalError, QueueFull, ServeError, status_of
 from flux_server.requests.context import CallContext
@@ -94,6 +95,7 @@ def create_app(service: GenerationService) -> FastAPI:
     app.include_router(generation_routes(service))
     app.include_router(upload_routes(service))
     app.include_router(operation_routes(service))
+    app.include_router(queue_routes(service))
     app.include_router(job_routes(service))
     app.include_router(experiment_routes(service))
     generated_openapi = app.openapi

@@ -22,7 +22,6 @@ from flux_server.errors import (
     Cancelled,
     InvalidRequest,
     MalformedRequest,
-    QueueFull,
     ServeError,
     UnsupportedMediaType,
     status_of,
@@ -41,8 +40,11 @@ _SECRET_HEADERS = frozenset({"authorization", "cookie"})
 
 def error_response(error: ServeError, request_id: str | None = None) -> JSONResponse:
     headers = {"X-Request-Id": request_id} if request_id else {}
-    if isinstance(error, QueueFull):
-        headers["Retry-After"] = str(error.retry_after)
+    # A full queue, and the fleet's queue unreachable (flux_server.queue.front), say when
+    # to come back.
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = f"{retry_after:g}"
     return JSONResponse(error.to_json(), status_code=status_of(error).http, headers=headers)
 
 

@@ -856,6 +856,9 @@ class Job(_message.Message):
     ERROR_FIELD_NUMBER: _builtins.int
     IMAGES_FIELD_NUMBER: _builtins.int
     EXPERIMENT_FIELD_NUMBER: _builtins.int
+    POSITION_FIELD_NUMBER: _builtins.int
+    ETA_SECONDS_FIELD_NUMBER: _builtins.int
+    WARMING_UP_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     kind: _builtins.str
     """"generate" or "edit" """
@@ -867,6 +870,12 @@ class Job(_message.Message):
     completed_at: _builtins.str
     queue_position: _builtins.int
     """0-based, while queued"""
+    position: _builtins.int
+    """1-based (1 is next), while queued"""
+    eta_seconds: _builtins.float
+    """while queued, once the fleet has measured its rate"""
+    warming_up: _builtins.bool
+    """while queued on the fleet's queue with no worker alive"""
     @_builtins.property
     def progress(self) -> Global___JobProgress:
         """while running"""
@@ -897,35 +906,50 @@ class Job(_message.Message):
         error: Global___JobError | None = ...,
         images: _abc.Iterable[Global___Image] | None = ...,
         experiment: Global___ExperimentArm | None = ...,
+        position: _builtins.int | None = ...,
+        eta_seconds: _builtins.float | None = ...,
+        warming_up: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at", "_error", b"_error", "_experiment", b"_experiment", "_progress", b"_progress", "_queue_position", b"_queue_position", "_started_at", b"_started_at", "completed_at", b"completed_at", "error", b"error", "experiment", b"experiment", "progress", b"progress", "queue_position", b"queue_position", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at", "_error", b"_error", "_eta_seconds", b"_eta_seconds", "_experiment", b"_experiment", "_position", b"_position", "_progress", b"_progress", "_queue_position", b"_queue_position", "_started_at", b"_started_at", "_warming_up", b"_warming_up", "completed_at", b"completed_at", "error", b"error", "eta_seconds", b"eta_seconds", "experiment", b"experiment", "position", b"position", "progress", b"progress", "queue_position", b"queue_position", "started_at", b"started_at", "warming_up", b"warming_up"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at", "_error", b"_error", "_experiment", b"_experiment", "_progress", b"_progress", "_queue_position", b"_queue_position", "_started_at", b"_started_at", "completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "experiment", b"experiment", "id", b"id", "images", b"images", "kind", b"kind", "progress", b"progress", "queue_position", b"queue_position", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at", "_error", b"_error", "_eta_seconds", b"_eta_seconds", "_experiment", b"_experiment", "_position", b"_position", "_progress", b"_progress", "_queue_position", b"_queue_position", "_started_at", b"_started_at", "_warming_up", b"_warming_up", "completed_at", b"completed_at", "created_at", b"created_at", "error", b"error", "eta_seconds", b"eta_seconds", "experiment", b"experiment", "id", b"id", "images", b"images", "kind", b"kind", "position", b"position", "progress", b"progress", "queue_position", b"queue_position", "started_at", b"started_at", "status", b"status", "warming_up", b"warming_up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__completed_at: _TypeAlias = _typing.Literal["completed_at"]  # noqa: Y015
     _WhichOneofArgType__completed_at: _TypeAlias = _typing.Literal["_completed_at", b"_completed_at"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__eta_seconds: _TypeAlias = _typing.Literal["eta_seconds"]  # noqa: Y015
+    _WhichOneofArgType__eta_seconds: _TypeAlias = _typing.Literal["_eta_seconds", b"_eta_seconds"]  # noqa: Y015
     _WhichOneofReturnType__experiment: _TypeAlias = _typing.Literal["experiment"]  # noqa: Y015
     _WhichOneofArgType__experiment: _TypeAlias = _typing.Literal["_experiment", b"_experiment"]  # noqa: Y015
+    _WhichOneofReturnType__position: _TypeAlias = _typing.Literal["position"]  # noqa: Y015
+    _WhichOneofArgType__position: _TypeAlias = _typing.Literal["_position", b"_position"]  # noqa: Y015
     _WhichOneofReturnType__progress: _TypeAlias = _typing.Literal["progress"]  # noqa: Y015
     _WhichOneofArgType__progress: _TypeAlias = _typing.Literal["_progress", b"_progress"]  # noqa: Y015
     _WhichOneofReturnType__queue_position: _TypeAlias = _typing.Literal["queue_position"]  # noqa: Y015
     _WhichOneofArgType__queue_position: _TypeAlias = _typing.Literal["_queue_position", b"_queue_position"]  # noqa: Y015
     _WhichOneofReturnType__started_at: _TypeAlias = _typing.Literal["started_at"]  # noqa: Y015
     _WhichOneofArgType__started_at: _TypeAlias = _typing.Literal["_started_at", b"_started_at"]  # noqa: Y015
+    _WhichOneofReturnType__warming_up: _TypeAlias = _typing.Literal["warming_up"]  # noqa: Y015
+    _WhichOneofArgType__warming_up: _TypeAlias = _typing.Literal["_warming_up", b"_warming_up"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__completed_at) -> _WhichOneofReturnType__completed_at | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__eta_seconds) -> _WhichOneofReturnType__eta_seconds | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__experiment) -> _WhichOneofReturnType__experiment | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__position) -> _WhichOneofReturnType__position | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__progress) -> _WhichOneofReturnType__progress | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__queue_position) -> _WhichOneofReturnType__queue_position | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__started_at) -> _WhichOneofReturnType__started_at | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__warming_up) -> _WhichOneofReturnType__warming_up | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
 
