@@ -86,9 +86,11 @@ def start_server(
     args: Sequence[str] = (),
     env_overrides: Mapping[str, str] | None = None,
     metrics_port: bool = True,
+    rlimit_nofile: int | None = None,
 ) -> ServerProcess:
     """Start ``python -m flux_server`` on free ports; ``metrics_port=False`` leaves
-    ``--metrics-port`` at its default (none: /metrics only on the REST port)."""
+    ``--metrics-port`` at its default (none: /metrics only on the REST port);
+    ``rlimit_nofile``: the server's file descriptor limit (soft and hard)."""
     http_port, grpc_port = free_port(), free_port()
     metrics = free_port() if metrics_port else 0
     log_path = log_dir / f"server-{http_port}.log"
@@ -106,6 +108,32 @@ def start_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
     env["HF_HUB_OFFLINE"] = "1"
     env.update(env_overrides or {})
+
+    def limits() -> None:
+        if rlimit_nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (rlimit_nofile, rlimit_nofile))
+
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=limits if rlimit_nofile is not None else None,
+        )
     return ServerProcess(process, http_port, grpc_port, metrics, log_path)
+
+
+def add_key(key_file: Path, user: str = "alice") -> str:
+    """Add a key for ``user`` to ``key_file`` with the real ``keys add`` command; the key."""
+    import contextlib
+    import io
+
+    from flux_server.admission import keys
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert keys.main(["add", user, "--file", str(key_file)]) == 0
+    return next(word for word in out.getvalue().split() if word.startswith("fxs_"))

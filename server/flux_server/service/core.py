@@ -91,6 +91,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             webhook_allow_hosts=settings.webhook_allow_hosts,
             metrics=self.metrics,
             longest_job=settings.request_timeout,
+            heartbeat=settings.job_heartbeat,
         )
         self.async_jobs = AsyncJobs(
             self.batcher,
