@@ -30,15 +30,29 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from flux_server.jobs import http_views
 from flux_server.jobs import lifecycle as jobs
 from flux_server.jobs.lifecycle import JobError, JobEvent, JobState
 
 if TYPE_CHECKING:
-    from flux_server.jobs.manager import JobManager
     from flux_server.jobs.store_redis import RedisJobStore
+
+
+class JobHost(Protocol):
+    """What the reaper needs of :class:`flux_server.jobs.manager.JobManager` (which
+    owns the reaper: a Protocol, so the two modules do not import each other)."""
+
+    owner: str
+    webhooks: Any
+    allow: Any
+    store: Any
+    _clock: Callable[[], float]
+    _resolve: Any
+
+    def live(self, job_id: str) -> Any: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +118,7 @@ class Reaper:
 
     def __init__(
         self,
-        manager: JobManager,
+        manager: JobHost,
         store: RedisJobStore,
         interval: float,
         clock: Callable[[], float] = time.time,
@@ -200,7 +214,7 @@ class Reaper:
         return 1
 
 
-async def send_webhook(manager: JobManager, state: JobState, event: JobEvent | None) -> None:
+async def send_webhook(manager: JobHost, state: JobState, event: JobEvent | None) -> None:
     """The job's webhook for ``event``, sent from this replica (its owner is gone)."""
     if manager.webhooks is None or event is None or not state.webhook:
         return
@@ -219,7 +233,7 @@ async def send_webhook(manager: JobManager, state: JobState, event: JobEvent | N
     manager.webhooks.offer(target, state.id, event.seq, event.kind.value, payload)
 
 
-async def cancel_orphan(manager: JobManager, reaper: Reaper, job_id: str) -> JobState | None:
+async def cancel_orphan(manager: JobHost, reaper: Reaper, job_id: str) -> JobState | None:
     """Cancel of a job live nowhere: when its owner is lost, this replica cancels it
     (recorded, published, webhook) and returns the canceled state; None when its owner
     is alive (it will act on the published request)."""
