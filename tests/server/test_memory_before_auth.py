@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 import psutil
 import pytest
-from server_process import ServerProcess, add_key
+from server_process import GRPC_BIG, ServerProcess, unthrottled_keyed_server, wait_rss_within
 
 from flux_client.wire import pb
 
@@ -31,19 +31,13 @@ LIMIT = 16 * 1024 * 1024  # the default --max-body-bytes
 ROUNDS = 20
 PARALLEL = 10
 MARGIN = 64 * 1024 * 1024
-BIG = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
 
 
 @pytest.fixture(scope="module")
 def keyed(server_factory: Any, tiny_model_dir: Path, tmp_path_factory: Any) -> ServerProcess:
-    key_file = tmp_path_factory.mktemp("keys") / "keys"
-    add_key(key_file)
-    server: ServerProcess = server_factory(
-        tiny_model_dir,
-        # No failed-auth throttle: what is measured is the unthrottled path's memory.
-        ["--api-keys", str(key_file), "--max-body-bytes", str(LIMIT), "--failed-auth-burst", "0"],
+    return unthrottled_keyed_server(
+        server_factory, tiny_model_dir, tmp_path_factory.mktemp("keys"), LIMIT
     )
-    return server
 
 
 def _parallel(one: Callable[[], str]) -> set[str]:
@@ -79,13 +73,7 @@ def _rounds(server: ServerProcess, one: Callable[[], str], expected: str) -> Non
     for _ in range(ROUNDS):
         assert _parallel(one) == {expected}
         seen.append(process.memory_info().rss >> 20)
-    deadline = time.monotonic() + 10
-    while (after := process.memory_info().rss) > before + MARGIN:
-        assert time.monotonic() < deadline, (
-            f"RSS before {before >> 20} MiB, after each round {seen} MiB, "
-            f"now {after >> 20} MiB (margin {MARGIN >> 20} MiB)"
-        )
-        time.sleep(0.2)
+    wait_rss_within(server.process.pid, before, MARGIN, 10, f"after each round {seen} MiB")
 
 
 def test_grpc_messages_without_a_key_leave_memory_as_it_was(keyed: ServerProcess) -> None:
@@ -93,7 +81,7 @@ def test_grpc_messages_without_a_key_leave_memory_as_it_was(keyed: ServerProcess
         params=pb.GenerationParams(prompt="x" * (LIMIT - 64 * 1024))
     ).SerializeToString()
     assert LIMIT - 128 * 1024 < len(message) < LIMIT
-    with grpc.insecure_channel(keyed.grpc_target, options=BIG) as channel:
+    with grpc.insecure_channel(keyed.grpc_target, options=GRPC_BIG) as channel:
         call = channel.unary_unary("/fluxserve.v1.FluxService/Generate")
 
         def one() -> str:

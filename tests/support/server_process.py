@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,3 +137,37 @@ def add_key(key_file: Path, user: str = "alice") -> str:
     with contextlib.redirect_stdout(out):
         assert keys.main(["add", user, "--file", str(key_file)]) == 0
     return next(word for word in out.getvalue().split() if word.startswith("fxs_"))
+
+
+GRPC_BIG = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
+"""Client channel options for messages past gRPC's default 4 MiB."""
+
+
+def unthrottled_keyed_server(
+    factory: Callable[..., ServerProcess], model: Path, key_dir: Path, max_body_bytes: int
+) -> ServerProcess:
+    """A server from ``factory`` (the ``server_factory`` fixture) that needs a key and
+    takes bodies up to ``max_body_bytes``, with the failed-auth throttle off: what the
+    memory tests measure is the unthrottled path."""
+    key_file = key_dir / "keys"
+    add_key(key_file)
+    return factory(
+        model,
+        ["--api-keys", str(key_file), "--max-body-bytes", str(max_body_bytes),
+         "--failed-auth-burst", "0"],
+    )  # fmt: skip
+
+
+def wait_rss_within(pid: int, baseline: int, margin: int, timeout: float, seen: str) -> None:
+    """Poll until the process's RSS is within ``margin`` bytes of ``baseline``; fail
+    after ``timeout`` seconds, saying what was ``seen`` meanwhile."""
+    import psutil
+
+    process = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while (now := process.memory_info().rss) > baseline + margin:
+        assert time.monotonic() < deadline, (
+            f"RSS before {baseline >> 20} MiB, {seen}, now {now >> 20} MiB "
+            f"(margin {margin >> 20} MiB)"
+        )
+        time.sleep(0.2)
