@@ -228,6 +228,13 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         if owner and namespace:
             await operator.reconcile(namespace, owner, changed_only=True)
 
+    _register_training(registry, operator)
+    return registry
+
+
+def _register_training(registry: kopf.OperatorRegistry, operator: _Operator) -> None:
+    """FluxLoRATraining's handlers: the resource, and the Jobs it owns."""
+
     @kopf.on.event(GROUP, VERSION, TRAINING_PLURAL, registry=registry)
     async def training_event(
         *, event: kopf.RawEvent, namespace: str | None, name: str, **_: Any
@@ -248,5 +255,3 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         owner = labels.get(TRAINING_LABEL)
         if owner and namespace:
             await operator.train(namespace, owner)
-
-    return registry

@@ -82,8 +82,8 @@ RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["get", "create"]},
     # Promotion (promotion: canary, by the user's request in the training resource): the
     # adapter is added to the target FluxDeployment's spec.loras, the one write of a
-    # user's spec.
-    {"apiGroups": ["fluxserve.dev"], "resources": ["fluxdeployments"], "verbs": ["patch"]},
+    # user's spec. The target (and a fluxDeploymentRef) is read first.
+    {"apiGroups": ["fluxserve.dev"], "resources": ["fluxdeployments"], "verbs": ["get", "patch"]},
     # Events about rollouts and rollbacks (kopf posts core/v1 events).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # kopf: follows CRDs appearing and changing; lists and watches namespaces when it
