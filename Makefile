@@ -10,6 +10,10 @@ PY := $(VENV)/bin/python
 # to take another build, or TORCH_VERSION= to keep the torch already in the venv.
 TORCH_VERSION ?= 2.13.0
 EXTRAS ?= server,operator,dev
+# pytest-xdist workers for `make test` (a number, or `auto` for one per CPU core); each
+# module's tests stay on one worker (tests/support/module_scheduling.py), so its servers
+# start once.
+TEST_WORKERS ?= 2
 
 .PHONY: help install test lint format
 
@@ -19,15 +23,16 @@ help: ## List the targets
 
 install: $(VENV)/.installed ## Build .venv with everything (server, operator, dev tools)
 
+# torch and the extras in one pip run: one resolution, where a second run would resolve
+# torch's own requirements again.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	if [ -n "$(TORCH_VERSION)" ]; then $(PY) -m pip install -q "torch==$(TORCH_VERSION)"; fi
-	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
+	$(PY) -m pip install -q $(if $(TORCH_VERSION),"torch==$(TORCH_VERSION)") -e ".[$(EXTRAS)]"
 	touch $@
 
 test: install tools ## Run every test (unit, operator against the API emulator, server with a tiny model, chart)
-	$(PY) -m pytest -q -p no:cacheprovider --durations=25
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --durations=25
 
 lint: install ## ruff, the import layers, mypy
 	$(VENV)/bin/ruff check .

@@ -2,16 +2,19 @@
 measure how long until each one's children exist, how many API requests the operator made
 per resource (by verb), and the CPU each process used.
 
-    .venv/bin/python bench/operator_bench.py [--count 200]
+    .venv/bin/python bench/operator_bench.py [--count 200] [--rate 0]
 
 Three processes: this driver, the emulator (kmock's KubernetesEmulator over HTTP, started
 as ``operator_bench.py --emulator``) and the operator (``python -m flux_operator``, exactly
 as deployed). Apart, the CPU seconds of the API stand-in and of the operator are measured
 separately: on a real cluster the first is kube-apiserver's load, the second ours.
 
-Time-to-children of a FluxDeployment runs from just before its POST to the creation of the
-last of its children (Deployment, Service, HPA, presets ConfigMap), as recorded by the
-emulator (both processes read the same system-wide monotonic clock). The requests are
+``--rate R`` creates R resources a second (steady creation: the time to children is then
+what one resource waits); the default creates them all at once (a burst: every resource
+waits for the whole burst's work). Time-to-children of a FluxDeployment runs from just
+before its POST to the creation of the last of its children (Deployment, Service, HPA,
+presets ConfigMap), as recorded by the emulator (both processes read the same
+system-wide monotonic clock). The requests are
 counted at the emulator, from the first POST until the operator has been quiet for
 ``--settle`` seconds after the last resource was served; the driver's own requests (its
 POSTs and its polling) carry their own User-Agent and are not counted. Peak RSS is the
@@ -40,23 +43,36 @@ import kmock
 import psutil
 import yaml
 
+from flux_operator.kube import KINDS
+
 NAMESPACE = "bench"
 DRIVER_AGENT = "fluxserve-operator-bench"
 STATS_PATH = "/bench/stats"
 # The children every bench resource gets (its spec has autoscaling and presets).
 CHILD_KINDS = ("deployments", "services", "horizontalpodautoscalers")
-RESOURCES = {
-    "fluxserve.dev/v1alpha1/fluxdeployments": ("FluxDeployment", True, {"status"}),
-    "apps/v1/deployments": ("Deployment", True, {"status", "scale"}),
-    "v1/services": ("Service", True, set()),
-    "v1/configmaps": ("ConfigMap", True, set()),
-    "autoscaling/v2/horizontalpodautoscalers": ("HorizontalPodAutoscaler", True, {"status"}),
-    "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, set()),
-    "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True, set()),
-    "v1/events": ("Event", True, set()),
+# What kopf lists besides the kinds the operator uses.
+KOPF_RESOURCES = {
     "v1/namespaces": ("Namespace", False, set()),
     "apiextensions.k8s.io/v1/customresourcedefinitions": ("CustomResourceDefinition", False, set()),
 }
+SUBRESOURCES = {
+    "FluxDeployment": {"status"},
+    "Deployment": {"status", "scale"},
+    "HorizontalPodAutoscaler": {"status"},
+}
+
+
+def served_resources() -> dict[str, tuple[str, bool, set[str]]]:
+    """Every kind the operator talks to (``kube.KINDS``, but kopf's peering: the bench runs
+    one standalone operator), and what kopf lists."""
+    served = {
+        f"{info.api_version}/{info.plural}": (kind, info.namespaced, SUBRESOURCES.get(kind, set()))
+        for kind, info in KINDS.items()
+        if info.group != "kopf.dev"
+    }
+    return {**served, **KOPF_RESOURCES}
+
+
 VERBS = {"get", "list", "watch", "create", "patch", "update", "delete"}
 
 
@@ -88,6 +104,10 @@ class TimingEmulator(kmock.KubernetesEmulator):
     against that history, so its own cost grows with every request served (O(n^2) over a
     run: after a few thousand requests, a GET takes tens of milliseconds). The benchmark
     asserts nothing on requests; dropping them keeps the figures about the operator.
+
+    kmock also finds the object of a single-object request (the answer to a create, a
+    patch, a get) by comparing it with every stored object: at 1,000 resources, 6,000
+    comparisons a request. An API server looks it up by key; so does this stand-in.
     """
 
     created: dict[str, dict[str, float]]
@@ -132,6 +152,28 @@ class TimingEmulator(kmock.KubernetesEmulator):
             return
         self.created.setdefault(owner, {}).setdefault(kind, time.monotonic())
 
+    def _stored(self, request: kmock.Request) -> Any:
+        """The object a single-object request names, by key (None: never stored)."""
+        meta = request.data.get("metadata", {}) if isinstance(request.data, dict) else {}
+        namespace = request.namespace or meta.get("namespace")
+        key = (request.resource, namespace, request.name or meta.get("name"))
+        return self._objects._objects.get(key)
+
+    async def _serve_fetch(self, request: kmock.Request) -> Any:
+        obj = self._stored(request)
+        if obj is None or obj.deleted:
+            raise kmock.KubernetesObjectNotFoundError()
+        return obj.raw
+
+    async def _serve_create(self, request: kmock.Request) -> Any:
+        return self._stored(request).raw  # stored by _handle (kmock's) before this
+
+    async def _serve_update(self, request: kmock.Request) -> Any:
+        return self._stored(request).last.raw
+
+    async def _serve_delete(self, request: kmock.Request) -> Any:
+        return self._stored(request).last.raw
+
     async def _handle_timed(self, request: kmock.Request) -> Any:
         data = request.data
         if (
@@ -156,7 +198,7 @@ class TimingEmulator(kmock.KubernetesEmulator):
 async def serve_emulator() -> None:
     """Serve until stdin closes (the driver ends), printing the URL first."""
     handler = TimingEmulator()
-    for key, (kind, namespaced, subresources) in RESOURCES.items():
+    for key, (kind, namespaced, subresources) in served_resources().items():
         handler.resources[key] = kmock.ResourceInfo(
             kind=kind, namespaced=namespaced, verbs=VERBS, subresources=subresources
         )
@@ -231,10 +273,16 @@ async def _settled(session: aiohttp.ClientSession, url: str, settle: float) -> N
         await asyncio.sleep(0.2)
 
 
-async def _create_all(session: aiohttp.ClientSession, url: str, count: int) -> dict[str, float]:
+async def _create_all(
+    session: aiohttp.ClientSession, url: str, count: int, rate: float
+) -> dict[str, float]:
+    """POST ``count`` FluxDeployments, ``rate`` a second (0: as fast as they are taken)."""
     collection = f"{url}/apis/fluxserve.dev/v1alpha1/namespaces/{NAMESPACE}/fluxdeployments"
     started: dict[str, float] = {}
+    t0 = time.monotonic()
     for i in range(count):
+        if rate > 0:
+            await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         name = f"fxd-{i:04d}"
         body = {
             "apiVersion": "fluxserve.dev/v1alpha1",
@@ -262,7 +310,7 @@ async def _measure(
             before = await resp.json()
         cpu0 = (_cpu_seconds(operator.pid), _cpu_seconds(emulator_pid))
         t_burst = time.monotonic()
-        started = await _create_all(session, url, args.count)
+        started = await _create_all(session, url, args.count, args.rate)
         await _poll(session, url, lambda s: s["done"] >= args.count, args.timeout, "every child")
         await _settled(session, url, args.settle)
         cpu1 = (_cpu_seconds(operator.pid), _cpu_seconds(emulator_pid))
@@ -279,6 +327,7 @@ async def _measure(
     total = stats["requests"] - before["requests"]
     return {
         "count": args.count,
+        "rate": args.rate,
         "latencies": latencies,
         "all_s": max(stats["done_at"][name] for name in started) - t_burst,
         "wall_s": wall,
@@ -318,14 +367,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit("the emulator did not start")
         kubeconfig = _kubeconfig(workdir / "kubeconfig", url)
         with (workdir / "operator.log").open("w") as log:
+            command = ["-m", "flux_operator", f"--kubeconfig={kubeconfig}", "--health-port=0"]
             operator = await asyncio.create_subprocess_exec(
                 sys.executable,
-                "-m",
-                "flux_operator",
-                "--kubeconfig",
-                str(kubeconfig),
-                "--health-port",
-                "0",
+                *command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -345,6 +390,7 @@ def report(result: dict[str, Any]) -> str:
     quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
     rows = [
         ("FluxDeployments created", f"{count}"),
+        ("created a second", f"{result['rate']:g}" if result["rate"] else "burst"),
         ("time to children p50", f"{quantiles[49] * 1000:.0f} ms"),
         ("time to children p99", f"{quantiles[98] * 1000:.0f} ms"),
         ("time to children max", f"{latencies[-1] * 1000:.0f} ms"),
@@ -380,6 +426,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=0,
+        help="FluxDeployments created a second (default 0: all at once, as fast as taken)",
+    )
+    parser.add_argument(
         "--settle", type=float, default=3.0, help="seconds without a request that end the count"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -391,7 +443,10 @@ def main(argv: list[str] | None = None) -> int:
     result = asyncio.run(run(args))
     print(report(result))
     if args.json is not None:
+        latencies = result["latencies"]
+        quantiles = statistics.quantiles(latencies, n=100, method="inclusive")
         figures = {k: v for k, v in result.items() if k != "latencies"}
+        figures.update(p50_s=quantiles[49], p99_s=quantiles[98], max_s=latencies[-1])
         args.json.write_text(json.dumps(figures, indent=2, default=dict))
     return 0
 

@@ -17,6 +17,7 @@ from typing import Literal
 __all__ = [
     "ALL",
     "ARM",
+    "AUDIT_FREE_BYTES",
     "AUDIT_WRITE_FAILURES",
     "BATCH_SIZE",
     "CACHE_ERRORS",
@@ -217,6 +218,11 @@ AUDIT_WRITE_FAILURES = Metric(
     "counter",
     "Audit lines that could not be written (their requests were refused with 503).",
 )
+AUDIT_FREE_BYTES = Metric(
+    "fluxserve_audit_free_bytes",
+    "gauge",
+    "Bytes free on the audit log's volume (NaN: the log goes to stdout).",
+)
 READY = Metric("fluxserve_ready", "gauge", "1 when the model is loaded and warm.")
 JOBS = Metric(
     "fluxserve_jobs",
@@ -305,6 +311,7 @@ ALL = (
     GPU_UTILIZATION,
     MODEL_INFO,
     AUDIT_WRITE_FAILURES,
+    AUDIT_FREE_BYTES,
     READY,
     JOBS,
     WEBHOOK_DELIVERIES,

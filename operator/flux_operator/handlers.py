@@ -2,9 +2,13 @@
 
 Every handler routes to ``Reconciler.reconcile`` (the I/O of one reconciliation, in
 ``reconciler``), which asks ``reconcile.plan`` (pure) what to do. The periodic pass is
-started here and lives in ``resync``. A new kind of child to watch (a second Deployment,
-an HTTPRoute) is one more ``@kopf.on.event`` below that routes to the owner, as
-``deployment_event`` does.
+started here and lives in ``resync``.
+
+The reconciler reads nothing from the API server: kopf indexes every FluxDeployment and
+every object of each kind of child (``cache.CHILD_KINDS``), and ``cache.WatchCache`` reads
+those indexes. A new kind of child is one more entry of ``CHILD_KINDS``; an event of a child that
+should reconcile its owner at once (as the Deployment's rollout does) is one more
+``@kopf.on.event`` that routes to the owner, as ``deployment_event`` does.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import Any
 
 import kopf
 
-from flux_operator.kube import KubeApi, load_configuration
+from flux_operator.cache import CHILD_KINDS, CONFIG_MAPS_BY_OWNER, MANAGED, WatchCache, keep
+from flux_operator.kube import KINDS, KubeApi, load_configuration
 from flux_operator.reconciler import TRANSIENT_FAILURES, Reconciler
 from flux_operator.render import MANAGER, OWNER_LABEL
 from flux_operator.render.training import TRAINING_LABEL
@@ -32,6 +37,58 @@ logger = logging.getLogger(__name__)
 def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
     """kopf's body views as plain dicts (the nested values are plain already)."""
     return {k: dict(v) if isinstance(v, Mapping) else v for k, v in body.items()}
+
+
+class _NoDiffBase(kopf.DiffBaseStorage):
+    """No "essence" of each object: kopf builds one per watch event (a deep copy of the
+    object) to find what changed for resource-changing handlers, and this operator has
+    none (only event handlers and indexes; it compares with what it rendered itself)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> Any:
+        return None
+
+    def fetch(self, *, body: kopf.Body) -> None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: Any, essence: Any) -> None:
+        return None
+
+
+def _register_indexes(registry: kopf.OperatorRegistry) -> None:
+    """kopf's indexes of the FluxDeployments and their children, by (namespace, name); the
+    operator's ConfigMaps also by the FluxDeployment they belong to."""
+
+    def by_name(kind: str) -> Any:
+        def index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+            return {(namespace or "default", name): keep(kind, body)}
+
+        return index
+
+    info = KINDS["FluxDeployment"]
+    kopf.index(info.group, info.version, info.plural, id="FluxDeployment", registry=registry)(
+        by_name("FluxDeployment")
+    )
+    for kind in CHILD_KINDS:
+        info = KINDS[kind]
+        kopf.index(info.group, info.version, info.plural, id=kind, registry=registry)(by_name(kind))
+    info = KINDS["ConfigMap"]
+    kopf.index(
+        info.group, info.version, info.plural, id="ConfigMap", labels=MANAGED, registry=registry
+    )(by_name("ConfigMap"))
+
+    @kopf.index(
+        info.group,
+        info.version,
+        info.plural,
+        id=CONFIG_MAPS_BY_OWNER,
+        labels=MANAGED,
+        registry=registry,
+    )
+    def config_maps_by_owner(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> Any:
+        owner = labels.get(OWNER_LABEL)
+        return {(namespace or "default", owner): keep("ConfigMap", body)} if owner else None
 
 
 def _connection_info(configuration: Any) -> kopf.ConnectionInfo:
@@ -66,15 +123,19 @@ class _Operator:
         self.configuration = load_configuration(settings.kubeconfig)
         self.reconciler: Reconciler | None = None
         self.training: TrainingReconciler | None = None
+        self.cache: WatchCache | None = None
         self.tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, kopf_settings: kopf.OperatorSettings) -> None:
+    async def start(self, kopf_settings: kopf.OperatorSettings, indexes: Mapping[str, Any]) -> None:
         kopf_settings.posting.level = logging.INFO
         kopf_settings.watching.server_timeout = self.settings.watch_timeout_seconds
+        kopf_settings.persistence.diffbase_storage = _NoDiffBase()
         api = KubeApi(self.configuration, self.settings.retry, self.settings.api_threads)
-        self.reconciler = Reconciler(api)
+        kinds = ("FluxDeployment", *CHILD_KINDS, "ConfigMap", CONFIG_MAPS_BY_OWNER)
+        cache = WatchCache({kind: indexes[kind] for kind in kinds})
+        self.cache, self.reconciler = cache, Reconciler(api, cache)
         self.training = TrainingReconciler(api)
-        task = start_resync(api, self.settings, self.reconcile)
+        task = start_resync(api, cache, self.settings, self.reconcile)
         if task is not None:
             self.tasks.append(task)
 
@@ -86,10 +147,15 @@ class _Operator:
             reconciler.close()
             reconciler.api.close()
 
-    async def reconcile(self, namespace: str, name: str) -> None:
+    def indexed(self) -> None:
+        """A handler runs: kopf has indexed every kind (it calls none before)."""
+        assert self.cache is not None, "an event before startup"
+        self.cache.ready.set()
+
+    async def reconcile(self, namespace: str, name: str, *, changed_only: bool = False) -> None:
         assert self.reconciler is not None, "reconciling before startup"
         try:
-            await self.reconciler.reconcile(namespace, name)
+            await self.reconciler.reconcile(namespace, name, changed_only=changed_only)
         except TRANSIENT_FAILURES as exc:
             # Retried inside KubeApi already; the next event or re-list tries again.
             logger.error(
@@ -111,26 +177,28 @@ class _Operator:
     ) -> None:
         reconciler = self.reconciler
         assert reconciler is not None, "an event before startup"
+        self.indexed()
         if event.get("type") == "DELETED":
             reconciler.forget(namespace, name)
             return
         if reconciler.settled(_plain(body)):
             return  # the echo of our own status write
-        await self.reconcile(namespace, name)
+        await self.reconcile(namespace, name, changed_only=True)
 
 
 def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     """A fresh kopf registry with the operator's handlers (no module-level state)."""
     registry = kopf.OperatorRegistry()
     operator = _Operator(settings)
+    _register_indexes(registry)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return _connection_info(operator.configuration)
 
     @kopf.on.startup(registry=registry)
-    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
-        await operator.start(settings)
+    async def startup(settings: kopf.OperatorSettings, **kwargs: Any) -> None:
+        await operator.start(settings, kwargs)  # kopf passes its indexes by their ids
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -150,11 +218,22 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         registry=registry,
     )
     async def deployment_event(
-        *, namespace: str | None, labels: Mapping[str, str], **_: Any
+        *, body: kopf.Body, namespace: str | None, labels: Mapping[str, str], **_: Any
     ) -> None:
+        operator.indexed()
         owner = labels.get(OWNER_LABEL)
+        reconciler = operator.reconciler
+        if reconciler is not None and reconciler.deployment_settled(_plain(body)):
+            return  # the echo of our own write
         if owner and namespace:
-            await operator.reconcile(namespace, owner)
+            await operator.reconcile(namespace, owner, changed_only=True)
+
+    _register_training(registry, operator)
+    return registry
+
+
+def _register_training(registry: kopf.OperatorRegistry, operator: _Operator) -> None:
+    """FluxLoRATraining's handlers: the resource, and the Jobs it owns."""
 
     @kopf.on.event(GROUP, VERSION, TRAINING_PLURAL, registry=registry)
     async def training_event(
@@ -176,5 +255,3 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         owner = labels.get(TRAINING_LABEL)
         if owner and namespace:
             await operator.train(namespace, owner)
-
-    return registry

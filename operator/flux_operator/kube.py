@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.metadata
 import json
 import logging
 from collections.abc import Callable
@@ -22,12 +23,24 @@ from urllib.parse import quote, urlencode
 import kubernetes
 import urllib3
 
-from flux_operator.render import FIELD_MANAGER
+from flux_operator.render import FIELD_MANAGER, MANAGER
 from flux_operator.settings import RetrySettings
 
 TRANSIENT_STATUSES = frozenset({409, 429, 500, 502, 503, 504})
 
 _T = TypeVar("_T")
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("fluxserve")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
+
+
+USER_AGENT = f"{MANAGER}/{_version()}"
+"""How the API server's audit log names the operator's requests (kopf's say ``kopf/``)."""
+
 logger = logging.getLogger(__name__)
 
 
@@ -150,7 +163,11 @@ class KubeApi:
     # --- transport ------------------------------------------------------------------------
 
     def _request_sync(self, call: _Call) -> Any:
-        headers = {"Accept": "application/json", "Content-Type": call.content_type}
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": call.content_type,
+            "User-Agent": USER_AGENT,
+        }
         self._client.update_params_for_auth(
             headers, [], ["BearerToken"], call.path, call.method, call.body
         )
@@ -277,18 +294,15 @@ class KubeApi:
                 raise
         return await self.apply(obj)
 
-    async def create_if_absent(self, obj: dict[str, Any]) -> bool:
-        """Create an immutable object; True when it was created, False when it existed."""
-        meta = obj["metadata"]
-        if await self.get(obj["kind"], meta.get("namespace"), meta["name"]) is not None:
-            return False
+    async def create_once(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """Create an immutable object: the object created, or None when it existed (no
+        read first: the answer says so)."""
         try:
-            await self._post(obj)
+            return await self._post(obj)
         except ApiError as exc:
             if exc.status != 409:
                 raise
-            return False
-        return True
+        return None
 
     async def merge_patch(
         self,

@@ -12,12 +12,12 @@ from __future__ import annotations
 from typing import Final
 
 RULES: Final[list[dict[str, list[str]]]] = [
-    # Its own resource: watched and read; only the status is written (the spec is the
-    # user's: ArgoCD would see drift).
+    # Its own resource: listed and watched (the watch cache; the periodic pass lists it);
+    # only the status is written (the spec is the user's: ArgoCD would see drift).
     {
         "apiGroups": ["fluxserve.dev"],
         "resources": ["fluxdeployments"],
-        "verbs": ["get", "list", "watch"],
+        "verbs": ["list", "watch"],
     },
     {"apiGroups": ["fluxserve.dev"], "resources": ["fluxdeployments/status"], "verbs": ["patch"]},
     # blockOwnerDeletion on children needs update on the owner's finalizers (admission).
@@ -26,34 +26,38 @@ RULES: Final[list[dict[str, list[str]]]] = [
         "resources": ["fluxdeployments/finalizers"],
         "verbs": ["update"],
     },
-    # The children. Deployments are watched (their rollouts drive revisions) and the
-    # canary's is deleted when a canary ends; Services and HPAs are read and server-side
-    # applied; the HPA is deleted when autoscaling is turned off. ConfigMaps are
-    # immutable: created, listed by label, pruned.
+    # The children: listed and watched, never read one by one (the reconciler reads the
+    # watch cache); created and server-side applied. The canary's Deployment is deleted
+    # when a canary ends, the HPA when autoscaling is turned off. ConfigMaps are
+    # immutable: created once, pruned.
     {
         "apiGroups": ["apps"],
         "resources": ["deployments"],
-        "verbs": ["get", "list", "watch", "create", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["get", "create", "patch"]},
-    {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "create", "delete"]},
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch", "create", "patch"]},
+    {
+        "apiGroups": [""],
+        "resources": ["configmaps"],
+        "verbs": ["list", "watch", "create", "delete"],
+    },
     {
         "apiGroups": ["autoscaling"],
         "resources": ["horizontalpodautoscalers"],
-        "verbs": ["get", "create", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
-    # spec.networkPolicy: read and server-side applied; deleted when switched off.
+    # spec.networkPolicy: server-side applied; deleted when switched off.
     {
         "apiGroups": ["networking.k8s.io"],
         "resources": ["networkpolicies"],
-        "verbs": ["get", "create", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
     # The Gateway API route of spec.gateway (canary weights); deleted when a canary
     # resource's gateway is removed.
     {
         "apiGroups": ["gateway.networking.k8s.io"],
         "resources": ["httproutes"],
-        "verbs": ["get", "create", "patch", "delete"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
     },
     # FluxLoRATraining: watched and read, its status written. Its Job is created and
     # watched; the Job's Pods are listed to read the trainer's termination message (the
@@ -78,8 +82,8 @@ RULES: Final[list[dict[str, list[str]]]] = [
     {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["get", "create"]},
     # Promotion (promotion: canary, by the user's request in the training resource): the
     # adapter is added to the target FluxDeployment's spec.loras, the one write of a
-    # user's spec.
-    {"apiGroups": ["fluxserve.dev"], "resources": ["fluxdeployments"], "verbs": ["patch"]},
+    # user's spec. The target (and a fluxDeploymentRef) is read first.
+    {"apiGroups": ["fluxserve.dev"], "resources": ["fluxdeployments"], "verbs": ["get", "patch"]},
     # Events about rollouts and rollbacks (kopf posts core/v1 events).
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     # kopf: follows CRDs appearing and changing; lists and watches namespaces when it

@@ -1,5 +1,6 @@
-"""The I/O of one reconciliation: read the resource and its children, ask ``plan`` what to
-do, apply the rendered children, write the status, post the events.
+"""The I/O of one reconciliation: read the resource and its children (from the watch
+cache: no request), ask ``plan`` what to do, apply the rendered children that differ from
+what the cluster holds, write the status when it changed, post the events.
 
 Reconciliation is level-based and idempotent: every event (and every periodic pass)
 reconciles the whole resource again, so a failed attempt is repaired by the next one and
@@ -18,6 +19,7 @@ from typing import Any
 
 import urllib3
 
+from flux_operator.cache import WatchCache
 from flux_operator.kube import ApiError, KubeApi, object_path
 from flux_operator.logs import event_outcome
 from flux_operator.prometheus import measure
@@ -34,7 +36,6 @@ from flux_operator.reconcile.analysis import round_summary
 from flux_operator.reconcile.canary_rollout import analysis_due_for
 from flux_operator.reconcile.children import (
     HANDOVER_MANAGER,
-    config_map_selector,
     is_subset,
     owned_by,
     replicas_handover,
@@ -74,14 +75,18 @@ def status_patch(status: FluxDeploymentStatus) -> dict[str, Any]:
 class Reconciler:
     """Brings one FluxDeployment's children and status in line with its spec."""
 
-    def __init__(self, api: KubeApi) -> None:
+    def __init__(self, api: KubeApi, cache: WatchCache) -> None:
         self.api = api
+        self.cache = cache
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         # What each resource looked like after its last reconciliation: an event that only
         # echoes our own status write needs no reconciliation.
         self._settled: dict[tuple[str, str], Any] = {}
+        # The same for the Deployments it left: the event of one we just created or
+        # applied is the echo of our write.
+        self._left: dict[tuple[str, str], Any] = {}
         # A running canary is looked at again when its next analysis or step end is due.
         self._requeues: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
@@ -96,8 +101,33 @@ class Reconciler:
         key = (meta.get("namespace") or "default", meta.get("name", ""))
         return self._settled.get(key) == self._fingerprint(body, body.get("status"))
 
+    @staticmethod
+    def _deployment_print(obj: dict[str, Any]) -> Any:
+        meta = obj.get("metadata", {})
+        labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+        return (meta.get("generation"), labels, annotations, obj.get("status"))
+
+    def deployment_settled(self, body: dict[str, Any]) -> bool:
+        """True when the Deployment ``body`` is what the last reconciliation left: its
+        spec (by generation), labels, annotations and status unchanged since."""
+        meta = body.get("metadata", {})
+        key = (meta.get("namespace") or "default", meta.get("name", ""))
+        return key in self._left and self._left[key] == self._deployment_print(body)
+
+    def _leave(self, owner: Owner) -> None:
+        namespace = owner.namespace or "default"
+        for name in (owner.name, canary_name(owner.name)):
+            left = self.cache.get("Deployment", namespace, name)
+            if left is None:
+                self._left.pop((namespace, name), None)
+            else:
+                self._left[(namespace, name)] = self._deployment_print(left)
+
     def forget(self, namespace: str, name: str) -> None:
+        self.cache.forget(namespace, name)
         self._settled.pop((namespace, name), None)
+        for deployment in (name, canary_name(name)):
+            self._left.pop((namespace, deployment), None)
         self._locks.pop((namespace, name), None)
         timer = self._requeues.pop((namespace, name), None)
         if timer is not None:
@@ -137,37 +167,54 @@ class Reconciler:
         except Exception:  # the periodic pass and the next event try again
             logger.exception("requeued reconciliation failed", extra={"object": name})
 
-    async def reconcile(self, namespace: str, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str, *, changed_only: bool = False) -> None:
+        """Reconcile the resource; with ``changed_only`` (an event), only when it or its
+        Deployments changed since its last reconciliation. An event that arrived while
+        that one was under way (the echo of its own writes) then costs nothing."""
         # One reconciliation per resource at a time: events for the resource and for its
         # Deployment arrive on different kopf workers.
+        await self.cache.ready.wait()  # kopf has listed every indexed kind
         async with self._locks[(namespace, name)]:
-            body = await self.api.get("FluxDeployment", namespace, name)
+            body = self.cache.get("FluxDeployment", namespace, name)
             if body is None or body.get("metadata", {}).get("deletionTimestamp"):
                 return  # gone: owner references let the garbage collector remove children
+            if changed_only and self._unchanged(body):
+                return
             await self._reconcile(body)
 
-    async def _read_children(self, owner: Owner) -> Children:
-        namespace, name = owner.namespace, owner.name
+    def _unchanged(self, body: dict[str, Any]) -> bool:
+        if not self.settled(body):
+            return False
+        owner = owner_of(body)
+        namespace = owner.namespace or "default"
+        for name in (owner.name, canary_name(owner.name)):
+            deployment = self.cache.get("Deployment", namespace, name)
+            now = self._deployment_print(deployment) if deployment is not None else None
+            if now != self._left.get((namespace, name)):
+                return False
+        return True
+
+    def _read_children(self, owner: Owner) -> Children:
+        namespace, name = owner.namespace or "default", owner.name
+        cached = self.cache.get
         return Children(
-            deployment=await self.api.get("Deployment", namespace, name),
-            service=await self.api.get("Service", namespace, name),
-            autoscaler=await self.api.get("HorizontalPodAutoscaler", namespace, name),
-            network_policy=await self.api.get("NetworkPolicy", namespace, name),
-            config_maps=tuple(
-                await self.api.list("ConfigMap", namespace, config_map_selector(owner))
-            ),
-            canary_deployment=await self.api.get("Deployment", namespace, canary_name(name)),
+            deployment=cached("Deployment", namespace, name),
+            service=cached("Service", namespace, name),
+            autoscaler=cached("HorizontalPodAutoscaler", namespace, name),
+            network_policy=cached("NetworkPolicy", namespace, name),
+            config_maps=self.cache.config_maps(namespace, name),
+            canary_deployment=cached("Deployment", namespace, canary_name(name)),
         )
 
     async def _reconcile(self, body: dict[str, Any]) -> None:
         owner = owner_of(body)
-        children = await self._read_children(owner)
+        children = self._read_children(owner)
         now = now_rfc3339()
         measurements = await self._analyse(owner, body, children, now)
         decided = plan(body, children, now, measurements)
         served = decided.revision is not None and decided.spec is not None
-        if served:
-            await self._apply_children(owner, decided, children)
+        if served and await self._apply_children(owner, decided, children):
+            decided = self._as_left(owner, body, decided, now)
         await self._write_status(owner, body, decided.status)
         if decided.requeue_after is not None:
             self._requeue(owner.namespace or "default", owner.name, decided.requeue_after)
@@ -175,6 +222,7 @@ class Reconciler:
             self._settled[(owner.namespace or "default", owner.name)] = self._fingerprint(
                 body, status_dump(decided.status)
             )
+            self._leave(owner)
         release = decided.revision.release if decided.revision is not None else None
         for event in decided.events:
             logger.log(
@@ -190,6 +238,19 @@ class Reconciler:
                 },
             )
         await self._post(body, decided.events)
+
+    def _as_left(self, owner: Owner, body: dict[str, Any], decided: Plan, now: str) -> Plan:
+        """The plan again, from the status just decided and the children as this
+        reconciliation left them, for the status to write: the first reconciliation of a
+        resource says at once that the Deployment it created exists (Progressing, not
+        Pending), in one status write instead of two. Its decisions were taken; only
+        what follows from them is added (its events after the first plan's)."""
+        after = {**body, "status": status_dump(decided.status)}
+        again = plan(after, self._read_children(owner), now)
+        if again.revision != decided.revision or again.spec is None:
+            return decided  # it would decide otherwise: the next reconciliation does
+        again.events = [*decided.events, *again.events]
+        return again
 
     async def _analyse(
         self, owner: Owner, body: dict[str, Any], children: Children, now: str
@@ -225,35 +286,39 @@ class Reconciler:
         )
         return measured
 
-    async def _apply_children(self, owner: Owner, decided: Plan, children: Children) -> None:
-        """Apply what ``decided`` runs: every child ``render_children`` lists, in its order
-        (the immutable ConfigMaps created once); then remove the children it does not list
-        and the ConfigMaps no revision needs."""
+    async def _apply_children(self, owner: Owner, decided: Plan, children: Children) -> bool:
+        """Apply what ``decided`` runs: every child ``render_children`` lists that differs
+        from the cluster's, in its order (the immutable ConfigMaps created once); then
+        remove the children it does not list and the ConfigMaps no revision needs. True
+        when anything was written."""
         assert decided.spec is not None and decided.revision is not None
         desired = render_children(owner, decided.spec, decided.revision, decided.canary)
-        observed = _by_name(owner, children)
+        namespace = owner.namespace or "default"
+        writes = self.cache.writes
         existing_maps = {cm["metadata"]["name"] for cm in children.config_maps or ()}
         for obj in desired.objects:
             kind, name = obj["kind"], obj["metadata"]["name"]
             if obj.get("immutable"):
-                if name not in existing_maps:
-                    await self.api.create_if_absent(obj)
+                created = await self.api.create_once(obj) if name not in existing_maps else None
+                if created is not None:
+                    self.cache.wrote(created)
             elif (kind, name) == ("Deployment", owner.name):
                 await self._apply_deployment(obj, decided.spec, children.deployment)
             else:
-                await self._apply(obj, await self._observed(observed, owner, kind, name))
+                await self._apply(obj, self.cache.get(kind, namespace, name))
         for kind, name in desired.absent:
-            leftover = await self._observed(observed, owner, kind, name)
+            leftover = self.cache.get(kind, namespace, name)
             # Never remove what the operator did not make: a NetworkPolicy left behind would
             # keep refusing callers the user now means to let in, but a foreign one is theirs.
             if leftover is not None and owned_by(leftover, owner):
-                await self.api.delete(kind, owner.namespace, name)
+                await self._delete(kind, namespace, name)
         blocklists = [o for o in desired.objects if _config_kind(o) == "blocklist"]
         blocklist_name = blocklists[0]["metadata"]["name"] if blocklists else None
         for name in stale_config_maps(
             children.config_maps or (), decided.keep_config_maps, blocklist_name
         ):
-            await self.api.delete("ConfigMap", owner.namespace, name)
+            await self._delete("ConfigMap", namespace, name)
+        return self.cache.writes != writes
 
     async def _apply_deployment(
         self, desired: dict[str, Any], spec: FluxDeploymentSpec, observed: dict[str, Any] | None
@@ -263,27 +328,19 @@ class Reconciler:
         handover = replicas_handover(observed, spec.autoscaling is not None)
         if handover is not None:
             await self.api.apply(handover, field_manager=HANDOVER_MANAGER)
-            await self.api.apply(desired)  # now without spec.replicas
+            self.cache.wrote(await self.api.apply(desired))  # now without spec.replicas
         else:
             await self._apply(desired, observed)
 
-    async def _observed(
-        self,
-        known: dict[tuple[str, str], dict[str, Any] | None],
-        owner: Owner,
-        kind: str,
-        name: str,
-    ) -> dict[str, Any] | None:
-        """The child as read with the resource, else as the API server has it now."""
-        if (kind, name) in known:
-            return known[(kind, name)]
-        return await self.api.get(kind, owner.namespace, name)
+    async def _delete(self, kind: str, namespace: str, name: str) -> None:
+        await self.api.delete(kind, namespace, name)
+        self.cache.removed(kind, namespace, name)
 
     async def _apply(self, desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:
         if observed is None:
-            await self.api.create(desired)
+            self.cache.wrote(await self.api.create(desired))
         elif not is_subset(desired, observed):
-            await self.api.apply(desired)
+            self.cache.wrote(await self.api.apply(desired))
         else:
             return False  # nothing to change: no write, no event, no feedback loop
         return True
@@ -292,14 +349,15 @@ class Reconciler:
         self, owner: Owner, body: dict[str, Any], new: FluxDeploymentStatus
     ) -> None:
         if body.get("status") and parse_status(body["status"]) == new:
-            return
-        await self.api.merge_patch(
+            return  # no write without a change
+        written = await self.api.merge_patch(
             "FluxDeployment",
             owner.namespace,
             owner.name,
             {"status": status_patch(new)},
             subresource="status",
         )
+        self.cache.wrote({"kind": "FluxDeployment", **written})
 
     async def _post(self, body: dict[str, Any], events: list[Event]) -> None:
         # Posted here rather than with kopf.event(): that needs the context of a kopf
@@ -319,17 +377,6 @@ class Reconciler:
                         "error": str(exc),
                     },
                 )
-
-
-def _by_name(owner: Owner, children: Children) -> dict[tuple[str, str], dict[str, Any] | None]:
-    """The children read with the resource, by ``(kind, name)``."""
-    return {
-        ("Deployment", owner.name): children.deployment,
-        ("Deployment", canary_name(owner.name)): children.canary_deployment,
-        ("Service", owner.name): children.service,
-        ("HorizontalPodAutoscaler", owner.name): children.autoscaler,
-        ("NetworkPolicy", owner.name): children.network_policy,
-    }
 
 
 def _config_kind(obj: dict[str, Any]) -> str | None:

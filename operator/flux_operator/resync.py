@@ -1,5 +1,6 @@
 """The periodic pass: every so often, reconcile every FluxDeployment, events or not
-(repairs children deleted or edited behind the operator's back) — on the leader only.
+(repairs children deleted or edited behind the operator's back) — on the leader only. Each
+round lists every kind once and corrects the watch cache with it (``relist``).
 
 Why a loop of our own and not ``@kopf.timer``: kopf does stop timers on a standby peer
 (``daemon_killer`` in ``kopf/_core/engines/daemons.py`` stops every daemon and timer
@@ -22,7 +23,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from flux_operator.kube import KubeApi
+from flux_operator.cache import CHILD_KINDS, MANAGED, WatchCache
+from flux_operator.kube import ApiError, KubeApi
 from flux_operator.peering import leads
 from flux_operator.reconciler import TRANSIENT_FAILURES
 from flux_operator.settings import OperatorSettings
@@ -69,8 +71,29 @@ async def leading(api: KubeApi, settings: OperatorSettings, namespace: str | Non
     return leads(peering.get("status"), settings.identity or "", settings.priority or 0, now)
 
 
+async def relist(api: KubeApi, cache: WatchCache, namespace: str | None) -> list[dict[str, Any]]:
+    """The FluxDeployments in ``namespace`` (None: all), listed, with one listing of each
+    kind of child correcting the watch cache (what a resumed watch does not say: the
+    objects deleted while it was paused). A handful of requests per round, however many
+    resources there are."""
+    resources = await api.list("FluxDeployment", namespace, {})
+    cache.refresh("FluxDeployment", namespace, resources)
+    for kind in CHILD_KINDS:
+        try:
+            cache.refresh(kind, namespace, await api.list(kind, namespace, {}))
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+            # The kind is not served (no Gateway API installed): nothing of it to correct.
+    cache.refresh("ConfigMap", namespace, await api.list("ConfigMap", namespace, MANAGED))
+    return resources
+
+
 def start_resync(
-    api: KubeApi, settings: OperatorSettings, reconcile: Callable[[str, str], Awaitable[None]]
+    api: KubeApi,
+    cache: WatchCache,
+    settings: OperatorSettings,
+    reconcile: Callable[[str, str], Awaitable[None]],
 ) -> asyncio.Task[None] | None:
     """The periodic pass as a task (None when ``resync_seconds`` is 0)."""
     if settings.resync_seconds <= 0:
@@ -80,7 +103,8 @@ def start_resync(
     async def list_all(namespace: str | None) -> list[dict[str, Any]]:
         if not await leading(api, settings, namespace):
             return []  # a standby replica: the leader resyncs
-        return await api.list("FluxDeployment", namespace, {})
+        await cache.ready.wait()  # kopf has indexed every kind: correct it, do not fill it
+        return await relist(api, cache, namespace)
 
     return asyncio.create_task(
         resync_forever(namespaces, list_all, reconcile, settings.resync_seconds)

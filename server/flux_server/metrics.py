@@ -4,6 +4,7 @@ test process can run several servers)."""
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -53,6 +54,8 @@ class Metrics:
         self.model_info = _gauge(names.MODEL_INFO, r)
         self.audit_write_failures = _counter(names.AUDIT_WRITE_FAILURES, r)
         self.ready = _gauge(names.READY, r)
+        self.audit_free_bytes = _gauge(names.AUDIT_FREE_BYTES, r)
+        self.audit_free_bytes.set(math.nan)
         self._nvml: _Nvml | None = None  # opened on the first scrape
         self.jobs = _gauge(names.JOBS, r)
         self.webhook_deliveries = _counter(names.WEBHOOK_DELIVERIES, r)

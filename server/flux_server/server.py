@@ -20,6 +20,13 @@ from grpc_health.v1 import health
 
 from flux_server.api.grpc.servicer import build_grpc_server, set_serving
 from flux_server.api.rest import asgi_app, metrics_app
+from flux_server.connections import (
+    ConnectionGuard,
+    ProbesOnly,
+    accept_errors,
+    fd_budget,
+    guarded_protocol,
+)
 from flux_server.listeners import Listeners, PortUnavailable, bound_port
 from flux_server.metrics import Metrics
 from flux_server.service.core import GenerationService
@@ -27,18 +34,31 @@ from flux_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
+METRICS_CONNECTIONS = 64
+"""The separate metrics port's cap: scrapers and probes, a handful at a time."""
 
-def _uvicorn(app: object, host: str, port: int, keep_alive: float = 5) -> uvicorn.Server:
+
+def _uvicorn(
+    app: object,
+    host: str,
+    port: int,
+    keep_alive: float = 5,
+    guard: ConnectionGuard | None = None,
+) -> uvicorn.Server:
+    """A uvicorn server; with ``guard``, its connections have a head deadline and a cap
+    (see :mod:`flux_server.connections`)."""
     config = uvicorn.Config(
-        app,  # type: ignore[arg-type]
+        ProbesOnly(app) if guard is not None else app,  # type: ignore[arg-type]
+        http=guarded_protocol(guard) if guard is not None else "auto",
         host=host,
         port=port,
         lifespan="off",
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
-        # An idle connection is closed after this; slow headers and bodies are the
-        # gateway's to cut (see the README's security section).
+        backlog=guard.backlog if guard is not None else 2048,  # 2048: uvicorn's default
+        # An idle connection is closed after this; a slow request head after the guard's
+        # --header-timeout; slow bodies are the gateway's to cut (the README's security).
         timeout_keep_alive=keep_alive,  # type: ignore[arg-type]
     )
     server = uvicorn.Server(config)
@@ -69,10 +89,14 @@ class FluxServer:
     def request_stop(self) -> None:
         self.stop_requested.set()
 
-    def _grpc(self, listeners: Listeners) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
+    def _grpc(
+        self, listeners: Listeners, max_connections: int | None = None
+    ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
         s = self.settings
         try:
-            return build_grpc_server(self.service, s.host, s.grpc_port)
+            return build_grpc_server(
+                self.service, s.host, s.grpc_port, max_connections=max_connections
+            )
         except RuntimeError:
             # Taken between the check and the bind.
             listeners.close()
@@ -87,12 +111,29 @@ class FluxServer:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
 
+        # asyncio's "accept() out of system resource": one line per burst, not per accept.
+        loop.set_exception_handler(accept_errors(loop.get_exception_handler()))
         listeners = self.listeners or Listeners.bind(s)
-        grpc_server, health_servicer, self.grpc_port = self._grpc(listeners)
         http_socket, metrics_socket = listeners.http, listeners.metrics
-        http = _uvicorn(asgi_app(self.service), s.host, s.http_port, s.keep_alive_timeout)
+        caps = fd_budget(
+            {"http": s.max_connections, "grpc": s.max_connections}
+            | ({"metrics": METRICS_CONNECTIONS} if metrics_socket is not None else {})
+        )
+        grpc_server, health_servicer, self.grpc_port = self._grpc(listeners, caps["grpc"])
+        http = _uvicorn(
+            asgi_app(self.service),
+            s.host,
+            s.http_port,
+            s.keep_alive_timeout,
+            ConnectionGuard("http", caps["http"], s.header_timeout, s.keep_alive_timeout),
+        )
         metrics_server = (
-            _uvicorn(metrics_app(self.service), s.host, s.metrics_port)
+            _uvicorn(
+                metrics_app(self.service),
+                s.host,
+                s.metrics_port,
+                guard=ConnectionGuard("metrics", caps["metrics"], s.header_timeout),
+            )
             if metrics_socket is not None
             else None
         )

@@ -341,7 +341,8 @@ def test_helm_is_the_pinned_binary(helm: Helm) -> None:
 def test_cluster_roles_cover_every_child_the_operator_renders(helm: Helm) -> None:
     """Derived from the objects themselves: for each kind the operator renders for the
     FluxDeployment kept in git, the chart grants what bringing it into being takes: read
-    and create it, and patch it unless it is immutable (a new one replaces it)."""
+    it (list and watch: the operator reads its watch cache) and create it, and patch it
+    unless it is immutable (a new one replaces it)."""
     from flux_operator.render import Owner, render_all
     from flux_operator.spec import FluxDeploymentSpec
 
@@ -355,7 +356,7 @@ def test_cluster_roles_cover_every_child_the_operator_renders(helm: Helm) -> Non
         group = child["apiVersion"].rpartition("/")[0]
         resource = child["kind"].lower() + "s"
         kinds.add(child["kind"])
-        verbs = ("get", "create") if child.get("immutable") else ("get", "create", "patch")
+        verbs = ["list", "watch", "create"] + ([] if child.get("immutable") else ["patch"])
         for verb in verbs:
             assert (group, resource, verb) in granted, (group, resource, verb)
     assert {"Deployment", "Service", "ConfigMap", "HorizontalPodAutoscaler"} <= kinds

@@ -98,7 +98,7 @@ def test_schema_rejects_bad_network_policy_values(
 
 def test_cluster_roles_cover_the_servers_network_policy(helm: Helm) -> None:
     """What the operator needs to keep and remove a FluxDeployment's NetworkPolicy is in
-    the chart's ClusterRoles: read, create, apply, delete."""
+    the chart's ClusterRoles: read (list and watch), create, apply, delete."""
     from flux_operator.render import Owner, render_all
     from flux_operator.spec import FluxDeploymentSpec
 
@@ -117,5 +117,5 @@ def test_cluster_roles_cover_the_servers_network_policy(helm: Helm) -> None:
         for r in rule["resources"]
         for v in rule["verbs"]
     }
-    for verb in ("get", "create", "patch", "delete"):
+    for verb in ("list", "watch", "create", "patch", "delete"):
         assert (group, "networkpolicies", verb) in granted, verb

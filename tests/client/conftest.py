@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from real_server import Server, running_server
@@ -23,6 +24,6 @@ def fakes(fake_servers: FakeServers) -> Iterator[FakeServers]:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path) -> Iterator[Server]:
     """One real server process for every SDK test that needs one."""
-    yield from running_server(tmp_path_factory)
+    yield from running_server(tmp_path_factory, tiny_flux_dir)

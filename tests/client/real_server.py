@@ -62,11 +62,8 @@ def _new_key(keys_file: Path, user: str, *flags: str) -> str:
     return out.getvalue().strip()
 
 
-def running_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    from flux_server.tools.tiny_model import write_tiny_flux
-
+def running_server(tmp_path_factory: pytest.TempPathFactory, model: Path) -> Iterator[Server]:
     root = tmp_path_factory.mktemp("sdk-server")
-    model = write_tiny_flux(root / "model")
     presets = root / "presets"
     presets.mkdir()
     for name, content in presets_to_files(PRESETS).items():

@@ -193,12 +193,10 @@ def test_overload_is_overloaded_with_retry_after(server: Server, transport: str,
         assert error.retry_after is not None and error.retry_after >= 1
 
 
-def test_a_draining_server_is_unavailable(tmp_path: Path) -> None:
+def test_a_draining_server_is_unavailable(tiny_flux_dir: Path, tmp_path: Path) -> None:
     """A server told to stop refuses new work, retryable, over both transports; with
     retries off the caller sees ``UnavailableError`` at once."""
-    from flux_server.tools.tiny_model import write_tiny_flux
-
-    process = start_server(write_tiny_flux(tmp_path / "model"), tmp_path, ["--drain-timeout", "60"])
+    process = start_server(tiny_flux_dir, tmp_path, ["--drain-timeout", "60"])
     try:
         process.wait_ready()
         endless = {"prompt": "endless", "width": 1024, "height": 1024, "steps": 100}

@@ -17,11 +17,3 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
-
-
-@pytest.fixture(scope="session")
-def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A random-weight FLUX pipeline saved with save_pretrained (loaded like FLUX.1-dev)."""
-    from flux_server.tools.tiny_model import write_tiny_flux
-
-    return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))

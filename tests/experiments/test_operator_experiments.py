@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from flux_client.presets import StylePreset, presets_to_files
+from flux_contract.presets import StylePreset, presets_to_files
 from flux_operator.render.naming import presets_configmap_data
 from flux_operator.spec import parse_experiments, preset_name_problems
 from flux_server.requests.presets_store import PresetStore

@@ -28,6 +28,7 @@ SERVER_METRICS = frozenset(
         metrics.JOBS,
         metrics.WEBHOOK_DELIVERIES,
         metrics.RECOMPILES,
+        metrics.AUDIT_FREE_BYTES,
     )
 )
 

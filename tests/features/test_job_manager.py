@@ -67,6 +67,12 @@ async def run(manager: JobManager, engine: Engine, live: LiveJob, request: Resol
     await manager.succeeded(live.id, images)
 
 
+def _made_directly(engine: Engine, request: ResolvedRequest) -> GeneratedImage:
+    """The image a synchronous call makes of ``request``, encoded as a job stores it."""
+    [[picture]] = engine.generate([request.text_to_image()])
+    return GeneratedImage.encoded(picture.image, request.output_format, picture.seed)
+
+
 async def until(condition: Callable[[], bool], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -124,7 +130,7 @@ async def test_a_job_runs_watched_step_by_step_with_signed_webhooks(
         assert [e.kind.value for e in seen] == [
             "queued", "running", "progress", "progress", "progress", "succeeded",
         ]  # fmt: skip
-        [[sync]] = engine.generate([job()])
+        sync = _made_directly(engine, job())
         assert await manager.image(state.id, 0) == sync.data
         assert (await manager.get(state.id)).images[0].seed == 21
         await until(lambda: len(received) == 2)
@@ -184,7 +190,7 @@ async def test_a_cancel_sent_to_another_replica_reaches_the_owner(
         # A finished job's result is read from the other replica.
         second, live2 = await owner.submit(position=0)
         await run(owner, engine, live2, job())
-        [[sync]] = engine.generate([job()])
+        sync = _made_directly(engine, job())
         assert await other.image(second.id, 0) == sync.data
         # Redis gone: new async jobs are refused, not accepted into the void.
         redis_server.kill()

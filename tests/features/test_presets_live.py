@@ -157,15 +157,12 @@ def _png(size: int = 64) -> bytes:
 
 
 def test_edits_and_questions_are_audited(
-    tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    tiny_flux_dir: Path, tiny_vqa_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    from flux_server.tools.tiny_vqa import write_tiny_vqa
-
     root = tmp_path_factory.mktemp("vision-audit")
     audit = root / "audit.jsonl"
-    vqa = write_tiny_vqa(root / "vqa")
     settings = _settings(
-        tiny_flux_dir, enable_editing=True, vqa_model=str(vqa), audit_log=str(audit)
+        tiny_flux_dir, enable_editing=True, vqa_model=str(tiny_vqa_dir), audit_log=str(audit)
     )
     server = RunningServer(settings).start()
     try:

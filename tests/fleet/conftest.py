@@ -21,10 +21,9 @@ def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flux_server.tools.tiny_model import write_tiny_flux
-
-    return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
+def tiny_dir(tiny_flux_dir: Path) -> Path:
+    """The run's tiny FLUX (tests/conftest.py)."""
+    return tiny_flux_dir
 
 
 def start_role(model: Path, logs: Path, redis_url: str, role: str, *extra: str) -> ServerProcess:

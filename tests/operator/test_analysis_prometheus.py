@@ -205,14 +205,12 @@ def _until(prometheus: PrometheusProcess, promql: str) -> None:
 
 @pytest.fixture(scope="module")
 def scene(
-    prometheus_bin: str, tmp_path_factory: pytest.TempPathFactory
+    prometheus_bin: str, tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, Any]]:
-    from flux_server.tools.tiny_model import write_tiny_flux
-
     work = tmp_path_factory.mktemp("canary-analysis")
-    model = write_tiny_flux(work / "tiny-flux")
     servers = {
-        release: start_server(model, work, args=["--release", release]) for release in TRAFFIC
+        release: start_server(tiny_flux_dir, work, args=["--release", release])
+        for release in TRAFFIC
     }
     prometheus: PrometheusProcess | None = None
     try:

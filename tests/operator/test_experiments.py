@@ -14,9 +14,9 @@ import pytest
 import yaml
 from crdschema import validate
 
-from flux_client.experiments import EXPERIMENTS_FILE, experiments_from_file
-from flux_client.names import key_to_name
-from flux_client.presets import presets_from_files, presets_to_files
+from flux_contract.experiments import EXPERIMENTS_FILE, experiments_from_file
+from flux_contract.names import key_to_name
+from flux_contract.presets import presets_from_files, presets_to_files
 from flux_operator import crdgen
 from flux_operator.cli import main as cli_main
 from flux_operator.reconcile import Children, plan
@@ -311,9 +311,9 @@ def test_the_server_reads_the_rendered_configmap(tmp_path: Path) -> None:
 
 
 def test_the_crd_models_have_the_file_formats_fields() -> None:
-    # The CRD's models mirror flux_client.experiments (the file the server reads): a field
+    # The CRD's models mirror flux_contract.experiments (the file the server reads): a field
     # in one and not the other would be refused, or silently dropped, on the way.
-    from flux_client.experiments import Arm, Audience, Experiment
+    from flux_contract.experiments import Arm, Audience, Experiment
     from flux_operator.spec import ArmSpec, AudienceSpec, ExperimentSpec
 
     for spec_model, file_model in (

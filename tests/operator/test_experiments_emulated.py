@@ -10,7 +10,7 @@ from typing import Any
 
 from conftest import Cluster, OperatorHandle, base_spec, condition
 
-from flux_client.experiments import EXPERIMENTS_FILE
+from flux_contract.experiments import EXPERIMENTS_FILE
 
 PRESETS = {
     "realistic": {"promptTemplate": "{prompt}, photorealistic, soft light"},

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from flux_client.presets import presets_from_files
+from flux_contract.presets import presets_from_files
 from flux_operator.cli import main as cli_main
 from flux_operator.render import Owner, Revision, desired_revision, render_all, server_args
 from flux_operator.spec import CacheSpec, FluxDeployment, FluxDeploymentSpec

@@ -11,6 +11,7 @@ from typing import Any
 import kubernetes_validate
 from conftest import Cluster, base_spec
 
+from flux_operator.cache import WatchCache
 from flux_operator.kube import ApiError, KubeApi, load_configuration
 from flux_operator.reconcile import Event
 from flux_operator.reconciler import Reconciler
@@ -56,7 +57,9 @@ async def test_events_are_posted_outside_kopf_handlers(cluster: Cluster, kubecon
     api = KubeApi(load_configuration(kubeconfig), RetrySettings(attempts=2), threads=2)
     body = await cluster.create_fd("flux-dev", base_spec())
     try:
-        await Reconciler(api)._post(body, [Event("Warning", "RolloutFailed", "x" * 2000)])
+        await Reconciler(api, WatchCache({}))._post(
+            body, [Event("Warning", "RolloutFailed", "x" * 2000)]
+        )
     finally:
         api.close()
     (event,) = cluster.events("RolloutFailed")

@@ -1,5 +1,5 @@
-"""Fixtures shared by the server tests: one tiny random FLUX pipeline per session, and
-real server processes (``python -m flux_server``) on free ports."""
+"""Fixtures shared by the server tests: the run's tiny random FLUX pipeline, and real
+server processes (``python -m flux_server``) on free ports."""
 
 from __future__ import annotations
 
@@ -13,10 +13,9 @@ from flux_client.presets import StylePreset, presets_to_files
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flux_server.tools.tiny_model import write_tiny_flux
-
-    return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
+def tiny_model_dir(tiny_flux_dir: Path) -> Path:
+    """The server tests' name for the run's tiny FLUX pipeline (tests/conftest.py)."""
+    return tiny_flux_dir
 
 
 @pytest.fixture(scope="session")

@@ -17,11 +17,8 @@ from server_process import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def server(server_factory: Any, tiny_model_dir: Path, tmp_path_factory: Any) -> ServerProcess:
-    from flux_server.tools.tiny_vqa import write_tiny_vqa
-
-    vqa = write_tiny_vqa(tmp_path_factory.mktemp("tiny-vqa"))
-    args = ["--vqa-model", str(vqa), "--enable-editing"]
+def server(server_factory: Any, tiny_model_dir: Path, tiny_vqa_dir: Path) -> ServerProcess:
+    args = ["--vqa-model", str(tiny_vqa_dir), "--enable-editing"]
     started: ServerProcess = server_factory(tiny_model_dir, args)
     return started
 

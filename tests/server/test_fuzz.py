@@ -34,14 +34,9 @@ CHECKS = (
 
 
 @pytest.fixture(scope="module")
-def fuzzed_server(
-    server_factory: Any, tiny_model_dir: Path, tmp_path_factory: Any
-) -> ServerProcess:
-    from flux_server.tools.tiny_vqa import write_tiny_vqa
-
-    vqa = write_tiny_vqa(tmp_path_factory.mktemp("tiny-vqa"))
+def fuzzed_server(server_factory: Any, tiny_model_dir: Path, tiny_vqa_dir: Path) -> ServerProcess:
     # Small limits keep every valid request cheap on a CPU; the rest is refused.
-    args = ["--vqa-model", str(vqa), "--enable-editing", "--max-side", "128"]
+    args = ["--vqa-model", str(tiny_vqa_dir), "--enable-editing", "--max-side", "128"]
     args += ["--max-steps", "2", "--max-images", "1", "--max-image-pixels", str(256 * 256)]
     server: ServerProcess = server_factory(tiny_model_dir, args)
     return server

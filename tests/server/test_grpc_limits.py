@@ -5,8 +5,6 @@ INVALID_ARGUMENT, and the process's memory comes back after bursts of large mess
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import threading
 import time
@@ -16,25 +14,19 @@ from typing import Any
 import grpc
 import psutil
 import pytest
-from server_process import ServerProcess
+from server_process import GRPC_BIG, ServerProcess, unthrottled_keyed_server, wait_rss_within
 
 from flux_client.wire import pb
-from flux_server.admission import keys
 
 LIMIT = 4 * 1024 * 1024
 EDIT = "/fluxserve.v1.FluxService/Edit"
-BIG = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
 
 
 @pytest.fixture(scope="module")
 def keyed(server_factory: Any, tiny_model_dir: Path, tmp_path_factory: Any) -> ServerProcess:
-    key_file = tmp_path_factory.mktemp("keys") / "keys"
-    with contextlib.redirect_stdout(io.StringIO()):
-        assert keys.main(["add", "alice", "--file", str(key_file)]) == 0
-    server: ServerProcess = server_factory(
-        tiny_model_dir, ["--api-keys", str(key_file), "--max-body-bytes", str(LIMIT)]
+    return unthrottled_keyed_server(
+        server_factory, tiny_model_dir, tmp_path_factory.mktemp("keys"), LIMIT
     )
-    return server
 
 
 def _burst(server: ServerProcess, size: int, count: int = 10) -> tuple[set[str], int]:
@@ -42,7 +34,7 @@ def _burst(server: ServerProcess, size: int, count: int = 10) -> tuple[set[str],
     the server's peak RSS meanwhile."""
     process = psutil.Process(server.process.pid)
     codes: list[str] = []
-    with grpc.insecure_channel(server.grpc_target, options=BIG) as channel:
+    with grpc.insecure_channel(server.grpc_target, options=GRPC_BIG) as channel:
         call = channel.unary_unary(EDIT)
 
         def one() -> None:
@@ -96,11 +88,6 @@ def test_memory_returns_after_bursts_without_a_key(keyed: ServerProcess) -> None
         codes, peak = _burst(keyed, size)
         assert codes == ({"UNAUTHENTICATED"} if size < LIMIT else {"RESOURCE_EXHAUSTED"})
         peaks.append(peak)
-    margin = 256 * 1024 * 1024
-    deadline = time.monotonic() + 15
-    while (after := process.memory_info().rss) > before + margin:
-        assert time.monotonic() < deadline, (
-            f"RSS before {before >> 20} MiB, peaks {[p >> 20 for p in peaks]} MiB, "
-            f"after {after >> 20} MiB (margin {margin >> 20} MiB)"
-        )
-        time.sleep(0.2)
+    wait_rss_within(
+        keyed.process.pid, before, 256 * 1024 * 1024, 15, f"peaks {[p >> 20 for p in peaks]} MiB"
+    )

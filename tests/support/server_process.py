@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,9 +86,11 @@ def start_server(
     args: Sequence[str] = (),
     env_overrides: Mapping[str, str] | None = None,
     metrics_port: bool = True,
+    rlimit_nofile: int | None = None,
 ) -> ServerProcess:
     """Start ``python -m flux_server`` on free ports; ``metrics_port=False`` leaves
-    ``--metrics-port`` at its default (none: /metrics only on the REST port)."""
+    ``--metrics-port`` at its default (none: /metrics only on the REST port);
+    ``rlimit_nofile``: the server's file descriptor limit (soft and hard)."""
     http_port, grpc_port = free_port(), free_port()
     metrics = free_port() if metrics_port else 0
     log_path = log_dir / f"server-{http_port}.log"
@@ -106,6 +108,66 @@ def start_server(
     env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
     env["HF_HUB_OFFLINE"] = "1"
     env.update(env_overrides or {})
+
+    def limits() -> None:
+        if rlimit_nofile is not None:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_NOFILE, (rlimit_nofile, rlimit_nofile))
+
     with log_path.open("wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
+        process = subprocess.Popen(
+            command,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            preexec_fn=limits if rlimit_nofile is not None else None,
+        )
     return ServerProcess(process, http_port, grpc_port, metrics, log_path)
+
+
+def add_key(key_file: Path, user: str = "alice") -> str:
+    """Add a key for ``user`` to ``key_file`` with the real ``keys add`` command; the key."""
+    import contextlib
+    import io
+
+    from flux_server.admission import keys
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert keys.main(["add", user, "--file", str(key_file)]) == 0
+    return next(word for word in out.getvalue().split() if word.startswith("fxs_"))
+
+
+GRPC_BIG = [("grpc.max_send_message_length", 1 << 30), ("grpc.max_receive_message_length", 1 << 30)]
+"""Client channel options for messages past gRPC's default 4 MiB."""
+
+
+def unthrottled_keyed_server(
+    factory: Callable[..., ServerProcess], model: Path, key_dir: Path, max_body_bytes: int
+) -> ServerProcess:
+    """A server from ``factory`` (the ``server_factory`` fixture) that needs a key and
+    takes bodies up to ``max_body_bytes``, with the failed-auth throttle off: what the
+    memory tests measure is the unthrottled path."""
+    key_file = key_dir / "keys"
+    add_key(key_file)
+    return factory(
+        model,
+        ["--api-keys", str(key_file), "--max-body-bytes", str(max_body_bytes),
+         "--failed-auth-burst", "0"],
+    )  # fmt: skip
+
+
+def wait_rss_within(pid: int, baseline: int, margin: int, timeout: float, seen: str) -> None:
+    """Poll until the process's RSS is within ``margin`` bytes of ``baseline``; fail
+    after ``timeout`` seconds, saying what was ``seen`` meanwhile."""
+    import psutil
+
+    process = psutil.Process(pid)
+    deadline = time.monotonic() + timeout
+    while (now := process.memory_info().rss) > baseline + margin:
+        assert time.monotonic() < deadline, (
+            f"RSS before {baseline >> 20} MiB, {seen}, now {now >> 20} MiB "
+            f"(margin {margin >> 20} MiB)"
+        )
+        time.sleep(0.2)

@@ -16,10 +16,9 @@ from flux_trainer.posters import write_posters
 
 
 @pytest.fixture(scope="session")
-def tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from flux_server.tools.tiny_model import write_tiny_flux
-
-    return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
+def tiny_flux(tiny_flux_dir: Path) -> Path:
+    """The run's tiny FLUX (tests/conftest.py): the trainer only reads it."""
+    return tiny_flux_dir
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny random FLUX pipeline per test session."""
+"""Shared fixtures: one FluxPipeline per test session, from the run's tiny random model
+(tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from flux_server.tools.tiny_model import write_tiny_flux
-
-
-@pytest.fixture(scope="session")
-def tiny_flux_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_flux(tmp_path_factory.mktemp("tiny-flux"))
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,6 @@ from server_process import ServerProcess, start_server
 from flux_client import FluxModelClient
 from flux_client.errors import InvalidArgumentError
 from flux_client.wire import pb, pb_grpc
-from flux_server.tools.tiny_vqa import write_tiny_vqa
 
 from .test_images import png_bytes, with_png_header_size
 
@@ -46,7 +45,7 @@ def running_server(base: Path, model: Path, *args: str) -> Iterator[ServerProces
 
 @pytest.fixture(scope="module")
 def server(
-    tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, tiny_flux_dir: Path, tiny_vqa_dir: Path
 ) -> Iterator[ServerProcess]:
     base = tmp_path_factory.mktemp("vision-server")
     with running_server(
@@ -55,7 +54,7 @@ def server(
         "--enable-editing",
         # Kontext's transformer has FLUX.1-dev's shape: the tiny pipeline's serves.
         "--kontext-model", str(tiny_flux_dir),
-        "--vqa-model", str(write_tiny_vqa(base / "vqa")),
+        "--vqa-model", str(tiny_vqa_dir),
         "--max-image-pixels", "1000000",
     ) as running:  # fmt: skip
         yield running
@@ -225,7 +224,8 @@ def test_openapi_documents_the_edit_and_vqa_bodies(server: ServerProcess) -> Non
     assert edit["application/json"]["schema"]["properties"]["mask"]["format"] == "byte"
     vqa = paths["/vqa"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert vqa["required"] == ["image", "question"]
-    assert vqa["properties"]["max_tokens"]["maximum"] == 512
+    # The loaded model's limit (the tiny VQA's positions), not the API's 512.
+    assert vqa["properties"]["max_tokens"]["maximum"] == 64
 
 
 @pytest.mark.parametrize(

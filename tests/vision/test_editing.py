@@ -318,14 +318,16 @@ def test_instruct_refuses_adapters(editor: Editor) -> None:
         editor.instruct(picture((32, 32)), "make it night", steps=2, adapters=(("ink", 1.0),))
 
 
-def test_edits_use_their_own_adapters_on_the_shared_transformer(tiny_flux_dir: Path) -> None:
+def test_edits_use_their_own_adapters_on_the_shared_transformer(
+    tiny_flux_dir: Path, tmp_path: Path
+) -> None:
     from diffusers import FluxPipeline
 
     from flux_server.execution import lora
 
     # A pipeline of its own: loading adapters changes its transformer.
     pipe = FluxPipeline.from_pretrained(tiny_flux_dir)
-    weights = lora.write_tiny_lora(pipe, tiny_flux_dir.parent / "ink-lora", "ink")
+    weights = lora.write_tiny_lora(pipe, tmp_path / "ink-lora", "ink")
     lora.load_adapters(pipe, [lora.LoraSpec(name="ink", path=str(weights))])
     editor = Editor(pipe, set_adapters=lambda adapters: lora.activate(pipe, adapters))
     src = picture((32, 32))

@@ -11,7 +11,6 @@ from PIL import Image
 
 from flux_server.execution.editor import Editor
 from flux_server.execution.vqa import VqaModel
-from flux_server.tools.tiny_vqa import write_tiny_vqa
 
 pytestmark = [
     pytest.mark.gpu,
@@ -32,8 +31,8 @@ def test_editor_allocates_no_weights_on_the_gpu(tiny_flux_dir: Path) -> None:
     assert result.images[0].size == (50, 30)
 
 
-def test_vqa_answers_on_the_gpu(tmp_path: Path) -> None:
-    model = VqaModel.load(str(write_tiny_vqa(tmp_path / "vqa")), "cuda")
+def test_vqa_answers_on_the_gpu(tiny_vqa_dir: Path) -> None:
+    model = VqaModel.load(str(tiny_vqa_dir), "cuda")
     half = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     assert model.model.dtype == half
     assert isinstance(model.answer(Image.new("RGB", (32, 32)), "what is this?", 4), str)

@@ -11,7 +11,6 @@ from flux_server.execution.inputs import InputRejected
 from flux_server.execution.vqa import MAX_TOKENS, VqaModel, VqaModelError
 from flux_server.requests.questions import VqaInputError, question_fields, validate_question
 from flux_server.tools.tiny_model import main as tiny_model_main
-from flux_server.tools.tiny_vqa import write_tiny_vqa
 
 from .tiny_llava import write_tiny_llava
 
@@ -19,13 +18,8 @@ QUESTION = "What is the man holding in his right hand?"
 
 
 @pytest.fixture(scope="module")
-def vqa_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_tiny_vqa(tmp_path_factory.mktemp("tiny-vqa"))
-
-
-@pytest.fixture(scope="module")
-def vqa(vqa_dir: Path) -> VqaModel:
-    return VqaModel.load(str(vqa_dir), "cpu")
+def vqa(tiny_vqa_dir: Path) -> VqaModel:
+    return VqaModel.load(str(tiny_vqa_dir), "cpu")
 
 
 def test_loads_blip_through_the_auto_classes(vqa: VqaModel) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from flux_trainer import __version__
-from flux_trainer.config import TrainConfig
+from flux_trainer.config import TrainConfig, flag
 from flux_trainer.errors import ConfigError, TrainerError
 from flux_trainer.report import configure_logging, default_result_file, emit_result, failure
 
@@ -30,10 +30,6 @@ log = logging.getLogger("flux_trainer")
 
 REQUIRED = ("base", "dataset", "output")
 _UNSET = object()
-
-
-def flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
 
 
 def _add_field(parser: argparse.ArgumentParser, name: str, info: Any) -> None:

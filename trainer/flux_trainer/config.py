@@ -201,3 +201,9 @@ TRAJECTORY_FIELDS = {
     "max_grad_norm",
     "weight_decay",
 }
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a :class:`TrainConfig` field (``learning_rate`` →
+    ``--learning-rate``): the trainer's parser and the operator's Job share it."""
+    return "--" + name.replace("_", "-")

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flux_client.experiments import EXPERIMENTS_FILE, Experiment, experiments_to_file
-from flux_client.presets import StylePreset, presets_to_files
+from flux_contract.experiments import EXPERIMENTS_FILE, Experiment, experiments_to_file
+from flux_contract.presets import StylePreset, presets_to_files
 from flux_operator.spec import (
     GROUP,
     KIND,

@@ -16,8 +16,7 @@ from typing import Any
 from flux_operator.render.naming import MANAGER, MODEL_DIR, image_ref
 from flux_operator.spec import GROUP, VERSION, FluxDeploymentSpec
 from flux_operator.spec.training import TRAINING_KIND, FluxLoRATrainingSpec
-from flux_trainer.cli import flag
-from flux_trainer.config import TrainConfig
+from flux_trainer.config import TrainConfig, flag
 
 TRAINING_LABEL = f"{GROUP}/fluxloratraining"
 TRAINER_APP = "fluxserve-trainer"

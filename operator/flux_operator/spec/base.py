@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, StringConstraints
 from pydantic.alias_generators import to_camel
 
-from flux_client.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
+from flux_contract.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
 
 GROUP = "fluxserve.dev"
 VERSION = "v1alpha1"
@@ -22,12 +23,29 @@ RELEASE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 LORA_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$"
+DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
+"""A Go/CEL duration without fractions (``30s``, ``10m``, ``1h30m``): the form CEL's
+``duration()`` and PromQL's range selectors both read."""
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+
+Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration matching :data:`DURATION_PATTERN` (``ValueError`` otherwise)."""
+    if not re.fullmatch(DURATION_PATTERN, text):
+        raise ValueError(f"{text!r} is not a duration such as 30s, 10m or 1h30m")
+    return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
+
+
 MAX_NAME_LENGTH = 40
 """Children are named ``<name>-presets-<10 hex>``; 40 keeps them inside 63 characters."""
 
 
 # Any Unicode name users type (水墨): the CRD's CEL rule on the keys refuses what a
-# pattern can say; flux_client.names decides the rest (the operator reports it).
+# pattern can say; flux_contract.names decides the rest (the operator reports it).
 PresetName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PRESET_NAME_LENGTH)]
 
 

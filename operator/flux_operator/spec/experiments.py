@@ -1,6 +1,6 @@
 """A/B experiments on style presets: ``spec.experiments``.
 
-These models are the CRD's view of the experiment format (``flux_client.experiments``,
+These models are the CRD's view of the experiment format (``flux_contract.experiments``,
 the one format the server reads): the same fields and bounds, plus what a schema can
 enforce at the API server — name alphabet, weights 0 to 100, two or more arms, unique arm
 and experiment names (CEL). What needs the whole spec (arms naming known presets, weights
@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
 
-from flux_client.experiments import (
+from flux_contract.experiments import (
     HEADER_NAME_PATTERN,
     MAX_ARMS,
     TOTAL_WEIGHT,
@@ -24,11 +24,11 @@ from flux_client.experiments import (
     experiment_problems,
     validation_problems,
 )
-from flux_client.names import MAX_NAME_LENGTH, name_problem
+from flux_contract.names import MAX_NAME_LENGTH, name_problem
 from flux_operator.spec.base import _cel, _Model
 
 NAME_PATTERN = r"^([-._A-Za-z0-9]|[^\x00-\x7F])+$"
-"""The part of ``flux_client.names.name_problem`` a regular expression in both RE2 (the
+"""The part of ``flux_contract.names.name_problem`` a regular expression in both RE2 (the
 API server) and Python can say: ASCII letters, digits, ``-``, ``_``, ``.``, or any
 non-ASCII character. Non-ASCII spaces, symbols and non-NFC spellings are refused by the
 operator with the reason."""

@@ -6,9 +6,9 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from flux_client.experiments import MAX_EXPERIMENTS
-from flux_client.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
-from flux_client.presets import StylePreset
+from flux_contract.experiments import MAX_EXPERIMENTS
+from flux_contract.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
+from flux_contract.presets import StylePreset
 from flux_operator.spec import features
 from flux_operator.spec.base import RELEASE_PATTERN, PresetName, _cel, _Model
 from flux_operator.spec.experiments import (

@@ -11,19 +11,12 @@ together with other parts of the spec) is checked by
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
-from flux_operator.spec.base import _cel, _Model
-
-DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
-"""A Go/CEL duration without fractions (``30s``, ``10m``, ``1h30m``): the form CEL's
-``duration()`` and PromQL's range selectors both read."""
-
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+from flux_operator.spec.base import Duration, _cel, _Model, parse_duration
+from flux_operator.spec.quality import QualityGate
 
 BUILTIN_METRICS = ("error-ratio", "p95-latency-seconds")
 """Metric names with a query written by fluxserve (see ``flux_operator.reconcile.analysis``)."""
@@ -31,16 +24,6 @@ BUILTIN_METRICS = ("error-ratio", "p95-latency-seconds")
 METRIC_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 HOSTNAME = r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 MIN_INTERVAL_SECONDS = 10
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in a duration matching :data:`DURATION_PATTERN` (``ValueError`` otherwise)."""
-    if not re.fullmatch(DURATION_PATTERN, text):
-        raise ValueError(f"{text!r} is not a duration such as 30s, 10m or 1h30m")
-    return sum(int(n) * _DURATION_UNITS[unit] for n, unit in _DURATION_PART.findall(text))
-
-
-Duration = Annotated[str, StringConstraints(pattern=DURATION_PATTERN, max_length=32)]
 
 
 class CanaryStep(_Model):
@@ -144,6 +127,11 @@ class CanaryAnalysis(_Model):
         max_length=16,
         description="Metrics to judge; empty: error-ratio (max 0.05) and p95-latency-seconds "
         "(max 60).",
+    )
+    quality: QualityGate | None = Field(
+        default=None,
+        description="Image-quality gate run beside the queries: the canary and stable "
+        "release answer the same golden prompts, and a lower score aborts like an error.",
     )
 
     @model_validator(mode="after")

@@ -26,6 +26,7 @@ The log is a compliance record, so it is never lost quietly:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import sys
 import threading
@@ -116,6 +117,16 @@ class AuditRecord(BaseModel):
     experiment: dict[str, str] | None = Field(
         default=None,
         description='The experiment arm that served the request: {"name", "arm", "subject"}.',
+    )
+    client: str | None = Field(
+        default=None,
+        description="The caller's address (an IPv6 one by its /64): on a failed-"
+        "authentication line, which sums up an address's failures over an interval.",
+    )
+    count: int | None = Field(
+        default=None,
+        description="How many requests the line stands for (failed authentications of "
+        "one address in one interval); absent: one.",
     )
 
 
@@ -251,6 +262,17 @@ class AuditLog:
             self._failures += 1
         if self.on_failure is not None:
             self.on_failure(exc)
+
+    def free_bytes(self) -> float:
+        """Bytes free to this process on the log's volume; NaN for stdout or when the
+        volume cannot be read (the alert compares, and NaN never fires)."""
+        if self._path is None:
+            return math.nan
+        try:
+            st = os.statvfs(self._path.parent)
+        except OSError:
+            return math.nan
+        return float(st.f_bavail * st.f_frsize)
 
     def close(self) -> None:
         """Close the file (stdout is left open)."""

@@ -23,6 +23,8 @@ each field has an ECS name or one under ``fluxserve.audit.*``:
 ``params``              ``fluxserve.audit.params`` (as given), with the preset, steps,
                         size and image count also typed under ``fluxserve.*``
 ``kind``                ``fluxserve.audit.kind`` (``audit`` or ``audit_gap``)
+``client``              ``client.address`` (an IPv6 address by its /64: not an ``ip``)
+``count``               ``fluxserve.audit.count`` (a failed-authentication summary)
 ======================  ==================================================
 
 :func:`parse_line` reads a line back into the record's own field names.
@@ -61,11 +63,16 @@ class AuditRecord(Protocol):
     reason: str | None
     detail: str | None
     status: int | None
-    outcome: str | None
+
+    @property
+    def outcome(self) -> str | None: ...
+
     latency_ms: float | None
     cache_hit: bool
     job_id: str | None
     experiment: dict[str, str] | None
+    client: str | None
+    count: int | None
 
 
 DATASET = "fluxserve.audit"
@@ -84,6 +91,8 @@ AUDIT_FIELDS: dict[str, str] = {
     "fluxserve.audit.params": "flattened",
     "fluxserve.audit.subject": "keyword",
     "fluxserve.audit.failed_writes": "long",
+    "fluxserve.audit.count": "long",
+    "client.address": "keyword",
     "http.response.status_code": "long",
     "event.start": "date",
     "event.kind": "keyword",
@@ -167,6 +176,8 @@ def audit_fields(record: AuditRecord, release: str | None) -> dict[str, Any]:
         "fluxserve.audit.negative_prompt_sha256": record.negative_prompt_sha256,
         _PARAMS: record.params or None,
         "http.response.status_code": record.status,
+        "client.address": record.client,
+        "fluxserve.audit.count": record.count,
     }
     return {k: v for k, v in fields.items() if v is not None}
 
@@ -256,5 +267,7 @@ def parse_line(line: str) -> dict[str, Any]:
         "cache_hit": bool(_get(doc, "fluxserve.cache_hit")),
         "job_id": _get(doc, "fluxserve.job_id"),
         "experiment": experiment if experiment["name"] is not None else None,
+        "client": _get(doc, "client.address"),
+        "count": audit.get("count"),
     }
     return {k: v for k, v in record.items() if v is not None}

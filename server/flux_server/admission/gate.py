@@ -22,6 +22,7 @@ from typing import Any, Literal
 from flux_server.admission.audit import AuditRecord
 from flux_server.admission.audit_lines import audit_record
 from flux_server.admission.auth import Principal, bearer_token
+from flux_server.admission.auth_failures import AuthThrottled, FailedAuthAudit, FailureThrottle
 from flux_server.admission.cache import build_cache, cache_key
 from flux_server.admission.protocols import AuditSink, ContentPolicy, KeyChecker, ResultCache
 from flux_server.admission.result_blob import images_from_blob, images_to_blob
@@ -88,6 +89,17 @@ class Admission:
         # first refusal.
         for reason in SAFETY_REASONS:
             metrics.safety_rejections.labels(reason=reason)
+        s = settings
+        self.throttle = (
+            FailureThrottle(s.failed_auth_burst, s.failed_auth_rate)
+            if s.failed_auth_burst > 0
+            else None
+        )
+        self.failed_auth = (
+            FailedAuthAudit(self._write_refusal, s.audit_failed_auth_interval)
+            if audit is not None
+            else None
+        )
         self.loaded = False  # the model is loaded and warm
         self.draining = False
 
@@ -124,6 +136,7 @@ class Admission:
 
             audit_log = AuditLog(s.audit_log, hash_prompts=s.audit_hash_prompts, release=s.release)
             audit_log.on_failure = lambda exc: _audit_failed(metrics, exc)
+            metrics.audit_free_bytes.set_function(audit_log.free_bytes)
             audit = audit_log
         cache = build_cache(
             redis_url=s.redis_url,
@@ -145,6 +158,8 @@ class Admission:
         return self.audit is None or self.audit.healthy()
 
     async def close(self) -> None:
+        if self.failed_auth is not None:
+            self.failed_auth.flush()
         if self.cache is not None:
             await self.cache.close()
         if self.audit is not None:
@@ -192,14 +207,19 @@ class Admission:
         the normal lane, and the downgrade is logged (server log and audit log)."""
         if self.keys is None:
             return None, ctx
+        if self.throttle is not None and (wait := self.throttle.retry_after(ctx.client)):
+            raise AuthThrottled(wait)  # before the key: a throttled address tries none
         self.keys.reload_if_changed()
         token = bearer_token(ctx.authorization)
-        if token is None:
-            raise Unauthenticated(
-                "an API key is required: send 'authorization: Bearer <key>'", "authorization"
-            )
-        principal = self.keys.authenticate(token)
+        principal = self.keys.authenticate(token) if token is not None else None
         if principal is None:
+            if self.throttle is not None:
+                self.throttle.failed(ctx.client)
+            if token is None:
+                raise Unauthenticated(
+                    "an API key is required: send 'authorization: Bearer <key>'",
+                    "authorization",
+                )
             raise Unauthenticated("the API key is not valid", "authorization")
         if ctx.priority and not principal.can_priority:
             log.warning(
@@ -359,6 +379,11 @@ class Admission:
         refused prompt is recorded where it is refused, with what matched); ``outcome``
         "failed" for one admitted before."""
         if self.audit is None or error.audited:
+            return
+        if self.failed_auth is not None and isinstance(error, Unauthenticated | AuthThrottled):
+            # Summed up per address and interval (see flux_server.admission.auth_failures).
+            self.failed_auth.note(ctx, throttled=isinstance(error, AuthThrottled))
+            error.audited = True
             return
         reason = {Unauthenticated: "unauthenticated", PermissionDenied: "priority_denied"}.get(
             type(error), error.code

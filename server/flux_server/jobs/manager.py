@@ -25,6 +25,7 @@ from flux_server.execution.cancellation import CancelToken
 from flux_server.experiments.assignment import ServedArm
 from flux_server.jobs import http_views, lifecycle
 from flux_server.jobs.lifecycle import ImageInfo, JobError, JobEvent, JobState
+from flux_server.jobs.reaper import Reaper, cancel_orphan
 from flux_server.jobs.store import JobStore, MemoryJobStore
 from flux_server.jobs.webhook_url import AllowList, Resolver, WebhookTarget, check_webhook_url
 from flux_server.jobs.webhook_url import system_resolver as _system_resolver
@@ -76,14 +77,19 @@ class JobManager:
         self._finished: collections.deque[tuple[float, str]] = collections.deque()
         self._tasks: set[asyncio.Task[object]] = set()  # held so none is collected early
         self._listeners: list[Listener] = []
+        self.reaper: Reaper | None = None  # heartbeat and lost replicas' jobs (Redis)
         store.on_cancel(self._cancel_requested)
 
     async def start(self) -> None:
         await self.store.start()
         if self.webhooks is not None:
             await self.webhooks.start()
+        if self.reaper is not None:
+            await self.reaper.start()
 
     async def close(self, drain_timeout: float = 0.0) -> None:
+        if self.reaper is not None:
+            await self.reaper.close()
         if self.webhooks is not None:
             await self.webhooks.close(drain_timeout)
         await self.store.close()
@@ -254,6 +260,11 @@ class JobManager:
         store, and the state returned is the one before the owner acts."""
         if job_id in self._live:
             return await self._cancel_local(job_id)
+        if self.reaper is not None:
+            # Its owner lost: nobody would act on the request; this replica cancels it.
+            orphan = await cancel_orphan(self, self.reaper, job_id)
+            if orphan is not None:
+                return orphan
         return await self.store.request_cancel(job_id)
 
     def _cancel_requested(self, job_id: str) -> None:
@@ -325,13 +336,16 @@ def build_job_manager(
     webhook_allow_hosts: Sequence[str],
     metrics: Metrics | None = None,
     longest_job: float = 24 * 3600,
+    heartbeat: float = 5.0,
 ) -> JobManager:
     """The job manager the settings ask for (``ServerSettings`` fields of the same
     names): jobs in Redis when ``redis_url`` is set, else in memory; webhooks only with
     a secret. ``owner`` names this replica (the pod name) in job records.
     ``longest_job`` bounds how long an unfinished job's Redis record outlives its last
     event (pass ``--request-timeout``: a replica that died leaves no job "running" for
-    ever). Call ``await manager.start()`` on the serving loop."""
+    ever). ``heartbeat``: seconds between this replica's heartbeats in Redis; another
+    replica ends its jobs when 3 are missed (:mod:`flux_server.jobs.reaper`). Call
+    ``await manager.start()`` on the serving loop."""
     from flux_server.jobs.store_redis import RedisJobStore
 
     store: JobStore
@@ -341,7 +355,7 @@ def build_job_manager(
         store = MemoryJobStore(job_ttl, job_max_bytes)
     allow = AllowList.parse(webhook_allow_hosts)
     sender = WebhookSender(webhook_secret, allow, metrics=metrics) if webhook_secret else None
-    return JobManager(
+    manager = JobManager(
         store,
         owner=owner,
         max_result_bytes=job_max_bytes,
@@ -349,3 +363,6 @@ def build_job_manager(
         allow=allow,
         metrics=metrics,
     )
+    if isinstance(store, RedisJobStore):
+        manager.reaper = Reaper(manager, store, heartbeat)
+    return manager

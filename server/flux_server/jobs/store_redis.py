@@ -94,6 +94,27 @@ class RedisJobStore:
     def cancel_channel(self) -> str:
         return self.prefix + "cancel"
 
+    @property
+    def owners_key(self) -> str:
+        """The set of replicas that have (had) unfinished jobs."""
+        return self.prefix + "owners"
+
+    def owned_key(self, owner: str) -> str:
+        """The set of ``owner``'s unfinished jobs."""
+        return f"{self.prefix}owned:{owner}"
+
+    def heartbeat_key(self, owner: str) -> str:
+        return f"{self.prefix}replica:{owner}"
+
+    @property
+    def client(self) -> Any:
+        """The Redis client (for :mod:`flux_server.jobs.reaper`)."""
+        return self._client
+
+    @property
+    def outage_errors(self) -> tuple[type[BaseException], ...]:
+        return self._errors
+
     def _unavailable(self, exc: BaseException, doing: str) -> Unavailable:
         log.warning(
             "redis job store unreachable", extra={"doing": doing, "error": type(exc).__name__}
@@ -153,6 +174,11 @@ class RedisJobStore:
             created = await self._client.set(
                 self._key(state.id), state.to_record(), px=self.live_ttl_ms, nx=True
             )
+            if created:  # the owner's unfinished jobs, for the reaper (job_reaper)
+                async with self._client.pipeline(transaction=True) as pipe:
+                    pipe.sadd(self.owned_key(state.owner), state.id)
+                    pipe.sadd(self.owners_key, state.owner)
+                    await pipe.execute()
         except self._errors as exc:
             raise self._unavailable(exc, "recording a new job") from None
         if not created:
@@ -167,6 +193,8 @@ class RedisJobStore:
                 for index, data in enumerate(images or ()):
                     pipe.set(self._image_key(state.id, index), data, px=ttl_ms)
                 pipe.set(self._key(state.id), state.to_record(), px=ttl_ms)
+                if state.status.terminal:
+                    pipe.srem(self.owned_key(state.owner), state.id)
                 if event is not None:
                     pipe.publish(self._channel(state.id), event.to_message())
                 await pipe.execute()

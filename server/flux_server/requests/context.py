@@ -36,3 +36,6 @@ class CallContext:
     # The request's headers (REST) or metadata (gRPC), names in lower case: what an
     # experiment reads (the subject's ``x-user-id``, its audience's header).
     headers: Mapping[str, str] = field(default_factory=dict, hash=False)
+    # The caller's network address (REST: the peer, or X-Forwarded-For from a trusted
+    # proxy; gRPC: the peer's host): what failed-key throttling counts by.
+    client: str | None = None

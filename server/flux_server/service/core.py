@@ -87,6 +87,7 @@ class GenerationService:
             webhook_allow_hosts=settings.webhook_allow_hosts,
             metrics=self.metrics,
             longest_job=settings.request_timeout,
+            heartbeat=settings.job_heartbeat,
         )
         self.intake = Intake(settings, self.admission, self.presets, self.experiments, self.runner)
         self.dispatch = Dispatch(settings, self.batcher, self.experiments, self.fleet)

@@ -130,6 +130,32 @@ class ServerSettings(BaseModel):
     drain_timeout: float = Field(
         30, ge=0, description="Seconds to finish accepted work after SIGTERM."
     )
+    header_timeout: float = Field(
+        10,
+        gt=0,
+        le=3600,
+        description="Seconds a new HTTP connection has to send a whole request head; then "
+        "408 and closed (slowloris, idle sockets).",
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Open connections per listener (HTTP, gRPC); at the cap the oldest "
+        "connection still waiting for its request head makes room, else 503. Lowered to "
+        "fit the file descriptor limit.",
+    )
+    grpc_max_connection_idle: float = Field(
+        300, gt=0, description="Seconds a gRPC connection without calls is kept (then GOAWAY)."
+    )
+    grpc_max_connection_age: float = Field(
+        3600,
+        gt=0,
+        description="Seconds a gRPC connection lives before GOAWAY (spreads clients over "
+        "new replicas); calls in flight get --grpc-max-connection-age-grace.",
+    )
+    grpc_max_connection_age_grace: float = Field(
+        600, ge=0, description="Seconds calls in flight may finish after a connection's GOAWAY."
+    )
 
     # --- request limits and defaults ------------------------------------------------------
     max_side: int = Field(2048, ge=64, description="Largest width or height, in pixels.")
@@ -177,6 +203,30 @@ class ServerSettings(BaseModel):
     )
     audit_log: str | None = Field(None, description="Audit log file, or - for stdout.")
     audit_hash_prompts: bool = Field(False, description="Store prompt hashes, not prompts.")
+    audit_failed_auth_interval: float = Field(
+        60,
+        gt=0,
+        le=3600,
+        description="Failed authentications are audited as one line per client address per "
+        "this many seconds, with their count.",
+    )
+    audit_min_free_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Free bytes on the audit log's volume under which /readyz warns (the "
+        "audit is fail-closed: a full volume stops serving).",
+    )
+    failed_auth_burst: int = Field(
+        10,
+        ge=0,
+        description="Failed authentications a client address may make before 429 with "
+        "Retry-After; 0 = no throttle.",
+    )
+    failed_auth_rate: float = Field(
+        0.2,
+        gt=0,
+        description="Failed authentications a second an address regains (token bucket).",
+    )
     api_keys: Path | None = Field(None, description="API key file; when set, keys are required.")
     redis_url: str | None = Field(
         None,
@@ -222,6 +272,13 @@ class ServerSettings(BaseModel):
         512 * 1024 * 1024,
         ge=1024,
         description="Most bytes of async job results kept in memory; oldest finished go first.",
+    )
+    job_heartbeat: float = Field(
+        5,
+        gt=0,
+        le=300,
+        description="With --redis-url: seconds between this replica's heartbeats; a replica "
+        "that misses 3 is lost, and another marks its unfinished jobs failed (replica_lost).",
     )
     webhook_secret: str | None = Field(
         None,

@@ -36,6 +36,7 @@ def call_context(
     *,
     priority: bool = False,
     timeout: float | None = None,
+    client: str | None = None,
 ) -> CallContext:
     """The call as the core sees it: the caller's request id when it gives a usable one,
     its key, and its text metadata for experiments (credentials and binary values out)."""
@@ -53,6 +54,7 @@ def call_context(
         priority=priority,
         timeout=timeout,
         headers=headers,
+        client=client,
     )
 
 

@@ -23,7 +23,7 @@ from google.protobuf.message import DecodeError
 from flux_contract.wire import (
     SERVICE_NAME,
 )
-from flux_server.api.grpc.calls import Calls, call_context
+from flux_server.api.grpc.calls import Calls, call_context, metadata_value
 from flux_server.errors import MalformedRequest, ServeError, Unauthenticated, status_of
 from flux_server.memory import Trimmer
 from flux_server.service.core import GenerationService
@@ -33,6 +33,38 @@ log = logging.getLogger(__name__)
 OPEN_METHODS = frozenset({"ListPresets"})
 """Methods that do no work for the caller and need no key (REST's ``/presets`` is open
 too)."""
+
+
+def _peer_host(peer: str | None) -> str | None:
+    """The host of a gRPC peer (``ipv4:10.0.0.7:53214``, ``ipv6:[::1]:53214``)."""
+    if not peer:
+        return None
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6":
+        return rest.rpartition("]")[0].lstrip("[") or rest
+    if kind == "ipv4":
+        return rest.rpartition(":")[0] or rest
+    return peer
+
+
+TRUSTED_PROXIES = frozenset({"127.0.0.1", "::1"})
+"""Peers whose ``x-forwarded-for`` is believed (a sidecar proxy), as uvicorn's
+``--forwarded-allow-ips`` default for REST."""
+
+
+def _client(details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext) -> str | None:
+    """The caller's address: the peer, or behind a local proxy (a mesh sidecar) the
+    right-most address of ``x-forwarded-for`` that is not itself a proxy. What
+    failed-key throttling counts by: a sidecar's own address would lump every caller
+    together."""
+    peer = _peer_host(context.peer())
+    forwarded = metadata_value(details.invocation_metadata, "x-forwarded-for")
+    if peer not in TRUSTED_PROXIES or not forwarded:
+        return peer
+    for hop in reversed([part.strip() for part in forwarded.split(",")]):
+        if hop and hop not in TRUSTED_PROXIES:
+            return hop
+    return peer
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):
@@ -56,18 +88,22 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         decode = handler.request_deserializer
         needs_key = method not in OPEN_METHODS
 
-        async def admit(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            """The decoded request, or the call ended with the caller's error."""
+        def admit(raw: bytes, context: grpc.aio.ServicerContext) -> tuple[Any, ServeError | None]:
+            """The decoded request, or the caller's error. Synchronous, so no frame that
+            outlives it holds ``raw``."""
             # The buffer is the caller's until the call ends; then its memory goes back.
-            context.add_done_callback(lambda _call: self.trimmer.after(len(raw)))
-            error: ServeError | None = None
-            if needs_key:
-                error = self._refusal(handler_call_details)
-            if error is None:
-                try:
-                    return decode(raw) if decode is not None else raw
-                except (DecodeError, ValueError, TypeError) as exc:
-                    error = MalformedRequest(f"the request is not a {method} message: {exc}")
+            # The callback holds the size only: a closure over ``raw`` would keep it.
+            size = len(raw)
+            context.add_done_callback(lambda _call: self.trimmer.after(size))
+            peer = _client(handler_call_details, context)
+            if needs_key and (error := self._refusal(handler_call_details, peer)) is not None:
+                return None, error
+            try:
+                return (decode(raw) if decode is not None else raw), None
+            except (DecodeError, ValueError, TypeError) as exc:
+                return None, MalformedRequest(f"the request is not a {method} message: {exc}")
+
+        async def refuse(context: grpc.aio.ServicerContext, error: ServeError) -> None:
             await self._abort(context, handler_call_details, method, error)
 
         if handler.unary_stream is not None:
@@ -76,7 +112,12 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             async def streaming(
                 raw: bytes, context: grpc.aio.ServicerContext
             ) -> AsyncIterator[Any]:
-                request = await admit(raw, context)
+                request, error = admit(raw, context)
+                # The abort's traceback keeps this frame (a cycle, freed only by a full
+                # collection): it must not keep the message's bytes with it.
+                del raw
+                if error is not None:
+                    await refuse(context, error)
                 async for event in stream(request, context):
                     yield event
 
@@ -86,19 +127,25 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         unary = handler.unary_unary
 
         async def single(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            request = await admit(raw, context)
+            request, error = admit(raw, context)
+            del raw  # as above
+            if error is not None:
+                await refuse(context, error)
             return await unary(request, context)
 
         return grpc.unary_unary_rpc_method_handler(
             single, response_serializer=handler.response_serializer
         )
 
-    def _refusal(self, details: grpc.HandlerCallDetails) -> ServeError | None:
+    def _refusal(self, details: grpc.HandlerCallDetails, peer: str | None) -> ServeError | None:
         """The key's error (None when it is valid or the server is open)."""
         try:
-            self.service.authenticate(call_context(details.invocation_metadata, ""))
+            self.service.authenticate(call_context(details.invocation_metadata, "", client=peer))
         except ServeError as error:
-            return error
+            # Without its traceback: its frames reach back (f_back) to the caller's, which
+            # holds the message's bytes, and the error outlives the call in a cycle that
+            # only a full collection frees (seen: +900 MiB after 20 bursts of 10 x 15 MiB).
+            return error.with_traceback(None)
         return None
 
     async def _abort(
@@ -109,7 +156,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         error: ServeError,
     ) -> None:
         """End the call as the servicer would: audited, counted, the rich status."""
-        ctx = call_context(details.invocation_metadata, method)
+        ctx = call_context(details.invocation_metadata, method, client=_client(details, context))
         self.service.metrics.requests.labels(
             endpoint=ctx.endpoint, code=status_of(error).grpc
         ).inc()

@@ -189,10 +189,12 @@ class FluxServicer(pb_grpc.FluxServiceServicer):
 
 
 def build_grpc_server(
-    service: GenerationService, host: str, port: int
+    service: GenerationService, host: str, port: int, *, max_connections: int | None = None
 ) -> tuple[grpc.aio.Server, health.aio.HealthServicer, int]:
     """The gRPC server (not started), its health servicer (NOT_SERVING until the service
-    is ready) and the bound port."""
+    is ready) and the bound port. ``max_connections``: the cap on open connections
+    (default ``--max-connections``)."""
+    s = service.settings
     server = grpc.aio.server(
         # The key is checked before a message is decoded (see flux_server.api.grpc.guard).
         interceptors=(GuardInterceptor(service),),
@@ -203,6 +205,13 @@ def build_grpc_server(
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # A second server on a busy port must fail, not share it (gRPC's default).
             ("grpc.so_reuseport", 0),
+            *connection_options(
+                s.max_connections if max_connections is None else max_connections,
+                handshake=s.header_timeout,
+                idle=s.grpc_max_connection_idle,
+                age=s.grpc_max_connection_age,
+                grace=s.grpc_max_connection_age_grace,
+            ),
         ),
     )
     pb_grpc.add_FluxServiceServicer_to_server(FluxServicer(service), server)
@@ -219,6 +228,33 @@ def build_grpc_server(
     address = f"[{host}]" if ":" in host and not host.startswith("[") else host
     bound = server.add_insecure_port(f"{address}:{port}")
     return server, health_servicer, bound
+
+
+def connection_options(
+    max_connections: int, *, handshake: float, idle: float, age: float, grace: float
+) -> list[tuple[str, int]]:
+    """gRPC core's bounds on connections, as HTTP's (see :mod:`flux_server.connections`):
+    a cap, a deadline for a new connection's HTTP/2 preface, idle and age limits, and
+    keepalive enforcement (a client pinging more often than every 10 s, or without
+    calls more than twice, gets GOAWAY ``too_many_pings``)."""
+
+    def ms(seconds: float) -> int:
+        return max(1, round(seconds * 1000))
+
+    return [
+        ("grpc.max_allowed_incoming_connections", max_connections),
+        ("grpc.server_handshake_timeout_ms", ms(handshake)),
+        ("grpc.max_connection_idle_ms", ms(idle)),
+        ("grpc.max_connection_age_ms", ms(age)),
+        ("grpc.max_connection_age_grace_ms", ms(grace)),
+        # Dead peers: ping a connection quiet for a minute, drop it 20 s without an answer.
+        ("grpc.keepalive_time_ms", 60_000),
+        ("grpc.keepalive_timeout_ms", 20_000),
+        # What clients may do: keepalive pings every 10 s or slower, with or without calls.
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_ping_strikes", 2),
+    ]
 
 
 async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool) -> None:

@@ -13,10 +13,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp
 
+from flux_server.admission.auth_failures import AuthThrottled
 from flux_server.api.rest.convert import error_response, went_away
 from flux_server.api.rest.experiments import experiment_routes
 from flux_server.api.rest.generation import generation_routes
 from flux_server.api.rest.jobs import job_routes
+from flux_server.api.rest.key_first import KeyBeforeBody
 from flux_server.api.rest.middleware import BodyLimit, RequestMetrics
 from flux_server.api.rest.openapi import hoist_defs, with_vqa_token_limit
 from flux_server.api.rest.operations import operation_routes
@@ -49,9 +51,13 @@ def create_app(service: GenerationService) -> FastAPI:
                 "client went away",
                 extra={"request_id": rid, "path": request.url.path, "reason": exc.message},
             )
-        if not isinstance(exc, QueueFull):
+        if not isinstance(exc, QueueFull) or isinstance(exc, AuthThrottled):
             service.audit_refusal(
-                CallContext(endpoint=f"rest:{request.url.path}", request_id=rid or ""),
+                CallContext(
+                    endpoint=f"rest:{request.url.path}",
+                    request_id=rid or "",
+                    client=request.client.host if request.client else None,
+                ),
                 exc,
                 status_of(exc).http,
             )
@@ -101,7 +107,7 @@ def create_app(service: GenerationService) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.asgi = RequestMetrics(
-        BodyLimit(app, service.settings.max_body_bytes), service.metrics
+        KeyBeforeBody(BodyLimit(app, service.settings.max_body_bytes), service), service.metrics
     )
     return app
 

@@ -97,6 +97,7 @@ def context_from(request: Request, endpoint: str) -> CallContext:
         timeout=timeout,
         # What experiments read (X-User-Id, an audience's header); credentials stay out.
         headers={k: v for k, v in headers.items() if k not in _SECRET_HEADERS},
+        client=request.client.host if request.client else None,
     )
 
 

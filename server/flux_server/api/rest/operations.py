@@ -4,6 +4,7 @@ metrics (also served alone on ``--metrics-port`` by :func:`metrics_app`)."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from fastapi import APIRouter
@@ -37,10 +38,14 @@ def operation_routes(service: GenerationService) -> APIRouter:
         responses={503: {"description": "Loading, draining, or the audit log cannot be written."}},
     )
     async def readyz() -> JSONResponse:
+        # Warnings leave the answer as it is: they say what will stop serving soon.
+        found = readiness_warnings(service)
+        warnings = {"warnings": found} if found else {}
         info = service.model_info()
         if info is not None:
             return JSONResponse(
                 {
+                    **warnings,
                     "status": "ready",
                     "model": info.model,
                     "revision": info.revision,
@@ -54,10 +59,10 @@ def operation_routes(service: GenerationService) -> APIRouter:
         if service.ready_front():
             # A queue front (--role front) is ready without a model: workers generate.
             return JSONResponse(
-                {"status": "ready", "role": "front", "model": settings.model,
+                {**warnings, "status": "ready", "role": "front", "model": settings.model,
                  "release": settings.release}
             )  # fmt: skip
-        return JSONResponse({"status": "not ready"}, status_code=503)
+        return JSONResponse({"status": "not ready", **warnings}, status_code=503)
 
     @router.get(
         "/metrics",
@@ -69,6 +74,20 @@ def operation_routes(service: GenerationService) -> APIRouter:
         return Response(service.metrics.render(), media_type=service.metrics.content_type)
 
     return router
+
+
+def readiness_warnings(service: GenerationService) -> list[str]:
+    """What will stop this replica serving if nobody acts: the audit log's volume
+    filling up (the audit is fail-closed)."""
+    audit = service.admission.audit
+    free = getattr(audit, "free_bytes", lambda: math.nan)()
+    floor = service.settings.audit_min_free_bytes
+    if free < floor:
+        return [
+            f"the audit log's volume has {int(free)} bytes free, under "
+            f"--audit-min-free-bytes {floor}: serving stops when it is full"
+        ]
+    return []
 
 
 def metrics_app(service: GenerationService) -> ASGIApp:
