@@ -210,8 +210,25 @@ def _drop_quality(doc: dict[str, Any]) -> None:
             "flux-dev: spec.release: 'latest' is not a semantic version",
         ),
         (_drop_quality, "flux-dev: spec.rollout.canary.analysis.quality: required by --kargo"),
+        (
+            lambda d: d["spec"]["rollout"].update({"strategy": "RollingUpdate"}),
+            "flux-dev: spec.rollout.strategy: RollingUpdate gives production no canary",
+        ),
+        (
+            lambda d: d["spec"].update({"image": "ghcr.io/acme//fluxserve-server"}),
+            "flux-dev: spec.image: 'ghcr.io/acme//fluxserve-server' is not an image repository",
+        ),
     ],
-    ids=["no-presets-repo", "ssh-gitops-repo", "no-image", "tagged-image", "release", "no-gate"],
+    ids=[
+        "no-presets-repo",
+        "ssh-gitops-repo",
+        "no-image",
+        "tagged-image",
+        "release",
+        "no-gate",
+        "no-canary",
+        "bad-repository",
+    ],
 )
 def test_what_cannot_be_promoted_is_one_line_naming_the_field(
     change: Any, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -65,7 +65,8 @@ _FOLDER = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 _SEMVER = re.compile(
     r"^v?(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$"
 )
-_IMAGE_REPOSITORY = re.compile(r"^[a-z0-9][a-z0-9._/-]*[a-z0-9](:[0-9]+/[a-z0-9._/-]*[a-z0-9])?$")
+# Kargo's own pattern for an image subscription's repoURL (pkg/subscription/schemas/image.json).
+_KARGO_IMAGE_REPO = re.compile(r"^(\w+([\.-]\w+)*(:[\d]+)?/)?(\w+([\.-]\w+)*)(/\w+([\.-]\w+)*)*$")
 
 
 class KargoInputError(ValueError):
@@ -126,10 +127,15 @@ def pipeline_inputs(resource: dict[str, Any], spec: FluxDeploymentSpec) -> Pipel
             "spec.image: required by --kargo (the Warehouse subscribes to this repository's "
             "semver tags; the default image is not one you release)"
         )
-    if not _IMAGE_REPOSITORY.match(spec.image):
+    if "@" in spec.image or ":" in spec.image.rsplit("/", 1)[-1]:
         raise KargoInputError(
             f"spec.image: {spec.image!r} pins a tag or digest; --kargo needs the repository "
             "alone (the promotion writes the tag into spec.release)"
+        )
+    if not _KARGO_IMAGE_REPO.match(spec.image):
+        raise KargoInputError(
+            f"spec.image: {spec.image!r} is not an image repository Kargo subscribes to "
+            "(parts of letters, digits, '.', '-' and '_', separated by '/')"
         )
     if not _SEMVER.match(spec.release):
         raise KargoInputError(
@@ -137,6 +143,11 @@ def pipeline_inputs(resource: dict[str, Any], spec: FluxDeploymentSpec) -> Pipel
             "(the Warehouse subscribes to semver tags)"
         )
     canary = spec.rollout.canary
+    if spec.rollout.strategy != "Canary":
+        raise KargoInputError(
+            f"spec.rollout.strategy: {spec.rollout.strategy} gives production no canary; "
+            "--kargo needs Canary (production's canary runs the quality gate)"
+        )
     if canary is None or canary.analysis is None or canary.analysis.quality is None:
         raise KargoInputError(
             "spec.rollout.canary.analysis.quality: required by --kargo (staging's "
