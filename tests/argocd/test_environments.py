@@ -50,9 +50,7 @@ def test_the_kargo_objects_in_git_are_the_rendered_ones() -> None:
         assert cli_main(["render", "--kargo", str(PRODUCTION)]) == 0
     committed = (EXAMPLE / "env" / "kargo" / "kargo.yaml").read_text()
     assert committed == out.getvalue(), (
-        "examples/promotion/env/kargo/kargo.yaml is stale: python -m flux_operator render "
-        "--kargo examples/promotion/env/production/fluxdeployment.yaml > "
-        "examples/promotion/env/kargo/kargo.yaml"
+        "examples/promotion/env/kargo/kargo.yaml is stale: run `make crds`"
     )
 
 
