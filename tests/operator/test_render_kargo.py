@@ -194,6 +194,10 @@ def _drop_quality(doc: dict[str, Any]) -> None:
             "flux-dev: metadata.annotations[fluxserve.dev/presets-repo]: required by --kargo",
         ),
         (
+            lambda d: d["metadata"]["annotations"].update({"fluxserve.dev/gitops-branch": "-x"}),
+            "flux-dev: metadata.annotations[fluxserve.dev/gitops-branch]: '-x' is not a branch",
+        ),
+        (
             lambda d: d["metadata"]["annotations"].update(
                 {"fluxserve.dev/gitops-repo": "git@github.com:acme/env.git"}
             ),
@@ -221,6 +225,7 @@ def _drop_quality(doc: dict[str, Any]) -> None:
     ],
     ids=[
         "no-presets-repo",
+        "bad-branch",
         "ssh-gitops-repo",
         "no-image",
         "tagged-image",

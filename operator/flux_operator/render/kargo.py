@@ -60,6 +60,8 @@ FREIGHT_KEY = "metadata.annotations." + PROMOTED_FREIGHT.replace(".", "\\.")
 """yaml-update's key (sjson path) of the annotation: literal dots escaped."""
 
 _HTTPS_URL = re.compile(r"^https://[^\s?#]+$")
+# Kargo's pattern for a branch (pkg/subscription/schemas/git.json).
+_BRANCH = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9._/-]*[a-zA-Z0-9_-])?$")
 _FOLDER = re.compile(r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$")
 # Kargo's SemVer strategy with strictSemvers: major.minor.patch, an optional leading v.
 _SEMVER = re.compile(
@@ -118,10 +120,8 @@ def _repo_url(annotations: dict[str, Any], key: str, what: str) -> str:
     return url
 
 
-def pipeline_inputs(resource: dict[str, Any], spec: FluxDeploymentSpec) -> Pipeline:
-    """The pipeline of a FluxDeployment already valid for the operator, or the first field
-    that stops it (:class:`KargoInputError`)."""
-    raw_spec = resource.get("spec") or {}
+def _check_spec(raw_spec: dict[str, Any], spec: FluxDeploymentSpec) -> None:
+    """What the Warehouse and production's canary need of the spec."""
     if "image" not in raw_spec:
         raise KargoInputError(
             "spec.image: required by --kargo (the Warehouse subscribes to this repository's "
@@ -153,7 +153,16 @@ def pipeline_inputs(resource: dict[str, Any], spec: FluxDeploymentSpec) -> Pipel
             "spec.rollout.canary.analysis.quality: required by --kargo (staging's "
             "verification and production's canary run this quality gate)"
         )
+
+
+def pipeline_inputs(resource: dict[str, Any], spec: FluxDeploymentSpec) -> Pipeline:
+    """The pipeline of a FluxDeployment already valid for the operator, or the first field
+    that stops it (:class:`KargoInputError`)."""
+    _check_spec(resource.get("spec") or {}, spec)
     annotations = (resource.get("metadata") or {}).get("annotations") or {}
+    branch = _annotation(annotations, GITOPS_BRANCH, "main")
+    if not _BRANCH.match(branch):
+        raise KargoInputError(f"metadata.annotations[{GITOPS_BRANCH}]: {branch!r} is not a branch")
     presets_path = _annotation(annotations, PRESETS_PATH, "fluxserve").strip("/")
     if not _FOLDER.match(presets_path) or ".." in presets_path.split("/"):
         raise KargoInputError(
@@ -163,7 +172,7 @@ def pipeline_inputs(resource: dict[str, Any], spec: FluxDeploymentSpec) -> Pipel
         name=str(resource["metadata"]["name"]),
         image=spec.image,
         gitops_repo=_repo_url(annotations, GITOPS_REPO, "the repository holding env/"),
-        gitops_branch=_annotation(annotations, GITOPS_BRANCH, "main"),
+        gitops_branch=branch,
         presets_repo=_repo_url(annotations, PRESETS_REPO, "the presets' git repository"),
         presets_path=presets_path,
     )
