@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import re
+import shutil
+import subprocess
 from contextlib import redirect_stdout
 from pathlib import Path
 from typing import Any
@@ -89,3 +91,34 @@ def test_the_promotion_workflow_writes_what_kargo_writes() -> None:
     for written in (".spec.release", f'["{PROMOTED_FREIGHT}"]', ".components[0]"):
         assert written in scripts
     assert "gh pr create" in scripts
+
+
+def test_the_kargo_folder_builds_with_the_golden_config_map(tmp_path: Path) -> None:
+    """``env/kargo/`` as Argo CD's kustomize builds it: the Kargo objects and the golden
+    ConfigMap (the presets Component's patch finds no FluxDeployment there, and may not)."""
+    kubectl = ROOT / ".tools" / "bin" / "kubectl"
+    if not kubectl.is_file():
+        pytest.skip(f"kubectl is not installed at {kubectl.relative_to(ROOT)}: run `make tools`")
+    shutil.copytree(EXAMPLE / "env" / "kargo", tmp_path / "kargo")
+    # The remote Component at `main`: the example's copy of the presets repository.
+    shutil.copytree(EXAMPLE / "presets", tmp_path / "presets")
+    kustomization = tmp_path / "kargo" / "kustomization.yaml"
+    doc = yaml.safe_load(kustomization.read_text())
+    assert doc["components"] == ["https://github.com/acme/flux-presets.git//fluxserve?ref=main"]
+    doc["components"] = ["../presets/fluxserve"]
+    kustomization.write_text(yaml.safe_dump(doc))
+    built = subprocess.run(
+        [str(kubectl), "kustomize", str(tmp_path / "kargo")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    objects = [d for d in yaml.safe_load_all(built.stdout) if d]
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == ["AnalysisTemplate", "ConfigMap", "Project", "Stage", "Stage", "Warehouse"]
+    (golden,) = [o for o in objects if o["kind"] == "ConfigMap"]
+    template = next(o for o in objects if o["kind"] == "AnalysisTemplate")
+    pod = template["spec"]["metrics"][0]["provider"]["job"]["spec"]["template"]["spec"]
+    mounted = {"name": "golden", "configMap": {"name": golden["metadata"]["name"]}}
+    assert mounted in pod["volumes"]
