@@ -59,6 +59,19 @@ RULES: Final[list[dict[str, list[str]]]] = [
         "resources": ["httproutes"],
         "verbs": ["list", "watch", "create", "patch", "delete"],
     },
+    # spec.autoscaling to zero: KEDA's ScaledObject per release track, deleted when the
+    # HPA comes back; whether KEDA is installed is read from its CRD (the CRD rule below).
+    {
+        "apiGroups": ["keda.sh"],
+        "resources": ["scaledobjects"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
+    },
+    # spec.modelCache: the PVC the weights are downloaded onto (by a Job, below), once.
+    {
+        "apiGroups": [""],
+        "resources": ["persistentvolumeclaims"],
+        "verbs": ["list", "watch", "create", "patch"],
+    },
     # FluxLoRATraining: watched and read, its status written. Its Job is created and
     # watched; the Job's Pods are listed to read the trainer's termination message (the
     # trainer itself gets no API access). A TrainJob instead where spec.engine is kubeflow.

@@ -11,6 +11,7 @@ from flux_operator.spec import (
     CanaryStatus,
     Condition,
     ConditionType,
+    FluxDeploymentSpec,
     FluxDeploymentStatus,
     HistoryEntry,
     RollbackRecord,
@@ -173,3 +174,34 @@ def canary_conditions(
     order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
     conditions.sort(key=lambda c: order[c.type])
     return conditions, "Progressing" if phase == "Ready" else phase
+
+
+KEDA_MISSING = (
+    "KEDA is not installed (no CRD scaledobjects.keda.sh): the HPA keeps at least 1 "
+    "worker; install KEDA to scale to zero"
+)
+
+
+def scale_to_zero(
+    status: FluxDeploymentStatus,
+    spec: FluxDeploymentSpec,
+    keda_installed: bool,
+    now: str,
+    generation: int | None,
+) -> FluxDeploymentStatus:
+    """The ScaleToZero condition where the spec asks KEDA to scale (``minReplicas: 0`` or
+    ``engine: keda``): True with KEDA installed, False with the reason otherwise; absent
+    where it does not ask."""
+    scaling = spec.autoscaling
+    if scaling is None or not scaling.keda:
+        kept = [c for c in status.conditions if c.type != "ScaleToZero"]
+        return status.model_copy(update={"conditions": kept})
+    if keda_installed:
+        floor = "to zero" if scaling.min_replicas == 0 else f"down to {scaling.min_replicas}"
+        reason, message = "KedaScaledObject", f"KEDA scales the workers {floor} on the queue"
+    else:
+        reason, message = "KedaNotInstalled", KEDA_MISSING
+    conditions = set_condition(
+        status.conditions, "ScaleToZero", keda_installed, reason, message, now, generation
+    )
+    return status.model_copy(update={"conditions": conditions})

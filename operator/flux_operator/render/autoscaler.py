@@ -18,7 +18,8 @@ def render_hpa(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, Any] | None:
         "metadata": child_metadata(owner),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
-            "minReplicas": scaling.min_replicas,
+            # Scale to zero is KEDA's; without KEDA the HPA keeps one pod (status says so).
+            "minReplicas": max(1, scaling.min_replicas),
             "maxReplicas": scaling.max_replicas,
             "metrics": [
                 {
