@@ -171,9 +171,7 @@ def plan(
             events=[*decided.events, Event("Warning", "PresetsMissing", message)],
         )
 
-    wants_policy = spec.network_policy is not None and spec.network_policy.enabled
-    keda = children.keda_installed and spec.autoscaling is not None and spec.autoscaling.keda
-    foreign = foreign_children(owner, children, spec.autoscaling is not None, wants_policy, keda)
+    foreign = _foreign(owner, spec, children)
     if foreign:
         # Never take over what someone else made: say so and leave it alone.
         message = f"{', '.join(foreign)} already exist(s) and belong(s) to something else"
@@ -181,6 +179,12 @@ def plan(
     decided.spec = spec
     decided.status = scale_to_zero(decided.status, spec, children.keda_installed, now, generation)
     return decided
+
+
+def _foreign(owner: Owner, spec: FluxDeploymentSpec, children: Children) -> list[str]:
+    wants_policy = spec.network_policy is not None and spec.network_policy.enabled
+    keda = children.keda_installed and spec.autoscaling is not None and spec.autoscaling.keda
+    return foreign_children(owner, children, spec.autoscaling is not None, wants_policy, keda)
 
 
 def plan_rollout(snapshot: Snapshot) -> Plan:
