@@ -313,7 +313,7 @@ class Reconciler:
                     self.cache.wrote(created)
             elif (kind, name) == ("Deployment", owner.name):
                 await self._apply_deployment(obj, decided.spec, children.deployment)
-            elif kind == "Job":  # a Job's template is immutable: made once, under its hash
+            elif kind in ("Job", "PersistentVolumeClaim"):  # immutable: made once, under a hash
                 await self._apply(obj, observed, create_only=True)
             else:
                 if kind == "HorizontalPodAutoscaler" and keda_owned(observed, name):
