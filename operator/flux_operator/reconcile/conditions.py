@@ -72,7 +72,10 @@ def conditions_and_phase(
     current = work.current
     assert current is not None
     suspended = work.spec.autoscaling is None and work.spec.replicas == 0
-    ready = suspended or (current.outcome == "Available" and observed.ready_replicas > 0)
+    # Scaled to zero, the fronts serve (requests wait for a worker KEDA starts).
+    idle = work.spec.autoscaling is not None and work.spec.autoscaling.min_replicas == 0
+    serving = observed.ready_replicas > 0 or idle
+    ready = suspended or (current.outcome == "Available" and serving)
     wanted = [
         _degraded(work),
         _progressing(current),
@@ -84,7 +87,7 @@ def conditions_and_phase(
         conditions = set_condition(
             conditions, type_, status, reason, message, work.now, work.generation
         )
-    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3, "ScaleToZero": 4}
     conditions.sort(key=lambda c: order[c.type])
 
     if work.degraded is not None:
@@ -171,7 +174,7 @@ def canary_conditions(
             f"{canary.message or canary.phase}"
         )
     conditions = set_condition(conditions, "Progressing", True, reason, message, now, generation)
-    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3, "ScaleToZero": 4}
     conditions.sort(key=lambda c: order[c.type])
     return conditions, "Progressing" if phase == "Ready" else phase
 

@@ -161,9 +161,10 @@ def _fronts(
 def _autoscalers(
     children: ChildObjects, owner: Owner, spec: FluxDeploymentSpec, run: CanaryRun, keda: bool
 ) -> None:
-    """The workers' HPA ``NAME``, or with KEDA a ScaledObject per track (the HPA ``NAME``
-    is then neither applied nor removed: KEDA takes it over, its ScaledObject names it);
-    the fronts' HPA with a queue."""
+    """The workers' HPA ``NAME``, or with KEDA a ScaledObject per track; the fronts' HPA
+    with a queue. With KEDA the operator's HPA ``NAME`` is removed (applied before the
+    removals, the ScaledObject names it for KEDA to take over: whichever comes first, the
+    Deployment ends with KEDA's HPA alone; one KEDA has taken over is KEDA's, not ours)."""
     scaling = spec.autoscaling
     canary = tracks.canary_name(owner.name)
     stable_so, canary_so = None, None
@@ -177,6 +178,7 @@ def _autoscalers(
             least = max(1, run.canary_replicas)
             canary_bounds = (least, max(least, high))
             canary_so = render_scaled_object(owner, spec, canary, "canary", canary_bounds)
+        children.absent.append(("HorizontalPodAutoscaler", owner.name))
     else:
         hpa = render_hpa(owner, spec)
         if hpa is not None:
