@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_operator.render.autoscaler import hpa_behavior
 from flux_operator.render.naming import HTTP_PORT, Owner, common_labels, object_metadata
 from flux_operator.spec import FluxDeploymentSpec
 
@@ -92,16 +93,6 @@ def render_scaled_object(
     triggers = _queue_triggers(owner, spec, track)
     if scaling.prometheus_url is not None:
         triggers.append(_running_trigger(owner, spec, track))
-    behavior = {
-        "scaleUp": {
-            "stabilizationWindowSeconds": 0,
-            "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
-        },
-        "scaleDown": {
-            "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
-            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
-        },
-    }
     annotations = {TRANSFER_ANNOTATION: "true"}
     return {
         "apiVersion": KEDA_API_VERSION,
@@ -114,7 +105,10 @@ def render_scaled_object(
             "minReplicaCount": replicas[0],
             "maxReplicaCount": replicas[1],
             "advanced": {
-                "horizontalPodAutoscalerConfig": {"name": target, "behavior": behavior},
+                "horizontalPodAutoscalerConfig": {
+                    "name": target,
+                    "behavior": hpa_behavior(scaling),
+                },
             },
             "triggers": triggers,
         },
