@@ -248,3 +248,19 @@ def test_render_prints_the_fleet(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["render", str(EXAMPLE)]) == 0
     kinds = [d["kind"] for d in yaml.safe_load_all(capsys.readouterr().out) if d]
     assert kinds.count("Deployment") == 2 and "ScaledObject" in kinds and "Job" in kinds
+
+
+def test_a_front_mounts_the_adapters_it_checks_but_not_the_weights() -> None:
+    loras = [
+        {"name": "poster", "configMap": "poster-lora"},
+        {"name": "ink", "pvc": {"claimName": "adapters", "subPath": "ink"}},
+    ]
+    objects = render_children(OWNER, _spec(loras=loras), keda=False).objects
+    front = _named(objects, "Deployment", "flux-dev-front")
+    names = {v["name"] for v in front["spec"]["template"]["spec"]["volumes"]}
+    assert {"lora-0", "lora-1"} <= names and "model-cache" not in names
+    mounts = {m["mountPath"] for m in _server(front)["volumeMounts"]}
+    for arg in _server(front)["args"]:
+        if arg.startswith("--lora="):
+            path = arg.split("=", 2)[2].rsplit(":", 1)[0]
+            assert any(path == m or path.startswith(m + "/") for m in mounts), arg

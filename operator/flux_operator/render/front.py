@@ -30,8 +30,17 @@ FRONT_APP_NAME = "fluxserve-front"
 FRONT_SUFFIX = "-front"
 QUEUE_ENV = "FLUXSERVE_QUEUE"
 QUEUE_PASSWORD_ENV = "FLUXSERVE_QUEUE_PASSWORD"
-# What a front needs of the pod's volumes: admission (presets, blocklist, keys) and scratch.
+# What a front needs of the pod's volumes: admission (presets, blocklist, keys, and the
+# adapters, whose files it checks at start) and scratch; never /dev/shm or the weights.
 _FRONT_VOLUMES = frozenset({"tmp", "cache", "presets", "safety", "api-keys"})
+
+
+def _front_volume(spec: FluxDeploymentSpec, name: str) -> bool:
+    if name in _FRONT_VOLUMES or name.startswith("lora-"):
+        return True
+    # An adapter at a path under the model's volume needs that volume.
+    return name == "model" and any(lora.path is not None for lora in spec.loras)
+
 
 Role = Literal["front", "worker"]
 
@@ -111,9 +120,9 @@ def render_front_deployment(
     pod = template["spec"]
     for key in ("nodeSelector", "tolerations", "initContainers"):
         pod.pop(key, None)
-    pod["volumes"] = [v for v in pod["volumes"] if v["name"] in _FRONT_VOLUMES]
+    pod["volumes"] = [v for v in pod["volumes"] if _front_volume(spec, v["name"])]
     server = _server(out)
-    server["volumeMounts"] = [m for m in server["volumeMounts"] if m["name"] in _FRONT_VOLUMES]
+    server["volumeMounts"] = [m for m in server["volumeMounts"] if _front_volume(spec, m["name"])]
     resources = {"cpu": queue.front.cpu, "memory": queue.front.memory}
     server["resources"] = {"requests": resources, "limits": {"memory": queue.front.memory}}
     # A front loads no model: it is ready in seconds, the GPU pods' patience is not needed.
