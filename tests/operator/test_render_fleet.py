@@ -123,6 +123,7 @@ def test_minreplicas_zero_renders_a_scaled_object_keda_accepts(keda_crd: dict[st
     assert spec["advanced"]["horizontalPodAutoscalerConfig"]["name"] == "flux-dev"
     assert (spec["minReplicaCount"], spec["maxReplicaCount"]) == (0, 4)
     assert (spec["pollingInterval"], spec["cooldownPeriod"]) == (15, 600)
+    assert spec["fallback"]["replicas"] == 1 and spec["fallback"]["failureThreshold"] == 3
     queue, high = spec["triggers"][1], spec["triggers"][0]
     assert queue["metadata"]["url"] == "http://flux-dev.studio.svc:8080/queue"
     assert [high["metadata"]["valueLocation"], queue["metadata"]["valueLocation"]] == [

@@ -12,7 +12,7 @@ Triggers, and why these:
   (CPU), so the count is there while no worker runs. Two triggers (per priority) give the
   HPA the larger of the two ratios, not their sum: a small under-count under mixed load.
   Until the first request ever reaches a track, the track is absent from ``/queue`` and
-  the trigger errors: KEDA then leaves the workers as they are (1, the new Deployment's).
+  the trigger errors: the ``fallback`` then holds one worker.
 - ``prometheus`` (with ``autoscaling.prometheusUrl``): the track's running requests
   (``fluxserve_requests_running``). The queue does not show work already in a batch: a
   worker busy with one long batch and an empty queue would otherwise be scaled away.
@@ -104,6 +104,14 @@ def render_scaled_object(
             "cooldownPeriod": scaling.cooldown_seconds,
             "minReplicaCount": replicas[0],
             "maxReplicaCount": replicas[1],
+            # The queue unreadable three polls running (the fronts or Redis down, or a
+            # track no request has reached yet): keep the workers there are, at least
+            # one, rather than scale blind.
+            "fallback": {
+                "failureThreshold": 3,
+                "replicas": max(1, replicas[0]),
+                "behavior": "currentReplicasIfHigher",
+            },
             "advanced": {
                 "horizontalPodAutoscalerConfig": {
                     "name": target,
