@@ -265,3 +265,14 @@ def test_a_front_mounts_the_adapters_it_checks_but_not_the_weights() -> None:
         if arg.startswith("--lora="):
             path = arg.split("=", 2)[2].rsplit(":", 1)[0]
             assert any(path == m or path.startswith(m + "/") for m in mounts), arg
+
+
+def test_the_podmonitor_scrapes_fronts_and_workers() -> None:
+    # The fronts answer the requests: their metrics feed the dashboards and the canary
+    # analysis, so deploy/monitoring's PodMonitor must select them as it does the workers.
+    monitor = yaml.safe_load((ROOT / "deploy" / "monitoring" / "podmonitor.yaml").read_text())
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    objects = render_children(OWNER, _spec(), keda=False).objects
+    for name in ("flux-dev", "flux-dev-front"):
+        labels = _named(objects, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        assert wanted <= labels.items(), name

@@ -107,11 +107,9 @@ def render_front_deployment(
     out = with_role(worker, spec, "front", track)
     name = front_name(worker["metadata"]["name"])
     release = worker["metadata"]["labels"].get("app.kubernetes.io/version")
-    labels = {
-        **common_labels(owner),
-        **front_selector(owner),
-        "app.kubernetes.io/component": "front",
-    }
+    # The component stays inference-server: the PodMonitor (deploy/monitoring) scrapes the
+    # fronts too, whose request metrics the dashboards and the canary analysis read.
+    labels = {**common_labels(owner), **front_selector(owner)}
     if release is not None:
         labels["app.kubernetes.io/version"] = release
     out["metadata"] = object_metadata(owner, name, labels)
@@ -141,7 +139,7 @@ def render_front_hpa(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, Any]:
     queue = spec.queue
     assert queue is not None
     name = front_name(owner.name)
-    labels = {**common_labels(owner), "app.kubernetes.io/component": "front"}
+    labels = common_labels(owner)
     return {
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
