@@ -1,6 +1,7 @@
 """Scale to zero through the real operator (kopf) and the API emulator: ``minReplicas: 0``
 makes KEDA's ScaledObject and no HPA, ``1`` the HPA and no ScaledObject; without KEDA's
-CRD the HPA stays at one worker and status says why, until KEDA is installed.
+CRD the HPA stays at one worker and status says why, until KEDA is installed; a canary
+of the fleet has its own workers, fronts and ScaledObject on the canary track.
 
 The test plays KEDA's installation: it creates KEDA's published CRD object (the file under
 tests/operator/keda); no KEDA controller runs, so the emulator shows exactly what the
@@ -13,6 +14,7 @@ from typing import Any
 
 import yaml
 from conftest import Cluster, OperatorHandle, base_spec, condition
+from test_operator_canary import canary_spec, running, serve
 
 NAME = "flux-dev"
 KEDA_CRD = Path(__file__).parent / "keda" / "keda.sh_scaledobjects.yaml"
@@ -99,4 +101,50 @@ async def test_without_keda_one_worker_stays_until_keda_comes(
     await cluster.wait_status(
         NAME, lambda s: condition(s, "ScaleToZero").get("status") == "True", "ScaleToZero True"
     )
+    assert operator.crashed() is None
+
+
+async def test_a_canary_of_the_fleet_has_its_own_track_fronts_and_scaler(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    await install_keda(cluster)
+    spec = canary_spec(
+        [{"weight": 50, "pause": "1h"}],
+        queue={"url": "redis://queue:6379"},
+        autoscaling={"minReplicas": 0, "maxReplicas": 4},
+    )
+    await cluster.create_fd(NAME, spec)
+    await running(cluster, NAME, "v1.4.1")
+    await serve(cluster, NAME)
+    await cluster.wait_status(NAME, lambda s: s.get("phase") == "Ready", "phase Ready")
+
+    await cluster.update_spec(NAME, release="v2")
+    canary = await running(cluster, f"{NAME}-canary", "v2")
+    args = canary["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--role=worker" in args and "--track=canary" in args
+    front = await running(cluster, f"{NAME}-canary-front", "v2")
+    assert "--track=canary" in front["spec"]["template"]["spec"]["containers"][0]["args"]
+    scaled = await cluster.wait_for(
+        lambda: cluster.get("ScaledObject", f"{NAME}-canary"), "the canary's ScaledObject"
+    )
+    assert scaled["spec"]["minReplicaCount"] >= 1
+    stable = await cluster.get("ScaledObject", NAME)
+    assert stable is not None and stable["spec"]["triggers"][0]["metadata"]["valueLocation"] == (
+        "tracks.stable.high"
+    )
+    await serve(cluster, f"{NAME}-canary")
+    await cluster.annotate(NAME, "fluxserve.dev/canary-promote", "v2")
+    await running(cluster, NAME, "v2")
+    await serve(cluster, NAME)
+
+    async def canary_gone() -> bool:
+        leftovers = [
+            await cluster.get("Deployment", f"{NAME}-canary"),
+            await cluster.get("Deployment", f"{NAME}-canary-front"),
+            await cluster.get("ScaledObject", f"{NAME}-canary"),
+        ]
+        return leftovers == [None, None, None]
+
+    await cluster.wait_for(canary_gone, "the canary's workers, fronts and scaler removed")
+    assert await cluster.get("ScaledObject", NAME) is not None
     assert operator.crashed() is None
