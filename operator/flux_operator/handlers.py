@@ -8,7 +8,9 @@ The reconciler reads nothing from the API server: kopf indexes every FluxDeploym
 every object of each kind of child (``cache.CHILD_KINDS``), and ``cache.WatchCache`` reads
 those indexes. A new kind of child is one more entry of ``CHILD_KINDS``; an event of a child that
 should reconcile its owner at once (as the Deployment's rollout does) is one more
-``@kopf.on.event`` that routes to the owner, as ``deployment_event`` does.
+``@kopf.on.event`` that routes to the owner, as ``deployment_event`` does. One CRD is
+indexed too, KEDA's ScaledObject's (``cache.CRDS``): whether KEDA is installed decides
+between the ScaledObject and the HPA, and the periodic pass acts on it when it changes.
 """
 
 from __future__ import annotations
