@@ -81,6 +81,11 @@ KINDS: dict[str, Kind] = {
     "NetworkPolicy": Kind("networking.k8s.io", "v1", "networkpolicies"),
     "FluxDeployment": Kind("fluxserve.dev", "v1alpha1", "fluxdeployments"),
     "HTTPRoute": Kind("gateway.networking.k8s.io", "v1", "httproutes"),
+    "ScaledObject": Kind("keda.sh", "v1alpha1", "scaledobjects"),
+    "PersistentVolumeClaim": Kind("", "v1", "persistentvolumeclaims"),
+    "CustomResourceDefinition": Kind(
+        "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False
+    ),
     "FluxLoRATraining": Kind("fluxserve.dev", "v1alpha1", "fluxloratrainings"),
     "Job": Kind("batch", "v1", "jobs"),
     "Pod": Kind("", "v1", "pods"),

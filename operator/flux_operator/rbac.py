@@ -59,6 +59,20 @@ RULES: Final[list[dict[str, list[str]]]] = [
         "resources": ["httproutes"],
         "verbs": ["list", "watch", "create", "patch", "delete"],
     },
+    # spec.autoscaling to zero: KEDA's ScaledObject per release track, deleted when the
+    # HPA comes back; whether KEDA is installed is read from its CRD (the CRD rule below).
+    {
+        "apiGroups": ["keda.sh"],
+        "resources": ["scaledobjects"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
+    },
+    # spec.modelCache: the PVC the weights are downloaded onto (by a Job, below), created
+    # once under the hash of the model and revision (never patched; removed with its owner).
+    {
+        "apiGroups": [""],
+        "resources": ["persistentvolumeclaims"],
+        "verbs": ["list", "watch", "create"],
+    },
     # FluxLoRATraining: watched and read, its status written. Its Job is created and
     # watched; the Job's Pods are listed to read the trainer's termination message (the
     # trainer itself gets no API access). A TrainJob instead where spec.engine is kubeflow.

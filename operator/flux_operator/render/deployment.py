@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_operator.render.model_cache import wait_for_cache
 from flux_operator.render.naming import (
     BLOCKLIST_HASH_ANNOTATION,
     METRICS_PORT,
@@ -54,6 +55,9 @@ def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision
         "containers": [server_container(owner, spec, revision)],
         "volumes": volumes,
     }
+    waiting = wait_for_cache(spec, revision.image)
+    if waiting is not None:
+        pod_spec["initContainers"] = [waiting]
     if spec.gpu.node_selector:
         pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
     if spec.gpu.count > 0:
