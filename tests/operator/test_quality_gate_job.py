@@ -12,14 +12,20 @@ from conftest import base_spec
 
 from flux_operator.reconcile.canary_decision import decide, start
 from flux_operator.reconcile.quality import gate_measurement
-from flux_operator.render import Owner, desired_revision
+from flux_operator.render import Owner, desired_revision, selector_labels
 from flux_operator.render.quality_job import quality_job_name, render_quality_job
 from flux_operator.spec import FluxDeploymentSpec
 from flux_operator.spec.quality import QualityGate
 
 NOW = datetime(2026, 12, 7, 1, 0, tzinfo=timezone.utc)
 OWNER = Owner("flux", "ml", "uid-1")
-GATE = QualityGate(golden_config_map="house-golden", timeout="20m")
+GATE = QualityGate.model_validate(
+    {
+        "goldenConfigMap": "house-golden",
+        "timeout": "20m",
+        "apiKeySecretRef": {"name": "gate-key", "key": "key"},
+    }
+)
 
 
 def _job() -> dict[str, Any]:
@@ -48,6 +54,15 @@ def test_the_job_is_a_valid_batch_v1_job_of_one_try() -> None:
     assert "http://flux-canary.ml.svc:8080" in container["command"]
     assert container["command"][-2:] == ["--termination-log", "/dev/termination-log"]
     assert container["image"] == "ghcr.io/acme/fluxserve-server:v3"
+    # Not one of the server's pods: no Service, Deployment or HPA selector matches it.
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert not set(selector_labels(OWNER).items()) <= set(labels.items())
+    assert labels["app.kubernetes.io/component"] == "quality-gate"
+    env = {e["name"]: e for e in container["env"]}
+    assert env["FLUXSERVE_API_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": "gate-key",
+        "key": "key",
+    }
 
 
 def test_long_names_stay_within_the_job_name_label() -> None:

@@ -24,12 +24,15 @@ from flux_operator.render.naming import (
     Revision,
     common_labels,
     object_metadata,
+    selector_labels,
 )
 from flux_operator.render.pod import server_env
 from flux_operator.spec import FluxDeploymentSpec, parse_duration
 from flux_operator.spec.quality import QualityGate, gate_arguments
 
 CONTAINER = "quality-gate"
+API_KEY_ENV = "FLUXSERVE_API_KEY"
+"""Where ``python -m flux_client`` reads its API key."""
 GOLDEN_DIR = "/golden"
 TERMINATION_LOG = "/dev/termination-log"
 COMPONENT = "quality-gate"
@@ -43,6 +46,16 @@ RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
+
+
+def quality_job_labels(owner: Owner, release: str, revision: int) -> dict[str, str]:
+    """The common labels less the server's selector (``app.kubernetes.io/name`` and
+    ``instance``): a gate pod must never be an endpoint of the server's Services, nor a
+    pod its Deployments or its HPA count."""
+    labels = {
+        k: v for k, v in common_labels(owner, release).items() if k not in selector_labels(owner)
+    }
+    return {**labels, "app.kubernetes.io/component": COMPONENT, REVISION_LABEL: str(revision)}
 
 
 def quality_job_name(owner_name: str, revision: int, attempt: int) -> str:
@@ -106,11 +119,11 @@ def render_quality_job(
     ``attempt`` counts the canary's failed measurements, so each retry is a new Job."""
     volumes, mounts = _volumes(spec, gate)
     env = [e for e in server_env(spec) if e["name"] in ("HOME", "HF_HOME", "HF_HUB_OFFLINE")]
-    labels = {
-        **common_labels(owner, candidate.release),
-        "app.kubernetes.io/component": COMPONENT,
-        REVISION_LABEL: str(revision),
-    }
+    if gate.api_key_secret_ref is not None:
+        ref = gate.api_key_secret_ref
+        secret = {"secretKeyRef": {"name": ref.name, "key": ref.key}}
+        env.append({"name": API_KEY_ENV, "valueFrom": secret})
+    labels = quality_job_labels(owner, candidate.release, revision)
     container = {
         "name": CONTAINER,
         "image": gate.image or candidate.image,
