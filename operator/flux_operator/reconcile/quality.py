@@ -18,26 +18,18 @@ query is asked again. The measurement is:
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
-from flux_operator.reconcile.training import job_state, termination_message
+from flux_operator.reconcile.training import job_state, message_object, termination_message
 from flux_operator.spec import Measurement, rfc3339
 
 METRIC = "quality"
 
 
 def parse_verdict(message: str | None) -> dict[str, Any] | None:
-    """The gate's verdict object (``verdict``, ``message``, ``failed``), or None when the
-    termination message is not one (a log's tail after a crash)."""
-    if not message:
-        return None
-    try:
-        value = json.loads(message.strip())
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) and "verdict" in value else None
+    """The gate's verdict object (``verdict``, ``message``, ``failed``), or None."""
+    return message_object(message, "verdict")
 
 
 def _failed_check(verdict: dict[str, Any]) -> tuple[str, float | None, float | None, float | None]:

@@ -27,6 +27,7 @@ from flux_operator.render.naming import (
     selector_labels,
 )
 from flux_operator.render.pod import server_env
+from flux_operator.render.training_job import RESTRICTED_CONTAINER
 from flux_operator.spec import FluxDeploymentSpec, parse_duration
 from flux_operator.spec.quality import QualityGate, gate_arguments
 
@@ -39,13 +40,6 @@ COMPONENT = "quality-gate"
 REVISION_LABEL = "fluxserve.dev/revision"
 # A finished gate is evidence for a day (its termination message and log), then goes.
 TTL_SECONDS = 86400
-RESTRICTED_CONTAINER = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 def quality_job_labels(owner: Owner, release: str, revision: int) -> dict[str, str]:
