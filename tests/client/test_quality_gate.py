@@ -177,7 +177,7 @@ def test_a_candidate_identical_to_stable_passes_then_a_broken_preset_fails(gate:
 
 def test_a_candidate_that_answers_nothing_fails_on_its_failure_rate(gate: Gate) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    code, out, err = _run(["--timeout", "3", *gate.argv("--json", candidate=dead)])
+    code, out, err = _run(gate.argv("--json", candidate=dead))
     assert code == 1, out + err
     report = json.loads(out)
     assert report["scores"]["failure_rate"] == 1.0
@@ -206,7 +206,10 @@ def test_a_bad_golden_set_is_exit_2_naming_the_field(tmp_path: Path) -> None:
     ("text", "field"),
     [
         ("prompts: []", "prompts"),
-        ("prompts: [{prompt: x, question: is it?}]", "prompts.0"),
+        (
+            "prompts: [{prompt: x, question: is it red}]",
+            "prompts.0: Value error, question and expect",
+        ),
         ("prompts: [{prompt: x}]\nwidth: 100", "width"),
         ("prompts: [{prompt: x}]\nstyle: y", "style"),
         ("- just a list", "expected a mapping"),
@@ -215,6 +218,11 @@ def test_a_bad_golden_set_is_exit_2_naming_the_field(tmp_path: Path) -> None:
 def test_golden_set_errors_name_the_field(text: str, field: str) -> None:
     with pytest.raises(GoldenSetError, match=field):
         parse_golden(text)
+
+
+def test_a_bare_yes_in_yaml_is_the_word() -> None:
+    golden = parse_golden("prompts: [{prompt: x, question: is there a tag, expect: [yes, no]}]")
+    assert golden.prompts[0].expect == ["yes", "no"]
 
 
 def test_golden_set_items_and_options() -> None:

@@ -13,7 +13,7 @@ tests (the operator mounts it from a ConfigMap at ``/golden``)::
       - prompt: a coffee cup with the shop's logo
         seeds: [7]
         question: Is there a tag in the top right?   # answered by the server's /vqa
-        expect: [yes]
+        expect: [yes]           # YAML reads a bare yes/no as true/false: taken as "yes"/"no"
 
 Keys may be written camelCase (``guidanceScale``) or snake_case. A file that does not
 parse, or breaks a rule, raises :class:`GoldenSetError` naming the field.
@@ -26,7 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 MAX_PROMPTS = 256
@@ -64,6 +71,14 @@ class GoldenPrompt(_Model):
         max_length=16,
         description="Answers that pass (case-insensitive, as whole words of the answer).",
     )
+
+    @field_validator("expect", mode="before")
+    @classmethod
+    def _yes_no(cls, value: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads `expect: [yes]` as [True]: the writer meant the word.
+        if isinstance(value, list):
+            return [("yes" if v else "no") if isinstance(v, bool) else v for v in value]
+        return value
 
     @model_validator(mode="after")
     def _question_and_expect(self) -> GoldenPrompt:
