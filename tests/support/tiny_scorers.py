@@ -6,6 +6,15 @@ them by path through the code that loads the real ones."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+WIDTHS: dict[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+}
+"""Every transformer here: two layers of 32 wide, four heads."""
 
 
 def write_tiny_clip(out: Path, seed: int = 0) -> Path:
@@ -25,23 +34,13 @@ def write_tiny_clip(out: Path, seed: int = 0) -> Path:
     tokenizer = build_clip_tokenizer()
     text = CLIPTextConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
         max_position_embeddings=77,
         bos_token_id=0,
         eos_token_id=1,
         pad_token_id=1,
+        **WIDTHS,
     )
-    vision = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=32,
-        patch_size=8,
-    )
+    vision = CLIPVisionConfig(image_size=32, patch_size=8, **WIDTHS)
     config = CLIPConfig(
         text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16
     )
@@ -59,15 +58,12 @@ def write_tiny_dinov2(out: Path, seed: int = 0) -> Path:
 
     torch.manual_seed(seed)
     config = Dinov2Config(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
         image_size=32,
         patch_size=8,
         # Wide random weights: at the default 0.02 every image embeds alike (cosine
         # 0.99); at 1.0 two unrelated images are ~0.6 apart, as with a trained DINOv2.
         initializer_range=1.0,
+        **WIDTHS,
     )
     Dinov2Model(config).save_pretrained(out)
     BitImageProcessor(
