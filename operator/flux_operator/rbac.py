@@ -76,6 +76,8 @@ RULES: Final[list[dict[str, list[str]]]] = [
     # FluxLoRATraining: watched and read, its status written. Its Job is created and
     # watched; the Job's Pods are listed to read the trainer's termination message (the
     # trainer itself gets no API access). A TrainJob instead where spec.engine is kubeflow.
+    # The canary's quality gate (analysis.quality) is a Job too: read, created, and its
+    # Pods listed for the gate's verdict.
     {
         "apiGroups": ["fluxserve.dev"],
         "resources": ["fluxloratrainings"],

@@ -23,6 +23,7 @@ from flux_operator.cache import CRDS, WatchCache
 from flux_operator.kube import ApiError, KubeApi, object_path
 from flux_operator.logs import event_outcome
 from flux_operator.prometheus import measure
+from flux_operator.quality_gate import measure_quality
 from flux_operator.reconcile import (
     Children,
     Event,
@@ -259,8 +260,8 @@ class Reconciler:
     async def _analyse(
         self, owner: Owner, body: dict[str, Any], children: Children, now: str
     ) -> list[Any] | None:
-        """The canary's analysis when one is due (None otherwise), made in a thread: the
-        Prometheus queries must not block kopf's event loop."""
+        """The canary's analysis when one is due (None otherwise): the Prometheus queries in
+        a thread (they must not block kopf's event loop), and the quality gate's Job."""
         status = parse_status(body.get("status"))
         if status.canary is None:
             return None
@@ -284,6 +285,13 @@ class Reconciler:
             name=owner.name,
             now=parse_time(now),
         )
+        if analysis.quality is not None:  # beside the queries: a measurement like theirs
+            gate = analysis.quality
+            measured.append(
+                await measure_quality(
+                    self.api, owner, spec, revision, status.canary, gate, parse_time(now)
+                )
+            )
         logger.info(
             "canary analysis",
             extra={"object": f"{owner.namespace}/{owner.name}", "round": round_summary(measured)},

@@ -38,16 +38,22 @@ def termination_message(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def parse_result(message: str | None) -> dict[str, Any] | None:
-    """The trainer's result object (flux_trainer.report), or None when the message is
-    not one (a log tail)."""
+def message_object(message: str | None, key: str) -> dict[str, Any] | None:
+    """A termination message that is a JSON object with ``key``, or None when it is not
+    one (a log's tail, left by FallbackToLogsOnError after a crash)."""
     if not message:
         return None
     try:
         value = json.loads(message.strip())
     except ValueError:
         return None
-    return value if isinstance(value, dict) and "status" in value else None
+    return value if isinstance(value, dict) and key in value else None
+
+
+def parse_result(message: str | None) -> dict[str, Any] | None:
+    """The trainer's result object (flux_trainer.report), or None when the message is
+    not one (a log tail)."""
+    return message_object(message, "status")
 
 
 @dataclass(frozen=True)
