@@ -100,6 +100,17 @@ def _volumes(
     return volumes, mounts
 
 
+def api_key_env(gate: QualityGate) -> list[dict[str, Any]]:
+    """The gate's API key (``FLUXSERVE_API_KEY``) from its Secret, where the servers
+    require keys."""
+    ref = gate.api_key_secret_ref
+    if ref is None:
+        return []
+    return [
+        {"name": API_KEY_ENV, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
+    ]
+
+
 def render_quality_job(
     owner: Owner,
     spec: FluxDeploymentSpec,
@@ -113,10 +124,7 @@ def render_quality_job(
     ``attempt`` counts the canary's failed measurements, so each retry is a new Job."""
     volumes, mounts = _volumes(spec, gate)
     env = [e for e in server_env(spec) if e["name"] in ("HOME", "HF_HOME", "HF_HUB_OFFLINE")]
-    if gate.api_key_secret_ref is not None:
-        ref = gate.api_key_secret_ref
-        secret = {"secretKeyRef": {"name": ref.name, "key": ref.key}}
-        env.append({"name": API_KEY_ENV, "valueFrom": secret})
+    env += api_key_env(gate)
     labels = quality_job_labels(owner, candidate.release, revision)
     container = {
         "name": CONTAINER,
