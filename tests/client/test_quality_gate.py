@@ -28,7 +28,7 @@ from flux_client import FluxModelClient, StylePreset
 from flux_client.__main__ import main
 from flux_client.presets import presets_to_files
 from flux_client.quality.collect import answer_matches, parse_endpoint
-from flux_client.quality.golden import GoldenSetError, parse_golden
+from flux_client.quality.golden import GoldenSetError, load_golden, parse_golden
 
 # Two servers (FLUX and VQA each) and three gate runs: on a busy 2-core machine that is
 # minutes, not seconds.
@@ -248,3 +248,10 @@ def test_endpoints_and_answers() -> None:
     assert answer_matches("Yes, there is a tag", ["yes"])
     assert not answer_matches("yesterday", ["yes"])
     assert answer_matches("a red tag here", ["no", "red tag"])
+
+
+def test_the_promotion_example_golden_set_parses() -> None:
+    """The golden set the GitOps example ships is one the gate reads."""
+    example = Path(__file__).parents[2] / "examples/promotion/presets/fluxserve/golden.yaml"
+    golden = load_golden(example)
+    assert len(golden.prompts) == 3 and golden.seeds == [1, 2]
