@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import test_operator_canary
-from conftest import Cluster, OperatorHandle, condition
+from conftest import Cluster, OperatorHandle, base_spec, condition
 from test_operator_canary import StubPrometheus, canary_spec, must, ready_on, serve
 from test_training_emulated import (
     SHA,
@@ -76,3 +76,25 @@ async def test_a_promoted_adapter_goes_out_by_canary_and_its_rollback_removes_it
     await cluster.wait_for(canary_gone, "the canary Deployment removed")
     assert lora_flags(await must(cluster, "Deployment", "flux-dev")) == []
     assert operator.crashed() is None
+
+
+def test_an_s3_adapter_s_pods_read_the_store_with_the_credentials_secret() -> None:
+    from flux_operator.render import desired_revision, render_deployment
+    from flux_operator.render.naming import Owner
+    from flux_operator.spec import FluxDeploymentSpec
+
+    lora = {"name": "poster-style", "uri": "s3://acme/a.safetensors", "sha256": SHA}
+    spec = FluxDeploymentSpec.model_validate(
+        base_spec(loras=[lora], credentialsSecret="adapter-store")
+    )
+    owner = Owner("flux-dev", "studio")
+    deployment = render_deployment(owner, spec, desired_revision(owner, spec))
+    assert lora_flags(deployment) == [
+        "--lora=poster-style=s3://acme/a.safetensors:1",
+        f"--lora-sha256=poster-style={SHA}",
+    ]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": "adapter-store"}}]
+    plain = FluxDeploymentSpec.model_validate(base_spec())
+    rendered = render_deployment(owner, plain, desired_revision(owner, plain))
+    assert "envFrom" not in rendered["spec"]["template"]["spec"]["containers"][0]

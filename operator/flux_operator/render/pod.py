@@ -239,6 +239,12 @@ def server_container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision)
         "imagePullPolicy": spec.image_pull_policy,
         "args": server_args(spec, revision),
         "env": server_env(spec),
+        # Only with credentialsSecret: a spec without it renders as before.
+        **(
+            {"envFrom": [{"secretRef": {"name": spec.credentials_secret}}]}
+            if spec.credentials_secret
+            else {}
+        ),
         "ports": [
             {"name": name, "containerPort": port, "protocol": "TCP"} for name, port in SERVER_PORTS
         ],
