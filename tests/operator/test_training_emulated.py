@@ -80,8 +80,8 @@ async def _start(cluster: Cluster, spec: dict[str, Any]) -> tuple[dict[str, Any]
     return created, job
 
 
-async def job_finishes(cluster: Cluster, message: str) -> None:
-    # Playing the kubelet: the pod ended, its termination message is the trainer's result.
+async def trainer_pod(cluster: Cluster, name: str, status: dict[str, Any]) -> None:
+    """Playing the Job controller and the kubelet: the Job's Pod ``name`` in ``status``."""
     await _post(
         cluster,
         "Pod",
@@ -89,21 +89,23 @@ async def job_finishes(cluster: Cluster, message: str) -> None:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                "name": "poster-style-train-x7k2q",
+                "name": name,
                 "namespace": NAMESPACE,
                 "labels": {"job-name": "poster-style-train"},
             },
             "spec": {"containers": [{"name": "trainer", "image": "x"}]},
-            "status": {
-                "phase": "Succeeded",
-                "containerStatuses": [
-                    {
-                        "name": "trainer",
-                        "state": {"terminated": {"exitCode": 0, "message": message}},
-                    }
-                ],
-            },
+            "status": status,
         },
+    )
+
+
+async def job_finishes(cluster: Cluster, message: str) -> None:
+    # Playing the kubelet: the pod ended, its termination message is the trainer's result.
+    terminated = {"terminated": {"exitCode": 0, "message": message}}
+    await trainer_pod(
+        cluster,
+        "poster-style-train-x7k2q",
+        {"phase": "Succeeded", "containerStatuses": [{"name": "trainer", "state": terminated}]},
     )
     # Playing the Job controller: the Job completed.
     await cluster.patch(
@@ -187,21 +189,7 @@ def step_line(step: int, eta_s: float) -> str:
 
 async def pod_running(cluster: Cluster, log: list[str]) -> None:
     """Playing the kubelet: the trainer's Pod runs, and its log says ``log``."""
-    await _post(
-        cluster,
-        "Pod",
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": "poster-style-train-r2d2x",
-                "namespace": NAMESPACE,
-                "labels": {"job-name": "poster-style-train"},
-            },
-            "spec": {"containers": [{"name": "trainer", "image": "x"}]},
-            "status": {"phase": "Running"},
-        },
-    )
+    await trainer_pod(cluster, "poster-style-train-r2d2x", {"phase": "Running"})
     pods_log = cluster.server["get", kmock.resource("v1/pods"), kmock.subresource("log")]
     pods_log << "\n".join(log).encode() + b"\n"
 

@@ -34,11 +34,21 @@ HEADER_TIMEOUT = 2.0
 def guarded(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
+    yield from _serving(tiny_model_dir, tmp_path_factory, HEADER_TIMEOUT, 300, rlimit_nofile=1024)
+
+
+def _serving(
+    model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    header_timeout: float,
+    max_connections: int,
+    rlimit_nofile: int | None = None,
+) -> Iterator[ServerProcess]:
     server = start_server(
-        tiny_model_dir,
+        model,
         tmp_path_factory.mktemp("logs"),
-        ["--header-timeout", str(HEADER_TIMEOUT), "--max-connections", "300"],
-        rlimit_nofile=1024,
+        ["--header-timeout", str(header_timeout), "--max-connections", str(max_connections)],
+        rlimit_nofile=rlimit_nofile,
     )
     try:
         server.wait_ready()
@@ -180,16 +190,7 @@ def long_handshake(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     """A handshake deadline far beyond the test: what frees gRPC's cap is not it."""
-    server = start_server(
-        tiny_model_dir,
-        tmp_path_factory.mktemp("logs"),
-        ["--header-timeout", str(LONG_HANDSHAKE), "--max-connections", str(GRPC_CAP)],
-    )
-    try:
-        server.wait_ready()
-        yield server
-    finally:
-        server.stop()
+    yield from _serving(tiny_model_dir, tmp_path_factory, LONG_HANDSHAKE, GRPC_CAP)
 
 
 def _health_once(target: str) -> bool:
