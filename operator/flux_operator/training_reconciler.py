@@ -171,8 +171,7 @@ class TrainingReconciler:
         uri, sha = adapter_uri(spec, result), str(result.get("sha256") or "")
         steps = int(reported.get("steps") or total)
         status.update(
-            # None: a merge patch removes the running estimate.
-            progress=progress(steps, total) | {"etaSeconds": None},
+            progress=progress(steps, total) | {"etaSeconds": None},  # None: the ETA goes
             metrics=status_metrics(result, verdict),
             adapter={
                 "uri": uri,
