@@ -14,7 +14,12 @@ import httpx
 import pytest
 from server_process import start_server
 
-from flux_server.execution.lora import DEFAULT_WEIGHT_NAME, LoraFlagError, LoraSpec
+from flux_server.execution.lora import (
+    DEFAULT_WEIGHT_NAME,
+    LoraFlagError,
+    LoraSpec,
+    parse_lora_flag,
+)
 from flux_server.execution.lora_source import (
     LoraDigestError,
     LoraLoadError,
@@ -134,6 +139,14 @@ def test_a_bad_sha256_flag_says_why(values: list[str], message: str) -> None:
     with pytest.raises(LoraFlagError, match=message) as info:
         parse_sha256_flags(values, [LoraSpec(name="ink", path=URI)])
     assert str(info.value).startswith("--lora-sha256 ")
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "scale"),
+    [(f"ink={URI}", URI, 1.0), (f"ink={URI}:0.5", URI, 0.5), ("ink=rel/dir:2", "rel/dir", 2.0)],
+)
+def test_a_uri_s_own_colon_is_not_a_scale(value: str, path: str, scale: float) -> None:
+    assert parse_lora_flag(value) == LoraSpec(name="ink", path=path, scale=scale)
 
 
 def test_only_local_paths_are_checked_before_the_model() -> None:
