@@ -28,7 +28,7 @@ from flux_operator.reconciler import TRANSIENT_FAILURES, Reconciler
 from flux_operator.render import MANAGER, OWNER_LABEL
 from flux_operator.render.keda import KEDA_CRD
 from flux_operator.render.training import TRAINING_LABEL
-from flux_operator.resync import start_resync
+from flux_operator.resync import start_progress, start_resync
 from flux_operator.settings import OperatorSettings
 from flux_operator.spec import GROUP, PLURAL, VERSION
 from flux_operator.spec.training import TRAINING_PLURAL
@@ -148,8 +148,14 @@ class _Operator:
         self.cache, self.reconciler = cache, Reconciler(api, cache)
         self.training = TrainingReconciler(api)
         task = start_resync(api, cache, self.settings, self.reconcile)
-        if task is not None:
-            self.tasks.append(task)
+        training = self.training
+        progress = start_progress(
+            api,
+            self.settings,
+            lambda: sorted(training.running),
+            lambda namespace, name: self.train(namespace, name, read_log=True),
+        )
+        self.tasks += [t for t in (task, progress) if t is not None]
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -174,10 +180,10 @@ class _Operator:
                 "reconciliation failed", extra={"object": f"{namespace}/{name}", "error": str(exc)}
             )
 
-    async def train(self, namespace: str, name: str) -> None:
+    async def train(self, namespace: str, name: str, *, read_log: bool = False) -> None:
         assert self.training is not None, "reconciling before startup"
         try:
-            await self.training.reconcile(namespace, name)
+            await self.training.reconcile(namespace, name, read_log=read_log)
         except TRANSIENT_FAILURES as exc:
             logger.error(
                 "training reconciliation failed",

@@ -391,6 +391,7 @@ class OperatorHandle:
             retry=RetrySettings(attempts=8, first_delay=0.05, max_delay=0.5),
             api_threads=4,
             resync_seconds=1.0,
+            progress_seconds=0.2,
         )
         self._running: list[tuple[threading.Event, threading.Thread]] = []
         self._errors: list[BaseException] = []

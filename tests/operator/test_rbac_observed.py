@@ -25,12 +25,20 @@ from test_fleet_emulated import install_keda, wait_hpa, wait_keda
 from test_training_emulated import (
     create_training,
     job_finishes,
+    pod_running,
     result,
+    step_line,
     training,
     training_status,
 )
 
 from flux_operator.rbac import RULES
+
+
+async def training_progress(cluster: Cluster, step: int) -> bool:
+    body = await cluster.get("FluxLoRATraining", "poster-style") or {}
+    return bool(((body.get("status") or {}).get("progress") or {}).get("step") == step)
+
 
 PEERING = "fluxserve"
 KOPF_PEERINGS = "kopf.dev/v1/kopfpeerings"
@@ -254,10 +262,14 @@ async def test_rules_are_exactly_what_the_operator_uses(
     assert condition(status, "Degraded")["status"] == "False"
     await _canary_behind_a_gateway(cluster)
     await _to_zero_and_back(cluster)
-    # A FluxLoRATraining: its Job created and followed, its Pod's result read, the adapter
-    # promoted into flux-dev's loras.
+    # A FluxLoRATraining: its Job created and followed, its running Pod's log read for the
+    # progress, its Pod's result read, the adapter promoted into flux-dev's loras.
     await create_training(cluster, training())
     await cluster.wait_for(lambda: cluster.get("Job", "poster-style-train"), "the Job")
+    await pod_running(cluster, [step_line(7, 60.0)])
+    await cluster.wait_for(
+        lambda: training_progress(cluster, 7), "the progress read from the trainer's log"
+    )
     await job_finishes(cluster, result(base=0.4, final=0.3))
     await training_status(cluster, "Succeeded")
     assert cluster.server["patch", kmock.resource(KOPF_PEERINGS)], "kopf kept no peering"

@@ -15,6 +15,7 @@ from flux_operator.render.naming import (
     blocklist_hash,
     common_labels,
     object_metadata,
+    revision_loras,
     selector_labels,
 )
 from flux_operator.render.pod import LOG_HINT_ANNOTATIONS, pod_volumes, server_container
@@ -37,6 +38,8 @@ def _pod_annotations(spec: FluxDeploymentSpec, revision: Revision) -> dict[str, 
 
 
 def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
+    # The revision's adapters, not the spec's: a rollback restores those it ran with.
+    spec = spec.model_copy(update={"loras": revision_loras(revision)})
     volumes, _ = pod_volumes(owner, spec, revision)
     labels = common_labels(owner, revision.release)
     pod_spec: dict[str, Any] = {

@@ -100,6 +100,8 @@ def _feature_args(spec: FluxDeploymentSpec) -> list[str]:
     args = _optional(("--batch-wait", wait), ("--model-revision", spec.model.revision))
     for i, lora in enumerate(spec.loras):
         args.append(f"--lora={lora.name}={_lora_path(spec, i)}:{_scale(lora.scale)}")
+    # The server refuses an adapter file whose digest differs (a promoted adapter's).
+    args += [f"--lora-sha256={lora.name}={lora.sha256}" for lora in spec.loras if lora.sha256]
     safety = spec.safety
     if safety is not None:
         listed = safety.blocklist is not None or safety.blocklist_config_map_ref is not None
@@ -268,6 +270,12 @@ def server_container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision)
         "imagePullPolicy": spec.image_pull_policy,
         "args": server_args(spec, revision),
         "env": server_env(spec),
+        # Only with credentialsSecret: a spec without it renders as before.
+        **(
+            {"envFrom": [{"secretRef": {"name": spec.credentials_secret}}]}
+            if spec.credentials_secret
+            else {}
+        ),
         "ports": [
             {"name": name, "containerPort": port, "protocol": "TCP"} for name, port in SERVER_PORTS
         ],

@@ -93,6 +93,14 @@ class FluxDeploymentSpec(_Model):
     image_pull_secrets: list[str] = Field(
         default_factory=list, max_length=16, description="Secrets for pulling the image."
     )
+    credentials_secret: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="A Secret whose keys become the server's environment: the object "
+        "store's credentials for s3:// adapters (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_ENDPOINT_URL), as a FluxLoRATraining's credentialsSecret.",
+    )
     model: ModelSpec = Field(description="The model to serve.")
     replicas: int = Field(
         default=1,

@@ -50,6 +50,11 @@ class HistoryEntry(_StatusModel):
     image: str = Field(description="The full image reference this revision ran.")
     presets_hash: str = Field(description="Hash of the style presets of this revision.")
     presets_config_map: str = Field(description="The immutable presets ConfigMap it mounted.")
+    loras: str | None = Field(
+        default=None,
+        max_length=65536,
+        description="The LoRA adapters it loaded (spec.loras then, as JSON); absent: none.",
+    )
     time: str = Field(description="When the revision started (RFC 3339).")
     outcome: Outcome = Field(
         description="Progressing, Available, Failed, RolledBack (failed or replaced by a "

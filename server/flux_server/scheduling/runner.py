@@ -46,6 +46,7 @@ class Runner:
         # A digest of each adapter's weights: part of the cache key, so new weights under
         # an old name never serve images made with the old ones (Redis outlives pods).
         self.adapter_versions: dict[str, str] = {}
+        self._adapters: list[Any] = []  # the --lora specs, each path local and verified
         # The denoising step the running call last finished (written by the engine
         # thread, read on the loop): how far a cancelled call got after its cancel.
         self.step = 0
@@ -60,6 +61,9 @@ class Runner:
         s = settings
         device = choose_device(s.device)
         speed = s.speed_options(device)
+        if s.lora:
+            # Fetched and verified before the model: a wrong adapter fails in seconds.
+            self._adapters = await loop.run_in_executor(self._executor, _adapter_specs, s)
         engine = await loop.run_in_executor(
             self._executor,
             lambda: Engine.load(
@@ -77,8 +81,7 @@ class Runner:
         if s.lora:
             from flux_server.execution import lora, lora_hotswap
 
-            specs = lora.parse_lora_flags(s.lora)
-            loaded = lora.load_adapters(self.engine.pipe, specs)
+            loaded = lora.load_adapters(self.engine.pipe, self._adapters)
             self.engine.adapter_hook = lora.activate
             self.adapter_defaults = {name: spec.scale for name, spec in loaded.items()}
             self.adapter_versions = {name: lora.fingerprint(spec) for name, spec in loaded.items()}
@@ -185,6 +188,15 @@ class Runner:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._aux_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _adapter_specs(s: ServerSettings) -> list[Any]:
+    """The ``--lora`` adapters with URLs downloaded and ``--lora-sha256`` digests checked
+    (``LoraLoadError`` names the adapter that is refused)."""
+    from flux_server.execution import lora, lora_source
+
+    specs = lora.parse_lora_flags(s.lora)
+    return lora_source.resolve(specs, lora_source.parse_sha256_flags(s.lora_sha256, specs))
 
 
 def _encoded(pictures: Sequence[Picture], output_format: str) -> Made:

@@ -190,7 +190,14 @@ class ServerSettings(BaseModel):
     )
 
     # --- production features -------------------------------------------------------------
-    lora: tuple[str, ...] = Field((), description="LoRA adapters, NAME=PATH[:SCALE], repeatable.")
+    lora: tuple[str, ...] = Field(
+        (),
+        description="LoRA adapters, NAME=PATH[:SCALE], repeatable; PATH may be an s3:// URI.",
+    )
+    lora_sha256: tuple[str, ...] = Field(
+        (),
+        description="NAME=SHA256, repeatable: the adapter file's digest; another is refused.",
+    )
     blocklist: Path | None = Field(
         None, description="Prompt blocklist file (word or re:PATTERN a line); extends the default."
     )
