@@ -156,6 +156,13 @@ class Broker:
     async def heartbeat(self, track: str, name: str, info: Mapping[str, Any], ttl: float) -> None:
         await self.redis.set(names.worker(track, name), json.dumps(info), px=int(ttl * 1000))
 
+    async def record_startup(self, track: str, seconds: float, ttl: float) -> None:
+        await self.redis.set(names.startup(track), f"{seconds:.3f}", px=int(ttl * 1000))
+
+    async def startup_seconds(self, track: str) -> float | None:
+        raw = await self.redis.get(names.startup(track))
+        return float(raw) if raw else None
+
     async def workers(self) -> list[dict[str, Any]]:
         found = []
         async for key in self.redis.scan_iter(match=names.workers_pattern(), count=500):

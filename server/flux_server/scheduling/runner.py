@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from flux_server.execution.cancellation import (
@@ -25,6 +26,7 @@ from flux_server.execution.edit_job import EditJob, batch_key
 from flux_server.execution.engine import Engine, choose_device
 from flux_server.execution.inputs import InputRejected, Picture, ProgressFn, StopFn
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
+from flux_server.execution.startup import StartupPhases
 from flux_server.metrics import Metrics
 from flux_server.requests.edits import request_error
 from flux_server.requests.params import ResolvedRequest
@@ -33,6 +35,8 @@ from flux_server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from flux_server.execution.compile_cache import CompileCache
 
 _T = TypeVar("_T")
 
@@ -93,28 +97,60 @@ class Runner:
         # The denoising step the running call last finished (written by the engine
         # thread, read on the loop): how far a cancelled call got after its cancel.
         self.step = 0
+        # This process's start, phase by phase (fluxserve_startup_seconds).
+        self.startup = StartupPhases(
+            lambda phase, seconds: metrics.startup_seconds.labels(phase=phase).set(seconds)
+        )
         # One thread owns the accelerator: torch calls never overlap.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         # Decoding uploads and a safety classifier run beside it, off the event loop.
         self._aux_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aux")
 
     async def load(self, settings: ServerSettings) -> Engine:
-        """The pipeline, then adapters, editing and VQA, then the warm-up (engine thread)."""
+        """The pipeline, then adapters, editing and VQA, then the compile cache and the
+        warm-up (engine thread); each start phase timed into ``self.startup``."""
         loop = asyncio.get_running_loop()
         s = settings
         device = choose_device(s.device)
         speed = s.speed_options(device)
+        phases = self.startup
         engine = await loop.run_in_executor(
             self._executor,
             lambda: Engine.load(
-                s.model, s.model_revision, device, s.dtype, speed, with_adapters=bool(s.lora)
+                s.model, s.model_revision, device, s.dtype, speed, with_adapters=bool(s.lora),
+                phases=phases,
             ),
-        )
+        )  # fmt: skip
         self.engine = engine
-        await loop.run_in_executor(self._executor, self._load_extras, s)
+        with phases.timed("load"):
+            await loop.run_in_executor(self._executor, self._load_extras, s)
+        phases.done("load", device=engine.info.device, dtype=engine.info.dtype)
+        cache = await loop.run_in_executor(self._executor, self._open_compile_cache, s)
         if s.warmup:
-            await loop.run_in_executor(self._executor, engine.warmup)
+            await loop.run_in_executor(self._executor, engine.warmup, phases)
+        if cache is not None:
+            with phases.timed("compile"):
+                await loop.run_in_executor(self._executor, cache.save)
+        phases.done("compile", mode=speed.compile, cache=cache.outcome if cache else None)
+        phases.done("warmup", warmed_up=s.warmup)
         return engine
+
+    def _open_compile_cache(self, s: ServerSettings) -> CompileCache | None:
+        """``--compile-cache``: this key's entry, loaded before the first compiled call."""
+        engine = self.engine
+        assert engine is not None
+        if s.compile_cache is None:
+            return None
+        if engine.speed.compile == "off":
+            log.info("compile cache unused: nothing is compiled (--compile off)")
+            return None
+        from flux_server.execution.compile_cache import CompileCache, key_parts
+
+        with self.startup.timed("compile"):
+            parts = key_parts(engine.pipe, engine.speed, engine.info.device)
+            cache = CompileCache(Path(s.compile_cache), parts)
+            cache.load()
+        return cache
 
     def _load_extras(self, s: ServerSettings) -> None:
         assert self.engine is not None
