@@ -74,6 +74,10 @@ class Broker:
     async def cancel(self, request_id: str, ttl: float) -> None:
         await self.redis.set(names.cancelled(request_id), "1", px=int(ttl * 1000))
 
+    async def withdraw(self, stream: str, entry_id: str) -> None:
+        """Delete an entry nobody has taken (its request was answered already)."""
+        await self.redis.xdel(stream, entry_id)
+
     async def result(self, request_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(names.result(request_id))
         return json.loads(raw) if raw else None

@@ -77,12 +77,20 @@ class FleetQueue:
     ) -> tuple[list[GeneratedImage], BatchInfo]:
         """Queue one generation and wait for its images."""
         deadline = time.monotonic() + timeout
-        _, pubsub = await self.place(
+        placed, pubsub = await self.place(
             job, request_id=request_id, key_id=key_id, priority=priority, timeout=timeout
         )
         answer_by = deadline - min(_ANSWER_MARGIN_S, timeout / 10)
         try:
             outcome = await self.wait(pubsub, request_id, deadline, progress, answer_by=answer_by)
+        except Unavailable:
+            # No worker took it: gone from the stream, so no autoscaler counts it and no
+            # worker starting later reads it.
+            with contextlib.suppress(RedisError, OSError):
+                await self.broker.withdraw(
+                    names.stream(placed.track, placed.priority, placed.key_id), placed.entry_id
+                )
+            raise
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
