@@ -84,8 +84,9 @@ def server_start(model: Path, cache: Path, work: Path, size: int, timeout: float
         process.wait(60)
     messages = [json.loads(line) for line in log_path.read_text().splitlines() if line[:1] == "{"]
     outcome = next(
-        (m.get("fluxserve", {}).get("detail", {}).get("outcome") for m in messages
-         if str(m.get("message", "")).startswith("compile cache")),
+        (m["fluxserve"]["detail"].get("cache") for m in messages
+         if m.get("message") == "start phase done"
+         and m.get("fluxserve", {}).get("detail", {}).get("phase") == "compile"),
         None,
     )  # fmt: skip
     return {"phases": phases, "ready": ready, "first_image": first_image, "cache": outcome}
@@ -142,7 +143,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             rows.append((label, first[key], cached[key]))
     lines = [f"    {'':<24}{RUNS[0]:>13}{RUNS[1]:>13}{'ratio':>9}"]
     for label, a, b in rows:
-        ratio = f"{a / b:>8.2f}x" if a and b else f"{'-':>9}"
+        # Under 10 ms (a local directory's "download") a ratio is noise.
+        ratio = f"{a / b:>8.2f}x" if a and b and min(a, b) >= 0.01 else f"{'-':>9}"
         lines.append(f"    {label:<24}{_s(a):>13}{_s(b):>13}{ratio}")
     lines.append(f"    compile cache: {first['cache']} -> {cached['cache']}")
     return "\n".join(lines)

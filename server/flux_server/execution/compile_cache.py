@@ -95,7 +95,7 @@ class CompileCache:
         inductor = self._inductor_dir()
         if blob is not None:
             self.outcome, why = _hand_to_torch(blob)
-        detail = {"compile_cache": str(self.entry), "outcome": self.outcome}
+        detail = {"compile_cache": str(self.entry), "cache": self.outcome}
         if inductor is not None:
             detail["inductor_cache_dir"] = inductor
         if self.outcome == "loaded":
@@ -200,9 +200,11 @@ def _hand_to_torch(blob: bytes) -> tuple[Outcome, str]:
     import torch
 
     try:
-        torch.compiler.load_cache_artifacts(blob)
+        info = torch.compiler.load_cache_artifacts(blob)
     except Exception as exc:  # torch's deserialisers raise many kinds
         return "corrupt", f"torch could not load it ({type(exc).__name__}: {exc})"
+    if info is None:  # torch logs the reason and loads nothing
+        return "corrupt", "torch could not read it"
     return "loaded", "loaded"
 
 
