@@ -106,8 +106,9 @@ def _until_ready(process: subprocess.Popen[bytes], url: str, deadline: float, lo
     raise SystemExit(f"the server was not ready in time:\n{log.read_text()[-4000:]}")
 
 
-def gpu_start(cache: Path, size: int, steps: int) -> dict[str, Any]:
-    """One start in this (fresh) process on FLUX.1-dev's shapes; --gpu's child."""
+def gpu_start(cache: Path, size: int, steps: int, tiny: bool) -> dict[str, Any]:
+    """One start in this (fresh) process on FLUX.1-dev's shapes; --gpu's child.
+    ``tiny``: the tiny model on the CPU with aot_eager, a check of this code only."""
     import torch
     from gpu_pipeline import build_pipeline, generate, sync
 
@@ -115,20 +116,25 @@ def gpu_start(cache: Path, size: int, steps: int) -> dict[str, Any]:
     from flux_server.execution.compile_cache import CompileCache, key_parts
     from flux_server.execution.startup import StartupPhases
 
+    device, dtype = ("cpu", torch.float32) if tiny else ("cuda", torch.bfloat16)
     phases = StartupPhases()
-    options = speedups.SpeedOptions(compile="regional", warmup_sizes=((size, size),))
+    options = speedups.SpeedOptions(
+        compile="regional",
+        compile_backend="aot_eager" if tiny else "inductor",
+        warmup_sizes=((size, size),),
+    )
     with tempfile.TemporaryDirectory() as tmp, phases.timed("load"):
-        pipe = build_pipeline(False, "cuda", torch.bfloat16, Path(tmp))
-        speedups.prepare(pipe, options, "cuda", with_adapters=False)
-        sync("cuda")
+        pipe = build_pipeline(tiny, device, dtype, Path(tmp))
+        speedups.prepare(pipe, options, device, with_adapters=False)
+        sync(device)
     with phases.timed("compile"):
-        compile_cache = CompileCache(cache, key_parts(pipe, options, "cuda"))
+        compile_cache = CompileCache(cache, key_parts(pipe, options, device))
         outcome = compile_cache.load()
         speedups.compile_transformer(pipe, options)
     for call in range(2):  # the first call compiles; the second is a plain warm-up
         with phases.timed("compile" if call == 0 else "warmup"):
-            generate(pipe, 1, (size, size), steps, "cuda")
-            sync("cuda")
+            generate(pipe, 1, (size, size), steps, device)
+            sync(device)
     with phases.timed("compile"):
         compile_cache.save()
     return {"phases": phases.seconds, "cache": outcome}
@@ -160,19 +166,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help="warm-up side (CPU 256, GPU 1024)")
     parser.add_argument("--steps", type=int, default=4, help="--gpu: steps per warm-up call")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds to ready, each")
+    parser.add_argument(
+        "--tiny", action="store_true", help="--gpu's code on a CPU, tiny model (a check)"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:  # one --gpu start, in a fresh process
-        print(json.dumps(gpu_start(args.child, args.size, args.steps)))
+        print(json.dumps(gpu_start(args.child, args.size, args.steps, args.tiny)))
         return 0
     if args.gpu:
         import torch
 
-        if not torch.cuda.is_available():
+        if not torch.cuda.is_available() and not args.tiny:
             print("cold start on FLUX.1-dev's shapes: skipped, no CUDA device here (torch "
                   f"{torch.__version__}); the CPU figures are in make bench")  # fmt: skip
             return 0
-    size = args.size or (1024 if args.gpu else 256)
+    size = args.size or (64 if args.tiny else 1024 if args.gpu else 256)
     with tempfile.TemporaryDirectory(prefix="fluxserve-cold-") as tmp:
         work = Path(tmp)
         cache = work / "compile-cache"
@@ -180,10 +189,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.gpu:
             for run in RUNS:
                 child = [sys.executable, __file__, "--child", str(cache), "--size", str(size),
-                         "--steps", str(args.steps)]  # fmt: skip
+                         "--steps", str(args.steps), *(["--tiny"] * args.tiny)]  # fmt: skip
                 out = subprocess.run(child, capture_output=True, text=True, check=True).stdout
                 results[run] = json.loads(out.strip().splitlines()[-1])
-            where = f"FLUX.1-dev shapes, {size}x{size}, bf16, regional inductor, CUDA"
+            where = (
+                f"tiny model, {size}x{size}, aot_eager, CPU: a check, not a measurement"
+                if args.tiny
+                else f"FLUX.1-dev shapes, {size}x{size}, bf16, regional inductor, CUDA"
+            )
         else:
             from flux_server.tools.tiny_model import write_tiny_flux
 
