@@ -29,9 +29,12 @@ import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from flux_server.execution.speedups import SpeedOptions
+
+if TYPE_CHECKING:
+    from flux_server.execution.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +43,19 @@ ARTIFACTS = "artifacts.bin"
 META = "meta.json"
 
 Outcome = Literal["loaded", "missing", "corrupt"]
+
+
+def open_and_load(root: str | None, engine: Engine) -> CompileCache | None:
+    """``--compile-cache``: the engine's entry, loaded (call it before the first compiled
+    call); None without the flag or without compiling."""
+    if root is None:
+        return None
+    if engine.speed.compile == "off":
+        log.info("compile cache unused: nothing is compiled (--compile off)")
+        return None
+    cache = CompileCache(Path(root), key_parts(engine.pipe, engine.speed, engine.info.device))
+    cache.load()
+    return cache
 
 
 def key_parts(pipe: Any, options: SpeedOptions, device: str) -> dict[str, str]:

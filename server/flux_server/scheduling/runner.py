@@ -14,7 +14,6 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
 from flux_server.execution.cancellation import (
@@ -35,8 +34,6 @@ from flux_server.settings import ServerSettings
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from flux_server.execution.compile_cache import CompileCache
 
 _T = TypeVar("_T")
 
@@ -125,7 +122,12 @@ class Runner:
         with phases.timed("load"):
             await loop.run_in_executor(self._executor, self._load_extras, s)
         phases.done("load", device=engine.info.device, dtype=engine.info.dtype)
-        cache = await loop.run_in_executor(self._executor, self._open_compile_cache, s)
+        from flux_server.execution import compile_cache
+
+        with phases.timed("compile"):  # before the first compiled call
+            cache = await loop.run_in_executor(
+                self._executor, compile_cache.open_and_load, s.compile_cache, engine
+            )
         if s.warmup:
             await loop.run_in_executor(self._executor, engine.warmup, phases)
         if cache is not None:
@@ -134,23 +136,6 @@ class Runner:
         phases.done("compile", mode=speed.compile, cache=cache.outcome if cache else None)
         phases.done("warmup", warmed_up=s.warmup)
         return engine
-
-    def _open_compile_cache(self, s: ServerSettings) -> CompileCache | None:
-        """``--compile-cache``: this key's entry, loaded before the first compiled call."""
-        engine = self.engine
-        assert engine is not None
-        if s.compile_cache is None:
-            return None
-        if engine.speed.compile == "off":
-            log.info("compile cache unused: nothing is compiled (--compile off)")
-            return None
-        from flux_server.execution.compile_cache import CompileCache, key_parts
-
-        with self.startup.timed("compile"):
-            parts = key_parts(engine.pipe, engine.speed, engine.info.device)
-            cache = CompileCache(Path(s.compile_cache), parts)
-            cache.load()
-        return cache
 
     def _load_extras(self, s: ServerSettings) -> None:
         assert self.engine is not None
