@@ -11,20 +11,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import httpx
 import pytest
+from features.redis_server import RedisServer
 from prometheus_client.parser import text_string_to_metric_families
 from rich_status import rich_error
-from server_process import ServerProcess, start_server
+from server_process import ServerProcess
 
 from flux_client.wire import pb, pb_grpc
 
-from .redis_server import RedisServer
+from .conftest import start_role, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -34,28 +34,10 @@ PHASES = ("download", "load", "compile", "warmup")
 
 
 @pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-def _role(model: Path, logs: Path, redis: RedisServer, role: str) -> ServerProcess:
-    return start_server(
-        model,
-        logs,
-        ["--queue", redis.url, "--role", role, "--visibility-timeout", "1", "--cache-bytes", "0"],
-    )
-
-
-@pytest.fixture(scope="module")
 def front(
-    tiny_flux_dir: Path, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    tiny_dir: Path, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
-    proc = _role(tiny_flux_dir, tmp_path_factory.mktemp("front"), redis, "front")
+    proc = start_role(tiny_dir, tmp_path_factory.mktemp("front"), redis.url, "front")
     try:
         proc.wait_ready(timeout=300)
         yield proc
@@ -64,18 +46,12 @@ def front(
         proc.process.wait()
 
 
-def _until(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (got := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return got
-
-
 def _sync_rest(front: ServerProcess, timeout_s: float) -> tuple[httpx.Response, float]:
     started = time.monotonic()
     answer = httpx.post(
-        f"{front.url}/generate", json=BODY, headers={"X-Request-Timeout": str(timeout_s)},
+        # A seed no job used: a cached image would answer without a worker.
+        f"{front.url}/generate", json=BODY | {"seed": 99},
+        headers={"X-Request-Timeout": str(timeout_s)},
         timeout=timeout_s + 30,
     )  # fmt: skip
     return answer, time.monotonic() - started
@@ -105,7 +81,7 @@ def test_sync_requests_wait_then_get_503_with_retry_after(front: ServerProcess) 
 
 
 def test_async_jobs_wait_warming_up_and_one_worker_serves_them(
-    front: ServerProcess, tiny_flux_dir: Path, redis: RedisServer, tmp_path: Path
+    front: ServerProcess, tiny_dir: Path, redis: RedisServer, tmp_path: Path
 ) -> None:
     async_headers = {"Prefer": "respond-async"}
     ids = []
@@ -116,17 +92,18 @@ def test_async_jobs_wait_warming_up_and_one_worker_serves_them(
         assert answer.status_code == 202, answer.text
         ids.append(answer.json()["id"])
     for place, job_id in enumerate(ids, start=1):
-        job = _until(
+        job = until(
             lambda j=job_id: (b := httpx.get(f"{front.url}/jobs/{j}").json()).get("position") and b,
             what=f"the position of {job_id}",
         )
         assert (job["status"], job["position"], job["warming_up"]) == ("queued", place, True)
 
-    worker = _role(tiny_flux_dir, tmp_path, redis, "worker")
+    # --warmup after start_role's --no-warmup: this worker's start has every phase.
+    worker = start_role(tiny_dir, tmp_path, redis.url, "worker", "--warmup")
     try:
         worker.wait_ready(timeout=300)
         for job_id in ids:
-            _until(
+            until(
                 lambda j=job_id: httpx.get(f"{front.url}/jobs/{j}").json()["status"] == "succeeded",
                 120,
                 f"{job_id} to succeed",
@@ -153,7 +130,7 @@ def test_async_jobs_wait_warming_up_and_one_worker_serves_them(
     assert recorded == pytest.approx(sum(phases.values()), abs=0.01)
 
     # Back at zero: the advice is now the start the worker measured.
-    _until(lambda: httpx.get(f"{front.url}/queue").json()["workers_alive"] == 0, 30, "no worker")
+    until(lambda: httpx.get(f"{front.url}/queue").json()["workers_alive"] == 0, 30, "no worker")
     answer, _ = _sync_rest(front, 1)
     assert answer.status_code == 503, answer.text
     assert answer.headers["retry-after"] == str(max(1, math.ceil(recorded)))
