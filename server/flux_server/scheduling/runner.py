@@ -110,15 +110,15 @@ class Runner:
         s = settings
         device = choose_device(s.device)
         speed = s.speed_options(device)
-        phases = self.startup
         engine = await loop.run_in_executor(
             self._executor,
             lambda: Engine.load(
                 s.model, s.model_revision, device, s.dtype, speed, with_adapters=bool(s.lora),
-                phases=phases,
+                phases=self.startup,
             ),
         )  # fmt: skip
         self.engine = engine
+        phases = self.startup
         with phases.timed("load"):
             await loop.run_in_executor(self._executor, self._load_extras, s)
         phases.done("load", device=engine.info.device, dtype=engine.info.dtype)
