@@ -87,7 +87,7 @@ def test_a_queue_renders_fronts_on_cpus_and_gpu_workers() -> None:
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
     # Every flag, through the server's own parser.
     for deployment in (worker, front):
-        args = [a for a in _server(deployment)["args"] if not a.startswith("--compile-cache")]
+        args = _server(deployment)["args"]
         settings = load_settings(args, {"FLUXSERVE_QUEUE_PASSWORD": "x"})
         assert settings.queue is not None and settings.queue_password == "x"
         assert settings.role == ("front" if deployment is front else "worker")
@@ -103,7 +103,7 @@ def test_the_queue_url_from_a_secret_is_never_a_flag() -> None:
     secret = {"secretKeyRef": {"name": "redis", "key": "url"}}
     assert {"name": "FLUXSERVE_QUEUE", "valueFrom": secret} in env
     settings = load_settings(
-        [a for a in args if not a.startswith("--compile-cache")],
+        args,
         {"FLUXSERVE_QUEUE": "rediss://:pw@redis:6380"},
     )
     assert settings.queue == "rediss://:pw@redis:6380" and settings.visibility_timeout == 45

@@ -69,7 +69,10 @@ class Runner:
         speed = s.speed_options(device)
         if s.lora:
             # Fetched and verified before the model: a wrong adapter fails in seconds.
-            self._adapters = await loop.run_in_executor(self._executor, _adapter_specs, s)
+            # Its fetch counts in the download phase (the phase is reported after the
+            # model's own download).
+            with self.startup.timed("download"):
+                self._adapters = await loop.run_in_executor(self._executor, _adapter_specs, s)
         engine = await loop.run_in_executor(
             self._executor,
             lambda: Engine.load(
