@@ -200,6 +200,19 @@ class ServerSettings(BaseModel):
     safety_threshold: float = Field(
         0.5, gt=0, le=1, description="Score of an unsafe label at which the classifier refuses."
     )
+    image_safety_model: str | None = Field(
+        None,
+        description="Image safety classifier (transformers image classification, e.g. "
+        "Falconsai/nsfw_image_detection, Apache-2.0): path or hub id. Runs on every generated "
+        "or edited image, once a batch; a flagged image is refused (image_classifier).",
+    )
+    image_safety_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Probability of an unsafe label above which an image is refused: 0 "
+        "refuses every image, 1 none; 0.5, the default, the unsafe label winning.",
+    )
     audit_log: str | None = Field(None, description="Audit log file, or - for stdout.")
     audit_hash_prompts: bool = Field(False, description="Store prompt hashes, not prompts.")
     audit_failed_auth_interval: float = Field(

@@ -177,6 +177,7 @@ class Admission:
         try:
             yield trail
         except ServeError as error:
+            self.count_refusal(error)
             self._record_error(
                 trail.ctx,
                 error,
@@ -189,6 +190,12 @@ class Admission:
                 outcome="failed" if trail.admitted else None,
             )
             raise
+
+    def count_refusal(self, error: ServeError) -> None:
+        """Count a refusal of the images a request made (``image_classifier``): a refused
+        prompt is counted where it is screened."""
+        if isinstance(error, ContentRejected) and error.refusal == "image_classifier":
+            self.metrics.safety_rejections.labels(reason=error.refusal).inc()
 
     def admit(self, trail: Trail) -> None:
         """Ready, and a valid key: the caller's user and lane go on the trail."""
@@ -385,9 +392,7 @@ class Admission:
             self.failed_auth.note(ctx, throttled=isinstance(error, AuthThrottled))
             error.audited = True
             return
-        reason = {Unauthenticated: "unauthenticated", PermissionDenied: "priority_denied"}.get(
-            type(error), error.code
-        )
+        reason, detail = refusal_of(error)
         status = status if status is not None else status_of(error).http
         record = audit_record(
             ctx,
@@ -397,7 +402,7 @@ class Admission:
             reason,
             status,
             None,
-            detail=error.message,
+            detail=detail,
             prompt=prompt,
             params=params,
             experiment=experiment,
@@ -423,6 +428,18 @@ class Admission:
         assert self.audit is not None
         with suppress(OSError):
             self.audit.record(record)
+
+
+def refusal_of(error: ServeError) -> tuple[str, str]:
+    """The audit line's reason and detail for a request that ended in ``error``: the
+    content policy's reason and what matched for a content refusal, else the error code
+    (two have their own names) and its message."""
+    if isinstance(error, ContentRejected) and error.refusal is not None:
+        return error.refusal, error.detail or error.message
+    reason = {Unauthenticated: "unauthenticated", PermissionDenied: "priority_denied"}.get(
+        type(error), error.code
+    )
+    return reason, error.message
 
 
 _AUDIT_DOWN = "the audit log cannot be written; retry on another replica"

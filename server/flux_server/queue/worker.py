@@ -18,6 +18,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from flux_server.errors import ContentRejected
 from flux_server.queue import codec, names
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import Candidate, take_compatible, updated_rate
@@ -143,6 +144,12 @@ class QueueWorker:
             info_units = sum(c.units for c in batch)
             outcomes = []
             for c, images in zip(batch, results, strict=True):
+                if isinstance(images, ContentRejected):  # flagged by the image safety model
+                    outcomes.append(codec.error_outcome(
+                        images.code, images.message, self.name,
+                        refusal=images.refusal, detail=images.detail,
+                    ))  # fmt: skip
+                    continue
                 info = BatchInfo(len(batch), info_units, start - _enqueued(c), run_s)
                 outcomes.append(codec.images_outcome(images, info, self.name))
             self.rate = updated_rate(self.rate, len(batch), run_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from flux_server.execution.cancellation import (
     GenerationInterrupted,
 )
 from flux_server.execution.edit_job import EditJob, batch_key
+from flux_server.errors import ContentRejected, image_refused
 from flux_server.execution.engine import Engine, choose_device
 from flux_server.execution.inputs import InputRejected, Picture, ProgressFn, StopFn
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
@@ -34,7 +36,12 @@ from flux_server.settings import ServerSettings
 if TYPE_CHECKING:
     from PIL import Image
 
+    from flux_server.execution.image_safety import ImageSafetyClassifier
+
 _T = TypeVar("_T")
+
+Served = list[GeneratedImage] | ContentRejected
+"""A generation's or edit's outcome: its images, or its refusal by the image safety model."""
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +90,8 @@ class Runner:
         self.engine: Engine | None = None
         self.editor: ImageEditor | None = None
         self.vqa_model: QuestionAnswerer | None = None
+        # --image-safety-model: every image made is checked before it leaves (engine thread).
+        self.image_safety: ImageSafetyClassifier | None = None
         self.adapter_defaults: dict[str, float] = {}  # loaded LoRA adapters: default scales
         # How many adapters one request may combine: one with a compiled transformer's
         # hot-swap slot, any number otherwise.
@@ -138,6 +147,12 @@ class Runner:
             from flux_server.execution.vqa import VqaModel
 
             self.vqa_model = VqaModel.load(s.vqa_model, self.engine.info.device)
+        if s.image_safety_model:
+            from flux_server.execution.image_safety import ImageSafetyClassifier
+
+            self.image_safety = ImageSafetyClassifier(
+                s.image_safety_model, s.image_safety_threshold, self.engine.info.device
+            )
 
     async def off_loop(self, func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run ``func`` in the auxiliary thread: decoding an upload at the pixel cap takes
@@ -191,37 +206,63 @@ class Runner:
             return [[] for _ in works]
         except InputRejected as rejected:
             raise request_error(rejected) from None
-        self.metrics.images_generated.inc(sum(len(images) for images in made))
+        self.metrics.images_generated.inc(sum(len(i) for i in made if isinstance(i, list)))
         return made
 
     def _generate(
         self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
-    ) -> list[list[GeneratedImage]]:
-        """Engine thread: the requests as the engine's inputs, its pictures encoded."""
+    ) -> list[Served]:
+        """Engine thread: the requests as the engine's inputs, its pictures screened and
+        encoded."""
         engine = self.engine
         assert engine is not None
         requests = cast(list[ResolvedRequest], [w.job for w in works])
         made = engine.generate([r.text_to_image() for r in requests], on_step, should_stop)
-        return [
-            _encoded(pictures, w.output_format) for w, pictures in zip(works, made, strict=True)
-        ]
+        return self._screened(works, made)
 
     def _edit(
         self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
-    ) -> list[list[GeneratedImage]]:
-        """Engine thread: the edits in one pipeline call, their images encoded."""
+    ) -> list[Served]:
+        """Engine thread: the edits in one pipeline call, their images screened and
+        encoded."""
         editor = self.editor
         assert editor is not None
         results = editor.run_batch(
             cast(list[EditJob], [w.job for w in works]), on_step, should_stop
         )
-        return [
-            _encoded(
-                [Picture(image, seed) for image, seed in zip(r.images, r.seeds, strict=True)],
-                work.output_format,
-            )
-            for work, r in zip(works, results, strict=True)
+        made = [
+            [Picture(image, seed) for image, seed in zip(r.images, r.seeds, strict=True)]
+            for r in results
         ]
+        return self._screened(works, made)
+
+    def _screened(
+        self, works: Sequence[Work], made: Sequence[Sequence[Picture]]
+    ) -> list[Served]:
+        """Engine thread: each work's pictures encoded, or, when the image safety model
+        flags one of them, the work's refusal (its pictures are dropped unencoded). All
+        the batch's pictures go through one classifier call."""
+        classifier = self.image_safety
+        if classifier is None:
+            return [_encoded(p, w.output_format) for w, p in zip(works, made, strict=True)]
+        started = time.perf_counter()
+        flags = iter(classifier.flag([p.image for pictures in made for p in pictures]))
+        self.metrics.image_safety_duration.observe(time.perf_counter() - started)
+        served: list[Served] = []
+        for work, pictures in zip(works, made, strict=True):
+            flagged = [f for f in (next(flags) for _ in pictures) if f is not None]
+            if not flagged:
+                served.append(_encoded(pictures, work.output_format))
+                continue
+            self.metrics.image_safety_flagged.inc(len(flagged))
+            worst = max(flagged, key=lambda flag: flag.score)
+            log.warning(
+                "generated image refused",
+                extra={"request_id": work.request_id, "reason": "image_classifier",
+                       "matched": str(worst), "flagged": len(flagged)},
+            )  # fmt: skip
+            served.append(image_refused(str(worst)))
+        return served
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
