@@ -41,18 +41,31 @@ def audit_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def flagging(
+def servers(
     server_factory: Callable[..., ServerProcess],
     tiny_model_dir: Path,
     classifier_dir: Path,
     audit_path: Path,
-) -> ServerProcess:
-    """Every image flagged (threshold 0); a result cache and editing on."""
-    return server_factory(
-        tiny_model_dir,
-        ["--image-safety-model", str(classifier_dir), "--image-safety-threshold", "0",
-         "--audit-log", str(audit_path), "--enable-editing", "--cache-bytes", "1000000"],
-    )  # fmt: skip
+) -> dict[str, ServerProcess]:
+    """Started together: one flags every image (threshold 0; a result cache and editing
+    on), one none (threshold 1)."""
+    model = ["--image-safety-model", str(classifier_dir)]
+    flags = [*model, "--image-safety-threshold", "0", "--audit-log", str(audit_path),
+             "--enable-editing", "--cache-bytes", "1000000"]  # fmt: skip
+    started = {
+        "flagging": server_factory(tiny_model_dir, flags, wait=False),
+        "passing": server_factory(
+            tiny_model_dir, [*model, "--image-safety-threshold", "1"], wait=False
+        ),
+    }
+    for server in started.values():
+        server.wait_ready()
+    return started
+
+
+@pytest.fixture(scope="module")
+def flagging(servers: dict[str, ServerProcess]) -> ServerProcess:
+    return servers["flagging"]
 
 
 def _png() -> bytes:
@@ -127,8 +140,7 @@ def test_a_flagged_edit_is_refused(flagging: ServerProcess, audit_path: Path) ->
     )
     assert answer.status_code == 400 and REFUSED in answer.json()["error"]["message"]
     assert any(
-        line.get("reason") == "image_classifier"
-        and line.get("prompt") == "a red square, brighter"
+        line.get("reason") == "image_classifier" and line.get("prompt") == "a red square, brighter"
         for line in _audit(audit_path)
     )
 
@@ -163,15 +175,9 @@ def test_a_flagged_job_fails_without_its_images(flagging: ServerProcess, audit_p
     assert str(outcome[0]["detail"]).startswith("nsfw:")
 
 
-def test_threshold_one_flags_nothing(
-    server_factory: Callable[..., ServerProcess], tiny_model_dir: Path, classifier_dir: Path
-) -> None:
-    server = server_factory(
-        tiny_model_dir,
-        ["--image-safety-model", str(classifier_dir), "--image-safety-threshold", "1"],
-    )
+def test_threshold_one_flags_nothing(servers: dict[str, ServerProcess]) -> None:
+    server = servers["passing"]
     answer = httpx.post(f"{server.url}/generate", json={"prompt": "a lighthouse"}, timeout=120)
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
     assert _sample(server, "fluxserve_image_safety_flagged_total") == 0
     assert _sample(server, "fluxserve_image_safety_duration_seconds_count") == 1
-    server.stop()

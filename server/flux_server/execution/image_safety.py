@@ -83,11 +83,15 @@ class ImageSafetyClassifier:
             self._processor = AutoImageProcessor.from_pretrained(name)
             self._model = AutoModelForImageClassification.from_pretrained(name)
         except (OSError, ValueError) as exc:
-            raise ImageSafetyModelError(f"image safety model {name}: cannot load it: {exc}") from exc
+            raise ImageSafetyModelError(
+                f"image safety model {name}: cannot load it: {exc}"
+            ) from exc
         self._model.to(device).eval()
         self._torch = torch
         labels: dict[int, str] = dict(self._model.config.id2label)
-        self._unsafe = [i for i, label in labels.items() if label.casefold() not in SAFE_IMAGE_LABELS]
+        self._unsafe = [
+            i for i, label in labels.items() if label.casefold() not in SAFE_IMAGE_LABELS
+        ]
         if len(labels) == 2 and not self._unsafe:
             self._unsafe = [1]
         self._labels = labels

@@ -262,9 +262,7 @@ class AsyncJobs:
             self.admission.job_event(trail, state.id, "canceled")
         else:
             error = state.error
-            reason, detail = refusal or (
-                (error.code, error.message) if error else ("failed", None)
-            )
+            reason, detail = refusal or ((error.code, error.message) if error else ("failed", None))
             self.admission.job_event(trail, state.id, "rejected", reason=reason, detail=detail)
 
     async def finish(self, reason: str, drained: bool) -> int:

@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
+from flux_server.errors import ContentRejected, image_refused
 from flux_server.execution.cancellation import (
     BatchCancellation,
     CancelToken,
     GenerationInterrupted,
 )
 from flux_server.execution.edit_job import EditJob, batch_key
-from flux_server.errors import ContentRejected, image_refused
 from flux_server.execution.engine import Engine, choose_device
 from flux_server.execution.inputs import InputRejected, Picture, ProgressFn, StopFn
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
@@ -236,9 +236,7 @@ class Runner:
         ]
         return self._screened(works, made)
 
-    def _screened(
-        self, works: Sequence[Work], made: Sequence[Sequence[Picture]]
-    ) -> list[Served]:
+    def _screened(self, works: Sequence[Work], made: Sequence[Sequence[Picture]]) -> list[Served]:
         """Engine thread: each work's pictures encoded, or, when the image safety model
         flags one of them, the work's refusal (its pictures are dropped unencoded). All
         the batch's pictures go through one classifier call."""
