@@ -7,8 +7,10 @@ differs (stale).
 Pydantic emits JSON Schema 2020-12; a CRD wants a *structural* OpenAPI v3 schema. The
 conversion inlines ``$ref``s, turns ``X | None`` into an optional ``X``, drops what the
 API server rejects (``title``, ``propertyNames``, ``anyOf`` of types) and keeps
-descriptions, bounds, enums, defaults and the CEL rules. Each field's bounds and default
-are also written into its description: ``kubectl explain`` shows descriptions only.
+descriptions, bounds, enums, defaults and the CEL rules. Each spec field's type, bounds
+and default (or "Required." / "Optional; no default.") are also written into its
+description, from the same schema keys: ``kubectl explain`` shows descriptions only, and
+a field added to a model gets its sentences without anyone writing them.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ CRD_FILE_NAME = f"{GROUP}_{PLURAL}.yaml"
 TRAINING_CRD_FILE_NAME = f"{GROUP}_{TRAINING_PLURAL}.yaml"
 
 _DROP_KEYS = {"title", "propertyNames", "$defs"}
+_KEY_BOUNDS = "__key_bounds__"
+"""Where a map's key bounds wait for its description (never left in the output)."""
 
 
 def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -65,6 +69,10 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         return _structural(merged, defs)
 
     out: dict[str, Any] = {}
+    if isinstance(schema.get("propertyNames"), dict):
+        # Structural schemas have no propertyNames (the key rule is CEL): its bounds still
+        # go into the description.
+        out[_KEY_BOUNDS] = _bounds(schema["propertyNames"])
     for key, value in schema.items():
         if key in _DROP_KEYS:
             continue
@@ -137,12 +145,28 @@ def _bounds(node: dict[str, Any]) -> list[str]:
     return said
 
 
-def _document_bounds(node: dict[str, Any]) -> None:
-    """Append each field's bounds and default to its description, recursively: the
+def _type_name(node: dict[str, Any]) -> str:
+    """The field's type as ``kubectl explain`` readers say it: ``list of string``,
+    ``map of string to integer``, ``object``."""
+    kind = node.get("type", "object")
+    if kind == "array":
+        return f"list of {_type_name(node.get('items') or {})}"
+    if kind == "object" and isinstance(node.get("additionalProperties"), dict):
+        return f"map of string to {_type_name(node['additionalProperties'])}"
+    return str(kind)
+
+
+def _document_bounds(node: dict[str, Any], required: bool = False, is_field: bool = False) -> None:
+    """Append each field's type, bounds and default to its description, recursively: the
     sentences come from the same schema keys the API server enforces, so they cannot
-    drift from them."""
-    for child in (node.get("properties") or {}).values():
-        _document_bounds(child)
+    drift from them. A field without a default says whether it is required."""
+    must = set(node.get("required") or ())
+    for name, child in (node.get("properties") or {}).items():
+        _document_bounds(child, name in must, is_field=True)
+    said: list[str] = []
+    keys = node.pop(_KEY_BOUNDS, None)
+    if keys:
+        said.append("Each key: " + " ".join(keys))
     for key, prefix in (("items", "Each item"), ("additionalProperties", "Each value")):
         inner = node.get(key)
         if not isinstance(inner, dict):
@@ -152,12 +176,17 @@ def _document_bounds(node: dict[str, Any]) -> None:
             # A list or map of scalars: kubectl explain shows no node of its own for them.
             inner_bounds = _bounds(inner)
             if inner_bounds:
-                _describe(node, [f"{prefix}: " + " ".join(inner_bounds)])
-    said = _bounds(node)
+                said.append(f"{prefix}: " + " ".join(inner_bounds))
+    if not is_field:
+        if said and "description" in node:
+            _describe(node, said)
+        return
+    said = [f"Type: {_type_name(node)}.", *said, *_bounds(node)]
     if "default" in node:
         said.append(f"Default: {_json(node['default'])}.")
-    if said and "description" in node:
-        _describe(node, said)
+    else:
+        said.append("Required." if required else "Optional; no default.")
+    _describe(node, said)
 
 
 def _describe(node: dict[str, Any], sentences: list[str]) -> None:
@@ -209,6 +238,7 @@ def _root_schema(
     spec_schema = _model_schema(spec_model)
     _document_bounds(spec_schema)
     status_schema = _model_schema(status_model)
+    _drop_key_bounds(status_schema)
     status_schema.pop("default", None)
     _strip_defaults(status_schema)
     return {
@@ -312,6 +342,16 @@ def build_crd() -> dict[str, Any]:
         },
     }
     return dict(_crd(KIND, PLURAL, SINGULAR, SHORT_NAMES, version))
+
+
+def _drop_key_bounds(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop(_KEY_BOUNDS, None)
+        for value in node.values():
+            _drop_key_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_key_bounds(value)
 
 
 def _strip_defaults(node: Any) -> None:

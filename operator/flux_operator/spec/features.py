@@ -3,7 +3,9 @@ editing and VQA."""
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from flux_operator.spec.base import K8S_NAME, LORA_NAME, _cel, _Model
 from flux_operator.spec.sources import ConfigMapKeyRef, PvcSource, SecretKeyRef
@@ -79,10 +81,12 @@ class SafetySpec(_Model):
         )
     )
 
-    blocklist: list[str] | None = Field(
-        default=None,
-        max_length=10000,
-        description="Blocked terms, inline (written to a ConfigMap the pods mount).",
+    blocklist: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] | None = (
+        Field(
+            default=None,
+            max_length=10000,
+            description="Blocked terms, inline (written to a ConfigMap the pods mount).",
+        )
     )
     blocklist_config_map_ref: ConfigMapKeyRef | None = Field(
         default=None, description="A ConfigMap key holding the blocklist, one term a line."
