@@ -25,7 +25,7 @@ from flux_operator.kube import KINDS, KubeApi, load_configuration
 from flux_operator.reconciler import TRANSIENT_FAILURES, Reconciler
 from flux_operator.render import MANAGER, OWNER_LABEL
 from flux_operator.render.training import TRAINING_LABEL
-from flux_operator.resync import start_resync
+from flux_operator.resync import leading, start_resync
 from flux_operator.settings import OperatorSettings
 from flux_operator.spec import GROUP, PLURAL, VERSION
 from flux_operator.spec.training import TRAINING_PLURAL
@@ -133,7 +133,12 @@ class _Operator:
         api = KubeApi(self.configuration, self.settings.retry, self.settings.api_threads)
         kinds = ("FluxDeployment", *CHILD_KINDS, "ConfigMap", CONFIG_MAPS_BY_OWNER)
         cache = WatchCache({kind: indexes[kind] for kind in kinds})
-        self.cache, self.reconciler = cache, Reconciler(api, cache)
+        settings = self.settings
+
+        async def leads_for(namespace: str) -> bool:
+            return await leading(api, settings, namespace if settings.namespaces else None)
+
+        self.cache, self.reconciler = cache, Reconciler(api, cache, leads_for)
         self.training = TrainingReconciler(api)
         task = start_resync(api, cache, self.settings, self.reconcile)
         if task is not None:

@@ -15,6 +15,7 @@ import datetime
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import urllib3
@@ -72,12 +73,19 @@ def status_patch(status: FluxDeploymentStatus) -> dict[str, Any]:
     return body
 
 
+Leading = Callable[[str], Awaitable[bool]]
+"""Whether this operator replica leads for a namespace now (see ``resync.leading``)."""
+
+
 class Reconciler:
     """Brings one FluxDeployment's children and status in line with its spec."""
 
-    def __init__(self, api: KubeApi, cache: WatchCache) -> None:
+    def __init__(self, api: KubeApi, cache: WatchCache, leading: Leading | None = None) -> None:
         self.api = api
         self.cache = cache
+        # Whether this replica leads for a namespace now: a requeue timer set while it led
+        # must not act once another replica has taken over (kopf pauses only its handlers).
+        self._leading = leading
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -163,6 +171,9 @@ class Reconciler:
 
     async def _requeued(self, namespace: str, name: str) -> None:
         try:
+            if self._leading is not None and not await self._leading(namespace):
+                logger.info("requeue dropped: another replica leads", extra={"object": name})
+                return
             await self.reconcile(namespace, name)
         except Exception:  # the periodic pass and the next event try again
             logger.exception("requeued reconciliation failed", extra={"object": name})
