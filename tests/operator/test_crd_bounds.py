@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from flux_operator.crdgen import _document_bounds, _model_schema, crd_files
+from flux_operator.crd_descriptions import _document_bounds
+from flux_operator.crdgen import _model_schema, crd_files
 
 DEFAULT_WORDS = ("Default: ", "Required.", "Optional; no default.")
 
