@@ -240,6 +240,12 @@ class ServerSettings(BaseModel):
         description="Failed authentications a second an address regains (token bucket).",
     )
     api_keys: Path | None = Field(None, description="API key file; when set, keys are required.")
+    priority_without_permission: Literal["downgrade", "refuse"] = Field(
+        "downgrade",
+        description="A high-priority request from a key without the priority permission: "
+        "downgrade serves it in the normal lane (logged and audited); refuse answers 403 / "
+        "PERMISSION_DENIED naming priority, for callers that must know.",
+    )
     redis_url: str | None = Field(
         None,
         description="Result cache in Redis instead of memory; served-request records of "

@@ -211,7 +211,8 @@ class Admission:
     def authenticate(self, ctx: CallContext) -> tuple[Principal | None, CallContext]:
         """The caller's principal (None on an open server) and the context to serve the
         request with: a caller whose key lacks the ``priority`` permission is served in
-        the normal lane, and the downgrade is logged (server log and audit log)."""
+        the normal lane, and the downgrade is logged (server log and audit log); with
+        ``--priority-without-permission refuse`` it is refused (403)."""
         if self.keys is None:
             return None, ctx
         if self.throttle is not None and (wait := self.throttle.retry_after(ctx.client)):
@@ -229,6 +230,12 @@ class Admission:
                 )
             raise Unauthenticated("the API key is not valid", "authorization")
         if ctx.priority and not principal.can_priority:
+            if self.settings.priority_without_permission == "refuse":
+                raise PermissionDenied(
+                    "the API key has no priority permission: send the request without "
+                    "high priority, or use a key with it (keys add --priority)",
+                    "priority",
+                )
             log.warning(
                 "priority lane denied: the key has no priority permission; "
                 "served in the normal lane",
