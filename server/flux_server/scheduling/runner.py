@@ -29,7 +29,7 @@ from flux_server.execution.inputs import InputRejected, Picture, ProgressFn, Sto
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.metrics import Metrics
 from flux_server.requests.edits import request_error
-from flux_server.requests.params import ResolvedRequest
+from flux_server.requests.params import AdapterSlot, ResolvedRequest
 from flux_server.requests.results import GeneratedImage
 from flux_server.settings import ServerSettings
 
@@ -93,9 +93,9 @@ class Runner:
         # --image-safety-model: every image made is checked before it leaves (engine thread).
         self.image_safety: ImageSafetyClassifier | None = None
         self.adapter_defaults: dict[str, float] = {}  # loaded LoRA adapters: default scales
-        # How many adapters one request may combine: one with a compiled transformer's
-        # hot-swap slot, any number otherwise.
-        self.adapters_per_request: int | None = None
+        # With a compiled transformer, the one hot-swap slot a combination of adapters is
+        # fused into (their ranks must fit it); None: any combination.
+        self.adapter_slot: AdapterSlot | None = None
         # A digest of each adapter's weights: part of the cache key, so new weights under
         # an old name never serve images made with the old ones (Redis outlives pods).
         self.adapter_versions: dict[str, str] = {}
@@ -135,8 +135,9 @@ class Runner:
             self.engine.adapter_hook = lora.activate
             self.adapter_defaults = {name: spec.scale for name, spec in loaded.items()}
             self.adapter_versions = {name: lora.fingerprint(spec) for name, spec in loaded.items()}
-            if lora_hotswap.attached(self.engine.pipe) is not None:
-                self.adapters_per_request = 1
+            hot = lora_hotswap.attached(self.engine.pipe)
+            if hot is not None:  # compiled: a combination must fit the one slot
+                self.adapter_slot = AdapterSlot(dict(hot.ranks), hot.slot_rank)
         if s.enable_editing or s.kontext_model:
             from flux_server.execution.editor import Editor
 

@@ -328,7 +328,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             self.presets.get(),
             self.settings,
             runner.adapter_defaults,
-            adapters_per_request=runner.adapters_per_request,
+            slot=runner.adapter_slot,
         )
 
     async def _submit(
