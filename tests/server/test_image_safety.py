@@ -22,6 +22,8 @@ from server_process import ServerProcess
 from flux_client.wire import pb, pb_grpc
 from flux_server.admission.audit_ecs import parse_line
 
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
 REFUSED = "refused by the content policy (image_classifier)"
 
 
