@@ -61,7 +61,8 @@ class PermissionDeniedError(AuthError):
 
 
 class ContentRejectedError(InvalidArgumentError):
-    """The server's safety filter refused the prompt (code ``content_rejected``)."""
+    """The content policy refused the request (code ``content_rejected``): its prompt, or
+    the images it made (``image_classifier`` in the message), which are never sent."""
 
 
 class NotEnabledError(FluxError):

@@ -39,6 +39,8 @@ __all__ = [
     "GPU_MEMORY_USED",
     "GPU_UTILIZATION",
     "IMAGES_GENERATED",
+    "IMAGE_SAFETY_DURATION",
+    "IMAGE_SAFETY_FLAGGED",
     "INFERENCE_DURATION",
     "JOBS",
     "JOB_STATUSES",
@@ -198,8 +200,18 @@ CACHE_ERRORS = Metric(
 SAFETY_REJECTIONS = Metric(
     "fluxserve_safety_rejections",
     "counter",
-    "Prompts the safety filter refused, by reason.",
+    "Requests the content policy refused, by reason (flux_contract.reasons.CONTENT_REFUSALS).",
     (REASON,),
+)
+IMAGE_SAFETY_FLAGGED = Metric(
+    "fluxserve_image_safety_flagged",
+    "counter",
+    "Generated or edited images the image safety model flagged (never sent).",
+)
+IMAGE_SAFETY_DURATION = Metric(
+    "fluxserve_image_safety_duration_seconds",
+    "histogram",
+    "Duration of one image safety classifier call (one a batch).",
 )
 GPU_MEMORY_USED = Metric(
     "fluxserve_gpu_memory_used_bytes",
@@ -322,6 +334,8 @@ ALL = (
     CACHE_MISSES,
     CACHE_ERRORS,
     SAFETY_REJECTIONS,
+    IMAGE_SAFETY_FLAGGED,
+    IMAGE_SAFETY_DURATION,
     GPU_MEMORY_USED,
     GPU_UTILIZATION,
     MODEL_INFO,

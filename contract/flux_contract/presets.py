@@ -40,7 +40,9 @@ class PresetLora(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     name: str = Field(
-        description="Name of an adapter the server was started with (--lora NAME=PATH)."
+        min_length=1,
+        max_length=64,
+        description="Name of an adapter the server was started with (--lora NAME=PATH).",
     )
     scale: float = Field(default=1.0, ge=0.0, le=4.0, description="Adapter weight, 0 to 4.")
 

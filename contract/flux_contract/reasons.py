@@ -14,6 +14,7 @@ from grpc import StatusCode
 from flux_contract._proto.fluxserve.v1 import fluxserve_pb2 as pb
 
 __all__ = [
+    "CONTENT_REFUSALS",
     "ERROR_DOMAIN",
     "REASONS",
     "WireError",
@@ -78,6 +79,18 @@ REASONS: dict[str, WireStatus] = {
 }
 """Every error reason by its lower-case name: the one table of HTTP statuses and gRPC
 codes. ``pb.ErrorReason`` lists them; a test checks that none is missing here."""
+
+CONTENT_REFUSALS: dict[str, WireStatus] = {
+    refusal: REASONS["content_rejected"]
+    for refusal in ("blocklist", "minor_sexual", "hate", "classifier", "image_classifier")
+}
+"""Why the content policy refused a request, each with how the refusal travels: all are
+``content_rejected`` (HTTP 400, gRPC ``INVALID_ARGUMENT``), the refusal named in the
+message (``... refused by the content policy (image_classifier)``), the audit line's
+``reason`` and the ``fluxserve_safety_rejections`` label. ``blocklist``, ``minor_sexual``,
+``hate`` and ``classifier`` judge the prompt (or a question) before any work;
+``image_classifier`` judges the images made (``--image-safety-model``), so a refused
+image is never returned, cached or stored for a job."""
 
 # For answers that carry no reason (a proxy's 502, a peer that is not fluxserve): the
 # first reason with that status stands for it.

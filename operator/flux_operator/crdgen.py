@@ -7,20 +7,22 @@ differs (stale).
 Pydantic emits JSON Schema 2020-12; a CRD wants a *structural* OpenAPI v3 schema. The
 conversion inlines ``$ref``s, turns ``X | None`` into an optional ``X``, drops what the
 API server rejects (``title``, ``propertyNames``, ``anyOf`` of types) and keeps
-descriptions, bounds, enums, defaults and the CEL rules. Each field's bounds and default
-are also written into its description: ``kubectl explain`` shows descriptions only.
+descriptions, bounds, enums, defaults and the CEL rules. Each spec field's type, bounds
+and default (or "Required." / "Optional; no default.") are also written into its
+description, from the same schema keys: ``kubectl explain`` shows descriptions only, and
+a field added to a model gets its sentences without anyone writing them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from flux_operator.crd_descriptions import _KEY_BOUNDS, _bounds, _document_bounds
 from flux_operator.spec import (
     GROUP,
     KIND,
@@ -65,6 +67,10 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         return _structural(merged, defs)
 
     out: dict[str, Any] = {}
+    if isinstance(schema.get("propertyNames"), dict):
+        # Structural schemas have no propertyNames (the key rule is CEL): its bounds still
+        # go into the description.
+        out[_KEY_BOUNDS] = _bounds(schema["propertyNames"])
     for key, value in schema.items():
         if key in _DROP_KEYS:
             continue
@@ -96,75 +102,6 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
 def _model_schema(model: type[Any]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     return _structural(raw, raw.get("$defs", {}))
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, separators=(", ", ": "), ensure_ascii=False)
-
-
-def _bounds(node: dict[str, Any]) -> list[str]:
-    """The constraints of one schema node as sentences (``kubectl explain`` shows only
-    descriptions), each from the key the API server enforces."""
-    said = []
-    for key, words in (
-        ("enum", "One of"),
-        ("minimum", "Minimum"),
-        ("exclusiveMinimum", "Greater than"),
-        ("maximum", "Maximum"),
-        ("exclusiveMaximum", "Less than"),
-        ("multipleOf", "Multiple of"),
-        ("minLength", "Minimum length"),
-        ("maxLength", "Maximum length"),
-        ("pattern", "Pattern"),
-        ("minItems", "Minimum items"),
-        ("maxItems", "Maximum items"),
-        ("minProperties", "Minimum entries"),
-        ("maxProperties", "Maximum entries"),
-    ):
-        if key not in node:
-            continue
-        value = node[key]
-        if key.startswith("exclusive"):
-            continue  # said with its bound
-        if key in ("minimum", "maximum") and node.get(f"exclusive{key.title()}") is True:
-            words = "Greater than" if key == "minimum" else "Less than"
-        if key == "enum":
-            said.append(f"{words}: {', '.join(_json(v) for v in value)}.")
-        elif key == "pattern":
-            said.append(f"{words}: `{value}`.")
-        else:
-            said.append(f"{words}: {_json(value)}.")
-    return said
-
-
-def _document_bounds(node: dict[str, Any]) -> None:
-    """Append each field's bounds and default to its description, recursively: the
-    sentences come from the same schema keys the API server enforces, so they cannot
-    drift from them."""
-    for child in (node.get("properties") or {}).values():
-        _document_bounds(child)
-    for key, prefix in (("items", "Each item"), ("additionalProperties", "Each value")):
-        inner = node.get(key)
-        if not isinstance(inner, dict):
-            continue
-        _document_bounds(inner)
-        if "properties" not in inner and inner.get("type") not in ("object", "array"):
-            # A list or map of scalars: kubectl explain shows no node of its own for them.
-            inner_bounds = _bounds(inner)
-            if inner_bounds:
-                _describe(node, [f"{prefix}: " + " ".join(inner_bounds)])
-    said = _bounds(node)
-    if "default" in node:
-        said.append(f"Default: {_json(node['default'])}.")
-    if said and "description" in node:
-        _describe(node, said)
-
-
-def _describe(node: dict[str, Any], sentences: list[str]) -> None:
-    text = node.get("description", "").rstrip()
-    if text and not text.endswith((".", ":", "?", "!")):
-        text += "."
-    node["description"] = " ".join([text, *sentences]).strip()
 
 
 PRINTER_COLUMNS: list[dict[str, str]] = [
@@ -209,6 +146,7 @@ def _root_schema(
     spec_schema = _model_schema(spec_model)
     _document_bounds(spec_schema)
     status_schema = _model_schema(status_model)
+    _drop_key_bounds(status_schema)
     status_schema.pop("default", None)
     _strip_defaults(status_schema)
     return {
@@ -312,6 +250,16 @@ def build_crd() -> dict[str, Any]:
         },
     }
     return dict(_crd(KIND, PLURAL, SINGULAR, SHORT_NAMES, version))
+
+
+def _drop_key_bounds(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop(_KEY_BOUNDS, None)
+        for value in node.values():
+            _drop_key_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _drop_key_bounds(value)
 
 
 def _strip_defaults(node: Any) -> None:

@@ -28,7 +28,7 @@ from flux_operator.reconciler import TRANSIENT_FAILURES, Reconciler
 from flux_operator.render import MANAGER, OWNER_LABEL
 from flux_operator.render.keda import KEDA_CRD
 from flux_operator.render.training import TRAINING_LABEL
-from flux_operator.resync import start_progress, start_resync
+from flux_operator.resync import leading, start_progress, start_resync
 from flux_operator.settings import OperatorSettings
 from flux_operator.spec import GROUP, PLURAL, VERSION
 from flux_operator.spec.training import TRAINING_PLURAL
@@ -145,7 +145,12 @@ class _Operator:
         api = KubeApi(self.configuration, self.settings.retry, self.settings.api_threads)
         kinds = ("FluxDeployment", *CHILD_KINDS, "ConfigMap", CONFIG_MAPS_BY_OWNER, CRDS)
         cache = WatchCache({kind: indexes[kind] for kind in kinds})
-        self.cache, self.reconciler = cache, Reconciler(api, cache)
+        settings = self.settings
+
+        async def leads_for(namespace: str) -> bool:
+            return await leading(api, settings, namespace if settings.namespaces else None)
+
+        self.cache, self.reconciler = cache, Reconciler(api, cache, leads_for)
         self.training = TrainingReconciler(api)
         task = start_resync(api, cache, self.settings, self.reconcile)
         training = self.training
@@ -228,6 +233,15 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     ) -> None:
         await operator.resource_event(event, body, namespace or "default", name)
 
+    _register_children(registry, operator)
+    _register_training(registry, operator)
+    return registry
+
+
+def _register_children(registry: kopf.OperatorRegistry, operator: _Operator) -> None:
+    """The children whose events reconcile their owner at once (not at the next periodic
+    pass): the Deployments (a rollout's progress) and the HTTPRoute."""
+
     @kopf.on.event(
         "apps",
         "v1",
@@ -241,13 +255,38 @@ def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
         operator.indexed()
         owner = labels.get(OWNER_LABEL)
         reconciler = operator.reconciler
-        if reconciler is not None and reconciler.deployment_settled(_plain(body)):
+        if reconciler is not None and reconciler.child_settled("Deployment", _plain(body)):
             return  # the echo of our own write
         if owner and namespace:
             await operator.reconcile(namespace, owner, changed_only=True)
 
-    _register_training(registry, operator)
-    return registry
+    route = KINDS["HTTPRoute"]
+
+    @kopf.on.event(
+        route.group,
+        route.version,
+        route.plural,
+        labels={"app.kubernetes.io/managed-by": MANAGER},
+        registry=registry,
+    )
+    async def route_event(
+        *, event: kopf.RawEvent, body: kopf.Body, namespace: str | None,
+        labels: Mapping[str, str], **_: Any,
+    ) -> None:  # fmt: skip
+        # A canary's traffic split edited or deleted behind the operator: repaired now,
+        # not at the next periodic pass.
+        operator.indexed()
+        owner = labels.get(OWNER_LABEL)
+        reconciler = operator.reconciler
+        deleted = event.get("type") == "DELETED"
+        if (
+            not deleted
+            and reconciler is not None
+            and reconciler.child_settled("HTTPRoute", _plain(body))
+        ):
+            return  # the echo of our own write
+        if owner and namespace:
+            await operator.reconcile(namespace, owner, changed_only=True)
 
 
 def _register_training(registry: kopf.OperatorRegistry, operator: _Operator) -> None:

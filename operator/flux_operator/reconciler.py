@@ -15,6 +15,7 @@ import datetime
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import urllib3
@@ -75,21 +76,34 @@ def status_patch(status: FluxDeploymentStatus) -> dict[str, Any]:
     return body
 
 
+def _watched(name: str) -> tuple[tuple[str, str], ...]:
+    """The children whose events reconcile their owner at once: both Deployments (a
+    rollout's progress) and the route (a canary's traffic split, edited or deleted)."""
+    return (("Deployment", name), ("Deployment", canary_name(name)), ("HTTPRoute", name))
+
+
+Leading = Callable[[str], Awaitable[bool]]
+"""Whether this operator replica leads for a namespace now (see ``resync.leading``)."""
+
+
 class Reconciler:
     """Brings one FluxDeployment's children and status in line with its spec."""
 
-    def __init__(self, api: KubeApi, cache: WatchCache) -> None:
+    def __init__(self, api: KubeApi, cache: WatchCache, leading: Leading | None = None) -> None:
         self.api = api
         self.cache = cache
+        # Whether this replica leads for a namespace now: a requeue timer set while it led
+        # must not act once another replica has taken over (kopf pauses only its handlers).
+        self._leading = leading
         self._locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         # What each resource looked like after its last reconciliation: an event that only
         # echoes our own status write needs no reconciliation.
         self._settled: dict[tuple[str, str], Any] = {}
-        # The same for the Deployments it left: the event of one we just created or
-        # applied is the echo of our write.
-        self._left: dict[tuple[str, str], Any] = {}
+        # The same for the watched children it left (its Deployments, its route): the event
+        # of one we just created or applied is the echo of our write.
+        self._left: dict[tuple[str, str, str], Any] = {}
         # A running canary is looked at again when its next analysis or step end is due.
         self._requeues: dict[tuple[str, str], asyncio.TimerHandle] = {}
 
@@ -105,32 +119,31 @@ class Reconciler:
         return self._settled.get(key) == self._fingerprint(body, body.get("status"))
 
     @staticmethod
-    def _deployment_print(obj: dict[str, Any]) -> Any:
-        meta = obj.get("metadata", {})
+    def _child_print(obj: dict[str, Any] | None) -> Any:
+        meta = (obj or {}).get("metadata", {})  # a route's status is the gateway's
+        status = obj.get("status") if obj and obj.get("kind") != "HTTPRoute" else None
         labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
-        return (meta.get("generation"), labels, annotations, obj.get("status"))
+        return None if obj is None else (meta.get("generation"), labels, annotations, status)
 
-    def deployment_settled(self, body: dict[str, Any]) -> bool:
-        """True when the Deployment ``body`` is what the last reconciliation left: its
-        spec (by generation), labels, annotations and status unchanged since."""
+    def child_settled(self, kind: str, body: dict[str, Any]) -> bool:
+        """True when the watched child ``body`` is what the last reconciliation left: its
+        spec (by generation), labels, annotations and (a Deployment's) status."""
         meta = body.get("metadata", {})
-        key = (meta.get("namespace") or "default", meta.get("name", ""))
-        return key in self._left and self._left[key] == self._deployment_print(body)
+        key = (kind, meta.get("namespace") or "default", meta.get("name", ""))
+        return key in self._left and self._left[key] == self._child_print(body)
 
     def _leave(self, owner: Owner) -> None:
         namespace = owner.namespace or "default"
-        for name in (owner.name, canary_name(owner.name)):
-            left = self.cache.get("Deployment", namespace, name)
-            if left is None:
-                self._left.pop((namespace, name), None)
-            else:
-                self._left[(namespace, name)] = self._deployment_print(left)
+        for kind, name in _watched(owner.name):
+            self._left[(kind, namespace, name)] = self._child_print(
+                self.cache.get(kind, namespace, name)
+            )
 
     def forget(self, namespace: str, name: str) -> None:
         self.cache.forget(namespace, name)
         self._settled.pop((namespace, name), None)
-        for deployment in (name, canary_name(name)):
-            self._left.pop((namespace, deployment), None)
+        for kind, child in _watched(name):
+            self._left.pop((kind, namespace, child), None)
         self._locks.pop((namespace, name), None)
         timer = self._requeues.pop((namespace, name), None)
         if timer is not None:
@@ -166,6 +179,9 @@ class Reconciler:
 
     async def _requeued(self, namespace: str, name: str) -> None:
         try:
+            if self._leading is not None and not await self._leading(namespace):
+                logger.info("requeue dropped: another replica leads", extra={"object": name})
+                return
             await self.reconcile(namespace, name)
         except Exception:  # the periodic pass and the next event try again
             logger.exception("requeued reconciliation failed", extra={"object": name})
@@ -190,10 +206,9 @@ class Reconciler:
             return False
         owner = owner_of(body)
         namespace = owner.namespace or "default"
-        for name in (owner.name, canary_name(owner.name)):
-            deployment = self.cache.get("Deployment", namespace, name)
-            now = self._deployment_print(deployment) if deployment is not None else None
-            if now != self._left.get((namespace, name)):
+        for kind, name in _watched(owner.name):
+            now = self._child_print(self.cache.get(kind, namespace, name))
+            if now != self._left.get((kind, namespace, name)):
                 return False
         return True
 

@@ -90,9 +90,31 @@ class PermissionDenied(ServeError):
 
 
 class ContentRejected(ServeError):
-    """The safety filter refused the prompt."""
+    """The content policy refused the request: its prompt (or question), or the images
+    it made. ``refusal`` is the policy's reason (a key of
+    :data:`flux_contract.reasons.CONTENT_REFUSALS`), ``detail`` what matched."""
 
     code = "content_rejected"
+
+    def __init__(
+        self,
+        message: str,
+        field: str | None = None,
+        *,
+        refusal: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        super().__init__(message, field)
+        self.refusal = refusal
+        self.detail = detail
+
+
+IMAGE_REFUSED_MESSAGE = "the generated image was refused by the content policy (image_classifier)"
+
+
+def image_refused(detail: str) -> ContentRejected:
+    """The refusal of a request whose images the image safety model flagged."""
+    return ContentRejected(IMAGE_REFUSED_MESSAGE, refusal="image_classifier", detail=detail)
 
 
 class QueueFull(ServeError):

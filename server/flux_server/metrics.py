@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from flux_contract import metrics as names
 from flux_contract.experiments import Experiment
+from flux_contract.reasons import CONTENT_REFUSALS
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ class Metrics:
         self.cache_misses = _counter(names.CACHE_MISSES, r)
         self.cache_errors = _counter(names.CACHE_ERRORS, r)
         self.safety_rejections = _counter(names.SAFETY_REJECTIONS, r)
+        # Present from the start at 0, so a rate() or an alert sees the series before the
+        # first refusal.
+        for reason in CONTENT_REFUSALS:
+            self.safety_rejections.labels(reason=reason)
+        self.image_safety_flagged = _counter(names.IMAGE_SAFETY_FLAGGED, r)
+        self.image_safety_duration = _histogram(
+            names.IMAGE_SAFETY_DURATION, r, (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+        )
         self.gpu_memory_used = _gauge(names.GPU_MEMORY_USED, r)
         self.gpu_utilization = _gauge(names.GPU_UTILIZATION, r)
         self.model_info = _gauge(names.MODEL_INFO, r)

@@ -15,7 +15,7 @@ import yaml
 from flux_contract.presets import presets_from_files
 from flux_operator.cli import main as cli_main
 from flux_operator.render import Owner, Revision, desired_revision, render_all, server_args
-from flux_operator.spec import CacheSpec, FluxDeployment, FluxDeploymentSpec
+from flux_operator.spec import CacheSpec, FluxDeployment, FluxDeploymentSpec, SafetySpec
 
 EXAMPLES = Path(__file__).parent / "examples"
 K8S_VERSION = "1.33.0"
@@ -271,3 +271,19 @@ def test_render_matches_the_golden_file(name: str) -> None:
     if os.environ.get("FLUXSERVE_UPDATE_GOLDEN"):
         golden.write_text(text)
     assert text == golden.read_text(), f"render output changed; see {golden.name}"
+
+
+def test_the_image_safety_model_becomes_its_server_flags() -> None:
+    spec = _spec("full")
+    safety = {"model": "/models/safety", "imageModel": "/models/nsfw", "imageThreshold": 0.3}
+    spec = spec.model_copy(update={"safety": SafetySpec.model_validate(safety)})
+    args = server_args(spec, desired_revision(OWNER, spec))
+    assert "--image-safety-model=/models/nsfw" in args
+    assert "--image-safety-threshold=0.3" in args
+    no_threshold = spec.model_copy(
+        update={"safety": SafetySpec.model_validate({"imageModel": "/models/nsfw"})}
+    )
+    plain = server_args(no_threshold, desired_revision(OWNER, no_threshold))
+    assert not any(a.startswith("--image-safety-threshold") for a in plain)
+    with pytest.raises(ValueError, match="imageThreshold needs imageModel"):
+        SafetySpec.model_validate({"imageThreshold": 0.3})

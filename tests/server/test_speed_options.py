@@ -116,8 +116,8 @@ def test_compiled_serving_equals_eager_with_no_recompile_after_ready(
     # Two warm-up sizes leave shape-dynamic graphs: a size outside them compiles nothing.
     _images(compiled, 128, 128, 1, None)
     assert _metric(compiled, "fluxserve_recompiles_total") == 0
-    # One hot-swap slot: two adapters in one request are a 422 before the queue (eager
-    # combines them).
+    # One hot-swap slot of rank 8 (the largest adapter's): ink (4) and neon (8) fused
+    # need 12, a 422 before the queue naming the rank to start with (eager combines them).
     both = {
         "prompt": "a lighthouse",
         "width": 64,
@@ -130,7 +130,7 @@ def test_compiled_serving_equals_eager_with_no_recompile_after_ready(
     assert refused.status_code == 422, refused.text
     error = refused.json()["error"]
     assert error["field"] == "adapters"
-    assert "at most 1 LoRA adapter per request with --compile" in error["message"]
+    assert "--lora-max-rank 12" in error["message"]
 
 
 def test_the_recompile_counter_reads_dynamo() -> None:

@@ -26,7 +26,9 @@ MAX_SEED = 2**32 - 1
 RESOLUTION_MULTIPLE = 16  # the VAE's factor 8 times FLUX's 2x2 latent packing
 
 Prompt = Annotated[str, StringConstraints(min_length=1, max_length=1000)]
-ModuleName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,99}$")]
+ModuleName = Annotated[
+    str, StringConstraints(max_length=100, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,99}$")
+]
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 

@@ -109,6 +109,11 @@ def _feature_args(spec: FluxDeploymentSpec) -> list[str]:
             ("--blocklist", f"{SAFETY_DIR}/{BLOCKLIST_FILE}" if listed else None),
             ("--safety-model", safety.model),
             ("--safety-threshold", None if safety.threshold is None else _scale(safety.threshold)),
+            ("--image-safety-model", safety.image_model),
+            (
+                "--image-safety-threshold",
+                None if safety.image_threshold is None else _scale(safety.image_threshold),
+            ),
         )
     if spec.audit.enabled:
         # stdout: the cluster's log pipeline keeps it, and the pod needs no writable volume.

@@ -23,6 +23,8 @@ RELEASE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 LORA_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$"
+SecretName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=K8S_NAME)]
+"""A Secret's name (a DNS subdomain)."""
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 """A Go/CEL duration without fractions (``30s``, ``10m``, ``1h30m``): the form CEL's
 ``duration()`` and PromQL's range selectors both read."""

@@ -3,7 +3,9 @@ editing and VQA."""
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from flux_operator.spec.base import K8S_NAME, LORA_NAME, _cel, _Model
 from flux_operator.spec.sources import ConfigMapKeyRef, PvcSource, SecretKeyRef
@@ -62,7 +64,8 @@ class LoraSpec(_Model):
 
 
 class SafetySpec(_Model):
-    """The prompt safety filter (--blocklist, --safety-model)."""
+    """The content policy: the prompt filter (--blocklist, --safety-model) and the image
+    check on every image made (--image-safety-model)."""
 
     model_config = ConfigDict(
         json_schema_extra=_cel(
@@ -71,13 +74,19 @@ class SafetySpec(_Model):
                 "set at most one of blocklist or blocklistConfigMapRef",
             ),
             ("!has(self.threshold) || has(self.model)", "threshold needs model"),
+            (
+                "!has(self.imageThreshold) || has(self.imageModel)",
+                "imageThreshold needs imageModel",
+            ),
         )
     )
 
-    blocklist: list[str] | None = Field(
-        default=None,
-        max_length=10000,
-        description="Blocked terms, inline (written to a ConfigMap the pods mount).",
+    blocklist: list[Annotated[str, StringConstraints(min_length=1, max_length=1024)]] | None = (
+        Field(
+            default=None,
+            max_length=10000,
+            description="Blocked terms, inline (written to a ConfigMap the pods mount).",
+        )
     )
     blocklist_config_map_ref: ConfigMapKeyRef | None = Field(
         default=None, description="A ConfigMap key holding the blocklist, one term a line."
@@ -95,12 +104,32 @@ class SafetySpec(_Model):
         "(--safety-threshold; the server's default is 0.5).",
     )
 
+    image_model: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1024,
+        description="Image-classification model path or hub id run on every generated or "
+        "edited image before it is returned (--image-safety-model; e.g. "
+        "Falconsai/nsfw_image_detection, Apache-2.0). A flagged image is refused with "
+        "reason image_classifier.",
+    )
+    image_threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Probability of an unsafe label above which an image is refused "
+        "(--image-safety-threshold; 0 refuses every image, 1 none; the server's default is "
+        "0.5).",
+    )
+
     @model_validator(mode="after")
     def _one_blocklist(self) -> SafetySpec:
         if self.blocklist is not None and self.blocklist_config_map_ref is not None:
             raise ValueError("set at most one of blocklist or blocklistConfigMapRef")
         if self.threshold is not None and self.model is None:
             raise ValueError("threshold needs model")
+        if self.image_threshold is not None and self.image_model is None:
+            raise ValueError("imageThreshold needs imageModel")
         return self
 
 

@@ -52,11 +52,13 @@ class PerformanceSpec(_Model):
         description="torch.compile: regional (the repeated blocks), full, off; auto: regional "
         "on a GPU (--compile).",
     )
-    warmup_sizes: list[Annotated[str, StringConstraints(pattern=SIZE_PATTERN)]] = Field(
-        default_factory=list,
-        max_length=16,
-        description="WIDTHxHEIGHT sizes compiled and run at every batch size before the pod "
-        "turns ready (--warmup-sizes); other sizes compile on first use.",
+    warmup_sizes: list[Annotated[str, StringConstraints(max_length=9, pattern=SIZE_PATTERN)]] = (
+        Field(
+            default_factory=list,
+            max_length=16,
+            description="WIDTHxHEIGHT sizes compiled and run at every batch size before the pod "
+            "turns ready (--warmup-sizes); other sizes compile on first use.",
+        )
     )
     quantize: Literal["none", "fp8", "int8"] = Field(
         default="none",
@@ -65,12 +67,14 @@ class PerformanceSpec(_Model):
     )
     step_cache: str = Field(
         default="off",
+        max_length=64,
         pattern=STEP_CACHE_PATTERN,
         description="off, first-block:THRESHOLD or taylorseer:INTERVAL (--step-cache): faster, "
         "slightly different images.",
     )
     attention_backend: str | None = Field(
         default=None,
+        max_length=40,
         pattern=r"^[a-z0-9_]{1,40}$",
         description="diffusers attention backend, e.g. native, flash, sage (--attention-backend).",
     )

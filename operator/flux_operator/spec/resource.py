@@ -10,7 +10,7 @@ from flux_contract.experiments import MAX_EXPERIMENTS
 from flux_contract.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
 from flux_contract.presets import StylePreset
 from flux_operator.spec import features
-from flux_operator.spec.base import RELEASE_PATTERN, PresetName, _cel, _Model
+from flux_operator.spec.base import RELEASE_PATTERN, PresetName, SecretName, _cel, _Model
 from flux_operator.spec.experiments import (
     EXPERIMENTS_RULES,
     NAME_PATTERN,
@@ -77,6 +77,8 @@ class FluxDeploymentSpec(_Model):
     )
 
     release: str = Field(
+        min_length=1,
+        max_length=128,
         pattern=RELEASE_PATTERN,
         description="Git tag of the server code; the image tag unless `image` pins one.",
     )
@@ -90,7 +92,7 @@ class FluxDeploymentSpec(_Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Image pull policy."
     )
-    image_pull_secrets: list[str] = Field(
+    image_pull_secrets: list[SecretName] = Field(
         default_factory=list, max_length=16, description="Secrets for pulling the image."
     )
     credentials_secret: str | None = Field(

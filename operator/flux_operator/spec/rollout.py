@@ -67,8 +67,12 @@ class CanaryMetric(_Model):
         description="PromQL returning one number; {{release}}, {{namespace}}, {{name}} and "
         "{{interval}} are filled in.",
     )
-    max: float | None = Field(default=None, description="A value above this fails.")
-    min: float | None = Field(default=None, description="A value below this fails.")
+    max: float | None = Field(
+        default=None, ge=-1e15, le=1e15, description="A value above this fails."
+    )
+    min: float | None = Field(
+        default=None, ge=-1e15, le=1e15, description="A value below this fails."
+    )
 
     @model_validator(mode="after")
     def _bounded(self) -> CanaryMetric:

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from flux_operator.spec.base import _cel, _Model
+from flux_operator.spec.network import MAX_LABELS, LabelKey, LabelValue
 from flux_operator.spec.rollout import CanaryRolloutFields
 
 
@@ -22,8 +23,10 @@ class GpuSpec(_Model):
         pattern=r"^[a-z0-9.-]+/[a-z0-9.-]+$",
         description="Extended resource name of the GPU.",
     )
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels the pods require (e.g. the GPU product)."
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=MAX_LABELS,
+        description="Node labels the pods require (e.g. the GPU product).",
     )
     taint_key: str = Field(
         default="nvidia.com/gpu",
@@ -35,14 +38,18 @@ class GpuSpec(_Model):
 class ResourcesSpec(_Model):
     """CPU and memory of the server container."""
 
-    cpu: str = Field(default="4", pattern=r"^[0-9]+(\.[0-9]+|m)?$", description="CPU request.")
+    cpu: str = Field(
+        default="4", max_length=32, pattern=r"^[0-9]+(\.[0-9]+|m)?$", description="CPU request."
+    )
     memory: str = Field(
         default="48Gi",
+        max_length=32,
         pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$",
         description="Memory request and limit (weights are loaded through host memory).",
     )
     shm_size: str = Field(
         default="16Gi",
+        max_length=32,
         pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$",
         description="Size of the memory-backed /dev/shm.",
     )

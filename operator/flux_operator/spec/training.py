@@ -19,6 +19,7 @@ from flux_operator.spec.base import (
     DNS_LABEL,
     LORA_NAME,
     RELEASE_PATTERN,
+    SecretName,
     _cel,
     _Model,
 )
@@ -208,6 +209,8 @@ class FluxLoRATrainingSpec(_Model):
     )
     release: str | None = Field(
         default=None,
+        min_length=1,
+        max_length=128,
         pattern=RELEASE_PATTERN,
         description="Release (image tag) of the image with the train extra; default: the "
         "referenced FluxDeployment's image.",
@@ -223,7 +226,7 @@ class FluxLoRATrainingSpec(_Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
         default="IfNotPresent", description="Image pull policy."
     )
-    image_pull_secrets: list[str] = Field(
+    image_pull_secrets: list[SecretName] = Field(
         default_factory=list, max_length=16, description="Secrets for pulling the image."
     )
     credentials_secret: str | None = Field(

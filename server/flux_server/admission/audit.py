@@ -90,13 +90,14 @@ class AuditRecord(BaseModel):
     decision: Decision
     reason: str | None = Field(
         default=None,
-        description='Why: "blocklist", "minor_sexual", "hate", "classifier", "unauthenticated", '
-        '"priority_denied" '
-        "(served in the normal lane), or the error code of a failed request.",
+        description='Why: "blocklist", "minor_sexual", "hate", "classifier" (the prompt), '
+        '"image_classifier" (an image made), "unauthenticated", "priority_denied" '
+        "(served in the normal lane, or refused), or the error code of a failed request.",
     )
     detail: str | None = Field(
         default=None,
-        description="What decided it: the blocklist entry or the classifier label that matched.",
+        description="What decided it: the blocklist entry, or the classifier label and score "
+        "that matched.",
     )
     status: int | None = Field(
         default=None,

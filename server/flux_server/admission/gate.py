@@ -25,7 +25,7 @@ from flux_server.admission.auth_failures import AuthThrottled, FailedAuthAudit, 
 from flux_server.admission.cache import build_cache, cache_key
 from flux_server.admission.protocols import AuditSink, ContentPolicy, KeyChecker, ResultCache
 from flux_server.admission.result_blob import images_from_blob, images_to_blob
-from flux_server.admission.safety import SAFETY_REASONS, SafetyDecision
+from flux_server.admission.safety import SafetyDecision
 from flux_server.errors import (
     ContentRejected,
     PermissionDenied,
@@ -84,10 +84,6 @@ class Admission:
         self.audit = audit
         self.cache = cache
         self._off_loop = off_loop
-        # Present from the start at 0, so a rate() or an alert sees the series before the
-        # first refusal.
-        for reason in SAFETY_REASONS:
-            metrics.safety_rejections.labels(reason=reason)
         s = settings
         self.throttle = (
             FailureThrottle(s.failed_auth_burst, s.failed_auth_rate)
@@ -177,6 +173,7 @@ class Admission:
         try:
             yield trail
         except ServeError as error:
+            self.count_refusal(error)
             self._record_error(
                 trail.ctx,
                 error,
@@ -189,6 +186,12 @@ class Admission:
                 outcome="failed" if trail.admitted else None,
             )
             raise
+
+    def count_refusal(self, error: ServeError) -> None:
+        """Count a refusal of the images a request made (``image_classifier``): a refused
+        prompt is counted where it is screened."""
+        if isinstance(error, ContentRejected) and error.refusal == "image_classifier":
+            self.metrics.safety_rejections.labels(reason=error.refusal).inc()
 
     def admit(self, trail: Trail) -> None:
         """Ready, and a valid key: the caller's user and lane go on the trail."""
@@ -204,7 +207,8 @@ class Admission:
     def authenticate(self, ctx: CallContext) -> tuple[Principal | None, CallContext]:
         """The caller's principal (None on an open server) and the context to serve the
         request with: a caller whose key lacks the ``priority`` permission is served in
-        the normal lane, and the downgrade is logged (server log and audit log)."""
+        the normal lane, and the downgrade is logged (server log and audit log); with
+        ``--priority-without-permission refuse`` it is refused (403)."""
         if self.keys is None:
             return None, ctx
         if self.throttle is not None and (wait := self.throttle.retry_after(ctx.client)):
@@ -222,6 +226,12 @@ class Admission:
                 )
             raise Unauthenticated("the API key is not valid", "authorization")
         if ctx.priority and not principal.can_priority:
+            if self.settings.priority_without_permission == "refuse":
+                raise PermissionDenied(
+                    "the API key has no priority permission: send the request without "
+                    "high priority, or use a key with it (keys add --priority)",
+                    "priority",
+                )
             log.warning(
                 "priority lane denied: the key has no priority permission; "
                 "served in the normal lane",
@@ -385,9 +395,7 @@ class Admission:
             self.failed_auth.note(ctx, throttled=isinstance(error, AuthThrottled))
             error.audited = True
             return
-        reason = {Unauthenticated: "unauthenticated", PermissionDenied: "priority_denied"}.get(
-            type(error), error.code
-        )
+        reason, detail = refusal_of(error)
         status = status if status is not None else status_of(error).http
         record = audit_record(
             ctx,
@@ -397,7 +405,7 @@ class Admission:
             reason,
             status,
             None,
-            detail=error.message,
+            detail=detail,
             prompt=prompt,
             params=params,
             experiment=experiment,
@@ -423,6 +431,18 @@ class Admission:
         assert self.audit is not None
         with suppress(OSError):
             self.audit.record(record)
+
+
+def refusal_of(error: ServeError) -> tuple[str, str]:
+    """The audit line's reason and detail for a request that ended in ``error``: the
+    content policy's reason and what matched for a content refusal, else the error code
+    (two have their own names) and its message."""
+    if isinstance(error, ContentRejected) and error.refusal is not None:
+        return error.refusal, error.detail or error.message
+    reason = {Unauthenticated: "unauthenticated", PermissionDenied: "priority_denied"}.get(
+        type(error), error.code
+    )
+    return reason, error.message
 
 
 _AUDIT_DOWN = "the audit log cannot be written; retry on another replica"

@@ -6,8 +6,10 @@ one slot prepared with diffusers' ``enable_lora_hotswap`` (ranks padded to the l
 adapter's, scalings held in tensors), so a switch or a scale change is an in-place copy
 that no compiled graph notices. "No adapter" is the slot at scale 0.
 
-A request takes one adapter at a time here (combining adapters would need a slot per
-adapter); ``lora.load_adapters`` and ``lora.activate`` delegate to this class when the
+A request combining adapters gets them fused into the slot (:func:`fuse`: their ranks
+side by side, each scale folded into its weights), so the sum of their ranks must fit the
+slot's (``--lora-max-rank``; the request is refused at admission otherwise, naming the
+rank to start with); ``lora.load_adapters`` and ``lora.activate`` delegate to this class when the
 pipeline carries one (``attach``), so the rest of the server is unchanged.
 """
 
@@ -59,6 +61,30 @@ def attach(pipe: Any, max_rank: int | None) -> HotswapAdapters:
     return hot
 
 
+def fuse(adapters: Sequence[tuple[Mapping[str, Any], float]]) -> dict[str, Any]:
+    """Several adapters as one, for the one slot: per layer, their ``lora_A`` stacked
+    and their ``lora_B`` side by side, each ``B`` times its scale, so that
+    ``B @ A = sum(scale_i * B_i @ A_i)``, the sum PEFT's ``set_adapters`` computes. The
+    fused rank is the sum of theirs. A layer only some adapters train takes theirs."""
+    import torch
+
+    downs: dict[str, list[Any]] = {}
+    ups: dict[str, list[Any]] = {}
+    for weights, scale in adapters:
+        for key, tensor in weights.items():
+            if ".lora_A." in key:
+                downs.setdefault(key.replace(".lora_A.", ".{}."), []).append(tensor)
+            elif ".lora_B." in key:
+                ups.setdefault(key.replace(".lora_B.", ".{}."), []).append(tensor * scale)
+            else:  # alphas, kohya's lora_up/down: not a format fusing can read
+                raise ValueError(f"LoRA weight {key!r}: only lora_A/lora_B adapters combine")
+    fused: dict[str, Any] = {}
+    for layer, stacked in downs.items():
+        fused[layer.format("lora_A")] = torch.cat(stacked, dim=0)
+        fused[layer.format("lora_B")] = torch.cat(ups[layer], dim=1)
+    return fused
+
+
 def attached(pipe: Any) -> HotswapAdapters | None:
     return getattr(pipe, ATTR, None)
 
@@ -69,7 +95,9 @@ class HotswapAdapters:
         self.max_rank = max_rank
         self.weights: dict[str, dict[str, Any]] = {}
         self.ranks: dict[str, int] = {}
-        self._in_slot: str | None = None
+        self.slot_rank = 0
+        # What the slot holds: an adapter's name, or a fused combination (names, scales).
+        self._in_slot: str | tuple[tuple[str, float], ...] | None = None
         self._base_scaling: dict[int, float] = {}
 
     def load(self, specs: Sequence[Any], weight_file: Any) -> None:
@@ -88,6 +116,7 @@ class HotswapAdapters:
                     f"start with --lora-max-rank {rank} or more"
                 )
         self.weights = {name: load_file(str(path)) for name, path in files.items()}
+        self.slot_rank = target
         self.pipe.enable_lora_hotswap(target_rank=target)
         first = specs[0].name
         self.pipe.load_lora_weights(dict(self.weights[first]), adapter_name=SLOT)
@@ -103,14 +132,20 @@ class HotswapAdapters:
         if not adapters:
             self._scale(0.0)
             return
+        for name in adapters:
+            if name not in self.weights:
+                raise UnknownAdapterError(name, self.weights)
         if len(adapters) > 1:
-            raise ValueError(
-                "with --compile, a request takes one LoRA adapter at a time "
-                f"(asked for {', '.join(adapters)})"
-            )
+            # The scales are in the fused weights: the slot runs at scale 1.
+            fused = tuple(sorted((name, float(scale)) for name, scale in adapters.items()))
+            if fused != self._in_slot:
+                weights = fuse([(self.weights[name], scale) for name, scale in fused])
+                self.pipe.load_lora_weights(weights, adapter_name=SLOT, hotswap=True)
+                self._in_slot = fused
+                self._remember_scalings()
+            self._scale(1.0)
+            return
         ((name, scale),) = adapters.items()
-        if name not in self.weights:
-            raise UnknownAdapterError(name, self.weights)
         if name != self._in_slot:
             self.pipe.load_lora_weights(dict(self.weights[name]), adapter_name=SLOT, hotswap=True)
             self._in_slot = name

@@ -20,7 +20,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from flux_server.admission.gate import Admission, Trail
+from flux_server.admission.gate import Admission, Trail, refusal_of
 from flux_server.errors import InternalError, ServeError
 from flux_server.jobs.fleet_jobs import FleetJobs
 from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
@@ -59,6 +59,9 @@ class AsyncJobs:
         self.on_served = on_served
         self.fleet = fleet  # --queue: generations ride the fleet's queue
         self._trails: dict[str, Trail] = {}  # live jobs: for their audit lines
+        # A failed job's audit reason and detail, when they say more than its error does
+        # (the content policy's reason, what matched).
+        self._refusals: dict[str, tuple[str, str]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._repositioning: asyncio.Task[None] | None = None
         manager.add_listener(self._audit)
@@ -179,6 +182,8 @@ class AsyncJobs:
         except asyncio.CancelledError:
             return  # withdrawn from the queue: the cancel is recorded already
         except ServeError as error:
+            self.admission.count_refusal(error)
+            self._refusals[job_id] = refusal_of(error)
             await self.manager.failed(job_id, error)
             return
         except Exception as exc:
@@ -230,6 +235,7 @@ class AsyncJobs:
         if not event.kind.terminal:
             return
         trail = self._trails.pop(state.id, None)
+        refusal = self._refusals.pop(state.id, None)
         if trail is None:
             return
         if event.kind is EventKind.SUCCEEDED:
@@ -238,13 +244,8 @@ class AsyncJobs:
             self.admission.job_event(trail, state.id, "canceled")
         else:
             error = state.error
-            self.admission.job_event(
-                trail,
-                state.id,
-                "rejected",
-                reason=error.code if error else "failed",
-                detail=error.message if error else None,
-            )
+            reason, detail = refusal or ((error.code, error.message) if error else ("failed", None))
+            self.admission.job_event(trail, state.id, "rejected", reason=reason, detail=detail)
 
     async def finish(self, reason: str, drained: bool) -> int:
         """After the drain: let finished work record its outcome, then mark what is

@@ -62,8 +62,15 @@ def images_outcome(
     }
 
 
-def error_outcome(code: str, message: str, worker: str) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message}, "worker": worker}
+def error_outcome(
+    code: str, message: str, worker: str, *, refusal: str | None = None, detail: str | None = None
+) -> dict[str, Any]:
+    """A failed entry's outcome; a content refusal carries the policy's reason and what
+    matched, for the front's audit line."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if refusal is not None:
+        error |= {"refusal": refusal, "detail": detail}
+    return {"error": error, "worker": worker}
 
 
 def images_of(outcome: Mapping[str, Any]) -> tuple[list[GeneratedImage], BatchInfo]:

@@ -24,7 +24,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from flux_server.errors import DeadlineExceeded, InternalError, Unavailable
+from flux_server.errors import ContentRejected, DeadlineExceeded, InternalError, Unavailable
 from flux_server.queue import codec, names
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import eta_seconds, fair_position
@@ -200,5 +200,9 @@ def unpack(outcome: dict[str, Any]) -> tuple[list[GeneratedImage], BatchInfo]:
     if error is not None:
         if error.get("code") == "deadline_exceeded":
             raise DeadlineExceeded(str(error.get("message")))
+        if error.get("code") == "content_rejected":  # the worker's image safety model
+            raise ContentRejected(
+                str(error.get("message")), refusal=error.get("refusal"), detail=error.get("detail")
+            )
         raise InternalError(str(error.get("message")))
     return codec.images_of(outcome)

@@ -18,12 +18,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from flux_server.errors import ContentRejected
 from flux_server.queue import codec, names
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import Candidate, take_compatible, updated_rate
 from flux_server.scheduling.batch_items import BatchInfo
-from flux_server.scheduling.runner import Runner, describe_failure
-from flux_server.scheduling.work import Generation, Made
+from flux_server.scheduling.runner import Runner, Served, describe_failure
+from flux_server.scheduling.work import Generation
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +140,17 @@ class QueueWorker:
             await self.broker.publish(str(c.payload["request_id"]), {"type": "started"})
         start = time.monotonic()
         try:
-            results: list[Made] = await self.runner.run_batch(works)
+            results: list[Served] = await self.runner.run_batch(works)
             run_s = time.monotonic() - start
             info_units = sum(c.units for c in batch)
             outcomes = []
             for c, made in zip(batch, results, strict=True):
+                if isinstance(made, ContentRejected):  # flagged by the image safety model
+                    outcomes.append(codec.error_outcome(
+                        made.code, made.message, self.name,
+                        refusal=made.refusal, detail=made.detail,
+                    ))  # fmt: skip
+                    continue
                 info = BatchInfo(len(batch), info_units, start - _enqueued(c), run_s)
                 outcomes.append(codec.images_outcome(made.images, info, self.name))
             self.rate = updated_rate(self.rate, len(batch), run_s)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -130,17 +131,40 @@ class ResolvedRequest(BaseModel):
         return seeds_from(self.seed, self.num_images)
 
 
+@dataclass(frozen=True)
+class AdapterSlot:
+    """A compiled transformer's one LoRA hot-swap slot (``--lora-max-rank``): a
+    combination of adapters is fused into it, their ranks side by side, so it fits when
+    their ranks add up to at most the slot's."""
+
+    ranks: Mapping[str, int]
+    rank: int
+
+    def check(self, names: Sequence[str]) -> None:
+        total = sum(self.ranks.get(name, 0) for name in names)
+        if total > self.rank:
+            raise InvalidRequest(
+                f"combining LoRA adapters {', '.join(names)} with --compile fuses them into "
+                f"one hot-swap slot of rank {total} (their ranks added up), over this "
+                f"server's {self.rank}: start it with --lora-max-rank {total} or more, or "
+                "without --compile",
+                field="adapters",
+            )
+
+
 def resolve(
     params: GenerateParams,
     presets: Mapping[str, StylePreset],
     settings: ServerSettings,
     known_adapters: Mapping[str, float] | None = None,
     adapters_per_request: int | None = None,
+    slot: AdapterSlot | None = None,
 ) -> ResolvedRequest:
     """Apply the preset, defaults and limits; raise InvalidRequest naming the field.
 
     ``known_adapters`` maps the loaded LoRA adapters to their default scales;
-    ``adapters_per_request`` is how many of them one request may combine (None: any).
+    ``adapters_per_request`` is how many of them one request may combine (None: any);
+    ``slot``, with a compiled transformer, the hot-swap slot a combination must fit.
     """
     known_adapters = known_adapters or {}
     preset: StylePreset | None = None
@@ -217,6 +241,8 @@ def resolve(
             + ")",
             field="adapters",
         )
+    if slot is not None and len(adapters) > 1:
+        slot.check(tuple(adapters))
 
     prompt = preset.expand(params.prompt) if preset is not None else params.prompt
     return ResolvedRequest(

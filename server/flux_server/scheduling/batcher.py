@@ -44,8 +44,9 @@ R = TypeVar("R")
 WaitPolicy = Literal["when-busy", "always"]
 """When the oldest waiting request waits for company (see the module docstring)."""
 
-RunBatch = Callable[[Sequence[P]], Awaitable[Sequence[R]]]
-"""Runs payloads with equal keys together; returns one result per payload, in order."""
+RunBatch = Callable[[Sequence[P]], Awaitable[Sequence[R | BaseException]]]
+"""Runs payloads with equal keys together; returns one result per payload, in order. A
+result that is an exception fails that payload's request alone."""
 
 
 class Batcher(Generic[P, R]):
@@ -375,7 +376,13 @@ class Batcher(Generic[P, R]):
         if self._on_batch is not None:
             self._on_batch(info_base)
         for item, result in zip(batch, results, strict=True):
-            if not item.future.done():
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                # One member refused, the others served (an image the safety model
+                # flagged): that member's error alone.
+                item.future.set_exception(result)
+            else:
                 info = BatchInfo(
                     size=len(batch), units=units, queue_s=started - item.enqueued, run_s=run_s
                 )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from flux_server.errors import ContentRejected, image_refused
 from flux_server.execution.cancellation import (
     BatchCancellation,
     GenerationInterrupted,
@@ -23,11 +25,18 @@ from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.execution.startup import StartupPhases
 from flux_server.metrics import Metrics
 from flux_server.requests.edits import request_error
+from flux_server.requests.params import AdapterSlot
 from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.work import Edit, Generation, Made, Question, Work, members
 from flux_server.settings import ServerSettings
 
+if TYPE_CHECKING:
+    from flux_server.execution.image_safety import ImageSafetyClassifier
+
 _T = TypeVar("_T")
+
+Served = Made | ContentRejected
+"""A generation's or edit's outcome: its images, or its refusal by the image safety model."""
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +49,12 @@ class Runner:
         self.engine: Engine | None = None
         self.editor: ImageEditor | None = None
         self.vqa_model: QuestionAnswerer | None = None
+        # --image-safety-model: every image made is checked before it leaves (engine thread).
+        self.image_safety: ImageSafetyClassifier | None = None
         self.adapter_defaults: dict[str, float] = {}  # loaded LoRA adapters: default scales
-        # How many adapters one request may combine: one with a compiled transformer's
-        # hot-swap slot, any number otherwise.
-        self.adapters_per_request: int | None = None
+        # With a compiled transformer, the one hot-swap slot a combination of adapters is
+        # fused into (their ranks must fit it); None: any combination.
+        self.adapter_slot: AdapterSlot | None = None
         # A digest of each adapter's weights: part of the cache key, so new weights under
         # an old name never serve images made with the old ones (Redis outlives pods).
         self.adapter_versions: dict[str, str] = {}
@@ -109,8 +120,9 @@ class Runner:
             self.engine.adapter_hook = lora.activate
             self.adapter_defaults = {name: spec.scale for name, spec in loaded.items()}
             self.adapter_versions = {name: lora.fingerprint(spec) for name, spec in loaded.items()}
-            if lora_hotswap.attached(self.engine.pipe) is not None:
-                self.adapters_per_request = 1
+            hot = lora_hotswap.attached(self.engine.pipe)
+            if hot is not None:  # compiled: a combination must fit the one slot
+                self.adapter_slot = AdapterSlot(dict(hot.ranks), hot.slot_rank)
         if s.enable_editing or s.kontext_model:
             from flux_server.execution.editor import Editor
 
@@ -121,6 +133,12 @@ class Runner:
             from flux_server.execution.vqa import VqaModel
 
             self.vqa_model = VqaModel.load(s.vqa_model, self.engine.info.device)
+        if s.image_safety_model:
+            from flux_server.execution.image_safety import ImageSafetyClassifier
+
+            self.image_safety = ImageSafetyClassifier(
+                s.image_safety_model, s.image_safety_threshold, self.engine.info.device
+            )
 
     async def off_loop(self, func: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run ``func`` in the auxiliary thread: decoding an upload at the pixel cap takes
@@ -128,7 +146,7 @@ class Runner:
         call = functools.partial(func, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._aux_executor, call)
 
-    async def run_batch(self, works: Sequence[Work]) -> list[Made]:
+    async def run_batch(self, works: Sequence[Work]) -> list[Served]:
         """One result per work, in order: images per generation or edit, an answer per
         question (the batcher's ``RunBatch``)."""
         for work in works:
@@ -168,7 +186,7 @@ class Runner:
             return [Made() for _ in works]
         except InputRejected as rejected:
             raise request_error(rejected) from None
-        self.metrics.images_generated.inc(sum(len(m.images) for m in made))
+        self.metrics.images_generated.inc(sum(len(m.images) for m in made if isinstance(m, Made)))
         return made
 
     async def _answer(self, question: Question) -> Made:
@@ -185,29 +203,57 @@ class Runner:
 
     def _generate(
         self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
-    ) -> list[Made]:
-        """Engine thread: the requests as the engine's inputs, its pictures encoded."""
+    ) -> list[Served]:
+        """Engine thread: the requests as the engine's inputs, its pictures screened and
+        encoded."""
         engine = self.engine
         assert engine is not None
         generations = members(works, Generation)
         made = engine.generate(
             [g.request.text_to_image() for g in generations], on_step, should_stop
         )
-        return [_encoded(pics, g.output_format) for g, pics in zip(generations, made, strict=True)]
+        return self._screened(generations, made)
 
-    def _edit(self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn) -> list[Made]:
-        """Engine thread: the edits in one pipeline call, their images encoded."""
+    def _edit(
+        self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
+    ) -> list[Served]:
+        """Engine thread: the edits in one pipeline call, their images screened and
+        encoded."""
         editor = self.editor
         assert editor is not None
         edits = members(works, Edit)
         results = editor.run_batch([e.job for e in edits], on_step, should_stop)
-        return [
-            _encoded(
-                [Picture(image, seed) for image, seed in zip(r.images, r.seeds, strict=True)],
-                edit.output_format,
-            )
-            for edit, r in zip(edits, results, strict=True)
+        made = [
+            [Picture(image, seed) for image, seed in zip(r.images, r.seeds, strict=True)]
+            for r in results
         ]
+        return self._screened(works, made)
+
+    def _screened(self, works: Sequence[Work], made: Sequence[Sequence[Picture]]) -> list[Served]:
+        """Engine thread: each work's pictures encoded, or, when the image safety model
+        flags one of them, the work's refusal (its pictures are dropped unencoded). All
+        the batch's pictures go through one classifier call."""
+        classifier = self.image_safety
+        if classifier is None:
+            return [_encoded(p, w.output_format) for w, p in zip(works, made, strict=True)]
+        started = time.perf_counter()
+        flags = iter(classifier.flag([p.image for pictures in made for p in pictures]))
+        self.metrics.image_safety_duration.observe(time.perf_counter() - started)
+        served: list[Served] = []
+        for work, pictures in zip(works, made, strict=True):
+            flagged = [f for f in (next(flags) for _ in pictures) if f is not None]
+            if not flagged:
+                served.append(_encoded(pictures, work.output_format))
+                continue
+            self.metrics.image_safety_flagged.inc(len(flagged))
+            worst = max(flagged, key=lambda flag: flag.score)
+            log.warning(
+                "generated image refused",
+                extra={"request_id": work.request_id, "reason": "image_classifier",
+                       "matched": str(worst), "flagged": len(flagged)},
+            )  # fmt: skip
+            served.append(image_refused(str(worst)))
+        return served
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

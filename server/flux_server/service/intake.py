@@ -129,7 +129,7 @@ class Intake:
             self.presets.get(),
             self.settings,
             self.runner.adapter_defaults,
-            adapters_per_request=self.runner.adapters_per_request,
+            slot=self.runner.adapter_slot,
         )
         await self.admission.screen(trail, request.prompt, "prompt")
         return request

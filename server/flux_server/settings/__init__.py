@@ -214,6 +214,19 @@ class ServerSettings(BaseModel):
     safety_threshold: float = Field(
         0.5, gt=0, le=1, description="Score of an unsafe label at which the classifier refuses."
     )
+    image_safety_model: str | None = Field(
+        None,
+        description="Image safety classifier (transformers image classification, e.g. "
+        "Falconsai/nsfw_image_detection, Apache-2.0): path or hub id. Runs on every generated "
+        "or edited image, once a batch; a flagged image is refused (image_classifier).",
+    )
+    image_safety_threshold: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Probability of an unsafe label above which an image is refused: 0 "
+        "refuses every image, 1 none; 0.5, the default, the unsafe label winning.",
+    )
     audit_log: str | None = Field(None, description="Audit log file, or - for stdout.")
     audit_hash_prompts: bool = Field(False, description="Store prompt hashes, not prompts.")
     audit_failed_auth_interval: float = Field(
@@ -241,6 +254,12 @@ class ServerSettings(BaseModel):
         description="Failed authentications a second an address regains (token bucket).",
     )
     api_keys: Path | None = Field(None, description="API key file; when set, keys are required.")
+    priority_without_permission: Literal["downgrade", "refuse"] = Field(
+        "downgrade",
+        description="A high-priority request from a key without the priority permission: "
+        "downgrade serves it in the normal lane (logged and audited); refuse answers 403 / "
+        "PERMISSION_DENIED naming priority, for callers that must know.",
+    )
     redis_url: str | None = Field(
         None,
         description="Result cache in Redis instead of memory; served-request records of "
