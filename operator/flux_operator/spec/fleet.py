@@ -33,9 +33,14 @@ class FrontSpec(_Model):
         le=100,
         description="Average CPU use, percent of the request, the fronts' HPA aims for.",
     )
-    cpu: str = Field(default="1", pattern=r"^[0-9]+(\.[0-9]+|m)?$", description="CPU request.")
+    cpu: str = Field(
+        default="1", max_length=16, pattern=r"^[0-9]+(\.[0-9]+|m)?$", description="CPU request."
+    )
     memory: str = Field(
-        default="1Gi", pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$", description="Memory request and limit."
+        default="1Gi",
+        max_length=16,
+        pattern=r"^[0-9]+(Ki|Mi|Gi|Ti)?$",
+        description="Memory request and limit.",
     )
 
     @model_validator(mode="after")
@@ -94,12 +99,15 @@ class ModelCacheSpec(_Model):
     image holding them (the ``image`` volume source)."""
 
     revision: str = Field(
+        min_length=40,
+        max_length=40,
         pattern=r"^[0-9a-f]{40}$",
         description="Hub commit (40 hex) the cache holds: every pod loads the same bytes, "
         "and another commit is another cache.",
     )
     size: str = Field(
         default="64Gi",
+        max_length=16,
         pattern=r"^[0-9]+(Mi|Gi|Ti)$",
         description="PVC size (FLUX.1-dev's diffusers weights are about 35 GB).",
     )
