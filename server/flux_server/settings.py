@@ -263,6 +263,23 @@ class ServerSettings(BaseModel):
         30, gt=0, le=3600, description="Seconds before a silent worker's entries go to another."
     )
 
+    # --- live previews (flux_server.execution.previews) ----------------------------------
+    preview_every: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Steps between two live previews of a request that asks for them "
+        "(previews: true).",
+    )
+    preview_decoder: Literal["linear", "taef1"] = Field(
+        "linear",
+        description="How previews are decoded from the latents: linear (one latent->RGB "
+        "matrix, about free) or taef1 (the tiny autoencoder at --preview-taef1).",
+    )
+    preview_taef1: str | None = Field(
+        None, description="Directory of TAEF1 (diffusers AutoencoderTiny), for taef1 previews."
+    )
+
     # --- async jobs and webhooks ---------------------------------------------------------
     job_ttl: float = Field(
         3600, gt=0, description="Seconds a finished async job and its images are kept."
@@ -314,6 +331,12 @@ class ServerSettings(BaseModel):
             value, limit = getattr(self, name), getattr(self, limit_name)
             if value > limit:
                 raise ValueError(f"{_flag(name)} {value} is over {_flag(limit_name)} {limit}")
+        return self
+
+    @model_validator(mode="after")
+    def _preview_decoder_has_weights(self) -> ServerSettings:
+        if self.preview_decoder == "taef1" and not self.preview_taef1:
+            raise ValueError("--preview-decoder taef1 needs --preview-taef1 PATH (its weights)")
         return self
 
     @field_validator("warmup_sizes", mode="before")

@@ -122,6 +122,8 @@ class AsyncJobs:
         work.token = live.token
         work.loop = asyncio.get_running_loop()
         work.progress = self.manager.progress_callback(job_id)
+        if work.previews:
+            work.preview = self.manager.preview_callback(job_id)
         work.on_start = lambda: self._started(job_id, steps)
         timeout = ctx.timeout if ctx.timeout is not None else self.default_timeout
         if fleet is not None:
@@ -342,6 +344,7 @@ class JobEntryPoints:
                 job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
             )
             work = Work("generate", job, job.output_format, trail.ctx.request_id)
+            work.previews = params.previews
             return await self.async_jobs.submit(
                 trail, work, webhook=target, webhook_events_filter=wanted, cache_key=key
             )

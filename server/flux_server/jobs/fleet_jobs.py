@@ -40,7 +40,7 @@ class FleetJobs:
         assert isinstance(work.job, ResolvedRequest)
         return await self.front.place(
             work.job, request_id=work.request_id, key_id=key_id, priority=priority,
-            timeout=timeout,
+            timeout=timeout, previews=work.preview is not None,
         )  # fmt: skip
 
     async def follow(
@@ -70,7 +70,7 @@ class FleetJobs:
         try:
             await self.report_place(job_id, entry)
             outcome = await self.front.wait(
-                pubsub, work.request_id, deadline, work.progress, on_event
+                pubsub, work.request_id, deadline, work.progress, on_event, preview=work.preview
             )
         finally:
             with contextlib.suppress(RedisError, OSError):

@@ -20,6 +20,7 @@ def entry(
     priority: bool,
     timeout: float,
     result_ttl: float,
+    previews: bool = False,
 ) -> dict[str, Any]:
     """An entry: the resolved request (seed included, so a redelivered entry makes the
     same images), who asked, and until when it is worth running."""
@@ -33,6 +34,7 @@ def entry(
         "enqueued": now,
         "deadline": now + timeout,
         "result_ttl": result_ttl,
+        "previews": previews,
     }
 
 

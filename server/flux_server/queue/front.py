@@ -17,6 +17,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from flux_server.errors import DeadlineExceeded, InternalError, Unavailable
+from flux_server.execution.previews import PreviewFn, PreviewImage
 from flux_server.queue import codec, names
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import eta_seconds, fair_position
@@ -28,6 +29,8 @@ from flux_server.scheduling.batch_items import BatchInfo
 RETRY_AFTER_S = 2
 # A result outlives its sync request by this much: a front that asks again finds it.
 _RESULT_MARGIN_S = 60.0
+# Longest a front reads on for previews published just before the result it found.
+_DRAIN_S = 1.0
 
 
 def unavailable(exc: BaseException) -> Unavailable:
@@ -60,14 +63,17 @@ class FleetQueue:
         priority: bool,
         timeout: float,
         progress: ProgressFn | None = None,
+        preview: PreviewFn | None = None,
     ) -> tuple[list[GeneratedImage], BatchInfo]:
-        """Queue one generation and wait for its images."""
+        """Queue one generation and wait for its images (``preview``: its worker
+        publishes live previews, heard here)."""
         deadline = time.monotonic() + timeout
         _, pubsub = await self.place(
-            job, request_id=request_id, key_id=key_id, priority=priority, timeout=timeout
-        )
+            job, request_id=request_id, key_id=key_id, priority=priority, timeout=timeout,
+            previews=preview is not None,
+        )  # fmt: skip
         try:
-            outcome = await self.wait(pubsub, request_id, deadline, progress)
+            outcome = await self.wait(pubsub, request_id, deadline, progress, preview=preview)
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
@@ -75,13 +81,13 @@ class FleetQueue:
 
     async def place(
         self, job: ResolvedRequest, *, request_id: str, key_id: str, priority: bool,
-        timeout: float,
+        timeout: float, previews: bool = False,
     ) -> tuple[Placed, Any]:  # fmt: skip
         """Put one generation on the queue, subscribed to its events first (so none is
         missed); ``Unavailable`` (503, Retry-After) when Redis cannot take it."""
         payload = codec.entry(
             job, request_id, key_id, priority=priority, timeout=timeout,
-            result_ttl=timeout + _RESULT_MARGIN_S,
+            result_ttl=timeout + _RESULT_MARGIN_S, previews=previews,
         )  # fmt: skip
         pubsub = self.broker.redis.pubsub()
         try:
@@ -101,12 +107,18 @@ class FleetQueue:
         deadline: float,
         progress: ProgressFn | None,
         on_event: Callable[[str], Awaitable[None]] | None = None,
+        *,
+        preview: PreviewFn | None = None,
     ) -> dict[str, Any]:
         """The stored outcome. ``on_event`` hears ``tick`` about once a second while no
-        event arrives, and ``started`` when a worker starts the request."""
+        event arrives, and ``started`` when a worker starts the request; ``preview``
+        each live preview, in the order the worker published them."""
+        done = False
         while True:
             outcome = await self.broker.result(request_id)
             if outcome is not None:
+                if preview is not None and not done:
+                    await _previews_left(pubsub, preview)
                 return outcome
             left = deadline - time.monotonic()
             if left <= 0:
@@ -116,12 +128,15 @@ class FleetQueue:
             message = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=min(left, 1.0)
             )
-            kind = "tick" if message is None else codec.json_loads(message["data"]).get("type")
-            if kind == "progress" and progress is not None and message is not None:
-                event = codec.json_loads(message["data"])
+            event = {} if message is None else codec.json_loads(message["data"])
+            kind = str(event.get("type", "tick"))
+            done = done or kind == "done"
+            if kind == "progress" and progress is not None:
                 progress(int(event["step"]), int(event["total"]))
+            elif kind == "preview" and preview is not None:
+                preview(PreviewImage.from_json(event))
             elif on_event is not None and kind in ("tick", "started"):
-                await on_event(str(kind))
+                await on_event(kind)
 
     async def position(self, placed: Placed) -> tuple[int | None, float | None]:
         """(position, eta_seconds) of a waiting entry, position 0 next; (None, None) once
@@ -146,6 +161,19 @@ class FleetQueue:
     async def workers(self) -> list[dict[str, Any]]:
         """The live workers of this front's track (their heartbeats)."""
         return [w for w in await self.broker.workers() if w.get("track") == self.track]
+
+
+async def _previews_left(pubsub: Any, preview: PreviewFn) -> None:
+    """The previews still unread when the result is found: a worker publishes them
+    before it stores the result, and ``done`` after, on the same channel."""
+    until = time.monotonic() + _DRAIN_S
+    while (left := until - time.monotonic()) > 0:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        event = {} if message is None else codec.json_loads(message["data"])
+        if event.get("type") in (None, "done"):
+            return
+        if event["type"] == "preview":
+            preview(PreviewImage.from_json(event))
 
 
 def unpack(outcome: dict[str, Any]) -> tuple[list[GeneratedImage], BatchInfo]:

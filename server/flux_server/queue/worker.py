@@ -51,6 +51,7 @@ class QueueWorker:
         self.running: list[Candidate] = []
         self._carry: list[Candidate] = []
         self._last_reclaim = 0.0
+        self._sending: dict[str, asyncio.Task[None]] = {}  # each request's last event
 
     async def run(self, stop: asyncio.Event) -> None:
         pubsub = self.broker.redis.pubsub()
@@ -154,6 +155,7 @@ class QueueWorker:
                 codec.error_outcome("internal", describe_failure(exc, w), self.name) for w in works
             ]
         for c, outcome in zip(batch, outcomes, strict=True):
+            await self._sent(str(c.payload["request_id"]))
             await self.broker.finish(c, outcome, float(c.payload["result_ttl"]))
         self.running = []
         log.info(
@@ -165,15 +167,37 @@ class QueueWorker:
     def _work(self, c: Candidate, loop: asyncio.AbstractEventLoop) -> Work:
         request_id = str(c.payload["request_id"])
         job = codec.job_of(c.payload)
-        pending: set[asyncio.Task[Any]] = set()
+
+        def publish(event: dict[str, Any]) -> None:
+            # Each event waits for the one before: the front hears them in order.
+            before = self._sending.get(request_id)
+            task = loop.create_task(self._publish_after(before, request_id, event))
+            self._sending[request_id] = task
 
         def progress(step: int, total: int) -> None:
-            event = {"type": "progress", "step": step, "total": total}
-            task = loop.create_task(self.broker.publish(request_id, event))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            publish({"type": "progress", "step": step, "total": total})
 
-        return Work("generate", job, job.output_format, request_id, progress, loop)
+        work = Work("generate", job, job.output_format, request_id, progress, loop)
+        if c.payload.get("previews"):
+            work.previews = True
+            work.preview = lambda image: publish({"type": "preview", **image.to_json()})
+        return work
+
+    async def _publish_after(
+        self, before: asyncio.Task[None] | None, request_id: str, event: dict[str, Any]
+    ) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        with contextlib.suppress(RedisError):  # progress is advice; the result is not
+            await self.broker.publish(request_id, event)
+
+    async def _sent(self, request_id: str) -> None:
+        """Every event of the request published: they precede its result and ``done``."""
+        last = self._sending.pop(request_id, None)
+        if last is not None:
+            with contextlib.suppress(Exception):
+                await last
 
 
 def _full(found: Sequence[Candidate], max_units: int) -> bool:

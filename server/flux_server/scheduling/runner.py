@@ -24,6 +24,7 @@ from flux_server.execution.cancellation import (
 from flux_server.execution.edit_job import EditJob, batch_key
 from flux_server.execution.engine import Engine, choose_device
 from flux_server.execution.inputs import InputRejected, Picture, ProgressFn, StopFn
+from flux_server.execution.previews import Decoder, PreviewFn, PreviewHook, build_decoder
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.metrics import Metrics
 from flux_server.requests.edits import request_error
@@ -61,6 +62,9 @@ class Work:
     token: CancelToken | None = None
     job_id: str | None = None
     on_start: Callable[[], Awaitable[None]] | None = None
+    # Live previews: asked for (``previews: true``), and who hears them (on ``loop``).
+    previews: bool = False
+    preview: PreviewFn | None = None
 
     def key(self) -> tuple[Any, ...]:
         """Work with equal keys may run in one pipeline call."""
@@ -90,6 +94,9 @@ class Runner:
         # A digest of each adapter's weights: part of the cache key, so new weights under
         # an old name never serve images made with the old ones (Redis outlives pods).
         self.adapter_versions: dict[str, str] = {}
+        # --preview-decoder, built once the pipeline is loaded; --preview-every.
+        self.preview_decoder: Decoder | None = None
+        self.preview_every = 4
         # The denoising step the running call last finished (written by the engine
         # thread, read on the loop): how far a cancelled call got after its cancel.
         self.step = 0
@@ -118,6 +125,10 @@ class Runner:
 
     def _load_extras(self, s: ServerSettings) -> None:
         assert self.engine is not None
+        self.preview_decoder = build_decoder(
+            s.preview_decoder, self.engine.pipe, s.preview_taef1, self.engine.info.device
+        )
+        self.preview_every = s.preview_every
         if s.lora:
             from flux_server.execution import lora, lora_hotswap
 
@@ -201,9 +212,26 @@ class Runner:
         engine = self.engine
         assert engine is not None
         requests = cast(list[ResolvedRequest], [w.job for w in works])
-        made = engine.generate([r.text_to_image() for r in requests], on_step, should_stop)
+        hooks = self._preview_hooks(works, requests)
+        made = engine.generate([r.text_to_image() for r in requests], on_step, should_stop, hooks)
         return [
             _encoded(pictures, w.output_format) for w, pictures in zip(works, made, strict=True)
+        ]
+
+    def _preview_hooks(
+        self, works: Sequence[Work], requests: Sequence[ResolvedRequest]
+    ) -> list[PreviewHook]:
+        """The call's preview hook, when a member asked for previews: one row per image,
+        each handed to its work's loop."""
+        if self.preview_decoder is None or all(w.preview is None for w in works):
+            return []
+        rows: list[tuple[PreviewFn, int] | None] = []
+        for work, request in zip(works, requests, strict=True):
+            sink = _on_loop(work)
+            rows += [None if sink is None else (sink, i) for i in range(request.num_images)]
+        first = requests[0]
+        return [
+            PreviewHook(self.preview_decoder, self.preview_every, rows, first.width, first.height)
         ]
 
     def _edit(
@@ -226,6 +254,14 @@ class Runner:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._aux_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _on_loop(work: Work) -> PreviewFn | None:
+    """The work's preview callback, called from the engine thread on its loop."""
+    preview, loop = work.preview, work.loop
+    if preview is None or loop is None:
+        return None
+    return lambda image: loop.call_soon_threadsafe(preview, image)
 
 
 def _encoded(pictures: Sequence[Picture], output_format: str) -> list[GeneratedImage]:

@@ -23,6 +23,7 @@ from flux_server.admission.gate import Admission, AuditSink, ContentPolicy, KeyC
 from flux_server.admission.request_log import log_served
 from flux_server.errors import InternalError, NotEnabled, ServeError
 from flux_server.execution.engine import Engine
+from flux_server.execution.previews import PreviewFn
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.experiments.feedback import FeedbackStore
 from flux_server.experiments.runtime import ExperimentEntryPoints, ExperimentRuntime
@@ -208,9 +209,14 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
     # -- requests ------------------------------------------------------------------------
 
     async def generate(
-        self, params: GenerateParams, ctx: CallContext, progress: ProgressFn | None = None
+        self,
+        params: GenerateParams,
+        ctx: CallContext,
+        progress: ProgressFn | None = None,
+        preview: PreviewFn | None = None,
     ) -> GenerationResult:
-        """Generate the images of one request."""
+        """Generate the images of one request; ``preview`` hears its live previews when
+        it asked for them (``previews: true``)."""
         admission = self.admission
         async with admission.request(ctx) as trail, self.batcher.arrival() as arrival:
             admission.admit(trail)
@@ -228,8 +234,11 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
                 await self._served(trail, result, None)
                 log_served(trail, result, None, "generate")
                 return result
-            loop = asyncio.get_running_loop() if progress else None
-            work = Work("generate", job, job.output_format, trail.ctx.request_id, progress, loop)
+            work = Work("generate", job, job.output_format, trail.ctx.request_id, progress)
+            work.previews = params.previews
+            work.preview = preview if params.previews else None
+            if progress is not None or work.preview is not None:
+                work.loop = asyncio.get_running_loop()
             images, info = await self._submit(work, trail.ctx, arrival, trail.user)
             await admission.store(key, images)
             result = self._result(trail, images, info)
@@ -344,6 +353,7 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
                 priority=ctx.priority,
                 timeout=timeout,
                 progress=work.progress,
+                preview=work.preview,
             )
         try:
             return await self.batcher.submit(
