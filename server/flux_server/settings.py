@@ -262,6 +262,13 @@ class ServerSettings(BaseModel):
     visibility_timeout: float = Field(
         30, gt=0, le=3600, description="Seconds before a silent worker's entries go to another."
     )
+    queue_max_upload_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="With --queue: most bytes of an edit's image and mask (or a question's "
+        "image) one queue entry carries; beyond, 413.",
+    )
 
     # --- live previews (flux_server.execution.previews) ----------------------------------
     preview_every: int = Field(

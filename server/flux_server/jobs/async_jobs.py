@@ -92,7 +92,8 @@ class AsyncJobs:
     ) -> JobState:
         """Record the job and queue its work; returns the job as first recorded."""
         ctx = trail.ctx
-        fleet = self.fleet if isinstance(work.job, ResolvedRequest) else None
+        queued = isinstance(work.job, ResolvedRequest) or work.fleet_entry is not None
+        fleet = self.fleet if queued else None
         if fleet is None:
             self.batcher.check_capacity()  # 429/503 before anything is recorded
         cached = await self.admission.lookup(cache_key)

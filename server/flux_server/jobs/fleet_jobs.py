@@ -37,10 +37,10 @@ class FleetJobs:
         self, work: Work, *, key_id: str, priority: bool, timeout: float
     ) -> tuple[Placed, Any]:
         """Queue the job's work (``Unavailable`` when Redis cannot take it)."""
-        assert isinstance(work.job, ResolvedRequest)
+        job = work.job if isinstance(work.job, ResolvedRequest) else None
         return await self.front.place(
-            work.job, request_id=work.request_id, key_id=key_id, priority=priority,
-            timeout=timeout, previews=work.preview is not None,
+            job, request_id=work.request_id, key_id=key_id, priority=priority,
+            timeout=timeout, previews=work.preview is not None, extra=work.fleet_entry,
         )  # fmt: skip
 
     async def follow(

@@ -10,20 +10,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from flux_server.errors import DeadlineExceeded, InternalError, Unavailable
+from flux_server.errors import DeadlineExceeded, Unavailable
 from flux_server.execution.previews import PreviewFn, PreviewImage
 from flux_server.queue import codec, names
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import eta_seconds, fair_position
 from flux_server.requests.context import ProgressFn
 from flux_server.requests.params import ResolvedRequest
-from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.batch_items import BatchInfo
 
 RETRY_AFTER_S = 2
@@ -56,7 +55,7 @@ class FleetQueue:
 
     async def generate(
         self,
-        job: ResolvedRequest,
+        job: ResolvedRequest | None,
         *,
         request_id: str,
         key_id: str,
@@ -64,13 +63,15 @@ class FleetQueue:
         timeout: float,
         progress: ProgressFn | None = None,
         preview: PreviewFn | None = None,
-    ) -> tuple[list[GeneratedImage], BatchInfo]:
-        """Queue one generation and wait for its images (``preview``: its worker
-        publishes live previews, heard here)."""
+        extra: Mapping[str, Any] | None = None,
+    ) -> tuple[Any, BatchInfo]:
+        """Queue one generation, edit or question (``extra``: its kind and upload) and
+        wait for its images or answer (``preview``: its worker publishes live previews,
+        heard here)."""
         deadline = time.monotonic() + timeout
         _, pubsub = await self.place(
             job, request_id=request_id, key_id=key_id, priority=priority, timeout=timeout,
-            previews=preview is not None,
+            previews=preview is not None, extra=extra,
         )  # fmt: skip
         try:
             outcome = await self.wait(pubsub, request_id, deadline, progress, preview=preview)
@@ -80,14 +81,14 @@ class FleetQueue:
         return unpack(outcome)
 
     async def place(
-        self, job: ResolvedRequest, *, request_id: str, key_id: str, priority: bool,
-        timeout: float, previews: bool = False,
+        self, job: ResolvedRequest | None, *, request_id: str, key_id: str, priority: bool,
+        timeout: float, previews: bool = False, extra: Mapping[str, Any] | None = None,
     ) -> tuple[Placed, Any]:  # fmt: skip
         """Put one generation on the queue, subscribed to its events first (so none is
         missed); ``Unavailable`` (503, Retry-After) when Redis cannot take it."""
         payload = codec.entry(
             job, request_id, key_id, priority=priority, timeout=timeout,
-            result_ttl=timeout + _RESULT_MARGIN_S, previews=previews,
+            result_ttl=timeout + _RESULT_MARGIN_S, previews=previews, extra=extra,
         )  # fmt: skip
         pubsub = self.broker.redis.pubsub()
         try:
@@ -176,10 +177,12 @@ async def _previews_left(pubsub: Any, preview: PreviewFn) -> None:
             preview(PreviewImage.from_json(event))
 
 
-def unpack(outcome: dict[str, Any]) -> tuple[list[GeneratedImage], BatchInfo]:
+def unpack(outcome: dict[str, Any]) -> tuple[Any, BatchInfo]:
+    """A stored outcome as the batcher answers: images (a generation, an edit) or an
+    answer (a question) with the batch's timings; the stored error raised as is."""
     error = outcome.get("error")
     if error is not None:
-        if error.get("code") == "deadline_exceeded":
-            raise DeadlineExceeded(str(error.get("message")))
-        raise InternalError(str(error.get("message")))
+        raise codec.error_of(error)
+    if "answer" in outcome:
+        return str(outcome["answer"]), codec.info_of(outcome)
     return codec.images_of(outcome)

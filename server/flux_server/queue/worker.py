@@ -18,7 +18,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from flux_server.queue import codec, names
+from flux_server.errors import ServeError
+from flux_server.queue import codec, names, uploads
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import Candidate, take_compatible, updated_rate
 from flux_server.scheduling.batch_items import BatchInfo
@@ -42,11 +43,13 @@ class QueueWorker:
         max_units: int,
         visibility: float,
         on_batch: Callable[[BatchInfo], None] | None = None,
+        max_pixels: int = 4096 * 4096,
     ) -> None:
         self.broker, self.runner = broker, runner
         self.track, self.name, self.max_units = track, name, max_units
         self.visibility = visibility
         self.on_batch = on_batch
+        self.max_pixels = max_pixels  # an uploaded image's cap (--max-image-pixels)
         self.rate = 0.0  # requests per second, smoothed
         self.running: list[Candidate] = []
         self._carry: list[Candidate] = []
@@ -133,8 +136,10 @@ class QueueWorker:
 
     async def _run(self, batch: Sequence[Candidate]) -> None:
         self.running = list(batch)
-        loop = asyncio.get_running_loop()
-        works = [self._work(c, loop) for c in batch]
+        batch, works = await self._prepare(batch)
+        if not batch:
+            self.running = []
+            return
         for c in batch:
             await self.broker.publish(str(c.payload["request_id"]), {"type": "started"})
         start = time.monotonic()
@@ -143,12 +148,14 @@ class QueueWorker:
             run_s = time.monotonic() - start
             info_units = sum(c.units for c in batch)
             outcomes = []
-            for c, images in zip(batch, results, strict=True):
+            for c, result in zip(batch, results, strict=True):
                 info = BatchInfo(len(batch), info_units, start - _enqueued(c), run_s)
-                outcomes.append(codec.images_outcome(images, info, self.name))
+                outcomes.append(codec.outcome_of(result, info, self.name))
             self.rate = updated_rate(self.rate, len(batch), run_s)
             if self.on_batch is not None:
                 self.on_batch(BatchInfo(len(batch), info_units, 0.0, run_s))
+        except ServeError as error:  # the request's own error (an input a model refused)
+            outcomes = [codec.failed(error, self.name) for _ in works]
         except Exception as exc:
             log.exception("queued batch failed", extra={"error": repr(exc)})
             outcomes = [
@@ -163,6 +170,25 @@ class QueueWorker:
             extra={"request_ids": [str(c.payload["request_id"]) for c in batch],
                    "worker": self.name, "run_s": round(time.monotonic() - start, 3)},
         )  # fmt: skip
+
+    async def _prepare(self, batch: Sequence[Candidate]) -> tuple[list[Candidate], list[Work]]:
+        """The batch's work; an edit or a question this worker cannot take is answered
+        at once with its error (no model call)."""
+        loop = asyncio.get_running_loop()
+        ready: list[Candidate] = []
+        works: list[Work] = []
+        for c in batch:
+            try:
+                if c.payload.get("kind", "generate") == "generate":
+                    works.append(self._work(c, loop))
+                else:
+                    works.append(await uploads.work_of(c.payload, self.runner, self.max_pixels))
+                ready.append(c)
+            except ServeError as error:
+                await self.broker.finish(
+                    c, codec.failed(error, self.name), float(c.payload["result_ttl"])
+                )
+        return ready, works
 
     def _work(self, c: Candidate, loop: asyncio.AbstractEventLoop) -> Work:
         request_id = str(c.payload["request_id"])

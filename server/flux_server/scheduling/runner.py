@@ -65,6 +65,9 @@ class Work:
     # Live previews: asked for (``previews: true``), and who hears them (on ``loop``).
     previews: bool = False
     preview: PreviewFn | None = None
+    # --queue: an edit's or a question's own entry fields (kind, upload), see
+    # flux_server.queue.uploads; None for a generation (its job says everything).
+    fleet_entry: dict[str, Any] | None = None
 
     def key(self) -> tuple[Any, ...]:
         """Work with equal keys may run in one pipeline call."""

@@ -31,6 +31,7 @@ from flux_server.jobs.async_jobs import AsyncJobs, JobEntryPoints
 from flux_server.jobs.fleet_jobs import FleetJobs
 from flux_server.jobs.manager import JobManager, build_job_manager
 from flux_server.metrics import Metrics
+from flux_server.queue import uploads
 from flux_server.requests.context import CallContext, ProgressFn, new_request_id
 from flux_server.requests.params import GenerateParams, ResolvedRequest, resolve
 from flux_server.requests.presets_store import PresetStore
@@ -277,14 +278,17 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         strength: float | None,
         params: GenerateParams,
     ) -> Work:
-        """Decode, resolve, screen and validate an edit: the work to queue."""
+        """Decode, resolve, screen and validate an edit: the work to queue. With
+        ``--queue`` the upload rides the entry, and the worker checks what needs its
+        models (editing on, Kontext)."""
         from flux_server.requests.edit_inputs import decode_edit_inputs, sized_for
         from flux_server.requests.edits import edit_job_from, validate
 
-        editor = self.editor
-        if editor is None:
+        editor, s = self.editor, self.settings
+        if editor is None and self.fleet is None:
             raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
-        s = self.settings
+        if self.fleet is not None:
+            uploads.check_size(s.queue_max_upload_bytes, image, mask)
         source, mask_image = await decode_edit_inputs(
             self.runner.off_loop, image, mask, s.max_image_pixels
         )
@@ -300,8 +304,12 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             width=params.width,
             height=params.height,
         )
-        validate(edit_job, kontext_available=editor.can_instruct)
-        return Work("edit", edit_job, job.output_format, trail.ctx.request_id)
+        validate(edit_job, kontext_available=editor is None or editor.can_instruct)
+        work = Work("edit", edit_job, job.output_format, trail.ctx.request_id)
+        if self.fleet is not None:
+            entry = uploads.edit_entry(image, mask, mode, strength, params.width, params.height)
+            work.fleet_entry = {**entry, "job": job.model_dump(mode="json")}
+        return work
 
     async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
         """Answer a question about an image."""
@@ -315,15 +323,20 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             self.batcher.arrival() as arrival,
         ):
             admission.admit(trail)
-            if self.vqa_model is None:
+            if self.vqa_model is None and self.fleet is None:
                 raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
+            # With --queue the worker checks its model's own limits too.
             validate_question(question, max_tokens, self.vqa_model)
+            if self.fleet is not None:
+                uploads.check_size(self.settings.queue_max_upload_bytes, image)
             decoded = await self.runner.off_loop(
                 decode_image, image, "image", self.settings.max_image_pixels
             )
             await admission.screen(trail, question, "question")
             admission.accepted(trail)
             work = Work("vqa", Question(decoded, question, max_tokens), "", trail.ctx.request_id)
+            if self.fleet is not None:
+                work.fleet_entry = uploads.vqa_entry(image, question, max_tokens)
             answer, _ = await self._submit(work, trail.ctx, arrival)
             return str(answer)
 
@@ -344,16 +357,18 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         self, work: Work, ctx: CallContext, arrival: Arrival, user: str | None = None
     ) -> tuple[Any, BatchInfo]:
         timeout = ctx.timeout if ctx.timeout is not None else self.settings.request_timeout
-        if self.fleet is not None and isinstance(work.job, ResolvedRequest):
+        queued = isinstance(work.job, ResolvedRequest) or work.fleet_entry is not None
+        if self.fleet is not None and queued:
             arrival.end()  # batching happens at the workers
             return await self.fleet.front.generate(
-                work.job,
+                work.job if isinstance(work.job, ResolvedRequest) else None,
                 request_id=ctx.request_id,
                 key_id=user or "anonymous",
                 priority=ctx.priority,
                 timeout=timeout,
                 progress=work.progress,
                 preview=work.preview,
+                extra=work.fleet_entry,
             )
         try:
             return await self.batcher.submit(
