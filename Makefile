@@ -53,9 +53,11 @@ proto: install ## Regenerate the gRPC stubs in contract/flux_contract/_proto fro
 # --- Operator: the CRD generated from the pydantic models ---
 .PHONY: crds
 
-crds: install ## Regenerate crds/ and the chart's copy from the operator's spec models (a test fails when they are stale)
+crds: install ## Regenerate crds/, the chart's copy and the example's Kargo project from the operator's spec models (a test fails when they are stale)
 	$(PY) -m flux_operator.crdgen crds/
 	$(PY) -m flux_operator.crdgen charts/fluxserve-operator/crds/
+	$(PY) -m flux_operator render --kargo examples/promotion/env/production/fluxdeployment.yaml \
+		> examples/promotion/env/kargo/kargo.yaml
 
 # --- Shipping: pinned tools, container images, end to end on kind ---
 .PHONY: tools images e2e

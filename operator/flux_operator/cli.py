@@ -41,22 +41,23 @@ def _needs_extra(module: str) -> ModuleType:
         raise
 
 
-def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
-    """Objects for every FluxDeployment and FluxLoRATraining in a YAML file, and the
-    problems found."""
+def _read_docs(path: Path) -> list[Any]:
     import yaml
 
-    from flux_operator.render import Owner, render_all
-    from flux_operator.spec import KIND, FluxDeploymentSpec
-    from flux_operator.training_render import render_training_docs
-    from flux_operator.validation import spec_problems
-
-    objects: list[dict[str, Any]] = []
-    problems: list[str] = []
     # Bytes: YAML is UTF-8 (or says otherwise with a BOM) whatever the locale, and preset
     # names may be in any script.
     text = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
-    docs = list(yaml.safe_load_all(text))
+    return list(yaml.safe_load_all(text))
+
+
+def flux_deployments(docs: list[Any]) -> tuple[list[tuple[dict[str, Any], Any]], list[str]]:
+    """Every FluxDeployment among the documents with its parsed spec, and the problems
+    of those that cannot be served."""
+    from flux_operator.spec import KIND, FluxDeploymentSpec
+    from flux_operator.validation import spec_problems
+
+    found: list[tuple[dict[str, Any], Any]] = []
+    problems: list[str] = []
     for doc in docs:
         if not isinstance(doc, dict) or doc.get("kind") != KIND:
             continue
@@ -64,15 +65,43 @@ def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
             problems.append(f"{KIND} without a metadata.name (every child is named after it)")
             continue
-        name = meta["name"]
-        found = spec_problems(doc)
-        if found:
-            problems += [f"{name}: {p}" for p in found]
+        errors = spec_problems(doc)
+        if errors:
+            problems += [f"{meta['name']}: {p}" for p in errors]
             continue
-        spec = FluxDeploymentSpec.model_validate(doc["spec"])
-        objects += render_all(Owner(name=name, namespace=meta.get("namespace")), spec)
+        found.append((doc, FluxDeploymentSpec.model_validate(doc["spec"])))
+    return found, problems
+
+
+def render_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Objects for every FluxDeployment and FluxLoRATraining in a YAML file, and the
+    problems found."""
+    from flux_operator.render import Owner, render_all
+    from flux_operator.training_render import render_training_docs
+
+    docs = _read_docs(path)
+    found, problems = flux_deployments(docs)
+    objects: list[dict[str, Any]] = []
+    for doc, spec in found:
+        meta = doc["metadata"]
+        objects += render_all(Owner(name=meta["name"], namespace=meta.get("namespace")), spec)
     jobs, job_problems = render_training_docs(docs)
     return objects + jobs, problems + job_problems
+
+
+def render_kargo_file(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Kargo's objects (and the AnalysisTemplate) for every FluxDeployment in a YAML file,
+    and the problems found."""
+    from flux_operator.render.kargo import KargoInputError, render_kargo
+
+    found, problems = flux_deployments(_read_docs(path))
+    objects: list[dict[str, Any]] = []
+    for doc, spec in found:
+        try:
+            objects += render_kargo(doc, spec)
+        except KargoInputError as exc:
+            problems.append(f"{doc['metadata']['name']}: {exc}")
+    return objects, problems
 
 
 def _cmd_render(args: argparse.Namespace) -> int:
@@ -80,7 +109,7 @@ def _cmd_render(args: argparse.Namespace) -> int:
     from flux_operator.spec import KIND
 
     try:
-        objects, problems = render_file(args.file)
+        objects, problems = (render_kargo_file if args.kargo else render_file)(args.file)
     except (OSError, yaml.YAMLError) as exc:
         print(f"error: {args.file}: {exc}", file=sys.stderr)
         return 2
@@ -89,7 +118,8 @@ def _cmd_render(args: argparse.Namespace) -> int:
     if problems:
         return 1
     if not objects:
-        print(f"error: {args.file}: no {KIND} or FluxLoRATraining found", file=sys.stderr)
+        wanted = KIND if args.kargo else f"{KIND} or FluxLoRATraining"
+        print(f"error: {args.file}: no {wanted} found", file=sys.stderr)
         return 1
     sys.stdout.write(yaml.safe_dump_all(objects, sort_keys=False))
     return 0
@@ -125,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument(
         "file", type=Path, help="YAML file with FluxDeployment(s) or FluxLoRATraining(s), or -"
+    )
+    render.add_argument(
+        "--kargo",
+        action="store_true",
+        help="print instead the Kargo Project, Warehouse and Stages (staging, production) "
+        "and the quality gate's AnalysisTemplate that promote the FluxDeployment(s) "
+        "(see docs/PROMOTION.md)",
     )
     history = sub.add_parser("history", help="print a FluxDeployment's revisions")
     history.add_argument("name")

@@ -180,13 +180,13 @@ def guarded_protocol(guard: ConnectionGuard, base: type[asyncio.Protocol] | None
         base = AutoHTTPProtocol
     parent: Any = base
 
-    class Guarded(parent):  # type: ignore[misc,valid-type]
+    class Guarded(parent):
         _deadline: asyncio.TimerHandle | None = None
         _headed: object = None  # the request cycle whose head has been seen
         _overflow = False
         _refused = False
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             verdict = guard.admit()
             if verdict == "refuse":
                 self._refused = True

@@ -5,6 +5,7 @@ the HTTP status and gRPC code of a reason come from the one table of the wire co
 from __future__ import annotations
 
 import math
+from typing import TypeAlias
 
 from flux_contract.wire import REASONS, WireError, WireStatus, error_body
 
@@ -128,7 +129,7 @@ class InternalError(ServeError):
     code = "internal"
 
 
-Status = WireStatus
+Status: TypeAlias = WireStatus
 """The HTTP status (``http``) and gRPC code name (``grpc``) of an error."""
 
 

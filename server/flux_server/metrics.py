@@ -21,7 +21,6 @@ from prometheus_client.registry import Collector
 
 from flux_contract import metrics as names
 from flux_contract.experiments import Experiment
-from flux_server.admission.safety import SAFETY_REASONS
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +49,6 @@ class Metrics:
         self.cache_misses = _counter(names.CACHE_MISSES, r)
         self.cache_errors = _counter(names.CACHE_ERRORS, r)
         self.safety_rejections = _counter(names.SAFETY_REJECTIONS, r)
-        # Present from the start at 0, so a rate() or an alert sees the series before the
-        # first refusal.
-        for reason in SAFETY_REASONS:
-            self.safety_rejections.labels(reason=reason)
         self.gpu_memory_used = _gauge(names.GPU_MEMORY_USED, r)
         self.gpu_utilization = _gauge(names.GPU_UTILIZATION, r)
         self.model_info = _gauge(names.MODEL_INFO, r)

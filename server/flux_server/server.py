@@ -56,7 +56,7 @@ def _uvicorn(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
-        **({"backlog": guard.backlog} if guard is not None else {}),
+        backlog=guard.backlog if guard is not None else 2048,  # 2048: uvicorn's default
         # An idle connection is closed after this; a slow request head after the guard's
         # --header-timeout; slow bodies are the gateway's to cut (the README's security).
         timeout_keep_alive=keep_alive,  # type: ignore[arg-type]

@@ -43,7 +43,7 @@ def write_dir(directory: Path, weights: tuple[int, int, int], mtime: int) -> Non
 
 def replica(directory: Path, redis_url: str | None = None) -> ExperimentRuntime:
     return ExperimentRuntime(
-        PresetStore(directory, interval=0), FeedbackStore(redis_url), Metrics()
+        PresetStore(directory, interval=0).experiments, FeedbackStore(redis_url), Metrics()
     )
 
 

@@ -408,7 +408,7 @@ def test_adapters_are_chosen_per_request(secured: dict[str, Any]) -> None:
 
     service = secured["server"].server.service
     ink_spec = LoraSpec(name="ink", path=str(secured["lora_dir"]))
-    assert service.adapter_versions == {"ink": fingerprint(ink_spec)}
+    assert service.runner.adapter_versions == {"ink": fingerprint(ink_spec)}
 
     unknown = client.post(
         "/generate",
@@ -496,7 +496,7 @@ def test_classifier_refusal_never_reaches_the_pipeline(tiny_flux_dir: Path, tmp_
     lenient = GenerationService(
         _settings(tiny_flux_dir, safety_model=str(flags), safety_threshold=0.999)
     )
-    assert lenient.safety.check("a photo of a cat").allowed  # the threshold is honoured
+    assert lenient.admission.safety.check("a photo of a cat").allowed  # the threshold is honoured
 
     server = RunningServer(
         _settings(tiny_flux_dir, safety_model=str(flags), safety_threshold=0.9)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from flux_server.requests.params import ResolvedRequest
-from flux_server.scheduling.runner import Work, describe_failure
+from flux_server.scheduling.runner import describe_failure
+from flux_server.scheduling.work import Generation, Work
 
 
 def work(width: int = 64, height: int = 64, num_images: int = 1) -> Work:
@@ -23,7 +24,7 @@ def work(width: int = 64, height: int = 64, num_images: int = 1) -> Work:
         adapters=(),
         style_preset=None,
     )
-    return Work("generate", job, "png", "request-1")
+    return Generation(request=job, request_id="request-1")
 
 
 def test_out_of_memory_names_the_size_and_what_to_try() -> None:

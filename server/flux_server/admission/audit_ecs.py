@@ -63,7 +63,10 @@ class AuditRecord(Protocol):
     reason: str | None
     detail: str | None
     status: int | None
-    outcome: str | None
+
+    @property
+    def outcome(self) -> str | None: ...
+
     latency_ms: float | None
     cache_hit: bool
     job_id: str | None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,7 +26,7 @@ from flux_server.admission.auth_failures import AuthThrottled, FailedAuthAudit, 
 from flux_server.admission.cache import build_cache, cache_key
 from flux_server.admission.protocols import AuditSink, ContentPolicy, KeyChecker, ResultCache
 from flux_server.admission.result_blob import images_from_blob, images_to_blob
-from flux_server.admission.safety import SafetyDecision
+from flux_server.admission.safety import SAFETY_REASONS, SafetyDecision
 from flux_server.errors import (
     ContentRejected,
     PermissionDenied,
@@ -37,16 +37,12 @@ from flux_server.errors import (
 )
 from flux_server.experiments.assignment import Assignment
 from flux_server.metrics import Metrics
-from flux_server.requests.context import CallContext
+from flux_server.requests.context import CallContext, OffLoop
 from flux_server.requests.params import ResolvedRequest
 from flux_server.requests.results import GeneratedImage
 from flux_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
-
-OffLoop = Callable[..., Coroutine[Any, Any, Any]]
-"""Runs a blocking function in a worker thread
-(:meth:`flux_server.scheduling.runner.Runner.off_loop`)."""
 
 
 @dataclass
@@ -89,6 +85,10 @@ class Admission:
         self.audit = audit
         self.cache = cache
         self._off_loop = off_loop
+        # Present from the start at 0, so a rate() or an alert sees the series before the
+        # first refusal.
+        for reason in SAFETY_REASONS:
+            metrics.safety_rejections.labels(reason=reason)
         s = settings
         self.throttle = (
             FailureThrottle(s.failed_auth_burst, s.failed_auth_rate)

@@ -8,8 +8,8 @@ it too. A task per job waits for the result and reports it to the
 :class:`~flux_server.jobs.manager.JobManager`; the batch reports the start, every step
 goes to the manager, and a cancel either takes the work out of the queue or sets its
 token, which stops its pipeline call at the next step once every member is cancelled.
-:class:`JobEntryPoints` holds the service's job entry points (submit, submit an edit,
-read and cancel).
+With ``--queue`` a generation goes on the fleet's queue instead, and this front follows
+it there (:mod:`flux_server.jobs.fleet_jobs`).
 """
 
 from __future__ import annotations
@@ -17,26 +17,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from flux_server.admission.gate import Admission, Trail
-from flux_server.admission.request_log import log_served
 from flux_server.errors import InternalError, ServeError
-from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.fleet_jobs import FleetJobs
 from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
 from flux_server.jobs.manager import JobManager
 from flux_server.jobs.webhook_url import WebhookTarget
-from flux_server.requests.params import ResolvedRequest
 from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.batcher import Batcher, BatchInfo
-from flux_server.scheduling.runner import Runner, Work, describe_failure
-
-if TYPE_CHECKING:
-    from flux_server.requests.context import CallContext
-    from flux_server.requests.params import GenerateParams
-    from flux_server.requests.results import GenerationResult
+from flux_server.scheduling.runner import Runner, describe_failure
+from flux_server.scheduling.work import Generation, Made, Work
 
 log = logging.getLogger(__name__)
 
@@ -45,23 +38,12 @@ log = logging.getLogger(__name__)
 ServedFn = Callable[[Trail, list[GeneratedImage], BatchInfo | None], Awaitable[None]]
 
 
-def total_steps(work: Work) -> int:
-    """The denoising steps the work's pipeline call runs (an img2img edit runs only
-    the last ``strength`` of its schedule)."""
-    if work.kind == "edit":
-        from flux_server.execution.edit_job import EditJob, denoising_steps
-
-        if isinstance(work.job, EditJob):
-            return denoising_steps(work.job)
-    return int(getattr(work.job, "steps", 0))
-
-
 class AsyncJobs:
     """The jobs this replica accepted, from submission to outcome."""
 
     def __init__(
         self,
-        batcher: Batcher[Work, Any],
+        batcher: Batcher[Work, Made],
         admission: Admission,
         manager: JobManager,
         runner: Runner,
@@ -92,7 +74,8 @@ class AsyncJobs:
     ) -> JobState:
         """Record the job and queue its work; returns the job as first recorded."""
         ctx = trail.ctx
-        queued = isinstance(work.job, ResolvedRequest) or work.fleet_entry is not None
+        # Generations, and edits with their upload in the entry, ride the fleet's queue.
+        queued = isinstance(work, Generation) or work.fleet_entry is not None
         fleet = self.fleet if queued else None
         if fleet is None:
             self.batcher.check_capacity()  # 429/503 before anything is recorded
@@ -115,7 +98,7 @@ class AsyncJobs:
             self._trails.pop(job_id, None)
             await self.manager.failed(job_id, error)
             raise
-        steps = total_steps(work)
+        steps = work.steps
         if cached is not None:
             self._spawn(self._finish_cached(job_id, steps, cached))
             return state
@@ -192,11 +175,11 @@ class AsyncJobs:
         self,
         job_id: str,
         work: Work,
-        result: Coroutine[Any, Any, tuple[list[GeneratedImage], Any]],
+        result: Coroutine[Any, Any, tuple[Made, BatchInfo]],
         cache_key: str | None,
     ) -> None:
         try:
-            images, info = await result
+            made, info = await result
         except asyncio.CancelledError:
             return  # withdrawn from the queue: the cancel is recorded already
         except ServeError as error:
@@ -208,8 +191,8 @@ class AsyncJobs:
             return
         if work.token is not None and work.token.cancelled:
             return  # the images of a cancelled job are dropped, never delivered
-        await self.admission.store(cache_key, images)
-        await self._succeeded(job_id, images, info)
+        await self.admission.store(cache_key, made.images)
+        await self._succeeded(job_id, made.images, info)
 
     async def _started(self, job_id: str, steps: int) -> None:
         # A batch that failed is split and run again: its jobs have started already.
@@ -286,102 +269,3 @@ class AsyncJobs:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
-
-
-class JobEntryPoints:
-    """The async-job entry points of :class:`flux_server.service.core.GenerationService`:
-    admitted like a synchronous request, then queued by :class:`AsyncJobs`."""
-
-    if TYPE_CHECKING:  # provided by the service
-        admission: Admission
-        jobs: JobManager
-        async_jobs: AsyncJobs
-
-        @property
-        def adapter_versions(self) -> dict[str, str]: ...
-
-        def _arm(self, trail: Trail, params: GenerateParams) -> GenerateParams: ...
-
-        def _resolve(self, params: GenerateParams) -> ResolvedRequest: ...
-
-        async def _edit_work(
-            self,
-            trail: Trail,
-            image: bytes,
-            mask: bytes | None,
-            mode: str | None,
-            strength: float | None,
-            params: GenerateParams,
-        ) -> Work: ...
-
-        def _result(
-            self,
-            trail: Trail,
-            images: list[GeneratedImage],
-            info: BatchInfo | None,
-            cache_hit: bool = False,
-        ) -> GenerationResult: ...
-
-        async def _served(
-            self, trail: Trail, result: GenerationResult, info: BatchInfo | None
-        ) -> None: ...
-
-    async def submit(
-        self,
-        params: GenerateParams,
-        ctx: CallContext,
-        webhook: str | None = None,
-        webhook_events_filter: Sequence[str] | None = None,
-    ) -> JobState:
-        """Admit a generation like :meth:`generate`, then queue it as an async job and
-        return the job without waiting (``Prefer: respond-async``, gRPC ``Submit``)."""
-        admission = self.admission
-        async with admission.request(ctx) as trail:
-            admission.admit(trail)
-            job = trail.job = self._resolve(self._arm(trail, params))
-            await admission.screen(trail, job.prompt, "prompt")
-            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
-            key = admission.cache_key(
-                job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
-            )
-            work = Work("generate", job, job.output_format, trail.ctx.request_id)
-            work.previews = params.previews
-            return await self.async_jobs.submit(
-                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=key
-            )
-
-    async def submit_edit(
-        self,
-        *,
-        image: bytes,
-        mask: bytes | None,
-        mode: str | None,
-        strength: float | None,
-        params: GenerateParams,
-        ctx: CallContext,
-        webhook: str | None = None,
-        webhook_events_filter: Sequence[str] | None = None,
-    ) -> JobState:
-        """Admit an edit like :meth:`edit`, then queue it as an async job."""
-        async with self.admission.request(ctx) as trail:
-            self.admission.admit(trail)
-            work = await self._edit_work(trail, image, mask, mode, strength, params)
-            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
-            return await self.async_jobs.submit(
-                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=None
-            )
-
-    def job_reader(self, ctx: CallContext) -> OwnedJobs:
-        """The jobs of a caller with a valid key: those its key's user submitted (reads
-        and cancels answer while the model loads or the server drains: the jobs are in
-        the store)."""
-        principal, _ = self.admission.authenticate(ctx)
-        return OwnedJobs(self.jobs, principal.user if principal is not None else None)
-
-    async def _job_served(
-        self, trail: Trail, images: list[GeneratedImage], info: BatchInfo | None
-    ) -> None:
-        """An async job that succeeded: counted in its arm like a synchronous request."""
-        result = self._result(trail, images, info, cache_hit=info is None)
-        await self._served(trail, result, info)
-        log_served(trail, result, info, job=True)

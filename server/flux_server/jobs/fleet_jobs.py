@@ -20,10 +20,8 @@ from redis.exceptions import RedisError
 from flux_server.jobs.lifecycle import JobStateError
 from flux_server.jobs.manager import JobManager
 from flux_server.queue.front import FleetQueue, Placed, unpack
-from flux_server.requests.params import ResolvedRequest
-from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.batch_items import BatchInfo
-from flux_server.scheduling.runner import Work
+from flux_server.scheduling.work import Generation, Made, Work
 
 
 class FleetJobs:
@@ -36,10 +34,11 @@ class FleetJobs:
     async def place(
         self, work: Work, *, key_id: str, priority: bool, timeout: float
     ) -> tuple[Placed, Any]:
-        """Queue the job's work (``Unavailable`` when Redis cannot take it)."""
-        job = work.job if isinstance(work.job, ResolvedRequest) else None
+        """Queue the job's work, a generation or an edit with its upload
+        (``Unavailable`` when Redis cannot take it)."""
+        request = work.request if isinstance(work, Generation) else None
         return await self.front.place(
-            job, request_id=work.request_id, key_id=key_id, priority=priority,
+            request, request_id=work.request_id, key_id=key_id, priority=priority,
             timeout=timeout, previews=work.preview is not None, extra=work.fleet_entry,
         )  # fmt: skip
 
@@ -50,7 +49,7 @@ class FleetJobs:
         placed: tuple[Placed, Any],
         timeout: float,
         on_start: Callable[[], Awaitable[None]],
-    ) -> tuple[list[GeneratedImage], BatchInfo]:
+    ) -> tuple[Made, BatchInfo]:
         """The job's images once a worker stored them, its place reported meanwhile.
         A cancelled job ends with ``CancelledError`` (the cancel is recorded already)."""
         entry, pubsub = placed

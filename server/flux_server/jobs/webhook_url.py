@@ -21,18 +21,29 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from flux_server.errors import RefusedTarget
+from flux_server.settings.hosts import ALLOW_FLAG, AllowList, IPAddress, IPNetwork, ip_literal
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+__all__ = [
+    "ALLOW_FLAG",
+    "AllowList",
+    "IPAddress",
+    "IPNetwork",
+    "Resolver",
+    "WebhookTarget",
+    "check_webhook_url",
+    "embedded_ipv4",
+    "refusal",
+    "system_resolver",
+]
+
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 FIELD = "webhook"
-ALLOW_FLAG = "--webhook-allow-hosts"
 METADATA_HOSTS = frozenset({"metadata.google.internal", "metadata", "metadata.azure.internal"})
 METADATA_ADDRESSES = frozenset(
     {
@@ -42,66 +53,6 @@ METADATA_ADDRESSES = frozenset(
     }
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-_NUMERIC_V4 = frozenset("0123456789abcdefx.")
-
-
-@dataclass(frozen=True)
-class AllowList:
-    """``--webhook-allow-hosts``: host names (exact, case-insensitive) and networks."""
-
-    hosts: frozenset[str] = frozenset()
-    networks: tuple[IPNetwork, ...] = ()
-
-    @classmethod
-    def parse(cls, entries: Iterable[str]) -> AllowList:
-        """Raises ``ValueError`` naming the flag and the entry that is neither a host
-        name nor an address or CIDR."""
-        hosts: set[str] = set()
-        networks: list[IPNetwork] = []
-        for raw in entries:
-            entry = raw.strip().lower().strip("[]")
-            if not entry:
-                continue
-            if "/" in entry or _literal(entry) is not None:
-                try:
-                    networks.append(ipaddress.ip_network(entry, strict=False))
-                except ValueError as exc:
-                    raise ValueError(f"{ALLOW_FLAG}: {raw!r} is not a CIDR ({exc})") from None
-            elif _is_host_name(entry):
-                hosts.add(entry.rstrip("."))
-            else:
-                raise ValueError(f"{ALLOW_FLAG}: {raw!r} is neither a host name nor a CIDR")
-        return cls(frozenset(hosts), tuple(networks))
-
-    def allows_host(self, host: str) -> bool:
-        return host.lower().rstrip(".") in self.hosts
-
-    def allows_address(self, address: IPAddress) -> bool:
-        return any(address in net for net in self.networks if net.version == address.version)
-
-
-def _is_host_name(value: str) -> bool:
-    labels = value.rstrip(".").split(".")
-    return all(
-        0 < len(label) <= 63 and label.replace("-", "").replace("_", "").isalnum()
-        for label in labels
-    )
-
-
-def _literal(host: str) -> IPAddress | None:
-    """The address a host that is an IP literal names, in any spelling the resolver
-    accepts; None for a host name."""
-    host = host.strip("[]").split("%", 1)[0]
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    if host and set(host.lower()) <= _NUMERIC_V4 and any(c.isdigit() for c in host):
-        try:
-            return ipaddress.IPv4Address(socket.inet_aton(host))
-        except OSError:
-            return None
-    return None
 
 
 def embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
@@ -207,7 +158,7 @@ async def check_webhook_url(
     scheme, host, port = split_url(url)
     if allow.allows_host(host):
         return WebhookTarget(url, scheme, host, port, ())
-    literal = _literal(host)
+    literal = ip_literal(host)
     if literal is not None:
         addresses: list[IPAddress] = [literal]
     else:

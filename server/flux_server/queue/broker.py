@@ -12,13 +12,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from flux_server.queue import names
 from flux_server.queue.decisions import Candidate, batch_key, fair_order
+
+# The client decodes replies (decode_responses=True), which redis-py's types cannot
+# express: these name what the commands used here return, for the casts below.
+Entry = tuple[str, dict[str, str]]
+StreamReply = list[tuple[str, list[Entry]]]
 
 # Drop a key from its class's rotation only if its stream is empty, atomically: a
 # front's XADD + ZADD (one MULTI) can never land between the check and the removal.
@@ -34,7 +39,7 @@ def connect(url: str, password: str | None = None) -> aioredis.Redis:
     kwargs: dict[str, Any] = {"decode_responses": True, "health_check_interval": 10}
     if password:
         kwargs["password"] = password
-    return aioredis.from_url(url, **kwargs)  # type: ignore[no-any-return]
+    return aioredis.from_url(url, **kwargs)
 
 
 class Broker:
@@ -86,7 +91,10 @@ class Broker:
         """The next undelivered entry of one key's stream, now this consumer's."""
         stream = names.stream(track, priority, key_id)
         await self._group(stream)
-        got = await self.redis.xreadgroup(names.GROUP, consumer, {stream: ">"}, count=1)
+        got = cast(
+            StreamReply,
+            await self.redis.xreadgroup(names.GROUP, consumer, {stream: ">"}, count=1),
+        )
         if not got:
             await self._drop(keys=[names.class_keys(track, priority), stream], args=[key_id])
             return None
@@ -95,7 +103,10 @@ class Broker:
         return _candidate(stream, entry_id, fields)
 
     async def turn_order(self, track: str, priority: str) -> list[str]:
-        scored = await self.redis.zrange(names.class_keys(track, priority), 0, -1, withscores=True)
+        scored = cast(
+            list[tuple[str, float]],
+            await self.redis.zrange(names.class_keys(track, priority), 0, -1, withscores=True),
+        )
         return fair_order(dict(scored))
 
     async def autoclaim(
@@ -169,7 +180,8 @@ class Broker:
     async def class_state(self, track: str, priority: str) -> dict[str, tuple[int, str]]:
         """Per key of a class: (entries waiting, last delivered id)."""
         state: dict[str, tuple[int, str]] = {}
-        for key_id in await self.redis.zrange(names.class_keys(track, priority), 0, -1):
+        key_ids = cast(list[str], await self.redis.zrange(names.class_keys(track, priority), 0, -1))
+        for key_id in key_ids:
             stream = names.stream(track, priority, key_id)
             try:
                 groups = await self.redis.xinfo_groups(stream)
@@ -184,20 +196,25 @@ class Broker:
 
     async def oldest_waiting(self, stream: str, last_delivered: str) -> float | None:
         """Enqueue time (epoch s) of the stream's first undelivered entry."""
-        got = await self.redis.xrange(stream, min=f"({last_delivered}", max="+", count=1)
+        got = cast(
+            list[Entry], await self.redis.xrange(stream, min=f"({last_delivered}", max="+", count=1)
+        )
         return int(got[0][0].split("-")[0]) / 1000 if got else None
 
     async def ahead_of(self, stream: str, last_delivered: str, entry_id: str) -> int | None:
         """Undelivered entries before ``entry_id`` in its stream; None once delivered."""
         if _id_tuple(entry_id) <= _id_tuple(last_delivered):
             return None
-        got = await self.redis.xrange(
-            stream, min=f"({last_delivered}", max=f"({entry_id}", count=100_000
+        got = cast(
+            list[Entry],
+            await self.redis.xrange(
+                stream, min=f"({last_delivered}", max=f"({entry_id}", count=100_000
+            ),
         )
         return len(got)
 
     async def tracks(self) -> list[str]:
-        return sorted(await self.redis.smembers(names.tracks_set()))
+        return sorted(cast(set[str], await self.redis.smembers(names.tracks_set())))
 
 
 def _id_tuple(entry_id: str) -> tuple[int, int]:

@@ -25,6 +25,7 @@ from flux_server.errors import (
 from flux_server.requests.params import ResolvedRequest
 from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.batch_items import BatchInfo
+from flux_server.scheduling.work import Made
 
 
 def entry(
@@ -82,11 +83,11 @@ def images_outcome(
     }
 
 
-def outcome_of(result: Any, info: BatchInfo, worker: str) -> dict[str, Any]:
+def outcome_of(made: Made, info: BatchInfo, worker: str, kind: str) -> dict[str, Any]:
     """What a worker stores for one request: a question's answer, else its images."""
-    if isinstance(result, str):
-        return answer_outcome(result, info, worker)
-    return images_outcome(result, info, worker)
+    if kind == "vqa":
+        return answer_outcome(made.answer, info, worker)
+    return images_outcome(made.images, info, worker)
 
 
 def failed(error: ServeError, worker: str) -> dict[str, Any]:

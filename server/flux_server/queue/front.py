@@ -24,6 +24,7 @@ from flux_server.queue.decisions import eta_seconds, fair_position
 from flux_server.requests.context import ProgressFn
 from flux_server.requests.params import ResolvedRequest
 from flux_server.scheduling.batch_items import BatchInfo
+from flux_server.scheduling.work import Made
 
 RETRY_AFTER_S = 2
 # A result outlives its sync request by this much: a front that asks again finds it.
@@ -64,7 +65,7 @@ class FleetQueue:
         progress: ProgressFn | None = None,
         preview: PreviewFn | None = None,
         extra: Mapping[str, Any] | None = None,
-    ) -> tuple[Any, BatchInfo]:
+    ) -> tuple[Made, BatchInfo]:
         """Queue one generation, edit or question (``extra``: its kind and upload) and
         wait for its images or answer (``preview``: its worker publishes live previews,
         heard here)."""
@@ -177,12 +178,13 @@ async def _previews_left(pubsub: Any, preview: PreviewFn) -> None:
             preview(PreviewImage.from_json(event))
 
 
-def unpack(outcome: dict[str, Any]) -> tuple[Any, BatchInfo]:
+def unpack(outcome: dict[str, Any]) -> tuple[Made, BatchInfo]:
     """A stored outcome as the batcher answers: images (a generation, an edit) or an
     answer (a question) with the batch's timings; the stored error raised as is."""
     error = outcome.get("error")
     if error is not None:
         raise codec.error_of(error)
     if "answer" in outcome:
-        return str(outcome["answer"]), codec.info_of(outcome)
-    return codec.images_of(outcome)
+        return Made(answer=str(outcome["answer"])), codec.info_of(outcome)
+    images, info = codec.images_of(outcome)
+    return Made(images), info

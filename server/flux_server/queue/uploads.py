@@ -23,7 +23,8 @@ from flux_server.queue import codec
 from flux_server.requests.edits import edit_job_from, validate
 from flux_server.requests.images import decode_image
 from flux_server.requests.questions import validate_question
-from flux_server.scheduling.runner import Question, Runner, Work
+from flux_server.scheduling.runner import Runner
+from flux_server.scheduling.work import Edit, Question, Work
 
 
 def check_size(limit: int, image: bytes, mask: bytes | None = None) -> None:
@@ -79,7 +80,9 @@ async def work_of(payload: Mapping[str, Any], runner: Runner, max_pixels: int) -
         image = await runner.off_loop(
             decode_image, base64.b64decode(fields["image"]), "image", max_pixels
         )
-        return Work("vqa", Question(image, question, max_tokens), "", request_id)
+        return Question(
+            image=image, question=question, max_tokens=max_tokens, request_id=request_id
+        )
     fields = payload["edit"]
     editor = runner.editor
     if editor is None:
@@ -99,4 +102,4 @@ async def work_of(payload: Mapping[str, Any], runner: Runner, max_pixels: int) -
         width=fields["width"], height=fields["height"],
     )  # fmt: skip
     validate(edit_job, kontext_available=editor.can_instruct)
-    return Work("edit", edit_job, job.output_format, request_id)
+    return Edit(job=edit_job, output_format=job.output_format, request_id=request_id)

@@ -23,7 +23,8 @@ from flux_server.queue import codec, names, uploads
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import Candidate, take_compatible, updated_rate
 from flux_server.scheduling.batch_items import BatchInfo
-from flux_server.scheduling.runner import Runner, Work, describe_failure
+from flux_server.scheduling.runner import Runner, describe_failure
+from flux_server.scheduling.work import Generation, Made, Work
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +145,13 @@ class QueueWorker:
             await self.broker.publish(str(c.payload["request_id"]), {"type": "started"})
         start = time.monotonic()
         try:
-            results: list[Any] = await self.runner.run_batch(works)
+            results: list[Made] = await self.runner.run_batch(works)
             run_s = time.monotonic() - start
             info_units = sum(c.units for c in batch)
             outcomes = []
-            for c, result in zip(batch, results, strict=True):
+            for c, made in zip(batch, results, strict=True):
                 info = BatchInfo(len(batch), info_units, start - _enqueued(c), run_s)
-                outcomes.append(codec.outcome_of(result, info, self.name))
+                outcomes.append(codec.outcome_of(made, info, self.name, str(c.payload.get("kind"))))
             self.rate = updated_rate(self.rate, len(batch), run_s)
             if self.on_batch is not None:
                 self.on_batch(BatchInfo(len(batch), info_units, 0.0, run_s))
@@ -190,7 +191,7 @@ class QueueWorker:
                 )
         return ready, works
 
-    def _work(self, c: Candidate, loop: asyncio.AbstractEventLoop) -> Work:
+    def _work(self, c: Candidate, loop: asyncio.AbstractEventLoop) -> Generation:
         request_id = str(c.payload["request_id"])
         job = codec.job_of(c.payload)
 
@@ -203,7 +204,13 @@ class QueueWorker:
         def progress(step: int, total: int) -> None:
             publish({"type": "progress", "step": step, "total": total})
 
-        work = Work("generate", job, job.output_format, request_id, progress, loop)
+        work = Generation(
+            request=job,
+            request_id=request_id,
+            output_format=job.output_format,
+            progress=progress,
+            loop=loop,
+        )
         if c.payload.get("previews"):
             work.previews = True
             work.preview = lambda image: publish({"type": "preview", **image.to_json()})

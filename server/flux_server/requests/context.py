@@ -1,15 +1,22 @@
 """Who asks and how (:class:`CallContext`): what a call carries from the API adapters
-to the core besides its parameters. No framework, no torch: every layer above the
+to the core besides its parameters; and the callables a call is handed (``ProgressFn``,
+the engine's own, and ``OffLoop``). No framework, no torch: every layer above the
 engine may import it."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
-ProgressFn = Callable[[int, int], None]
-"""Called on the event loop after each denoising step with (step, total steps)."""
+from flux_server.execution.inputs import ProgressFn
+
+__all__ = ["CallContext", "OffLoop", "ProgressFn", "new_request_id"]
+
+OffLoop = Callable[..., Coroutine[Any, Any, Any]]
+"""Runs a blocking function in a worker thread, off the event loop
+(:meth:`flux_server.scheduling.runner.Runner.off_loop`)."""
 
 
 def new_request_id() -> str:

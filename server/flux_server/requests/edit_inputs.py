@@ -12,7 +12,7 @@ from flux_server.requests.params import GenerateParams
 if TYPE_CHECKING:
     from PIL import Image
 
-    from flux_server.admission.gate import OffLoop
+    from flux_server.requests.context import OffLoop
 
 
 async def decode_edit_inputs(

@@ -1,9 +1,7 @@
 """What runs on the accelerator: the loaded models, the one thread that calls them, and
-a batch of queued work turned into results.
-
-Generations, edits and questions share one queue (one accelerator), so they share its
-backpressure, lane and deadlines; :class:`Work` is what waits in it. Torch calls never
-overlap: every model call goes through the single engine thread.
+a batch of queued work (:mod:`flux_server.scheduling.work`) turned into results: the
+requests translated into the engine's plain inputs, its pictures encoded. Torch calls
+never overlap: every model call goes through the single engine thread.
 """
 
 from __future__ import annotations
@@ -11,75 +9,33 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
+from typing import Any, TypeVar
 
 from flux_server.execution.cancellation import (
     BatchCancellation,
-    CancelToken,
     GenerationInterrupted,
 )
-from flux_server.execution.edit_job import EditJob, batch_key
 from flux_server.execution.engine import Engine, choose_device
 from flux_server.execution.inputs import InputRejected, Picture, ProgressFn, StopFn
-from flux_server.execution.previews import Decoder, PreviewFn, PreviewHook, build_decoder
+from flux_server.execution.previews import (
+    Decoder,
+    PreviewFn,
+    PreviewHook,
+    PreviewImage,
+    build_decoder,
+)
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.metrics import Metrics
 from flux_server.requests.edits import request_error
-from flux_server.requests.params import ResolvedRequest
 from flux_server.requests.results import GeneratedImage
+from flux_server.scheduling.work import Edit, Generation, Made, Question, Work, members
 from flux_server.settings import ServerSettings
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 _T = TypeVar("_T")
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Question:
-    image: Image.Image
-    question: str
-    max_tokens: int
-
-
-@dataclass(eq=False)
-class Work:
-    """One request in the scheduler: a generation, an edit or a question."""
-
-    kind: Literal["generate", "edit", "vqa"]
-    job: ResolvedRequest | EditJob | Question
-    output_format: str
-    request_id: str
-    progress: ProgressFn | None = None
-    loop: asyncio.AbstractEventLoop | None = None
-    # An async job's: cancelled by its id (stops its pipeline call once every member of
-    # the call is cancelled), and told when its batch starts.
-    token: CancelToken | None = None
-    job_id: str | None = None
-    on_start: Callable[[], Awaitable[None]] | None = None
-    # Live previews: asked for (``previews: true``), and who hears them (on ``loop``).
-    previews: bool = False
-    preview: PreviewFn | None = None
-    # --queue: an edit's or a question's own entry fields (kind, upload), see
-    # flux_server.queue.uploads; None for a generation (its job says everything).
-    fleet_entry: dict[str, Any] | None = None
-
-    def key(self) -> tuple[Any, ...]:
-        """Work with equal keys may run in one pipeline call."""
-        if isinstance(self.job, ResolvedRequest):
-            return ("generate", *self.job.batch_key())
-        if isinstance(self.job, Question):
-            return ("vqa", id(self))  # answered one at a time
-        return ("edit", *batch_key(self.job))
-
-    @property
-    def units(self) -> int:
-        return 1 if isinstance(self.job, Question) else int(self.job.num_images)
 
 
 class Runner:
@@ -159,35 +115,29 @@ class Runner:
         call = functools.partial(func, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._aux_executor, call)
 
-    async def run_batch(self, works: Sequence[Work]) -> list[Any]:
-        """One result per work, in order: a list of images per generation or edit, an
-        answer per question (the batcher's ``RunBatch``)."""
-        loop = asyncio.get_running_loop()
+    async def run_batch(self, works: Sequence[Work]) -> list[Made]:
+        """One result per work, in order: images per generation or edit, an answer per
+        question (the batcher's ``RunBatch``)."""
         for work in works:
             if work.on_start is not None:
                 await work.on_start()
+        if works[0].kind == "vqa":
+            try:
+                return [await self._answer(question) for question in members(works, Question)]
+            except InputRejected as rejected:
+                raise request_error(rejected) from None
         listeners = [w for w in works if w.progress is not None and w.loop is not None]
         self.step = 0
 
-        def progress(step: int, total: int) -> None:
+        def on_step(step: int, total: int) -> None:
             self.step = step
             for work in listeners:
                 work.loop.call_soon_threadsafe(work.progress, step, total)  # type: ignore[union-attr,arg-type]
 
-        on_step = progress
-        first = works[0].job
-        if isinstance(first, Question):
-            answerer = self.vqa_model
-            assert answerer is not None
-            answer = await loop.run_in_executor(
-                self._executor, answerer.answer, first.image, first.question, first.max_tokens
-            )
-            return [answer]
+        run = self._generate if works[0].kind == "generate" else self._edit
         cancellation = BatchCancellation([w.token for w in works])
-        # One batch holds one kind of work (its key starts with the kind).
-        run = self._generate if isinstance(first, ResolvedRequest) else self._edit
         try:
-            made = await loop.run_in_executor(
+            made = await asyncio.get_running_loop().run_in_executor(
                 self._executor, run, works, on_step, cancellation.should_stop
             )
         except GenerationInterrupted as stopped:
@@ -202,56 +152,65 @@ class Runner:
                     "request_ids": [w.request_id for w in works],
                 },
             )
-            return [[] for _ in works]
+            return [Made() for _ in works]
         except InputRejected as rejected:
             raise request_error(rejected) from None
-        self.metrics.images_generated.inc(sum(len(images) for images in made))
+        self.metrics.images_generated.inc(sum(len(m.images) for m in made))
         return made
+
+    async def _answer(self, question: Question) -> Made:
+        answerer = self.vqa_model
+        assert answerer is not None
+        answer = await asyncio.get_running_loop().run_in_executor(
+            self._executor,
+            answerer.answer,
+            question.image,
+            question.question,
+            question.max_tokens,
+        )
+        return Made(answer=answer)
 
     def _generate(
         self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
-    ) -> list[list[GeneratedImage]]:
+    ) -> list[Made]:
         """Engine thread: the requests as the engine's inputs, its pictures encoded."""
         engine = self.engine
         assert engine is not None
-        requests = cast(list[ResolvedRequest], [w.job for w in works])
-        hooks = self._preview_hooks(works, requests)
-        made = engine.generate([r.text_to_image() for r in requests], on_step, should_stop, hooks)
-        return [
-            _encoded(pictures, w.output_format) for w, pictures in zip(works, made, strict=True)
-        ]
+        generations = members(works, Generation)
+        made = engine.generate(
+            [g.request.text_to_image() for g in generations],
+            on_step,
+            should_stop,
+            self._preview_hooks(generations),
+        )
+        return [_encoded(pics, g.output_format) for g, pics in zip(generations, made, strict=True)]
 
-    def _preview_hooks(
-        self, works: Sequence[Work], requests: Sequence[ResolvedRequest]
-    ) -> list[PreviewHook]:
+    def _preview_hooks(self, generations: Sequence[Generation]) -> list[PreviewHook]:
         """The call's preview hook, when a member asked for previews: one row per image,
         each handed to its work's loop."""
-        if self.preview_decoder is None or all(w.preview is None for w in works):
+        if self.preview_decoder is None or all(g.preview is None for g in generations):
             return []
         rows: list[tuple[PreviewFn, int] | None] = []
-        for work, request in zip(works, requests, strict=True):
-            sink = _on_loop(work)
-            rows += [None if sink is None else (sink, i) for i in range(request.num_images)]
-        first = requests[0]
+        for g in generations:
+            sink = _on_loop(g)
+            rows += [None if sink is None else (sink, i) for i in range(g.request.num_images)]
+        first = generations[0].request
         return [
             PreviewHook(self.preview_decoder, self.preview_every, rows, first.width, first.height)
         ]
 
-    def _edit(
-        self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
-    ) -> list[list[GeneratedImage]]:
+    def _edit(self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn) -> list[Made]:
         """Engine thread: the edits in one pipeline call, their images encoded."""
         editor = self.editor
         assert editor is not None
-        results = editor.run_batch(
-            cast(list[EditJob], [w.job for w in works]), on_step, should_stop
-        )
+        edits = members(works, Edit)
+        results = editor.run_batch([e.job for e in edits], on_step, should_stop)
         return [
             _encoded(
                 [Picture(image, seed) for image, seed in zip(r.images, r.seeds, strict=True)],
-                work.output_format,
+                edit.output_format,
             )
-            for work, r in zip(works, results, strict=True)
+            for edit, r in zip(edits, results, strict=True)
         ]
 
     def shutdown(self) -> None:
@@ -264,20 +223,22 @@ def _on_loop(work: Work) -> PreviewFn | None:
     preview, loop = work.preview, work.loop
     if preview is None or loop is None:
         return None
-    return lambda image: loop.call_soon_threadsafe(preview, image)
+
+    def hand_over(image: PreviewImage) -> None:
+        loop.call_soon_threadsafe(preview, image)
+
+    return hand_over
 
 
-def _encoded(pictures: Sequence[Picture], output_format: str) -> list[GeneratedImage]:
-    return [GeneratedImage.encoded(p.image, output_format, p.seed) for p in pictures]
+def _encoded(pictures: Sequence[Picture], output_format: str) -> Made:
+    return Made([GeneratedImage.encoded(p.image, output_format, p.seed) for p in pictures])
 
 
 def describe_failure(exc: BaseException, work: Work) -> str:
     """What the caller is told when the pipeline failed for its request: what to try on
     an out-of-memory, else the error's type only (details stay in the server's log)."""
-    job = work.job
-    size = f"{getattr(job, 'width', '?')}x{getattr(job, 'height', '?')}"
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        count = getattr(job, "num_images", 1)
+        size, count = work.describe()
         return (
             f"the accelerator ran out of memory for this request ({size}, "
             f"{count} image(s)); try a smaller size or fewer images"

@@ -14,47 +14,43 @@ import logging
 import os
 import socket
 import sys
+from collections.abc import Sequence
 from typing import Any
 
+from flux_contract.experiment_counts import ExperimentsCounts
 from flux_contract.presets import StylePreset
 from flux_server.admission.auth import Principal
-from flux_server.admission.cache import ResultCache
-from flux_server.admission.gate import Admission, AuditSink, ContentPolicy, KeyChecker, Trail
-from flux_server.admission.request_log import log_served
-from flux_server.errors import InternalError, NotEnabled, ServeError
-from flux_server.execution.engine import Engine
+from flux_server.admission.gate import Admission, Trail
+from flux_server.errors import ServeError
+from flux_server.execution.engine import ModelInfo
 from flux_server.execution.previews import PreviewFn
-from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
-from flux_server.experiments.feedback import FeedbackStore
-from flux_server.experiments.runtime import ExperimentEntryPoints, ExperimentRuntime
-from flux_server.jobs.async_jobs import AsyncJobs, JobEntryPoints
+from flux_server.experiments.feedback import FeedbackOutcome, FeedbackStore
+from flux_server.experiments.runtime import ExperimentRuntime
+from flux_server.jobs.access import OwnedJobs
+from flux_server.jobs.async_jobs import AsyncJobs
 from flux_server.jobs.fleet_jobs import FleetJobs
+from flux_server.jobs.lifecycle import JobState
 from flux_server.jobs.manager import JobManager, build_job_manager
 from flux_server.metrics import Metrics
-from flux_server.queue import uploads
-from flux_server.requests.context import CallContext, ProgressFn, new_request_id
-from flux_server.requests.params import GenerateParams, ResolvedRequest, resolve
+from flux_server.requests.context import CallContext, ProgressFn
+from flux_server.requests.params import GenerateParams
 from flux_server.requests.presets_store import PresetStore
+from flux_server.requests.questions import answer_token_limit
 from flux_server.requests.results import GeneratedImage, GenerationResult
-from flux_server.scheduling.batcher import Arrival, Batcher, BatchInfo
-from flux_server.scheduling.runner import Question, Runner, Work, describe_failure
-from flux_server.service.fleet import Fleet
+from flux_server.scheduling.batcher import Batcher, BatchInfo
+from flux_server.scheduling.runner import Runner
+from flux_server.scheduling.work import Made, Work
+from flux_server.service.dispatch import Dispatch
+from flux_server.service.fleet import Fleet, local_status
+from flux_server.service.intake import EditRequest, Intake
 from flux_server.settings import ServerSettings
-
-__all__ = [
-    "CallContext",
-    "GenerationResult",
-    "GenerationService",
-    "ProgressFn",
-    "new_request_id",
-]
 
 log = logging.getLogger(__name__)
 
 
-class GenerationService(JobEntryPoints, ExperimentEntryPoints):
+class GenerationService:
     """The server's core. ``start()`` loads the model (in the engine thread, so the
-    probes answer meanwhile); ``ready`` turns true after the warm-up."""
+    probes answer meanwhile); :meth:`model_info` is set once it is warm and serving."""
 
     def __init__(self, settings: ServerSettings, metrics: Metrics | None = None) -> None:
         self.settings = settings
@@ -68,12 +64,11 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         # Served-request records for feedback: in Redis too when --redis-url is set, so
         # feedback that reaches another replica finds its arm.
         self.experiments = ExperimentRuntime(
-            self.presets, FeedbackStore(settings.redis_url), self.metrics
+            self.presets.experiments, FeedbackStore(settings.redis_url), self.metrics
         )
-        # Results: a list of images per generation or edit, an answer per question.
-        self.batcher: Batcher[Work, Any] = Batcher(
+        self.batcher: Batcher[Work, Made] = Batcher(
             self.runner.run_batch,
-            key=Work.key,
+            key=lambda work: work.key(),
             units=lambda work: work.units,
             max_batch_size=settings.max_batch_size,
             max_delay=settings.max_delay_s,
@@ -95,6 +90,8 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
             longest_job=settings.request_timeout,
             heartbeat=settings.job_heartbeat,
         )
+        self.intake = Intake(settings, self.admission, self.presets, self.experiments, self.runner)
+        self.dispatch = Dispatch(settings, self.batcher, self.experiments, self.fleet)
         self.async_jobs = AsyncJobs(
             self.batcher,
             self.admission,
@@ -151,49 +148,26 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
 
     # -- what the adapters read ----------------------------------------------------------
 
-    @property
-    def ready(self) -> bool:
-        return self.admission.ready
+    def model_info(self) -> ModelInfo | None:
+        """The model being served, while the server is ready (loaded and warm, not
+        draining, the audit log writable); None otherwise."""
+        engine = self.runner.engine
+        return engine.info if engine is not None and self.admission.ready else None
 
-    @property
-    def draining(self) -> bool:
-        return self.admission.draining
+    def ready_front(self) -> bool:
+        """A queue front (``--role front``) that is ready: it serves without a model."""
+        return self.admission.ready and self.runner.engine is None
 
-    @property
-    def engine(self) -> Engine | None:
-        return self.runner.engine
+    def vqa_token_limit(self) -> int:
+        """The most answer tokens /vqa takes of the loaded model (the API's limit before)."""
+        return answer_token_limit(self.runner.vqa_model)
 
-    @property
-    def editor(self) -> ImageEditor | None:
-        return self.runner.editor
-
-    @property
-    def vqa_model(self) -> QuestionAnswerer | None:
-        return self.runner.vqa_model
-
-    @property
-    def adapter_versions(self) -> dict[str, str]:
-        return self.runner.adapter_versions
-
-    @property
-    def keys(self) -> KeyChecker | None:
-        return self.admission.keys
-
-    @property
-    def safety(self) -> ContentPolicy:
-        return self.admission.safety
-
-    @property
-    def audit(self) -> AuditSink | None:
-        return self.admission.audit
-
-    @property
-    def cache(self) -> ResultCache | None:
-        return self.admission.cache
-
-    @property
-    def model_name(self) -> str:
-        return self.settings.model
+    async def queue_status(self) -> dict[str, Any]:
+        """``GET /queue``: the fleet's streams with ``--queue``, else this batcher's."""
+        if self.fleet is not None:
+            return await self.fleet.status()
+        engine_loaded = self.runner.engine is not None
+        return local_status(self.batcher, self.settings.track, engine_loaded)
 
     def list_presets(self) -> dict[str, StylePreset]:
         return dict(self.presets.get())
@@ -220,32 +194,21 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         it asked for them (``previews: true``)."""
         admission = self.admission
         async with admission.request(ctx) as trail, self.batcher.arrival() as arrival:
-            admission.admit(trail)
-            job = trail.job = self._resolve(self._arm(trail, params))
-            await admission.screen(trail, job.prompt, "prompt")
-            key = admission.cache_key(
-                job, seeded=params.seed is not None, adapter_versions=self.adapter_versions
-            )
-            cached = await admission.lookup(key)
+            prepared = await self.intake.generation(trail, params)
+            work, request = prepared.work, prepared.work.request
+            cached = await admission.lookup(prepared.cache_key)
             admission.accepted(trail, cache_hit=cached is not None)
             if cached is not None:
                 if progress is not None:
-                    progress(job.steps, job.steps)
-                result = self._result(trail, cached, None, cache_hit=True)
-                await self._served(trail, result, None)
-                log_served(trail, result, None, "generate")
-                return result
-            work = Work("generate", job, job.output_format, trail.ctx.request_id, progress)
-            work.previews = params.previews
-            work.preview = preview if params.previews else None
-            if progress is not None or work.preview is not None:
-                work.loop = asyncio.get_running_loop()
-            images, info = await self._submit(work, trail.ctx, arrival, trail.user)
-            await admission.store(key, images)
-            result = self._result(trail, images, info)
-            await self._served(trail, result, info)
-            log_served(trail, result, info, "generate")
-            return result
+                    progress(request.steps, request.steps)
+                return await self.dispatch.answer(trail, cached, None, "generate")
+            if progress is not None:
+                work.progress, work.loop = progress, asyncio.get_running_loop()
+            if work.previews and preview is not None:
+                work.preview, work.loop = preview, asyncio.get_running_loop()
+            made, info = await self.dispatch.run(work, trail, arrival)
+            await admission.store(prepared.cache_key, made.images)
+            return await self.dispatch.answer(trail, made.images, info, "generate")
 
     async def edit(
         self,
@@ -258,159 +221,105 @@ class GenerationService(JobEntryPoints, ExperimentEntryPoints):
         ctx: CallContext,
     ) -> GenerationResult:
         """Edit an uploaded image (img2img, inpaint, instruct)."""
-        admission = self.admission
-        async with admission.request(ctx) as trail, self.batcher.arrival() as arrival:
-            admission.admit(trail)
-            work = await self._edit_work(trail, image, mask, mode, strength, params)
-            admission.accepted(trail)
-            images, info = await self._submit(work, trail.ctx, arrival)
-            result = self._result(trail, images, info)
-            await self._served(trail, result, info)
-            log_served(trail, result, info, "edit")
-            return result
+        edit = EditRequest(image, mask, mode, strength, params)
+        async with self.admission.request(ctx) as trail, self.batcher.arrival() as arrival:
+            work = await self.intake.edit(trail, edit)
+            self.admission.accepted(trail)
+            made, info = await self.dispatch.run(work, trail, arrival)
+            return await self.dispatch.answer(trail, made.images, info, "edit")
 
-    async def _edit_work(
+    async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
+        """Answer a question about an image."""
+        asked = {"max_tokens": max_tokens}
+        async with (
+            self.admission.request(ctx, prompt=question, params=asked) as trail,
+            self.batcher.arrival() as arrival,
+        ):
+            work = await self.intake.question(
+                trail, image=image, question=question, max_tokens=max_tokens
+            )
+            self.admission.accepted(trail)
+            made, _ = await self.dispatch.run(work, trail, arrival)
+            return made.answer
+
+    # -- async jobs ----------------------------------------------------------------------
+
+    async def submit(
         self,
-        trail: Trail,
+        params: GenerateParams,
+        ctx: CallContext,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
+    ) -> JobState:
+        """Admit a generation like :meth:`generate`, then queue it as an async job and
+        return the job without waiting (``Prefer: respond-async``, gRPC ``Submit``)."""
+        async with self.admission.request(ctx) as trail:
+            prepared = await self.intake.generation(trail, params)
+            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
+            return await self.async_jobs.submit(
+                trail,
+                prepared.work,
+                webhook=target,
+                webhook_events_filter=wanted,
+                cache_key=prepared.cache_key,
+            )
+
+    async def submit_edit(
+        self,
+        *,
         image: bytes,
         mask: bytes | None,
         mode: str | None,
         strength: float | None,
         params: GenerateParams,
-    ) -> Work:
-        """Decode, resolve, screen and validate an edit: the work to queue. With
-        ``--queue`` the upload rides the entry, and the worker checks what needs its
-        models (editing on, Kontext)."""
-        from flux_server.requests.edit_inputs import decode_edit_inputs, sized_for
-        from flux_server.requests.edits import edit_job_from, validate
-
-        editor, s = self.editor, self.settings
-        if editor is None and self.fleet is None:
-            raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
-        if self.fleet is not None:
-            uploads.check_size(s.queue_max_upload_bytes, image, mask)
-        source, mask_image = await decode_edit_inputs(
-            self.runner.off_loop, image, mask, s.max_image_pixels
-        )
-        sized = sized_for(params, source.size, s.max_side)
-        job = trail.job = self._resolve(self._arm(trail, sized))
-        await self.admission.screen(trail, job.prompt, "prompt")
-        edit_job = edit_job_from(
-            job,
-            image=source,
-            mask=mask_image,
-            mode=mode,
-            strength=strength,
-            width=params.width,
-            height=params.height,
-        )
-        validate(edit_job, kontext_available=editor is None or editor.can_instruct)
-        work = Work("edit", edit_job, job.output_format, trail.ctx.request_id)
-        if self.fleet is not None:
-            entry = uploads.edit_entry(image, mask, mode, strength, params.width, params.height)
-            work.fleet_entry = {**entry, "job": job.model_dump(mode="json")}
-        return work
-
-    async def vqa(self, *, image: bytes, question: str, max_tokens: int, ctx: CallContext) -> str:
-        """Answer a question about an image."""
-        from flux_server.requests.images import decode_image
-        from flux_server.requests.questions import validate_question
-
-        admission = self.admission
-        asked = {"max_tokens": max_tokens}
-        async with (
-            admission.request(ctx, prompt=question, params=asked) as trail,
-            self.batcher.arrival() as arrival,
-        ):
-            admission.admit(trail)
-            if self.vqa_model is None and self.fleet is None:
-                raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
-            # With --queue the worker checks its model's own limits too.
-            validate_question(question, max_tokens, self.vqa_model)
-            if self.fleet is not None:
-                uploads.check_size(self.settings.queue_max_upload_bytes, image)
-            decoded = await self.runner.off_loop(
-                decode_image, image, "image", self.settings.max_image_pixels
+        ctx: CallContext,
+        webhook: str | None = None,
+        webhook_events_filter: Sequence[str] | None = None,
+    ) -> JobState:
+        """Admit an edit like :meth:`edit`, then queue it as an async job."""
+        edit = EditRequest(image, mask, mode, strength, params)
+        async with self.admission.request(ctx) as trail:
+            work = await self.intake.edit(trail, edit)
+            target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)
+            return await self.async_jobs.submit(
+                trail, work, webhook=target, webhook_events_filter=wanted, cache_key=None
             )
-            await admission.screen(trail, question, "question")
-            admission.accepted(trail)
-            work = Work("vqa", Question(decoded, question, max_tokens), "", trail.ctx.request_id)
-            if self.fleet is not None:
-                work.fleet_entry = uploads.vqa_entry(image, question, max_tokens)
-            answer, _ = await self._submit(work, trail.ctx, arrival)
-            return str(answer)
 
-    # -- steps ---------------------------------------------------------------------------
+    def job_reader(self, ctx: CallContext) -> OwnedJobs:
+        """The jobs of a caller with a valid key: those its key's user submitted (reads
+        and cancels answer while the model loads or the server drains: the jobs are in
+        the store)."""
+        principal, _ = self.admission.authenticate(ctx)
+        return OwnedJobs(self.jobs, principal.user if principal is not None else None)
 
-    def _resolve(self, params: GenerateParams) -> ResolvedRequest:
-        """The request with its preset, the server's defaults and limits applied."""
-        runner = self.runner
-        return resolve(
-            params,
-            self.presets.get(),
-            self.settings,
-            runner.adapter_defaults,
-            adapters_per_request=runner.adapters_per_request,
-        )
+    # -- experiments ---------------------------------------------------------------------
 
-    async def _submit(
-        self, work: Work, ctx: CallContext, arrival: Arrival, user: str | None = None
-    ) -> tuple[Any, BatchInfo]:
-        timeout = ctx.timeout if ctx.timeout is not None else self.settings.request_timeout
-        queued = isinstance(work.job, ResolvedRequest) or work.fleet_entry is not None
-        if self.fleet is not None and queued:
-            arrival.end()  # batching happens at the workers
-            return await self.fleet.front.generate(
-                work.job if isinstance(work.job, ResolvedRequest) else None,
-                request_id=ctx.request_id,
-                key_id=user or "anonymous",
-                priority=ctx.priority,
-                timeout=timeout,
-                progress=work.progress,
-                preview=work.preview,
-                extra=work.fleet_entry,
-            )
-        try:
-            return await self.batcher.submit(
-                work, priority=ctx.priority, timeout=timeout, arrival=arrival
-            )
-        except ServeError:
-            raise
-        except Exception as exc:
-            log.exception(
-                "generation failed", extra={"request_id": ctx.request_id, "error": repr(exc)}
-            )
-            raise InternalError(describe_failure(exc, work)) from None
+    async def feedback(
+        self, request_id: str, event: str, value: float, ctx: CallContext
+    ) -> FeedbackOutcome:
+        """Record an outcome against the arm ``request_id`` was served in (a key is
+        needed where keys are)."""
+        self.admission.authenticate(ctx)
+        return await self.experiments.feedback(request_id, event, value)
+
+    def list_experiments(self) -> ExperimentsCounts:
+        """The experiments this replica serves, with its own counts."""
+        return self.experiments.counts()
+
+    # -- what the queue reports ----------------------------------------------------------
 
     def _depth_changed(self, depth: int) -> None:
-        if getattr(self, "fleet", None) is None:  # with --queue the fleet's streams count
+        if self.fleet is None:  # with --queue the fleet's streams count
             self.metrics.set_depth(*self.batcher.waiting()[:2])
-        async_jobs: AsyncJobs | None = getattr(self, "async_jobs", None)
-        if async_jobs is not None:
-            async_jobs.queue_changed()
+        self.async_jobs.queue_changed()
 
     def _observe_batch(self, info: BatchInfo) -> None:
         self.metrics.batch_size.observe(info.size)
         self.metrics.inference_duration.observe(info.run_s)
 
-    def _result(
-        self,
-        trail: Trail,
-        images: list[GeneratedImage],
-        info: BatchInfo | None,
-        cache_hit: bool = False,
-    ) -> GenerationResult:
-        """What a served request answers; ``info`` is None when nothing ran (a cache hit:
-        no batch, no wait; a question: batch of one, timings not reported)."""
-        return GenerationResult(
-            images=images,
-            request_id=trail.ctx.request_id,
-            release=self.settings.release,
-            model=self.settings.model,
-            batch_size=info.size if info is not None else (0 if cache_hit else 1),
-            queue_ms=info.queue_s * 1000 if info is not None else 0.0,
-            inference_ms=info.run_s * 1000 if info is not None else 0.0,
-            total_ms=trail.elapsed_ms,
-            cache_hit=cache_hit,
-            experiment=trail.experiment,
-        )
+    async def _job_served(
+        self, trail: Trail, images: list[GeneratedImage], info: BatchInfo | None
+    ) -> None:
+        """An async job that succeeded: counted in its arm and logged like a synchronous
+        request."""
+        await self.dispatch.answer(trail, images, info, job=True)

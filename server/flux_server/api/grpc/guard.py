@@ -21,14 +21,11 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from flux_contract.wire import (
-    AUTHORIZATION_METADATA,
-    REQUEST_ID_METADATA,
     SERVICE_NAME,
-    to_grpc_status,
 )
+from flux_server.api.grpc.calls import Calls, call_context, metadata_value
 from flux_server.errors import MalformedRequest, ServeError, Unauthenticated, status_of
 from flux_server.memory import Trimmer
-from flux_server.requests.context import CallContext, new_request_id
 from flux_server.service.core import GenerationService
 
 log = logging.getLogger(__name__)
@@ -36,13 +33,6 @@ log = logging.getLogger(__name__)
 OPEN_METHODS = frozenset({"ListPresets"})
 """Methods that do no work for the caller and need no key (REST's ``/presets`` is open
 too)."""
-
-
-def _metadata(details: grpc.HandlerCallDetails, key: str) -> str | None:
-    for entry_key, value in details.invocation_metadata or ():
-        if entry_key == key:
-            return value if isinstance(value, str) else value.decode("utf-8", "replace")
-    return None
 
 
 def _peer_host(peer: str | None) -> str | None:
@@ -68,7 +58,7 @@ def _client(details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext)
     failed-key throttling counts by: a sidecar's own address would lump every caller
     together."""
     peer = _peer_host(context.peer())
-    forwarded = _metadata(details, "x-forwarded-for")
+    forwarded = metadata_value(details.invocation_metadata, "x-forwarded-for")
     if peer not in TRUSTED_PROXIES or not forwarded:
         return peer
     for hop in reversed([part.strip() for part in forwarded.split(",")]):
@@ -82,6 +72,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, service: GenerationService) -> None:
         self.service = service
+        self.calls = Calls(service)
         self.trimmer = Trimmer()
 
     async def intercept_service(
@@ -148,28 +139,14 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
     def _refusal(self, details: grpc.HandlerCallDetails, peer: str | None) -> ServeError | None:
         """The key's error (None when it is valid or the server is open)."""
-        keys = self.service.keys
-        if keys is None:
-            return None
         try:
-            self.service.authenticate(self._context(details, "", peer))
+            self.service.authenticate(call_context(details.invocation_metadata, "", client=peer))
         except ServeError as error:
             # Without its traceback: its frames reach back (f_back) to the caller's, which
             # holds the message's bytes, and the error outlives the call in a cycle that
             # only a full collection frees (seen: +900 MiB after 20 bursts of 10 x 15 MiB).
             return error.with_traceback(None)
         return None
-
-    def _context(
-        self, details: grpc.HandlerCallDetails, method: str, peer: str | None = None
-    ) -> CallContext:
-        given = _metadata(details, REQUEST_ID_METADATA) or ""
-        return CallContext(
-            endpoint=f"grpc:{method}",
-            request_id=given if 0 < len(given) <= 128 else new_request_id(),
-            authorization=_metadata(details, AUTHORIZATION_METADATA),
-            client=peer,
-        )
 
     async def _abort(
         self,
@@ -179,11 +156,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         error: ServeError,
     ) -> None:
         """End the call as the servicer would: audited, counted, the rich status."""
-        ctx = self._context(details, method, _client(details, context))
-        status = status_of(error)
-        self.service.audit_refusal(ctx, error, status.http)
-        self.service.metrics.requests.labels(endpoint=ctx.endpoint, code=status.grpc).inc()
+        ctx = call_context(details.invocation_metadata, method, client=_client(details, context))
+        self.service.metrics.requests.labels(
+            endpoint=ctx.endpoint, code=status_of(error).grpc
+        ).inc()
         if isinstance(error, Unauthenticated):
             log.info("unauthenticated call refused", extra={"request_id": ctx.request_id})
-        rich = to_grpc_status(error.to_wire(ctx.request_id))
-        await context.abort(rich.code, rich.details, rich.trailing_metadata)
+        await self.calls.abort(context, ctx, error)

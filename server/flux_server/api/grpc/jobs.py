@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -18,9 +18,7 @@ from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.lifecycle import JobEvent, JobState, JobStatus, iso
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
-
-    from flux_server.requests.context import CallContext
+    from flux_server.api.grpc.calls import Calls
     from flux_server.service.core import GenerationService
 
 
@@ -75,22 +73,12 @@ def event_to_proto(event: JobEvent) -> pb.JobEvent:
 class JobRpcs:
     """The job RPCs of :class:`flux_server.api.grpc.servicer.FluxServicer`."""
 
-    if TYPE_CHECKING:  # provided by the servicer
-        service: GenerationService
+    def __init__(self, service: GenerationService, calls: Calls) -> None:
+        self.service = service
+        self.calls = calls
 
-        def _context(
-            self, context: grpc.aio.ServicerContext, method: str, priority: bool = False
-        ) -> CallContext: ...
-
-        async def _call(
-            self,
-            context: grpc.aio.ServicerContext,
-            ctx: CallContext,
-            work: Callable[[], Awaitable[Any]],
-        ) -> Any: ...
-
-    async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        ctx = self._context(context, "Submit", request.params.priority == pb.PRIORITY_HIGH)
+    async def submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        ctx = self.calls.context(context, "Submit", request.params.priority == pb.PRIORITY_HIGH)
         # A job outlives the call: the call's deadline is not the job's.
         ctx = dataclasses.replace(ctx, timeout=None)
 
@@ -104,10 +92,10 @@ class JobRpcs:
             )
             return job_to_proto(state)
 
-        return await self._call(context, ctx, work)
+        return await self.calls.run(context, ctx, work)
 
-    async def GetJob(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        ctx = self._context(context, "GetJob")
+    async def get(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        ctx = self.calls.context(context, "GetJob")
 
         async def work() -> pb.Job:
             jobs = self.service.job_reader(ctx)
@@ -115,25 +103,25 @@ class JobRpcs:
             images = [await jobs.image(state, i) for i in range(len(state.images))]
             return job_to_proto(state, images)
 
-        return await self._call(context, ctx, work)
+        return await self.calls.run(context, ctx, work)
 
-    async def CancelJob(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
-        ctx = self._context(context, "CancelJob")
+    async def cancel(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        ctx = self.calls.context(context, "CancelJob")
 
         async def work() -> pb.Job:
             return job_to_proto(await self.service.job_reader(ctx).cancel(request.id))
 
-        return await self._call(context, ctx, work)
+        return await self.calls.run(context, ctx, work)
 
-    async def WatchJob(
+    async def watch(
         self, request: pb.JobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.JobEvent]:
-        ctx = self._context(context, "WatchJob")
+        ctx = self.calls.context(context, "WatchJob")
 
         async def first() -> tuple[OwnedJobs, JobState]:
             jobs = self.service.job_reader(ctx)  # a refused key: UNAUTHENTICATED via _call
             return jobs, await jobs.get(request.id)  # NOT_FOUND before the stream starts
 
-        jobs, state = await self._call(context, ctx, first)
+        jobs, state = await self.calls.run(context, ctx, first)
         async for event in jobs.watch(state):
             yield event_to_proto(event)

@@ -11,24 +11,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from collections.abc import AsyncIterator
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from flux_contract.wire import (
-    AUTHORIZATION_METADATA,
     MAX_MESSAGE_BYTES,
     REQUEST_ID_METADATA,
     SERVICE_NAME,
     pb,
     pb_grpc,
-    to_grpc_status,
 )
 from flux_server.api.grpc import experiments as grpc_experiments
+from flux_server.api.grpc.calls import Calls
 from flux_server.api.grpc.convert import (
     EDIT_MODES,
     params_from_proto,
@@ -37,83 +34,27 @@ from flux_server.api.grpc.convert import (
 )
 from flux_server.api.grpc.guard import GuardInterceptor
 from flux_server.api.grpc.jobs import JobRpcs
-from flux_server.errors import InvalidRequest, ServeError, status_of
+from flux_server.errors import InvalidRequest
 from flux_server.execution.previews import PreviewImage
-from flux_server.requests.context import CallContext, new_request_id
 from flux_server.requests.results import GenerationResult
 from flux_server.service.core import GenerationService
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
+class FluxServicer(pb_grpc.FluxServiceServicer):
+    """``fluxserve.v1.FluxService``: each RPC converts its message, calls the service
+    through :class:`Calls`, and converts the answer; the job RPCs are :class:`JobRpcs`'."""
 
-def _headers(context: grpc.aio.ServicerContext) -> dict[str, str]:
-    """The call's text metadata, for experiments (``x-user-id``, an audience's header);
-    credentials and binary values stay out."""
-    headers = {}
-    for entry in context.invocation_metadata() or ():
-        if entry.key != AUTHORIZATION_METADATA and isinstance(entry.value, str):
-            headers[entry.key] = entry.value
-    return headers
-
-
-def _metadata(context: grpc.aio.ServicerContext, key: str) -> str | None:
-    for entry in context.invocation_metadata() or ():
-        if entry.key == key:
-            return entry.value if isinstance(entry.value, str) else entry.value.decode()
-    return None
-
-
-class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
     def __init__(self, service: GenerationService) -> None:
         self.service = service
-
-    def _context(
-        self, context: grpc.aio.ServicerContext, method: str, priority: bool = False
-    ) -> CallContext:
-        given = _metadata(context, REQUEST_ID_METADATA) or ""
-        remaining = context.time_remaining()
-        return CallContext(
-            endpoint=f"grpc:{method}",
-            request_id=given if 0 < len(given) <= 128 else new_request_id(),
-            authorization=_metadata(context, AUTHORIZATION_METADATA),
-            priority=priority,
-            timeout=remaining if remaining is not None and remaining > 0 else None,
-            headers=_headers(context),
-        )
-
-    async def _call(
-        self,
-        context: grpc.aio.ServicerContext,
-        ctx: CallContext,
-        work: Callable[[], Awaitable[T]],
-    ) -> T:
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            return await work()
-        except ServeError as error:
-            status = status_of(error)
-            code = status.grpc
-            self.service.audit_refusal(ctx, error, status.http)
-            rich = to_grpc_status(error.to_wire(ctx.request_id))
-            await context.abort(rich.code, rich.details, rich.trailing_metadata)
-            raise  # abort raises; this line is never reached
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        finally:
-            metrics = self.service.metrics
-            metrics.requests.labels(endpoint=ctx.endpoint, code=code).inc()
-            metrics.request_duration.labels(endpoint=ctx.endpoint).observe(
-                time.perf_counter() - started
-            )
+        self.calls = Calls(service)
+        self.jobs = JobRpcs(service, self.calls)
 
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
-        ctx = self._context(context, "Generate", request.params.priority == pb.PRIORITY_HIGH)
+        ctx = self.calls.context(context, "Generate", request.params.priority == pb.PRIORITY_HIGH)
 
         async def work() -> pb.GenerateResponse:
             params = params_from_proto(request.params)
@@ -123,12 +64,14 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
             )
             return result_to_proto(result)
 
-        return await self._call(context, ctx, work)
+        return await self.calls.run(context, ctx, work)
 
     async def GenerateStream(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateEvent]:
-        ctx = self._context(context, "GenerateStream", request.params.priority == pb.PRIORITY_HIGH)
+        ctx = self.calls.context(
+            context, "GenerateStream", request.params.priority == pb.PRIORITY_HIGH
+        )
         events: asyncio.Queue[pb.GenerateEvent] = asyncio.Queue()
 
         def progress(step: int, total: int) -> None:
@@ -142,7 +85,7 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
             params = params_from_proto(request.params)
             return await self.service.generate(params, ctx, progress=progress, preview=preview)
 
-        task = asyncio.ensure_future(self._call(context, ctx, run))
+        task = asyncio.ensure_future(self.calls.run(context, ctx, run))
         try:
             while not task.done() or not events.empty():
                 getter = asyncio.ensure_future(events.get())
@@ -180,7 +123,7 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
     async def Edit(
         self, request: pb.EditRequest, context: grpc.aio.ServicerContext
     ) -> pb.GenerateResponse:
-        ctx = self._context(context, "Edit", request.params.priority == pb.PRIORITY_HIGH)
+        ctx = self.calls.context(context, "Edit", request.params.priority == pb.PRIORITY_HIGH)
 
         async def work() -> pb.GenerateResponse:
             if request.mode not in EDIT_MODES:
@@ -199,12 +142,12 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
             )
             return result_to_proto(result)
 
-        return await self._call(context, ctx, work)
+        return await self.calls.run(context, ctx, work)
 
     async def VQA(
         self, request: pb.VQARequest, context: grpc.aio.ServicerContext
     ) -> pb.VQAResponse:
-        ctx = self._context(context, "VQA")
+        ctx = self.calls.context(context, "VQA")
 
         async def work() -> pb.VQAResponse:
             answer = await self.service.vqa(
@@ -219,13 +162,13 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
                 model=self.service.settings.vqa_model or "",
             )
 
-        return await self._call(context, ctx, work)
+        return await self.calls.run(context, ctx, work)
 
     async def Feedback(
         self, request: pb.FeedbackRequest, context: grpc.aio.ServicerContext
     ) -> pb.FeedbackResponse:
-        ctx = self._context(context, "Feedback")
-        return await self._call(
+        ctx = self.calls.context(context, "Feedback")
+        return await self.calls.run(
             context, ctx, lambda: grpc_experiments.feedback(self.service, request, ctx)
         )
 
@@ -233,6 +176,22 @@ class FluxServicer(JobRpcs, pb_grpc.FluxServiceServicer):
         self, request: pb.ListExperimentsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListExperimentsResponse:
         return grpc_experiments.counts_to_proto(self.service.list_experiments())
+
+    # -- async jobs --------------------------------------------------------------------
+
+    async def Submit(self, request: pb.SubmitRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return await self.jobs.submit(request, context)
+
+    async def GetJob(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return await self.jobs.get(request, context)
+
+    async def CancelJob(self, request: pb.JobRequest, context: grpc.aio.ServicerContext) -> pb.Job:
+        return await self.jobs.cancel(request, context)
+
+    def WatchJob(
+        self, request: pb.JobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.JobEvent]:
+        return self.jobs.watch(request, context)
 
 
 def build_grpc_server(

@@ -27,7 +27,6 @@ from flux_server.api.rest.uploads import upload_routes
 from flux_server.errors import Cancelled, InternalError, QueueFull, ServeError, status_of
 from flux_server.requests.context import CallContext
 from flux_server.requests.params import validation_error
-from flux_server.requests.questions import answer_token_limit
 from flux_server.service.core import GenerationService
 
 log = logging.getLogger(__name__)
@@ -104,7 +103,7 @@ def create_app(service: GenerationService) -> FastAPI:
         # Every $ref of the request bodies resolves within the document; /vqa's token
         # budget is the loaded model's (read on every call: the model loads after start).
         spec = hoist_defs(generated_openapi())
-        return with_vqa_token_limit(spec, answer_token_limit(service.vqa_model))
+        return with_vqa_token_limit(spec, service.vqa_token_limit())
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.asgi = RequestMetrics(

@@ -35,7 +35,7 @@ class KeyBeforeBody:
         if (
             scope["type"] != "http"
             or scope.get("method") not in BODY_METHODS
-            or self.service.keys is None
+            or self.service.admission.keys is None
         ):
             await self.app(scope, receive, send)
             return

@@ -41,8 +41,8 @@ def operation_routes(service: GenerationService) -> APIRouter:
         # Warnings leave the answer as it is: they say what will stop serving soon.
         found = readiness_warnings(service)
         warnings = {"warnings": found} if found else {}
-        if service.ready and service.engine is not None:
-            info = service.engine.info
+        info = service.model_info()
+        if info is not None:
             return JSONResponse(
                 {
                     **warnings,
@@ -56,7 +56,7 @@ def operation_routes(service: GenerationService) -> APIRouter:
                     "warmup_seconds": round(info.warmup_seconds, 3),
                 }
             )
-        if service.ready and service.engine is None:
+        if service.ready_front():
             # A queue front (--role front) is ready without a model: workers generate.
             return JSONResponse(
                 {**warnings, "status": "ready", "role": "front", "model": settings.model,
@@ -79,7 +79,7 @@ def operation_routes(service: GenerationService) -> APIRouter:
 def readiness_warnings(service: GenerationService) -> list[str]:
     """What will stop this replica serving if nobody acts: the audit log's volume
     filling up (the audit is fail-closed)."""
-    audit = service.audit
+    audit = service.admission.audit
     free = getattr(audit, "free_bytes", lambda: math.nan)()
     floor = service.settings.audit_min_free_bytes
     if free < floor:

@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 
 from flux_server.api.rest.openapi import ERROR_SCHEMA
 from flux_server.service.core import GenerationService
-from flux_server.service.fleet import local_status
 
 
 class ByPriority(BaseModel):
@@ -54,8 +53,6 @@ def queue_routes(service: GenerationService) -> APIRouter:
     )
     @router.get("/queue", summary="The queue (same as /v1/queue)", response_model=QueueStatus)
     async def queue() -> dict[str, Any]:
-        if service.fleet is not None:
-            return await service.fleet.status()
-        return local_status(service.batcher, service.settings.track, service.engine is not None)
+        return await service.queue_status()
 
     return router

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
-import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,8 @@ from pydantic import (
 )
 
 from flux_server.execution.speedups import SpeedOptions, parse_sizes, parse_step_cache
+from flux_server.settings.flags import FlagError, add_flags, flag_name, flag_values, problems
+from flux_server.settings.hosts import AllowList
 
 ENV_PREFIX = "FLUXSERVE_"
 
@@ -323,8 +324,6 @@ class ServerSettings(BaseModel):
     @field_validator("webhook_allow_hosts")
     @classmethod
     def _allow_list_parses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        from flux_server.jobs.webhook_url import AllowList
-
         AllowList.parse(value)
         return value
 
@@ -337,7 +336,9 @@ class ServerSettings(BaseModel):
         ):
             value, limit = getattr(self, name), getattr(self, limit_name)
             if value > limit:
-                raise ValueError(f"{_flag(name)} {value} is over {_flag(limit_name)} {limit}")
+                raise ValueError(
+                    f"{flag_name(name)} {value} is over {flag_name(limit_name)} {limit}"
+                )
         return self
 
     @model_validator(mode="after")
@@ -415,37 +416,6 @@ def check_webhook_secret(secret: str) -> bytes:
     return key
 
 
-def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
-
-
-def _env(name: str) -> str:
-    return ENV_PREFIX + name.upper()
-
-
-def _is_bool(annotation: Any) -> bool:
-    return annotation is bool
-
-
-def _is_multi(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is tuple
-
-
-def _choices(annotation: Any) -> tuple[str, ...] | None:
-    if typing.get_origin(annotation) is Literal:
-        return tuple(typing.get_args(annotation))
-    return None
-
-
-def _bool_env(value: str, name: str) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise SettingsError(f"{_env(name)}={value!r} is not a boolean (use true or false)")
-
-
 class SettingsError(ValueError):
     """A flag or variable with a value the server cannot start with."""
 
@@ -463,21 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    for name, field in ServerSettings.model_fields.items():
-        annotation = field.annotation
-        help_text = f"{field.description or ''} [env {_env(name)}]".strip()
-        if not field.is_required():
-            help_text += f" (default: {field.default!r})"
-        if _is_bool(annotation):
-            parser.add_argument(
-                _flag(name), dest=name, action=argparse.BooleanOptionalAction, help=help_text
-            )
-        elif _is_multi(annotation):
-            parser.add_argument(_flag(name), dest=name, action="append", help=help_text)
-        else:
-            parser.add_argument(
-                _flag(name), dest=name, choices=_choices(annotation), help=help_text
-            )
+    add_flags(parser, ServerSettings, ENV_PREFIX)
     return parser
 
 
@@ -489,31 +445,10 @@ def load_settings(
     Raises :class:`SettingsError` naming the flag and the limit for a bad value.
     """
     args = vars(build_parser().parse_args(list(argv or [])))
-    environ = environ or {}
-    values: dict[str, Any] = {}
-    for name, field in ServerSettings.model_fields.items():
-        if name in args:
-            values[name] = args[name]
-            continue
-        raw = environ.get(_env(name))
-        if raw is None:
-            continue
-        if _is_bool(field.annotation):
-            values[name] = _bool_env(raw, name)
-        elif _is_multi(field.annotation):
-            # Several values in one variable: comma separated.
-            values[name] = [part.strip() for part in raw.split(",") if part.strip()]
-        else:
-            values[name] = raw
     try:
+        values = flag_values(ServerSettings, args, environ or {}, ENV_PREFIX)
         return ServerSettings.model_validate(values)
+    except FlagError as exc:
+        raise SettingsError(str(exc)) from None
     except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            if not error["loc"]:
-                problems.append(error["msg"].removeprefix("Value error, "))
-                continue
-            name = str(error["loc"][0])
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{_flag(name)} / {_env(name)}: {message}")
-        raise SettingsError("; ".join(problems)) from None
+        raise SettingsError(problems(exc, ENV_PREFIX)) from None
