@@ -63,7 +63,8 @@ def main() -> int:
         print(
             f"live previews (linear, {channels} latent channels), {args.size}x{args.size}, "
             f"{args.steps} steps, {args.device} ({os.cpu_count()} cores), "
-            f"load average {os.getloadavg()[0]:.2f}"
+            f"load average {os.getloadavg()[0]:.2f}",
+            flush=True,
         )
         job = TextToImage("a city at dusk", args.size, args.size, args.steps, 3.5, seed=0)
         engine.generate([job])  # warm: first-call allocations

@@ -26,6 +26,7 @@ from server_process import ServerProcess, start_server
 from flux_client import FluxModelClient, Preview
 from flux_client.wire import pb, pb_grpc
 
+from .processes import all_ready
 from .redis_server import RedisServer
 
 pytestmark = [pytest.mark.timeout(600)]
@@ -38,28 +39,15 @@ STEPS_WITH_PREVIEWS = [2, 4]  # every 2 steps, not the last (the image follows i
 COMMON = ["--preview-every", str(EVERY), "--cache-bytes", "0", "--no-warmup"]
 
 
-def _stop(proc: ServerProcess) -> None:
-    proc.process.kill()
-    proc.process.wait()
-
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
 @pytest.fixture(scope="module")
 def servers(
-    tiny_flux_dir: Path, redis: RedisServer, tmp_path_factory: pytest.TempPathFactory
+    tiny_flux_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[dict[str, ServerProcess]]:
-    """A process alone, and a front with a worker behind it: started together (their
-    loading overlaps), each answering the tests of its case."""
+    """A process alone, and a front with a worker behind it on a real Redis, each
+    answering the tests of its case."""
     logs = tmp_path_factory.mktemp("previews")
+    redis = RedisServer(logs)
+    redis.start()
     queue = [*COMMON, "--queue", redis.url, "--visibility-timeout", "5"]
     procs = {
         "alone": start_server(tiny_flux_dir, logs, COMMON),
@@ -67,12 +55,10 @@ def servers(
         "worker": start_server(tiny_flux_dir, logs, [*queue, "--role", "worker"]),
     }
     try:
-        for proc in procs.values():
-            proc.wait_ready(timeout=400)
-        yield procs
+        with all_ready(procs):
+            yield procs
     finally:
-        for proc in procs.values():
-            _stop(proc)
+        redis.kill()
 
 
 @pytest.fixture(params=["alone", "queue"])

@@ -26,6 +26,7 @@ from server_process import ServerProcess, start_server
 
 from flux_client.wire import pb, pb_grpc
 
+from .processes import all_ready
 from .redis_server import RedisServer
 
 pytestmark = [pytest.mark.timeout(600)]
@@ -58,11 +59,6 @@ def _noise() -> bytes:
     return _png(Image.frombytes("RGB", (64, 64), random.Random(0).randbytes(64 * 64 * 3)))
 
 
-def _stop(proc: ServerProcess) -> None:
-    proc.process.kill()
-    proc.process.wait()
-
-
 @pytest.fixture(scope="module")
 def servers(
     tiny_flux_dir: Path, tiny_vqa_dir: Path, tmp_path_factory: pytest.TempPathFactory
@@ -82,12 +78,9 @@ def servers(
         "worker": start_server(tiny_flux_dir, logs, [*models, *queue, "--role", "worker"]),
     }
     try:
-        for proc in procs.values():
-            proc.wait_ready(timeout=400)
-        yield procs
+        with all_ready(procs):
+            yield procs
     finally:
-        for proc in procs.values():
-            _stop(proc)
         redis.kill()
 
 
