@@ -293,8 +293,8 @@ class GenerationParams(_message.Message):
     previews: _builtins.bool
     """Live previews: a small image every --preview-every denoising steps (the server's
     flag, 4 by default), on the calls that stream events (GenerateStream, a job's
-    WatchJob as "preview" events); other calls ignore it. The final images are the
-    same bytes with or without previews.
+    WatchJob as "preview" events) of a generation; other calls and edits ignore it. The
+    final images are the same bytes with or without previews.
     """
     @_builtins.property
     def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Adapter]:
