@@ -82,14 +82,16 @@ demo: install ## Serve a random-weight FLUX, run the article's REST example (dem
 	@echo "==> install done ($(VENV))"
 	$(PY) scripts/demo.py
 
-bench: install ## Server latency overhead (REST, gRPC vs in-process), batching policies, the speed options vs eager, live previews' cost (CPU); the operator's bench
+bench: install ## Server latency overhead (REST, gRPC vs in-process), batching policies, the speed options vs eager, cold start with and without the compile cache, live previews' cost (CPU); the operator's bench
 	$(PY) bench/server_bench.py
 	$(PY) bench/speed_bench.py
+	$(PY) bench/cold_start_bench.py
 	$(PY) bench/preview_bench.py
 	if [ -f bench/operator_bench.py ]; then $(PY) bench/operator_bench.py; fi
 
-bench-gpu: install ## The speed options on a FLUX.1-dev-sized model vs the GPU's floor: make bench-gpu [ARGS="--help" | ARGS="--tiny" on a CPU]
+bench-gpu: install ## The speed options on a FLUX.1-dev-sized model vs the GPU's floor, then cold start with and without the compile cache: make bench-gpu [ARGS="--help" | ARGS="--tiny" on a CPU]
 	$(PY) bench/gpu_bench.py $(ARGS)
+	$(PY) bench/cold_start_bench.py --gpu
 
 bench-train: install ## LoRA training s/step, peak memory, 1,000-step time at 512/1024 px, bf16 and QLoRA, FLUX.1-dev shapes (GPU; skips on a CPU) [ARGS="--tiny"]
 	$(PY) bench/train_bench.py $(ARGS)

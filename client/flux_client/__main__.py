@@ -10,6 +10,7 @@
     python -m flux_client generate "a cat" --style-preset realistic --user-id alice
     python -m flux_client feedback REQUEST_ID like
     python -m flux_client experiments [--prometheus http://prometheus:9090] [--json]
+    python -m flux_client quality --stable URL --candidate URL --golden golden.yaml [--json]
 
 ``--port`` may be the server's REST or gRPC port: the client asks it which it speaks. On a
 terminal, ``generate`` shows each denoising step as it finishes; that needs gRPC, so over
@@ -36,6 +37,7 @@ from flux_client import experiment_report
 from flux_client._cli_jobs import add_async_flags, add_jobs_parser, run_jobs, submit
 from flux_client.client import FluxModelClient
 from flux_client.errors import FluxError
+from flux_client.quality.cli import add_quality_parser, run_quality
 from flux_client.types import GenerationResult, ImageFormat, Progress
 
 API_KEY_ENV = "FLUXSERVE_API_KEY"
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", help="with --prometheus: counts over this range (e.g. 7d), not since start"
     )
     experiments.add_argument("--json", action="store_true", help="print JSON, not a table")
+    add_quality_parser(commands)
     return parser
 
 
@@ -289,6 +292,8 @@ def _with_progress(
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     api_key = args.api_key or os.environ.get(API_KEY_ENV) or None
+    if args.command == "quality":  # two servers, not the one of --host/--port
+        return run_quality(args, api_key)
     try:
         with FluxModelClient(
             host=args.host,

@@ -48,6 +48,7 @@ __all__ = [
     "MODEL_LOAD_SECONDS",
     "NAMESPACE",
     "OUTCOME",
+    "PHASE",
     "POD",
     "POD_LABELS",
     "POSITION",
@@ -66,6 +67,8 @@ __all__ = [
     "REVISION",
     "SAFETY_REJECTIONS",
     "SERVER_ERROR_CODES",
+    "STARTUP_PHASES",
+    "STARTUP_SECONDS",
     "STATUS",
     "TRACK",
     "WEBHOOK_DELIVERIES",
@@ -99,6 +102,7 @@ EVENT = "event"
 PRESET = "preset"
 POSITION = "position"
 PRIORITY = "priority"
+PHASE = "phase"
 WEIGHT = "weight"
 LE = "le"
 """A histogram bucket's upper bound (Prometheus' own label)."""
@@ -243,6 +247,17 @@ MODEL_LOAD_SECONDS = Metric(
     "gauge",
     "Seconds the pipeline took to load (weights read and moved to the device).",
 )
+STARTUP_PHASES = ("download", "load", "compile", "warmup")
+"""The ``phase`` values of ``fluxserve_startup_seconds``, in the order a start runs them."""
+STARTUP_SECONDS = Metric(
+    "fluxserve_startup_seconds",
+    "gauge",
+    "Seconds this process's start spent in each phase: download (weights made local), "
+    "load (read and placed on the device), compile (compile cache read and written, and "
+    "warm-up calls that built a graph), warmup (the other warm-up calls). Their sum is the "
+    "time to the first image. Only processes that load a model have it.",
+    (PHASE,),
+)
 RECOMPILES = Metric(
     "fluxserve_recompiles",
     "counter",
@@ -316,6 +331,7 @@ ALL = (
     JOBS,
     WEBHOOK_DELIVERIES,
     MODEL_LOAD_SECONDS,
+    STARTUP_SECONDS,
     RECOMPILES,
     *EXPERIMENT_METRICS,
 )

@@ -36,11 +36,24 @@ Index = Mapping[Key, Iterable[dict[str, Any]]]
 
 CONFIG_MAPS_BY_OWNER = "ConfigMapsByOwner"
 """The index of the operator's ConfigMaps by the FluxDeployment they belong to."""
-CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "NetworkPolicy", "HTTPRoute")
+CHILD_KINDS = (
+    "Deployment",
+    "Service",
+    "HorizontalPodAutoscaler",
+    "NetworkPolicy",
+    "HTTPRoute",
+    "ScaledObject",
+    "PersistentVolumeClaim",
+    "Job",
+)
 """The kinds of child indexed whoever made them: one of the same name made by something
 else is a conflict the operator must see (and never take over). ConfigMaps are indexed
 only when the operator's (their names are content hashes: nobody else's can collide)."""
 MANAGED = {"app.kubernetes.io/managed-by": MANAGER}
+CRDS = "CustomResourceDefinition"
+"""The index of the CRDs the operator asks after (KEDA's ScaledObject's), by name under the
+namespace key ``default`` (they are cluster-scoped): whether KEDA is installed is known
+without a request, and changes as the CRD comes and goes."""
 
 
 def keep(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,9 @@ The reconciler reads nothing from the API server: kopf indexes every FluxDeploym
 every object of each kind of child (``cache.CHILD_KINDS``), and ``cache.WatchCache`` reads
 those indexes. A new kind of child is one more entry of ``CHILD_KINDS``; an event of a child that
 should reconcile its owner at once (as the Deployment's rollout does) is one more
-``@kopf.on.event`` that routes to the owner, as ``deployment_event`` does.
+``@kopf.on.event`` that routes to the owner, as ``deployment_event`` does. One CRD is
+indexed too, KEDA's ScaledObject's (``cache.CRDS``): whether KEDA is installed decides
+between the ScaledObject and the HPA, and the periodic pass acts on it when it changes.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from typing import Any
 
 import kopf
 
-from flux_operator.cache import CHILD_KINDS, CONFIG_MAPS_BY_OWNER, MANAGED, WatchCache, keep
+from flux_operator.cache import CHILD_KINDS, CONFIG_MAPS_BY_OWNER, CRDS, MANAGED, WatchCache, keep
 from flux_operator.kube import KINDS, KubeApi, load_configuration
 from flux_operator.reconciler import TRANSIENT_FAILURES, Reconciler
 from flux_operator.render import MANAGER, OWNER_LABEL
+from flux_operator.render.keda import KEDA_CRD
 from flux_operator.render.training import TRAINING_LABEL
-from flux_operator.resync import start_resync
+from flux_operator.resync import start_progress, start_resync
 from flux_operator.settings import OperatorSettings
 from flux_operator.spec import GROUP, PLURAL, VERSION
 from flux_operator.spec.training import TRAINING_PLURAL
@@ -71,6 +74,15 @@ def _register_indexes(registry: kopf.OperatorRegistry) -> None:
     for kind in CHILD_KINDS:
         info = KINDS[kind]
         kopf.index(info.group, info.version, info.plural, id=kind, registry=registry)(by_name(kind))
+    info = KINDS[CRDS]
+    kopf.index(
+        info.group,
+        info.version,
+        info.plural,
+        id=CRDS,
+        when=lambda name, **_: name == KEDA_CRD,
+        registry=registry,
+    )(by_name(CRDS))
     info = KINDS["ConfigMap"]
     kopf.index(
         info.group, info.version, info.plural, id="ConfigMap", labels=MANAGED, registry=registry
@@ -131,13 +143,19 @@ class _Operator:
         kopf_settings.watching.server_timeout = self.settings.watch_timeout_seconds
         kopf_settings.persistence.diffbase_storage = _NoDiffBase()
         api = KubeApi(self.configuration, self.settings.retry, self.settings.api_threads)
-        kinds = ("FluxDeployment", *CHILD_KINDS, "ConfigMap", CONFIG_MAPS_BY_OWNER)
+        kinds = ("FluxDeployment", *CHILD_KINDS, "ConfigMap", CONFIG_MAPS_BY_OWNER, CRDS)
         cache = WatchCache({kind: indexes[kind] for kind in kinds})
         self.cache, self.reconciler = cache, Reconciler(api, cache)
         self.training = TrainingReconciler(api)
         task = start_resync(api, cache, self.settings, self.reconcile)
-        if task is not None:
-            self.tasks.append(task)
+        training = self.training
+        progress = start_progress(
+            api,
+            self.settings,
+            lambda: sorted(training.running),
+            lambda namespace, name: self.train(namespace, name, read_log=True),
+        )
+        self.tasks += [t for t in (task, progress) if t is not None]
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -162,10 +180,10 @@ class _Operator:
                 "reconciliation failed", extra={"object": f"{namespace}/{name}", "error": str(exc)}
             )
 
-    async def train(self, namespace: str, name: str) -> None:
+    async def train(self, namespace: str, name: str, *, read_log: bool = False) -> None:
         assert self.training is not None, "reconciling before startup"
         try:
-            await self.training.reconcile(namespace, name)
+            await self.training.reconcile(namespace, name, read_log=read_log)
         except TRANSIENT_FAILURES as exc:
             logger.error(
                 "training reconciliation failed",

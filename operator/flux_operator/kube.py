@@ -81,6 +81,11 @@ KINDS: dict[str, Kind] = {
     "NetworkPolicy": Kind("networking.k8s.io", "v1", "networkpolicies"),
     "FluxDeployment": Kind("fluxserve.dev", "v1alpha1", "fluxdeployments"),
     "HTTPRoute": Kind("gateway.networking.k8s.io", "v1", "httproutes"),
+    "ScaledObject": Kind("keda.sh", "v1alpha1", "scaledobjects"),
+    "PersistentVolumeClaim": Kind("", "v1", "persistentvolumeclaims"),
+    "CustomResourceDefinition": Kind(
+        "apiextensions.k8s.io", "v1", "customresourcedefinitions", namespaced=False
+    ),
     "FluxLoRATraining": Kind("fluxserve.dev", "v1alpha1", "fluxloratrainings"),
     "Job": Kind("batch", "v1", "jobs"),
     "Pod": Kind("", "v1", "pods"),
@@ -99,6 +104,7 @@ class _Call:
     body: Any = None
     query: dict[str, str] | None = None
     content_type: str = "application/json"
+    accept: str = "application/json"
 
 
 def object_path(
@@ -164,7 +170,7 @@ class KubeApi:
 
     def _request_sync(self, call: _Call) -> Any:
         headers = {
-            "Accept": "application/json",
+            "Accept": call.accept,
             "Content-Type": call.content_type,
             "User-Agent": USER_AGENT,
         }
@@ -176,7 +182,15 @@ class KubeApi:
             url += "?" + urlencode(call.query)
         response = self._client.call_api(call.method, url, header_params=headers, body=call.body)
         response.read()
-        data: Any = json.loads(response.data) if response.data else {}
+        text = call.accept != "application/json" and 200 <= response.status < 300
+        if text:  # a Pod's log: plain text
+            return response.data.decode("utf-8", "replace") if response.data else ""
+        try:
+            data: Any = json.loads(response.data) if response.data else {}
+        except ValueError:
+            if 200 <= response.status < 300:
+                raise
+            data = bytes(response.data or b"").decode("utf-8", "replace")  # an error page
         if not 200 <= response.status < 300:
             raise ApiError(
                 response.status,
@@ -199,8 +213,9 @@ class KubeApi:
         query: dict[str, str] | None = None,
         content_type: str = "application/json",
         retry_conflicts: bool = True,
+        accept: str = "application/json",
     ) -> Any:
-        call = _Call(method, path, body, query, content_type)
+        call = _Call(method, path, body, query, content_type, accept)
         delay = self._retry.first_delay
         for attempt in range(1, self._retry.attempts + 1):
             try:
@@ -232,6 +247,20 @@ class KubeApi:
                 return None
             raise
         return result
+
+    async def log_tail(
+        self, namespace: str, pod: str, container: str, lines: int, limit_bytes: int
+    ) -> str:
+        """The last ``lines`` lines (at most ``limit_bytes``) of a container's log; ""
+        when the Pod is gone or has no log yet."""
+        query = {"container": container, "tailLines": str(lines), "limitBytes": str(limit_bytes)}
+        path = object_path("Pod", namespace, pod, "log")
+        try:
+            return str(await self.request("GET", path, query=query, accept="text/plain"))
+        except ApiError as exc:
+            if exc.status in (400, 404):  # gone, or its container not started yet
+                return ""
+            raise
 
     async def list(
         self, kind: str, namespace: str | None, labels: dict[str, str]

@@ -59,9 +59,26 @@ RULES: Final[list[dict[str, list[str]]]] = [
         "resources": ["httproutes"],
         "verbs": ["list", "watch", "create", "patch", "delete"],
     },
+    # spec.autoscaling to zero: KEDA's ScaledObject per release track, deleted when the
+    # HPA comes back; whether KEDA is installed is read from its CRD (the CRD rule below).
+    {
+        "apiGroups": ["keda.sh"],
+        "resources": ["scaledobjects"],
+        "verbs": ["list", "watch", "create", "patch", "delete"],
+    },
+    # spec.modelCache: the PVC the weights are downloaded onto (by a Job, below), created
+    # once under the hash of the model and revision (never patched; removed with its owner).
+    {
+        "apiGroups": [""],
+        "resources": ["persistentvolumeclaims"],
+        "verbs": ["list", "watch", "create"],
+    },
     # FluxLoRATraining: watched and read, its status written. Its Job is created and
-    # watched; the Job's Pods are listed to read the trainer's termination message (the
-    # trainer itself gets no API access). A TrainJob instead where spec.engine is kubeflow.
+    # watched; the Job's Pods are listed to read the trainer's termination message, and
+    # the running one's log for its progress (the trainer itself gets no API access). A
+    # TrainJob instead where spec.engine is kubeflow.
+    # The canary's quality gate (analysis.quality) is a Job too: read, created, and its
+    # Pods listed for the gate's verdict.
     {
         "apiGroups": ["fluxserve.dev"],
         "resources": ["fluxloratrainings"],
@@ -79,6 +96,8 @@ RULES: Final[list[dict[str, list[str]]]] = [
     },
     {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get", "list", "watch", "create"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    # The running trainer's progress: the tail of its Pod's log.
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
     {"apiGroups": ["trainer.kubeflow.org"], "resources": ["trainjobs"], "verbs": ["get", "create"]},
     # Promotion (promotion: canary, by the user's request in the training resource): the
     # adapter is added to the target FluxDeployment's spec.loras, the one write of a

@@ -19,10 +19,11 @@ from typing import Any
 
 import urllib3
 
-from flux_operator.cache import WatchCache
+from flux_operator.cache import CRDS, WatchCache
 from flux_operator.kube import ApiError, KubeApi, object_path
 from flux_operator.logs import event_outcome
 from flux_operator.prometheus import measure
+from flux_operator.quality_gate import measure_quality
 from flux_operator.reconcile import (
     Children,
     Event,
@@ -36,18 +37,20 @@ from flux_operator.reconcile.analysis import round_summary
 from flux_operator.reconcile.canary_rollout import analysis_due_for
 from flux_operator.reconcile.children import (
     HANDOVER_MANAGER,
+    blocklist_of,
     is_subset,
+    keda_owned,
     owned_by,
     replicas_handover,
     stale_config_maps,
 )
 from flux_operator.render import (
-    KIND_LABEL,
     Owner,
     canary_name,
     desired_revision,
     render_children,
 )
+from flux_operator.render.keda import KEDA_CRD
 from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus, parse_time, rfc3339
 
 logger = logging.getLogger(__name__)
@@ -204,6 +207,8 @@ class Reconciler:
             network_policy=cached("NetworkPolicy", namespace, name),
             config_maps=self.cache.config_maps(namespace, name),
             canary_deployment=cached("Deployment", namespace, canary_name(name)),
+            scaled_object=cached("ScaledObject", namespace, name),
+            keda_installed=cached(CRDS, "default", KEDA_CRD) is not None,
         )
 
     async def _reconcile(self, body: dict[str, Any]) -> None:
@@ -255,8 +260,8 @@ class Reconciler:
     async def _analyse(
         self, owner: Owner, body: dict[str, Any], children: Children, now: str
     ) -> list[Any] | None:
-        """The canary's analysis when one is due (None otherwise), made in a thread: the
-        Prometheus queries must not block kopf's event loop."""
+        """The canary's analysis when one is due (None otherwise): the Prometheus queries in
+        a thread (they must not block kopf's event loop), and the quality gate's Job."""
         status = parse_status(body.get("status"))
         if status.canary is None:
             return None
@@ -280,6 +285,13 @@ class Reconciler:
             name=owner.name,
             now=parse_time(now),
         )
+        if analysis.quality is not None:  # beside the queries: a measurement like theirs
+            gate = analysis.quality
+            measured.append(
+                await measure_quality(
+                    self.api, owner, spec, revision, status.canary, gate, parse_time(now)
+                )
+            )
         logger.info(
             "canary analysis",
             extra={"object": f"{owner.namespace}/{owner.name}", "round": round_summary(measured)},
@@ -292,33 +304,45 @@ class Reconciler:
         remove the children it does not list and the ConfigMaps no revision needs. True
         when anything was written."""
         assert decided.spec is not None and decided.revision is not None
-        desired = render_children(owner, decided.spec, decided.revision, decided.canary)
+        desired = render_children(
+            owner, decided.spec, decided.revision, decided.canary, children.keda_installed
+        )
         namespace = owner.namespace or "default"
         writes = self.cache.writes
         existing_maps = {cm["metadata"]["name"] for cm in children.config_maps or ()}
+        # KEDA lets go of the workers before the HPA comes back: never two autoscalers.
+        await self._remove(owner, [a for a in desired.absent if a[0] == "ScaledObject"])
         for obj in desired.objects:
             kind, name = obj["kind"], obj["metadata"]["name"]
+            observed = self.cache.get(kind, namespace, name)
             if obj.get("immutable"):
                 created = await self.api.create_once(obj) if name not in existing_maps else None
                 if created is not None:
                     self.cache.wrote(created)
             elif (kind, name) == ("Deployment", owner.name):
                 await self._apply_deployment(obj, decided.spec, children.deployment)
+            elif kind in ("Job", "PersistentVolumeClaim"):  # immutable: made once, under a hash
+                await self._apply(obj, observed, create_only=True)
             else:
-                await self._apply(obj, self.cache.get(kind, namespace, name))
-        for kind, name in desired.absent:
+                if kind == "HorizontalPodAutoscaler" and keda_owned(observed, name):
+                    await self._delete(kind, namespace, name)  # our ScaledObject's, left over
+                    observed = None
+                await self._apply(obj, observed)
+        await self._remove(owner, desired.absent)
+        for name in stale_config_maps(
+            children.config_maps or (), decided.keep_config_maps, blocklist_of(desired.objects)
+        ):
+            await self._delete("ConfigMap", namespace, name)
+        return self.cache.writes != writes
+
+    async def _remove(self, owner: Owner, absent: list[tuple[str, str]]) -> None:
+        namespace = owner.namespace or "default"
+        for kind, name in absent:
             leftover = self.cache.get(kind, namespace, name)
             # Never remove what the operator did not make: a NetworkPolicy left behind would
             # keep refusing callers the user now means to let in, but a foreign one is theirs.
             if leftover is not None and owned_by(leftover, owner):
                 await self._delete(kind, namespace, name)
-        blocklists = [o for o in desired.objects if _config_kind(o) == "blocklist"]
-        blocklist_name = blocklists[0]["metadata"]["name"] if blocklists else None
-        for name in stale_config_maps(
-            children.config_maps or (), decided.keep_config_maps, blocklist_name
-        ):
-            await self._delete("ConfigMap", namespace, name)
-        return self.cache.writes != writes
 
     async def _apply_deployment(
         self, desired: dict[str, Any], spec: FluxDeploymentSpec, observed: dict[str, Any] | None
@@ -336,10 +360,12 @@ class Reconciler:
         await self.api.delete(kind, namespace, name)
         self.cache.removed(kind, namespace, name)
 
-    async def _apply(self, desired: dict[str, Any], observed: dict[str, Any] | None) -> bool:
+    async def _apply(
+        self, desired: dict[str, Any], observed: dict[str, Any] | None, create_only: bool = False
+    ) -> bool:
         if observed is None:
             self.cache.wrote(await self.api.create(desired))
-        elif not is_subset(desired, observed):
+        elif not create_only and not is_subset(desired, observed):
             self.cache.wrote(await self.api.apply(desired))
         else:
             return False  # nothing to change: no write, no event, no feedback loop
@@ -377,9 +403,3 @@ class Reconciler:
                         "error": str(exc),
                     },
                 )
-
-
-def _config_kind(obj: dict[str, Any]) -> str | None:
-    if obj["kind"] != "ConfigMap":
-        return None
-    return str(obj["metadata"].get("labels", {}).get(KIND_LABEL))

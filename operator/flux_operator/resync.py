@@ -109,3 +109,41 @@ def start_resync(
     return asyncio.create_task(
         resync_forever(namespaces, list_all, reconcile, settings.resync_seconds)
     )
+
+
+async def follow_progress(
+    running: Callable[[], list[tuple[str, str]]],
+    leading_in: Callable[[str], Awaitable[bool]],
+    reconcile: Callable[[str, str], Awaitable[None]],
+    period: float,
+) -> None:
+    """Every ``period`` seconds, reconcile each running FluxLoRATraining reading its
+    trainer's log: a log line raises no event, so without this pass ``status.progress``
+    would move only when the Job ends. Costs three reads a running training a round."""
+    while True:
+        await asyncio.sleep(period)
+        for namespace, name in running():
+            try:
+                if await leading_in(namespace):
+                    await reconcile(namespace, name)
+            except Exception:
+                logger.exception("progress round failed", extra={"object": f"{namespace}/{name}"})
+
+
+def start_progress(
+    api: KubeApi,
+    settings: OperatorSettings,
+    running: Callable[[], list[tuple[str, str]]],
+    reconcile: Callable[[str, str], Awaitable[None]],
+) -> asyncio.Task[None] | None:
+    """The progress pass as a task (None when ``progress_seconds`` is 0); on the leader
+    only, as the resync."""
+    if settings.progress_seconds <= 0:
+        return None
+
+    async def leading_in(namespace: str) -> bool:
+        return await leading(api, settings, namespace if settings.namespaces else None)
+
+    return asyncio.create_task(
+        follow_progress(running, leading_in, reconcile, settings.progress_seconds)
+    )

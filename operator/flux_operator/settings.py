@@ -87,6 +87,12 @@ class OperatorSettings(BaseModel):
         description="Reconcile every resource this often, events or not (repairs children "
         "changed behind the operator's back); 0: off.",
     )
+    progress_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Read each running FluxLoRATraining's progress from its trainer's log "
+        "this often; 0: off (the progress moves when the Job ends).",
+    )
     watch_timeout_seconds: int = Field(
         default=600,
         ge=1,

@@ -1,6 +1,7 @@
-"""The I/O of one FluxLoRATraining reconciliation: create its Job, follow it, read the
-trainer's result from the Pod's termination message, write status and, on request,
-promote the adapter. The decisions are ``reconcile.training``'s (pure).
+"""The I/O of one FluxLoRATraining reconciliation: create its Job, follow it (its
+progress from the tail of the running Pod's log), read the trainer's result from the
+Pod's termination message, write status and, on request, promote the adapter. The
+decisions are ``reconcile.training``'s (pure).
 
 Promotion is the one place the operator writes a user's spec: with ``promotion: canary``
 the user asked, in the training resource, for the adapter to be added to the target
@@ -25,13 +26,16 @@ from flux_operator.reconcile.training import (
     job_state,
     lora_entry,
     parse_result,
+    progress,
+    progress_from_log,
     promoted_loras,
+    running_pod,
     same_status,
     status_metrics,
     termination_message,
 )
 from flux_operator.render.training import TrainingOwner, job_name, training_inputs
-from flux_operator.render.training_job import render_training
+from flux_operator.render.training_job import CONTAINER, render_training
 from flux_operator.spec import FluxDeploymentSpec, rfc3339
 from flux_operator.spec.training import FluxLoRATrainingSpec
 from flux_operator.training_render import validation_problems
@@ -39,6 +43,9 @@ from flux_operator.training_render import validation_problems
 logger = logging.getLogger(__name__)
 KIND = "FluxLoRATraining"
 TERMINAL = ("Succeeded", "Failed")
+#: The log tail read for progress: the trainer logs one line a step, and a few between
+#: (validation, samples, checkpoints).
+LOG_LINES, LOG_BYTES = 50, 32 * 1024
 
 
 def _now() -> str:
@@ -48,6 +55,8 @@ def _now() -> str:
 class TrainingReconciler:
     def __init__(self, api: KubeApi) -> None:
         self.api = api
+        # (namespace, name) of the trainings whose Job runs: the progress loop follows them.
+        self.running: set[tuple[str, str]] = set()
 
     async def _write(self, body: dict[str, Any], status: dict[str, Any]) -> None:
         meta = body["metadata"]
@@ -58,7 +67,10 @@ class TrainingReconciler:
             KIND, meta.get("namespace"), meta["name"], {"status": status}, "status"
         )
 
-    async def reconcile(self, namespace: str, name: str) -> None:
+    async def reconcile(self, namespace: str, name: str, *, read_log: bool = False) -> None:
+        """Bring the status up to date; ``read_log``: also read the running trainer's
+        progress from its Pod's log (the progress loop's rounds, not every event)."""
+        self.running.discard((namespace, name))
         body = await self.api.get(KIND, namespace, name)
         if body is None:
             return
@@ -81,13 +93,26 @@ class TrainingReconciler:
         state = job_state(job)
         total = spec.hyperparameters.steps  # type: ignore[attr-defined]
         if state == "running":
-            progress = {"step": 0, "total": total, "summary": f"0/{total}"}
+            self.running.add((namespace, name))
+            now = await self._progress(namespace, name, total) if read_log else None
+            known = old.get("progress") or {}
+            if now is None:  # keep what the last read found
+                now = known if known.get("total") == total else progress(0, total)
             await self._write(
-                body,
-                {"phase": "Running", "job": job_name(name), "progress": progress, "message": ""},
+                body, {"phase": "Running", "job": job_name(name), "progress": now, "message": ""}
             )
             return
         await self._finish(body, spec, state, total)
+
+    async def _progress(self, namespace: str, name: str, total: int) -> dict[str, Any] | None:
+        """The trainer's last step line, from the log tail of the Job's running Pod (the
+        trainer has no API access; the kubelet keeps its log)."""
+        pods = await self.api.list("Pod", namespace, {"job-name": job_name(name)})
+        pod = running_pod(pods)
+        if pod is None:
+            return None
+        text = await self.api.log_tail(namespace, pod, CONTAINER, LOG_LINES, LOG_BYTES)
+        return progress_from_log(text, total)
 
     async def _start(
         self, body: dict[str, Any], owner: TrainingOwner, spec: FluxLoRATrainingSpec, kind: str
@@ -111,10 +136,11 @@ class TrainingReconciler:
             return
         await self.api.create(obj)
         logger.info("training started", extra={"object": f"{owner.namespace}/{owner.name}"})
+        self.running.add((owner.namespace or "default", owner.name))
         total = spec.hyperparameters.steps  # type: ignore[attr-defined]
-        progress = {"step": 0, "total": total, "summary": f"0/{total}"}
         await self._write(
-            body, {"phase": "Running", "job": obj["metadata"]["name"], "progress": progress}
+            body,
+            {"phase": "Running", "job": obj["metadata"]["name"], "progress": progress(0, total)},
         )
 
     async def _result(self, namespace: str, name: str) -> tuple[dict[str, Any] | None, str]:
@@ -145,7 +171,7 @@ class TrainingReconciler:
         uri, sha = adapter_uri(spec, result), str(result.get("sha256") or "")
         steps = int(reported.get("steps") or total)
         status.update(
-            progress={"step": steps, "total": total, "summary": f"{steps}/{total}"},
+            progress=progress(steps, total) | {"etaSeconds": None},  # None: the ETA goes
             metrics=status_metrics(result, verdict),
             adapter={
                 "uri": uri,

@@ -178,85 +178,94 @@ def guarded_protocol(guard: ConnectionGuard, base: type[asyncio.Protocol] | None
         from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
         base = AutoHTTPProtocol
-    parent: Any = base
+    name = f"Guarded{base.__name__}"
+    return type(name, (_GuardedConnection, base), {"guard": guard, "__qualname__": name})
 
-    class Guarded(parent):
-        _deadline: asyncio.TimerHandle | None = None
-        _headed: object = None  # the request cycle whose head has been seen
-        _overflow = False
-        _refused = False
 
-        def connection_made(self, transport: asyncio.Transport) -> None:
-            verdict = guard.admit()
-            if verdict == "refuse":
-                self._refused = True
-                # Liveness is the loop answering: a probe is told so even now.
-                alive = _peek(transport).startswith(b"GET /healthz ")
-                transport.write(_ALIVE if alive else _FULL)
-                transport.close()
-                return
-            super().connection_made(transport)
-            guard.open.add(self)
-            if verdict == "overflow":
-                self._overflow = True
-                guard.overflow += 1
-            self._wait(guard.header_timeout)
+class _GuardedConnection:
+    """What :func:`guarded_protocol` adds to uvicorn's protocol (the class before it in
+    the method order, so ``super()`` is uvicorn's): ``guard`` is the class's guard."""
 
-        def _wait(self, seconds: float) -> None:
-            guard.waiting[self] = None
-            self._deadline = self.loop.call_later(seconds, self._too_late)
+    guard: ConnectionGuard
+    _deadline: asyncio.TimerHandle | None = None
+    _headed: object = None  # the request cycle whose head has been seen
+    _overflow = False
+    _refused = False
+    # uvicorn's protocol sets these.
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
+    pipeline: Any
 
-        def _served(self) -> None:
-            guard.waiting.pop(self, None)
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        guard = self.guard
+        verdict = guard.admit()
+        if verdict == "refuse":
+            self._refused = True
+            # Liveness is the loop answering: a probe is told so even now.
+            alive = _peek(transport).startswith(b"GET /healthz ")
+            transport.write(_ALIVE if alive else _FULL)
+            transport.close()
+            return
+        super().connection_made(transport)  # type: ignore[misc]
+        guard.open.add(self)
+        if verdict == "overflow":
+            self._overflow = True
+            guard.overflow += 1
+        self._wait(guard.header_timeout)
 
-        def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self.cycle is not None and self.cycle is not self._headed:
-                # A request's head is complete; its ASGI task is scheduled, not yet run,
-                # so the scope can still say where the request came in.
-                self._headed = self.cycle
-                if self._overflow:
-                    self.cycle.scope[OVERFLOW_KEY] = True
-                self._served()
+    def _wait(self, seconds: float) -> None:
+        self.guard.waiting[self] = None
+        self._deadline = self.loop.call_later(seconds, self._too_late)
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            if not self.transport.is_closing() and not self.pipeline:
-                self._served()
-                self._wait(guard.keep_alive + guard.header_timeout)
-
-        def _too_late(self) -> None:
+    def _served(self) -> None:
+        self.guard.waiting.pop(self, None)
+        if self._deadline is not None:
+            self._deadline.cancel()
             self._deadline = None
-            guard.waiting.pop(self, None)
-            guard.timed_out.note()
-            if not self.transport.is_closing():
-                self.transport.write(_TIMEOUT)
-                self.transport.close()
 
-        def unread(self) -> int:
-            """Bytes received and not yet read: a request on its way in."""
-            return _unread(self.transport)
-
-        def close_waiting(self) -> None:
-            self._served()
-            if not self.transport.is_closing():
-                self.transport.close()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            if self._refused:
-                return
-            self._served()
-            guard.open.discard(self)
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self.cycle is not None and self.cycle is not self._headed:
+            # A request's head is complete; its ASGI task is scheduled, not yet run,
+            # so the scope can still say where the request came in.
+            self._headed = self.cycle
             if self._overflow:
-                self._overflow = False
-                guard.overflow -= 1
-            super().connection_lost(exc)
+                self.cycle.scope[OVERFLOW_KEY] = True
+            self._served()
 
-    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"
-    return Guarded
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing() and not self.pipeline:
+            self._served()
+            self._wait(self.guard.keep_alive + self.guard.header_timeout)
+
+    def _too_late(self) -> None:
+        self._deadline = None
+        self.guard.waiting.pop(self, None)
+        self.guard.timed_out.note()
+        if not self.transport.is_closing():
+            self.transport.write(_TIMEOUT)
+            self.transport.close()
+
+    def unread(self) -> int:
+        """Bytes received and not yet read: a request on its way in."""
+        return _unread(self.transport)
+
+    def close_waiting(self) -> None:
+        self._served()
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._refused:
+            return
+        self._served()
+        self.guard.open.discard(self)
+        if self._overflow:
+            self._overflow = False
+            self.guard.overflow -= 1
+        super().connection_lost(exc)  # type: ignore[misc]
 
 
 class ProbesOnly:

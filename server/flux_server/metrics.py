@@ -64,6 +64,8 @@ class Metrics:
         for outcome in names.WEBHOOK_OUTCOMES:
             self.webhook_deliveries.labels(outcome=outcome)
         self.model_load_seconds = _gauge(names.MODEL_LOAD_SECONDS, r)
+        # Set by the runner as each phase ends; a front (no model) has no series.
+        self.startup_seconds = _gauge(names.STARTUP_SECONDS, r)
         self.experiments = ExperimentMetrics(r)
         """The per-arm metrics of style-preset experiments."""
         r.register(_RecompilesCollector())

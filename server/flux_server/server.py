@@ -18,6 +18,7 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health
 
+from flux_server.api.grpc import idle as grpc_idle
 from flux_server.api.grpc.servicer import build_grpc_server, set_serving
 from flux_server.api.rest import asgi_app, metrics_app
 from flux_server.connections import (
@@ -139,6 +140,8 @@ class FluxServer:
         )
         await set_serving(health_servicer, False)
         await grpc_server.start()
+        # gRPC's core never evicts a connection to make room: silent ones are, from here.
+        sweeper = grpc_idle.start(self.grpc_port, caps["grpc"])
         http_task = asyncio.create_task(http.serve([http_socket]), name="http")
         metrics_task = (
             asyncio.create_task(metrics_server.serve([metrics_socket]), name="metrics")
@@ -147,6 +150,7 @@ class FluxServer:
         )
         while not http.started:
             if http_task.done():
+                sweeper.cancel()
                 await grpc_server.stop(0)
                 http_task.result()
                 log.error("the HTTP listener did not start", extra={"port": s.http_port})
@@ -192,6 +196,7 @@ class FluxServer:
             log.warning("drain timed out; unfinished requests were refused")
         # Accepted work is done: let the adapters send the last answers, then close.
         await grpc_server.stop(grace=2)
+        sweeper.cancel()
         http.should_exit = True
         if metrics_server is not None:
             metrics_server.should_exit = True

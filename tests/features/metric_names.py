@@ -24,6 +24,7 @@ SERVER_METRICS = frozenset(
         metrics.GPU_UTILIZATION,
         metrics.MODEL_INFO,
         metrics.MODEL_LOAD_SECONDS,
+        metrics.STARTUP_SECONDS,
         metrics.READY,
         metrics.JOBS,
         metrics.WEBHOOK_DELIVERIES,

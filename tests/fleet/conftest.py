@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from features.redis_server import RedisServer
@@ -33,3 +35,12 @@ def start_role(model: Path, logs: Path, redis_url: str, role: str, *extra: str) 
         ["--queue", redis_url, "--role", role, "--visibility-timeout", "2",
          "--no-warmup", *extra],
     )  # fmt: skip
+
+
+def until(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+    """Poll ``check`` until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not (got := check()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+    return got

@@ -6,8 +6,7 @@ while another key floods, and 503 with Retry-After once Redis is gone."""
 from __future__ import annotations
 
 import hashlib
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import httpx
 import pytest
 from server_process import ServerProcess
 
-from .conftest import start_role
+from .conftest import start_role, until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
@@ -61,14 +60,6 @@ def _job(front: ServerProcess, user: str, job_id: str) -> dict[str, Any]:
     return httpx.get(f"{front.url}/jobs/{job_id}", headers=_auth(user), timeout=10).json()
 
 
-def _until(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while not (got := check()):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-    return got
-
-
 def _depth(front: ServerProcess, priority: str) -> float | None:
     for line in httpx.get(f"{front.url}/metrics", timeout=10).text.splitlines():
         if line.startswith(f'fluxserve_queue_depth_by_priority{{priority="{priority}"}}'):
@@ -81,7 +72,7 @@ def test_positions_fair_share_priority_then_a_worker_serves_all(
 ) -> None:
     first = [_submit(front, "alice", f"a{i}") for i in range(3)]
     for place, (job_id, _) in enumerate(first, start=1):
-        job = _until(lambda j=job_id: (b := _job(front, "alice", j)).get("position") and b,
+        job = until(lambda j=job_id: (b := _job(front, "alice", j)).get("position") and b,
                      what=f"the position of {job_id}")  # fmt: skip
         assert (job["status"], job["position"], job["warming_up"]) == ("queued", place, True)
         assert job["queue_position"] == place - 1 and "eta_seconds" not in job
@@ -93,17 +84,17 @@ def test_positions_fair_share_priority_then_a_worker_serves_all(
     assert queue["tracks"] == {"stable": {"high": 1, "normal": 9}} and queue["total"] == 10
     assert queue["workers_alive"] == 0 and queue["oldest_wait_s"] > 0
     # bob's one job waits behind the priority job and one turn of alice's, not her 8.
-    bob_job = _until(lambda: (b := _job(front, "bob", bob[0])).get("position") == 3 and b,
+    bob_job = until(lambda: (b := _job(front, "bob", bob[0])).get("position") == 3 and b,
                      what="bob's fair position")  # fmt: skip
     assert bob_job["warming_up"] is True
-    _until(lambda: _depth(front, "high") == 1 and _depth(front, "normal") == 9, 10, "the gauge")
+    until(lambda: _depth(front, "high") == 1 and _depth(front, "normal") == 9, 10, "the gauge")
 
     worker = start_role(tiny_dir, tmp_path, redis.url, "worker", "--max-batch-size", "1")  # type: ignore[attr-defined]
     try:
         worker.wait_ready(timeout=400)
         everyone = [("alice", j) for j in first + flood + [high]] + [("bob", bob)]
         for user, (job_id, _) in everyone:
-            _until(lambda u=user, j=job_id: _job(front, u, j)["status"] == "succeeded", 120,
+            until(lambda u=user, j=job_id: _job(front, u, j)["status"] == "succeeded", 120,
                    f"{job_id} to succeed")  # fmt: skip
         order = [rid for r in worker.log_records() if r.get("message") == "queued batch done"
                  for rid in r["fluxserve.request_ids"]]  # fmt: skip

@@ -44,6 +44,8 @@ RESOURCES = {
     "networking.k8s.io/v1/networkpolicies": ("NetworkPolicy", True, set()),
     "v1/events": ("Event", True, set()),
     "gateway.networking.k8s.io/v1/httproutes": ("HTTPRoute", True, set()),
+    "keda.sh/v1alpha1/scaledobjects": ("ScaledObject", True, {"status"}),
+    "v1/persistentvolumeclaims": ("PersistentVolumeClaim", True, {"status"}),
     "fluxserve.dev/v1alpha1/fluxloratrainings": ("FluxLoRATraining", True, {"status"}),
     "batch/v1/jobs": ("Job", True, {"status"}),
     "v1/pods": ("Pod", True, {"status"}),
@@ -61,6 +63,8 @@ PATHS = {
     "ConfigMap": "/api/v1",
     "Event": "/api/v1",
     "HTTPRoute": "/apis/gateway.networking.k8s.io/v1",
+    "ScaledObject": "/apis/keda.sh/v1alpha1",
+    "PersistentVolumeClaim": "/api/v1",
     "FluxLoRATraining": "/apis/fluxserve.dev/v1alpha1",
     "Job": "/apis/batch/v1",
     "Pod": "/api/v1",
@@ -74,6 +78,8 @@ PLURALS = {
     "ConfigMap": "configmaps",
     "Event": "events",
     "HTTPRoute": "httproutes",
+    "ScaledObject": "scaledobjects",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
     "FluxLoRATraining": "fluxloratrainings",
     "Job": "jobs",
     "Pod": "pods",
@@ -385,6 +391,7 @@ class OperatorHandle:
             retry=RetrySettings(attempts=8, first_delay=0.05, max_delay=0.5),
             api_threads=4,
             resync_seconds=1.0,
+            progress_seconds=0.2,
         )
         self._running: list[tuple[threading.Event, threading.Thread]] = []
         self._errors: list[BaseException] = []

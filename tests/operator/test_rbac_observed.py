@@ -21,15 +21,24 @@ from conftest import (
     base_spec,
     condition,
 )
+from test_fleet_emulated import install_keda, wait_hpa, wait_keda
 from test_training_emulated import (
     create_training,
     job_finishes,
+    pod_running,
     result,
+    step_line,
     training,
     training_status,
 )
 
 from flux_operator.rbac import RULES
+
+
+async def training_progress(cluster: Cluster, step: int) -> bool:
+    body = await cluster.get("FluxLoRATraining", "poster-style") or {}
+    return bool(((body.get("status") or {}).get("progress") or {}).get("step") == step)
+
 
 PEERING = "fluxserve"
 KOPF_PEERINGS = "kopf.dev/v1/kopfpeerings"
@@ -148,6 +157,32 @@ async def _canary_behind_a_gateway(cluster: Cluster) -> None:
     await cluster.wait_for(lambda: gone("HTTPRoute"), "the HTTPRoute deleted")
 
 
+async def _to_zero_and_back(cluster: Cluster) -> None:
+    """Scale to zero with KEDA installed: the ScaledObject created (the HPA deleted),
+    applied back after a hand edit, deleted when the HPA returns; the model cache's PVC
+    created."""
+    await install_keda(cluster)
+    await cluster.update_spec(
+        "flux-dev",
+        rollout={"strategy": "RollingUpdate", "canary": None},
+        model={"source": {"pvc": None, "hub": {}}},
+        modelCache={"revision": "0123456789abcdef0123456789abcdef01234567"},
+        queue={"url": "redis://queue:6379"},
+        autoscaling={"minReplicas": 0, "maxReplicas": 4},
+    )
+    await wait_keda(cluster)
+    await cluster.wait_for(lambda: cluster.list("PersistentVolumeClaim"), "the model cache")
+    await cluster.patch("ScaledObject", "flux-dev", {"spec": {"maxReplicaCount": 9}})
+
+    async def repaired() -> bool:
+        scaled = await cluster.get("ScaledObject", "flux-dev")
+        return bool(scaled and scaled["spec"]["maxReplicaCount"] == 4)
+
+    await cluster.wait_for(repaired, "the ScaledObject applied back")
+    await cluster.update_spec("flux-dev", autoscaling={"minReplicas": 1})
+    await wait_hpa(cluster)
+
+
 async def test_rules_are_exactly_what_the_operator_uses(
     cluster: Cluster, kmock: NamespacesServed, operator: OperatorHandle
 ) -> None:
@@ -226,10 +261,15 @@ async def test_rules_are_exactly_what_the_operator_uses(
     )
     assert condition(status, "Degraded")["status"] == "False"
     await _canary_behind_a_gateway(cluster)
-    # A FluxLoRATraining: its Job created and followed, its Pod's result read, the adapter
-    # promoted into flux-dev's loras.
+    await _to_zero_and_back(cluster)
+    # A FluxLoRATraining: its Job created and followed, its running Pod's log read for the
+    # progress, its Pod's result read, the adapter promoted into flux-dev's loras.
     await create_training(cluster, training())
     await cluster.wait_for(lambda: cluster.get("Job", "poster-style-train"), "the Job")
+    await pod_running(cluster, [step_line(7, 60.0)])
+    await cluster.wait_for(
+        lambda: training_progress(cluster, 7), "the progress read from the trainer's log"
+    )
     await job_finishes(cluster, result(base=0.4, final=0.3))
     await training_status(cluster, "Succeeded")
     assert cluster.server["patch", kmock.resource(KOPF_PEERINGS)], "kopf kept no peering"

@@ -366,6 +366,9 @@ def test_all_canary_objects_in_apply_order_running_or_not() -> None:
         ("Deployment", "flux-dev-canary"),
         ("NetworkPolicy", "flux-dev"),
         ("HorizontalPodAutoscaler", "flux-dev"),
+        ("ScaledObject", "flux-dev"),
+        ("ScaledObject", "flux-dev-canary"),
+        ("HorizontalPodAutoscaler", "flux-dev-front"),
     ]
 
     no_gateway = render_children(OWNER, _canary_spec(gateway=False), old, run)

@@ -3,13 +3,14 @@
 The test plays the Job controller and the kubelet (conftest says which parts of the API
 server it plays besides): it marks the Job complete and gives its Pod the terminated
 state whose message is the trainer's result, as the kubelet copies
-/dev/termination-log there."""
+/dev/termination-log there; while the Pod runs, it serves the Pod's log."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+import kmock
 from conftest import NAMESPACE, Cluster, OperatorHandle, base_spec, condition
 
 SHA = "ab" * 32
@@ -79,8 +80,8 @@ async def _start(cluster: Cluster, spec: dict[str, Any]) -> tuple[dict[str, Any]
     return created, job
 
 
-async def job_finishes(cluster: Cluster, message: str) -> None:
-    # Playing the kubelet: the pod ended, its termination message is the trainer's result.
+async def trainer_pod(cluster: Cluster, name: str, status: dict[str, Any]) -> None:
+    """Playing the Job controller and the kubelet: the Job's Pod ``name`` in ``status``."""
     await _post(
         cluster,
         "Pod",
@@ -88,21 +89,23 @@ async def job_finishes(cluster: Cluster, message: str) -> None:
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
-                "name": "poster-style-train-x7k2q",
+                "name": name,
                 "namespace": NAMESPACE,
                 "labels": {"job-name": "poster-style-train"},
             },
             "spec": {"containers": [{"name": "trainer", "image": "x"}]},
-            "status": {
-                "phase": "Succeeded",
-                "containerStatuses": [
-                    {
-                        "name": "trainer",
-                        "state": {"terminated": {"exitCode": 0, "message": message}},
-                    }
-                ],
-            },
+            "status": status,
         },
+    )
+
+
+async def job_finishes(cluster: Cluster, message: str) -> None:
+    # Playing the kubelet: the pod ended, its termination message is the trainer's result.
+    terminated = {"terminated": {"exitCode": 0, "message": message}}
+    await trainer_pod(
+        cluster,
+        "poster-style-train-x7k2q",
+        {"phase": "Succeeded", "containerStatuses": [{"name": "trainer", "state": terminated}]},
     )
     # Playing the Job controller: the Job completed.
     await cluster.patch(
@@ -175,3 +178,47 @@ async def test_failed_evaluation_never_touches_the_flux_deployment(
     assert after["spec"] == before["spec"] == base_spec()
     assert "loras" not in after["spec"]
     assert not condition(status, "Promoted")
+
+
+def step_line(step: int, eta_s: float) -> str:
+    """A line as flux_trainer.report.Progress writes it."""
+    record = {"time": "2026-01-01T00:00:00.000+00:00", "level": "info", "logger": "flux_trainer"}
+    record |= {"message": "step", "event": "step", "step": step, "steps": 400, "loss": 0.31}
+    return json.dumps(record | {"lr": 1e-4, "s_per_step": 1.5, "eta_s": eta_s})
+
+
+async def pod_running(cluster: Cluster, log: list[str]) -> None:
+    """Playing the kubelet: the trainer's Pod runs, and its log says ``log``."""
+    await trainer_pod(cluster, "poster-style-train-r2d2x", {"phase": "Running"})
+    pods_log = cluster.server["get", kmock.resource("v1/pods"), kmock.subresource("log")]
+    pods_log << "\n".join(log).encode() + b"\n"
+
+
+async def test_progress_is_read_from_the_running_trainer_s_log(
+    cluster: Cluster, operator: OperatorHandle
+) -> None:
+    await _start(cluster, training())
+    await training_status(cluster, "Running")
+    log = [step_line(119, 182.0), step_line(120, 420.4), '{"event": "validation", "loss": 0.3}']
+    await pod_running(cluster, log)
+
+    async def moved() -> dict[str, Any] | None:
+        status = await training_status(cluster, "Running")
+        return status["progress"] if status["progress"]["step"] else None
+
+    progress = await cluster.wait_for(moved, "progress from the log")
+    assert progress == {
+        "step": 120,
+        "total": 400,
+        "etaSeconds": 420,
+        "summary": "120/400 (ETA 7m00s)",
+    }
+    # The tail is asked for, not the whole log.
+    asked = [r for r in cluster.server if r.subresource == "log"]
+    assert asked and asked[-1].params["tailLines"] == "50"
+    assert asked[-1].params["container"] == "trainer"
+
+    await job_finishes(cluster, result(base=0.40, final=0.30))
+    status = await training_status(cluster, "Succeeded")
+    assert status["progress"] == {"step": 400, "total": 400, "summary": "400/400"}
+    assert operator.crashed() is None

@@ -34,11 +34,21 @@ HEADER_TIMEOUT = 2.0
 def guarded(
     tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
+    yield from _serving(tiny_model_dir, tmp_path_factory, HEADER_TIMEOUT, 300, rlimit_nofile=1024)
+
+
+def _serving(
+    model: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    header_timeout: float,
+    max_connections: int,
+    rlimit_nofile: int | None = None,
+) -> Iterator[ServerProcess]:
     server = start_server(
-        tiny_model_dir,
+        model,
         tmp_path_factory.mktemp("logs"),
-        ["--header-timeout", str(HEADER_TIMEOUT), "--max-connections", "300"],
-        rlimit_nofile=1024,
+        ["--header-timeout", str(header_timeout), "--max-connections", str(max_connections)],
+        rlimit_nofile=rlimit_nofile,
     )
     try:
         server.wait_ready()
@@ -167,3 +177,55 @@ def test_a_head_that_never_ends_gets_408(guarded: ServerProcess) -> None:
     assert answer.startswith(b"HTTP/1.1 408 "), answer
     assert b'"code": "deadline_exceeded"' in answer
     assert HEADER_TIMEOUT - 0.5 < waited < HEADER_TIMEOUT + 3
+
+
+# --- gRPC: silent sockets make room ------------------------------------------------------
+
+GRPC_CAP = 64
+LONG_HANDSHAKE = 60.0
+
+
+@pytest.fixture(scope="module")
+def long_handshake(
+    tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    """A handshake deadline far beyond the test: what frees gRPC's cap is not it."""
+    yield from _serving(tiny_model_dir, tmp_path_factory, LONG_HANDSHAKE, GRPC_CAP)
+
+
+def _health_once(target: str) -> bool:
+    with grpc.insecure_channel(target) as channel:
+        try:
+            answer = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=2
+            )
+        except grpc.RpcError:
+            return False
+    return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def test_silent_grpc_sockets_at_the_cap_make_room_for_health(
+    long_handshake: ServerProcess,
+) -> None:
+    """Before the sweeper, gRPC's core held the silent sockets until their handshake
+    deadline (60 s here) and refused every new connection: health did not answer."""
+    attack = _open(long_handshake.grpc_port, GRPC_CAP * 4, None)
+    try:
+        server = psutil.Process(long_handshake.process.pid)
+        deadline = time.monotonic() + 20
+        while _established(server) < GRPC_CAP * 3 // 4:  # the core has taken its fill
+            assert time.monotonic() < deadline, "the silent sockets never reached the server"
+            time.sleep(0.1)
+        deadline = time.monotonic() + LONG_HANDSHAKE / 3
+        while not _health_once(long_handshake.grpc_target):
+            assert time.monotonic() < deadline, "gRPC health stayed refused at the cap"
+            time.sleep(0.2)
+        closed = sum(_closed_by_server(sock) for sock in attack)
+        assert closed >= GRPC_CAP // 2, f"only {closed} silent sockets were closed"
+    finally:
+        for sock in attack:
+            sock.close()
+    swept = [
+        r for r in long_handshake.log_records() if "sent no HTTP/2 preface" in str(r.get("message"))
+    ]
+    assert 1 <= len(swept) <= 3, swept  # one line per burst

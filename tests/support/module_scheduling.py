@@ -27,6 +27,7 @@ SHARED_WORKER: dict[str, str] = {
 SLOWEST_FIRST: tuple[str, ...] = (
     "tests/server/test_speed_options.py",
     "tests/docs/test_readme.py",
+    "tests/client/test_quality_gate.py",
     "tests/server/test_startup.py",
     "tests/server/test_gpu_bench.py",
     "tests/server/test_fuzz.py",

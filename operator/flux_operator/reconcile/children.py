@@ -35,6 +35,10 @@ class Children:
     config_maps: tuple[dict[str, Any], ...] | None = None
     canary_deployment: dict[str, Any] | None = None
     """``NAME-canary`` (strategy Canary)."""
+    scaled_object: dict[str, Any] | None = None
+    """KEDA's ScaledObject ``NAME``."""
+    keda_installed: bool = False
+    """KEDA's ScaledObject CRD is in the cluster."""
 
     def has_config_map(self, name: str) -> bool:
         if self.config_maps is None:
@@ -76,15 +80,31 @@ def owned_by(obj: dict[str, Any], owner: Owner) -> bool:
     return any(ref.get("uid") == owner.uid for ref in refs)
 
 
+def keda_owned(obj: dict[str, Any] | None, name: str) -> bool:
+    """The HPA KEDA made (or took over) for the ScaledObject ``name``: the operator's
+    ScaledObject's, not someone else's."""
+    refs = (obj or {}).get("metadata", {}).get("ownerReferences") or []
+    return any(r.get("kind") == "ScaledObject" and r.get("name") == name for r in refs)
+
+
 def foreign_children(
-    owner: Owner, children: Children, autoscaling: bool, network_policy: bool = False
+    owner: Owner,
+    children: Children,
+    autoscaling: bool,
+    network_policy: bool = False,
+    keda: bool = False,
 ) -> list[str]:
     """``Kind name`` of each child that exists but belongs to something else (the HPA and
-    the NetworkPolicy only count when the spec would make one)."""
+    the NetworkPolicy only count when the spec would make one; with ``keda`` the
+    ScaledObject instead of the HPA, and never the HPA of the operator's ScaledObject)."""
+    hpa = children.autoscaler
+    if not autoscaling or keda or keda_owned(hpa, owner.name):
+        hpa = None
     candidates: Iterable[dict[str, Any] | None] = (
         children.deployment,
         children.service,
-        children.autoscaler if autoscaling else None,
+        hpa,
+        children.scaled_object if keda else None,
         children.network_policy if network_policy else None,
     )
     return [
@@ -138,3 +158,14 @@ def stale_config_maps(
         if unneeded and labels.get("app.kubernetes.io/managed-by") == MANAGER:
             stale.append(name)
     return stale
+
+
+def blocklist_of(objects: Iterable[dict[str, Any]]) -> str | None:
+    """The name of the blocklist ConfigMap among rendered ``objects`` (None: none)."""
+    for obj in objects:
+        if (
+            obj["kind"] == "ConfigMap"
+            and obj["metadata"].get("labels", {}).get(KIND_LABEL) == "blocklist"
+        ):
+            return str(obj["metadata"]["name"])
+    return None

@@ -11,6 +11,7 @@ from flux_operator.spec import (
     CanaryStatus,
     Condition,
     ConditionType,
+    FluxDeploymentSpec,
     FluxDeploymentStatus,
     HistoryEntry,
     RollbackRecord,
@@ -71,7 +72,10 @@ def conditions_and_phase(
     current = work.current
     assert current is not None
     suspended = work.spec.autoscaling is None and work.spec.replicas == 0
-    ready = suspended or (current.outcome == "Available" and observed.ready_replicas > 0)
+    # Scaled to zero, the fronts serve (requests wait for a worker KEDA starts).
+    idle = work.spec.autoscaling is not None and work.spec.autoscaling.min_replicas == 0
+    serving = observed.ready_replicas > 0 or idle
+    ready = suspended or (current.outcome == "Available" and serving)
     wanted = [
         _degraded(work),
         _progressing(current),
@@ -83,7 +87,7 @@ def conditions_and_phase(
         conditions = set_condition(
             conditions, type_, status, reason, message, work.now, work.generation
         )
-    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3, "ScaleToZero": 4}
     conditions.sort(key=lambda c: order[c.type])
 
     if work.degraded is not None:
@@ -170,6 +174,37 @@ def canary_conditions(
             f"{canary.message or canary.phase}"
         )
     conditions = set_condition(conditions, "Progressing", True, reason, message, now, generation)
-    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3}
+    order = {"Ready": 0, "Progressing": 1, "Degraded": 2, "RolledBack": 3, "ScaleToZero": 4}
     conditions.sort(key=lambda c: order[c.type])
     return conditions, "Progressing" if phase == "Ready" else phase
+
+
+KEDA_MISSING = (
+    "KEDA is not installed (no CRD scaledobjects.keda.sh): the HPA keeps at least 1 "
+    "worker; install KEDA to scale to zero"
+)
+
+
+def scale_to_zero(
+    status: FluxDeploymentStatus,
+    spec: FluxDeploymentSpec,
+    keda_installed: bool,
+    now: str,
+    generation: int | None,
+) -> FluxDeploymentStatus:
+    """The ScaleToZero condition where the spec asks KEDA to scale (``minReplicas: 0`` or
+    ``engine: keda``): True with KEDA installed, False with the reason otherwise; absent
+    where it does not ask."""
+    scaling = spec.autoscaling
+    if scaling is None or not scaling.keda:
+        kept = [c for c in status.conditions if c.type != "ScaleToZero"]
+        return status.model_copy(update={"conditions": kept})
+    if keda_installed:
+        floor = "to zero" if scaling.min_replicas == 0 else f"down to {scaling.min_replicas}"
+        reason, message = "KedaScaledObject", f"KEDA scales the workers {floor} on the queue"
+    else:
+        reason, message = "KedaNotInstalled", KEDA_MISSING
+    conditions = set_condition(
+        status.conditions, "ScaleToZero", keda_installed, reason, message, now, generation
+    )
+    return status.model_copy(update={"conditions": conditions})

@@ -13,7 +13,9 @@ from flux_operator.spec import (
 
 
 def revision_of(entry: HistoryEntry) -> Revision:
-    return Revision(entry.release, entry.image, entry.presets_hash, entry.presets_config_map)
+    return Revision(
+        entry.release, entry.image, entry.presets_hash, entry.presets_config_map, entry.loras or ""
+    )
 
 
 def same_revision(entry: HistoryEntry, revision: Revision) -> bool:
@@ -36,6 +38,7 @@ def append_entry(history: list[HistoryEntry], revision: Revision, now: str) -> H
         image=revision.image,
         presets_hash=revision.presets_hash,
         presets_config_map=revision.presets_config_map,
+        loras=revision.loras or None,
         time=now,
         outcome="Progressing",
     )

@@ -26,6 +26,7 @@ from flux_operator.reconcile.conditions import (
     canary_conditions,
     conditions_and_phase,
     degraded_status,
+    scale_to_zero,
 )
 from flux_operator.reconcile.events import Event
 from flux_operator.reconcile.history import prune_history
@@ -170,14 +171,20 @@ def plan(
             events=[*decided.events, Event("Warning", "PresetsMissing", message)],
         )
 
-    wants_policy = spec.network_policy is not None and spec.network_policy.enabled
-    foreign = foreign_children(owner, children, spec.autoscaling is not None, wants_policy)
+    foreign = _foreign(owner, spec, children)
     if foreign:
         # Never take over what someone else made: say so and leave it alone.
         message = f"{', '.join(foreign)} already exist(s) and belong(s) to something else"
         return _cannot_serve(status, generation, "ChildConflict", message, now)
     decided.spec = spec
+    decided.status = scale_to_zero(decided.status, spec, children.keda_installed, now, generation)
     return decided
+
+
+def _foreign(owner: Owner, spec: FluxDeploymentSpec, children: Children) -> list[str]:
+    wants_policy = spec.network_policy is not None and spec.network_policy.enabled
+    keda = children.keda_installed and spec.autoscaling is not None and spec.autoscaling.keda
+    return foreign_children(owner, children, spec.autoscaling is not None, wants_policy, keda)
 
 
 def plan_rollout(snapshot: Snapshot) -> Plan:

@@ -38,16 +38,61 @@ def termination_message(pods: list[dict[str, Any]]) -> str | None:
     return None
 
 
-def parse_result(message: str | None) -> dict[str, Any] | None:
-    """The trainer's result object (flux_trainer.report), or None when the message is
-    not one (a log tail)."""
+def running_pod(pods: list[dict[str, Any]]) -> str | None:
+    """The name of the Job's newest running Pod (the trainer whose log says how far it
+    is), or None."""
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    running.sort(key=lambda p: p.get("metadata", {}).get("creationTimestamp") or "")
+    return str(running[-1]["metadata"]["name"]) if running else None
+
+
+def progress(step: int, total: int, eta_seconds: float | None = None) -> dict[str, Any]:
+    """``status.progress``: steps done of ``total``, and the time left while it runs."""
+    value: dict[str, Any] = {"step": step, "total": total, "summary": f"{step}/{total}"}
+    if eta_seconds is not None:
+        eta = round(eta_seconds)
+        hours, minutes, seconds = eta // 3600, eta // 60 % 60, eta % 60
+        left = f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+        value.update(etaSeconds=eta, summary=f"{step}/{total} (ETA {left})")
+    return value
+
+
+def progress_from_log(text: str, total: int) -> dict[str, Any] | None:
+    """The progress in the newest step line of the trainer's log tail (one JSON object a
+    line; ``flux_trainer.report.Progress`` writes ``"event": "step"`` with ``step``,
+    ``steps`` and ``eta_s``), or None when the tail holds none (validation or samples
+    logging in between, a log that is not the trainer's)."""
+    for line in reversed(text.splitlines()):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(record, dict) or record.get("event") != "step":
+            continue
+        step, eta = record.get("step"), record.get("eta_s")
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            continue
+        known = isinstance(eta, (int, float)) and not isinstance(eta, bool) and 0 <= eta < 1e9
+        return progress(min(step, total), total, float(eta) if known else None)  # type: ignore[arg-type]
+    return None
+
+
+def message_object(message: str | None, key: str) -> dict[str, Any] | None:
+    """A termination message that is a JSON object with ``key``, or None when it is not
+    one (a log's tail, left by FallbackToLogsOnError after a crash)."""
     if not message:
         return None
     try:
         value = json.loads(message.strip())
     except ValueError:
         return None
-    return value if isinstance(value, dict) and "status" in value else None
+    return value if isinstance(value, dict) and key in value else None
+
+
+def parse_result(message: str | None) -> dict[str, Any] | None:
+    """The trainer's result object (flux_trainer.report), or None when the message is
+    not one (a log tail)."""
+    return message_object(message, "status")
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,11 @@ One module per kind of object: ``naming`` (labels, names, annotations, ports, ow
 references, the revision's identity) · ``pod`` (the server's command line, environment,
 volumes, container) · ``deployment`` · ``service`` · ``autoscaler`` · ``config_maps`` ·
 ``network_policy`` · ``canary`` (the track labels and Services, the canary Deployment, the
-HTTPRoute) · ``children`` (all of them, in apply order). A new kind of child is a new
-module here, added to ``children.render_children``. The names every child shares (mount
-points, ports, labels) are ``naming``'s; the package exports what the reconciler and the
-CLI use.
+HTTPRoute) · ``children`` (all of them, in apply order) · ``quality_job`` (the canary's
+quality gate: a Job the analysis runs, not a child the reconciler keeps). A new kind of
+child is a new module here, added to ``children.render_children``. The names every child
+shares (mount points, ports, labels) are ``naming``'s; the package exports what the
+reconciler and the CLI use.
 """
 
 from flux_operator.render.autoscaler import render_hpa

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flux_operator.render.naming import Owner, child_metadata
-from flux_operator.spec import FluxDeploymentSpec
+from flux_operator.spec import AutoscalingSpec, FluxDeploymentSpec
 
 
 def render_hpa(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, Any] | None:
@@ -18,7 +18,8 @@ def render_hpa(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, Any] | None:
         "metadata": child_metadata(owner),
         "spec": {
             "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": owner.name},
-            "minReplicas": scaling.min_replicas,
+            # Scale to zero is KEDA's; without KEDA the HPA keeps one pod (status says so).
+            "minReplicas": max(1, scaling.min_replicas),
             "maxReplicas": scaling.max_replicas,
             "metrics": [
                 {
@@ -32,15 +33,21 @@ def render_hpa(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, Any] | None:
                     },
                 }
             ],
-            "behavior": {
-                "scaleUp": {
-                    "stabilizationWindowSeconds": 0,
-                    "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
-                },
-                "scaleDown": {
-                    "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
-                    "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
-                },
-            },
+            "behavior": hpa_behavior(scaling),
+        },
+    }
+
+
+def hpa_behavior(scaling: AutoscalingSpec) -> dict[str, Any]:
+    """Up fast (2 pods a minute), down slowly (a GPU pod takes minutes to come back):
+    the HPA's, and KEDA's HPA's (``advanced.horizontalPodAutoscalerConfig``)."""
+    return {
+        "scaleUp": {
+            "stabilizationWindowSeconds": 0,
+            "policies": [{"type": "Pods", "value": 2, "periodSeconds": 60}],
+        },
+        "scaleDown": {
+            "stabilizationWindowSeconds": scaling.scale_down_stabilization_seconds,
+            "policies": [{"type": "Pods", "value": 1, "periodSeconds": 120}],
         },
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_operator.render.model_cache import wait_for_cache
 from flux_operator.render.naming import (
     BLOCKLIST_HASH_ANNOTATION,
     METRICS_PORT,
@@ -14,6 +15,7 @@ from flux_operator.render.naming import (
     blocklist_hash,
     common_labels,
     object_metadata,
+    revision_loras,
     selector_labels,
 )
 from flux_operator.render.pod import LOG_HINT_ANNOTATIONS, pod_volumes, server_container
@@ -36,6 +38,8 @@ def _pod_annotations(spec: FluxDeploymentSpec, revision: Revision) -> dict[str, 
 
 
 def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision) -> dict[str, Any]:
+    # The revision's adapters, not the spec's: a rollback restores those it ran with.
+    spec = spec.model_copy(update={"loras": revision_loras(revision)})
     volumes, _ = pod_volumes(owner, spec, revision)
     labels = common_labels(owner, revision.release)
     pod_spec: dict[str, Any] = {
@@ -54,6 +58,9 @@ def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision
         "containers": [server_container(owner, spec, revision)],
         "volumes": volumes,
     }
+    waiting = wait_for_cache(spec, revision.image)
+    if waiting is not None:
+        pod_spec["initContainers"] = [waiting]
     if spec.gpu.node_selector:
         pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
     if spec.gpu.count > 0:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from flux_operator.render.quality_job import api_key_env
 from flux_operator.render.training_job import RESTRICTED_CONTAINER
 from flux_operator.spec.base import parse_duration
 from flux_operator.spec.quality import QualityGate, gate_arguments
@@ -46,6 +47,7 @@ def gate_container(gate: QualityGate, image: str) -> dict[str, Any]:
         "env": [
             {"name": "HOME", "value": SCRATCH_DIR},
             {"name": "HF_HOME", "value": f"{SCRATCH_DIR}/huggingface"},
+            *api_key_env(gate),
         ],
         "resources": {
             "requests": {"cpu": "1", "memory": "4Gi"},

@@ -17,6 +17,7 @@ from flux_operator.spec import (
     KIND,
     VERSION,
     FluxDeploymentSpec,
+    LoraSpec,
     experiments_as_written,
     parse_experiments,
 )
@@ -71,12 +72,29 @@ class Owner:
 
 @dataclass(frozen=True)
 class Revision:
-    """What one revision runs: the code (image) and the presets, restored together."""
+    """What one revision runs: the code (image), the presets and the LoRA adapters,
+    restored together."""
 
     release: str
     image: str
     presets_hash: str
     presets_config_map: str
+    loras: str = ""
+    """``spec.loras`` as canonical JSON ("" for none): an adapter added (a promoted
+    training) is a new revision, so it ships through the rollout strategy, and a rollback
+    runs the adapters of the revision it restores."""
+
+
+def loras_key(loras: Sequence[LoraSpec]) -> str:
+    """The adapters as the canonical JSON a revision keeps ("" for none)."""
+    if not loras:
+        return ""
+    items = [lora.model_dump(mode="json", by_alias=True, exclude_none=True) for lora in loras]
+    return json.dumps(items, sort_keys=True, separators=(",", ":"))
+
+
+def revision_loras(revision: Revision) -> list[LoraSpec]:
+    return [LoraSpec.model_validate(item) for item in json.loads(revision.loras or "[]")]
 
 
 def content_hash(payload: Any) -> str:
@@ -145,6 +163,7 @@ def desired_revision(owner: Owner, spec: FluxDeploymentSpec) -> Revision:
         image=image_ref(spec),
         presets_hash=digest,
         presets_config_map=presets_config_map_name(owner.name, digest),
+        loras=loras_key(spec.loras),
     )
 
 

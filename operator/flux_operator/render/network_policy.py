@@ -12,7 +12,9 @@ from typing import Any
 from flux_operator.render.naming import (
     GRPC_PORT,
     HTTP_PORT,
+    INSTANCE_LABEL,
     METRICS_PORT,
+    OWNER_LABEL,
     Owner,
     child_metadata,
     selector_labels,
@@ -40,6 +42,10 @@ def _ports(*ports: int) -> list[dict[str, Any]]:
     return [{"protocol": "TCP", "port": port} for port in ports]
 
 
+def _fleet_labels(owner: Owner) -> dict[str, str]:
+    return {INSTANCE_LABEL: owner.name, OWNER_LABEL: owner.name}
+
+
 def render_network_policy(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, Any] | None:
     """The policy, or None when the spec asks for none (absent or switched off)."""
     policy = spec.network_policy
@@ -52,12 +58,14 @@ def render_network_policy(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, A
         ingress.append(
             {"from": [render_peer(p) for p in policy.metrics_from], "ports": _ports(METRICS_PORT)}
         )
+    # With a queue, the fronts and the workers alike (both carry the owner's label).
+    pods = selector_labels(owner) if spec.queue is None else _fleet_labels(owner)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": child_metadata(owner),
         "spec": {
-            "podSelector": {"matchLabels": selector_labels(owner)},
+            "podSelector": {"matchLabels": pods},
             "policyTypes": ["Ingress"],
             "ingress": ingress,
         },

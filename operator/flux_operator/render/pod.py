@@ -4,6 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from flux_operator.render.model_cache import (
+    COMPILE_CACHE_DIR,
+    MODEL_CACHE_DIR,
+    compile_cache_dir,
+    model_cache_volume,
+    model_path,
+    startup_failure_threshold,
+)
 from flux_operator.render.naming import (
     API_KEYS_DIR,
     BLOCKLIST_FILE,
@@ -18,7 +26,6 @@ from flux_operator.render.naming import (
     PRESTOP_SLEEP_SECONDS,
     SAFETY_DIR,
     SERVER_PORTS,
-    STARTUP_FAILURE_THRESHOLD,
     STARTUP_PERIOD_SECONDS,
     Owner,
     Revision,
@@ -58,6 +65,8 @@ def _scale(value: float) -> str:
 def server_args(spec: FluxDeploymentSpec, revision: Revision) -> list[str]:
     """The server's command line (the image's entrypoint is ``python -m flux_server``)."""
     model = MODEL_DIR if spec.model.source.pvc is not None else spec.model.id
+    if spec.model_cache is not None:
+        model = model_path(spec)
     args = [
         f"--model={model}",
         "--host=0.0.0.0",
@@ -91,6 +100,8 @@ def _feature_args(spec: FluxDeploymentSpec) -> list[str]:
     args = _optional(("--batch-wait", wait), ("--model-revision", spec.model.revision))
     for i, lora in enumerate(spec.loras):
         args.append(f"--lora={lora.name}={_lora_path(spec, i)}:{_scale(lora.scale)}")
+    # The server refuses an adapter file whose digest differs (a promoted adapter's).
+    args += [f"--lora-sha256={lora.name}={lora.sha256}" for lora in spec.loras if lora.sha256]
     safety = spec.safety
     if safety is not None:
         listed = safety.blocklist is not None or safety.blocklist_config_map_ref is not None
@@ -139,7 +150,9 @@ def performance_args(perf: PerformanceSpec | None) -> list[str]:
         args.append("--no-vae-slicing")
     if perf.vae_tiling:
         args.append("--vae-tiling")
-    return args + _optional(("--lora-max-rank", perf.lora_max_rank))
+    return args + _optional(
+        ("--lora-max-rank", perf.lora_max_rank), ("--compile-cache", compile_cache_dir(perf))
+    )
 
 
 def server_env(spec: FluxDeploymentSpec) -> list[dict[str, Any]]:
@@ -147,7 +160,7 @@ def server_env(spec: FluxDeploymentSpec) -> list[dict[str, Any]]:
         {"name": "HOME", "value": "/tmp"},
         {"name": "HF_HOME", "value": f"{CACHE_DIR}/huggingface"},
     ]
-    if spec.model.source.pvc is not None:
+    if spec.model.source.pvc is not None or spec.model_cache is not None:
         env.append({"name": "HF_HUB_OFFLINE", "value": "1"})
     hub = spec.model.source.hub
     if hub is not None and hub.token_secret_ref is not None:
@@ -186,6 +199,9 @@ def pod_volumes(
         claim = {"claimName": pvc.claim_name, "readOnly": True}
         model = {"name": "model", "persistentVolumeClaim": claim}
         _mount(volumes, mounts, model, MODEL_DIR, pvc.sub_path)
+    if spec.model_cache is not None:
+        _mount(volumes, mounts, model_cache_volume(owner, spec), MODEL_CACHE_DIR)
+    _compile_cache(spec, volumes, mounts)
     for i, lora in enumerate(spec.loras):
         path = _lora_path(spec, i)
         if lora.config_map is not None:
@@ -209,6 +225,23 @@ def pod_volumes(
         secret = {"secretName": spec.api_keys.secret_name, "defaultMode": 0o440}
         _mount(volumes, mounts, {"name": "api-keys", "secret": secret}, API_KEYS_DIR)
     return volumes, mounts
+
+
+def _compile_cache(
+    spec: FluxDeploymentSpec, volumes: list[dict[str, Any]], mounts: list[dict[str, Any]]
+) -> None:
+    """The compile cache's PVC, mounted read-write (the pods write the kernels they
+    compile; the server keys them, so pods of other versions do not share them)."""
+    cache = spec.performance.compile_cache if spec.performance is not None else None
+    if cache is None or cache.claim_name is None:
+        return
+    volumes.append(
+        {"name": "compile-cache", "persistentVolumeClaim": {"claimName": cache.claim_name}}
+    )
+    mount: dict[str, Any] = {"name": "compile-cache", "mountPath": COMPILE_CACHE_DIR}
+    if cache.sub_path:
+        mount["subPath"] = cache.sub_path
+    mounts.append(mount)
 
 
 def _mount(
@@ -237,6 +270,12 @@ def server_container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision)
         "imagePullPolicy": spec.image_pull_policy,
         "args": server_args(spec, revision),
         "env": server_env(spec),
+        # Only with credentialsSecret: a spec without it renders as before.
+        **(
+            {"envFrom": [{"secretRef": {"name": spec.credentials_secret}}]}
+            if spec.credentials_secret
+            else {}
+        ),
         "ports": [
             {"name": name, "containerPort": port, "protocol": "TCP"} for name, port in SERVER_PORTS
         ],
@@ -249,7 +288,7 @@ def server_container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision)
         "startupProbe": {
             "grpc": {"port": GRPC_PORT},
             "periodSeconds": STARTUP_PERIOD_SECONDS,
-            "failureThreshold": STARTUP_FAILURE_THRESHOLD,
+            "failureThreshold": startup_failure_threshold(spec),
             "timeoutSeconds": 5,
         },
         "readinessProbe": {

@@ -7,7 +7,8 @@ bounds the API server enforces, and — where a JSON schema cannot say it — a 
 By area: ``base`` (names, patterns, the base model) · ``sources`` (where the weights come
 from) · ``serving`` (GPUs, resources, autoscaling, batching, rollout) · ``features``
 (LoRAs, safety, audit, API keys, cache, editing, VQA) · ``network`` (who may reach the
-pods) · ``experiments`` (A/B experiments on style presets, and their checks against the
+pods) · ``fleet`` (the fleet queue's fronts and workers, the model cache) ·
+``experiments`` (A/B experiments on style presets, and their checks against the
 server's own model) · ``performance`` (the server's speed options) · ``rollout`` (canary
 steps and analysis, the Gateway API route) · ``resource`` (the spec as a whole) ·
 ``status`` and ``canary_status``. A new part of the spec is a model in its area (or a new module),
@@ -51,8 +52,9 @@ from flux_operator.spec.features import (
     SafetySpec,
     VqaSpec,
 )
+from flux_operator.spec.fleet import FrontSpec, ModelCacheSpec, QueueSpec
 from flux_operator.spec.network import NetworkPeer, NetworkPolicySpec
-from flux_operator.spec.performance import PerformanceSpec
+from flux_operator.spec.performance import CompileCacheSpec, PerformanceSpec, StartupSeconds
 from flux_operator.spec.resource import FluxDeployment, FluxDeploymentSpec
 from flux_operator.spec.rollout import (
     BUILTIN_METRICS,
@@ -119,6 +121,7 @@ __all__ = [
     "CanarySpec",
     "CanaryStatus",
     "CanaryStep",
+    "CompileCacheSpec",
     "Condition",
     "ConditionType",
     "ConfigMapKeyRef",
@@ -127,6 +130,7 @@ __all__ = [
     "FluxDeployment",
     "FluxDeploymentSpec",
     "FluxDeploymentStatus",
+    "FrontSpec",
     "GatewaySpec",
     "GpuSpec",
     "HistoryEntry",
@@ -134,6 +138,7 @@ __all__ = [
     "LoraSpec",
     "Measurement",
     "MeasurementOutcome",
+    "ModelCacheSpec",
     "ModelSource",
     "ModelSpec",
     "NetworkPeer",
@@ -144,11 +149,13 @@ __all__ = [
     "Phase",
     "PresetName",
     "PvcSource",
+    "QueueSpec",
     "ResourcesSpec",
     "RollbackRecord",
     "RolloutSpec",
     "SafetySpec",
     "SecretKeyRef",
+    "StartupSeconds",
     "VqaSpec",
     "experiments_as_written",
     "parse_duration",

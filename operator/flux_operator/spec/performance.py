@@ -8,10 +8,40 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from flux_operator.spec.base import _Model
+from flux_operator.spec.base import K8S_NAME, _Model
 
 SIZE_PATTERN = r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$"
 STEP_CACHE_PATTERN = r"^(off|first-block:0?\.[0-9]+|taylorseer:([2-9]|10))$"
+
+
+class CompileCacheSpec(_Model):
+    """Where torch's compiled kernels are kept across restarts (--compile-cache): the
+    server keys them by torch, diffusers and GPU versions and the warm-up shapes."""
+
+    claim_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        pattern=K8S_NAME,
+        description="A ReadWriteMany PVC the pods share (kept across pods and nodes); "
+        "absent: the pod's cache volume (kept across container restarts only).",
+    )
+    sub_path: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^[^/].*$",
+        description="Directory inside the PVC (relative, no leading slash).",
+    )
+
+
+class StartupSeconds(_Model):
+    """What one start took, by phase, as the server measured it
+    (fluxserve_startup_seconds{phase}): the startupProbe is sized from them."""
+
+    download: int = Field(default=0, ge=0, le=86400, description="Fetching the weights.")
+    load: int = Field(default=0, ge=0, le=86400, description="Loading them onto the device.")
+    compile: int = Field(default=0, ge=0, le=86400, description="torch.compile.")
+    warmup: int = Field(default=0, ge=0, le=86400, description="The warm-up generations.")
 
 
 class PerformanceSpec(_Model):
@@ -52,6 +82,17 @@ class PerformanceSpec(_Model):
         default=True, description="Decode a batch image by image (--vae-slicing)."
     )
     vae_tiling: bool = Field(default=False, description="Decode large images in tiles.")
+    compile_cache: CompileCacheSpec | None = Field(
+        default=None,
+        description="Keep compiled kernels across restarts (--compile-cache): a restart "
+        "loads them instead of compiling again.",
+    )
+    startup_seconds: StartupSeconds | None = Field(
+        default=None,
+        description="Measured start phases: the startupProbe allows twice their sum (the "
+        "download left out when the weights come from a PVC or the model cache); absent: "
+        "30 minutes.",
+    )
     lora_max_rank: int | None = Field(
         default=None,
         ge=1,

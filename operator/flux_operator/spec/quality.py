@@ -13,6 +13,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from flux_operator.spec.base import K8S_NAME, Duration, _Model
+from flux_operator.spec.sources import SecretKeyRef
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 DEFAULT_SIMILARITY_MODEL = "facebook/dinov2-small"
@@ -86,6 +87,11 @@ class QualityGate(_Model):
         le=1.0,
         description="Share of the golden set's VQA questions the candidate's images must "
         "pass (answered by the server's own /vqa).",
+    )
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret key holding an API key the gate sends to both releases (as "
+        "FLUXSERVE_API_KEY): needed when spec.apiKeys makes the server ask for one.",
     )
     timeout: Duration = Field(
         default="15m",

@@ -17,6 +17,7 @@ from flux_operator.spec.experiments import (
     NAME_RULE_MESSAGE,
     ExperimentSpec,
 )
+from flux_operator.spec.fleet import ModelCacheSpec, QueueSpec
 from flux_operator.spec.network import NetworkPolicySpec
 from flux_operator.spec.performance import PerformanceSpec
 from flux_operator.spec.rollout import SPEC_CEL_RULES, GatewaySpec
@@ -29,6 +30,12 @@ from flux_operator.spec.serving import (
 )
 from flux_operator.spec.sources import ModelSpec
 from flux_operator.spec.status import FluxDeploymentStatus
+
+SCALE_TO_ZERO_NEEDS_QUEUE = (
+    "autoscaling.minReplicas 0 (or engine keda) needs spec.queue: the fronts hold the "
+    "requests while no worker runs"
+)
+MODEL_CACHE_NEEDS_HUB = "modelCache needs model.source.hub (it is filled from the hub)"
 
 
 class FluxDeploymentSpec(_Model):
@@ -59,6 +66,13 @@ class FluxDeploymentSpec(_Model):
             ),
             *EXPERIMENTS_RULES,
             *SPEC_CEL_RULES,
+            (
+                "!has(self.autoscaling) || has(self.queue) || "
+                "((!has(self.autoscaling.minReplicas) || self.autoscaling.minReplicas > 0) && "
+                "(!has(self.autoscaling.engine) || self.autoscaling.engine != 'keda'))",
+                SCALE_TO_ZERO_NEEDS_QUEUE,
+            ),
+            ("!has(self.modelCache) || has(self.model.source.hub)", MODEL_CACHE_NEEDS_HUB),
         )
     )
 
@@ -78,6 +92,14 @@ class FluxDeploymentSpec(_Model):
     )
     image_pull_secrets: list[str] = Field(
         default_factory=list, max_length=16, description="Secrets for pulling the image."
+    )
+    credentials_secret: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="A Secret whose keys become the server's environment: the object "
+        "store's credentials for s3:// adapters (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_ENDPOINT_URL), as a FluxLoRATraining's credentialsSecret.",
     )
     model: ModelSpec = Field(description="The model to serve.")
     replicas: int = Field(
@@ -139,12 +161,30 @@ class FluxDeploymentSpec(_Model):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         default="info", description="Server log level (--log-level)."
     )
+    queue: QueueSpec | None = Field(
+        default=None,
+        description="One queue for the fleet (Redis Streams): NAME-front takes the requests "
+        "on CPUs, the GPU pods of NAME pull from the queue; absent: every pod serves alone.",
+    )
+    model_cache: ModelCacheSpec | None = Field(
+        default=None,
+        description="The weights at a pinned revision on a volume every pod mounts "
+        "read-only (a PVC filled once by a Job, or an OCI image), not from the hub.",
+    )
 
     @model_validator(mode="after")
     def _unique_loras(self) -> FluxDeploymentSpec:
         names = [lora.name for lora in self.loras]
         if len(names) != len(set(names)):
             raise ValueError("lora names must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _fleet_needs(self) -> FluxDeploymentSpec:
+        if self.autoscaling is not None and self.autoscaling.keda and self.queue is None:
+            raise ValueError(SCALE_TO_ZERO_NEEDS_QUEUE)
+        if self.model_cache is not None and self.model.source.hub is None:
+            raise ValueError(MODEL_CACHE_NEEDS_HUB)
         return self
 
 

@@ -49,7 +49,8 @@ class ResourcesSpec(_Model):
 
 
 class AutoscalingSpec(_Model):
-    """A HorizontalPodAutoscaler on the per-pod queue depth (fluxserve_queue_depth)."""
+    """A HorizontalPodAutoscaler on the per-pod queue depth (fluxserve_queue_depth), or a
+    KEDA ScaledObject on the fleet queue (``engine: keda`` or ``minReplicas: 0``)."""
 
     model_config = ConfigDict(
         json_schema_extra=_cel(
@@ -57,7 +58,12 @@ class AutoscalingSpec(_Model):
         )
     )
 
-    min_replicas: int = Field(default=1, ge=1, le=1000, description="Fewest pods.")
+    min_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=1000,
+        description="Fewest pods; 0 scales the workers to zero through KEDA (needs spec.queue).",
+    )
     max_replicas: int = Field(default=4, ge=1, le=1000, description="Most pods.")
     target_queue_depth: int = Field(
         default=4, ge=1, le=1000, description="Average waiting requests per pod to aim for."
@@ -68,6 +74,44 @@ class AutoscalingSpec(_Model):
         le=3600,
         description="How long load must stay low before pods are removed (loading takes minutes).",
     )
+
+    engine: Literal["hpa", "keda"] = Field(
+        default="hpa",
+        description="hpa: a HorizontalPodAutoscaler (minReplicas >= 1); keda: a KEDA "
+        "ScaledObject on the fleet queue (chosen anyway when minReplicas is 0).",
+    )
+    polling_interval_seconds: int = Field(
+        default=15,
+        ge=1,
+        le=600,
+        description="KEDA: how often the queue is read (the wake-up delay from zero is up to "
+        "this, plus the pod's start).",
+    )
+    cooldown_seconds: int = Field(
+        default=600,
+        ge=0,
+        le=86400,
+        description="KEDA: seconds without waiting or running work before the last worker "
+        "goes (a new one costs a cold start).",
+    )
+    activation_queue_depth: int = Field(
+        default=0,
+        ge=0,
+        le=1000,
+        description="KEDA: waiting requests above which the first worker starts (0: any).",
+    )
+    prometheus_url: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r"^https?://[^\s]+$",
+        description="KEDA: Prometheus to read the workers' running requests from, so a "
+        "worker busy with a long batch is not scaled away while the queue is empty.",
+    )
+
+    @property
+    def keda(self) -> bool:
+        """A KEDA ScaledObject scales the workers (the only way to zero)."""
+        return self.engine == "keda" or self.min_replicas == 0
 
     @model_validator(mode="after")
     def _min_le_max(self) -> AutoscalingSpec:

@@ -22,14 +22,17 @@ def parse_time(text: str) -> datetime:
 
 
 Phase = Literal["Pending", "Progressing", "Ready", "Degraded", "RolledBack"]
-ConditionType = Literal["Ready", "Progressing", "Degraded", "RolledBack"]
+ConditionType = Literal["Ready", "Progressing", "Degraded", "RolledBack", "ScaleToZero"]
 Outcome = Literal["Progressing", "Available", "Failed", "RolledBack", "Superseded"]
 
 
 class Condition(_StatusModel):
     """A Kubernetes-style condition."""
 
-    type: ConditionType = Field(description="Ready, Progressing, Degraded or RolledBack.")
+    type: ConditionType = Field(
+        description="Ready, Progressing, Degraded, RolledBack or ScaleToZero (with "
+        "autoscaling to zero: whether KEDA scales the workers)."
+    )
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str = Field(max_length=1024, description="CamelCase reason.")
     message: str = Field(default="", max_length=32768, description="Human-readable detail.")
@@ -47,6 +50,11 @@ class HistoryEntry(_StatusModel):
     image: str = Field(description="The full image reference this revision ran.")
     presets_hash: str = Field(description="Hash of the style presets of this revision.")
     presets_config_map: str = Field(description="The immutable presets ConfigMap it mounted.")
+    loras: str | None = Field(
+        default=None,
+        max_length=65536,
+        description="The LoRA adapters it loaded (spec.loras then, as JSON); absent: none.",
+    )
     time: str = Field(description="When the revision started (RFC 3339).")
     outcome: Outcome = Field(
         description="Progressing, Available, Failed, RolledBack (failed or replaced by a "

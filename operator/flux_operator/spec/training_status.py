@@ -26,7 +26,12 @@ class TrainingCondition(_StatusModel):
 class TrainingProgress(_StatusModel):
     step: int = Field(default=0, ge=0, description="Steps done.")
     total: int = Field(default=0, ge=0, description="Steps of the run.")
-    summary: str = Field(default="", description="step/total, for kubectl get.")
+    eta_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        description="Time left while the Job runs, from the trainer's last step line.",
+    )
+    summary: str = Field(default="", description="step/total (and the ETA), for kubectl get.")
 
 
 class TrainingMetrics(_StatusModel):

@@ -16,7 +16,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 from flux_server.admission.audit import AuditRecord
@@ -120,12 +119,13 @@ class Admission:
                 "no --api-keys: the server is open, every caller may generate and use the "
                 "priority lane"
             )
-        if s.lora:
+        if s.lora or s.lora_sha256:
             from flux_server.execution.lora import parse_lora_flags
+            from flux_server.execution.lora_source import check_local, parse_sha256_flags
 
-            for spec in parse_lora_flags(s.lora):
-                if not Path(spec.path).exists():
-                    raise ValueError(f"--lora {spec.name}: {spec.path} does not exist")
+            specs = parse_lora_flags(s.lora)
+            parse_sha256_flags(s.lora_sha256, specs)
+            check_local(specs)
         from flux_server.admission.safety import SafetyFilter
 
         # The default blocklist is always on; --blocklist extends it.

@@ -21,6 +21,7 @@ from flux_server.execution import speedups
 from flux_server.execution.cancellation import GenerationInterrupted
 from flux_server.execution.inputs import Picture, ProgressFn, StopFn, TextToImage
 from flux_server.execution.previews import StepHook
+from flux_server.execution.startup import StartupPhases, fetch_weights
 
 log = logging.getLogger(__name__)
 
@@ -85,21 +86,30 @@ class Engine:
         speed: speedups.SpeedOptions | None = None,
         *,
         with_adapters: bool = False,
+        phases: StartupPhases | None = None,
     ) -> Engine:
         """Load a FLUX pipeline from a directory or a hub id (``HF_TOKEN`` from the
         environment, read by huggingface_hub itself), with the ``speed`` options (none:
         plain eager) for a ``device`` from :func:`choose_device`; ``with_adapters``:
-        LoRA adapters will be loaded on it."""
+        LoRA adapters will be loaded on it. ``phases`` gets the download and load times."""
         import torch
         from diffusers import FluxPipeline
 
+        phases = phases or StartupPhases()
         chosen_device = choose_device(device)
         chosen_dtype = choose_dtype(dtype, chosen_device)
-        started = time.perf_counter()
-        pipe = FluxPipeline.from_pretrained(model, revision=revision, dtype=chosen_dtype)
         speed = speed or speedups.SpeedOptions()
-        speedups.prepare(pipe, speed, chosen_device, with_adapters=with_adapters)
-        pipe.set_progress_bar_config(disable=True)
+        with phases.timed("download"):
+            path, source = fetch_weights(model, revision)
+        phases.done("download", source=source, model=model, revision=revision)
+        started = time.perf_counter()
+        with phases.timed("load"):
+            # Straight to the device: safetensors reads each tensor onto it, with no
+            # whole-model copy in host memory first (offload keeps weights on the host).
+            direct = {"device_map": chosen_device} if speed.offload == "none" else {}
+            pipe = FluxPipeline.from_pretrained(path, dtype=chosen_dtype, **direct)
+            speedups.prepare(pipe, speed, chosen_device, with_adapters=with_adapters)
+            pipe.set_progress_bar_config(disable=True)
         info = ModelInfo(
             model=model,
             revision=revision,
@@ -116,6 +126,7 @@ class Engine:
                 "device": chosen_device,
                 "dtype": info.dtype,
                 "load_seconds": round(info.load_seconds, 3),
+                "direct_to_device": bool(direct),
                 "compile": speed.compile,
                 "quantize": speed.quantize,
                 "step_cache": speed.step_cache.kind,
@@ -125,11 +136,14 @@ class Engine:
         speedups.mark_ready()
         return cls(pipe, info, speed)
 
-    def warmup(self) -> None:
+    def warmup(self, phases: StartupPhases | None = None) -> None:
         """Compile (with ``--compile``) and run every warm-up size at every batch size,
-        so no caller pays for a compile or lazy init; then count compilations from here."""
+        so no caller pays for a compile or lazy init; then count compilations from here.
+        ``phases``: a call that built a graph counts as ``compile``, others ``warmup``."""
+        phases = phases or StartupPhases()
         started = time.perf_counter()
-        speedups.compile_transformer(self.pipe, self.speed)
+        with phases.timed("compile"):
+            speedups.compile_transformer(self.pipe, self.speed)
         sizes = self.speed.warmup_sizes or ((256, 256),)
         # Three steps: a step cache takes its skip path from the second step on.
         steps = 3 if self.speed.step_cache.kind != "off" else 1
@@ -138,12 +152,12 @@ class Engine:
                 job = TextToImage(
                     "warm-up", width, height, steps, guidance_scale=3.5, seed=0, num_images=batch
                 )
-                self.generate([job])
+                self._timed_call(job, phases)
                 if self.adapter_hook is not None and self.speed.compile != "off":
                     # The adapter path too (scales are tensors: one graph for all).
                     names = sorted(self._adapter_names())
                     if names:
-                        self.generate([_with_adapter(job, names[0])])
+                        self._timed_call(_with_adapter(job, names[0]), phases)
         self.info.warmup_seconds = time.perf_counter() - started
         speedups.mark_ready()
         log.info(
@@ -155,6 +169,13 @@ class Engine:
                 "compilations": speedups.compilations(),
             },
         )
+
+    def _timed_call(self, job: TextToImage, phases: StartupPhases) -> None:
+        before = speedups.compilations() if self.speed.compile != "off" else 0
+        started = time.perf_counter()
+        self.generate([job])
+        compiled = self.speed.compile != "off" and speedups.compilations() > before
+        phases.seconds["compile" if compiled else "warmup"] += time.perf_counter() - started
 
     def _adapter_names(self) -> set[str]:
         from flux_server.execution.lora import loaded_adapters

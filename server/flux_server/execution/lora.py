@@ -2,10 +2,11 @@
 switched per batch.
 
 ``--lora NAME=PATH[:SCALE]`` (repeatable) names an adapter, where its weights are (a
-directory holding ``pytorch_lora_weights.safetensors`` or a ``.safetensors`` file) and
-its default scale. A request (or a style preset) names the adapters it wants; the
-batcher only groups requests with the same adapter set, and ``AdapterSwitch.ensure``
-sets the pipeline to that set before each batch (empty: adapters off).
+directory holding ``pytorch_lora_weights.safetensors`` or a ``.safetensors`` file, or an
+``s3://`` URI: see lora_source) and its default scale. A request (or a style preset)
+names the adapters it wants; the batcher only groups requests with the same adapter set,
+and ``AdapterSwitch.ensure`` sets the pipeline to that set before each batch (empty:
+adapters off).
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ def parse_lora_flag(value: str) -> LoraSpec:
         )
     path, scale = rest, 1.0
     head, colon, tail = rest.rpartition(":")
-    if colon:
+    # A tail with a slash is the path's own colon (s3://bucket/key), not a scale.
+    if colon and "/" not in tail:
         try:
             scale = float(tail)
         except ValueError:

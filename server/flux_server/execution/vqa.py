@@ -57,6 +57,35 @@ def check_question(question: str, max_tokens: int) -> None:
         raise InputRejected("max_tokens", f"must be between 1 and {MAX_TOKENS}, not {max_tokens}")
 
 
+def _default_dtype(device: str) -> Any:
+    """As the generator's --dtype auto: float32 on the CPU; bfloat16 on GPUs, float16 on
+    those without it (T4, V100)."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return torch.float32
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _model_class(path_or_id: str, revision: str | None) -> tuple[VqaKind, Any]:
+    """The kind of VQA model the checkpoint's config names, and its transformers class."""
+    from transformers import AutoConfig, AutoModelForImageTextToText, BlipForQuestionAnswering
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    try:
+        config = AutoConfig.from_pretrained(path_or_id, revision=revision)
+    except (OSError, ValueError) as exc:
+        raise VqaModelError(f"cannot load the VQA model {path_or_id!r}: {exc}") from exc
+    if config.model_type == "blip":
+        return "blip", BlipForQuestionAnswering
+    if config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
+        return "image-text-to-text", AutoModelForImageTextToText
+    raise VqaModelError(
+        f"{path_or_id!r} is a {config.model_type!r} model; --vqa-model needs a BLIP "
+        "VQA model or an image-text-to-text model"
+    )
+
+
 class VqaModelError(RuntimeError):
     """The VQA model could not be loaded (a start-up failure, not a request error)."""
 
@@ -102,41 +131,15 @@ class VqaModel:
         Raises:
             VqaModelError: the checkpoint is missing, unreadable or not a VQA model.
         """
-        import torch
-        from transformers import (
-            AutoConfig,
-            AutoModelForImageTextToText,
-            AutoProcessor,
-            BlipForQuestionAnswering,
-        )
-        from transformers.models.auto.modeling_auto import (
-            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
-        )
+        from transformers import AutoProcessor
 
         if path_or_id.startswith(("/", "./", "../")) and not Path(path_or_id).is_dir():
             # Otherwise transformers takes it for a hub id and says so, confusingly.
             raise VqaModelError(f"cannot load the VQA model {path_or_id!r}: no such directory")
         device = resolve_device(device)
         if dtype is None:
-            # As the generator's --dtype auto: float16 on GPUs without bfloat16 (T4, V100).
-            dtype = torch.float32
-            if device.startswith("cuda"):
-                dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        try:
-            config = AutoConfig.from_pretrained(path_or_id, revision=revision)
-        except (OSError, ValueError) as exc:
-            raise VqaModelError(f"cannot load the VQA model {path_or_id!r}: {exc}") from exc
-        kind: VqaKind
-        model_cls: Any
-        if config.model_type == "blip":
-            kind, model_cls = "blip", BlipForQuestionAnswering
-        elif config.model_type in MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES:
-            kind, model_cls = "image-text-to-text", AutoModelForImageTextToText
-        else:
-            raise VqaModelError(
-                f"{path_or_id!r} is a {config.model_type!r} model; --vqa-model needs a BLIP "
-                "VQA model or an image-text-to-text model"
-            )
+            dtype = _default_dtype(device)
+        kind, model_cls = _model_class(path_or_id, revision)
         try:
             processor = AutoProcessor.from_pretrained(path_or_id, revision=revision)
             model = model_cls.from_pretrained(path_or_id, revision=revision, dtype=dtype)

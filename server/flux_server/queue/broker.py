@@ -79,6 +79,10 @@ class Broker:
     async def cancel(self, request_id: str, ttl: float) -> None:
         await self.redis.set(names.cancelled(request_id), "1", px=int(ttl * 1000))
 
+    async def withdraw(self, stream: str, entry_id: str) -> None:
+        """Delete an entry nobody has taken (its request was answered already)."""
+        await self.redis.xdel(stream, entry_id)
+
     async def result(self, request_id: str) -> dict[str, Any] | None:
         raw = await self.redis.get(names.result(request_id))
         return json.loads(raw) if raw else None
@@ -166,6 +170,13 @@ class Broker:
 
     async def heartbeat(self, track: str, name: str, info: Mapping[str, Any], ttl: float) -> None:
         await self.redis.set(names.worker(track, name), json.dumps(info), px=int(ttl * 1000))
+
+    async def record_startup(self, track: str, seconds: float, ttl: float) -> None:
+        await self.redis.set(names.startup(track), f"{seconds:.3f}", px=int(ttl * 1000))
+
+    async def startup_seconds(self, track: str) -> float | None:
+        raw = await self.redis.get(names.startup(track))
+        return float(raw) if raw else None
 
     async def workers(self) -> list[dict[str, Any]]:
         found = []

@@ -4,11 +4,19 @@ stream and wait for the result a worker stores, within the request's deadline.
 The front subscribes to the request's event channel before it looks for a stored
 result, so a result stored between the two is never missed. Redis unreachable: new work
 is refused with 503 and ``Retry-After`` (nothing was accepted, so nothing is lost).
+
+Scaled to zero: while no worker of the track runs, a synchronous request waits on the
+queue (a worker starting meanwhile serves it); just before its deadline, if still no
+worker is alive, it is withdrawn and answered 503 with ``Retry-After``: the seconds the
+track's last worker took to start, as it recorded them (30 before any has). Answering a
+little before the deadline lets a gRPC caller read the answer before its own deadline
+ends the call. Async jobs wait the same way, to their own deadline.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -27,6 +35,12 @@ from flux_server.scheduling.batch_items import BatchInfo
 from flux_server.scheduling.work import Made
 
 RETRY_AFTER_S = 2
+WARMING_RETRY_AFTER_S = 30
+"""Advised while no worker runs and none of the track has recorded its start time."""
+MAX_RETRY_AFTER_S = 900
+# A request with no worker alive is answered this long before its deadline (at most a
+# tenth of its timeout).
+_ANSWER_MARGIN_S = 1.0
 # A result outlives its sync request by this much: a front that asks again finds it.
 _RESULT_MARGIN_S = 60.0
 # Longest a front reads on for previews published just before the result it found.
@@ -70,12 +84,23 @@ class FleetQueue:
         wait for its images or answer (``preview``: its worker publishes live previews,
         heard here)."""
         deadline = time.monotonic() + timeout
-        _, pubsub = await self.place(
+        placed, pubsub = await self.place(
             job, request_id=request_id, key_id=key_id, priority=priority, timeout=timeout,
             previews=preview is not None, extra=extra,
         )  # fmt: skip
+        answer_by = deadline - min(_ANSWER_MARGIN_S, timeout / 10)
         try:
-            outcome = await self.wait(pubsub, request_id, deadline, progress, preview=preview)
+            outcome = await self.wait(
+                pubsub, request_id, deadline, progress, answer_by=answer_by, preview=preview
+            )
+        except Unavailable:
+            # No worker took it: gone from the stream, so no autoscaler counts it and no
+            # worker starting later reads it.
+            with contextlib.suppress(RedisError, OSError):
+                await self.broker.withdraw(
+                    names.stream(placed.track, placed.priority, placed.key_id), placed.entry_id
+                )
+            raise
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
@@ -109,12 +134,14 @@ class FleetQueue:
         deadline: float,
         progress: ProgressFn | None,
         on_event: Callable[[str], Awaitable[None]] | None = None,
+        answer_by: float | None = None,
         *,
         preview: PreviewFn | None = None,
     ) -> dict[str, Any]:
         """The stored outcome. ``on_event`` hears ``tick`` about once a second while no
-        event arrives, and ``started`` when a worker starts the request; ``preview``
-        each live preview, in the order the worker published them."""
+        event arrives, and ``started`` when a worker starts the request. ``answer_by``:
+        from then, with no worker alive, :meth:`no_worker` ends the wait. ``preview``
+        hears each live preview, in the order the worker published them."""
         done = False
         while True:
             outcome = await self.broker.result(request_id)
@@ -122,13 +149,20 @@ class FleetQueue:
                 if preview is not None and not done:
                     await _previews_left(pubsub, preview)
                 return outcome
-            left = deadline - time.monotonic()
+            now = time.monotonic()
+            if answer_by is not None and now >= answer_by:
+                answer_by = None  # asked once: a worker alive now will take it in time
+                if not await self.workers():
+                    await self.broker.cancel(request_id, _RESULT_MARGIN_S)
+                    raise await self.no_worker()
+            left = deadline - now
             if left <= 0:
                 await self.broker.cancel(request_id, _RESULT_MARGIN_S)
                 raise DeadlineExceeded("the request's deadline passed while it was queued")
             # A bounded wait: a lost message (a reconnect) costs one second, not the request.
+            bound = min(left, 1.0) if answer_by is None else min(left, 1.0, answer_by - now)
             message = await pubsub.get_message(
-                ignore_subscribe_messages=True, timeout=min(left, 1.0)
+                ignore_subscribe_messages=True, timeout=max(bound, 0.01)
             )
             event = {} if message is None else codec.json_loads(message["data"])
             kind = str(event.get("type", "tick"))
@@ -139,6 +173,21 @@ class FleetQueue:
                 preview(PreviewImage.from_json(event))
             elif on_event is not None and kind in ("tick", "started"):
                 await on_event(kind)
+
+    async def no_worker(self) -> Unavailable:
+        """503 for a request that waited while no worker of the track ran, with the
+        track's last measured start as ``Retry-After``."""
+        measured = None
+        with contextlib.suppress(RedisError, OSError, ValueError):
+            measured = await self.broker.startup_seconds(self.track)
+        wait = WARMING_RETRY_AFTER_S if measured is None else measured
+        seconds = min(max(math.ceil(wait), 1), MAX_RETRY_AFTER_S)
+        error = Unavailable(
+            f"no worker of release track {self.track!r} is running yet (scaled to zero; one "
+            f"is starting when the autoscaler sees the queue); retry in {seconds} s"
+        )
+        error.retry_after = seconds  # type: ignore[attr-defined]
+        return error
 
     async def position(self, placed: Placed) -> tuple[int | None, float | None]:
         """(position, eta_seconds) of a waiting entry, position 0 next; (None, None) once

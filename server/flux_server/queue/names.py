@@ -61,3 +61,9 @@ def workers_pattern() -> str:
 def tracks_set() -> str:
     """Every track that ever had an entry: what GET /queue and the depth gauge read."""
     return f"{PREFIX}:tracks"
+
+
+def startup(track: str) -> str:
+    """The seconds a worker of this track last took from start to ready (its start
+    phases): what a front advises a caller to wait while no worker runs."""
+    return f"{PREFIX}:{track}:startup"

@@ -84,10 +84,22 @@ def decode_image(
     """
     if not data:
         raise ImageInputError(field, "is empty; send the image file's bytes")
+    img = _open_header(data, field, max_pixels)
+    _check_header(img, field, max_pixels)
+    try:
+        img.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        # PIL says "image file is truncated" / "broken data stream" here.
+        raise ImageInputError(field, f"is truncated or corrupt: {exc}") from None
+    return _to_mode(ImageOps.exif_transpose(img) or img, mode)
+
+
+def _open_header(data: bytes, field: str, max_pixels: int) -> Image.Image:
+    """The image with only its header read."""
     try:
         # Image.open reads only the header. PIL's own bomb check (at twice its
         # global MAX_IMAGE_PIXELS) may already refuse a huge header here.
-        img = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+        return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
     except Image.DecompressionBombError:
         raise ImageInputError(
             field, f"has too many pixels (the limit is {max_pixels} pixels)"
@@ -99,6 +111,9 @@ def decode_image(
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageInputError(field, f"could not be read: {exc}") from None
 
+
+def _check_header(img: Image.Image, field: str, max_pixels: int) -> None:
+    """Size and pixel mode, from the header, before any pixel is decoded."""
     width, height = img.size
     if width < 1 or height < 1:
         raise ImageInputError(field, f"has an empty size {width}x{height}")
@@ -113,12 +128,6 @@ def decode_image(
             f"has pixel mode {img.mode!r}, which is not supported; "
             "send 8-bit RGB, RGBA, grayscale or palette images",
         )
-    try:
-        img.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        # PIL says "image file is truncated" / "broken data stream" here.
-        raise ImageInputError(field, f"is truncated or corrupt: {exc}") from None
-    return _to_mode(ImageOps.exif_transpose(img) or img, mode)
 
 
 def _to_mode(img: Image.Image, mode: Literal["RGB", "L"]) -> Image.Image:

@@ -27,6 +27,7 @@ from flux_server.execution.previews import (
     build_decoder,
 )
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
+from flux_server.execution.startup import StartupPhases
 from flux_server.metrics import Metrics
 from flux_server.requests.edits import request_error
 from flux_server.requests.results import GeneratedImage
@@ -56,30 +57,54 @@ class Runner:
         # --preview-decoder, built once the pipeline is loaded; --preview-every.
         self.preview_decoder: Decoder | None = None
         self.preview_every = 4
+        self._adapters: list[Any] = []  # the --lora specs, each path local and verified
         # The denoising step the running call last finished (written by the engine
         # thread, read on the loop): how far a cancelled call got after its cancel.
         self.step = 0
+        # This process's start, phase by phase (fluxserve_startup_seconds).
+        self.startup = StartupPhases(
+            lambda phase, seconds: metrics.startup_seconds.labels(phase=phase).set(seconds)
+        )
         # One thread owns the accelerator: torch calls never overlap.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         # Decoding uploads and a safety classifier run beside it, off the event loop.
         self._aux_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="aux")
 
     async def load(self, settings: ServerSettings) -> Engine:
-        """The pipeline, then adapters, editing and VQA, then the warm-up (engine thread)."""
+        """The pipeline, then adapters, editing and VQA, then the compile cache and the
+        warm-up (engine thread); each start phase timed into ``self.startup``."""
         loop = asyncio.get_running_loop()
         s = settings
         device = choose_device(s.device)
         speed = s.speed_options(device)
+        if s.lora:
+            # Fetched and verified before the model: a wrong adapter fails in seconds.
+            self._adapters = await loop.run_in_executor(self._executor, _adapter_specs, s)
         engine = await loop.run_in_executor(
             self._executor,
             lambda: Engine.load(
-                s.model, s.model_revision, device, s.dtype, speed, with_adapters=bool(s.lora)
+                s.model, s.model_revision, device, s.dtype, speed, with_adapters=bool(s.lora),
+                phases=self.startup,
             ),
-        )
+        )  # fmt: skip
         self.engine = engine
-        await loop.run_in_executor(self._executor, self._load_extras, s)
+        phases = self.startup
+        with phases.timed("load"):
+            await loop.run_in_executor(self._executor, self._load_extras, s)
+        phases.done("load", device=engine.info.device, dtype=engine.info.dtype)
+        from flux_server.execution import compile_cache
+
+        with phases.timed("compile"):  # before the first compiled call
+            cache = await loop.run_in_executor(
+                self._executor, compile_cache.open_and_load, s.compile_cache, engine
+            )
         if s.warmup:
-            await loop.run_in_executor(self._executor, engine.warmup)
+            await loop.run_in_executor(self._executor, engine.warmup, phases)
+        if cache is not None:
+            with phases.timed("compile"):
+                await loop.run_in_executor(self._executor, cache.save)
+        phases.done("compile", mode=speed.compile, cache=cache.outcome if cache else None)
+        phases.done("warmup", warmed_up=s.warmup)
         return engine
 
     def _load_extras(self, s: ServerSettings) -> None:
@@ -91,8 +116,7 @@ class Runner:
         if s.lora:
             from flux_server.execution import lora, lora_hotswap
 
-            specs = lora.parse_lora_flags(s.lora)
-            loaded = lora.load_adapters(self.engine.pipe, specs)
+            loaded = lora.load_adapters(self.engine.pipe, self._adapters)
             self.engine.adapter_hook = lora.activate
             self.adapter_defaults = {name: spec.scale for name, spec in loaded.items()}
             self.adapter_versions = {name: lora.fingerprint(spec) for name, spec in loaded.items()}
@@ -228,6 +252,15 @@ def _on_loop(work: Work) -> PreviewFn | None:
         loop.call_soon_threadsafe(preview, image)
 
     return hand_over
+
+
+def _adapter_specs(s: ServerSettings) -> list[Any]:
+    """The ``--lora`` adapters with URLs downloaded and ``--lora-sha256`` digests checked
+    (``LoraLoadError`` names the adapter that is refused)."""
+    from flux_server.execution import lora, lora_source
+
+    specs = lora.parse_lora_flags(s.lora)
+    return lora_source.resolve(specs, lora_source.parse_sha256_flags(s.lora_sha256, specs))
 
 
 def _encoded(pictures: Sequence[Picture], output_format: str) -> Made:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 # How often every process with --queue reads the streams' depth into its gauges: the
 # HPA reads them at its own (coarser) period, and one read is a few Redis commands.
 DEPTH_PERIOD_S = 2.0
+# A worker's measured start is advice for a week: a track idle longer advises the default.
+STARTUP_TTL_S = 7 * 24 * 3600.0
 
 
 def worker_name() -> str:
@@ -72,7 +74,14 @@ class Fleet:
             max_pixels=self.settings.max_image_pixels,
         )
         self._tasks.append(asyncio.create_task(worker.run(self._stop), name="queue-worker"))
-        log.info("pulling from the queue", extra={"track": self.settings.track})
+        started = runner.startup.total
+        with contextlib.suppress(RedisError, OSError):
+            # What fronts advise callers to wait while this track has no worker.
+            await self.broker.record_startup(self.settings.track, started, STARTUP_TTL_S)
+        log.info(
+            "pulling from the queue",
+            extra={"track": self.settings.track, "startup_seconds": round(started, 3)},
+        )
 
     async def status(self) -> dict[str, Any]:
         """``GET /queue``: 503 with ``Retry-After`` when the queue is unreachable."""

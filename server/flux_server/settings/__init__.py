@@ -62,6 +62,12 @@ class ServerSettings(BaseModel):
         description="WxH sizes (comma separated or repeated) compiled and run at every batch "
         "size up to --max-batch-size before ready; default with --compile: the default size.",
     )
+    compile_cache: str | None = Field(
+        None,
+        description="With --compile: a directory (a volume) that keeps compiled kernels across "
+        "restarts, one entry per torch, diffusers, GPU and warm-up shapes; a mismatch or a "
+        "damaged entry recompiles.",
+    )
     quantize: Literal["none", "fp8", "int8"] = Field(
         "none",
         description="torchao on the transformer: fp8 (CUDA, compute capability 8.9+) or int8 "
@@ -190,7 +196,14 @@ class ServerSettings(BaseModel):
     )
 
     # --- production features -------------------------------------------------------------
-    lora: tuple[str, ...] = Field((), description="LoRA adapters, NAME=PATH[:SCALE], repeatable.")
+    lora: tuple[str, ...] = Field(
+        (),
+        description="LoRA adapters, NAME=PATH[:SCALE], repeatable; PATH may be an s3:// URI.",
+    )
+    lora_sha256: tuple[str, ...] = Field(
+        (),
+        description="NAME=SHA256, repeatable: the adapter file's digest; another is refused.",
+    )
     blocklist: Path | None = Field(
         None, description="Prompt blocklist file (word or re:PATTERN a line); extends the default."
     )
@@ -352,6 +365,13 @@ class ServerSettings(BaseModel):
     def _sizes(cls, value: Any) -> Any:
         values = [value] if isinstance(value, str) else list(value or ())
         return tuple(f"{w}x{h}" for w, h in parse_sizes(values))
+
+    @field_validator("compile_cache")
+    @classmethod
+    def _cache_is_a_directory(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or Path(value).is_file()):
+            raise ValueError(f"{value!r} is not a directory (a volume for compiled kernels)")
+        return value
 
     @field_validator("step_cache")
     @classmethod

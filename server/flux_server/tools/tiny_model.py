@@ -115,23 +115,36 @@ def build_t5_tokenizer() -> Any:
 
 
 def build_pipeline(config: TinyFluxConfig, seed: int = 0) -> Any:
-    """A ``FluxPipeline`` with random weights drawn from ``seed``."""
+    """A ``FluxPipeline`` with random weights drawn from ``seed`` (the parts are built in
+    a fixed order: the same seed gives the same weights)."""
     import torch
-    from diffusers import (
-        AutoencoderKL,
-        FlowMatchEulerDiscreteScheduler,
-        FluxPipeline,
-        FluxTransformer2DModel,
-    )
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+    from diffusers import FluxPipeline
 
     torch.manual_seed(seed)
     clip_tokenizer = build_clip_tokenizer()
     t5_tokenizer = build_t5_tokenizer()
+    text_encoder, text_encoder_2 = _text_encoders(config, len(clip_tokenizer), len(t5_tokenizer))
+    transformer = _transformer(config)
+    vae = _vae(config)
+    return FluxPipeline(
+        scheduler=_scheduler(),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=clip_tokenizer,
+        text_encoder_2=text_encoder_2,
+        tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+
+
+def _text_encoders(config: TinyFluxConfig, clip_vocab: int, t5_vocab: int) -> tuple[Any, Any]:
+    """CLIP's and T5's text encoders, in that order."""
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
     text_heads = max(1, config.text_dim // 16)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
-            vocab_size=len(clip_tokenizer),
+            vocab_size=clip_vocab,
             hidden_size=config.text_dim,
             intermediate_size=config.text_dim * 2,
             num_hidden_layers=config.text_layers,
@@ -145,7 +158,7 @@ def build_pipeline(config: TinyFluxConfig, seed: int = 0) -> Any:
     )
     text_encoder_2 = T5EncoderModel(
         T5Config(
-            vocab_size=len(t5_tokenizer),
+            vocab_size=t5_vocab,
             d_model=config.text_dim,
             d_kv=config.text_dim // text_heads,
             d_ff=config.text_dim * 2,
@@ -155,7 +168,13 @@ def build_pipeline(config: TinyFluxConfig, seed: int = 0) -> Any:
             eos_token_id=1,
         )
     )
-    transformer = FluxTransformer2DModel(
+    return text_encoder, text_encoder_2
+
+
+def _transformer(config: TinyFluxConfig) -> Any:
+    from diffusers import FluxTransformer2DModel
+
+    return FluxTransformer2DModel(
         patch_size=1,
         in_channels=config.latent_channels * 4,
         num_layers=config.layers,
@@ -167,7 +186,12 @@ def build_pipeline(config: TinyFluxConfig, seed: int = 0) -> Any:
         guidance_embeds=True,
         axes_dims_rope=_rope_axes(config.head_dim),
     )
-    vae = AutoencoderKL(
+
+
+def _vae(config: TinyFluxConfig) -> Any:
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 4,
@@ -182,8 +206,13 @@ def build_pipeline(config: TinyFluxConfig, seed: int = 0) -> Any:
         shift_factor=0.1159,
         scaling_factor=0.3611,
     )
-    # FLUX.1-dev's scheduler configuration (resolution-dependent shift).
-    scheduler = FlowMatchEulerDiscreteScheduler(
+
+
+def _scheduler() -> Any:
+    """FLUX.1-dev's scheduler configuration (resolution-dependent shift)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(
         num_train_timesteps=1000,
         shift=3.0,
         use_dynamic_shifting=True,
@@ -191,15 +220,6 @@ def build_pipeline(config: TinyFluxConfig, seed: int = 0) -> Any:
         max_shift=1.15,
         base_image_seq_len=256,
         max_image_seq_len=4096,
-    )
-    return FluxPipeline(
-        scheduler=scheduler,
-        vae=vae,
-        text_encoder=text_encoder,
-        tokenizer=clip_tokenizer,
-        text_encoder_2=text_encoder_2,
-        tokenizer_2=t5_tokenizer,
-        transformer=transformer,
     )
 
 

@@ -3,6 +3,8 @@ or JSON with the images in base64)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -34,27 +36,36 @@ from flux_server.service.core import GenerationService
 
 def upload_routes(service: GenerationService) -> APIRouter:
     router = APIRouter()
+    _edit_route(router, service)
+    _vqa_route(router, service)
+    return router
+
+
+def _edit_openapi() -> dict[str, Any]:
     # Its $defs go to the document's components (hoist_defs).
     params_schema = GenerateParams.model_json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {
+                    "schema": with_async_fields(edit_body_schema(params_schema, upload=True))
+                },
+                "application/json": {
+                    "schema": with_async_fields(edit_body_schema(params_schema, upload=False))
+                },
+            },
+        },
+        "parameters": [PREFER_HEADER],
+    }
 
+
+def _edit_route(router: APIRouter, service: GenerationService) -> None:
     @router.post(
         "/edit",
         summary="Edit an image (multipart: image, mask?, prompt, strength, mode; "
         "or JSON with base64 image and mask)",
-        openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {
-                        "schema": with_async_fields(edit_body_schema(params_schema, upload=True))
-                    },
-                    "application/json": {
-                        "schema": with_async_fields(edit_body_schema(params_schema, upload=False))
-                    },
-                },
-            },
-            "parameters": [PREFER_HEADER],
-        },
+        openapi_extra=_edit_openapi(),
         responses={
             **IMAGE_OR_JSON_RESPONSE,
             **ACCEPTED_RESPONSE,
@@ -97,6 +108,26 @@ def upload_routes(service: GenerationService) -> APIRouter:
         )
         return result_response(request, result)
 
+
+_VQA_ANSWER = {
+    "description": "The answer.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "properties": {
+                    "answer": {"type": "string"},
+                    "request_id": {"type": "string"},
+                    "model": {"type": ["string", "null"]},
+                },
+                "required": ["answer", "request_id", "model"],
+            }
+        }
+    },
+}
+
+
+def _vqa_route(router: APIRouter, service: GenerationService) -> None:
     @router.post(
         "/vqa",
         summary="Answer a question about an image (multipart, or JSON base64)",
@@ -109,25 +140,7 @@ def upload_routes(service: GenerationService) -> APIRouter:
                 },
             }
         },
-        responses={
-            200: {
-                "description": "The answer.",
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "answer": {"type": "string"},
-                                "request_id": {"type": "string"},
-                                "model": {"type": ["string", "null"]},
-                            },
-                            "required": ["answer", "request_id", "model"],
-                        }
-                    }
-                },
-            },
-            **UPLOAD_ERROR_RESPONSES,
-        },
+        responses={200: _VQA_ANSWER, **UPLOAD_ERROR_RESPONSES},
     )
     async def vqa(request: Request) -> JSONResponse:
         ctx = context_from(request, "rest:/vqa")
@@ -148,5 +161,3 @@ def upload_routes(service: GenerationService) -> APIRouter:
             {"answer": answer, "request_id": ctx.request_id, "model": service.settings.vqa_model},
             headers={"X-Request-Id": ctx.request_id},
         )
-
-    return router
