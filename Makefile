@@ -82,11 +82,12 @@ demo: install ## Serve a random-weight FLUX, run the article's REST example (dem
 	@echo "==> install done ($(VENV))"
 	$(PY) scripts/demo.py
 
-bench: install ## Server latency overhead (REST, gRPC vs in-process), batching policies, the speed options vs eager, the image safety check's cost, cold start with and without the compile cache (CPU); the operator's bench
+bench: install ## Server latency overhead (REST, gRPC vs in-process), batching policies, the speed options vs eager, the image safety check's cost, cold start with and without the compile cache, live previews' cost (CPU); the operator's bench
 	$(PY) bench/server_bench.py
 	$(PY) bench/speed_bench.py
 	$(PY) bench/image_safety_bench.py
 	$(PY) bench/cold_start_bench.py
+	$(PY) bench/preview_bench.py
 	if [ -f bench/operator_bench.py ]; then $(PY) bench/operator_bench.py; fi
 
 bench-gpu: install ## The speed options on a FLUX.1-dev-sized model vs the GPU's floor, then cold start with and without the compile cache: make bench-gpu [ARGS="--help" | ARGS="--tiny" on a CPU]

@@ -280,7 +280,7 @@ def _with_progress(
             if isinstance(event, Progress):
                 print(f"\r{progress_line(event.step, event.total_steps)}", end="", file=sys.stderr)
                 sys.stderr.flush()
-            else:
+            elif isinstance(event, GenerationResult):
                 result = event
     finally:
         print(file=sys.stderr)

@@ -61,6 +61,7 @@ class GenerationOptions(TypedDict, total=False):
     adapters: AdaptersArg
     user_id: str | None
     headers: dict[str, str] | None
+    previews: bool | None
 
 
 def check_address(host: str, port: int) -> None:

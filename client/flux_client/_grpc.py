@@ -30,6 +30,7 @@ from flux_client.types import (
     GenerationParams,
     GenerationResult,
     ImageFormat,
+    Preview,
     Priority,
     Progress,
     StreamEvent,
@@ -181,9 +182,22 @@ def feedback_from_proto(message: pb.FeedbackResponse) -> FeedbackResult:
 
 
 def event_from_proto(message: pb.GenerateEvent) -> StreamEvent:
-    if message.WhichOneof("event") == "progress":
+    kind = message.WhichOneof("event")
+    if kind == "progress":
         p = message.progress
         return Progress(request_id=p.request_id, step=p.step, total_steps=p.total_steps)
+    if kind == "preview":
+        v = message.preview
+        return Preview(
+            request_id=v.request_id,
+            step=v.step,
+            total_steps=v.total_steps,
+            index=v.index,
+            data=v.data,
+            format=ImageFormat.parse(IMAGE_FORMAT_FROM_PB.get(v.format, "webp")),
+            width=v.width,
+            height=v.height,
+        )
     return result_from_proto(message.result)
 
 

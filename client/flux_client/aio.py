@@ -26,11 +26,14 @@ from flux_client._operations import (
     LIST_PRESETS,
     VQA,
 )
+from flux_client.errors import FluxError
 from flux_client.types import (
     AdaptersArg,
     EditMode,
     GenerationResult,
     ImageFormat,
+    Preview,
+    PreviewCallback,
     Priority,
     StreamEvent,
 )
@@ -137,7 +140,12 @@ class AsyncFluxModelClient(JobCalls, ExperimentCalls):
         return result.first_image()
 
     async def generate_images(
-        self, prompt: str, *, timeout: float | None = None, **options: Unpack[GenerationOptions]
+        self,
+        prompt: str,
+        *,
+        timeout: float | None = None,
+        on_preview: PreviewCallback | None = None,
+        **options: Unpack[GenerationOptions],
     ) -> GenerationResult:
         """Generate ``num_images`` images and return the full result: images with their
         seeds, request id, release, model, the batch size they ran in, timings, cache hit.
@@ -145,9 +153,22 @@ class AsyncFluxModelClient(JobCalls, ExperimentCalls):
         Args:
             prompt: What to draw.
             timeout: Seconds for this call (default: the client's).
+            on_preview: Called with a ``Preview`` (a small image decoded from the latents)
+                every few denoising steps, the server's ``--preview-every``; it asks for
+                previews and streams them (gRPC only: over REST this raises
+                ``UnsupportedError``; a job's ``wait(on_preview=...)`` works on both).
             **options: The generation parameters of ``generate``, and ``num_images``.
         """
-        return await self._call(GENERATE, build_generation(prompt, options), timeout)
+        params = build_generation(prompt, options)
+        if on_preview is None:
+            return await self._call(GENERATE, params, timeout)
+        params.previews = True
+        async for event in self._stream(GENERATE_STREAM, params, timeout):
+            if isinstance(event, Preview):
+                on_preview(event)
+            elif isinstance(event, GenerationResult):
+                return event
+        raise FluxError("the preview stream ended without a result", code="internal")
 
     async def stream(
         self, prompt: str, *, timeout: float | None = None, **options: Unpack[GenerationOptions]

@@ -12,7 +12,14 @@ from flux_client._loop_thread import LoopThread
 from flux_client._operations import CANCEL_JOB, GET_JOB, WATCH_JOB, job_image
 from flux_client.errors import DeadlineExceededError, FluxError, error_class
 from flux_client.jobs import JobEvent, JobInfo, JobStatus
-from flux_client.types import GeneratedImage, GenerationResult, ImageFormat, Timings
+from flux_client.types import (
+    GeneratedImage,
+    GenerationResult,
+    ImageFormat,
+    Preview,
+    PreviewCallback,
+    Timings,
+)
 
 
 class JobCanceledError(FluxError):
@@ -69,12 +76,16 @@ class AsyncJob:
             if event.terminal:
                 return
 
-    async def wait(self, timeout: float | None = None) -> GenerationResult:
+    async def wait(
+        self, timeout: float | None = None, *, on_preview: PreviewCallback | None = None
+    ) -> GenerationResult:
         """Wait for the outcome: the result on success; on failure the error a
         synchronous call would have raised; ``JobCanceledError`` when cancelled;
-        ``DeadlineExceededError`` after ``timeout`` seconds (None: no limit)."""
+        ``DeadlineExceededError`` after ``timeout`` seconds (None: no limit).
+        ``on_preview`` hears the job's live previews (submitted with ``previews=True``),
+        in order, as its events bring them."""
         try:
-            info = await asyncio.wait_for(self._outcome(), timeout)
+            info = await asyncio.wait_for(self._outcome(on_preview), timeout)
         except asyncio.TimeoutError:
             raise DeadlineExceededError(
                 f"job {self.id} did not finish within {timeout} s (it goes on; "
@@ -85,11 +96,12 @@ class AsyncJob:
             raise outcome_error(info)
         return await self._result(info)
 
-    async def _outcome(self) -> JobInfo:
+    async def _outcome(self, on_preview: PreviewCallback | None = None) -> JobInfo:
         while True:
             try:
-                async for _event in self.events():
-                    pass
+                async for event in self.events():
+                    if on_preview is not None and event.kind == "preview":
+                        on_preview(Preview.from_event(event.data, self.id))
                 break
             except DeadlineExceededError:
                 continue  # a quiet stream outlived a read: watch again
@@ -146,8 +158,10 @@ class Job:
     def events(self, *, timeout: float | None = None) -> Iterator[JobEvent]:
         return self._loop.iterate(self._job.events(timeout=timeout))
 
-    def wait(self, timeout: float | None = None) -> GenerationResult:
-        return self._loop.run(self._job.wait(timeout))
+    def wait(
+        self, timeout: float | None = None, *, on_preview: PreviewCallback | None = None
+    ) -> GenerationResult:
+        return self._loop.run(self._job.wait(timeout, on_preview=on_preview))
 
     status.__doc__ = AsyncJob.status.__doc__
     cancel.__doc__ = AsyncJob.cancel.__doc__

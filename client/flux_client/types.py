@@ -6,11 +6,12 @@ server, whose errors name the field and the limit.
 
 from __future__ import annotations
 
+import base64
 import io
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from PIL import Image as PILImage
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -121,6 +122,8 @@ class GenerationParams(BaseModel):
     that experiments assign to an arm."""
     headers: dict[str, str] = Field(default_factory=dict)
     """More request headers (gRPC metadata), e.g. the one an experiment's audience reads."""
+    previews: bool | None = None
+    """Live previews every few steps, on the calls that stream (``stream``, a job's events)."""
 
 
 class EditParams(BaseModel):
@@ -234,8 +237,43 @@ class Progress(BaseModel):
     total_steps: int
 
 
-StreamEvent = Progress | GenerationResult
-"""``stream`` yields progress events, then one ``GenerationResult``."""
+class Preview(BaseModel):
+    """A live preview of image ``index`` after denoising step ``step`` (``previews=True``):
+    a small image decoded from the latents, at most 256 px on its long side."""
+
+    request_id: str = ""
+    step: int
+    total_steps: int
+    index: int = 0
+    data: bytes
+    format: ImageFormat = ImageFormat.WEBP
+    width: int = 0
+    height: int = 0
+
+    def to_pil(self) -> PILImage.Image:
+        return PILImage.open(io.BytesIO(self.data))
+
+    @classmethod
+    def from_event(cls, data: Mapping[str, Any], request_id: str = "") -> Preview:
+        """From the data of a job's ``preview`` event (the image in base64)."""
+        return cls(
+            request_id=request_id,
+            step=int(data["step"]),
+            total_steps=int(data["total"]),
+            index=int(data.get("index", 0)),
+            data=base64.b64decode(data["data"]),
+            format=ImageFormat.parse(str(data.get("format", "webp"))),
+            width=int(data.get("width", 0)),
+            height=int(data.get("height", 0)),
+        )
+
+
+PreviewCallback = Callable[[Preview], Any]
+"""``on_preview``: called with each live preview as it arrives."""
+
+StreamEvent = Progress | Preview | GenerationResult
+"""``stream`` yields progress events (and previews, with ``previews=True``), then one
+``GenerationResult``."""
 
 
 class VqaResult(BaseModel):

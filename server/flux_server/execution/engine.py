@@ -20,6 +20,7 @@ from PIL import Image
 from flux_server.execution import speedups
 from flux_server.execution.cancellation import GenerationInterrupted
 from flux_server.execution.inputs import Picture, ProgressFn, StopFn, TextToImage
+from flux_server.execution.previews import StepHook
 from flux_server.execution.startup import StartupPhases, fetch_weights
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ class Engine:
         jobs: Sequence[TextToImage],
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
+        step_hooks: Sequence[StepHook] = (),
     ) -> list[list[Picture]]:
         """Run compatible jobs (equal ``batch_key()``) in one pipeline call; return each
         job's pictures in order (called from the engine thread).
@@ -193,7 +195,9 @@ class Engine:
         ``should_stop`` is asked before the call and after every denoising step; when
         it says yes the call ends there with :class:`GenerationInterrupted` (no VAE
         decode), so the GPU is free within one step (see
-        ``flux_server.execution.cancellation``)."""
+        ``flux_server.execution.cancellation``). ``step_hooks`` run first at every step
+        end, in order, and only read the tensors (live previews:
+        ``flux_server.execution.previews``)."""
         import torch
 
         # Without a warm-up, the first call compiles (once; a no-op afterwards).
@@ -223,9 +227,11 @@ class Engine:
             kwargs["true_cfg_scale"] = first.true_cfg_scale
         if should_stop is not None and should_stop():
             raise GenerationInterrupted(0, first.steps)
-        if progress is not None or should_stop is not None:
+        if progress is not None or should_stop is not None or step_hooks:
 
             def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict:
+                for hook in step_hooks:
+                    hook(step + 1, first.steps, tensors)
                 if progress is not None:
                     progress(step + 1, first.steps)
                 # Raised here rather than diffusers' ``_interrupt``, which would still

@@ -77,7 +77,9 @@ class AsyncJobs:
     ) -> JobState:
         """Record the job and queue its work; returns the job as first recorded."""
         ctx = trail.ctx
-        fleet = self.fleet if isinstance(work, Generation) else None
+        # Generations, and edits with their upload in the entry, ride the fleet's queue.
+        queued = isinstance(work, Generation) or work.fleet_entry is not None
+        fleet = self.fleet if queued else None
         if fleet is None:
             self.batcher.check_capacity()  # 429/503 before anything is recorded
         cached = await self.admission.lookup(cache_key)
@@ -107,9 +109,11 @@ class AsyncJobs:
         work.token = live.token
         work.loop = asyncio.get_running_loop()
         work.progress = self.manager.progress_callback(job_id)
+        if work.previews:
+            work.preview = self.manager.preview_callback(job_id)
         work.on_start = lambda: self._started(job_id, steps)
         timeout = ctx.timeout if ctx.timeout is not None else self.default_timeout
-        if fleet is not None and isinstance(work, Generation):
+        if fleet is not None:
             await self._submit_fleet(fleet, job_id, work, trail, timeout, cache_key)
         else:
             await self._submit_local(job_id, work, ctx.priority, timeout, cache_key)
@@ -143,7 +147,7 @@ class AsyncJobs:
         self,
         fleet: FleetJobs,
         job_id: str,
-        work: Generation,
+        work: Work,
         trail: Trail,
         timeout: float,
         cache_key: str | None,

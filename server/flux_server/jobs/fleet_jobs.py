@@ -21,7 +21,7 @@ from flux_server.jobs.lifecycle import JobStateError
 from flux_server.jobs.manager import JobManager
 from flux_server.queue.front import FleetQueue, Placed, unpack
 from flux_server.scheduling.batch_items import BatchInfo
-from flux_server.scheduling.work import Generation, Made
+from flux_server.scheduling.work import Generation, Made, Work
 
 
 class FleetJobs:
@@ -32,18 +32,20 @@ class FleetJobs:
         self.manager = manager
 
     async def place(
-        self, work: Generation, *, key_id: str, priority: bool, timeout: float
+        self, work: Work, *, key_id: str, priority: bool, timeout: float
     ) -> tuple[Placed, Any]:
-        """Queue the job's work (``Unavailable`` when Redis cannot take it)."""
+        """Queue the job's work, a generation or an edit with its upload
+        (``Unavailable`` when Redis cannot take it)."""
+        request = work.request if isinstance(work, Generation) else None
         return await self.front.place(
-            work.request, request_id=work.request_id, key_id=key_id, priority=priority,
-            timeout=timeout,
+            request, request_id=work.request_id, key_id=key_id, priority=priority,
+            timeout=timeout, previews=work.preview is not None, extra=work.fleet_entry,
         )  # fmt: skip
 
     async def follow(
         self,
         job_id: str,
-        work: Generation,
+        work: Work,
         placed: tuple[Placed, Any],
         timeout: float,
         on_start: Callable[[], Awaitable[None]],
@@ -67,15 +69,14 @@ class FleetJobs:
         try:
             await self.report_place(job_id, entry)
             outcome = await self.front.wait(
-                pubsub, work.request_id, deadline, work.progress, on_event
+                pubsub, work.request_id, deadline, work.progress, on_event, preview=work.preview
             )
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
         if not started:  # the started event was lost (a reconnect): the job ran
             await on_start()
-        images, info = unpack(outcome)
-        return Made(images), info
+        return unpack(outcome)
 
     async def withdraw(self, request_id: str, timeout: float) -> None:
         with contextlib.suppress(RedisError, OSError):  # then it runs; its images are dropped

@@ -44,6 +44,7 @@ class EventKind(str, enum.Enum):
     QUEUED = "queued"
     RUNNING = "running"
     PROGRESS = "progress"
+    PREVIEW = "preview"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELED = "canceled"
@@ -295,6 +296,13 @@ def step(state: JobState, done: int, total: int) -> tuple[JobState, JobEvent]:
     _require(state, JobStatus.RUNNING, action="report progress")
     progress = Progress(done, total)
     return _event(replace(state, progress=progress), EventKind.PROGRESS, asdict(progress))
+
+
+def preview(state: JobState, image: Mapping[str, Any]) -> tuple[JobState, JobEvent]:
+    """A live preview of a running job (``previews: true``): an event only, never kept
+    in the state (the store keeps the last state, not a film)."""
+    _require(state, JobStatus.RUNNING, action="report a preview")
+    return _event(state, EventKind.PREVIEW, image)
 
 
 def succeed(

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from flux_server.errors import InvalidRequest, NotEnabled, ServeError, Unavailable
 from flux_server.execution.cancellation import CancelToken
+from flux_server.execution.previews import PreviewFn, PreviewImage
 from flux_server.experiments.assignment import ServedArm
 from flux_server.jobs import http_views, lifecycle
 from flux_server.jobs.lifecycle import ImageInfo, JobError, JobEvent, JobState
@@ -212,6 +213,20 @@ class JobManager:
 
         def report(done: int, total: int) -> None:
             loop.call_soon_threadsafe(schedule, done, total)
+
+        return report
+
+    def preview_callback(self, job_id: str) -> PreviewFn:
+        """A ``PreviewFn`` called on the loop: each preview becomes a ``preview`` event,
+        in order with the job's progress events (the job's lock is first come, first
+        served)."""
+
+        def report(image: PreviewImage) -> None:
+            task = asyncio.get_running_loop().create_task(
+                self._report(job_id, lambda s: lifecycle.preview(s, image.to_json()))
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
         return report
 

@@ -30,6 +30,9 @@ class Candidate:
 def batch_key(payload: Mapping[str, Any]) -> tuple[Any, ...]:
     """Entries with equal keys can share one pipeline call: same kind, size, steps,
     guidance and adapters (the engine's own key, rebuilt from the wire form)."""
+    if payload.get("kind", "generate") != "generate":
+        # An edit or a question runs alone: its batch key would need its decoded image.
+        return (payload["kind"], payload["request_id"])
     job = payload["job"]
     adapters = tuple(tuple(pair) for pair in job.get("adapters", ()))
     return (

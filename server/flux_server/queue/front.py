@@ -18,20 +18,21 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 
-from flux_server.errors import ContentRejected, DeadlineExceeded, InternalError, Unavailable
+from flux_server.errors import DeadlineExceeded, Unavailable
+from flux_server.execution.previews import PreviewFn, PreviewImage
 from flux_server.queue import codec, names
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import eta_seconds, fair_position
 from flux_server.requests.context import ProgressFn
 from flux_server.requests.params import ResolvedRequest
-from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.batch_items import BatchInfo
+from flux_server.scheduling.work import Made
 
 RETRY_AFTER_S = 2
 WARMING_RETRY_AFTER_S = 30
@@ -42,6 +43,8 @@ MAX_RETRY_AFTER_S = 900
 _ANSWER_MARGIN_S = 1.0
 # A result outlives its sync request by this much: a front that asks again finds it.
 _RESULT_MARGIN_S = 60.0
+# Longest a front reads on for previews published just before the result it found.
+_DRAIN_S = 1.0
 
 
 def unavailable(exc: BaseException) -> Unavailable:
@@ -67,22 +70,29 @@ class FleetQueue:
 
     async def generate(
         self,
-        job: ResolvedRequest,
+        job: ResolvedRequest | None,
         *,
         request_id: str,
         key_id: str,
         priority: bool,
         timeout: float,
         progress: ProgressFn | None = None,
-    ) -> tuple[list[GeneratedImage], BatchInfo]:
-        """Queue one generation and wait for its images."""
+        preview: PreviewFn | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> tuple[Made, BatchInfo]:
+        """Queue one generation, edit or question (``extra``: its kind and upload) and
+        wait for its images or answer (``preview``: its worker publishes live previews,
+        heard here)."""
         deadline = time.monotonic() + timeout
         placed, pubsub = await self.place(
-            job, request_id=request_id, key_id=key_id, priority=priority, timeout=timeout
-        )
+            job, request_id=request_id, key_id=key_id, priority=priority, timeout=timeout,
+            previews=preview is not None, extra=extra,
+        )  # fmt: skip
         answer_by = deadline - min(_ANSWER_MARGIN_S, timeout / 10)
         try:
-            outcome = await self.wait(pubsub, request_id, deadline, progress, answer_by=answer_by)
+            outcome = await self.wait(
+                pubsub, request_id, deadline, progress, answer_by=answer_by, preview=preview
+            )
         except Unavailable:
             # No worker took it: gone from the stream, so no autoscaler counts it and no
             # worker starting later reads it.
@@ -97,14 +107,14 @@ class FleetQueue:
         return unpack(outcome)
 
     async def place(
-        self, job: ResolvedRequest, *, request_id: str, key_id: str, priority: bool,
-        timeout: float,
+        self, job: ResolvedRequest | None, *, request_id: str, key_id: str, priority: bool,
+        timeout: float, previews: bool = False, extra: Mapping[str, Any] | None = None,
     ) -> tuple[Placed, Any]:  # fmt: skip
         """Put one generation on the queue, subscribed to its events first (so none is
         missed); ``Unavailable`` (503, Retry-After) when Redis cannot take it."""
         payload = codec.entry(
             job, request_id, key_id, priority=priority, timeout=timeout,
-            result_ttl=timeout + _RESULT_MARGIN_S,
+            result_ttl=timeout + _RESULT_MARGIN_S, previews=previews, extra=extra,
         )  # fmt: skip
         pubsub = self.broker.redis.pubsub()
         try:
@@ -125,13 +135,19 @@ class FleetQueue:
         progress: ProgressFn | None,
         on_event: Callable[[str], Awaitable[None]] | None = None,
         answer_by: float | None = None,
+        *,
+        preview: PreviewFn | None = None,
     ) -> dict[str, Any]:
         """The stored outcome. ``on_event`` hears ``tick`` about once a second while no
         event arrives, and ``started`` when a worker starts the request. ``answer_by``:
-        from then, with no worker alive, :meth:`no_worker` ends the wait."""
+        from then, with no worker alive, :meth:`no_worker` ends the wait. ``preview``
+        hears each live preview, in the order the worker published them."""
+        done = False
         while True:
             outcome = await self.broker.result(request_id)
             if outcome is not None:
+                if preview is not None and not done:
+                    await _previews_left(pubsub, preview)
                 return outcome
             now = time.monotonic()
             if answer_by is not None and now >= answer_by:
@@ -148,12 +164,15 @@ class FleetQueue:
             message = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=max(bound, 0.01)
             )
-            kind = "tick" if message is None else codec.json_loads(message["data"]).get("type")
-            if kind == "progress" and progress is not None and message is not None:
-                event = codec.json_loads(message["data"])
+            event = {} if message is None else codec.json_loads(message["data"])
+            kind = str(event.get("type", "tick"))
+            done = done or kind == "done"
+            if kind == "progress" and progress is not None:
                 progress(int(event["step"]), int(event["total"]))
+            elif kind == "preview" and preview is not None:
+                preview(PreviewImage.from_json(event))
             elif on_event is not None and kind in ("tick", "started"):
-                await on_event(str(kind))
+                await on_event(kind)
 
     async def no_worker(self) -> Unavailable:
         """503 for a request that waited while no worker of the track ran, with the
@@ -195,14 +214,26 @@ class FleetQueue:
         return [w for w in await self.broker.workers() if w.get("track") == self.track]
 
 
-def unpack(outcome: dict[str, Any]) -> tuple[list[GeneratedImage], BatchInfo]:
+async def _previews_left(pubsub: Any, preview: PreviewFn) -> None:
+    """The previews still unread when the result is found: a worker publishes them
+    before it stores the result, and ``done`` after, on the same channel."""
+    until = time.monotonic() + _DRAIN_S
+    while (left := until - time.monotonic()) > 0:
+        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+        event = {} if message is None else codec.json_loads(message["data"])
+        if event.get("type") in (None, "done"):
+            return
+        if event["type"] == "preview":
+            preview(PreviewImage.from_json(event))
+
+
+def unpack(outcome: dict[str, Any]) -> tuple[Made, BatchInfo]:
+    """A stored outcome as the batcher answers: images (a generation, an edit) or an
+    answer (a question) with the batch's timings; the stored error raised as is."""
     error = outcome.get("error")
     if error is not None:
-        if error.get("code") == "deadline_exceeded":
-            raise DeadlineExceeded(str(error.get("message")))
-        if error.get("code") == "content_rejected":  # the worker's image safety model
-            raise ContentRejected(
-                str(error.get("message")), refusal=error.get("refusal"), detail=error.get("detail")
-            )
-        raise InternalError(str(error.get("message")))
-    return codec.images_of(outcome)
+        raise codec.error_of(error)
+    if "answer" in outcome:
+        return Made(answer=str(outcome["answer"])), codec.info_of(outcome)
+    images, info = codec.images_of(outcome)
+    return Made(images), info

@@ -18,13 +18,13 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from flux_server.errors import ContentRejected
-from flux_server.queue import codec, names
+from flux_server.errors import ContentRejected, ServeError
+from flux_server.queue import codec, names, uploads
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import Candidate, take_compatible, updated_rate
 from flux_server.scheduling.batch_items import BatchInfo
 from flux_server.scheduling.runner import Runner, Served, describe_failure
-from flux_server.scheduling.work import Generation
+from flux_server.scheduling.work import Generation, Work
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,18 @@ class QueueWorker:
         max_units: int,
         visibility: float,
         on_batch: Callable[[BatchInfo], None] | None = None,
+        max_pixels: int = 4096 * 4096,
     ) -> None:
         self.broker, self.runner = broker, runner
         self.track, self.name, self.max_units = track, name, max_units
         self.visibility = visibility
         self.on_batch = on_batch
+        self.max_pixels = max_pixels  # an uploaded image's cap (--max-image-pixels)
         self.rate = 0.0  # requests per second, smoothed
         self.running: list[Candidate] = []
         self._carry: list[Candidate] = []
         self._last_reclaim = 0.0
+        self._sending: dict[str, asyncio.Task[None]] = {}  # each request's last event
 
     async def run(self, stop: asyncio.Event) -> None:
         pubsub = self.broker.redis.pubsub()
@@ -134,8 +137,10 @@ class QueueWorker:
 
     async def _run(self, batch: Sequence[Candidate]) -> None:
         self.running = list(batch)
-        loop = asyncio.get_running_loop()
-        works = [self._work(c, loop) for c in batch]
+        batch, works = await self._prepare(batch)
+        if not batch:
+            self.running = []
+            return
         for c in batch:
             await self.broker.publish(str(c.payload["request_id"]), {"type": "started"})
         start = time.monotonic()
@@ -146,22 +151,22 @@ class QueueWorker:
             outcomes = []
             for c, made in zip(batch, results, strict=True):
                 if isinstance(made, ContentRejected):  # flagged by the image safety model
-                    outcomes.append(codec.error_outcome(
-                        made.code, made.message, self.name,
-                        refusal=made.refusal, detail=made.detail,
-                    ))  # fmt: skip
+                    outcomes.append(codec.failed(made, self.name))
                     continue
                 info = BatchInfo(len(batch), info_units, start - _enqueued(c), run_s)
-                outcomes.append(codec.images_outcome(made.images, info, self.name))
+                outcomes.append(codec.outcome_of(made, info, self.name, str(c.payload.get("kind"))))
             self.rate = updated_rate(self.rate, len(batch), run_s)
             if self.on_batch is not None:
                 self.on_batch(BatchInfo(len(batch), info_units, 0.0, run_s))
+        except ServeError as error:  # the request's own error (an input a model refused)
+            outcomes = [codec.failed(error, self.name) for _ in works]
         except Exception as exc:
             log.exception("queued batch failed", extra={"error": repr(exc)})
             outcomes = [
                 codec.error_outcome("internal", describe_failure(exc, w), self.name) for w in works
             ]
         for c, outcome in zip(batch, outcomes, strict=True):
+            await self._sent(str(c.payload["request_id"]))
             await self.broker.finish(c, outcome, float(c.payload["result_ttl"]))
         self.running = []
         log.info(
@@ -170,24 +175,65 @@ class QueueWorker:
                    "worker": self.name, "run_s": round(time.monotonic() - start, 3)},
         )  # fmt: skip
 
+    async def _prepare(self, batch: Sequence[Candidate]) -> tuple[list[Candidate], list[Work]]:
+        """The batch's work; an edit or a question this worker cannot take is answered
+        at once with its error (no model call)."""
+        loop = asyncio.get_running_loop()
+        ready: list[Candidate] = []
+        works: list[Work] = []
+        for c in batch:
+            try:
+                if c.payload.get("kind", "generate") == "generate":
+                    works.append(self._work(c, loop))
+                else:
+                    works.append(await uploads.work_of(c.payload, self.runner, self.max_pixels))
+                ready.append(c)
+            except ServeError as error:
+                await self.broker.finish(
+                    c, codec.failed(error, self.name), float(c.payload["result_ttl"])
+                )
+        return ready, works
+
     def _work(self, c: Candidate, loop: asyncio.AbstractEventLoop) -> Generation:
         request_id = str(c.payload["request_id"])
         job = codec.job_of(c.payload)
-        pending: set[asyncio.Task[Any]] = set()
+
+        def publish(event: dict[str, Any]) -> None:
+            # Each event waits for the one before: the front hears them in order.
+            before = self._sending.get(request_id)
+            task = loop.create_task(self._publish_after(before, request_id, event))
+            self._sending[request_id] = task
 
         def progress(step: int, total: int) -> None:
-            event = {"type": "progress", "step": step, "total": total}
-            task = loop.create_task(self.broker.publish(request_id, event))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            publish({"type": "progress", "step": step, "total": total})
 
-        return Generation(
+        work = Generation(
             request=job,
             request_id=request_id,
             output_format=job.output_format,
             progress=progress,
             loop=loop,
         )
+        if c.payload.get("previews"):
+            work.previews = True
+            work.preview = lambda image: publish({"type": "preview", **image.to_json()})
+        return work
+
+    async def _publish_after(
+        self, before: asyncio.Task[None] | None, request_id: str, event: dict[str, Any]
+    ) -> None:
+        if before is not None:
+            with contextlib.suppress(Exception):
+                await before
+        with contextlib.suppress(RedisError):  # progress is advice; the result is not
+            await self.broker.publish(request_id, event)
+
+    async def _sent(self, request_id: str) -> None:
+        """Every event of the request published: they precede its result and ``done``."""
+        last = self._sending.pop(request_id, None)
+        if last is not None:
+            with contextlib.suppress(Exception):
+                await last
 
 
 def _full(found: Sequence[Candidate], max_units: int) -> bool:

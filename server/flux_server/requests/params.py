@@ -75,6 +75,11 @@ class GenerateParams(BaseModel):
     num_images: int = Field(1, ge=1)
     output_format: ImageFormat = "png"
     adapters: list[AdapterRequest] = Field(default_factory=list, max_length=8)
+    previews: bool = Field(
+        False,
+        description="A small preview image every --preview-every steps, on the streams that "
+        "carry events (a job's events, gRPC GenerateStream); the final image is unchanged.",
+    )
 
     @field_validator("prompt")
     @classmethod

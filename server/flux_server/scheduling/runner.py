@@ -21,6 +21,13 @@ from flux_server.execution.cancellation import (
 )
 from flux_server.execution.engine import Engine, choose_device
 from flux_server.execution.inputs import InputRejected, Picture, ProgressFn, StopFn
+from flux_server.execution.previews import (
+    Decoder,
+    PreviewFn,
+    PreviewHook,
+    PreviewImage,
+    build_decoder,
+)
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.execution.startup import StartupPhases
 from flux_server.metrics import Metrics
@@ -58,6 +65,9 @@ class Runner:
         # A digest of each adapter's weights: part of the cache key, so new weights under
         # an old name never serve images made with the old ones (Redis outlives pods).
         self.adapter_versions: dict[str, str] = {}
+        # --preview-decoder, built once the pipeline is loaded; --preview-every.
+        self.preview_decoder: Decoder | None = None
+        self.preview_every = 4
         self._adapters: list[Any] = []  # the --lora specs, each path local and verified
         # The denoising step the running call last finished (written by the engine
         # thread, read on the loop): how far a cancelled call got after its cancel.
@@ -113,6 +123,10 @@ class Runner:
 
     def _load_extras(self, s: ServerSettings) -> None:
         assert self.engine is not None
+        self.preview_decoder = build_decoder(
+            s.preview_decoder, self.engine.pipe, s.preview_taef1, self.engine.info.device
+        )
+        self.preview_every = s.preview_every
         if s.lora:
             from flux_server.execution import lora, lora_hotswap
 
@@ -210,9 +224,26 @@ class Runner:
         assert engine is not None
         generations = members(works, Generation)
         made = engine.generate(
-            [g.request.text_to_image() for g in generations], on_step, should_stop
+            [g.request.text_to_image() for g in generations],
+            on_step,
+            should_stop,
+            self._preview_hooks(generations),
         )
         return self._screened(generations, made)
+
+    def _preview_hooks(self, generations: Sequence[Generation]) -> list[PreviewHook]:
+        """The call's preview hook, when a member asked for previews: one row per image,
+        each handed to its work's loop."""
+        if self.preview_decoder is None or all(g.preview is None for g in generations):
+            return []
+        rows: list[tuple[PreviewFn, int] | None] = []
+        for g in generations:
+            sink = _on_loop(g)
+            rows += [None if sink is None else (sink, i) for i in range(g.request.num_images)]
+        first = generations[0].request
+        return [
+            PreviewHook(self.preview_decoder, self.preview_every, rows, first.width, first.height)
+        ]
 
     def _edit(
         self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
@@ -258,6 +289,18 @@ class Runner:
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._aux_executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _on_loop(work: Work) -> PreviewFn | None:
+    """The work's preview callback, called from the engine thread on its loop."""
+    preview, loop = work.preview, work.loop
+    if preview is None or loop is None:
+        return None
+
+    def hand_over(image: PreviewImage) -> None:
+        loop.call_soon_threadsafe(preview, image)
+
+    return hand_over
 
 
 def _adapter_specs(s: ServerSettings) -> list[Any]:

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from PIL import Image
 
 from flux_server.execution.cancellation import CancelToken
 from flux_server.execution.edit_job import EditJob, batch_key, denoising_steps
 from flux_server.execution.inputs import ProgressFn
+from flux_server.execution.previews import PreviewFn
 from flux_server.requests.params import ResolvedRequest
 from flux_server.requests.results import GeneratedImage
 
@@ -48,6 +49,12 @@ class Work:
     token: CancelToken | None = None
     job_id: str | None = None
     on_start: Callable[[], Awaitable[None]] | None = None
+    # Live previews: asked for (``previews: true``), and who hears them (on ``loop``).
+    previews: bool = False
+    preview: PreviewFn | None = None
+    # --queue: an edit's or a question's own entry fields (kind, upload), see
+    # flux_server.queue.uploads; None for a generation (its request says everything).
+    fleet_entry: dict[str, Any] | None = None
 
     def key(self) -> tuple[object, ...]:
         """Work with equal keys may run in one pipeline call (the kind comes first)."""

@@ -23,6 +23,7 @@ from flux_server.admission.auth import Principal
 from flux_server.admission.gate import Admission, Trail
 from flux_server.errors import ServeError
 from flux_server.execution.engine import ModelInfo
+from flux_server.execution.previews import PreviewFn
 from flux_server.experiments.feedback import FeedbackOutcome, FeedbackStore
 from flux_server.experiments.runtime import ExperimentRuntime
 from flux_server.jobs.access import OwnedJobs
@@ -183,9 +184,14 @@ class GenerationService:
     # -- requests ------------------------------------------------------------------------
 
     async def generate(
-        self, params: GenerateParams, ctx: CallContext, progress: ProgressFn | None = None
+        self,
+        params: GenerateParams,
+        ctx: CallContext,
+        progress: ProgressFn | None = None,
+        preview: PreviewFn | None = None,
     ) -> GenerationResult:
-        """Generate the images of one request."""
+        """Generate the images of one request; ``preview`` hears its live previews when
+        it asked for them (``previews: true``)."""
         admission = self.admission
         async with admission.request(ctx) as trail, self.batcher.arrival() as arrival:
             prepared = await self.intake.generation(trail, params)
@@ -198,6 +204,8 @@ class GenerationService:
                 return await self.dispatch.answer(trail, cached, None, "generate")
             if progress is not None:
                 work.progress, work.loop = progress, asyncio.get_running_loop()
+            if work.previews and preview is not None:
+                work.preview, work.loop = preview, asyncio.get_running_loop()
             made, info = await self.dispatch.run(work, trail, arrival)
             await admission.store(prepared.cache_key, made.images)
             return await self.dispatch.answer(trail, made.images, info, "generate")

@@ -41,17 +41,20 @@ class Dispatch:
         unexpected failure of its pipeline call is an InternalError saying what to try."""
         ctx = trail.ctx
         timeout = ctx.timeout if ctx.timeout is not None else self.settings.request_timeout
-        if self.fleet is not None and isinstance(work, Generation):
+        queued = isinstance(work, Generation) or work.fleet_entry is not None
+        if self.fleet is not None and queued:
             arrival.end()  # batching happens at the workers
-            images, info = await self.fleet.front.generate(
-                work.request,
+            made, info = await self.fleet.front.generate(
+                work.request if isinstance(work, Generation) else None,
                 request_id=ctx.request_id,
                 key_id=trail.user or "anonymous",
                 priority=ctx.priority,
                 timeout=timeout,
                 progress=work.progress,
+                preview=work.preview,
+                extra=work.fleet_entry,
             )
-            return Made(images), info
+            return made, info
         try:
             return await self.batcher.submit(
                 work, priority=ctx.priority, timeout=timeout, arrival=arrival

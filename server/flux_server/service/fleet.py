@@ -71,6 +71,7 @@ class Fleet:
             max_units=self.settings.max_batch_size,
             visibility=self.settings.visibility_timeout,
             on_batch=observe,
+            max_pixels=self.settings.max_image_pixels,
         )
         self._tasks.append(asyncio.create_task(worker.run(self._stop), name="queue-worker"))
         started = runner.startup.total

@@ -17,6 +17,7 @@ from flux_contract.names import normalize
 from flux_server.admission.gate import Admission, Trail
 from flux_server.errors import NotEnabled
 from flux_server.experiments.runtime import ExperimentRuntime
+from flux_server.queue import uploads
 from flux_server.requests.edit_inputs import decode_edit_inputs, sized_for
 from flux_server.requests.edits import edit_job_from, validate
 from flux_server.requests.images import decode_image
@@ -76,16 +77,19 @@ class Intake:
         work = Generation(
             request=request, output_format=request.output_format, request_id=trail.ctx.request_id
         )
+        work.previews = params.previews
         return Prepared(work, key)
 
     async def edit(self, trail: Trail, edit: EditRequest) -> Edit:
         """An edit: admitted, its uploads decoded off the loop, sized, resolved at that
-        size, screened, and checked against what the editor can do."""
+        size, screened, and checked against what the editor can do. With ``--queue`` the
+        upload rides the entry, and the worker checks what needs its models."""
         self.admission.admit(trail)
-        editor = self.runner.editor
-        if editor is None:
+        editor, s = self.runner.editor, self.settings
+        if editor is None and s.queue is None:
             raise NotEnabled("editing is off: start the server with --enable-editing", "mode")
-        s = self.settings
+        if s.queue is not None:
+            uploads.check_size(s.queue_max_upload_bytes, edit.image, edit.mask)
         source, mask = await decode_edit_inputs(
             self.runner.off_loop, edit.image, edit.mask, s.max_image_pixels
         )
@@ -99,8 +103,15 @@ class Intake:
             width=edit.params.width,
             height=edit.params.height,
         )
-        validate(job, kontext_available=editor.can_instruct)
-        return Edit(job=job, output_format=request.output_format, request_id=trail.ctx.request_id)
+        validate(job, kontext_available=editor is None or editor.can_instruct)
+        work = Edit(job=job, output_format=request.output_format, request_id=trail.ctx.request_id)
+        if s.queue is not None:
+            entry = uploads.edit_entry(
+                edit.image, edit.mask, edit.mode, edit.strength,
+                edit.params.width, edit.params.height,
+            )  # fmt: skip
+            work.fleet_entry = {**entry, "job": request.model_dump(mode="json")}
+        return work
 
     async def question(
         self, trail: Trail, *, image: bytes, question: str, max_tokens: int
@@ -108,17 +119,23 @@ class Intake:
         """A question about an image: admitted, checked against the loaded model, its
         image decoded off the loop, screened."""
         self.admission.admit(trail)
-        model = self.runner.vqa_model
-        if model is None:
+        model, queue = self.runner.vqa_model, self.settings.queue
+        if model is None and queue is None:
             raise NotEnabled("VQA is off: start the server with --vqa-model", "question")
+        # With --queue the worker checks its model's own limits too.
         validate_question(question, max_tokens, model)
+        if queue is not None:
+            uploads.check_size(self.settings.queue_max_upload_bytes, image)
         decoded = await self.runner.off_loop(
             decode_image, image, "image", self.settings.max_image_pixels
         )
         await self.admission.screen(trail, question, "question")
-        return Question(
+        work = Question(
             image=decoded, question=question, max_tokens=max_tokens, request_id=trail.ctx.request_id
         )
+        if queue is not None:
+            work.fleet_entry = uploads.vqa_entry(image, question, max_tokens)
+        return work
 
     async def _resolved(self, trail: Trail, params: GenerateParams) -> ResolvedRequest:
         """The experiment arm, then the request with its preset, the server's defaults and

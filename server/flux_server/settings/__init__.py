@@ -295,6 +295,30 @@ class ServerSettings(BaseModel):
     visibility_timeout: float = Field(
         30, gt=0, le=3600, description="Seconds before a silent worker's entries go to another."
     )
+    queue_max_upload_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        le=256 * 1024 * 1024,
+        description="With --queue: most bytes of an edit's image and mask (or a question's "
+        "image) one queue entry carries; beyond, 413.",
+    )
+
+    # --- live previews (flux_server.execution.previews) ----------------------------------
+    preview_every: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Steps between two live previews of a request that asks for them "
+        "(previews: true).",
+    )
+    preview_decoder: Literal["linear", "taef1"] = Field(
+        "linear",
+        description="How previews are decoded from the latents: linear (one latent->RGB "
+        "matrix, about free) or taef1 (the tiny autoencoder at --preview-taef1).",
+    )
+    preview_taef1: str | None = Field(
+        None, description="Directory of TAEF1 (diffusers AutoencoderTiny), for taef1 previews."
+    )
 
     # --- async jobs and webhooks ---------------------------------------------------------
     job_ttl: float = Field(
@@ -347,6 +371,12 @@ class ServerSettings(BaseModel):
                 raise ValueError(
                     f"{flag_name(name)} {value} is over {flag_name(limit_name)} {limit}"
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _preview_decoder_has_weights(self) -> ServerSettings:
+        if self.preview_decoder == "taef1" and not self.preview_taef1:
+            raise ValueError("--preview-decoder taef1 needs --preview-taef1 PATH (its weights)")
         return self
 
     @field_validator("warmup_sizes", mode="before")

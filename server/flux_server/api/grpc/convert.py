@@ -10,6 +10,7 @@ from pydantic import ValidationError
 from flux_contract.wire import IMAGE_FORMAT_FROM_PB, IMAGE_FORMAT_TO_PB, pb
 from flux_server.api.grpc.experiments import arm_to_proto
 from flux_server.errors import InvalidRequest
+from flux_server.execution.previews import PreviewImage
 from flux_server.requests.params import GenerateParams, validation_error
 from flux_server.requests.results import GenerationResult
 
@@ -46,6 +47,19 @@ def params_from_proto(message: pb.GenerationParams) -> GenerateParams:
         return GenerateParams.model_validate(body)
     except ValidationError as exc:
         raise validation_error(exc.errors()) from None
+
+
+def preview_to_proto(image: PreviewImage, request_id: str) -> pb.Preview:
+    return pb.Preview(
+        request_id=request_id,
+        step=image.step,
+        total_steps=image.total,
+        index=image.index,
+        data=image.data,
+        format=IMAGE_FORMAT_TO_PB[image.format],
+        width=image.width,
+        height=image.height,
+    )
 
 
 def result_to_proto(result: GenerationResult) -> pb.GenerateResponse:

@@ -26,10 +26,16 @@ from flux_contract.wire import (
 )
 from flux_server.api.grpc import experiments as grpc_experiments
 from flux_server.api.grpc.calls import Calls
-from flux_server.api.grpc.convert import EDIT_MODES, params_from_proto, result_to_proto
+from flux_server.api.grpc.convert import (
+    EDIT_MODES,
+    params_from_proto,
+    preview_to_proto,
+    result_to_proto,
+)
 from flux_server.api.grpc.guard import GuardInterceptor
 from flux_server.api.grpc.jobs import JobRpcs
 from flux_server.errors import InvalidRequest
+from flux_server.execution.previews import PreviewImage
 from flux_server.requests.results import GenerationResult
 from flux_server.service.core import GenerationService
 
@@ -66,13 +72,18 @@ class FluxServicer(pb_grpc.FluxServiceServicer):
         ctx = self.calls.context(
             context, "GenerateStream", request.params.priority == pb.PRIORITY_HIGH
         )
-        events: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+        events: asyncio.Queue[pb.GenerateEvent] = asyncio.Queue()
+
+        def progress(step: int, total: int) -> None:
+            message = pb.Progress(request_id=ctx.request_id, step=step, total_steps=total)
+            events.put_nowait(pb.GenerateEvent(progress=message))
+
+        def preview(image: PreviewImage) -> None:
+            events.put_nowait(pb.GenerateEvent(preview=preview_to_proto(image, ctx.request_id)))
 
         async def run() -> GenerationResult:
             params = params_from_proto(request.params)
-            return await self.service.generate(
-                params, ctx, progress=lambda step, total: events.put_nowait((step, total))
-            )
+            return await self.service.generate(params, ctx, progress=progress, preview=preview)
 
         task = asyncio.ensure_future(self.calls.run(context, ctx, run))
         try:
@@ -80,12 +91,7 @@ class FluxServicer(pb_grpc.FluxServiceServicer):
                 getter = asyncio.ensure_future(events.get())
                 await asyncio.wait({task, getter}, return_when=asyncio.FIRST_COMPLETED)
                 if getter.done():
-                    step, total = getter.result()
-                    yield pb.GenerateEvent(
-                        progress=pb.Progress(
-                            request_id=ctx.request_id, step=step, total_steps=total
-                        )
-                    )
+                    yield getter.result()
                 else:
                     getter.cancel()
             result = task.result()

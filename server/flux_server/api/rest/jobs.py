@@ -182,7 +182,8 @@ def job_routes(service: GenerationService) -> APIRouter:
     @router.get(
         "/jobs/{job_id}/events",
         summary="Server-Sent Events of a job: the current state first, then queued, "
-        "running, one progress per step, and exactly one terminal event",
+        "running, one progress per step (and a preview every --preview-every steps with "
+        "previews: true), and exactly one terminal event",
         responses={
             200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
             **_errors(401, 404, 503),

@@ -264,6 +264,7 @@ class GenerationParams(_message.Message):
     OUTPUT_FORMAT_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
     ADAPTERS_FIELD_NUMBER: _builtins.int
+    PREVIEWS_FIELD_NUMBER: _builtins.int
     prompt: _builtins.str
     negative_prompt: _builtins.str
     """Honoured through true classifier-free guidance (see true_cfg_scale): it costs
@@ -289,6 +290,12 @@ class GenerationParams(_message.Message):
     """Images to generate, 1 when unset."""
     output_format: Global___ImageFormat.ValueType
     priority: Global___Priority.ValueType
+    previews: _builtins.bool
+    """Live previews: a small image every --preview-every denoising steps (the server's
+    flag, 4 by default), on the calls that stream events (GenerateStream, a job's
+    WatchJob as "preview" events) of a generation; other calls and edits ignore it. The
+    final images are the same bytes with or without previews.
+    """
     @_builtins.property
     def adapters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Adapter]:
         """Adapters to apply, on top of the style preset's."""
@@ -309,10 +316,11 @@ class GenerationParams(_message.Message):
         output_format: Global___ImageFormat.ValueType = ...,
         priority: Global___Priority.ValueType = ...,
         adapters: _abc.Iterable[Global___Adapter] | None = ...,
+        previews: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance_scale", b"_guidance_scale", "_height", b"_height", "_negative_prompt", b"_negative_prompt", "_num_images", b"_num_images", "_seed", b"_seed", "_steps", b"_steps", "_style_preset", b"_style_preset", "_true_cfg_scale", b"_true_cfg_scale", "_width", b"_width", "guidance_scale", b"guidance_scale", "height", b"height", "negative_prompt", b"negative_prompt", "num_images", b"num_images", "seed", b"seed", "steps", b"steps", "style_preset", b"style_preset", "true_cfg_scale", b"true_cfg_scale", "width", b"width"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_guidance_scale", b"_guidance_scale", "_height", b"_height", "_negative_prompt", b"_negative_prompt", "_num_images", b"_num_images", "_previews", b"_previews", "_seed", b"_seed", "_steps", b"_steps", "_style_preset", b"_style_preset", "_true_cfg_scale", b"_true_cfg_scale", "_width", b"_width", "guidance_scale", b"guidance_scale", "height", b"height", "negative_prompt", b"negative_prompt", "num_images", b"num_images", "previews", b"previews", "seed", b"seed", "steps", b"steps", "style_preset", b"style_preset", "true_cfg_scale", b"true_cfg_scale", "width", b"width"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance_scale", b"_guidance_scale", "_height", b"_height", "_negative_prompt", b"_negative_prompt", "_num_images", b"_num_images", "_seed", b"_seed", "_steps", b"_steps", "_style_preset", b"_style_preset", "_true_cfg_scale", b"_true_cfg_scale", "_width", b"_width", "adapters", b"adapters", "guidance_scale", b"guidance_scale", "height", b"height", "negative_prompt", b"negative_prompt", "num_images", b"num_images", "output_format", b"output_format", "priority", b"priority", "prompt", b"prompt", "seed", b"seed", "steps", b"steps", "style_preset", b"style_preset", "true_cfg_scale", b"true_cfg_scale", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_guidance_scale", b"_guidance_scale", "_height", b"_height", "_negative_prompt", b"_negative_prompt", "_num_images", b"_num_images", "_previews", b"_previews", "_seed", b"_seed", "_steps", b"_steps", "_style_preset", b"_style_preset", "_true_cfg_scale", b"_true_cfg_scale", "_width", b"_width", "adapters", b"adapters", "guidance_scale", b"guidance_scale", "height", b"height", "negative_prompt", b"negative_prompt", "num_images", b"num_images", "output_format", b"output_format", "previews", b"previews", "priority", b"priority", "prompt", b"prompt", "seed", b"seed", "steps", b"steps", "style_preset", b"style_preset", "true_cfg_scale", b"true_cfg_scale", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__guidance_scale: _TypeAlias = _typing.Literal["guidance_scale"]  # noqa: Y015
     _WhichOneofArgType__guidance_scale: _TypeAlias = _typing.Literal["_guidance_scale", b"_guidance_scale"]  # noqa: Y015
@@ -322,6 +330,8 @@ class GenerationParams(_message.Message):
     _WhichOneofArgType__negative_prompt: _TypeAlias = _typing.Literal["_negative_prompt", b"_negative_prompt"]  # noqa: Y015
     _WhichOneofReturnType__num_images: _TypeAlias = _typing.Literal["num_images"]  # noqa: Y015
     _WhichOneofArgType__num_images: _TypeAlias = _typing.Literal["_num_images", b"_num_images"]  # noqa: Y015
+    _WhichOneofReturnType__previews: _TypeAlias = _typing.Literal["previews"]  # noqa: Y015
+    _WhichOneofArgType__previews: _TypeAlias = _typing.Literal["_previews", b"_previews"]  # noqa: Y015
     _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
     _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__steps: _TypeAlias = _typing.Literal["steps"]  # noqa: Y015
@@ -340,6 +350,8 @@ class GenerationParams(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__negative_prompt) -> _WhichOneofReturnType__negative_prompt | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__num_images) -> _WhichOneofReturnType__num_images | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__previews) -> _WhichOneofReturnType__previews | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload
@@ -512,28 +524,82 @@ class Progress(_message.Message):
 Global___Progress: _TypeAlias = Progress  # noqa: Y015
 
 @_typing.final
+class Preview(_message.Message):
+    """A live preview of one image (GenerationParams.previews): decoded cheaply from the
+    latents after a denoising step, at most 256 px on its long side (a linear decode is
+    the latent grid's size, 1/8 of the image's side).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
+    TOTAL_STEPS_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    FORMAT_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    step: _builtins.int
+    """1-based denoising step just finished"""
+    total_steps: _builtins.int
+    index: _builtins.int
+    """which image of the request (0-based)"""
+    data: _builtins.bytes
+    """encoded in `format` (WEBP)"""
+    format: Global___ImageFormat.ValueType
+    width: _builtins.int
+    height: _builtins.int
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        step: _builtins.int = ...,
+        total_steps: _builtins.int = ...,
+        index: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+        format: Global___ImageFormat.ValueType = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "format", b"format", "height", b"height", "index", b"index", "request_id", b"request_id", "step", b"step", "total_steps", b"total_steps", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Preview: _TypeAlias = Preview  # noqa: Y015
+
+@_typing.final
 class GenerateEvent(_message.Message):
-    """One event of GenerateStream: progress events, then exactly one result."""
+    """One event of GenerateStream: progress events (and previews, when asked for), then
+    exactly one result.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     PROGRESS_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    PREVIEW_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def progress(self) -> Global___Progress: ...
     @_builtins.property
     def result(self) -> Global___GenerateResponse: ...
+    @_builtins.property
+    def preview(self) -> Global___Preview: ...
     def __init__(
         self,
         *,
         progress: Global___Progress | None = ...,
         result: Global___GenerateResponse | None = ...,
+        preview: Global___Preview | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "preview", b"preview", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "progress", b"progress", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "preview", b"preview", "progress", b"progress", "result", b"result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "result"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["progress", "result", "preview"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -966,7 +1032,9 @@ class JobEvent(_message.Message):
     seq: _builtins.int
     """increases by one per event of the job"""
     event: _builtins.str
-    """"queued", "running", "progress", "succeeded", "failed", "canceled" """
+    """"queued", "running", "progress", "preview" (with previews: step, total, index,
+    format, width, height, data in base64), "succeeded", "failed", "canceled"
+    """
     data_json: _builtins.str
     """The event's other fields as JSON, as in the data of REST's Server-Sent Events."""
     def __init__(
