@@ -117,6 +117,16 @@ def test_grpc_stream_sends_previews_in_order_and_the_same_image(server: ServerPr
 
 def test_a_job_sends_previews_as_sse_events_and_the_same_image(server: ServerProcess) -> None:
     plain = _plain_image(server)
+    # Previews are live events, never stored: a subscriber sees those made after it
+    # connects. A job of another size (never batched with ours) runs first, so ours is
+    # still queued when its event stream opens, and every preview reaches the stream.
+    blocker = httpx.post(
+        f"{server.url}/generate",
+        json={**BODY, "width": 128, "steps": 24},
+        headers={"Prefer": "respond-async"},
+        timeout=30,
+    )
+    assert blocker.status_code == 202, blocker.text
     submitted = httpx.post(
         f"{server.url}/generate",
         json={**BODY, "previews": True},
