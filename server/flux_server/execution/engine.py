@@ -8,10 +8,11 @@ same seed give the same image on any device and in any batch position.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +21,7 @@ from PIL import Image
 from flux_server.execution import speedups
 from flux_server.execution.cancellation import GenerationInterrupted
 from flux_server.execution.inputs import Picture, ProgressFn, StopFn, TextToImage
+from flux_server.execution.step_hooks import StepHook, chain
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,7 @@ class Engine:
         jobs: Sequence[TextToImage],
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
+        hooks: Sequence[StepHook] = (),
     ) -> list[list[Picture]]:
         """Run compatible jobs (equal ``batch_key()``) in one pipeline call; return each
         job's pictures in order (called from the engine thread).
@@ -172,7 +175,8 @@ class Engine:
         ``should_stop`` is asked before the call and after every denoising step; when
         it says yes the call ends there with :class:`GenerationInterrupted` (no VAE
         decode), so the GPU is free within one step (see
-        ``flux_server.execution.cancellation``)."""
+        ``flux_server.execution.cancellation``). ``hooks`` run after it at every step
+        boundary (``flux_server.execution.step_hooks``)."""
         import torch
 
         # Without a warm-up, the first call compiles (once; a no-op afterwards).
@@ -202,18 +206,23 @@ class Engine:
             kwargs["true_cfg_scale"] = first.true_cfg_scale
         if should_stop is not None and should_stop():
             raise GenerationInterrupted(0, first.steps)
+        own: StepHook | None = None
         if progress is not None or should_stop is not None:
 
-            def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict:
+            def progress_and_stop(
+                pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]
+            ) -> None:
                 if progress is not None:
                     progress(step + 1, first.steps)
                 # Raised here rather than diffusers' ``_interrupt``, which would still
                 # run the remaining loop and decode latents nobody wants.
                 if should_stop is not None and step + 1 < first.steps and should_stop():
                     raise GenerationInterrupted(step + 1, first.steps)
-                return tensors
 
-            kwargs["callback_on_step_end"] = on_step_end
+            own = progress_and_stop
+        callback = chain([own, *hooks])
+        if callback is not None:
+            kwargs["callback_on_step_end"] = callback
 
         try:
             output = self.pipe(
@@ -240,6 +249,16 @@ class Engine:
             results.append(pictures[: job.num_images])
             pictures = pictures[job.num_images :]
         return results
+
+    @contextlib.contextmanager
+    def adapters_kept(self) -> Iterator[None]:
+        """Give the active adapters back after a nested call that may switch them."""
+        kept = self._active_adapters
+        try:
+            yield
+        finally:
+            if kept is not None:
+                self.set_adapters(kept)
 
     def set_adapters(self, adapters: dict[str, float]) -> None:
         """Make exactly these LoRA adapters active (engine thread only); a no-op when

@@ -25,6 +25,7 @@ from flux_server.execution.edit_job import EditJob, batch_key
 from flux_server.execution.engine import Engine, choose_device
 from flux_server.execution.inputs import InputRejected, Picture, ProgressFn, StopFn
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
+from flux_server.execution.step_priority import NotTaken, StepBreak
 from flux_server.metrics import Metrics
 from flux_server.requests.edits import request_error
 from flux_server.requests.params import ResolvedRequest
@@ -93,6 +94,10 @@ class Runner:
         # The denoising step the running call last finished (written by the engine
         # thread, read on the loop): how far a cancelled call got after its cancel.
         self.step = 0
+        # Priority at the step (--priority-at-step): generations offered while a call
+        # runs are served at its next step boundary, the call paused.
+        self.priority_at_step = True
+        self.step_break = StepBreak()
         # One thread owns the accelerator: torch calls never overlap.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         # Decoding uploads and a safety classifier run beside it, off the event loop.
@@ -195,16 +200,61 @@ class Runner:
         return made
 
     def _generate(
-        self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
+        self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn, nested: bool = False
     ) -> list[list[GeneratedImage]]:
         """Engine thread: the requests as the engine's inputs, its pictures encoded."""
         engine = self.engine
         assert engine is not None
         requests = cast(list[ResolvedRequest], [w.job for w in works])
-        made = engine.generate([r.text_to_image() for r in requests], on_step, should_stop)
+        jobs = [r.text_to_image() for r in requests]
+        if self.breaks_steps and not nested:
+            with self.step_break.open():
+                made = engine.generate(jobs, on_step, should_stop, [self.step_break.hook])
+        else:
+            made = engine.generate(jobs, on_step, should_stop)
         return [
             _encoded(pictures, w.output_format) for w, pictures in zip(works, made, strict=True)
         ]
+
+    @property
+    def breaks_steps(self) -> bool:
+        """Whether running generations take priority work at their step boundaries: not
+        with a step cache, whose per-call state a nested call would overwrite."""
+        engine = self.engine
+        return (
+            self.priority_at_step and engine is not None and engine.speed.step_cache.kind == "off"
+        )
+
+    async def run_at_step(self, works: Sequence[Work]) -> list[Any]:
+        """Generations served at the running call's next step boundary, that call paused
+        (``flux_server.execution.step_priority``); one result per work, as
+        :meth:`run_batch`. Raises NotTaken when no running call took them (run them as
+        the next batch then)."""
+        engine = self.engine
+        if engine is None or not self.breaks_steps:
+            raise NotTaken()
+        if not all(isinstance(w.job, ResolvedRequest) for w in works):
+            raise NotTaken()
+        for work in works:
+            if work.on_start is not None:
+                await work.on_start()
+        cancellation = BatchCancellation([w.token for w in works])
+
+        def progress(step: int, total: int) -> None:
+            for work in works:
+                if work.progress is not None and work.loop is not None:
+                    work.loop.call_soon_threadsafe(work.progress, step, total)
+
+        def nested() -> list[list[GeneratedImage]]:
+            with engine.adapters_kept():
+                try:
+                    return self._generate(works, progress, cancellation.should_stop, nested=True)
+                except GenerationInterrupted:
+                    return [[] for _ in works]
+
+        made = await asyncio.wrap_future(self.step_break.offer(nested))
+        self.metrics.images_generated.inc(sum(len(images) for images in made))
+        return made
 
     def _edit(
         self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
