@@ -80,8 +80,9 @@ demo: install ## Serve a random-weight FLUX, run the article's REST example (dem
 	@echo "==> install done ($(VENV))"
 	$(PY) scripts/demo.py
 
-bench: install ## Server latency overhead (REST, gRPC vs in-process), batching policies, the speed options vs eager (CPU); the operator's bench
+bench: install ## Server latency overhead (REST, gRPC vs in-process), batching policies, the fleet queue (1 front + 2 workers vs one process), the speed options vs eager (CPU); the operator's bench
 	$(PY) bench/server_bench.py
+	$(PY) bench/fleet_bench.py
 	$(PY) bench/speed_bench.py
 	if [ -f bench/operator_bench.py ]; then $(PY) bench/operator_bench.py; fi
 

@@ -9,6 +9,7 @@ overlap: every model call goes through the single engine thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -177,10 +178,14 @@ class Runner:
         cancellation = BatchCancellation([w.token for w in works])
         # One batch holds one kind of work (its key starts with the kind).
         run = self._generate if isinstance(first, ResolvedRequest) else self._edit
+        # Open from here, not from the engine thread: priority work offered before the
+        # call's first step waits for it instead of for the whole call.
+        at_step = self.step_break.open() if run == self._generate and self.breaks_steps else None
         try:
-            made = await loop.run_in_executor(
-                self._executor, run, works, on_step, cancellation.should_stop
-            )
+            with at_step or contextlib.nullcontext():
+                made = await loop.run_in_executor(
+                    self._executor, run, works, on_step, cancellation.should_stop
+                )
         except GenerationInterrupted as stopped:
             # Every member was cancelled (their outcome is recorded already): no
             # images, and no split-and-retry of a batch that failed.
@@ -207,11 +212,8 @@ class Runner:
         assert engine is not None
         requests = cast(list[ResolvedRequest], [w.job for w in works])
         jobs = [r.text_to_image() for r in requests]
-        if self.breaks_steps and not nested:
-            with self.step_break.open():
-                made = engine.generate(jobs, on_step, should_stop, [self.step_break.hook])
-        else:
-            made = engine.generate(jobs, on_step, should_stop)
+        hooks = [self.step_break.hook] if self.breaks_steps and not nested else []
+        made = engine.generate(jobs, on_step, should_stop, hooks)
         return [
             _encoded(pictures, w.output_format) for w, pictures in zip(works, made, strict=True)
         ]
