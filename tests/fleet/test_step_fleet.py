@@ -40,7 +40,8 @@ def fleet(
     try:
         for proc in procs.values():
             proc.wait_ready(timeout=400)
-        yield {**procs, "audit": audit, "redis": sync_redis.Redis.from_url(url, decode_responses=True)}
+        client = sync_redis.Redis.from_url(url, decode_responses=True)
+        yield {**procs, "audit": audit, "redis": client}
     finally:
         for proc in procs.values():
             if proc.process.poll() is None:
