@@ -33,9 +33,14 @@ from pathlib import Path
 
 import httpx
 import psutil
-from server_bench import Server, body, cpu_seconds, free_port, percentile
+from server_bench import SIZE, STEPS, Server, cpu_seconds, free_port, percentile
 
 HIGH = {"X-Priority": "high"}
+SHAPE = {"width": SIZE, "height": SIZE, "steps": STEPS}  # --size, --steps
+
+
+def body(seed: int) -> dict[str, object]:
+    return {"prompt": f"a city at dusk {seed}", "seed": seed, **SHAPE}
 
 
 class Setup:
@@ -140,7 +145,10 @@ def main() -> int:
     parser.add_argument("--requests-per-client", type=int, default=4)
     parser.add_argument("--priority", type=int, default=4, help="priority requests per run")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of (2) and (3)")
+    parser.add_argument("--size", type=int, default=SIZE, help="image side, pixels")
+    parser.add_argument("--steps", type=int, default=STEPS, help="denoising steps")
     args = parser.parse_args()
+    SHAPE.update(width=args.size, height=args.size, steps=args.steps)
 
     from flux_server.tools.tiny_model import write_tiny_flux
 
@@ -148,8 +156,9 @@ def main() -> int:
         work = Path(tmp)
         model = write_tiny_flux(work / "model", size="bench")
         redis_proc, redis_url = start_redis(work)
-        print(f"\n(fleet) the queue on the bench model, {os.cpu_count()} cores, "
-              f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
+        print(f"\n(fleet) the queue on the bench model, {args.size}x{args.size}, {args.steps} "
+              f"steps, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}",
+              flush=True)  # fmt: skip
         running = setups(model, work, redis_url)
         try:
             results = measure(running, args)
