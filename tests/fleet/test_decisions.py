@@ -8,6 +8,7 @@ from flux_server.queue.decisions import (
     eta_seconds,
     fair_order,
     fair_position,
+    release_track,
     take_compatible,
     updated_rate,
 )
@@ -62,3 +63,15 @@ def test_eta_from_the_fleets_measured_rate() -> None:
     assert updated_rate(0.0, 4, 2.0) == 2.0
     assert 2.0 < updated_rate(2.0, 4, 1.0) < 4.0
     assert updated_rate(2.0, 4, 0.0) == 2.0
+
+
+def test_release_track_splits_by_weight_and_keeps_each_subject_on_its_side() -> None:
+    subjects = [f"key-{i}" for i in range(4000)]
+    assert {release_track("stable", None, s) for s in subjects} == {"stable"}
+    assert {release_track("stable", 0, s) for s in subjects} == {"stable"}
+    assert {release_track("stable", 100, s) for s in subjects} == {"canary"}
+    at_20 = {s for s in subjects if release_track("stable", 20, s) == "canary"}
+    at_50 = {s for s in subjects if release_track("stable", 50, s) == "canary"}
+    assert 0.17 < len(at_20) / len(subjects) < 0.23
+    assert at_20 <= at_50, "raising the weight moves subjects only towards the canary"
+    assert all(release_track("stable", 20, s) == "canary" for s in at_20)  # fixed per subject

@@ -8,10 +8,11 @@ same seed give the same image on any device and in any batch position.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +21,9 @@ from PIL import Image
 from flux_server.execution import speedups
 from flux_server.execution.cancellation import GenerationInterrupted
 from flux_server.execution.inputs import Picture, ProgressFn, StopFn, TextToImage
-from flux_server.execution.previews import StepHook
+from flux_server.execution.previews import StepHook as ReadingHook
 from flux_server.execution.startup import StartupPhases, fetch_weights
+from flux_server.execution.step_hooks import StepHook, chain
 
 log = logging.getLogger(__name__)
 
@@ -187,7 +189,8 @@ class Engine:
         jobs: Sequence[TextToImage],
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
-        step_hooks: Sequence[StepHook] = (),
+        step_hooks: Sequence[ReadingHook] = (),
+        hooks: Sequence[StepHook] = (),
     ) -> list[list[Picture]]:
         """Run compatible jobs (equal ``batch_key()``) in one pipeline call; return each
         job's pictures in order (called from the engine thread).
@@ -197,7 +200,9 @@ class Engine:
         decode), so the GPU is free within one step (see
         ``flux_server.execution.cancellation``). ``step_hooks`` run first at every step
         end, in order, and only read the tensors (live previews:
-        ``flux_server.execution.previews``)."""
+        ``flux_server.execution.previews``); ``hooks`` run after the progress and the
+        stop check, and may act (priority work at the step boundary:
+        ``flux_server.execution.step_hooks``)."""
         import torch
 
         # Without a warm-up, the first call compiles (once; a no-op afterwards).
@@ -227,9 +232,12 @@ class Engine:
             kwargs["true_cfg_scale"] = first.true_cfg_scale
         if should_stop is not None and should_stop():
             raise GenerationInterrupted(0, first.steps)
+        own: StepHook | None = None
         if progress is not None or should_stop is not None or step_hooks:
 
-            def on_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> dict:
+            def progress_and_stop(
+                pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]
+            ) -> None:
                 for hook in step_hooks:
                     hook(step + 1, first.steps, tensors)
                 if progress is not None:
@@ -238,9 +246,11 @@ class Engine:
                 # run the remaining loop and decode latents nobody wants.
                 if should_stop is not None and step + 1 < first.steps and should_stop():
                     raise GenerationInterrupted(step + 1, first.steps)
-                return tensors
 
-            kwargs["callback_on_step_end"] = on_step_end
+            own = progress_and_stop
+        callback = chain([own, *hooks])
+        if callback is not None:
+            kwargs["callback_on_step_end"] = callback
 
         try:
             output = self.pipe(
@@ -267,6 +277,16 @@ class Engine:
             results.append(pictures[: job.num_images])
             pictures = pictures[job.num_images :]
         return results
+
+    @contextlib.contextmanager
+    def adapters_kept(self) -> Iterator[None]:
+        """Give the active adapters back after a nested call that may switch them."""
+        kept = self._active_adapters
+        try:
+            yield
+        finally:
+            if kept is not None:
+                self.set_adapters(kept)
 
     def set_adapters(self, adapters: dict[str, float]) -> None:
         """Make exactly these LoRA adapters active (engine thread only); a no-op when

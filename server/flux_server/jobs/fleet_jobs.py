@@ -85,7 +85,7 @@ class FleetJobs:
     async def report_place(self, job_id: str, entry: Placed) -> None:
         try:
             position, eta = await self.front.position(entry)
-            warming_up = not await self.front.workers()
+            warming_up = not await self.front.workers(entry.track)
         except (RedisError, OSError):
             return  # the next tick tries again; the wait itself notices a lasting outage
         if position is None:

@@ -72,12 +72,17 @@ class Broker:
             pipe.xadd(stream, {"p": json.dumps(payload)})
             pipe.zadd(names.class_keys(track, priority), {key_id: 0}, nx=True)
             pipe.sadd(names.tracks_set(), track)
-            pipe.publish(names.wake(track), "1")
+            pipe.publish(names.wake(track), priority)
             entry_id, *_ = await pipe.execute()
         return str(entry_id)
 
     async def cancel(self, request_id: str, ttl: float) -> None:
-        await self.redis.set(names.cancelled(request_id), "1", px=int(ttl * 1000))
+        """Withdraw a request: waiting, workers skip it; running, its worker stops it at
+        the next step boundary."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(names.cancelled(request_id), "1", px=int(ttl * 1000))
+            pipe.publish(names.cancels(), request_id)
+            await pipe.execute()
 
     async def withdraw(self, stream: str, entry_id: str) -> None:
         """Delete an entry nobody has taken (its request was answered already)."""

@@ -10,6 +10,7 @@ stream order and an entry read cannot be put back for later.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -94,3 +95,17 @@ def updated_rate(previous: float, requests: int, seconds: float, weight: float =
         return previous
     sample = requests / seconds
     return sample if previous <= 0 else (1 - weight) * previous + weight * sample
+
+
+CANARY_TRACK = "canary"
+
+
+def release_track(stable: str, canary_weight: int | None, subject: str) -> str:
+    """The track a front puts work on: the canary for ``canary_weight`` percent of the
+    subjects (an API key, else a request id), ``stable`` for the others. A subject's
+    draw is fixed (SHA-256 of it), so it stays on one side while the weight holds, and
+    a raised weight only moves subjects to the canary, never back."""
+    if not canary_weight:
+        return stable
+    draw = int.from_bytes(hashlib.sha256(subject.encode()).digest()[:8], "big") % 10_000
+    return CANARY_TRACK if draw < canary_weight * 100 else stable

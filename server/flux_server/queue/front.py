@@ -28,7 +28,7 @@ from flux_server.errors import DeadlineExceeded, Unavailable
 from flux_server.execution.previews import PreviewFn, PreviewImage
 from flux_server.queue import codec, names
 from flux_server.queue.broker import Broker
-from flux_server.queue.decisions import eta_seconds, fair_position
+from flux_server.queue.decisions import eta_seconds, fair_position, release_track
 from flux_server.requests.context import ProgressFn
 from flux_server.requests.params import ResolvedRequest
 from flux_server.scheduling.batch_items import BatchInfo
@@ -64,9 +64,11 @@ class Placed:
 class FleetQueue:
     """The front's queue client."""
 
-    def __init__(self, broker: Broker, track: str) -> None:
+    def __init__(self, broker: Broker, track: str, canary_weight: int | None = None) -> None:
         self.broker = broker
         self.track = track
+        # With a canary: its share of the callers, whose work goes on the canary track.
+        self.canary_weight = canary_weight
 
     async def generate(
         self,
@@ -116,16 +118,18 @@ class FleetQueue:
             job, request_id, key_id, priority=priority, timeout=timeout,
             result_ttl=timeout + _RESULT_MARGIN_S, previews=previews, extra=extra,
         )  # fmt: skip
+        subject = request_id if key_id == "anonymous" else key_id
+        track = release_track(self.track, self.canary_weight, subject)
         pubsub = self.broker.redis.pubsub()
         try:
             await pubsub.subscribe(names.events(request_id))
             lane = names.priority_name(priority)
-            entry_id = await self.broker.enqueue(self.track, lane, key_id, payload)
+            entry_id = await self.broker.enqueue(track, lane, key_id, payload)
         except (RedisError, OSError) as exc:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()
             raise unavailable(exc) from None
-        return Placed(self.track, lane, key_id, entry_id), pubsub
+        return Placed(track, lane, key_id, entry_id), pubsub
 
     async def wait(
         self,
@@ -206,12 +210,13 @@ class FleetQueue:
             high = await self.broker.class_state(placed.track, names.PRIORITIES[0])
             first = sum(waiting for waiting, _ in high.values())
         position = fair_position(ahead, others, first)
-        rate = sum(float(w.get("rate", 0)) for w in await self.workers())
+        rate = sum(float(w.get("rate", 0)) for w in await self.workers(placed.track))
         return position, eta_seconds(position, rate)
 
-    async def workers(self) -> list[dict[str, Any]]:
-        """The live workers of this front's track (their heartbeats)."""
-        return [w for w in await self.broker.workers() if w.get("track") == self.track]
+    async def workers(self, track: str | None = None) -> list[dict[str, Any]]:
+        """The live workers of a track, this front's by default (their heartbeats)."""
+        track = track or self.track
+        return [w for w in await self.broker.workers() if w.get("track") == track]
 
 
 async def _previews_left(pubsub: Any, preview: PreviewFn) -> None:

@@ -27,7 +27,8 @@ def stream(track: str, priority: str, key_id: str) -> str:
 
 
 def wake(track: str) -> str:
-    """Pub/sub channel: new work on this track (workers wait on it when idle)."""
+    """Pub/sub channel: new work on this track, the message its priority (idle workers
+    wait on it; a busy one offers priority work to its running call)."""
     return f"{PREFIX}:{track}:wake"
 
 
@@ -43,6 +44,11 @@ def events(request_id: str) -> str:
 def claim(request_id: str) -> str:
     """Held (SET NX, with a TTL the holder renews) by the worker generating a request."""
     return f"{PREFIX}:claim:{request_id}"
+
+
+def cancels() -> str:
+    """Pub/sub channel: the request id of each withdrawn request (its worker stops it)."""
+    return f"{PREFIX}:cancels"
 
 
 def cancelled(request_id: str) -> str:

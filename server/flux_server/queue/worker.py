@@ -19,9 +19,12 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from flux_server.errors import ContentRejected, ServeError
+from flux_server.execution.cancellation import CancelToken
+from flux_server.execution.step_priority import NotTaken
 from flux_server.queue import codec, names, uploads
 from flux_server.queue.broker import Broker
 from flux_server.queue.decisions import Candidate, take_compatible, updated_rate
+from flux_server.queue.step_watch import StepWatch
 from flux_server.scheduling.batch_items import BatchInfo
 from flux_server.scheduling.runner import Runner, Served, describe_failure
 from flux_server.scheduling.work import Generation, Work
@@ -56,11 +59,13 @@ class QueueWorker:
         self._carry: list[Candidate] = []
         self._last_reclaim = 0.0
         self._sending: dict[str, asyncio.Task[None]] = {}  # each request's last event
+        self.watch = StepWatch(broker, track, self._serve_priority)
 
     async def run(self, stop: asyncio.Event) -> None:
         pubsub = self.broker.redis.pubsub()
         await pubsub.subscribe(names.wake(self.track))
         beat = asyncio.create_task(self._beat(stop), name="queue-heartbeat")
+        watch = asyncio.create_task(self.watch.run(stop), name="queue-step-watch")
         try:
             while not stop.is_set():
                 try:
@@ -74,9 +79,10 @@ class QueueWorker:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
         finally:
-            beat.cancel()
-            with contextlib.suppress(asyncio.CancelledError, RedisError):
-                await beat
+            for task in (beat, watch):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, RedisError):
+                    await task
             with contextlib.suppress(RedisError):
                 await pubsub.aclose()
 
@@ -92,17 +98,21 @@ class QueueWorker:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), period)
 
-    async def _read(self) -> list[Candidate]:
-        """Fair reads until the batch is full or an entry does not fit with the first."""
-        found = list(self._carry)
-        self._carry = []
+    async def _read(
+        self, priorities: Sequence[str] = names.PRIORITIES, main: bool = True
+    ) -> list[Candidate]:
+        """Fair reads until the batch is full or an entry does not fit with the first;
+        ``main``: the pull loop's read (entries held over, then reclaimed ones, first)."""
+        found: list[Candidate] = []
+        if main:
+            found, self._carry = list(self._carry), []
         now = time.monotonic()
-        if now - self._last_reclaim > self.visibility / 2:
+        if main and now - self._last_reclaim > self.visibility / 2:
             self._last_reclaim = now
             found += await self.broker.autoclaim(
                 self.track, self.name, self.visibility, self.max_units
             )
-        for priority in names.PRIORITIES:
+        for priority in priorities:
             order = await self.broker.turn_order(self.track, priority)
             while order and not _full(found, self.max_units):
                 for key_id in list(order):
@@ -115,8 +125,11 @@ class QueueWorker:
                         return found
         return found
 
-    async def _next_batch(self) -> list[Candidate]:
-        taken, self._carry = take_compatible(await self._read(), self.max_units)
+    async def _next_batch(
+        self, priorities: Sequence[str] = names.PRIORITIES, main: bool = True
+    ) -> list[Candidate]:
+        taken, rest = take_compatible(await self._read(priorities, main), self.max_units)
+        self._carry = rest + self._carry
         batch = []
         for c in taken:
             request_id = str(c.payload["request_id"])
@@ -141,23 +154,11 @@ class QueueWorker:
         if not batch:
             self.running = []
             return
-        for c in batch:
-            await self.broker.publish(str(c.payload["request_id"]), {"type": "started"})
+        await self._announce(batch)
+        self.watch.running({str(w.request_id): w.token for w in works if w.token is not None})
         start = time.monotonic()
         try:
-            results: list[Served] = await self.runner.run_batch(works)
-            run_s = time.monotonic() - start
-            info_units = sum(c.units for c in batch)
-            outcomes = []
-            for c, made in zip(batch, results, strict=True):
-                if isinstance(made, ContentRejected):  # flagged by the image safety model
-                    outcomes.append(codec.failed(made, self.name))
-                    continue
-                info = BatchInfo(len(batch), info_units, start - _enqueued(c), run_s)
-                outcomes.append(codec.outcome_of(made, info, self.name, str(c.payload.get("kind"))))
-            self.rate = updated_rate(self.rate, len(batch), run_s)
-            if self.on_batch is not None:
-                self.on_batch(BatchInfo(len(batch), info_units, 0.0, run_s))
+            outcomes = self._outcomes(batch, await self.runner.run_batch(works), start)
         except ServeError as error:  # the request's own error (an input a model refused)
             outcomes = [codec.failed(error, self.name) for _ in works]
         except Exception as exc:
@@ -165,14 +166,90 @@ class QueueWorker:
             outcomes = [
                 codec.error_outcome("internal", describe_failure(exc, w), self.name) for w in works
             ]
-        for c, outcome in zip(batch, outcomes, strict=True):
-            await self._sent(str(c.payload["request_id"]))
-            await self.broker.finish(c, outcome, float(c.payload["result_ttl"]))
-        self.running = []
+        finally:
+            self.watch.running({})
+        await self._finish(batch, works, outcomes, start, at_step=False)
+        await self.watch.settled()  # priority work offered meanwhile: served or held over
+        self.running = [c for c in self.running if c not in batch]
+
+    async def _serve_priority(self) -> None:
+        """Priority entries, served at the running call's next step boundary (the call
+        paused); held over as the next batch when the call ended before taking them."""
+        batch = await self._next_batch((names.PRIORITIES[0],), main=False)
+        if not batch:
+            return
+        self.running += batch
+        ready, works = await self._prepare(batch)
+        self.running = [c for c in self.running if c in ready or c not in batch]
+        batch = ready
+        if not batch:
+            return
+        await self._announce(batch)
+        start = time.monotonic()
+        try:
+            outcomes = self._outcomes(batch, await self.runner.run_at_step(works), start)
+        except NotTaken:
+            self._carry = list(batch) + self._carry  # claimed: the next batch is theirs
+            self.running = [c for c in self.running if c not in batch]
+            return
+        except Exception as exc:
+            log.exception("priority work failed", extra={"error": repr(exc)})
+            outcomes = [
+                codec.error_outcome("internal", describe_failure(exc, w), self.name) for w in works
+            ]
+        await self._finish(batch, works, outcomes, start, at_step=True)
+        self.running = [c for c in self.running if c not in batch]
+
+    async def _announce(self, batch: Sequence[Candidate]) -> None:
+        for c in batch:
+            await self.broker.publish(str(c.payload["request_id"]), {"type": "started"})
+
+    def _outcomes(
+        self, batch: Sequence[Candidate], results: Sequence[Served], start: float
+    ) -> list[dict[str, Any]]:
+        run_s = time.monotonic() - start
+        units = sum(c.units for c in batch)
+        outcomes = []
+        for c, made in zip(batch, results, strict=True):
+            if isinstance(made, ContentRejected):  # flagged by the image safety model
+                outcomes.append(codec.failed(made, self.name))
+                continue
+            info = BatchInfo(len(batch), units, start - _enqueued(c), run_s)
+            outcomes.append(codec.outcome_of(made, info, self.name, str(c.payload.get("kind"))))
+        self.rate = updated_rate(self.rate, len(batch), run_s)
+        if self.on_batch is not None:
+            self.on_batch(BatchInfo(len(batch), units, 0.0, run_s))
+        return outcomes
+
+    async def _finish(
+        self,
+        batch: Sequence[Candidate],
+        works: Sequence[Work],
+        outcomes: Sequence[dict[str, Any] | None],
+        start: float,
+        *,
+        at_step: bool,
+    ) -> None:
+        """Store each outcome and acknowledge; a cancelled entry is acknowledged only
+        (its front recorded the cancel; whatever the call made for it is dropped)."""
+        cancelled = []
+        for c, work, outcome in zip(batch, works, outcomes, strict=True):
+            withdrawn = work.token is not None and work.token.cancelled
+            if withdrawn:
+                cancelled.append(work.request_id)
+            stored = None if withdrawn else outcome
+            await self._sent(str(c.payload["request_id"]))  # its events precede its result
+            await self.broker.finish(c, stored, float(c.payload["result_ttl"]))
+        if cancelled:
+            log.info(
+                "queued work cancelled",
+                extra={"request_ids": cancelled, "worker": self.name, "step": self.runner.step},
+            )
         log.info(
             "queued batch done",
             extra={"request_ids": [str(c.payload["request_id"]) for c in batch],
-                   "worker": self.name, "run_s": round(time.monotonic() - start, 3)},
+                   "worker": self.name, "at_step": at_step,
+                   "run_s": round(time.monotonic() - start, 3)},
         )  # fmt: skip
 
     async def _prepare(self, batch: Sequence[Candidate]) -> tuple[list[Candidate], list[Work]]:
@@ -186,7 +263,9 @@ class QueueWorker:
                 if c.payload.get("kind", "generate") == "generate":
                     works.append(self._work(c, loop))
                 else:
-                    works.append(await uploads.work_of(c.payload, self.runner, self.max_pixels))
+                    work = await uploads.work_of(c.payload, self.runner, self.max_pixels)
+                    work.token = work.token or CancelToken()
+                    works.append(work)
                 ready.append(c)
             except ServeError as error:
                 await self.broker.finish(
@@ -213,6 +292,7 @@ class QueueWorker:
             output_format=job.output_format,
             progress=progress,
             loop=loop,
+            token=CancelToken(),
         )
         if c.payload.get("previews"):
             work.previews = True

@@ -18,6 +18,8 @@
 - A failing batch is split in halves and retried, so one bad request (say, out of
   memory at a size) fails alone and the others still succeed.
 - Drain: stop accepting, finish what was accepted.
+- Priority at the step (with ``run_at_step``): a priority request arriving while a batch
+  runs is served at that call's next denoising step boundary (:mod:`.at_step`).
 
 One batch runs at a time: the engine owns one accelerator.
 """
@@ -32,6 +34,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequen
 from typing import Generic, Literal, TypeVar
 
 from flux_server.errors import DeadlineExceeded, QueueFull, Unavailable
+from flux_server.scheduling.at_step import AtStepLane, RunAtStep
 from flux_server.scheduling.batch_items import Arrival, Arrivals, BatchInfo, QueueItem
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ class Batcher(Generic[P, R]):
         on_batch: Callable[[BatchInfo], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
         on_running: Callable[[int], None] | None = None,
+        run_at_step: RunAtStep[P, R] | None = None,
     ) -> None:
         self._run_batch = run_batch
         self._key = key
@@ -86,6 +90,14 @@ class Batcher(Generic[P, R]):
         self._running = 0
         self._arrivals = Arrivals(self._wakeup)  # announced, not yet queued (arrival())
         self._avg_batch_s = 1.0
+        # A priority request arriving mid-batch: served at the call's next step boundary.
+        self._at_step = (
+            None
+            if run_at_step is None
+            else AtStepLane(
+                run_at_step, self._take_priority, self._put_back, lambda: bool(self._running)
+            )
+        )
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -213,6 +225,8 @@ class Batcher(Generic[P, R]):
         self._idle.clear()
         self._depth_changed()
         self._wakeup.set()
+        if priority and self._at_step is not None:
+            self._at_step.arrived()
         return item
 
     async def wait(self, item: QueueItem[P, R], timeout: float | None) -> tuple[R, BatchInfo]:
@@ -320,6 +334,17 @@ class Batcher(Generic[P, R]):
         self._depth_changed()
         return batch
 
+    def _take_priority(self) -> list[QueueItem[P, R]]:
+        return self._take(self._priority, self._priority[0]) if self._priority else []
+
+    def _put_back(self, items: list[QueueItem[P, R]]) -> None:
+        """Items offered at a step and not taken: the head of the lane again."""
+        for item in items:
+            item.started = False
+        self._priority[:0] = items
+        self._depth_changed()
+        self._wakeup.set()
+
     def _expire(self, now: float) -> None:
         for queue in (self._priority, self._normal):
             for item in [i for i in queue if i.future.done() or i.deadline <= now]:
@@ -340,6 +365,8 @@ class Batcher(Generic[P, R]):
         try:
             await self._run_split(batch)
         finally:
+            if self._at_step is not None:
+                await self._at_step.settled()
             self._inflight = []
             self._running -= 1
             if self._on_running is not None:

@@ -7,6 +7,7 @@ never overlap: every model call goes through the single engine thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -30,6 +31,7 @@ from flux_server.execution.previews import (
 )
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.execution.startup import StartupPhases
+from flux_server.execution.step_priority import NotTaken, StepBreak
 from flux_server.metrics import Metrics
 from flux_server.requests.edits import request_error
 from flux_server.requests.params import AdapterSlot
@@ -76,6 +78,10 @@ class Runner:
         self.startup = StartupPhases(
             lambda phase, seconds: metrics.startup_seconds.labels(phase=phase).set(seconds)
         )
+        # Priority at the step (--priority-at-step): generations offered while a call
+        # runs are served at its next step boundary, the call paused.
+        self.priority_at_step = True
+        self.step_break = StepBreak()
         # One thread owns the accelerator: torch calls never overlap.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         # Decoding uploads and a safety classifier run beside it, off the event loop.
@@ -181,10 +187,14 @@ class Runner:
 
         run = self._generate if works[0].kind == "generate" else self._edit
         cancellation = BatchCancellation([w.token for w in works])
+        # Open from here, not from the engine thread: priority work offered before the
+        # call's first step waits for it instead of for the whole call.
+        at_step = self.step_break.open() if run == self._generate and self.breaks_steps else None
         try:
-            made = await asyncio.get_running_loop().run_in_executor(
-                self._executor, run, works, on_step, cancellation.should_stop
-            )
+            with at_step or contextlib.nullcontext():
+                made = await asyncio.get_running_loop().run_in_executor(
+                    self._executor, run, works, on_step, cancellation.should_stop
+                )
         except GenerationInterrupted as stopped:
             # Every member was cancelled (their outcome is recorded already): no
             # images, and no split-and-retry of a batch that failed.
@@ -216,18 +226,21 @@ class Runner:
         return Made(answer=answer)
 
     def _generate(
-        self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn
+        self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn, nested: bool = False
     ) -> list[Served]:
         """Engine thread: the requests as the engine's inputs, its pictures screened and
-        encoded."""
+        encoded. ``nested``: a call run at another's step boundary, which takes no
+        priority work itself."""
         engine = self.engine
         assert engine is not None
         generations = members(works, Generation)
+        hooks = [self.step_break.hook] if self.breaks_steps and not nested else []
         made = engine.generate(
             [g.request.text_to_image() for g in generations],
             on_step,
             should_stop,
             self._preview_hooks(generations),
+            hooks,
         )
         return self._screened(generations, made)
 
@@ -244,6 +257,46 @@ class Runner:
         return [
             PreviewHook(self.preview_decoder, self.preview_every, rows, first.width, first.height)
         ]
+
+    @property
+    def breaks_steps(self) -> bool:
+        """Whether running generations take priority work at their step boundaries: not
+        with a step cache, whose per-call state a nested call would overwrite."""
+        engine = self.engine
+        return (
+            self.priority_at_step and engine is not None and engine.speed.step_cache.kind == "off"
+        )
+
+    async def run_at_step(self, works: Sequence[Work]) -> list[Served]:
+        """Generations served at the running call's next step boundary, that call paused
+        (``flux_server.execution.step_priority``); one result per work, as
+        :meth:`run_batch`. Raises NotTaken when no running call took them (run them as
+        the next batch then)."""
+        engine = self.engine
+        if engine is None or not self.breaks_steps:
+            raise NotTaken()
+        if not all(w.kind == "generate" for w in works):
+            raise NotTaken()
+        for work in works:
+            if work.on_start is not None:
+                await work.on_start()
+        cancellation = BatchCancellation([w.token for w in works])
+
+        def progress(step: int, total: int) -> None:
+            for work in works:
+                if work.progress is not None and work.loop is not None:
+                    work.loop.call_soon_threadsafe(work.progress, step, total)
+
+        def nested() -> list[Served]:
+            with engine.adapters_kept():
+                try:
+                    return self._generate(works, progress, cancellation.should_stop, nested=True)
+                except GenerationInterrupted:
+                    return [Made() for _ in works]
+
+        made = await asyncio.wrap_future(self.step_break.offer(nested))
+        self.metrics.images_generated.inc(sum(len(m.images) for m in made if isinstance(m, Made)))
+        return made
 
     def _edit(
         self, works: Sequence[Work], on_step: ProgressFn, should_stop: StopFn

@@ -57,6 +57,7 @@ class GenerationService:
         self.metrics = metrics or Metrics(settings.release)
         self.presets = PresetStore(settings.presets_dir)
         self.runner = Runner(self.metrics)
+        self.runner.priority_at_step = settings.priority_at_step
         # --queue: generations go through the fleet's queue (a front loads no model).
         self.fleet = Fleet(settings) if settings.queue else None
         # Keys, safety, audit and cache first: a bad file fails before the model loads.
@@ -77,6 +78,7 @@ class GenerationService:
             on_batch=self._observe_batch,
             on_depth=self._depth_changed,
             on_running=self.metrics.running.set,
+            run_at_step=self.runner.run_at_step,
         )
         # Async jobs: in Redis with --redis-url (any replica answers), else in memory.
         self.jobs: JobManager = build_job_manager(

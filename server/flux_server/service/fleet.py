@@ -45,7 +45,7 @@ class Fleet:
         assert settings.queue is not None
         self.settings = settings
         self.broker = Broker(connect(settings.queue, settings.queue_password))
-        self.front = FleetQueue(self.broker, settings.track)
+        self.front = FleetQueue(self.broker, settings.track, settings.canary_weight)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

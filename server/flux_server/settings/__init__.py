@@ -295,6 +295,18 @@ class ServerSettings(BaseModel):
     visibility_timeout: float = Field(
         30, gt=0, le=3600, description="Seconds before a silent worker's entries go to another."
     )
+    priority_at_step: bool = Field(
+        True,
+        description="Serve a priority generation at the running call's next denoising step, "
+        "the call paused (its latents kept); off: it waits for the running batch.",
+    )
+    canary_weight: int | None = Field(
+        None,
+        ge=0,
+        le=100,
+        description="With --queue, on a front: percent of the callers (by API key, else "
+        "by request) whose work goes on the canary track, read by --track canary workers.",
+    )
     queue_max_upload_bytes: int = Field(
         8 * 1024 * 1024,
         ge=1024,
