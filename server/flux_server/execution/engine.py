@@ -189,8 +189,8 @@ class Engine:
         jobs: Sequence[TextToImage],
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
-        step_hooks: Sequence[ReadingHook] = (),
         hooks: Sequence[StepHook] = (),
+        step_hooks: Sequence[ReadingHook] = (),
     ) -> list[list[Picture]]:
         """Run compatible jobs (equal ``batch_key()``) in one pipeline call; return each
         job's pictures in order (called from the engine thread).

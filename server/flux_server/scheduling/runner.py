@@ -239,8 +239,8 @@ class Runner:
             [g.request.text_to_image() for g in generations],
             on_step,
             should_stop,
-            self._preview_hooks(generations),
-            hooks,
+            hooks=hooks,
+            step_hooks=self._preview_hooks(generations),
         )
         return self._screened(generations, made)
 
