@@ -21,10 +21,9 @@ from typing import Any
 import urllib3
 
 from flux_operator.cache import CRDS, WatchCache
+from flux_operator.canary_analysis import analyse
 from flux_operator.kube import ApiError, KubeApi, object_path
 from flux_operator.logs import event_outcome
-from flux_operator.prometheus import measure
-from flux_operator.quality_gate import measure_quality
 from flux_operator.reconcile import (
     Children,
     Event,
@@ -34,8 +33,6 @@ from flux_operator.reconcile import (
     plan,
     render_event,
 )
-from flux_operator.reconcile.analysis import round_summary
-from flux_operator.reconcile.canary_rollout import analysis_due_for
 from flux_operator.reconcile.children import (
     HANDOVER_MANAGER,
     blocklist_of,
@@ -48,11 +45,10 @@ from flux_operator.reconcile.children import (
 from flux_operator.render import (
     Owner,
     canary_name,
-    desired_revision,
     render_children,
 )
 from flux_operator.render.keda import KEDA_CRD
-from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus, parse_time, rfc3339
+from flux_operator.spec import FluxDeploymentSpec, FluxDeploymentStatus, rfc3339
 
 logger = logging.getLogger(__name__)
 
@@ -230,7 +226,7 @@ class Reconciler:
         owner = owner_of(body)
         children = self._read_children(owner)
         now = now_rfc3339()
-        measurements = await self._analyse(owner, body, children, now)
+        measurements = await analyse(self.api, owner, body, children, now)
         decided = plan(body, children, now, measurements)
         served = decided.revision is not None and decided.spec is not None
         if served and await self._apply_children(owner, decided, children):
@@ -271,47 +267,6 @@ class Reconciler:
             return decided  # it would decide otherwise: the next reconciliation does
         again.events = [*decided.events, *again.events]
         return again
-
-    async def _analyse(
-        self, owner: Owner, body: dict[str, Any], children: Children, now: str
-    ) -> list[Any] | None:
-        """The canary's analysis when one is due (None otherwise): the Prometheus queries in
-        a thread (they must not block kopf's event loop), and the quality gate's Job."""
-        status = parse_status(body.get("status"))
-        if status.canary is None:
-            return None
-        try:
-            spec = FluxDeploymentSpec.model_validate(body.get("spec") or {})
-            # Rendering the revision checks what the schema cannot (an experiment's
-            # weights, say) and raises on it.
-            revision = desired_revision(owner, spec)
-        except ValueError:
-            return None  # plan() reports the spec's problems
-        analysis = analysis_due_for(
-            spec, revision, status.canary, children.canary_deployment, parse_time(now)
-        )
-        if analysis is None:
-            return None
-        measured = await asyncio.to_thread(
-            measure,
-            analysis,
-            release=status.canary.release,
-            namespace=owner.namespace or "default",
-            name=owner.name,
-            now=parse_time(now),
-        )
-        if analysis.quality is not None:  # beside the queries: a measurement like theirs
-            gate = analysis.quality
-            measured.append(
-                await measure_quality(
-                    self.api, owner, spec, revision, status.canary, gate, parse_time(now)
-                )
-            )
-        logger.info(
-            "canary analysis",
-            extra={"object": f"{owner.namespace}/{owner.name}", "round": round_summary(measured)},
-        )
-        return measured
 
     async def _apply_children(self, owner: Owner, decided: Plan, children: Children) -> bool:
         """Apply what ``decided`` runs: every child ``render_children`` lists that differs
