@@ -12,8 +12,9 @@ TORCH_VERSION ?= 2.13.0
 EXTRAS ?= server,operator,dev
 # pytest-xdist workers for `make test` (a number, or `auto` for one per CPU core); each
 # module's tests stay on one worker (tests/support/module_scheduling.py), so its servers
-# start once.
-TEST_WORKERS ?= 2
+# start once. Three on two cores: a good part of the suite waits on server processes
+# starting and answering, and two workers left a quarter of the CPU idle.
+TEST_WORKERS ?= 3
 
 .PHONY: help install test lint format
 

@@ -36,6 +36,14 @@ SLOWEST_FIRST: tuple[str, ...] = (
     "tests/vision/test_e2e.py",
     "tests/server/test_api.py",
     "tests/operator/test_operator_canary.py",
+    "tests/fleet/test_fleet.py",
+    "tests/fleet/test_step_fleet.py",
+    "tests/features/test_replica_lost.py",
+    "tests/server/test_idle_connections.py",
+    "tests/server/test_disconnects.py",
+    "tests/server/test_memory_before_auth.py",
+    "tests/features/test_previews.py",
+    "tests/features/test_queue_edits.py",
 )
 
 
