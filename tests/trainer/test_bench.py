@@ -47,4 +47,6 @@ def test_tiny_runs_the_trainers_steps(tmp_path: Path) -> None:
     rows = json.loads(out.read_text())["rows"]
     assert [(r["variant"], r["size"], r["error"]) for r in rows] == [("fp32", 64, None)]
     assert rows[0]["s_per_step"] > 0 and rows[0]["optimizer"] == "adamw"
-    assert rows[0]["minutes_per_1000"] == pytest.approx(rows[0]["s_per_step"] * 1000 / 60, 0.1)
+    # Minutes are printed to 0.1: equal to the step time's within that rounding.
+    minutes = rows[0]["s_per_step"] * 1000 / 60
+    assert rows[0]["minutes_per_1000"] == pytest.approx(minutes, abs=0.05 + 1e-3 * minutes)
