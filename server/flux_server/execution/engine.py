@@ -21,7 +21,6 @@ from PIL import Image
 from flux_server.execution import speedups
 from flux_server.execution.cancellation import GenerationInterrupted
 from flux_server.execution.inputs import Picture, ProgressFn, StopFn, TextToImage
-from flux_server.execution.previews import StepHook as ReadingHook
 from flux_server.execution.startup import StartupPhases, fetch_weights
 from flux_server.execution.step_hooks import StepHook, chain
 
@@ -190,7 +189,6 @@ class Engine:
         progress: ProgressFn | None = None,
         should_stop: StopFn | None = None,
         hooks: Sequence[StepHook] = (),
-        step_hooks: Sequence[ReadingHook] = (),
     ) -> list[list[Picture]]:
         """Run compatible jobs (equal ``batch_key()``) in one pipeline call; return each
         job's pictures in order (called from the engine thread).
@@ -198,11 +196,9 @@ class Engine:
         ``should_stop`` is asked before the call and after every denoising step; when
         it says yes the call ends there with :class:`GenerationInterrupted` (no VAE
         decode), so the GPU is free within one step (see
-        ``flux_server.execution.cancellation``). ``step_hooks`` run first at every step
-        end, in order, and only read the tensors (live previews:
-        ``flux_server.execution.previews``); ``hooks`` run after the progress and the
-        stop check, and may act (priority work at the step boundary:
-        ``flux_server.execution.step_hooks``)."""
+        ``flux_server.execution.cancellation``). ``hooks`` run after it at every step
+        boundary, in order (``flux_server.execution.step_hooks``: live previews, priority
+        work)."""
         import torch
 
         # Without a warm-up, the first call compiles (once; a no-op afterwards).
@@ -233,13 +229,11 @@ class Engine:
         if should_stop is not None and should_stop():
             raise GenerationInterrupted(0, first.steps)
         own: StepHook | None = None
-        if progress is not None or should_stop is not None or step_hooks:
+        if progress is not None or should_stop is not None:
 
             def progress_and_stop(
                 pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]
             ) -> None:
-                for hook in step_hooks:
-                    hook(step + 1, first.steps, tensors)
                 if progress is not None:
                     progress(step + 1, first.steps)
                 # Raised here rather than diffusers' ``_interrupt``, which would still

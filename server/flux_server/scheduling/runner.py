@@ -31,6 +31,7 @@ from flux_server.execution.previews import (
 )
 from flux_server.execution.protocols import ImageEditor, QuestionAnswerer
 from flux_server.execution.startup import StartupPhases
+from flux_server.execution.step_hooks import StepHook
 from flux_server.execution.step_priority import NotTaken, StepBreak
 from flux_server.metrics import Metrics
 from flux_server.requests.edits import request_error
@@ -234,17 +235,16 @@ class Runner:
         engine = self.engine
         assert engine is not None
         generations = members(works, Generation)
-        hooks = [self.step_break.hook] if self.breaks_steps and not nested else []
+        # Previews first: a step's preview leaves before the call pauses for priority work.
+        hooks = self._preview_hooks(generations)
+        if self.breaks_steps and not nested:
+            hooks.append(self.step_break.hook)
         made = engine.generate(
-            [g.request.text_to_image() for g in generations],
-            on_step,
-            should_stop,
-            hooks=hooks,
-            step_hooks=self._preview_hooks(generations),
+            [g.request.text_to_image() for g in generations], on_step, should_stop, hooks
         )
         return self._screened(generations, made)
 
-    def _preview_hooks(self, generations: Sequence[Generation]) -> list[PreviewHook]:
+    def _preview_hooks(self, generations: Sequence[Generation]) -> list[StepHook]:
         """The call's preview hook, when a member asked for previews: one row per image,
         each handed to its work's loop."""
         if self.preview_decoder is None or all(g.preview is None for g in generations):
@@ -254,9 +254,13 @@ class Runner:
             sink = _on_loop(g)
             rows += [None if sink is None else (sink, i) for i in range(g.request.num_images)]
         first = generations[0].request
-        return [
-            PreviewHook(self.preview_decoder, self.preview_every, rows, first.width, first.height)
-        ]
+        decoder = self.preview_decoder
+        hook = PreviewHook(decoder, self.preview_every, rows, first.width, first.height)
+
+        def at_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> None:
+            hook(step + 1, first.steps, tensors)
+
+        return [at_step_end]
 
     @property
     def breaks_steps(self) -> bool:
