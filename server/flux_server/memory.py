@@ -35,19 +35,38 @@ def _malloc_trim() -> Callable[[], object] | None:
     return lambda: trim(0)
 
 
-class Trimmer:
-    """Schedules ``malloc_trim`` after large requests, debounced."""
+MALLOC_TRIM = _malloc_trim()
 
-    def __init__(self, interval: float = 0.5) -> None:
+
+class Trimmer:
+    """Schedules ``malloc_trim`` after large requests, debounced, ending with a trim at
+    least ``interval`` seconds after the last one.
+
+    The trailing trim matters: gRPC frees a message's buffers after the call's done
+    callback, so a trim that runs just as a burst ends can miss the last calls' buffers,
+    and with nothing after it they would stay in the process."""
+
+    TRAILING = 2
+    """Trims still owed after a large request: the next one, and one a full interval on."""
+
+    def __init__(
+        self, interval: float = 0.5, trim: Callable[[], object] | None = MALLOC_TRIM
+    ) -> None:
         self.interval = interval
-        self._trim = _malloc_trim()
+        self._trim = trim
         self._pending = False
+        self._owed = 0
         self._last = 0.0
 
     def after(self, size: int) -> None:
         """A request of ``size`` bytes has been handled (call on the event loop)."""
-        if self._trim is None or size < LARGE_MESSAGE_BYTES or self._pending:
+        if self._trim is None or size < LARGE_MESSAGE_BYTES:
             return
+        self._owed = self.TRAILING
+        if not self._pending:
+            self._schedule()
+
+    def _schedule(self) -> None:
         self._pending = True
         delay = max(0.0, self._last + self.interval - time.monotonic())
         asyncio.get_running_loop().call_later(delay, self._run)
@@ -55,5 +74,8 @@ class Trimmer:
     def _run(self) -> None:
         self._pending = False
         self._last = time.monotonic()
+        self._owed -= 1
         assert self._trim is not None
         asyncio.get_running_loop().run_in_executor(None, self._trim)
+        if self._owed > 0:
+            self._schedule()
