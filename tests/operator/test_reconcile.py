@@ -109,6 +109,22 @@ def test_deadline_without_a_healthy_revision_is_degraded() -> None:
     assert [e.reason for e in result.events] == ["RolloutFailed"]
 
 
+def test_a_failed_release_keeps_its_degraded_message_on_later_rounds() -> None:
+    # The round that sees the deadline and every round after it say the same thing,
+    # and why it was not rolled back.
+    spec = _spec(release="v2", rollout={"autoRollback": False})
+    status = _available(_spec(rollout={"autoRollback": False}))
+    status = _step(spec, status, generation=2).status
+    deadline = _deployment(spec, status, "deadline", generation=2)
+    first = _step(spec, status, deadline, generation=2)
+    again = _step(spec, first.status, deadline, generation=2)
+    messages = [
+        next(c for c in r.status.conditions if c.type == "Degraded").message for r in (first, again)
+    ]
+    assert messages[0] == messages[1]
+    assert "autoRollback is off" in messages[1] and "release v2 (revision 2)" in messages[1]
+
+
 def test_auto_rollback_holds_until_the_spec_changes() -> None:
     good = _spec()
     status = _available(good)

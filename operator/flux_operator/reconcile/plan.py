@@ -33,6 +33,7 @@ from flux_operator.reconcile.history import prune_history
 from flux_operator.reconcile.observed import Observed
 from flux_operator.reconcile.rollout import (
     Work,
+    failed_release_message,
     manual_rollback,
     observe,
     start_revision_if_new,
@@ -205,10 +206,7 @@ def plan_rollout(snapshot: Snapshot) -> Plan:
     current = work.current
     assert current is not None
     if current.outcome == "Failed" and work.degraded is None:
-        work.degraded = (
-            "ProgressDeadlineExceeded",
-            f"release {current.release} (revision {current.revision}) failed: {current.message}",
-        )
+        work.degraded = ("ProgressDeadlineExceeded", failed_release_message(work, current))
     _prune(work, current, canary)
     return Plan(
         revision=target,

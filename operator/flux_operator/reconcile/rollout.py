@@ -167,15 +167,21 @@ def observe(work: Work, observed: Observed, target: Revision) -> Revision:
         return revision_of(restored)
     failed = replace_entry(work.history, current, outcome="Failed", message=why)
     work.current = failed
+    work.degraded = ("ProgressDeadlineExceeded", failed_release_message(work, failed))
+    work.event("Warning", "RolloutFailed", work.degraded[1])
+    return target
+
+
+def failed_release_message(work: Work, failed: HistoryEntry) -> str:
+    """The Degraded condition's message for a release that missed its deadline and was
+    not rolled back, and why not: the same words on the round that saw it fail and on
+    every round after (a condition whose message changes with no change in the cluster
+    reads as a new event)."""
     if work.rollback is not None:
         reason = "restored revision failed too; not rolling back again"
     elif not work.spec.rollout.auto_rollback:
         reason = "autoRollback is off"
     else:
         reason = "no healthy revision to roll back to"
-    work.degraded = (
-        "ProgressDeadlineExceeded",
-        f"release {failed.release} (revision {failed.revision}): {why}; {reason}",
-    )
-    work.event("Warning", "RolloutFailed", work.degraded[1])
-    return target
+    why = failed.message or "progress deadline exceeded"
+    return f"release {failed.release} (revision {failed.revision}): {why}; {reason}"
