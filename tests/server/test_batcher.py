@@ -334,3 +334,36 @@ async def test_announced_arrivals_are_waited_for_at_most_max_delay() -> None:
             result, info = await batcher.submit("a:0")
     assert result == "A:0" and info.size == 1
     await batcher.drain(5)
+
+
+async def test_lanes_take_the_head_and_what_fits_with_it() -> None:
+    """What a batch takes, without a worker: same key only, up to the capacity (a lone
+    request over it still runs, alone), and a request whose caller left takes no room."""
+    from flux_server.scheduling.batch_items import QueueItem
+    from flux_server.scheduling.lanes import Lanes
+
+    loop = asyncio.get_running_loop()
+    depths: list[int] = []
+    lanes: Lanes[str, str] = Lanes(max_batch_size=4, on_depth=depths.append)
+
+    def item(payload: str, units: int) -> QueueItem[str, str]:
+        key, _ = payload.split(":")
+        queued: QueueItem[str, str] = QueueItem(
+            payload, key, units, False, float("inf"), loop.time(), 0, loop.create_future()
+        )
+        lanes.add(queued)
+        return queued
+
+    head, gone, other, mate, over = (
+        item("a:0", 2),
+        item("a:1", 2),
+        item("b:0", 1),
+        item("a:2", 2),
+        item("a:3", 1),
+    )
+    gone.future.cancel()
+    assert lanes.units_for(head) == 4  # counts the one whose caller left: it is still queued
+    assert lanes.take(lanes.normal, head) == [head, mate]
+    assert lanes.normal == [other, over] and depths[-1] == 2
+    big = item("c:0", 9)
+    assert lanes.take(lanes.normal, big) == [big]

@@ -41,7 +41,8 @@ from flux_server.execution.edit_job import (
     denoising_steps,
     seeds_for,
 )
-from flux_server.execution.inputs import ProgressFn, StopFn
+from flux_server.execution.inputs import ProgressFn, StopFn, split_rows
+from flux_server.execution.step_hooks import chain, progress_and_stop
 
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
@@ -131,97 +132,104 @@ class Editor:
         """
         if not jobs:
             return []
-        for job in jobs:
-            check(job, kontext_available=self.can_instruct)
-        key = batch_key(jobs[0])
-        if any(batch_key(job) != key for job in jobs[1:]):
-            raise ValueError("edit jobs in one call must share mode, size and settings")
-        first = jobs[0]
-        if first.mode != "instruct":
-            # Always set them, even to none: the shared transformer may still carry
-            # the adapters of the last generation.
-            if self.set_adapters is not None:
-                self.set_adapters(dict(first.adapters))
-            elif first.adapters:
-                raise EditJobError("adapters", "cannot be used: this server has no LoRA adapters")
-
-        import torch
-
-        width, height = first.pipeline_size
+        first = self._check_batch(jobs)
+        self._activate_adapters(first)
         seeds = [seeds_for(job.seed, job.num_images) for job in jobs]
-        # One resize per job, shared by its rows.
-        sources = [_fit(job.image, (width, height), Image.Resampling.LANCZOS) for job in jobs]
-        masks = [
-            None if job.mask is None else _fit(job.mask, (width, height), Image.Resampling.NEAREST)
-            for job in jobs
-        ]
-        rows = [(index, seed) for index, job_seeds in enumerate(seeds) for seed in job_seeds]
-        kwargs: dict[str, Any] = {
-            "prompt": [jobs[index].prompt for index, _ in rows],
-            "image": [sources[index] for index, _ in rows],
-            "height": height,
-            "width": width,
-            "num_inference_steps": first.steps,
-            "guidance_scale": first.guidance_scale,
-            "true_cfg_scale": first.true_cfg_scale,
-            "generator": [torch.Generator("cpu").manual_seed(seed) for _, seed in rows],
-            "num_images_per_prompt": 1,
-            "output_type": "pil",
-        }
-        if first.negative_prompt is not None:
-            kwargs["negative_prompt"] = [jobs[index].negative_prompt or "" for index, _ in rows]
-        if on_step is not None or should_stop is not None:
-            total = denoising_steps(first)
-
-            def _callback(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> Any:
-                if on_step is not None:
-                    on_step(step + 1, total)
-                # As in Engine.generate: raised, so the rest of the loop and the decode
-                # never run for images nobody wants.
-                if should_stop is not None and step + 1 < total and should_stop():
-                    raise GenerationInterrupted(step + 1, total)
-                return tensors
-
-            kwargs["callback_on_step_end"] = _callback
-
-        pipe: Any
-        if first.mode == "instruct":
-            pipe = self.kontext_pipe
-            # Keep the requested size: by default Kontext snaps to its training
-            # resolutions and rescales to one megapixel.
-            kwargs.update(_auto_resize=False, max_area=width * height)
-        else:
-            kwargs["strength"] = first.effective_strength
-            pipe = self.img2img_pipe
-            if first.mode == "inpaint":
-                pipe = self.inpaint_pipe
-                kwargs["mask_image"] = [masks[index] for index, _ in rows]
+        kwargs = _call_kwargs(jobs, seeds)
+        total = denoising_steps(first)
+        callback = chain([progress_and_stop(total, on_step, should_stop)])
+        if callback is not None:
+            kwargs["callback_on_step_end"] = callback
         log.info(
             "edit batch",
             extra={
                 "mode": first.mode,
                 "jobs": len(jobs),
-                "images": len(rows),
-                "size": [width, height],
+                "images": len(kwargs["prompt"]),
+                "size": [kwargs["width"], kwargs["height"]],
             },
         )
         if should_stop is not None and should_stop():
-            raise GenerationInterrupted(0, denoising_steps(first))
-        out = pipe(**kwargs).images
+            raise GenerationInterrupted(0, total)
+        out = self._pipe(first.mode)(**kwargs).images
+        return _results(jobs, seeds, out)
 
-        results: list[EditResult] = []
-        offset = 0
-        for job, job_seeds in zip(jobs, seeds, strict=True):
-            size = job.size
-            images = [
-                _fit(img, size, Image.Resampling.LANCZOS)
-                for img in out[offset : offset + len(job_seeds)]
-            ]
-            offset += len(job_seeds)
-            results.append(
-                EditResult(images=images, seeds=job_seeds, width=size[0], height=size[1])
-            )
-        return results
+    def _check_batch(self, jobs: Sequence[EditJob]) -> EditJob:
+        """Check every job; return the first, whose settings the call runs with."""
+        for job in jobs:
+            check(job, kontext_available=self.can_instruct)
+        key = batch_key(jobs[0])
+        if any(batch_key(job) != key for job in jobs[1:]):
+            raise ValueError("edit jobs in one call must share mode, size and settings")
+        return jobs[0]
+
+    def _activate_adapters(self, first: EditJob) -> None:
+        """Set the batch's adapters on the shared transformer (Kontext has none)."""
+        if first.mode == "instruct":
+            return
+        # Always set them, even to none: the shared transformer may still carry
+        # the adapters of the last generation.
+        if self.set_adapters is not None:
+            self.set_adapters(dict(first.adapters))
+        elif first.adapters:
+            raise EditJobError("adapters", "cannot be used: this server has no LoRA adapters")
+
+    def _pipe(self, mode: str) -> Any:
+        if mode == "instruct":
+            return self.kontext_pipe
+        return self.inpaint_pipe if mode == "inpaint" else self.img2img_pipe
+
+
+def _call_kwargs(jobs: Sequence[EditJob], seeds: Sequence[list[int]]) -> dict[str, Any]:
+    """The pipeline call's arguments: a row per image (its job's image, mask and prompt,
+    one generator per seed), in job order."""
+    import torch
+
+    first = jobs[0]
+    width, height = first.pipeline_size
+    # One resize per job, shared by its rows.
+    sources = [_fit(job.image, (width, height), Image.Resampling.LANCZOS) for job in jobs]
+    rows = [(index, seed) for index, job_seeds in enumerate(seeds) for seed in job_seeds]
+    kwargs: dict[str, Any] = {
+        "prompt": [jobs[index].prompt for index, _ in rows],
+        "image": [sources[index] for index, _ in rows],
+        "height": height,
+        "width": width,
+        "num_inference_steps": first.steps,
+        "guidance_scale": first.guidance_scale,
+        "true_cfg_scale": first.true_cfg_scale,
+        "generator": [torch.Generator("cpu").manual_seed(seed) for _, seed in rows],
+        "num_images_per_prompt": 1,
+        "output_type": "pil",
+    }
+    if first.negative_prompt is not None:
+        kwargs["negative_prompt"] = [jobs[index].negative_prompt or "" for index, _ in rows]
+    if first.mode == "instruct":
+        # Keep the requested size: by default Kontext snaps to its training
+        # resolutions and rescales to one megapixel.
+        kwargs.update(_auto_resize=False, max_area=width * height)
+        return kwargs
+    kwargs["strength"] = first.effective_strength
+    if first.mode == "inpaint":
+        masks = [
+            None if job.mask is None else _fit(job.mask, (width, height), Image.Resampling.NEAREST)
+            for job in jobs
+        ]
+        kwargs["mask_image"] = [masks[index] for index, _ in rows]
+    return kwargs
+
+
+def _results(
+    jobs: Sequence[EditJob], seeds: Sequence[list[int]], out: Sequence[Image.Image]
+) -> list[EditResult]:
+    """The call's images back to their jobs, each at the size its job asked for."""
+    results: list[EditResult] = []
+    per_job = split_rows(out, [len(job_seeds) for job_seeds in seeds])
+    for job, job_seeds, images in zip(jobs, seeds, per_job, strict=True):
+        size = job.size
+        fitted = [_fit(image, size, Image.Resampling.LANCZOS) for image in images]
+        results.append(EditResult(images=fitted, seeds=job_seeds, width=size[0], height=size[1]))
+    return results
 
 
 def _fit(image: Image.Image, size: tuple[int, int], resample: Image.Resampling) -> Image.Image:

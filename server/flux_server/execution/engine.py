@@ -20,9 +20,9 @@ from PIL import Image
 
 from flux_server.execution import speedups
 from flux_server.execution.cancellation import GenerationInterrupted
-from flux_server.execution.inputs import Picture, ProgressFn, StopFn, TextToImage
+from flux_server.execution.inputs import Picture, ProgressFn, StopFn, TextToImage, split_rows
 from flux_server.execution.startup import StartupPhases, fetch_weights
-from flux_server.execution.step_hooks import StepHook, chain
+from flux_server.execution.step_hooks import StepHook, chain, progress_and_stop
 
 log = logging.getLogger(__name__)
 
@@ -199,61 +199,44 @@ class Engine:
         ``flux_server.execution.cancellation``). ``hooks`` run after it at every step
         boundary, in order (``flux_server.execution.step_hooks``: live previews, priority
         work)."""
-        import torch
-
         # Without a warm-up, the first call compiles (once; a no-op afterwards).
         speedups.compile_transformer(self.pipe, self.speed)
 
         if not jobs:
             return []
-        first = jobs[0]
-        if any(job.batch_key() != first.batch_key() for job in jobs):
-            raise ValueError("jobs in one pipeline call must share width, height, steps, ...")
+        first = _batch_head(jobs)
         self.set_adapters(dict(first.adapters))
+        rows = _rows(jobs)
+        if should_stop is not None and should_stop():
+            raise GenerationInterrupted(0, first.steps)
+        callback = chain([progress_and_stop(first.steps, progress, should_stop), *hooks])
+        images = self._call(first, rows, callback)
+        pictures = [Picture(image, seed) for image, (_, seed) in zip(images, rows, strict=True)]
+        return split_rows(pictures, [job.num_images for job in jobs])
 
-        prompts: list[str] = []
-        negatives: list[str] = []
-        generators: list[torch.Generator] = []
-        seeds: list[int] = []
-        for job in jobs:
-            for seed in job.seeds():
-                prompts.append(job.prompt)
-                negatives.append(job.negative_prompt or "")
-                generators.append(torch.Generator("cpu").manual_seed(seed))
-                seeds.append(seed)
+    def _call(
+        self,
+        first: TextToImage,
+        rows: Sequence[tuple[TextToImage, int]],
+        callback: Callable[..., Any] | None,
+    ) -> list[Image.Image]:
+        """One pipeline call: a row per image, each with its own CPU generator."""
+        import torch
 
         kwargs: dict[str, Any] = {}
         if first.true_cfg_scale > 1.0:
-            kwargs["negative_prompt"] = negatives
+            kwargs["negative_prompt"] = [job.negative_prompt or "" for job, _ in rows]
             kwargs["true_cfg_scale"] = first.true_cfg_scale
-        if should_stop is not None and should_stop():
-            raise GenerationInterrupted(0, first.steps)
-        own: StepHook | None = None
-        if progress is not None or should_stop is not None:
-
-            def progress_and_stop(
-                pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]
-            ) -> None:
-                if progress is not None:
-                    progress(step + 1, first.steps)
-                # Raised here rather than diffusers' ``_interrupt``, which would still
-                # run the remaining loop and decode latents nobody wants.
-                if should_stop is not None and step + 1 < first.steps and should_stop():
-                    raise GenerationInterrupted(step + 1, first.steps)
-
-            own = progress_and_stop
-        callback = chain([own, *hooks])
         if callback is not None:
             kwargs["callback_on_step_end"] = callback
-
         try:
             output = self.pipe(
-                prompt=prompts,
+                prompt=[job.prompt for job, _ in rows],
                 width=first.width,
                 height=first.height,
                 num_inference_steps=first.steps,
                 guidance_scale=first.guidance_scale,
-                generator=generators,
+                generator=[torch.Generator("cpu").manual_seed(seed) for _, seed in rows],
                 num_images_per_prompt=1,
                 output_type="pil",
                 **kwargs,
@@ -265,12 +248,7 @@ class Engine:
                 free_hooks()
             raise
         images: list[Image.Image] = output.images
-        pictures = [Picture(image, seed) for image, seed in zip(images, seeds, strict=True)]
-        results: list[list[Picture]] = []
-        for job in jobs:
-            results.append(pictures[: job.num_images])
-            pictures = pictures[job.num_images :]
-        return results
+        return images
 
     @contextlib.contextmanager
     def adapters_kept(self) -> Iterator[None]:
@@ -292,6 +270,19 @@ class Engine:
         if adapters != self._active_adapters:
             self.adapter_hook(self.pipe, adapters)
             self._active_adapters = adapters
+
+
+def _batch_head(jobs: Sequence[TextToImage]) -> TextToImage:
+    """The first job, whose settings the call runs with; all must share its batch key."""
+    first = jobs[0]
+    if any(job.batch_key() != first.batch_key() for job in jobs):
+        raise ValueError("jobs in one pipeline call must share width, height, steps, ...")
+    return first
+
+
+def _rows(jobs: Sequence[TextToImage]) -> list[tuple[TextToImage, int]]:
+    """A (job, seed) row for every image the call makes, job by job."""
+    return [(job, seed) for job in jobs for seed in job.seeds()]
 
 
 def _with_adapter(job: TextToImage, name: str) -> TextToImage:

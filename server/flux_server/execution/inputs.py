@@ -10,9 +10,9 @@ knowing who asks.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 from PIL import Image
 
@@ -24,6 +24,8 @@ ProgressFn = Callable[[int, int], None]
 
 StopFn = Callable[[], bool]
 """Asked after each denoising step: stop the call now?"""
+
+T = TypeVar("T")
 
 
 class InputRejected(ValueError):
@@ -40,6 +42,17 @@ class InputRejected(ValueError):
 def seeds_from(seed: int, count: int) -> list[int]:
     """``seed, seed + 1, ...`` for ``count`` images, wrapping within the 63-bit range."""
     return [(seed + i) % (MAX_SEED + 1) for i in range(count)]
+
+
+def split_rows(rows: Sequence[T], counts: Sequence[int]) -> list[list[T]]:
+    """The rows of one batched call back to the callers that asked for them: the first
+    ``counts[0]`` rows to the first, the next ``counts[1]`` to the second, and so on."""
+    parts: list[list[T]] = []
+    offset = 0
+    for count in counts:
+        parts.append(list(rows[offset : offset + count]))
+        offset += count
+    return parts
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from flux_server.execution.cancellation import GenerationInterrupted
+from flux_server.execution.inputs import ProgressFn, StopFn
+
 StepHook = Callable[[Any, int, Any, dict[str, Any]], "dict[str, Any] | None"]
 
 
@@ -30,3 +33,26 @@ def chain(hooks: Sequence[StepHook | None]) -> Callable[..., dict[str, Any]] | N
         return tensors
 
     return on_step_end
+
+
+def progress_and_stop(
+    total: int, progress: ProgressFn | None, should_stop: StopFn | None
+) -> StepHook | None:
+    """The hook that reports each finished step to ``progress`` and ends the call with
+    :class:`GenerationInterrupted` when ``should_stop()`` turns true; None when neither
+    is given. ``total`` is the number of denoising steps the call runs.
+
+    It raises rather than set diffusers' ``_interrupt``, which would still run the
+    remaining loop and decode latents nobody wants. After the last step it never
+    stops: the images are made by then."""
+    if progress is None and should_stop is None:
+        return None
+
+    def hook(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> None:
+        done = step + 1
+        if progress is not None:
+            progress(done, total)
+        if should_stop is not None and done < total and should_stop():
+            raise GenerationInterrupted(done, total)
+
+    return hook

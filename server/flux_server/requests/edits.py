@@ -23,7 +23,7 @@ from flux_server.execution.edit_job import (
     snap,
 )
 from flux_server.execution.inputs import InputRejected
-from flux_server.requests.images import InputError
+from flux_server.requests.images import InputError, image_schema
 from flux_server.requests.params import ResolvedRequest
 
 if TYPE_CHECKING:
@@ -115,16 +115,7 @@ def edit_options(fields: Mapping[str, Any]) -> tuple[str | None, float | None]:
 def edit_body_schema(params_schema: dict[str, Any], *, upload: bool) -> dict[str, Any]:
     """The OpenAPI schema of a ``POST /edit`` body: the generation parameters plus the
     edit's own fields; images as file uploads (multipart) or base64 text (JSON)."""
-    image: dict[str, Any] = (
-        {"type": "string", "format": "binary", "minLength": 1}
-        if upload
-        else {
-            "type": "string",
-            "format": "byte",
-            "minLength": 1,
-            "description": "base64 (or a data: URL)",
-        }
-    )
+    image = image_schema(upload=upload)
     properties = params_schema.get("properties", {})
     if upload:
         # A form has no null: "null" is text, and the server refuses it where a number

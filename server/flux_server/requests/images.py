@@ -12,7 +12,7 @@ import base64
 import binascii
 import io
 from collections.abc import Collection, Iterable
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -194,6 +194,19 @@ def decode_base64(value: object, field: str) -> bytes:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         raise ImageInputError(field, "is not valid base64") from None
+
+
+def image_schema(*, upload: bool) -> dict[str, Any]:
+    """The OpenAPI schema of an image field: a file in a multipart form (``upload``),
+    else base64 text in a JSON body (see :func:`decode_base64`)."""
+    if upload:
+        return {"type": "string", "format": "binary", "minLength": 1}
+    return {
+        "type": "string",
+        "format": "byte",
+        "minLength": 1,
+        "description": "base64 (or a data: URL)",
+    }
 
 
 def check_upload_names(names: Iterable[str], accepted: Collection[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 ImageFormat = Literal["png", "jpeg", "webp"]
+T = TypeVar("T")
 MAX_PROMPT_CHARS = 2000
 
 
@@ -171,92 +172,22 @@ def resolve(
     ``adapters_per_request`` is how many of them one request may combine (None: any);
     ``slot``, with a compiled transformer, the hot-swap slot a combination must fit.
     """
-    known_adapters = known_adapters or {}
-    preset: StylePreset | None = None
-    if params.style_preset is not None:
-        preset = presets.get(params.style_preset)
-        if preset is None:
-            known = ", ".join(sorted(presets)) or "none configured"
-            raise UnknownName(
-                f"unknown style preset {params.style_preset!r} (known: {known})",
-                field="style_preset",
-            )
-
-    def pick(name: str, default: object) -> object:
-        value = getattr(params, name)
-        if value is None and preset is not None:
-            value = getattr(preset, name)
-        return default if value is None else value
-
-    width = int(pick("width", settings.default_width))  # type: ignore[call-overload]
-    height = int(pick("height", settings.default_height))  # type: ignore[call-overload]
-    steps = int(pick("steps", settings.default_steps))  # type: ignore[call-overload]
-    for field, value in (("width", width), ("height", height)):
-        if value > settings.max_side:
-            raise InvalidRequest(
-                f"{field} {value} is over the limit of {settings.max_side} pixels", field=field
-            )
-    if steps > settings.max_steps:
-        raise InvalidRequest(f"steps {steps} is over the limit of {settings.max_steps}", "steps")
-    if params.num_images > settings.max_images:
-        raise InvalidRequest(
-            f"num_images {params.num_images} is over the limit of {settings.max_images}",
-            field="num_images",
-        )
-
-    negative = params.negative_prompt
-    if negative is None and preset is not None:
-        negative = preset.negative_prompt
-    if negative is not None and not negative.strip():
-        negative = None
-    true_cfg = params.true_cfg_scale
-    if true_cfg is None:
-        true_cfg = settings.default_true_cfg_scale if negative else 1.0
-    if negative is None:
-        # Without a negative prompt true CFG has nothing to push away from.
-        true_cfg = 1.0
-
-    adapters: dict[str, float] = {}
-    if preset is not None and preset.lora is not None:
-        adapters[preset.lora.name] = preset.lora.scale
-    for index, adapter in enumerate(params.adapters):
-        if adapter.name not in known_adapters:
-            known = ", ".join(sorted(known_adapters)) or "none loaded"
-            raise UnknownName(
-                f"unknown adapter {adapter.name!r} (known: {known})",
-                field=f"adapters[{index}].name",
-            )
-        scale = adapter.scale if adapter.scale is not None else known_adapters[adapter.name]
-        adapters[adapter.name] = scale
-    for name in adapters:
-        if name not in known_adapters:
-            known = ", ".join(sorted(known_adapters)) or "none loaded"
-            raise InvalidRequest(
-                f"style preset {params.style_preset!r} uses adapter {name!r}, which this "
-                f"server has not loaded (known: {known})",
-                field="style_preset",
-            )
-    if adapters_per_request is not None and len(adapters) > adapters_per_request:
-        # A compiled transformer has one hot-swap slot (see lora_hotswap): refuse here,
-        # not inside a batch that would fail with the request's companions.
-        raise InvalidRequest(
-            f"this server takes at most {adapters_per_request} LoRA adapter per request "
-            f"with --compile (asked for {', '.join(adapters)}"
-            + (f", with style preset {params.style_preset!r}" if preset is not None else "")
-            + ")",
-            field="adapters",
-        )
-    if slot is not None and len(adapters) > 1:
-        slot.check(tuple(adapters))
-
-    prompt = preset.expand(params.prompt) if preset is not None else params.prompt
+    preset = _preset(params.style_preset, presets)
+    width = int(_pick(params, preset, "width", settings.default_width))
+    height = int(_pick(params, preset, "height", settings.default_height))
+    steps = int(_pick(params, preset, "steps", settings.default_steps))
+    _check_limits(width, height, steps, params.num_images, settings)
+    negative, true_cfg = _negative_and_cfg(params, preset, settings.default_true_cfg_scale)
+    adapters = _adapters(params, preset, known_adapters or {})
+    _check_combination(adapters, params.style_preset, adapters_per_request, slot)
+    guidance = _pick(params, preset, "guidance_scale", settings.default_guidance_scale)
     return ResolvedRequest(
-        prompt=prompt,
+        prompt=preset.expand(params.prompt) if preset is not None else params.prompt,
         negative_prompt=negative,
         width=width,
         height=height,
         steps=steps,
-        guidance_scale=float(pick("guidance_scale", settings.default_guidance_scale)),  # type: ignore[arg-type]
+        guidance_scale=float(guidance),
         true_cfg_scale=float(true_cfg),
         seed=params.seed if params.seed is not None else secrets.randbelow(2**32),
         num_images=params.num_images,
@@ -264,6 +195,106 @@ def resolve(
         adapters=tuple(sorted(adapters.items())),
         style_preset=params.style_preset,
     )
+
+
+def _preset(name: str | None, presets: Mapping[str, StylePreset]) -> StylePreset | None:
+    """The style preset the request names, or None when it names none."""
+    if name is None:
+        return None
+    preset = presets.get(name)
+    if preset is None:
+        known = ", ".join(sorted(presets)) or "none configured"
+        raise UnknownName(f"unknown style preset {name!r} (known: {known})", field="style_preset")
+    return preset
+
+
+def _pick(params: GenerateParams, preset: StylePreset | None, name: str, default: T) -> T:
+    """The request's value, else the preset's, else the server's default (the field has
+    the default's type in all three)."""
+    value = getattr(params, name)
+    if value is None and preset is not None:
+        value = getattr(preset, name)
+    return default if value is None else cast(T, value)
+
+
+def _check_limits(
+    width: int, height: int, steps: int, num_images: int, settings: ServerSettings
+) -> None:
+    for field, value in (("width", width), ("height", height)):
+        if value > settings.max_side:
+            raise InvalidRequest(
+                f"{field} {value} is over the limit of {settings.max_side} pixels", field=field
+            )
+    if steps > settings.max_steps:
+        raise InvalidRequest(f"steps {steps} is over the limit of {settings.max_steps}", "steps")
+    if num_images > settings.max_images:
+        raise InvalidRequest(
+            f"num_images {num_images} is over the limit of {settings.max_images}",
+            field="num_images",
+        )
+
+
+def _negative_and_cfg(
+    params: GenerateParams, preset: StylePreset | None, default_true_cfg: float
+) -> tuple[str | None, float]:
+    """The negative prompt (a blank one is none) and the true-CFG scale that goes with it."""
+    negative = params.negative_prompt
+    if negative is None and preset is not None:
+        negative = preset.negative_prompt
+    if negative is not None and not negative.strip():
+        negative = None
+    if negative is None:
+        # Without a negative prompt true CFG has nothing to push away from.
+        return None, 1.0
+    true_cfg = params.true_cfg_scale
+    return negative, default_true_cfg if true_cfg is None else true_cfg
+
+
+def _adapters(
+    params: GenerateParams, preset: StylePreset | None, known: Mapping[str, float]
+) -> dict[str, float]:
+    """The LoRA adapters and scales: the preset's, then the request's (a scale left out
+    is the one the adapter was loaded with). Every one must be loaded."""
+    adapters: dict[str, float] = {}
+    if preset is not None and preset.lora is not None:
+        adapters[preset.lora.name] = preset.lora.scale
+    known_list = ", ".join(sorted(known)) or "none loaded"
+    for index, adapter in enumerate(params.adapters):
+        if adapter.name not in known:
+            raise UnknownName(
+                f"unknown adapter {adapter.name!r} (known: {known_list})",
+                field=f"adapters[{index}].name",
+            )
+        adapters[adapter.name] = adapter.scale if adapter.scale is not None else known[adapter.name]
+    for name in adapters:
+        if name not in known:
+            raise InvalidRequest(
+                f"style preset {params.style_preset!r} uses adapter {name!r}, which this "
+                f"server has not loaded (known: {known_list})",
+                field="style_preset",
+            )
+    return adapters
+
+
+def _check_combination(
+    adapters: Mapping[str, float],
+    style_preset: str | None,
+    per_request: int | None,
+    slot: AdapterSlot | None,
+) -> None:
+    """A compiled transformer has one hot-swap slot (see lora_hotswap): refuse here a
+    combination it cannot take, not inside a batch that would fail with the request's
+    companions."""
+    if per_request is not None and len(adapters) > per_request:
+        raise InvalidRequest(
+            f"this server takes at most {per_request} LoRA adapter per request "
+            f"with --compile (asked for {', '.join(adapters)}"
+            + (f", with style preset {style_preset!r}" if style_preset is not None else "")
+            + ")",
+            field="adapters",
+        )
+    if slot is not None and len(adapters) > 1:
+        slot.check(tuple(adapters))
 
 
 def field_of(error: Any) -> str | None:

@@ -15,7 +15,7 @@ from flux_server.execution.vqa import (
     MAX_TOKENS,
     check_question,
 )
-from flux_server.requests.images import InputError
+from flux_server.requests.images import InputError, image_schema
 
 #: The fields of a VQA request (REST form or JSON body).
 VQA_FIELDS: Final[tuple[str, ...]] = ("image", "question", "max_tokens")
@@ -75,16 +75,7 @@ def question_fields(fields: Mapping[str, Any]) -> tuple[str, int]:
 def vqa_body_schema(*, upload: bool, max_tokens: int = MAX_TOKENS) -> dict[str, Any]:
     """The OpenAPI schema of a ``POST /vqa`` body: the image as a file upload
     (multipart) or base64 text (JSON), the question, the token budget."""
-    image: dict[str, Any] = (
-        {"type": "string", "format": "binary", "minLength": 1}
-        if upload
-        else {
-            "type": "string",
-            "format": "byte",
-            "minLength": 1,
-            "description": "base64 (or a data: URL)",
-        }
-    )
+    image = image_schema(upload=upload)
     return {
         "type": "object",
         "properties": {

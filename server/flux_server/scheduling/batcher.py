@@ -16,12 +16,13 @@
   one whose deadline passes while running gets DeadlineExceeded (its batch goes on).
 - Cancellation: a caller that goes away before its batch starts leaves the queue.
 - A failing batch is split in halves and retried, so one bad request (say, out of
-  memory at a size) fails alone and the others still succeed.
+  memory at a size) fails alone and the others still succeed (:mod:`.outcomes`).
 - Drain: stop accepting, finish what was accepted.
 - Priority at the step (with ``run_at_step``): a priority request arriving while a batch
   runs is served at that call's next denoising step boundary (:mod:`.at_step`).
 
-One batch runs at a time: the engine owns one accelerator.
+One batch runs at a time: the engine owns one accelerator. The waiting requests and
+what a batch takes of them: :mod:`.lanes`.
 """
 
 from __future__ import annotations
@@ -29,15 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Sequence
 from typing import Generic, Literal, TypeVar
 
 from flux_server.errors import DeadlineExceeded, QueueFull, Unavailable
 from flux_server.scheduling.at_step import AtStepLane, RunAtStep
 from flux_server.scheduling.batch_items import Arrival, Arrivals, BatchInfo, QueueItem
-
-log = logging.getLogger(__name__)
+from flux_server.scheduling.lanes import Lanes
+from flux_server.scheduling.outcomes import call_info, deliver, run_in_halves
 
 _JOIN_TURNS = 3
 P = TypeVar("P")
@@ -68,18 +68,10 @@ class Batcher(Generic[P, R]):
         on_running: Callable[[int], None] | None = None,
         run_at_step: RunAtStep[P, R] | None = None,
     ) -> None:
-        self._run_batch = run_batch
-        self._key = key
-        self._units = units
-        self.max_batch_size = max_batch_size
-        self.max_delay = max_delay
-        self.max_queue = max_queue
-        self.wait_policy = wait
-        self._on_batch = on_batch
-        self._on_depth = on_depth
-        self._on_running = on_running
-        self._normal: list[QueueItem[P, R]] = []
-        self._priority: list[QueueItem[P, R]] = []
+        self._run_batch, self._key, self._units = run_batch, key, units
+        self.max_delay, self.max_queue, self.wait_policy = max_delay, max_queue, wait
+        self._on_batch, self._on_running = on_batch, on_running
+        self._lanes: Lanes[P, R] = Lanes(max_batch_size, on_depth)
         self._inflight: list[QueueItem[P, R]] = []  # the batch running now
         self._seq = itertools.count()
         self._wakeup = asyncio.Event()
@@ -95,9 +87,14 @@ class Batcher(Generic[P, R]):
             None
             if run_at_step is None
             else AtStepLane(
-                run_at_step, self._take_priority, self._put_back, lambda: bool(self._running)
+                run_at_step, self._lanes.take_priority, self._put_back, lambda: bool(self._running)
             )
         )
+
+    @property
+    def max_batch_size(self) -> int:
+        """Units (images) one call holds at most; a larger request runs alone."""
+        return self._lanes.max_batch_size
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -121,7 +118,7 @@ class Batcher(Generic[P, R]):
     async def close(self) -> None:
         """Stop now; waiting and running requests fail with Unavailable."""
         self._accepting = False
-        for item in self._normal + self._priority:
+        for item in self._lanes.clear():
             if not item.future.done():
                 item.future.set_exception(Unavailable("the server is shutting down"))
         for item in self._inflight:
@@ -129,9 +126,6 @@ class Batcher(Generic[P, R]):
                 item.future.set_exception(
                     Unavailable("the server shut down before this request finished")
                 )
-        self._normal.clear()
-        self._priority.clear()
-        self._depth_changed()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -145,13 +139,12 @@ class Batcher(Generic[P, R]):
     @property
     def depth(self) -> int:
         """Requests waiting (not running)."""
-        return len(self._normal) + len(self._priority)
+        return self._lanes.depth
 
     def waiting(self) -> tuple[int, int, float | None]:
         """(priority, normal) requests waiting and the oldest one's enqueue time (the
         event loop's clock; None when nothing waits): what ``GET /queue`` reports."""
-        times = [i.enqueued for i in self._priority + self._normal]
-        return len(self._priority), len(self._normal), min(times, default=None)
+        return self._lanes.waiting()
 
     # -- submitting ----------------------------------------------------------------------
 
@@ -221,9 +214,8 @@ class Batcher(Generic[P, R]):
             seq=next(self._seq),
             future=loop.create_future(),
         )
-        (self._priority if priority else self._normal).append(item)
+        self._lanes.add(item)
         self._idle.clear()
-        self._depth_changed()
         self._wakeup.set()
         if priority and self._at_step is not None:
             self._at_step.arrived()
@@ -255,15 +247,11 @@ class Batcher(Generic[P, R]):
     def positions(self) -> dict[int, P]:
         """The waiting payloads by 0-based place: the priority lane first, each lane in
         order of arrival (the order the worker takes them, batching aside)."""
-        waiting = [i for i in self._priority + self._normal if not i.future.done()]
-        return dict(enumerate(item.payload for item in waiting))
+        return self._lanes.positions()
 
     def _forget(self, item: QueueItem[P, R]) -> None:
         if not item.started:
-            queue = self._priority if item.priority else self._normal
-            with contextlib.suppress(ValueError):
-                queue.remove(item)
-                self._depth_changed()
+            self._lanes.remove(item)
         if not item.future.done():
             item.future.cancel()
         self._check_idle()
@@ -272,88 +260,58 @@ class Batcher(Generic[P, R]):
 
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
+        lanes = self._lanes
         while True:
-            self._expire(loop.time())
-            if not self._normal and not self._priority:
+            lanes.expire(loop.time())
+            if not lanes.depth:
                 self._check_idle()
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
-            if self._priority:
-                batch = self._take(self._priority, self._priority[0])
+            if lanes.priority:
+                batch = lanes.take(lanes.priority, lanes.priority[0])
             else:
-                head = self._normal[0]
-                until = head.enqueued + self.max_delay
-                always = self.wait_policy == "always"
-                if not always:
-                    # Requests sent together reach the queue a few event-loop turns
-                    # apart: let the ones already past admission join.
-                    for _ in range(_JOIN_TURNS):
-                        await asyncio.sleep(0)
-                # Wait for company while the batch has room, the oldest request can
-                # still wait, no priority request turned up, and (when-busy) someone
-                # is on the way in.
-                while (
-                    self._accepting
-                    and not self._priority
-                    and self._normal
-                    and self._normal[0] is head
-                    and self._units_for(head) < self.max_batch_size
-                    and loop.time() < until
-                    and (always or self._arrivals.count > 0)
-                ):
-                    self._wakeup.clear()
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._wakeup.wait(), until - loop.time())
-                if self._priority or not self._normal or self._normal[0] is not head:
+                head = lanes.normal[0]
+                await self._wait_for_company(head)
+                if lanes.priority or not lanes.normal or lanes.normal[0] is not head:
                     continue  # the queue changed under us: decide again
-                batch = self._take(self._normal, head)
+                batch = lanes.take(lanes.normal, head)
             if batch:
                 await self._run(batch)
 
-    def _units_for(self, head: QueueItem[P, R]) -> int:
-        total = 0
-        for item in self._normal:
-            if item.key == head.key and total + item.units <= max(self.max_batch_size, head.units):
-                total += item.units
-        return total
+    async def _wait_for_company(self, head: QueueItem[P, R]) -> None:
+        """Wait, up to ``max_delay`` after ``head`` was queued, for requests to join it."""
+        loop = asyncio.get_running_loop()
+        until = head.enqueued + self.max_delay
+        always = self.wait_policy == "always"
+        if not always:
+            # Requests sent together reach the queue a few event-loop turns apart: let
+            # the ones already past admission join.
+            for _ in range(_JOIN_TURNS):
+                await asyncio.sleep(0)
+        while self._worth_waiting(head, always) and loop.time() < until:
+            self._wakeup.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), until - loop.time())
 
-    def _take(self, queue: list[QueueItem[P, R]], head: QueueItem[P, R]) -> list[QueueItem[P, R]]:
-        """Remove and return ``head`` and the compatible requests that fit with it."""
-        batch: list[QueueItem[P, R]] = []
-        total = 0
-        capacity = max(self.max_batch_size, head.units)
-        for item in list(queue):
-            if item.key != head.key or total + item.units > capacity:
-                continue
-            queue.remove(item)
-            if item.future.done():
-                continue
-            batch.append(item)
-            total += item.units
-        self._depth_changed()
-        return batch
-
-    def _take_priority(self) -> list[QueueItem[P, R]]:
-        return self._take(self._priority, self._priority[0]) if self._priority else []
+    def _worth_waiting(self, head: QueueItem[P, R], always: bool) -> bool:
+        """Whether waiting for company still makes sense: the batch has room, the oldest
+        request is still ``head``, no priority request turned up, and (policy
+        ``when-busy``) someone is on the way in."""
+        lanes = self._lanes
+        return (
+            self._accepting
+            and not lanes.priority
+            and bool(lanes.normal)
+            and lanes.normal[0] is head
+            and lanes.units_for(head) < lanes.max_batch_size
+            and (always or self._arrivals.count > 0)
+        )
 
     def _put_back(self, items: list[QueueItem[P, R]]) -> None:
         """Items offered at a step and not taken: the head of the lane again."""
-        for item in items:
-            item.started = False
-        self._priority[:0] = items
-        self._depth_changed()
+        self._lanes.put_back(items)
         self._wakeup.set()
-
-    def _expire(self, now: float) -> None:
-        for queue in (self._priority, self._normal):
-            for item in [i for i in queue if i.future.done() or i.deadline <= now]:
-                queue.remove(item)
-                if not item.future.done():
-                    item.future.set_exception(
-                        DeadlineExceeded("the request's deadline passed while it waited")
-                    )
-        self._depth_changed()
 
     async def _run(self, batch: list[QueueItem[P, R]]) -> None:
         self._running += 1
@@ -363,7 +321,7 @@ class Batcher(Generic[P, R]):
         if self._on_running is not None:
             self._on_running(len(batch))
         try:
-            await self._run_split(batch)
+            await run_in_halves(self._run_batch, batch, self._call_done)
         finally:
             if self._at_step is not None:
                 await self._at_step.settled()
@@ -373,52 +331,18 @@ class Batcher(Generic[P, R]):
                 self._on_running(0)
             self._check_idle()
 
-    async def _run_split(self, batch: list[QueueItem[P, R]]) -> None:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        try:
-            results = await self._run_batch([item.payload for item in batch])
-            if len(results) != len(batch):
-                raise RuntimeError(f"batch of {len(batch)} returned {len(results)} results")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            if len(batch) > 1:
-                log.warning(
-                    "batch failed; splitting it",
-                    extra={"batch_size": len(batch), "error": repr(exc)},
-                )
-                half = len(batch) // 2
-                await self._run_split(batch[:half])
-                await self._run_split(batch[half:])
-                return
-            item = batch[0]
-            if not item.future.done():
-                item.future.set_exception(exc)
-            return
-        run_s = loop.time() - started
+    def _call_done(
+        self,
+        batch: list[QueueItem[P, R]],
+        results: Sequence[R | BaseException],
+        started: float,
+        run_s: float,
+    ) -> None:
         self._avg_batch_s = 0.8 * self._avg_batch_s + 0.2 * run_s
-        units = sum(item.units for item in batch)
-        info_base = BatchInfo(size=len(batch), units=units, queue_s=0.0, run_s=run_s)
         if self._on_batch is not None:
-            self._on_batch(info_base)
-        for item, result in zip(batch, results, strict=True):
-            if item.future.done():
-                continue
-            if isinstance(result, BaseException):
-                # One member refused, the others served (an image the safety model
-                # flagged): that member's error alone.
-                item.future.set_exception(result)
-            else:
-                info = BatchInfo(
-                    size=len(batch), units=units, queue_s=started - item.enqueued, run_s=run_s
-                )
-                item.future.set_result((result, info))
-
-    def _depth_changed(self) -> None:
-        if self._on_depth is not None:
-            self._on_depth(self.depth)
+            self._on_batch(call_info(batch, run_s))
+        deliver(batch, results, started, run_s)
 
     def _check_idle(self) -> None:
-        if not self._normal and not self._priority and self._running == 0:
+        if not self._lanes.depth and self._running == 0:
             self._idle.set()
