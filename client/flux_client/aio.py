@@ -16,6 +16,7 @@ from flux_client._common import (
     build_edit,
     build_generation,
     build_vqa,
+    options_among,
     with_format_from_path,
 )
 from flux_client._images import ImageArg
@@ -118,21 +119,7 @@ class AsyncFluxModelClient(JobCalls, ExperimentCalls):
                 experiment's audience reads.
             timeout: Seconds for this call (default: the client's).
         """
-        options = GenerationOptions(
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            true_cfg_scale=true_cfg_scale,
-            style_preset=style_preset,
-            seed=seed,
-            output_format=output_format,
-            priority=priority,
-            adapters=adapters,
-            user_id=user_id,
-            headers=headers,
-        )
+        options = options_among(locals())
         with_format_from_path(options, output_path)
         result = await self.generate_images(prompt, timeout=timeout, **options)
         if output_path is not None:
