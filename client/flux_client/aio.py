@@ -41,6 +41,13 @@ from flux_client.types import (
 from flux_contract.presets import StylePreset
 
 
+def _first_image(result: GenerationResult, output_path: str | Path | None) -> PILImage.Image:
+    """The result's first image, its bytes also written to ``output_path`` when given."""
+    if output_path is not None:
+        result.images[0].save(output_path)
+    return result.first_image()
+
+
 class AsyncFluxModelClient(JobCalls, ExperimentCalls):
     """An asyncio client of one fluxserve server. Connections open on first use and belong
     to the event loop that opened them: use one client per loop, and close it there.
@@ -122,9 +129,7 @@ class AsyncFluxModelClient(JobCalls, ExperimentCalls):
         options = options_among(locals())
         with_format_from_path(options, output_path)
         result = await self.generate_images(prompt, timeout=timeout, **options)
-        if output_path is not None:
-            result.images[0].save(output_path)
-        return result.first_image()
+        return _first_image(result, output_path)
 
     async def generate_images(
         self,
@@ -205,9 +210,7 @@ class AsyncFluxModelClient(JobCalls, ExperimentCalls):
         result = await self.edit_images(
             image, prompt, mask, strength, mode, timeout=timeout, **options
         )
-        if output_path is not None:
-            result.images[0].save(output_path)
-        return result.first_image()
+        return _first_image(result, output_path)
 
     async def edit_images(
         self,
