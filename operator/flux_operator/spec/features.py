@@ -7,7 +7,15 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
-from flux_operator.spec.base import K8S_NAME, LORA_NAME, _cel, _Model
+from flux_operator.spec.base import (
+    LORA_NAME,
+    Fraction,
+    K8sName,
+    RelativePath,
+    SecretName,
+    _cel,
+    _Model,
+)
 from flux_operator.spec.sources import ConfigMapKeyRef, PvcSource, SecretKeyRef
 
 
@@ -29,16 +37,11 @@ class LoraSpec(_Model):
     name: str = Field(
         max_length=63, pattern=LORA_NAME, description="Adapter name requests and presets use."
     )
-    path: str | None = Field(
-        default=None,
-        max_length=1024,
-        pattern=r"^[^/].*$",
-        description="Path relative to the model volume (needs model.source.pvc).",
+    path: RelativePath | None = Field(
+        default=None, description="Path relative to the model volume (needs model.source.pvc)."
     )
-    config_map: str | None = Field(
+    config_map: K8sName | None = Field(
         default=None,
-        max_length=253,
-        pattern=K8S_NAME,
         description="ConfigMap whose binaryData holds the adapter files (small adapters).",
     )
     pvc: PvcSource | None = Field(default=None, description="PVC holding the adapter.")
@@ -113,10 +116,8 @@ class SafetySpec(_Model):
         "Falconsai/nsfw_image_detection, Apache-2.0). A flagged image is refused with "
         "reason image_classifier.",
     )
-    image_threshold: float | None = Field(
+    image_threshold: Fraction | None = Field(
         default=None,
-        ge=0.0,
-        le=1.0,
         description="Probability of an unsafe label above which an image is refused "
         "(--image-safety-threshold; 0 refuses every image, 1 none; the server's default is "
         "0.5).",
@@ -157,9 +158,7 @@ class AuditSpec(_Model):
 class ApiKeysSpec(_Model):
     """API keys (Bearer tokens) the server accepts, from a Secret mounted as a file."""
 
-    secret_name: str = Field(
-        min_length=1, max_length=253, pattern=K8S_NAME, description="Secret with the key file."
-    )
+    secret_name: SecretName = Field(description="Secret with the key file.")
     key: str = Field(
         default="keys",
         min_length=1,

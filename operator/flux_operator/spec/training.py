@@ -19,7 +19,11 @@ from flux_operator.spec.base import (
     DNS_LABEL,
     LORA_NAME,
     RELEASE_PATTERN,
-    SecretName,
+    ImagePullPolicy,
+    ImagePullSecrets,
+    ImageRepository,
+    K8sName,
+    RelativePath,
     _cel,
     _Model,
 )
@@ -76,10 +80,8 @@ class GitDataset(_Model):
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$",
         description="Commit, tag or branch (a commit pins the data set).",
     )
-    subdirectory: str | None = Field(
+    subdirectory: RelativePath | None = Field(
         default=None,
-        max_length=1024,
-        pattern=r"^[^/].*$",
         description="Folder inside the repository that holds metadata.jsonl.",
     )
 
@@ -120,9 +122,7 @@ class DatasetSpec(_Model):
 class OutputPvc(_Model):
     """A PVC the adapter is written to."""
 
-    claim_name: str = Field(
-        max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description="PVC name."
-    )
+    claim_name: K8sName = Field(description="PVC name.")
     path: str = Field(
         min_length=1,
         max_length=1024,
@@ -215,24 +215,15 @@ class FluxLoRATrainingSpec(_Model):
         description="Release (image tag) of the image with the train extra; default: the "
         "referenced FluxDeployment's image.",
     )
-    image: str = Field(
+    image: ImageRepository = Field(
         default="ghcr.io/fluxserve/fluxserve-server",
-        min_length=1,
-        max_length=512,
-        pattern=r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
         description="Image repository (it must have the train extra installed); a tag or "
         "digest written here overrides release.",
     )
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        default="IfNotPresent", description="Image pull policy."
-    )
-    image_pull_secrets: list[SecretName] = Field(
-        default_factory=list, max_length=16, description="Secrets for pulling the image."
-    )
-    credentials_secret: str | None = Field(
+    image_pull_policy: ImagePullPolicy = "IfNotPresent"
+    image_pull_secrets: ImagePullSecrets = Field(default_factory=list)
+    credentials_secret: K8sName | None = Field(
         default=None,
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
         description="A Secret whose keys become the trainer's environment (AWS_ACCESS_KEY_ID, "
         "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, HF_TOKEN...).",
     )
@@ -273,10 +264,8 @@ class FluxLoRATrainingSpec(_Model):
         description="job: a batch/v1 Job; kubeflow: a Kubeflow Trainer TrainJob "
         "(trainer.kubeflow.org/v1alpha1), where the cluster has it.",
     )
-    kubeflow_runtime: str = Field(
+    kubeflow_runtime: K8sName = Field(
         default="torch-distributed",
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
         description="engine kubeflow: the ClusterTrainingRuntime the TrainJob runs on (its "
         "nodes, tolerations and volumes are the runtime's).",
     )
