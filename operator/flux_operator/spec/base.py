@@ -30,6 +30,14 @@ SecretName = ObjectName
 K8sName = Annotated[str, StringConstraints(max_length=253, pattern=K8S_NAME)]
 """A DNS subdomain, as ``ObjectName`` but with no ``minLength`` in the schema (the pattern
 needs a character all the same)."""
+DnsLabel = Annotated[str, StringConstraints(max_length=63, pattern=DNS_LABEL)]
+"""A namespace's or a FluxDeployment's name (an RFC 1123 label)."""
+LoraName = Annotated[str, StringConstraints(max_length=63, pattern=LORA_NAME)]
+"""A LoRA adapter's name, as requests and presets use it. maxLength although the pattern
+bounds it too: the API server prices CEL rules (the uniqueness rule compares every pair of
+names) from maxLength, not from patterns."""
+ModelId = Annotated[str, StringConstraints(max_length=1024)]
+"""A model's path (on a volume) or hub id."""
 RelativePath = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^/].*$")]
 """A path inside a volume or repository: relative, no leading slash."""
 

@@ -8,9 +8,10 @@ from typing import Annotated
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
 from flux_operator.spec.base import (
-    LORA_NAME,
     Fraction,
     K8sName,
+    LoraName,
+    ModelId,
     RelativePath,
     SecretName,
     _cel,
@@ -32,11 +33,7 @@ class LoraSpec(_Model):
         )
     )
 
-    # maxLength although the pattern bounds it too: the API server prices CEL rules (the
-    # uniqueness rule compares every pair of names) from maxLength, not from patterns.
-    name: str = Field(
-        max_length=63, pattern=LORA_NAME, description="Adapter name requests and presets use."
-    )
+    name: LoraName = Field(description="Adapter name requests and presets use.")
     path: RelativePath | None = Field(
         default=None, description="Path relative to the model volume (needs model.source.pvc)."
     )
@@ -94,10 +91,8 @@ class SafetySpec(_Model):
     blocklist_config_map_ref: ConfigMapKeyRef | None = Field(
         default=None, description="A ConfigMap key holding the blocklist, one term a line."
     )
-    model: str | None = Field(
-        default=None,
-        max_length=1024,
-        description="Text-classification model path or hub id (--safety-model).",
+    model: ModelId | None = Field(
+        default=None, description="Text-classification model path or hub id (--safety-model)."
     )
     threshold: float | None = Field(
         default=None,
@@ -218,9 +213,8 @@ class EditingSpec(_Model):
     )
 
     enabled: bool = Field(default=False, description="Serve editing (--enable-editing).")
-    kontext_model: str | None = Field(
+    kontext_model: ModelId | None = Field(
         default=None,
-        max_length=1024,
         description="Instruction-editing model path or hub id (--kontext-model).",
     )
 

@@ -10,19 +10,20 @@ runs. What the resource says in its own words instead is where things are: the b
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, create_model, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from flux_operator.spec.base import (
-    DNS_LABEL,
-    LORA_NAME,
     RELEASE_PATTERN,
+    DnsLabel,
     ImagePullPolicy,
     ImagePullSecrets,
     ImageRepository,
     K8sName,
+    LoraName,
+    ModelId,
     RelativePath,
     _cel,
     _Model,
@@ -44,6 +45,8 @@ device): every other field is a hyperparameter, one to one."""
 
 _GIT_URL = r"^(https://|ssh://|git@)[^\s]+$"
 _S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/[^\s]*)?$"
+S3Uri = Annotated[str, StringConstraints(max_length=1024, pattern=_S3_URI)]
+"""An object-store location: s3://bucket, then a key or a prefix."""
 
 
 def _hyperparameter_fields() -> dict[str, Any]:
@@ -104,12 +107,7 @@ class DatasetSpec(_Model):
     pvc: PvcSource | None = Field(
         default=None, description="A PVC holding the folder or archive (mounted read-only)."
     )
-    s3: str | None = Field(
-        default=None,
-        max_length=1024,
-        pattern=_S3_URI,
-        description="s3://bucket/key of the folder or archive.",
-    )
+    s3: S3Uri | None = Field(default=None, description="s3://bucket/key of the folder or archive.")
     git: GitDataset | None = Field(default=None, description="A git repository at a revision.")
 
     @model_validator(mode="after")
@@ -140,10 +138,8 @@ class OutputSpec(_Model):
         )
     )
 
-    s3: str | None = Field(
+    s3: S3Uri | None = Field(
         default=None,
-        max_length=1024,
-        pattern=_S3_URI,
         description="An s3:// prefix: the run uploads under <prefix>/<namespace>/<name>/.",
     )
     pvc: OutputPvc | None = Field(default=None, description="A PVC and a folder in it.")
@@ -192,18 +188,15 @@ class FluxLoRATrainingSpec(_Model):
         )
     )
 
-    base_model: str | None = Field(
+    base_model: ModelId | None = Field(
         default=None,
-        max_length=1024,
         description="The FLUX pipeline to adapt: a hub id (black-forest-labs/FLUX.1-dev).",
     )
     base_revision: str | None = Field(
         default=None, max_length=255, description="Revision (commit or tag) of baseModel."
     )
-    flux_deployment_ref: str | None = Field(
+    flux_deployment_ref: DnsLabel | None = Field(
         default=None,
-        max_length=63,
-        pattern=DNS_LABEL,
         description="A FluxDeployment in this namespace whose model (and, without release, "
         "image) the run uses.",
     )
@@ -250,13 +243,9 @@ class FluxLoRATrainingSpec(_Model):
         description="canary: when the evaluation passes, add the adapter to target's loras "
         "(its rollout strategy ships it).",
     )
-    target: str | None = Field(
-        default=None, max_length=63, pattern=DNS_LABEL, description="The FluxDeployment."
-    )
-    lora_name: str | None = Field(
+    target: DnsLabel | None = Field(default=None, description="The FluxDeployment.")
+    lora_name: LoraName | None = Field(
         default=None,
-        max_length=63,
-        pattern=LORA_NAME,
         description="The adapter's name in target's loras (default: this resource's name).",
     )
     engine: Literal["job", "kubeflow"] = Field(
