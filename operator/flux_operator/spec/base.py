@@ -31,7 +31,7 @@ K8sName = Annotated[str, StringConstraints(max_length=253, pattern=K8S_NAME)]
 """A DNS subdomain, as ``ObjectName`` but with no ``minLength`` in the schema (the pattern
 needs a character all the same)."""
 DnsLabel = Annotated[str, StringConstraints(max_length=63, pattern=DNS_LABEL)]
-"""A namespace's or a FluxDeployment's name (an RFC 1123 label)."""
+"""A namespace's or a FluxDeployment's name (an RFC 1035 label: it starts with a letter)."""
 LoraName = Annotated[str, StringConstraints(max_length=63, pattern=LORA_NAME)]
 """A LoRA adapter's name, as requests and presets use it. maxLength although the pattern
 bounds it too: the API server prices CEL rules (the uniqueness rule compares every pair of
@@ -57,6 +57,7 @@ ImagePullSecrets = Annotated[
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 """A share, 0 to 1."""
+
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 """A Go/CEL duration without fractions (``30s``, ``10m``, ``1h30m``): the form CEL's
 ``duration()`` and PromQL's range selectors both read."""
