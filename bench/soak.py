@@ -156,9 +156,13 @@ async def traffic_with_redis_restart(
 
 
 def unaudited(audit: Path, tally: Tally) -> list[str]:
-    """The answered requests the audit log has no ``accepted`` line for."""
-    records = [json.loads(line) for line in audit.read_text().splitlines()]
-    audited = {r.get("request_id") for r in records if r.get("decision") == "accepted"}
+    """The answered requests the audit log has no ``accepted`` line for. Its lines are ECS
+    documents: the request id is ``trace.id``, the decision ``fluxserve.audit.decision``."""
+    from ecs_mappings import flat  # tests/support, on the path since main()
+
+    records = [flat(json.loads(line)) for line in audit.read_text().splitlines()]
+    accepted = [r for r in records if r.get("fluxserve.audit.decision") == "accepted"]
+    audited = {r.get("trace.id") for r in accepted}
     return [rid for rid in tally.answered_ids if rid not in audited]
 
 
