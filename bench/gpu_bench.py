@@ -74,17 +74,34 @@ class Result:
 
 
 def run_variant(variant: Variant, args: argparse.Namespace, workdir: Path) -> list[Result]:
-    device, dtype = args.device, getattr(torch, args.dtype)
-    size = (args.size, args.size)
-    second_size = (args.size, args.size * 3 // 4 // 16 * 16)
-    results: list[Result] = []
+    device = args.device
     torch._dynamo.reset()
+    pipe, hot, flops = _prepared(variant.options, args, workdir)
+    with peak_memory(device) as memory:
+        results = _timed(pipe, hot, flops, variant.name, args)
+    for result in results:
+        result.peak_memory_gb = memory["gb"]
+    if variant.options.compile != "off":
+        new_size, lora_switch = _recompiles(pipe, hot, args)
+        for result in results:
+            result.recompiles_new_size = new_size
+            result.recompiles_lora_switch = lora_switch
+    del pipe
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+    return results
+
+
+def _prepared(
+    options: SpeedOptions, args: argparse.Namespace, workdir: Path
+) -> tuple[Any, Any, float]:
+    """The pipeline with the variant's options applied and compiled, its hot-swap LoRA
+    holder (two adapters loaded) when the variant compiles and LoRA is on, and the FLOPs
+    of one image's denoising (counted on the plain transformer, before any option)."""
+    device, dtype = args.device, getattr(torch, args.dtype)
     pipe = build_pipeline(args.tiny, device, dtype, workdir)
-    flops = transformer_flops(pipe.transformer, *size) * args.steps
-    peak = args.peak_tflops or (
-        peak_tflops(torch.cuda.get_device_name()) if device == "cuda" else None
-    )
-    options = variant.options
+    flops = transformer_flops(pipe.transformer, args.size, args.size) * args.steps
     with_lora = options.compile != "off" and not args.no_lora
     speedups.prepare(pipe, options, device, with_adapters=with_lora)
     hot = None
@@ -96,58 +113,65 @@ def run_variant(variant: Variant, args: argparse.Namespace, workdir: Path) -> li
         assert hot is not None
         hot.load(specs, lambda spec: spec.path)
     speedups.compile_transformer(pipe, options)
+    return pipe, hot, flops
+
+
+def _timed(pipe: Any, hot: Any, flops: float, name: str, args: argparse.Namespace) -> list[Result]:
+    """Warm every batch size up (with and without an adapter), then time each: the median
+    of ``--reps`` runs, per image, against the GPU's floor for the same FLOPs."""
+    device, size = args.device, (args.size, args.size)
+    peak = args.peak_tflops or (
+        peak_tflops(torch.cuda.get_device_name()) if device == "cuda" else None
+    )
     started = time.perf_counter()
-    with peak_memory(device) as memory:
-        for batch in args.batches:
-            generate(pipe, batch, size, args.warmup_steps, device)
-            if hot is not None:
-                hot.activate({"lora0": 1.0})
-                generate(pipe, batch, size, args.warmup_steps, device)
-                hot.activate({})
-        sync(device)
-        warmup = time.perf_counter() - started
-        for batch in args.batches:
-            times = []
-            for _ in range(args.reps):
-                sync(device)
-                t0 = time.perf_counter()
-                generate(pipe, batch, size, args.steps, device)
-                sync(device)
-                times.append(time.perf_counter() - t0)
-            per_image = statistics.median(times) / batch
-            floor = flops / (peak * 1e12) if peak else None
-            results.append(
-                Result(
-                    variant=variant.name,
-                    batch=batch,
-                    seconds_per_image=per_image,
-                    warmup_seconds=warmup,
-                    floor_seconds_per_image=floor,
-                    ratio_to_floor=per_image / floor if floor else None,
-                )
-            )
-    for result in results:
-        result.peak_memory_gb = memory["gb"]
-    if options.compile != "off":
-        before = speedups.compilations()
-        generate(pipe, 1, second_size, args.warmup_steps, device)
-        new_size = speedups.compilations() - before
-        lora_switch = None
+    for batch in args.batches:
+        generate(pipe, batch, size, args.warmup_steps, device)
         if hot is not None:
-            generate(pipe, 1, size, args.warmup_steps, device)
-            before = speedups.compilations()
-            for adapters in ({"lora0": 1.0}, {"lora1": 0.5}, {}):
-                hot.activate(adapters)
-                generate(pipe, 1, size, args.warmup_steps, device)
-            lora_switch = speedups.compilations() - before
-        for result in results:
-            result.recompiles_new_size = new_size
-            result.recompiles_lora_switch = lora_switch
-    del pipe
-    gc.collect()
-    if device == "cuda":
-        torch.cuda.empty_cache()
+            hot.activate({"lora0": 1.0})
+            generate(pipe, batch, size, args.warmup_steps, device)
+            hot.activate({})
+    sync(device)
+    warmup = time.perf_counter() - started
+    results = []
+    for batch in args.batches:
+        times = []
+        for _ in range(args.reps):
+            sync(device)
+            t0 = time.perf_counter()
+            generate(pipe, batch, size, args.steps, device)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        per_image = statistics.median(times) / batch
+        floor = flops / (peak * 1e12) if peak else None
+        results.append(
+            Result(
+                variant=name,
+                batch=batch,
+                seconds_per_image=per_image,
+                warmup_seconds=warmup,
+                floor_seconds_per_image=floor,
+                ratio_to_floor=per_image / floor if floor else None,
+            )
+        )
     return results
+
+
+def _recompiles(pipe: Any, hot: Any, args: argparse.Namespace) -> tuple[int, int | None]:
+    """Graphs compiled for a new image size, and for switching adapters (None without)."""
+    device, size = args.device, (args.size, args.size)
+    second_size = (args.size, args.size * 3 // 4 // 16 * 16)
+    before = speedups.compilations()
+    generate(pipe, 1, second_size, args.warmup_steps, device)
+    new_size = speedups.compilations() - before
+    lora_switch = None
+    if hot is not None:
+        generate(pipe, 1, size, args.warmup_steps, device)
+        before = speedups.compilations()
+        for adapters in ({"lora0": 1.0}, {"lora1": 0.5}, {}):
+            hot.activate(adapters)
+            generate(pipe, 1, size, args.warmup_steps, device)
+        lora_switch = speedups.compilations() - before
+    return new_size, lora_switch
 
 
 def variants(args: argparse.Namespace) -> list[Variant]:

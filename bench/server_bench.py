@@ -253,7 +253,11 @@ def print_sequential(times: dict[str, list[float]], cpu: dict[str, list[float]],
         )
 
 
-def main() -> int:
+Rounds = dict[str, list[tuple[float, list[float], list[int]]]]
+"""Per batching mode, each round's (images/s, latencies, batch sizes)."""
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="fluxserve server benchmark")
     parser.add_argument("--reps", type=int, default=9, help="sequential requests per path")
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients")
@@ -261,44 +265,22 @@ def main() -> int:
         "--requests-per-client", type=int, default=4, help="requests each client sends in (b)"
     )
     parser.add_argument("--rounds", type=int, default=3, help="rounds of (b), alternating")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    from flux_server.tools.tiny_model import write_tiny_flux
 
-    with tempfile.TemporaryDirectory(prefix="fluxserve-bench-") as tmp:
-        work = Path(tmp)
-        model = write_tiny_flux(work / "model", size="bench")
-        print(
-            f"random FLUX (bench size), {SIZE}x{SIZE}, {STEPS} steps, CPU, "
-            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
-        )
+def concurrent_rounds(servers: dict[str, Server], args: argparse.Namespace) -> Rounds:
+    """(b) ``--rounds`` times. Rounds alternate between the servers (the others idle while
+    one works), so a change in the machine's load hits them all."""
+    rounds: Rounds = {name: [] for name in servers}
+    for _ in range(args.rounds):
+        for name, server in servers.items():
+            rounds[name].append(
+                asyncio.run(concurrent(server, args.clients, args.requests_per_client))
+            )
+    return rounds
 
-        common = ["--max-batch-size", "4", "--max-delay-ms", "50"]
-        servers = {
-            "off (max-batch 1)": Server(
-                model, work / "a.log", ["--max-batch-size", "1", "--max-delay-ms", "0"]
-            ),
-            "wait always": Server(model, work / "b.log", [*common, "--batch-wait", "always"]),
-            "when-busy": Server(model, work / "c.log", [*common, "--batch-wait", "when-busy"]),
-        }
-        batching = {k: v for k, v in servers.items() if k != "off (max-batch 1)"}
-        try:
-            times, cpu = sequential(model, batching, args.reps)
-            print_sequential(times, cpu, args.reps)  # now: (b) takes long on a busy machine
-            # Rounds alternate between the servers (the others idle while one works),
-            # so a change in the machine's load hits them all.
-            rounds: dict[str, list[tuple[float, list[float], list[int]]]] = {
-                name: [] for name in servers
-            }
-            for _ in range(args.rounds):
-                for name, server in servers.items():
-                    rounds[name].append(
-                        asyncio.run(concurrent(server, args.clients, args.requests_per_client))
-                    )
-        finally:
-            for server in servers.values():
-                server.stop()
 
+def print_concurrent(rounds: Rounds, args: argparse.Namespace) -> None:
     print()
     print(
         f"(b) {args.clients} concurrent clients over REST, {args.requests_per_client} requests each"
@@ -323,6 +305,39 @@ def main() -> int:
         f"    (median images/s over {args.rounds} alternating rounds; load average now "
         f"{os.getloadavg()[0]:.2f})"
     )
+
+
+def main() -> int:
+    args = parse_args()
+
+    from flux_server.tools.tiny_model import write_tiny_flux
+
+    with tempfile.TemporaryDirectory(prefix="fluxserve-bench-") as tmp:
+        work = Path(tmp)
+        model = write_tiny_flux(work / "model", size="bench")
+        print(
+            f"random FLUX (bench size), {SIZE}x{SIZE}, {STEPS} steps, CPU, "
+            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}"
+        )
+
+        common = ["--max-batch-size", "4", "--max-delay-ms", "50"]
+        servers = {
+            "off (max-batch 1)": Server(
+                model, work / "a.log", ["--max-batch-size", "1", "--max-delay-ms", "0"]
+            ),
+            "wait always": Server(model, work / "b.log", [*common, "--batch-wait", "always"]),
+            "when-busy": Server(model, work / "c.log", [*common, "--batch-wait", "when-busy"]),
+        }
+        batching = {k: v for k, v in servers.items() if k != "off (max-batch 1)"}
+        try:
+            times, cpu = sequential(model, batching, args.reps)
+            print_sequential(times, cpu, args.reps)  # now: (b) takes long on a busy machine
+            rounds = concurrent_rounds(servers, args)
+        finally:
+            for server in servers.values():
+                server.stop()
+
+    print_concurrent(rounds, args)
     return 0
 
 

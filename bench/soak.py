@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -136,6 +137,68 @@ async def traffic(
         await asyncio.gather(*(worker(i) for i in range(clients)))
 
 
+async def traffic_with_redis_restart(
+    server: Any, redis: Redis, args: argparse.Namespace, tally: Tally
+) -> None:
+    """``--duration`` seconds of traffic; Redis is killed halfway and back 2 s later."""
+    until = time.monotonic() + args.duration
+
+    async def restart_redis() -> None:
+        await asyncio.sleep(args.duration / 2)
+        redis.kill()
+        await asyncio.sleep(2)
+        redis.start()
+
+    await asyncio.gather(
+        traffic(server.url, server.grpc_target, args.clients, until, tally),
+        restart_redis(),
+    )
+
+
+def unaudited(audit: Path, tally: Tally) -> list[str]:
+    """The answered requests the audit log has no ``accepted`` line for. Its lines are ECS
+    documents: the request id is ``trace.id``, the decision ``fluxserve.audit.decision``."""
+    from ecs_mappings import flat  # tests/support, on the path since main()
+
+    records = [flat(json.loads(line)) for line in audit.read_text().splitlines()]
+    accepted = [r for r in records if r.get("fluxserve.audit.decision") == "accepted"]
+    audited = {r.get("trace.id") for r in accepted}
+    return [rid for rid in tally.answered_ids if rid not in audited]
+
+
+def cache_lines(url: str) -> list[str]:
+    return [
+        line
+        for line in httpx.get(f"{url}/metrics").text.splitlines()
+        if line.startswith(("fluxserve_cache_errors_total", "fluxserve_cache_hits_total"))
+    ]
+
+
+def print_summary(
+    args: argparse.Namespace,
+    tally: Tally,
+    missing: list[str],
+    rss: tuple[int, int],
+    cache: list[str],
+) -> None:
+    latencies = sorted(tally.latencies)
+    p95 = statistics.quantiles(latencies, n=20)[-1] if len(latencies) >= 20 else float("nan")
+    print(f"soak: {args.duration:g} s, {args.clients} clients (REST and gRPC), --max-queue "
+          f"{args.max_queue}, Redis restarted at {args.duration / 2:g} s")  # fmt: skip
+    print(f"  accepted  {tally.outcomes['accepted']}")
+    for name, count in sorted(tally.outcomes.items()):
+        if name != "accepted":
+            print(f"  {name:<28}{count}")
+    print(f"  lost      {len(tally.lost)}")
+    for line in tally.lost[:10]:
+        print(f"    {line}")
+    print(f"  answered without an audit line  {len(missing)}")
+    print(f"  p95 latency (accepted)  {p95:.2f} s")
+    print(f"  RSS start {rss[0] / 2**20:.0f} MiB, end {rss[1] / 2**20:.0f} MiB")
+    for line in cache:
+        print(f"  {line}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=60, help="seconds of traffic")
@@ -164,50 +227,15 @@ def main(argv: list[str] | None = None) -> int:
         process = psutil.Process(server.process.pid)
         rss_start = process.memory_info().rss
         tally = Tally()
-        until = time.monotonic() + args.duration
-
-        async def run() -> None:
-            async def restart_redis() -> None:
-                await asyncio.sleep(args.duration / 2)
-                redis.kill()
-                await asyncio.sleep(2)
-                redis.start()
-
-            await asyncio.gather(
-                traffic(server.url, server.grpc_target, args.clients, until, tally),
-                restart_redis(),
-            )
-
-        asyncio.run(run())
+        asyncio.run(traffic_with_redis_restart(server, redis, args, tally))
         rss_end = process.memory_info().rss
-        records = [json.loads(line) for line in audit.read_text().splitlines()]
-        audited = {r.get("request_id") for r in records if r.get("decision") == "accepted"}
-        unaudited = [rid for rid in tally.answered_ids if rid not in audited]
-        cache_errors = [
-            line
-            for line in httpx.get(f"{server.url}/metrics").text.splitlines()
-            if line.startswith(("fluxserve_cache_errors_total", "fluxserve_cache_hits_total"))
-        ]
+        missing = unaudited(audit, tally)
+        cache = cache_lines(server.url)
     finally:
         server.stop()
         redis.kill()
-    latencies = sorted(tally.latencies)
-    p95 = statistics.quantiles(latencies, n=20)[-1] if len(latencies) >= 20 else float("nan")
-    print(f"soak: {args.duration:g} s, {args.clients} clients (REST and gRPC), --max-queue "
-          f"{args.max_queue}, Redis restarted at {args.duration / 2:g} s")  # fmt: skip
-    print(f"  accepted  {tally.outcomes['accepted']}")
-    for name, count in sorted(tally.outcomes.items()):
-        if name != "accepted":
-            print(f"  {name:<28}{count}")
-    print(f"  lost      {len(tally.lost)}")
-    for line in tally.lost[:10]:
-        print(f"    {line}")
-    print(f"  answered without an audit line  {len(unaudited)}")
-    print(f"  p95 latency (accepted)  {p95:.2f} s")
-    print(f"  RSS start {rss_start / 2**20:.0f} MiB, end {rss_end / 2**20:.0f} MiB")
-    for line in cache_errors:
-        print(f"  {line}")
-    return 1 if tally.lost or unaudited else 0
+    print_summary(args, tally, missing, (rss_start, rss_end), cache)
+    return 1 if tally.lost or missing else 0
 
 
 if __name__ == "__main__":

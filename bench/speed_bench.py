@@ -24,6 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -58,49 +59,38 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--only", nargs="+", help="variants (default: all)")
-    args = parser.parse_args()
-
+def load_engines(model: str, names: list[str]) -> tuple[dict[str, Any], dict[str, float]]:
+    """One server ``Engine`` per variant, warmed up, and each one's warm-up seconds."""
     from flux_server.execution.engine import Engine
     from flux_server.settings import ServerSettings
-    from flux_server.tools.tiny_model import write_tiny_flux
 
-    names = [n for n in VARIANTS if not args.only or n in args.only or n == "eager"]
-    with tempfile.TemporaryDirectory(prefix="fluxserve-speed-") as tmp:
-        model = str(write_tiny_flux(Path(tmp) / "model", size="bench"))
-        print(
-            f"speed options, random FLUX (bench size), {SIZE}x{SIZE}, {args.steps} steps, "
-            f"CPU ({os.cpu_count()} cores), load average {os.getloadavg()[0]:.2f}"
+    engines: dict[str, Engine] = {}
+    warmup: dict[str, float] = {}
+    for name in names:
+        settings = ServerSettings.model_validate(
+            {
+                "model": model,
+                "device": "cpu",
+                "max_batch_size": 1,
+                "warmup_sizes": (f"{SIZE}x{SIZE}",),
+                **VARIANTS[name],
+            }
         )
-        engines: dict[str, Engine] = {}
-        warmup: dict[str, float] = {}
-        for name in names:
-            settings = ServerSettings.model_validate(
-                {
-                    "model": model,
-                    "device": "cpu",
-                    "max_batch_size": 1,
-                    "warmup_sizes": (f"{SIZE}x{SIZE}",),
-                    **VARIANTS[name],
-                }
-            )
-            engine = Engine.load(model, device="cpu", speed=settings.speed_options("cpu"))
-            started = time.perf_counter()
-            engine.warmup()
-            warmup[name] = time.perf_counter() - started
-            engines[name] = engine
-        times: dict[str, list[float]] = {name: [] for name in names}
-        images: dict[str, list[np.ndarray]] = {name: [] for name in names}
-        for rep in range(args.reps):
-            for name, engine in engines.items():
-                started = time.perf_counter()
-                (generated,) = engine.generate([_job(args.steps, seed=rep)])
-                times[name].append(time.perf_counter() - started)
-                images[name].append(_pixels(generated[0].image))
+        engine = Engine.load(model, device="cpu", speed=settings.speed_options("cpu"))
+        started = time.perf_counter()
+        engine.warmup()
+        warmup[name] = time.perf_counter() - started
+        engines[name] = engine
+    return engines, warmup
+
+
+def print_table(
+    names: list[str],
+    warmup: dict[str, float],
+    times: dict[str, list[float]],
+    images: dict[str, list[np.ndarray]],
+    reps: int,
+) -> None:
     base = statistics.median(times["eager"])
     print(
         f"    {'option':<30}{'warm-up s':>10}{'s/image':>9}{'vs eager':>10}"
@@ -115,9 +105,37 @@ def main() -> int:
             f"{statistics.mean(diffs):>13.3f}{min(scores):>9.1f}"
         )
     print(
-        f"    (median of {args.reps}; 'vs eager' > 1 is faster; PSNR: the worst of the "
-        f"{args.reps} seeds; load average now {os.getloadavg()[0]:.2f})"
+        f"    (median of {reps}; 'vs eager' > 1 is faster; PSNR: the worst of the "
+        f"{reps} seeds; load average now {os.getloadavg()[0]:.2f})"
     )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--only", nargs="+", help="variants (default: all)")
+    args = parser.parse_args()
+
+    from flux_server.tools.tiny_model import write_tiny_flux
+
+    names = [n for n in VARIANTS if not args.only or n in args.only or n == "eager"]
+    with tempfile.TemporaryDirectory(prefix="fluxserve-speed-") as tmp:
+        model = str(write_tiny_flux(Path(tmp) / "model", size="bench"))
+        print(
+            f"speed options, random FLUX (bench size), {SIZE}x{SIZE}, {args.steps} steps, "
+            f"CPU ({os.cpu_count()} cores), load average {os.getloadavg()[0]:.2f}"
+        )
+        engines, warmup = load_engines(model, names)
+        times: dict[str, list[float]] = {name: [] for name in names}
+        images: dict[str, list[np.ndarray]] = {name: [] for name in names}
+        for rep in range(args.reps):
+            for name, engine in engines.items():
+                started = time.perf_counter()
+                (generated,) = engine.generate([_job(args.steps, seed=rep)])
+                times[name].append(time.perf_counter() - started)
+                images[name].append(_pixels(generated[0].image))
+    print_table(names, warmup, times, images, args.reps)
     return 0
 
 

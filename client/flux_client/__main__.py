@@ -43,6 +43,8 @@ from flux_client.types import GenerationResult, ImageFormat, Progress
 API_KEY_ENV = "FLUXSERVE_API_KEY"
 PROGRESS_ENV = "FLUXSERVE_PROGRESS"
 
+Subcommands = argparse._SubParsersAction  # what add_subparsers returns
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -64,7 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     ready = commands.add_parser("ready", help="is the model loaded? (exit 1 if not)")
     ready.add_argument("--wait", type=float, default=0.0, help="seconds to wait for it")
+    _add_image_parsers(commands)
+    commands.add_parser("presets", help="the style presets the server serves (JSON)")
+    add_jobs_parser(commands)
+    _add_experiment_parsers(commands)
+    add_quality_parser(commands)
+    return parser
 
+
+def _add_image_parsers(commands: Subcommands[argparse.ArgumentParser]) -> None:
+    """``generate``, ``edit`` and ``vqa``: the calls that send a prompt or an image."""
     generate = commands.add_parser("generate", help="generate images from a prompt")
     generate.add_argument("prompt")
     generate.add_argument("-o", "--output", type=Path, default=Path("output.png"))
@@ -95,9 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     vqa.add_argument("question")
     vqa.add_argument("--max-tokens", type=int, default=64)
 
-    commands.add_parser("presets", help="the style presets the server serves (JSON)")
-    add_jobs_parser(commands)
 
+def _add_experiment_parsers(commands: Subcommands[argparse.ArgumentParser]) -> None:
+    """``feedback`` and ``experiments``: outcomes sent, and the arms' figures read."""
     feedback = commands.add_parser(
         "feedback", help="record an outcome (an event) of a request served in an experiment"
     )
@@ -115,8 +126,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", help="with --prometheus: counts over this range (e.g. 7d), not since start"
     )
     experiments.add_argument("--json", action="store_true", help="print JSON, not a table")
-    add_quality_parser(commands)
-    return parser
 
 
 def _generation_flags(parser: argparse.ArgumentParser) -> None:

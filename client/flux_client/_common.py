@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from pydantic import ValidationError
 
@@ -62,6 +63,13 @@ class GenerationOptions(TypedDict, total=False):
     user_id: str | None
     headers: dict[str, str] | None
     previews: bool | None
+
+
+def options_among(arguments: Mapping[str, object]) -> GenerationOptions:
+    """The generation options among a call's arguments (``generate`` passes its
+    ``locals()``), so their names are listed once, in ``GenerationOptions``."""
+    names = GenerationOptions.__annotations__
+    return cast(GenerationOptions, {k: v for k, v in arguments.items() if k in names})
 
 
 def check_address(host: str, port: int) -> None:

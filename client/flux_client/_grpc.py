@@ -172,13 +172,8 @@ def experiments_from_proto(message: pb.ListExperimentsResponse) -> ExperimentsCo
 
 
 def feedback_from_proto(message: pb.FeedbackResponse) -> FeedbackResult:
-    return FeedbackResult(
-        request_id=message.request_id,
-        experiment=message.experiment,
-        arm=message.arm,
-        event=message.event,
-        counted=message.counted,
-    )
+    # The message's fields are the result's, by the same names.
+    return FeedbackResult(**{name: getattr(message, name) for name in FeedbackResult.model_fields})
 
 
 def event_from_proto(message: pb.GenerateEvent) -> StreamEvent:
@@ -188,15 +183,9 @@ def event_from_proto(message: pb.GenerateEvent) -> StreamEvent:
         return Progress(request_id=p.request_id, step=p.step, total_steps=p.total_steps)
     if kind == "preview":
         v = message.preview
+        fields = {name: getattr(v, name) for name in Preview.model_fields if name != "format"}
         return Preview(
-            request_id=v.request_id,
-            step=v.step,
-            total_steps=v.total_steps,
-            index=v.index,
-            data=v.data,
-            format=ImageFormat.parse(IMAGE_FORMAT_FROM_PB.get(v.format, "webp")),
-            width=v.width,
-            height=v.height,
+            **fields, format=ImageFormat.parse(IMAGE_FORMAT_FROM_PB.get(v.format, "webp"))
         )
     return result_from_proto(message.result)
 

@@ -16,6 +16,7 @@ from flux_client._common import (
     build_edit,
     build_generation,
     build_vqa,
+    options_among,
     with_format_from_path,
 )
 from flux_client._images import ImageArg
@@ -38,6 +39,13 @@ from flux_client.types import (
     StreamEvent,
 )
 from flux_contract.presets import StylePreset
+
+
+def _first_image(result: GenerationResult, output_path: str | Path | None) -> PILImage.Image:
+    """The result's first image, its bytes also written to ``output_path`` when given."""
+    if output_path is not None:
+        result.images[0].save(output_path)
+    return result.first_image()
 
 
 class AsyncFluxModelClient(JobCalls, ExperimentCalls):
@@ -118,26 +126,10 @@ class AsyncFluxModelClient(JobCalls, ExperimentCalls):
                 experiment's audience reads.
             timeout: Seconds for this call (default: the client's).
         """
-        options = GenerationOptions(
-            negative_prompt=negative_prompt,
-            width=width,
-            height=height,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            true_cfg_scale=true_cfg_scale,
-            style_preset=style_preset,
-            seed=seed,
-            output_format=output_format,
-            priority=priority,
-            adapters=adapters,
-            user_id=user_id,
-            headers=headers,
-        )
+        options = options_among(locals())
         with_format_from_path(options, output_path)
         result = await self.generate_images(prompt, timeout=timeout, **options)
-        if output_path is not None:
-            result.images[0].save(output_path)
-        return result.first_image()
+        return _first_image(result, output_path)
 
     async def generate_images(
         self,
@@ -218,9 +210,7 @@ class AsyncFluxModelClient(JobCalls, ExperimentCalls):
         result = await self.edit_images(
             image, prompt, mask, strength, mode, timeout=timeout, **options
         )
-        if output_path is not None:
-            result.images[0].save(output_path)
-        return result.first_image()
+        return _first_image(result, output_path)
 
     async def edit_images(
         self,

@@ -51,6 +51,17 @@ def _load(what: str, loader: Any, name: str, **kwargs: Any) -> Any:
         raise ScorerError(f"{what} {name!r} cannot be loaded: {first}") from None
 
 
+def _load_pair(what: str, classes: tuple[Any, Any], name: str, device: str | None) -> Any:
+    """The device, the model on it (in eval mode) and its processor, as a scorer holds them."""
+    model_class, processor_class = classes
+    picked = pick_device(device)
+    return (
+        picked,
+        _load(what, model_class, name).to(picked).eval(),
+        _load(what, processor_class, name),
+    )
+
+
 def _rgb(images: Sequence[Image.Image]) -> list[Image.Image]:
     return [image.convert("RGB") for image in images]
 
@@ -62,9 +73,8 @@ class ClipScorer:
         torch = _torch()
         from transformers import CLIPModel, CLIPProcessor
 
-        self.device = pick_device(device)
-        self.model = _load("--clip-model", CLIPModel, model).to(self.device).eval()
-        self.processor = _load("--clip-model", CLIPProcessor, model)
+        pair = (CLIPModel, CLIPProcessor)
+        self.device, self.model, self.processor = _load_pair("--clip-model", pair, model, device)
         self._torch = torch
 
     def scores(self, images: Sequence[Image.Image], prompts: Sequence[str]) -> list[float]:
@@ -98,9 +108,10 @@ class SimilarityScorer:
         torch = _torch()
         from transformers import AutoImageProcessor, AutoModel
 
-        self.device = pick_device(device)
-        self.model = _load("--similarity-model", AutoModel, model).to(self.device).eval()
-        self.processor = _load("--similarity-model", AutoImageProcessor, model)
+        pair = (AutoModel, AutoImageProcessor)
+        self.device, self.model, self.processor = _load_pair(
+            "--similarity-model", pair, model, device
+        )
         self._torch = torch
 
     def embed(self, images: Sequence[Image.Image]) -> Any:

@@ -19,6 +19,7 @@ from flux_operator.render.naming import (
     selector_labels,
 )
 from flux_operator.render.pod import LOG_HINT_ANNOTATIONS, pod_volumes, server_container
+from flux_operator.render.pod_basics import place, restricted_pod
 from flux_operator.spec import FluxDeploymentSpec
 
 
@@ -48,27 +49,14 @@ def render_deployment(owner: Owner, spec: FluxDeploymentSpec, revision: Revision
         "terminationGracePeriodSeconds": spec.rollout.drain_timeout_seconds
         + PRESTOP_SLEEP_SECONDS
         + 10,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod(),
         "containers": [server_container(owner, spec, revision)],
         "volumes": volumes,
     }
     waiting = wait_for_cache(spec, revision.image)
     if waiting is not None:
         pod_spec["initContainers"] = [waiting]
-    if spec.gpu.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
-    if spec.gpu.count > 0:
-        pod_spec["tolerations"] = [
-            {"key": spec.gpu.taint_key, "operator": "Exists", "effect": "NoSchedule"}
-        ]
-    if spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
+    place(pod_spec, spec.gpu, spec.image_pull_secrets)
     deployment_spec: dict[str, Any] = {
         "selector": {"matchLabels": selector_labels(owner)},
         "progressDeadlineSeconds": spec.rollout.progress_deadline_seconds,

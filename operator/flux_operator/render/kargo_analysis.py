@@ -14,11 +14,10 @@ golden ConfigMap must be there too; it is mounted at ``/golden``.
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
+from flux_operator.render.pod_basics import restricted_container
 from flux_operator.render.quality_job import api_key_env
-from flux_operator.render.training_job import RESTRICTED_CONTAINER
 from flux_operator.spec.base import parse_duration
 from flux_operator.spec.quality import QualityGate, gate_arguments
 
@@ -57,7 +56,7 @@ def gate_container(gate: QualityGate, image: str) -> dict[str, Any]:
             {"name": "golden", "mountPath": GOLDEN_DIR, "readOnly": True},
             {"name": "scratch", "mountPath": SCRATCH_DIR},
         ],
-        "securityContext": copy.deepcopy(RESTRICTED_CONTAINER),
+        "securityContext": restricted_container(),
     }
 
 

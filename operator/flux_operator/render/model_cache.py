@@ -28,6 +28,7 @@ from flux_operator.render.naming import (
     content_hash,
     object_metadata,
 )
+from flux_operator.render.pod_basics import restricted_container
 from flux_operator.spec import FluxDeploymentSpec, PerformanceSpec
 
 MODEL_CACHE_DIR = "/model-cache"
@@ -86,16 +87,6 @@ def render_model_cache_pvc(owner: Owner, spec: FluxDeploymentSpec) -> dict[str, 
     }
 
 
-def _security() -> dict[str, Any]:
-    return {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "readOnlyRootFilesystem": True,
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def render_model_cache_job(
     owner: Owner, spec: FluxDeploymentSpec, revision: Revision
 ) -> dict[str, Any]:
@@ -120,7 +111,7 @@ def render_model_cache_job(
             {"name": "model-cache", "mountPath": MODEL_CACHE_DIR},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
-        "securityContext": _security(),
+        "securityContext": restricted_container(),
     }
     pod: dict[str, Any] = {
         "restartPolicy": "OnFailure",
@@ -172,7 +163,7 @@ def wait_for_cache(spec: FluxDeploymentSpec, image: str) -> dict[str, Any] | Non
         "command": ["python", "-c", _WAIT, marker],
         "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "128Mi"}},
         "volumeMounts": [{"name": "model-cache", "mountPath": MODEL_CACHE_DIR, "readOnly": True}],
-        "securityContext": _security(),
+        "securityContext": restricted_container(),
     }
 
 

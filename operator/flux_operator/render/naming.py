@@ -8,7 +8,7 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from flux_contract.experiments import EXPERIMENTS_FILE, Experiment, experiments_to_file
 from flux_contract.presets import StylePreset, presets_to_files
@@ -65,6 +65,7 @@ STARTUP_FAILURE_THRESHOLD = 180
 class Owner:
     """The FluxDeployment the children belong to."""
 
+    kind: ClassVar[str] = KIND
     name: str
     namespace: str | None = None
     uid: str | None = None
@@ -208,7 +209,7 @@ def object_metadata(
         meta["ownerReferences"] = [
             {
                 "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
+                "kind": owner.kind,
                 "name": owner.name,
                 "uid": owner.uid,
                 "controller": True,

@@ -32,6 +32,7 @@ from flux_operator.render.naming import (
     blocklist_config_map_name,
     blocklist_hash,
 )
+from flux_operator.render.pod_basics import restricted_container
 from flux_operator.spec import FluxDeploymentSpec, PerformanceSpec
 
 #: Filebeat's hints-based autodiscover reads these on the pod: the server writes one
@@ -310,11 +311,5 @@ def server_container(owner: Owner, spec: FluxDeploymentSpec, revision: Revision)
         },
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
         "volumeMounts": mounts,
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_container(),
     }

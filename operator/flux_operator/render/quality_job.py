@@ -27,7 +27,7 @@ from flux_operator.render.naming import (
     selector_labels,
 )
 from flux_operator.render.pod import server_env
-from flux_operator.render.training_job import RESTRICTED_CONTAINER
+from flux_operator.render.pod_basics import restricted_container
 from flux_operator.spec import FluxDeploymentSpec, parse_duration
 from flux_operator.spec.quality import QualityGate, gate_arguments
 
@@ -136,7 +136,7 @@ def render_quality_job(
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": dict(RESTRICTED_CONTAINER),
+        "securityContext": restricted_container(),
     }
     pod_spec = {
         "restartPolicy": "Never",

@@ -11,10 +11,10 @@ reads it there, so the trainer needs no API access (no service account token).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
-from flux_operator.render.naming import MANAGER, MODEL_DIR, image_ref
-from flux_operator.spec import GROUP, VERSION, FluxDeploymentSpec
+from flux_operator.render.naming import MANAGER, MODEL_DIR, Owner, image_ref, object_metadata
+from flux_operator.spec import GROUP, FluxDeploymentSpec
 from flux_operator.spec.training import TRAINING_KIND, FluxLoRATrainingSpec
 from flux_trainer.config import TrainConfig, flag
 
@@ -30,10 +30,11 @@ and a checkpoint that does not fit: a retry would fail the same way (flux_traine
 
 
 @dataclass(frozen=True)
-class TrainingOwner:
-    name: str
-    namespace: str | None = None
-    uid: str | None = None
+class TrainingOwner(Owner):
+    """The FluxLoRATraining the run's objects belong to: an ``Owner`` by the name that says
+    which resource owns them."""
+
+    kind: ClassVar[str] = TRAINING_KIND
 
 
 @dataclass(frozen=True)
@@ -85,21 +86,7 @@ def training_labels(owner: TrainingOwner) -> dict[str, str]:
 
 
 def training_metadata(owner: TrainingOwner, name: str) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "labels": training_labels(owner)}
-    if owner.namespace:
-        meta["namespace"] = owner.namespace
-    if owner.uid:
-        meta["ownerReferences"] = [
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": TRAINING_KIND,
-                "name": owner.name,
-                "uid": owner.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
-    return meta
+    return object_metadata(owner, name, training_labels(owner))
 
 
 def dataset_argument(spec: FluxLoRATrainingSpec) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flux_operator.render.naming import CACHE_DIR, MODEL_DIR
+from flux_operator.render.pod_basics import place, restricted_container, restricted_pod
 from flux_operator.render.training import (
     DATASET_DIR,
     NOT_RETRIABLE_EXIT_CODES,
@@ -23,14 +24,7 @@ from flux_operator.spec.training import FluxLoRATrainingSpec
 CONTAINER = "trainer"
 COMMAND = ["python", "-m", "flux_trainer"]
 KUBEFLOW_API_VERSION = "trainer.kubeflow.org/v1alpha1"
-
-RESTRICTED_CONTAINER = {
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "readOnlyRootFilesystem": True,
-    "runAsNonRoot": True,
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
+_API_VERSIONS = {"Job": "batch/v1", "TrainJob": KUBEFLOW_API_VERSION}
 
 
 def _env(spec: FluxLoRATrainingSpec, inputs: TrainingInputs) -> list[dict[str, Any]]:
@@ -105,7 +99,7 @@ def trainer_container(
         # leaves the log's tail there instead, which the status then quotes.
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": dict(RESTRICTED_CONTAINER),
+        "securityContext": restricted_container(),
     }
     if spec.credentials_secret:
         container["envFrom"] = [{"secretRef": {"name": spec.credentials_secret}}]
@@ -121,24 +115,11 @@ def render_training_job(
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": 10001,
-            "runAsGroup": 10001,
-            "fsGroup": 10001,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": restricted_pod(),
         "containers": [trainer_container(owner, spec, inputs)],
         "volumes": volumes,
     }
-    if spec.gpu.node_selector:
-        pod_spec["nodeSelector"] = dict(spec.gpu.node_selector)
-    if spec.gpu.count > 0:
-        pod_spec["tolerations"] = [
-            {"key": spec.gpu.taint_key, "operator": "Exists", "effect": "NoSchedule"}
-        ]
-    if spec.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [{"name": n} for n in spec.image_pull_secrets]
+    place(pod_spec, spec.gpu, spec.image_pull_secrets)
     job_spec: dict[str, Any] = {
         "backoffLimit": spec.backoff_limit,
         "podFailurePolicy": {
@@ -163,14 +144,7 @@ def render_training_job(
             "spec": pod_spec,
         },
     }
-    if spec.active_deadline_seconds is not None:
-        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": training_metadata(owner, job_name(owner.name)),
-        "spec": job_spec,
-    }
+    return _run(owner, spec, "Job", job_spec)
 
 
 def render_train_job(
@@ -196,13 +170,20 @@ def render_train_job(
         },
         "trainer": trainer,
     }
+    return _run(owner, spec, "TrainJob", train_spec)
+
+
+def _run(
+    owner: TrainingOwner, spec: FluxLoRATrainingSpec, kind: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """The ``kind`` object that runs the training, named for the run, with its deadline."""
     if spec.active_deadline_seconds is not None:
-        train_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+        body["activeDeadlineSeconds"] = spec.active_deadline_seconds
     return {
-        "apiVersion": KUBEFLOW_API_VERSION,
-        "kind": "TrainJob",
+        "apiVersion": _API_VERSIONS[kind],
+        "kind": kind,
         "metadata": training_metadata(owner, job_name(owner.name)),
-        "spec": train_spec,
+        "spec": body,
     }
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from pydantic.alias_generators import to_camel
 
 from flux_contract.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
@@ -23,8 +23,41 @@ RELEASE_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$"
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
 LORA_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,62}$"
-SecretName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=K8S_NAME)]
-"""A Secret's name (a DNS subdomain)."""
+ObjectName = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=K8S_NAME)]
+"""The name of an object in the namespace (a DNS subdomain)."""
+SecretName = ObjectName
+"""A Secret's name."""
+K8sName = Annotated[str, StringConstraints(max_length=253, pattern=K8S_NAME)]
+"""A DNS subdomain, as ``ObjectName`` but with no ``minLength`` in the schema (the pattern
+needs a character all the same)."""
+DnsLabel = Annotated[str, StringConstraints(max_length=63, pattern=DNS_LABEL)]
+"""A namespace's or a FluxDeployment's name (an RFC 1035 label: it starts with a letter)."""
+LoraName = Annotated[str, StringConstraints(max_length=63, pattern=LORA_NAME)]
+"""A LoRA adapter's name, as requests and presets use it. maxLength although the pattern
+bounds it too: the API server prices CEL rules (the uniqueness rule compares every pair of
+names) from maxLength, not from patterns."""
+ModelId = Annotated[str, StringConstraints(max_length=1024)]
+"""A model's path (on a volume) or hub id."""
+RelativePath = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^/].*$")]
+"""A path inside a volume or repository: relative, no leading slash."""
+
+IMAGE_PATTERN = (
+    r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$"
+)
+ImageRepository = Annotated[
+    str, StringConstraints(min_length=1, max_length=512, pattern=IMAGE_PATTERN)
+]
+"""An image repository, with an optional tag or digest."""
+ImagePullPolicy = Annotated[
+    Literal["Always", "IfNotPresent", "Never"], Field(description="Image pull policy.")
+]
+ImagePullSecrets = Annotated[
+    list[SecretName], Field(max_length=16, description="Secrets for pulling the image.")
+]
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A share, 0 to 1."""
+
 DURATION_PATTERN = r"^([0-9]+(ms|s|m|h))+$"
 """A Go/CEL duration without fractions (``30s``, ``10m``, ``1h30m``): the form CEL's
 ``duration()`` and PromQL's range selectors both read."""

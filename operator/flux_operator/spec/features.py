@@ -7,7 +7,16 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
-from flux_operator.spec.base import K8S_NAME, LORA_NAME, _cel, _Model
+from flux_operator.spec.base import (
+    Fraction,
+    K8sName,
+    LoraName,
+    ModelId,
+    RelativePath,
+    SecretName,
+    _cel,
+    _Model,
+)
 from flux_operator.spec.sources import ConfigMapKeyRef, PvcSource, SecretKeyRef
 
 
@@ -24,21 +33,12 @@ class LoraSpec(_Model):
         )
     )
 
-    # maxLength although the pattern bounds it too: the API server prices CEL rules (the
-    # uniqueness rule compares every pair of names) from maxLength, not from patterns.
-    name: str = Field(
-        max_length=63, pattern=LORA_NAME, description="Adapter name requests and presets use."
+    name: LoraName = Field(description="Adapter name requests and presets use.")
+    path: RelativePath | None = Field(
+        default=None, description="Path relative to the model volume (needs model.source.pvc)."
     )
-    path: str | None = Field(
+    config_map: K8sName | None = Field(
         default=None,
-        max_length=1024,
-        pattern=r"^[^/].*$",
-        description="Path relative to the model volume (needs model.source.pvc).",
-    )
-    config_map: str | None = Field(
-        default=None,
-        max_length=253,
-        pattern=K8S_NAME,
         description="ConfigMap whose binaryData holds the adapter files (small adapters).",
     )
     pvc: PvcSource | None = Field(default=None, description="PVC holding the adapter.")
@@ -91,10 +91,8 @@ class SafetySpec(_Model):
     blocklist_config_map_ref: ConfigMapKeyRef | None = Field(
         default=None, description="A ConfigMap key holding the blocklist, one term a line."
     )
-    model: str | None = Field(
-        default=None,
-        max_length=1024,
-        description="Text-classification model path or hub id (--safety-model).",
+    model: ModelId | None = Field(
+        default=None, description="Text-classification model path or hub id (--safety-model)."
     )
     threshold: float | None = Field(
         default=None,
@@ -113,10 +111,8 @@ class SafetySpec(_Model):
         "Falconsai/nsfw_image_detection, Apache-2.0). A flagged image is refused with "
         "reason image_classifier.",
     )
-    image_threshold: float | None = Field(
+    image_threshold: Fraction | None = Field(
         default=None,
-        ge=0.0,
-        le=1.0,
         description="Probability of an unsafe label above which an image is refused "
         "(--image-safety-threshold; 0 refuses every image, 1 none; the server's default is "
         "0.5).",
@@ -157,9 +153,7 @@ class AuditSpec(_Model):
 class ApiKeysSpec(_Model):
     """API keys (Bearer tokens) the server accepts, from a Secret mounted as a file."""
 
-    secret_name: str = Field(
-        min_length=1, max_length=253, pattern=K8S_NAME, description="Secret with the key file."
-    )
+    secret_name: SecretName = Field(description="Secret with the key file.")
     key: str = Field(
         default="keys",
         min_length=1,
@@ -219,9 +213,8 @@ class EditingSpec(_Model):
     )
 
     enabled: bool = Field(default=False, description="Serve editing (--enable-editing).")
-    kontext_model: str | None = Field(
+    kontext_model: ModelId | None = Field(
         default=None,
-        max_length=1024,
         description="Instruction-editing model path or hub id (--kontext-model).",
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import ConfigDict, Field, model_validator
 
-from flux_operator.spec.base import K8S_NAME, _cel, _Model
+from flux_operator.spec.base import K8sName, _cel, _Model
 from flux_operator.spec.sources import SecretKeyRef
 
 QUEUE_URL_PATTERN = r"^rediss?://[^@\s]+$"
@@ -111,10 +111,8 @@ class ModelCacheSpec(_Model):
         pattern=r"^[0-9]+(Mi|Gi|Ti)$",
         description="PVC size (FLUX.1-dev's diffusers weights are about 35 GB).",
     )
-    storage_class_name: str | None = Field(
+    storage_class_name: K8sName | None = Field(
         default=None,
-        max_length=253,
-        pattern=K8S_NAME,
         description="StorageClass of the PVC; it must offer ReadOnlyMany (default: the cluster's).",
     )
     image: str | None = Field(

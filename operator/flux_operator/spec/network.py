@@ -13,7 +13,7 @@ from typing import Annotated
 
 from pydantic import ConfigDict, Field, StringConstraints, model_validator
 
-from flux_operator.spec.base import DNS_LABEL, _cel, _Model
+from flux_operator.spec.base import DnsLabel, _cel, _Model
 
 LABEL_KEY = (
     r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
@@ -59,10 +59,8 @@ class NetworkPeer(_Model):
         )
     )
 
-    namespace: str | None = Field(
+    namespace: DnsLabel | None = Field(
         default=None,
-        max_length=63,
-        pattern=DNS_LABEL,
         description=f"A namespace by name (its `{NAMESPACE_NAME_LABEL}` label).",
     )
     namespace_selector: dict[LabelKey, LabelValue] | None = Field(

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints
 
-from flux_operator.spec.base import K8S_NAME, _Model
+from flux_operator.spec.base import ObjectName, RelativePath, _Model
 
 SIZE_PATTERN = r"^[1-9][0-9]{1,3}x[1-9][0-9]{1,3}$"
 STEP_CACHE_PATTERN = r"^(off|first-block:0?\.[0-9]+|taylorseer:([2-9]|10))$"
@@ -18,19 +18,13 @@ class CompileCacheSpec(_Model):
     """Where torch's compiled kernels are kept across restarts (--compile-cache): the
     server keys them by torch, diffusers and GPU versions and the warm-up shapes."""
 
-    claim_name: str | None = Field(
+    claim_name: ObjectName | None = Field(
         default=None,
-        min_length=1,
-        max_length=253,
-        pattern=K8S_NAME,
         description="A ReadWriteMany PVC the pods share (kept across pods and nodes); "
         "absent: the pod's cache volume (kept across container restarts only).",
     )
-    sub_path: str | None = Field(
-        default=None,
-        max_length=1024,
-        pattern=r"^[^/].*$",
-        description="Directory inside the PVC (relative, no leading slash).",
+    sub_path: RelativePath | None = Field(
+        default=None, description="Directory inside the PVC (relative, no leading slash)."
     )
 
 

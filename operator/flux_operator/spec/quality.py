@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from flux_operator.spec.base import K8S_NAME, Duration, _Model
+from flux_operator.spec.base import Duration, Fraction, ObjectName, _Model
 from flux_operator.spec.sources import SecretKeyRef
 
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
@@ -23,10 +23,7 @@ GOLDEN_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 class QualityGate(_Model):
     """Scores the candidate against the stable release on a golden set of prompts."""
 
-    golden_config_map: str = Field(
-        min_length=1,
-        max_length=253,
-        pattern=K8S_NAME,
+    golden_config_map: ObjectName = Field(
         description="ConfigMap holding the golden set (prompts, seeds, the preset under "
         "test, optional VQA questions), synced from the presets' git repository.",
     )
@@ -68,23 +65,16 @@ class QualityGate(_Model):
         le=100.0,
         description="The candidate's mean CLIP score may be at most this far below stable's.",
     )
-    min_similarity: float = Field(
+    min_similarity: Fraction = Field(
         default=0.5,
-        ge=0.0,
-        le=1.0,
         description="Mean cosine similarity of candidate and stable images for the same "
         "prompt and seed; lower means everything changed.",
     )
-    max_failure_rate: float = Field(
-        default=0.05,
-        ge=0.0,
-        le=1.0,
-        description="Share of golden prompts the candidate may fail to answer.",
+    max_failure_rate: Fraction = Field(
+        default=0.05, description="Share of golden prompts the candidate may fail to answer."
     )
-    min_vqa_pass_rate: float = Field(
+    min_vqa_pass_rate: Fraction = Field(
         default=0.9,
-        ge=0.0,
-        le=1.0,
         description="Share of the golden set's VQA questions the candidate's images must "
         "pass (answered by the server's own /vqa).",
     )

@@ -10,7 +10,16 @@ from flux_contract.experiments import MAX_EXPERIMENTS
 from flux_contract.names import MAX_NAME_LENGTH as MAX_PRESET_NAME_LENGTH
 from flux_contract.presets import StylePreset
 from flux_operator.spec import features
-from flux_operator.spec.base import RELEASE_PATTERN, PresetName, SecretName, _cel, _Model
+from flux_operator.spec.base import (
+    RELEASE_PATTERN,
+    ImagePullPolicy,
+    ImagePullSecrets,
+    ImageRepository,
+    K8sName,
+    PresetName,
+    _cel,
+    _Model,
+)
 from flux_operator.spec.experiments import (
     EXPERIMENTS_RULES,
     NAME_PATTERN,
@@ -82,23 +91,14 @@ class FluxDeploymentSpec(_Model):
         pattern=RELEASE_PATTERN,
         description="Git tag of the server code; the image tag unless `image` pins one.",
     )
-    image: str = Field(
+    image: ImageRepository = Field(
         default="ghcr.io/fluxserve/fluxserve-server",
-        min_length=1,
-        max_length=512,
-        pattern=r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
         description="Server image repository; a tag or digest written here overrides release.",
     )
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        default="IfNotPresent", description="Image pull policy."
-    )
-    image_pull_secrets: list[SecretName] = Field(
-        default_factory=list, max_length=16, description="Secrets for pulling the image."
-    )
-    credentials_secret: str | None = Field(
+    image_pull_policy: ImagePullPolicy = "IfNotPresent"
+    image_pull_secrets: ImagePullSecrets = Field(default_factory=list)
+    credentials_secret: K8sName | None = Field(
         default=None,
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
         description="A Secret whose keys become the server's environment: the object "
         "store's credentials for s3:// adapters (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
         "AWS_ENDPOINT_URL), as a FluxLoRATraining's credentialsSecret.",

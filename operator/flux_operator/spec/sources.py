@@ -7,34 +7,29 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from flux_operator.spec.base import K8S_NAME, _cel, _Model
+from flux_operator.spec.base import ObjectName, RelativePath, SecretName, _cel, _Model
 
 
 class SecretKeyRef(_Model):
     """A key of a Secret in the FluxDeployment's namespace."""
 
-    name: str = Field(min_length=1, max_length=253, pattern=K8S_NAME, description="Secret name.")
+    name: SecretName = Field(description="Secret name.")
     key: str = Field(min_length=1, max_length=253, description="Key in the Secret's data.")
 
 
 class ConfigMapKeyRef(_Model):
     """A key of a ConfigMap in the FluxDeployment's namespace."""
 
-    name: str = Field(min_length=1, max_length=253, pattern=K8S_NAME, description="ConfigMap name.")
+    name: ObjectName = Field(description="ConfigMap name.")
     key: str = Field(min_length=1, max_length=253, description="Key in the ConfigMap's data.")
 
 
 class PvcSource(_Model):
     """A PersistentVolumeClaim mounted read-only."""
 
-    claim_name: str = Field(
-        min_length=1, max_length=253, pattern=K8S_NAME, description="PVC name, same namespace."
-    )
-    sub_path: str | None = Field(
-        default=None,
-        max_length=1024,
-        pattern=r"^[^/].*$",
-        description="Directory inside the volume (relative, no leading slash).",
+    claim_name: ObjectName = Field(description="PVC name, same namespace.")
+    sub_path: RelativePath | None = Field(
+        default=None, description="Directory inside the volume (relative, no leading slash)."
     )
 
 

@@ -10,16 +10,21 @@ runs. What the resource says in its own words instead is where things are: the b
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, create_model, model_validator
+from pydantic import ConfigDict, Field, StringConstraints, create_model, model_validator
 from pydantic.fields import FieldInfo
 
 from flux_operator.spec.base import (
-    DNS_LABEL,
-    LORA_NAME,
     RELEASE_PATTERN,
-    SecretName,
+    DnsLabel,
+    ImagePullPolicy,
+    ImagePullSecrets,
+    ImageRepository,
+    K8sName,
+    LoraName,
+    ModelId,
+    RelativePath,
     _cel,
     _Model,
 )
@@ -40,6 +45,8 @@ device): every other field is a hyperparameter, one to one."""
 
 _GIT_URL = r"^(https://|ssh://|git@)[^\s]+$"
 _S3_URI = r"^s3://[a-z0-9][a-z0-9.-]{1,62}(/[^\s]*)?$"
+S3Uri = Annotated[str, StringConstraints(max_length=1024, pattern=_S3_URI)]
+"""An object-store location: s3://bucket, then a key or a prefix."""
 
 
 def _hyperparameter_fields() -> dict[str, Any]:
@@ -76,10 +83,8 @@ class GitDataset(_Model):
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$",
         description="Commit, tag or branch (a commit pins the data set).",
     )
-    subdirectory: str | None = Field(
+    subdirectory: RelativePath | None = Field(
         default=None,
-        max_length=1024,
-        pattern=r"^[^/].*$",
         description="Folder inside the repository that holds metadata.jsonl.",
     )
 
@@ -102,12 +107,7 @@ class DatasetSpec(_Model):
     pvc: PvcSource | None = Field(
         default=None, description="A PVC holding the folder or archive (mounted read-only)."
     )
-    s3: str | None = Field(
-        default=None,
-        max_length=1024,
-        pattern=_S3_URI,
-        description="s3://bucket/key of the folder or archive.",
-    )
+    s3: S3Uri | None = Field(default=None, description="s3://bucket/key of the folder or archive.")
     git: GitDataset | None = Field(default=None, description="A git repository at a revision.")
 
     @model_validator(mode="after")
@@ -120,9 +120,7 @@ class DatasetSpec(_Model):
 class OutputPvc(_Model):
     """A PVC the adapter is written to."""
 
-    claim_name: str = Field(
-        max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", description="PVC name."
-    )
+    claim_name: K8sName = Field(description="PVC name.")
     path: str = Field(
         min_length=1,
         max_length=1024,
@@ -140,10 +138,8 @@ class OutputSpec(_Model):
         )
     )
 
-    s3: str | None = Field(
+    s3: S3Uri | None = Field(
         default=None,
-        max_length=1024,
-        pattern=_S3_URI,
         description="An s3:// prefix: the run uploads under <prefix>/<namespace>/<name>/.",
     )
     pvc: OutputPvc | None = Field(default=None, description="A PVC and a folder in it.")
@@ -192,18 +188,15 @@ class FluxLoRATrainingSpec(_Model):
         )
     )
 
-    base_model: str | None = Field(
+    base_model: ModelId | None = Field(
         default=None,
-        max_length=1024,
         description="The FLUX pipeline to adapt: a hub id (black-forest-labs/FLUX.1-dev).",
     )
     base_revision: str | None = Field(
         default=None, max_length=255, description="Revision (commit or tag) of baseModel."
     )
-    flux_deployment_ref: str | None = Field(
+    flux_deployment_ref: DnsLabel | None = Field(
         default=None,
-        max_length=63,
-        pattern=DNS_LABEL,
         description="A FluxDeployment in this namespace whose model (and, without release, "
         "image) the run uses.",
     )
@@ -215,24 +208,15 @@ class FluxLoRATrainingSpec(_Model):
         description="Release (image tag) of the image with the train extra; default: the "
         "referenced FluxDeployment's image.",
     )
-    image: str = Field(
+    image: ImageRepository = Field(
         default="ghcr.io/fluxserve/fluxserve-server",
-        min_length=1,
-        max_length=512,
-        pattern=r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[a-f0-9]{64}|:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$",
         description="Image repository (it must have the train extra installed); a tag or "
         "digest written here overrides release.",
     )
-    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = Field(
-        default="IfNotPresent", description="Image pull policy."
-    )
-    image_pull_secrets: list[SecretName] = Field(
-        default_factory=list, max_length=16, description="Secrets for pulling the image."
-    )
-    credentials_secret: str | None = Field(
+    image_pull_policy: ImagePullPolicy = "IfNotPresent"
+    image_pull_secrets: ImagePullSecrets = Field(default_factory=list)
+    credentials_secret: K8sName | None = Field(
         default=None,
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
         description="A Secret whose keys become the trainer's environment (AWS_ACCESS_KEY_ID, "
         "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, HF_TOKEN...).",
     )
@@ -259,13 +243,9 @@ class FluxLoRATrainingSpec(_Model):
         description="canary: when the evaluation passes, add the adapter to target's loras "
         "(its rollout strategy ships it).",
     )
-    target: str | None = Field(
-        default=None, max_length=63, pattern=DNS_LABEL, description="The FluxDeployment."
-    )
-    lora_name: str | None = Field(
+    target: DnsLabel | None = Field(default=None, description="The FluxDeployment.")
+    lora_name: LoraName | None = Field(
         default=None,
-        max_length=63,
-        pattern=LORA_NAME,
         description="The adapter's name in target's loras (default: this resource's name).",
     )
     engine: Literal["job", "kubeflow"] = Field(
@@ -273,10 +253,8 @@ class FluxLoRATrainingSpec(_Model):
         description="job: a batch/v1 Job; kubeflow: a Kubeflow Trainer TrainJob "
         "(trainer.kubeflow.org/v1alpha1), where the cluster has it.",
     )
-    kubeflow_runtime: str = Field(
+    kubeflow_runtime: K8sName = Field(
         default="torch-distributed",
-        max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
         description="engine kubeflow: the ClusterTrainingRuntime the TrainJob runs on (its "
         "nodes, tolerations and volumes are the runtime's).",
     )
