@@ -20,12 +20,13 @@ HOLDOUT3 = Path(__file__).parent / "data" / "safety_prompts" / "holdout3"
 LANGUAGES = (
     "ar", "de", "en", "es", "fr", "hi", "id", "it", "ja", "ko", "pt", "ru", "th", "tr", "vi", "zh",
 )  # fmt: skip
-# holdout3 before the categories below: precision 0.986, recall 0.863 over 640 prompts.
-# It was then used to find which categories were missing, so it is no longer an
-# independent measurement (holdout4 is); these floors only keep what was gained.
+# holdout3 before the categories below: precision 0.986, recall 0.863 over 640 prompts;
+# after: 1.000 and 1.000, in every language. It was used to find which categories were
+# missing, so it is no longer an independent measurement (holdout4 is): these floors,
+# just below what was measured, only keep what was gained.
 HOLDOUT3_MIN_PRECISION = 0.99
-HOLDOUT3_MIN_RECALL = 0.97
-HOLDOUT3_MIN_PER_LANGUAGE = 0.90
+HOLDOUT3_MIN_RECALL = 0.99
+HOLDOUT3_MIN_PER_LANGUAGE = 0.95
 
 
 @pytest.fixture(scope="module")
