@@ -17,16 +17,11 @@ from flux_server.admission.safety import SafetyFilter
 from flux_server.tools.safety_eval import Scores, read_labelled, score
 
 HOLDOUT3 = Path(__file__).parent / "data" / "safety_prompts" / "holdout3"
-LANGUAGES = (
-    "ar", "de", "en", "es", "fr", "hi", "id", "it", "ja", "ko", "pt", "ru", "th", "tr", "vi", "zh",
-)  # fmt: skip
 # holdout3 before the categories below: precision 0.986, recall 0.863 over 640 prompts;
 # after: 1.000 and 1.000, in every language. It was used to find which categories were
 # missing, so it is no longer an independent measurement (holdout4 is): these floors,
 # just below what was measured, only keep what was gained.
-HOLDOUT3_MIN_PRECISION = 0.99
-HOLDOUT3_MIN_RECALL = 0.99
-HOLDOUT3_MIN_PER_LANGUAGE = 0.95
+HOLDOUT3_FLOORS = {"precision": 0.99, "recall": 0.99, "each language": 0.95}
 
 
 @pytest.fixture(scope="module")
@@ -34,25 +29,21 @@ def default_filter() -> SafetyFilter:
     return SafetyFilter.from_files()
 
 
-@pytest.fixture(scope="module")
-def holdout3(default_filter: SafetyFilter) -> dict[str, Scores]:
-    return {
-        lang: score(default_filter, read_labelled(HOLDOUT3 / f"{lang}.tsv"))[0]
-        for lang in LANGUAGES
+def test_holdout3_keeps_what_the_categories_gained(default_filter: SafetyFilter) -> None:
+    scores = {
+        path.stem: score(default_filter, read_labelled(path))[0]
+        for path in sorted(HOLDOUT3.glob("*.tsv"))
     }
-
-
-@pytest.mark.parametrize("lang", LANGUAGES)
-def test_holdout3_per_language(holdout3: dict[str, Scores], lang: str) -> None:
-    s = holdout3[lang]
-    assert s.precision >= HOLDOUT3_MIN_PER_LANGUAGE, f"{lang}: {s}"
-    assert s.recall >= HOLDOUT3_MIN_PER_LANGUAGE, f"{lang}: {s}"
-
-
-def test_holdout3_overall(holdout3: dict[str, Scores]) -> None:
-    total = sum(holdout3.values(), Scores(0, 0, 0, 0))
-    assert total.precision >= HOLDOUT3_MIN_PRECISION, total
-    assert total.recall >= HOLDOUT3_MIN_RECALL, total
+    assert len(scores) == 16, sorted(scores)
+    low = {
+        lang: s
+        for lang, s in scores.items()
+        if min(s.precision, s.recall) < HOLDOUT3_FLOORS["each language"]
+    }
+    assert not low, low
+    total = sum(scores.values(), Scores(0, 0, 0, 0))
+    assert total.precision >= HOLDOUT3_FLOORS["precision"], total
+    assert total.recall >= HOLDOUT3_FLOORS["recall"], total
 
 
 TORTURE = [
