@@ -2,7 +2,8 @@
 command line and ``FLUXSERVE_*`` environment variables (a flag wins over its variable).
 
 Every field is a flag: ``max_batch_size`` is ``--max-batch-size`` and
-``FLUXSERVE_MAX_BATCH_SIZE``. Nothing here is read at import time.
+``FLUXSERVE_MAX_BATCH_SIZE`` (:mod:`flux_contract.flags`, the operator's convention too).
+Nothing here is read at import time.
 """
 
 from __future__ import annotations
@@ -23,8 +24,16 @@ from pydantic import (
     model_validator,
 )
 
+from flux_contract.flags import (
+    FlagError,
+    add_flag,
+    flag_name,
+    flags,
+    help_text,
+    problems,
+    raw_values,
+)
 from flux_server.execution.speedups import SpeedOptions, parse_sizes, parse_step_cache
-from flux_server.settings.flags import FlagError, add_flags, flag_name, flag_values, problems
 from flux_server.settings.hosts import AllowList
 
 ENV_PREFIX = "FLUXSERVE_"
@@ -484,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    add_flags(parser, ServerSettings, ENV_PREFIX)
+    for flag in flags(ServerSettings, ENV_PREFIX):
+        default = None if flag.field.is_required() else repr(flag.field.default)
+        add_flag(parser, flag, help_text(flag, default))
     return parser
 
 
@@ -496,10 +507,10 @@ def load_settings(
     Raises :class:`SettingsError` naming the flag and the limit for a bad value.
     """
     args = vars(build_parser().parse_args(list(argv or [])))
+    every = list(flags(ServerSettings, ENV_PREFIX))
     try:
-        values = flag_values(ServerSettings, args, environ or {}, ENV_PREFIX)
-        return ServerSettings.model_validate(values)
+        return ServerSettings.model_validate(raw_values(every, args, environ or {}))
     except FlagError as exc:
         raise SettingsError(str(exc)) from None
     except ValidationError as exc:
-        raise SettingsError(problems(exc, ENV_PREFIX)) from None
+        raise SettingsError(problems(exc, every)) from None
