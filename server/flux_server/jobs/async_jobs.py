@@ -20,7 +20,8 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from flux_server.admission.gate import Admission, Trail, refusal_of
+from flux_server.admission.audit_lines import Trail, refusal_of
+from flux_server.admission.gate import Admission
 from flux_server.errors import InternalError, ServeError
 from flux_server.jobs.fleet_jobs import FleetJobs
 from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError

@@ -19,8 +19,9 @@ from typing import Any
 
 from flux_contract.experiment_counts import ExperimentsCounts
 from flux_contract.presets import StylePreset
+from flux_server.admission.audit_lines import Trail
 from flux_server.admission.auth import Principal
-from flux_server.admission.gate import Admission, Trail
+from flux_server.admission.gate import Admission
 from flux_server.errors import ServeError
 from flux_server.execution.engine import ModelInfo
 from flux_server.execution.previews import PreviewFn

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flux_contract.names import normalize
-from flux_server.admission.gate import Admission, Trail
+from flux_server.admission.audit_lines import Trail
+from flux_server.admission.gate import Admission
 from flux_server.errors import NotEnabled
 from flux_server.experiments.runtime import ExperimentRuntime
 from flux_server.queue import uploads
