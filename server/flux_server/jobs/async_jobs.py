@@ -24,8 +24,8 @@ from flux_server.admission.audit_lines import Trail, refusal_of
 from flux_server.admission.gate import Admission
 from flux_server.errors import InternalError, ServeError
 from flux_server.jobs.fleet_jobs import FleetJobs
-from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
 from flux_server.jobs.manager import JobManager
+from flux_server.jobs.records import EventKind, JobEvent, JobState, JobStateError
 from flux_server.jobs.webhook_url import WebhookTarget
 from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.batcher import Batcher, BatchInfo

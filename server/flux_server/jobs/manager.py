@@ -25,8 +25,8 @@ from flux_server.execution.cancellation import CancelToken
 from flux_server.execution.previews import PreviewFn, PreviewImage
 from flux_server.experiments.assignment import ServedArm
 from flux_server.jobs import http_views, lifecycle
-from flux_server.jobs.lifecycle import ImageInfo, JobError, JobEvent, JobState
 from flux_server.jobs.reaper import Reaper, cancel_orphan
+from flux_server.jobs.records import ImageInfo, JobError, JobEvent, JobState
 from flux_server.jobs.store import JobStore, MemoryJobStore
 from flux_server.jobs.webhook_url import AllowList, Resolver, WebhookTarget, check_webhook_url
 from flux_server.jobs.webhook_url import system_resolver as _system_resolver

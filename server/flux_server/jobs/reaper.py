@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from flux_server.jobs import http_views
 from flux_server.jobs import lifecycle as jobs
-from flux_server.jobs.lifecycle import JobError, JobEvent, JobState
+from flux_server.jobs.records import JobError, JobEvent, JobState
 
 if TYPE_CHECKING:
     from flux_server.jobs.store_redis import RedisJobStore

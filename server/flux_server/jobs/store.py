@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from flux_server.errors import NotFound
-from flux_server.jobs.lifecycle import JobEvent, JobState, snapshot
+from flux_server.jobs.lifecycle import snapshot
+from flux_server.jobs.records import JobEvent, JobState
 
 log = logging.getLogger(__name__)
 

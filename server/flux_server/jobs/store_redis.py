@@ -27,7 +27,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from flux_server.errors import NotFound, Unavailable
-from flux_server.jobs.lifecycle import JobEvent, JobState, snapshot
+from flux_server.jobs.lifecycle import snapshot
+from flux_server.jobs.records import JobEvent, JobState
 from flux_server.jobs.store import CancelHandler, not_found
 
 log = logging.getLogger(__name__)

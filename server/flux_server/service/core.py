@@ -30,8 +30,8 @@ from flux_server.experiments.runtime import ExperimentRuntime
 from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.async_jobs import AsyncJobs
 from flux_server.jobs.fleet_jobs import FleetJobs
-from flux_server.jobs.lifecycle import JobState
 from flux_server.jobs.manager import JobManager, build_job_manager
+from flux_server.jobs.records import JobState
 from flux_server.metrics import Metrics
 from flux_server.requests.context import CallContext, ProgressFn
 from flux_server.requests.params import GenerateParams

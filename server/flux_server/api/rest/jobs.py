@@ -17,7 +17,7 @@ from flux_server.api.rest.convert import MEDIA_TYPES, context_from
 from flux_server.api.rest.openapi import ERROR_SCHEMA
 from flux_server.errors import InvalidRequest, NotFound
 from flux_server.jobs import http_views
-from flux_server.jobs.lifecycle import JobState, JobStatus
+from flux_server.jobs.records import JobState, JobStatus
 from flux_server.service.core import GenerationService
 
 ASYNC_FIELDS = ("webhook", "webhook_events_filter")
