@@ -15,17 +15,12 @@ from flux_server.api.rest.convert import (
     unless_disconnected,
     upload_fields,
 )
-from flux_server.api.rest.jobs import (
-    ACCEPTED_RESPONSE,
-    PREFER_HEADER,
-    accepted_response,
-    pop_async_fields,
-    wants_async,
-    with_async_fields,
-)
+from flux_server.api.rest.jobs import accepted_response, pop_async_fields, wants_async
+from flux_server.api.rest.jobs_openapi import ACCEPTED_RESPONSE, PREFER_HEADER, with_async_fields
 from flux_server.api.rest.openapi import (
     IMAGE_OR_JSON_RESPONSE,
     UPLOAD_ERROR_RESPONSES,
+    request_body,
 )
 from flux_server.errors import InvalidRequest
 from flux_server.requests.edits import EDIT_FIELDS, edit_body_schema, edit_options
@@ -44,20 +39,13 @@ def upload_routes(service: GenerationService) -> APIRouter:
 def _edit_openapi() -> dict[str, Any]:
     # Its $defs go to the document's components (hoist_defs).
     params_schema = GenerateParams.model_json_schema()
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": with_async_fields(edit_body_schema(params_schema, upload=True))
-                },
-                "application/json": {
-                    "schema": with_async_fields(edit_body_schema(params_schema, upload=False))
-                },
-            },
-        },
-        "parameters": [PREFER_HEADER],
-    }
+    body = request_body(
+        {
+            "multipart/form-data": with_async_fields(edit_body_schema(params_schema, upload=True)),
+            "application/json": with_async_fields(edit_body_schema(params_schema, upload=False)),
+        }
+    )
+    return {"requestBody": body, "parameters": [PREFER_HEADER]}
 
 
 def _edit_route(router: APIRouter, service: GenerationService) -> None:
@@ -132,13 +120,12 @@ def _vqa_route(router: APIRouter, service: GenerationService) -> None:
         "/vqa",
         summary="Answer a question about an image (multipart, or JSON base64)",
         openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {"schema": vqa_body_schema(upload=True)},
-                    "application/json": {"schema": vqa_body_schema(upload=False)},
-                },
-            }
+            "requestBody": request_body(
+                {
+                    "multipart/form-data": vqa_body_schema(upload=True),
+                    "application/json": vqa_body_schema(upload=False),
+                }
+            )
         },
         responses={200: _VQA_ANSWER, **UPLOAD_ERROR_RESPONSES},
     )
