@@ -213,18 +213,8 @@ class GenerationService:
             await admission.store(prepared.cache_key, made.images)
             return await self.dispatch.answer(trail, made.images, info, "generate")
 
-    async def edit(
-        self,
-        *,
-        image: bytes,
-        mask: bytes | None,
-        mode: str | None,
-        strength: float | None,
-        params: GenerateParams,
-        ctx: CallContext,
-    ) -> GenerationResult:
+    async def edit(self, edit: EditRequest, ctx: CallContext) -> GenerationResult:
         """Edit an uploaded image (img2img, inpaint, instruct)."""
-        edit = EditRequest(image, mask, mode, strength, params)
         async with self.admission.request(ctx) as trail, self.batcher.arrival() as arrival:
             work = await self.intake.edit(trail, edit)
             self.admission.accepted(trail)
@@ -269,18 +259,12 @@ class GenerationService:
 
     async def submit_edit(
         self,
-        *,
-        image: bytes,
-        mask: bytes | None,
-        mode: str | None,
-        strength: float | None,
-        params: GenerateParams,
+        edit: EditRequest,
         ctx: CallContext,
         webhook: str | None = None,
         webhook_events_filter: Sequence[str] | None = None,
     ) -> JobState:
         """Admit an edit like :meth:`edit`, then queue it as an async job."""
-        edit = EditRequest(image, mask, mode, strength, params)
         async with self.admission.request(ctx) as trail:
             work = await self.intake.edit(trail, edit)
             target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)

@@ -27,6 +27,7 @@ from flux_server.requests.edits import EDIT_FIELDS, edit_body_schema, edit_optio
 from flux_server.requests.params import GenerateParams
 from flux_server.requests.questions import question_fields, vqa_body_schema
 from flux_server.service.core import GenerationService
+from flux_server.service.intake import EditRequest
 
 
 def upload_routes(service: GenerationService) -> APIRouter:
@@ -71,29 +72,11 @@ def _edit_route(router: APIRouter, service: GenerationService) -> None:
         asynchronous = wants_async(request)
         webhook, events = pop_async_fields(fields, asynchronous)
         params = parse_params({k: v for k, v in fields.items() if k not in EDIT_FIELDS})
+        edit = EditRequest(files["image"], files.get("mask"), mode, strength, params)
         if asynchronous:
-            state = await service.submit_edit(
-                image=files["image"],
-                mask=files.get("mask"),
-                mode=mode,
-                strength=strength,
-                params=params,
-                ctx=ctx,
-                webhook=webhook,
-                webhook_events_filter=events,
-            )
+            state = await service.submit_edit(edit, ctx, webhook, events)
             return accepted_response(state, ctx.request_id)
-        result = await unless_disconnected(
-            request,
-            service.edit(
-                image=files["image"],
-                mask=files.get("mask"),
-                mode=mode,
-                strength=strength,
-                params=params,
-                ctx=ctx,
-            ),
-        )
+        result = await unless_disconnected(request, service.edit(edit, ctx))
         return result_response(request, result)
 
 
