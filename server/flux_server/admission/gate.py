@@ -23,8 +23,7 @@ from flux_server.admission.audit_lines import Decision, Trail, audit_record, ref
 from flux_server.admission.auth import Principal, bearer_token
 from flux_server.admission.auth_failures import AuthThrottled, FailedAuthAudit, FailureThrottle
 from flux_server.admission.cache import cache_key
-from flux_server.admission.parts import parts_from_settings
-from flux_server.admission.protocols import AuditSink, ContentPolicy, KeyChecker, ResultCache
+from flux_server.admission.parts import Parts, parts_from_settings
 from flux_server.admission.result_blob import images_from_blob, images_to_blob
 from flux_server.admission.safety import SafetyDecision
 from flux_server.errors import (
@@ -50,22 +49,12 @@ class Admission:
     """Readiness, keys, the content policy, the audit log and the result cache."""
 
     def __init__(
-        self,
-        settings: ServerSettings,
-        metrics: Metrics,
-        *,
-        safety: ContentPolicy,
-        off_loop: OffLoop,
-        keys: KeyChecker | None = None,
-        audit: AuditSink | None = None,
-        cache: ResultCache | None = None,
+        self, settings: ServerSettings, metrics: Metrics, parts: Parts, off_loop: OffLoop
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.keys = keys
-        self.safety = safety
-        self.audit = audit
-        self.cache = cache
+        self.keys, self.safety = parts.keys, parts.safety
+        self.audit, self.cache = parts.audit, parts.cache
         self._off_loop = off_loop
         s = settings
         self.throttle = (
@@ -75,7 +64,7 @@ class Admission:
         )
         self.failed_auth = (
             FailedAuthAudit(self._write_refusal, s.audit_failed_auth_interval)
-            if audit is not None
+            if parts.audit is not None
             else None
         )
         self.loaded = False  # the model is loaded and warm
@@ -87,16 +76,7 @@ class Admission:
     ) -> Admission:
         """The collaborators the settings switch on (:mod:`flux_server.admission.parts`);
         a bad file fails start-up, before minutes of loading the model."""
-        parts = parts_from_settings(settings, metrics)
-        return cls(
-            settings,
-            metrics,
-            keys=parts.keys,
-            safety=parts.safety,
-            audit=parts.audit,
-            cache=parts.cache,
-            off_loop=off_loop,
-        )
+        return cls(settings, metrics, parts_from_settings(settings, metrics), off_loop)
 
     @property
     def ready(self) -> bool:

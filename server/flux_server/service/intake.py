@@ -49,22 +49,15 @@ class EditRequest:
     params: GenerateParams
 
 
+@dataclass(eq=False)
 class Intake:
     """Admission, experiments, resolution and the content policy, in one order."""
 
-    def __init__(
-        self,
-        settings: ServerSettings,
-        admission: Admission,
-        presets: PresetStore,
-        experiments: ExperimentRuntime,
-        runner: Runner,
-    ) -> None:
-        self.settings = settings
-        self.admission = admission
-        self.presets = presets
-        self.experiments = experiments
-        self.runner = runner
+    settings: ServerSettings
+    admission: Admission
+    presets: PresetStore
+    experiments: ExperimentRuntime
+    runner: Runner
 
     async def generation(self, trail: Trail, params: GenerateParams) -> Prepared:
         """A generation: admitted, resolved, screened, with its cache key."""
