@@ -48,8 +48,8 @@ class JobHost(Protocol):
     webhooks: Any
     allow: Any
     store: Any
-    _clock: Callable[[], float]
-    _resolve: Any
+    clock: Callable[[], float]
+    resolve: Any
 
     def live(self, job_id: str) -> Any: ...
 
@@ -225,7 +225,7 @@ async def send_webhook(manager: JobHost, state: JobState, event: JobEvent | None
     from flux_server.jobs.webhook_url import check_webhook_url
 
     try:
-        target = await check_webhook_url(state.webhook, manager.allow, manager._resolve)
+        target = await check_webhook_url(state.webhook, manager.allow, manager.resolve)
     except ServeError as exc:
         log.warning("webhook of a lost job refused", extra={"job_id": state.id, "error": str(exc)})
         return
@@ -240,7 +240,7 @@ async def cancel_orphan(manager: JobHost, reaper: Reaper, job_id: str) -> JobSta
     state = await manager.store.load(job_id)
     if state.status.terminal or not await reaper.lost(state.owner):
         return None
-    now = manager._clock()
+    now = manager.clock()
     taken = await take_over(reaper.store, job_id, lambda s: jobs.cancel(s, now=now))
     if taken is None:
         return await manager.store.load(job_id)
