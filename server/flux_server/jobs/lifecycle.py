@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import secrets
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -47,6 +47,7 @@ __all__ = [
     "JobStateError",
     "JobStatus",
     "Progress",
+    "Watch",
     "cancel",
     "fail",
     "image_url",
@@ -248,6 +249,36 @@ def snapshot(state: JobState) -> list[JobEvent]:
         error = asdict(state.error) if state.error else None
         return [JobEvent(state.id, s, EventKind.FAILED, {"error": error})]
     return [JobEvent(state.id, s, EventKind.CANCELED, {"completed_at": iso(state.completed_at)})]
+
+
+@dataclass
+class Watch:
+    """Where one watcher of a job is (pure: the stores feed it what they read): the
+    ``seq`` of the last event it was told, and whether that ended the job. An event at or
+    below it is old news (it came in the snapshot, or twice)."""
+
+    last: int = -1
+    done: bool = False
+
+    def start(self, state: JobState) -> list[JobEvent]:
+        """The watcher's first events: :func:`snapshot` of ``state``."""
+        self.last, self.done = state.seq, state.status.terminal
+        return snapshot(state)
+
+    def event(self, event: JobEvent) -> list[JobEvent]:
+        """A live event: ``[event]`` when it is new, else nothing."""
+        if self.done or event.seq <= self.last:
+            return []
+        self.last, self.done = event.seq, event.kind.terminal
+        return [event]
+
+    def reread(self, state: JobState) -> list[JobEvent]:
+        """The record read again (events may have been lost): its snapshot when it is
+        newer than what the watcher was told, else nothing."""
+        if state.seq > self.last:
+            return self.start(state)
+        self.done = state.status.terminal
+        return []
 
 
 # --- JSON ------------------------------------------------------------------------------------

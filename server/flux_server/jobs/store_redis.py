@@ -28,7 +28,7 @@ from typing import Any
 
 from flux_server.admission.redis_link import connect, outage_errors
 from flux_server.errors import NotFound, Unavailable
-from flux_server.jobs.lifecycle import snapshot
+from flux_server.jobs.lifecycle import Watch
 from flux_server.jobs.records import JobEvent, JobState
 from flux_server.jobs.store import CancelHandler, not_found
 
@@ -219,30 +219,21 @@ class RedisJobStore:
                 await pubsub.subscribe(self._channel(job_id))
             except self._errors as exc:
                 raise self._unavailable(exc, "watching a job") from None
-            state = await self.load(job_id)
-            last = state.seq
-            for event in snapshot(state):
+            watch = Watch()
+            for event in watch.start(await self.load(job_id)):
                 yield event
-            while not state.status.terminal:
+            while not watch.done:
                 try:
                     message = await pubsub.get_message(timeout=self.poll_interval)
                 except self._errors as exc:
                     raise self._unavailable(exc, "watching a job") from None
                 if message is None or message.get("type") != "message":
                     # Quiet: read the record, in case a message was lost.
-                    state = await self.load(job_id)
-                    if state.seq > last:
-                        last = state.seq
-                        for event in snapshot(state):
-                            yield event
-                    continue
-                event = JobEvent.from_message(message["data"])
-                if event.seq <= last:
-                    continue
-                last = event.seq
-                yield event
-                if event.kind.terminal:
-                    return
+                    news = watch.reread(await self.load(job_id))
+                else:
+                    news = watch.event(JobEvent.from_message(message["data"]))
+                for event in news:
+                    yield event
         finally:
             with contextlib.suppress(*self._errors):
                 await pubsub.aclose()
