@@ -48,8 +48,12 @@ class JobHost(Protocol):
     webhooks: Any
     allow: Any
     store: Any
-    clock: Callable[[], float]
-    resolve: Any
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def resolve(self) -> Any: ...
 
     def live(self, job_id: str) -> Any: ...
 
