@@ -162,3 +162,19 @@ def problems(error: ValidationError, every: Iterable[Flag]) -> str:
         where = f"{known.flag} / {known.env}" if known else ".".join(loc)
         found.append(f"{where}: {message}")
     return "; ".join(found)
+
+
+M = typing.TypeVar("M", bound=BaseModel)
+
+
+def settings_of(
+    model: type[M], prefix: str, args: Mapping[str, Any], environ: Mapping[str, str]
+) -> M:
+    """``model`` from the flags given (``dest`` → value) over ``environ`` over its
+    defaults. Raises :class:`FlagError` in one line naming each bad flag and variable."""
+    every = list(flags(model, prefix))
+    values = raw_values(every, args, environ)
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise FlagError(problems(exc, every)) from None

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from flux_contract.flags import (
     Flag,
@@ -23,8 +23,7 @@ from flux_contract.flags import (
     add_flag,
     flags,
     help_text,
-    problems,
-    raw_values,
+    settings_of,
 )
 
 ENV_PREFIX = "FLUXSERVE_OPERATOR_"
@@ -149,13 +148,10 @@ def settings_from(
 
     Raises :class:`SettingsError` naming the flag, the variable and the limit.
     """
-    every = list(options())
     try:
-        return OperatorSettings.model_validate(raw_values(every, args, environ or {}))
+        return settings_of(OperatorSettings, ENV_PREFIX, args, environ or {})
     except FlagError as exc:
         raise SettingsError(str(exc)) from None
-    except ValidationError as exc:
-        raise SettingsError(problems(exc, every)) from None
 
 
 def load_settings(

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from flux_contract.flags import (
     FlagError,
@@ -22,8 +22,7 @@ from flux_contract.flags import (
     flag_name,
     flags,
     help_text,
-    problems,
-    raw_values,
+    settings_of,
 )
 from flux_server.execution.speedups import SpeedOptions
 from flux_server.settings.engine import EngineSettings, check_speed_flags, speed_options
@@ -386,10 +385,7 @@ def load_settings(
     Raises :class:`SettingsError` naming the flag and the limit for a bad value.
     """
     args = vars(build_parser().parse_args(list(argv or [])))
-    every = list(flags(ServerSettings, ENV_PREFIX))
     try:
-        return ServerSettings.model_validate(raw_values(every, args, environ or {}))
+        return settings_of(ServerSettings, ENV_PREFIX, args, environ or {})
     except FlagError as exc:
         raise SettingsError(str(exc)) from None
-    except ValidationError as exc:
-        raise SettingsError(problems(exc, every)) from None
