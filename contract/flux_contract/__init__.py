@@ -11,4 +11,5 @@ contract holds it to that), so each of them can depend on it and on nothing of t
 - ``presets``, ``experiments``: the files the operator writes and the server reads.
 - ``experiment_counts``: the body of ``GET /experiments``.
 - ``metrics``: the Prometheus metric and label names dashboards and alerts query.
+- ``flags``: a settings model as flags and ``FLUXSERVE_*`` variables (server and operator).
 """

@@ -3,19 +3,28 @@
 
 Every field is a flag: ``resync_seconds`` is ``--resync-seconds`` and
 ``FLUXSERVE_OPERATOR_RESYNC_SECONDS``; the fields of a group are prefixed with its name
-(``retry.attempts`` is ``--retry-attempts``). Nothing here is read at import time, and
+(``retry.attempts`` is ``--retry-attempts``): :mod:`flux_contract.flags`, the server's
+convention too. Nothing here is read at import time, and
 nothing here imports kopf or kubernetes (``--help`` works without the ``operator`` extra).
 """
 
 from __future__ import annotations
 
 import argparse
-import typing
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from flux_contract.flags import (
+    Flag,
+    FlagError,
+    add_flag,
+    flags,
+    help_text,
+    settings_of,
+)
 
 ENV_PREFIX = "FLUXSERVE_OPERATOR_"
 
@@ -104,60 +113,14 @@ class SettingsError(ValueError):
     """A flag or variable with a value the operator cannot start with."""
 
 
-class _Option(typing.NamedTuple):
-    path: tuple[str, ...]  # ("retry", "attempts")
-    annotation: Any
-    field: Any
-
-    @property
-    def dest(self) -> str:
-        return "_".join(self.path)
-
-    @property
-    def flag(self) -> str:
-        extra = self.field.json_schema_extra
-        if isinstance(extra, dict) and isinstance(extra.get("flag"), str):
-            return str(extra["flag"])
-        return "--" + self.dest.replace("_", "-")
-
-    @property
-    def env(self) -> str:
-        return ENV_PREFIX + self.dest.upper()
-
-
-def options(
-    model: type[BaseModel] = OperatorSettings, prefix: tuple[str, ...] = ()
-) -> Iterator[_Option]:
+def options(model: type[BaseModel] = OperatorSettings) -> Iterator[Flag]:
     """Every setting, groups flattened: the one list flags, variables and docs come from."""
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            yield from options(annotation, (*prefix, name))
-        else:
-            yield _Option((*prefix, name), annotation, field)
+    return flags(model, ENV_PREFIX)
 
 
-def _default(option: _Option) -> Any:
-    return option.field.get_default(call_default_factory=True)
-
-
-def _is_bool(annotation: Any) -> bool:
-    return annotation is bool
-
-
-def _is_multi(annotation: Any) -> bool:
-    return typing.get_origin(annotation) is tuple
-
-
-def _choices(annotation: Any) -> tuple[str, ...] | None:
-    if typing.get_origin(annotation) is Literal:
-        return tuple(typing.get_args(annotation))
-    return None
-
-
-def describe_default(option: _Option) -> str:
+def describe_default(option: Flag) -> str:
     """The default as a user would type it."""
-    value = _default(option)
+    value = option.default
     if value is None:
         return "unset"
     if isinstance(value, tuple):
@@ -171,32 +134,11 @@ def add_arguments(parser: argparse.ArgumentParser | Any) -> None:
     """Add a flag for every setting (defaults suppressed: an absent flag leaves the
     variable or the default to decide)."""
     for option in options():
-        help_text = (
-            f"{option.field.description or ''} "
-            f"[env {option.env}] (default: {describe_default(option)})"
-        ).replace("%", "%%")
-        common: dict[str, Any] = {
-            "dest": option.dest,
-            "help": help_text,
-            "default": argparse.SUPPRESS,
-        }
-        if _is_bool(option.annotation):
-            parser.add_argument(option.flag, action=argparse.BooleanOptionalAction, **common)
-        elif _is_multi(option.annotation):
-            parser.add_argument(option.flag, action="append", metavar="NAME", **common)
+        if option.is_multi:
+            metavar: str | None = "NAME"
         else:
-            choices = _choices(option.annotation)
-            metavar = None if choices else option.dest.rsplit("_", 1)[-1].upper()
-            parser.add_argument(option.flag, choices=choices, metavar=metavar, **common)
-
-
-def _bool_env(value: str, option: _Option) -> bool:
-    lowered = value.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off", ""}:
-        return False
-    raise SettingsError(f"{option.env}={value!r} is not a boolean (use true or false)")
+            metavar = None if option.choices else option.dest.rsplit("_", 1)[-1].upper()
+        add_flag(parser, option, help_text(option, describe_default(option)), metavar)
 
 
 def settings_from(
@@ -206,41 +148,10 @@ def settings_from(
 
     Raises :class:`SettingsError` naming the flag, the variable and the limit.
     """
-    environ = environ or {}
-    values: dict[str, Any] = {}
-    by_location: dict[tuple[str, ...], _Option] = {}
-    for option in options():
-        by_location[option.path] = option
-        if option.dest in args:
-            value: Any = args[option.dest]
-        elif option.env in environ:
-            raw = environ[option.env]
-            if _is_bool(option.annotation):
-                value = _bool_env(raw, option)
-            elif _is_multi(option.annotation):
-                value = [part.strip() for part in raw.split(",") if part.strip()]
-            else:
-                value = raw
-        else:
-            continue
-        target = values
-        for part in option.path[:-1]:
-            target = target.setdefault(part, {})
-        target[option.path[-1]] = value
     try:
-        return OperatorSettings.model_validate(values)
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors():
-            loc = tuple(str(p) for p in error["loc"])
-            # The longest known prefix: an item of a list is reported as its flag.
-            known = next(
-                (by_location[loc[:n]] for n in range(len(loc), 0, -1) if loc[:n] in by_location),
-                None,
-            )
-            where = f"{known.flag} / {known.env}" if known else ".".join(map(str, error["loc"]))
-            problems.append(f"{where}: {error['msg']}")
-        raise SettingsError("; ".join(problems)) from None
+        return settings_of(OperatorSettings, ENV_PREFIX, args, environ or {})
+    except FlagError as exc:
+        raise SettingsError(str(exc)) from None
 
 
 def load_settings(

@@ -11,6 +11,11 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from flux_server.listeners import Listeners
+    from flux_server.settings import ServerSettings
 
 #: What serving needs beyond the base install: the ``server`` extra's import names.
 SERVER_EXTRA = (
@@ -49,16 +54,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args, os.environ)
     except SettingsError as exc:
-        print(f"flux_server: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(exc, 2)
     missing = missing_server_extra()
     if missing is not None:
-        print(
-            f"flux_server: serving needs the 'server' extra ({missing} is not installed): "
-            f"{INSTALL_HINT}",
-            file=sys.stderr,
+        return _refuse(
+            f"serving needs the 'server' extra ({missing} is not installed): {INSTALL_HINT}", 1
         )
-        return 1
+    return _serve(settings)
+
+
+def _refuse(reason: object, code: int) -> int:
+    """Why the process cannot serve, in one line on stderr; ``code`` its exit status."""
+    print(f"flux_server: {reason}", file=sys.stderr)
+    return code
+
+
+def _serve(settings: ServerSettings) -> int:
+    """Logs, then the ports, then (in that order: a busy port fails in a second, before
+    the heavy imports and the model) the server, until it stops."""
     from flux_server import logs
 
     front = bool(settings.queue) and settings.role == "front"
@@ -69,37 +82,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     from flux_server.listeners import Listeners, PortUnavailable
 
     try:
-        # Before the heavy imports and the model: a busy port fails in a second.
         listeners = Listeners.bind(settings)
     except PortUnavailable as exc:
-        print(f"flux_server: {exc}", file=sys.stderr)
-        return 1
-
+        return _refuse(exc, 1)
     if not front:
         # A front loads no model: it never imports torch (a CPU pod, cheap to scale).
         logs.route_torch_logs()
-    from flux_server.server import FluxServer
-
-    servers: list[FluxServer] = []
-
-    async def serve() -> int:
-        try:
-            server = FluxServer(settings, listeners)
-        except (OSError, ValueError) as exc:
-            # A missing keys file, a malformed blocklist or presets directory.
-            listeners.close()
-            print(f"flux_server: {exc}", file=sys.stderr)
-            return 2
-        servers.append(server)
-        try:
-            return await server.run()
-        except PortUnavailable as exc:
-            print(f"flux_server: {exc}", file=sys.stderr)
-            await server.service.close()
-            return 1
-
-    code = asyncio.run(serve())
-    if servers and servers[0].abandoned_work:
+    code, abandoned = asyncio.run(_run(settings, listeners))
+    if abandoned:
         # The drain timed out (or the load was cut short): the engine thread is still
         # inside a call whose caller has been answered. Python would wait for it before
         # exiting, past --drain-timeout; leave now instead.
@@ -108,6 +98,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+async def _run(settings: ServerSettings, listeners: Listeners) -> tuple[int, bool]:
+    """The server's exit status, and whether it left work running (see ``_serve``)."""
+    from flux_server.listeners import PortUnavailable
+    from flux_server.server import FluxServer
+
+    try:
+        server = FluxServer(settings, listeners)
+    except (OSError, ValueError) as exc:
+        # A missing keys file, a malformed blocklist or presets directory.
+        listeners.close()
+        return _refuse(exc, 2), False
+    try:
+        return await server.run(), server.abandoned_work
+    except PortUnavailable as exc:
+        code = _refuse(exc, 1)
+        await server.service.close()
+        return code, server.abandoned_work
 
 
 if __name__ == "__main__":

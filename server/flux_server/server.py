@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import dataclass
 
 import grpc
 import uvicorn
@@ -111,11 +112,29 @@ class FluxServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-
         # asyncio's "accept() out of system resource": one line per burst, not per accept.
         loop.set_exception_handler(accept_errors(loop.get_exception_handler()))
-        listeners = self.listeners or Listeners.bind(s)
-        http_socket, metrics_socket = listeners.http, listeners.metrics
+        running = self._start(self.listeners or Listeners.bind(s))
+        if not await self._listening(running):
+            return 1
+        log.info(
+            "listening",
+            extra={
+                "http_port": self.http_port,
+                "grpc_port": self.grpc_port,
+                "metrics_port": self.metrics_port,
+                "release": s.release,
+            },
+        )
+        exit_code = await self._serve(running.health)
+        await self._stop(running)
+        return exit_code
+
+    def _start(self, listeners: Listeners) -> _Running:
+        """The gRPC server and the uvicorn servers on the bound sockets, not started; the
+        connection caps fit the file descriptors."""
+        s = self.settings
+        metrics_socket = listeners.metrics
         caps = fd_budget(
             {"http": s.max_connections, "grpc": s.max_connections}
             | ({"metrics": METRICS_CONNECTIONS} if metrics_socket is not None else {})
@@ -138,71 +157,94 @@ class FluxServer:
             if metrics_socket is not None
             else None
         )
-        await set_serving(health_servicer, False)
-        await grpc_server.start()
-        # gRPC's core never evicts a connection to make room: silent ones are, from here.
-        sweeper = grpc_idle.start(self.grpc_port, caps["grpc"])
-        http_task = asyncio.create_task(http.serve([http_socket]), name="http")
-        metrics_task = (
-            asyncio.create_task(metrics_server.serve([metrics_socket]), name="metrics")
-            if metrics_server is not None and metrics_socket is not None
-            else None
-        )
-        while not http.started:
-            if http_task.done():
-                sweeper.cancel()
-                await grpc_server.stop(0)
-                http_task.result()
-                log.error("the HTTP listener did not start", extra={"port": s.http_port})
-                return 1
-            await asyncio.sleep(0.01)
-        self.http_port = bound_port(http_socket)
-        if metrics_server is not None and metrics_socket is not None:
-            # uvicorn exposes only a flag for "listening"; poll it briefly.
-            while not metrics_server.started and not metrics_task.done():  # type: ignore[union-attr]  # noqa: ASYNC110
-                await asyncio.sleep(0.01)
-            if metrics_server.started:
-                self.metrics_port = bound_port(metrics_socket)
-        log.info(
-            "listening",
-            extra={
-                "http_port": self.http_port,
-                "grpc_port": self.grpc_port,
-                "metrics_port": self.metrics_port,
-                "release": s.release,
-            },
-        )
+        return _Running(listeners, caps["grpc"], grpc_server, health_servicer, http, metrics_server)
 
-        exit_code = 0
+    async def _listening(self, running: _Running) -> bool:
+        """Start the listeners (readiness off); False when the HTTP one could not."""
+        await set_serving(running.health, False)
+        await running.grpc.start()
+        # gRPC's core never evicts a connection to make room: silent ones are, from here.
+        running.sweeper = grpc_idle.start(self.grpc_port, running.grpc_cap)
+        running.http_task = asyncio.create_task(
+            running.http.serve([running.listeners.http]), name="http"
+        )
+        metrics_socket = running.listeners.metrics
+        if running.metrics is not None and metrics_socket is not None:
+            running.metrics_task = asyncio.create_task(
+                running.metrics.serve([metrics_socket]), name="metrics"
+            )
+        while not running.http.started:
+            if running.http_task.done():
+                running.sweeper.cancel()
+                await running.grpc.stop(0)
+                running.http_task.result()
+                log.error(
+                    "the HTTP listener did not start", extra={"port": self.settings.http_port}
+                )
+                return False
+            await asyncio.sleep(0.01)
+        self.http_port = bound_port(running.listeners.http)
+        if running.metrics is not None and running.metrics_task is not None:
+            # uvicorn exposes only a flag for "listening"; poll it briefly.
+            while not running.metrics.started and not running.metrics_task.done():  # noqa: ASYNC110
+                await asyncio.sleep(0.01)
+            if running.metrics.started and metrics_socket is not None:
+                self.metrics_port = bound_port(metrics_socket)
+        return True
+
+    async def _serve(self, health_servicer: health.aio.HealthServicer) -> int:
+        """Load the model, then serve (readiness on) until a stop is requested; a stop
+        during the load cuts it short. 1 when the model could not be loaded."""
         start = asyncio.create_task(self.service.start(), name="load")
         stop = asyncio.create_task(self.stop_requested.wait(), name="stop")
         await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
         if start.done() and start.exception() is not None:
             log.error("the model could not be loaded: %s", start.exception())
-            exit_code = 1
-        elif start.done():
+            return 1
+        if start.done():
             await set_serving(health_servicer, True)
             await stop
         else:
             start.cancel()
             self.abandoned_work = True
+        return 0
 
+    async def _stop(self, running: _Running) -> None:
+        """Readiness off, drain accepted work for up to ``--drain-timeout``, then close
+        the listeners and the core."""
+        s = self.settings
         log.info("draining", extra={"drain_timeout": s.drain_timeout})
         # Health answers NOT_SERVING from here on, and ignores later updates.
-        await health_servicer.enter_graceful_shutdown()
+        await running.health.enter_graceful_shutdown()
         drained = await self.service.drain(s.drain_timeout)
         self.abandoned_work = self.abandoned_work or not drained
         if not drained:
             log.warning("drain timed out; unfinished requests were refused")
         # Accepted work is done: let the adapters send the last answers, then close.
-        await grpc_server.stop(grace=2)
-        sweeper.cancel()
-        http.should_exit = True
-        if metrics_server is not None:
-            metrics_server.should_exit = True
-        await http_task
-        if metrics_task is not None:
-            await metrics_task
+        await running.grpc.stop(grace=2)
+        if running.sweeper is not None:
+            running.sweeper.cancel()
+        running.http.should_exit = True
+        if running.metrics is not None:
+            running.metrics.should_exit = True
+        if running.http_task is not None:
+            await running.http_task
+        if running.metrics_task is not None:
+            await running.metrics_task
         await self.service.close()
         log.info("stopped", extra={"drained": drained})
-        return exit_code
+
+
+@dataclass
+class _Running:
+    """The listeners of one run, and the tasks serving them once started."""
+
+    listeners: Listeners
+    grpc_cap: int
+    grpc: grpc.aio.Server
+    health: health.aio.HealthServicer
+    http: uvicorn.Server
+    metrics: uvicorn.Server | None
+    sweeper: asyncio.Future[None] | None = None
+    http_task: asyncio.Task[None] | None = None
+    metrics_task: asyncio.Task[None] | None = None

@@ -142,6 +142,23 @@ def test_a_late_watcher_is_told_the_current_state_first() -> None:
     assert terminal.kind is EventKind.SUCCEEDED and terminal.data["images"][0]["seed"] == 7
 
 
+def test_a_watcher_is_told_each_event_once_and_stops_at_the_end() -> None:
+    queued, _ = lifecycle.submit("job_a", now=T0, position=0)
+    running, started = lifecycle.start(queued, now=T0, total=2)
+    stepped, step = lifecycle.step(running, 1, 2)
+    done, succeeded = lifecycle.succeed(stepped, now=T0, images=[IMAGE])
+    watch = lifecycle.Watch()
+    assert [e.kind for e in watch.start(running)] == [EventKind.RUNNING]
+    assert watch.event(started) == []  # in the snapshot already
+    assert watch.event(step) == [step] and watch.event(step) == []
+    assert watch.reread(stepped) == [] and not watch.done  # nothing lost
+    assert watch.reread(done) == lifecycle.snapshot(done) and watch.done  # a lost message
+    assert watch.event(succeeded) == []  # told by the re-read
+    late = lifecycle.Watch()
+    late.start(done)
+    assert late.done and late.event(succeeded) == []
+
+
 def test_records_and_messages_round_trip() -> None:
     state, events = run_to_success()
     state = lifecycle.JobState(**{**state.__dict__, "webhook": "https://example.com/hook"})

@@ -15,7 +15,6 @@ failure is reported to ``on_error`` for a metric.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -27,6 +26,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from pydantic import BaseModel
+
+from flux_server.admission.redis_link import connect, outage_errors
 
 log = logging.getLogger(__name__)
 
@@ -191,13 +192,6 @@ class MemoryCache:
         self.size_bytes = 0
 
 
-# Errors that mean "Redis is not there right now". Anything else is a bug and surfaces.
-def _outage_errors() -> tuple[type[BaseException], ...]:
-    from redis.exceptions import RedisError
-
-    return (RedisError, OSError, asyncio.TimeoutError)
-
-
 class RedisCache:
     """Results in Redis (``redis.asyncio``) with a TTL, shared by every replica.
 
@@ -215,10 +209,6 @@ class RedisCache:
         on_error: Callable[[BaseException], None] | None = None,
         prefix: str = REDIS_PREFIX,
     ) -> None:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         if ttl <= 0:
             raise ValueError(f"cache ttl must be positive, got {ttl}")
         self.url = url
@@ -229,17 +219,9 @@ class RedisCache:
         self.errors = 0
         self._down = False
         self._skip_until = 0.0
-        self._errors = _outage_errors()
+        self._errors = outage_errors()
         # No client-side retries: a miss now beats a request held up by backoff.
-        try:
-            self._client = Redis.from_url(
-                url,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),
-            )
-        except ValueError as exc:  # the message never repeats the URL (it may hold a password)
-            raise ValueError(f"--redis-url: {exc}") from None
+        self._client = connect(url, timeout=timeout, retries=0)
 
     @property
     def available(self) -> bool:

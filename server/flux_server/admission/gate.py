@@ -5,25 +5,25 @@ queue, in the same order, and the audit line of how it ended.
     its request] → content policy → [cache lookup, for generations]
 
 :meth:`Admission.request` wraps a whole call: whatever :class:`ServeError` ends it, the
-audit log gets one line. The settings choose the collaborators in
-:meth:`Admission.from_settings`; their shapes are in :mod:`flux_server.admission.protocols`.
+audit log gets one line (:mod:`flux_server.admission.audit_lines` builds it). The settings
+choose the collaborators (:mod:`flux_server.admission.parts`); their shapes are in
+:mod:`flux_server.admission.protocols`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any, Literal
 
 from flux_server.admission.audit import AuditRecord
-from flux_server.admission.audit_lines import audit_record
+from flux_server.admission.audit_lines import Decision, Trail, audit_record, refusal_of
 from flux_server.admission.auth import Principal, bearer_token
 from flux_server.admission.auth_failures import AuthThrottled, FailedAuthAudit, FailureThrottle
-from flux_server.admission.cache import build_cache, cache_key
-from flux_server.admission.protocols import AuditSink, ContentPolicy, KeyChecker, ResultCache
+from flux_server.admission.cache import cache_key
+from flux_server.admission.parts import Parts, parts_from_settings
 from flux_server.admission.result_blob import images_from_blob, images_to_blob
 from flux_server.admission.safety import SafetyDecision
 from flux_server.errors import (
@@ -34,55 +34,27 @@ from flux_server.errors import (
     Unavailable,
     status_of,
 )
-from flux_server.experiments.assignment import Assignment
 from flux_server.metrics import Metrics
 from flux_server.requests.context import CallContext, OffLoop
 from flux_server.requests.params import ResolvedRequest
 from flux_server.requests.results import GeneratedImage
 from flux_server.settings import ServerSettings
 
+__all__ = ["Admission", "Trail", "refusal_of"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Trail:
-    """What is known of one request so far, for its audit line whatever the outcome."""
-
-    ctx: CallContext
-    started: float = field(default_factory=time.perf_counter)
-    user: str | None = None
-    job: ResolvedRequest | None = None
-    # A request without a generation job (a question): what its audit line records.
-    prompt: str | None = None
-    params: dict[str, Any] | None = None
-    experiment: Assignment | None = None  # the arm serving it, once assigned
-    admitted: bool = False  # its "accepted" line is written: an error is its outcome
-
-    @property
-    def elapsed_ms(self) -> float:
-        return (time.perf_counter() - self.started) * 1000
 
 
 class Admission:
     """Readiness, keys, the content policy, the audit log and the result cache."""
 
     def __init__(
-        self,
-        settings: ServerSettings,
-        metrics: Metrics,
-        *,
-        safety: ContentPolicy,
-        off_loop: OffLoop,
-        keys: KeyChecker | None = None,
-        audit: AuditSink | None = None,
-        cache: ResultCache | None = None,
+        self, settings: ServerSettings, metrics: Metrics, parts: Parts, off_loop: OffLoop
     ) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.keys = keys
-        self.safety = safety
-        self.audit = audit
-        self.cache = cache
+        self.keys, self.safety = parts.keys, parts.safety
+        self.audit, self.cache = parts.audit, parts.cache
         self._off_loop = off_loop
         s = settings
         self.throttle = (
@@ -92,7 +64,7 @@ class Admission:
         )
         self.failed_auth = (
             FailedAuthAudit(self._write_refusal, s.audit_failed_auth_interval)
-            if audit is not None
+            if parts.audit is not None
             else None
         )
         self.loaded = False  # the model is loaded and warm
@@ -102,47 +74,9 @@ class Admission:
     def from_settings(
         cls, settings: ServerSettings, metrics: Metrics, off_loop: OffLoop
     ) -> Admission:
-        """The collaborators the settings switch on; a bad file fails start-up, before
-        minutes of loading the model."""
-        s = settings
-        keys: KeyChecker | None = None
-        if s.api_keys is not None:
-            from flux_server.admission.auth import KeyStore
-
-            keys = KeyStore.from_file(s.api_keys)
-        else:
-            log.warning(
-                "no --api-keys: the server is open, every caller may generate and use the "
-                "priority lane"
-            )
-        if s.lora or s.lora_sha256:
-            from flux_server.execution.lora import parse_lora_flags
-            from flux_server.execution.lora_source import check_local, parse_sha256_flags
-
-            specs = parse_lora_flags(s.lora)
-            parse_sha256_flags(s.lora_sha256, specs)
-            check_local(specs)
-        from flux_server.admission.safety import SafetyFilter
-
-        # The default blocklist is always on; --blocklist extends it.
-        safety = SafetyFilter.from_files(s.blocklist, s.safety_model, threshold=s.safety_threshold)
-        audit: AuditSink | None = None
-        if s.audit_log is not None:
-            from flux_server.admission.audit import AuditLog
-
-            audit_log = AuditLog(s.audit_log, hash_prompts=s.audit_hash_prompts, release=s.release)
-            audit_log.on_failure = lambda exc: _audit_failed(metrics, exc)
-            metrics.audit_free_bytes.set_function(audit_log.free_bytes)
-            audit = audit_log
-        cache = build_cache(
-            redis_url=s.redis_url,
-            cache_bytes=s.cache_bytes,
-            ttl=s.cache_ttl,
-            on_error=lambda _exc: metrics.cache_errors.inc(),
-        )
-        return cls(
-            settings, metrics, keys=keys, safety=safety, audit=audit, cache=cache, off_loop=off_loop
-        )
+        """The collaborators the settings switch on (:mod:`flux_server.admission.parts`);
+        a bad file fails start-up, before minutes of loading the model."""
+        return cls(settings, metrics, parts_from_settings(settings, metrics), off_loop)
 
     @property
     def ready(self) -> bool:
@@ -174,17 +108,7 @@ class Admission:
             yield trail
         except ServeError as error:
             self.count_refusal(error)
-            self._record_error(
-                trail.ctx,
-                error,
-                trail.user,
-                trail.job,
-                None,
-                trail.prompt,
-                trail.params,
-                experiment=trail.experiment,
-                outcome="failed" if trail.admitted else None,
-            )
+            self._record_error(trail, error, outcome="failed" if trail.admitted else None)
             raise
 
     def count_refusal(self, error: ServeError) -> None:
@@ -249,21 +173,8 @@ class Admission:
         reason = decision.reason or "unknown"
         self.metrics.safety_rejections.labels(reason=reason).inc()
         if self.audit is not None:
-            self._write_refusal(
-                audit_record(
-                    trail.ctx,
-                    trail.user,
-                    trail.job,
-                    "rejected",
-                    reason,
-                    400,
-                    None,
-                    detail=decision.matched,
-                    prompt=trail.prompt,
-                    params=trail.params,
-                    experiment=trail.experiment,
-                )
-            )
+            record = audit_record(trail, "rejected", reason, 400, detail=decision.matched)
+            self._write_refusal(record)
         log.warning(
             f"{field} rejected",
             extra={"request_id": trail.ctx.request_id, "user": trail.user, "reason": reason},
@@ -321,20 +232,7 @@ class Admission:
         that then fails gets a second line with the error, outcome "failed"."""
         if self.audit is None:
             return
-        record = audit_record(
-            trail.ctx,
-            trail.user,
-            trail.job,
-            "accepted",
-            None,
-            None,
-            None,
-            prompt=trail.prompt,
-            params=trail.params,
-            latency_ms=trail.elapsed_ms,
-            cache_hit=cache_hit,
-            experiment=trail.experiment,
-        )
+        record = audit_record(trail, "accepted", latency_ms=trail.elapsed_ms, cache_hit=cache_hit)
         record.outcome = "accepted"
         self._write_required(record)
         trail.admitted = True
@@ -343,26 +241,18 @@ class Admission:
         self,
         trail: Trail,
         job_id: str,
-        decision: Literal["accepted", "rejected", "submitted", "canceled"],
+        decision: Decision,
         reason: str | None = None,
         detail: str | None = None,
     ) -> None:
         """The audit line of an async job's submission (202), cancel or outcome."""
         if self.audit is None:
             return
+        status = 202 if decision == "submitted" else None
         record = audit_record(
-            trail.ctx,
-            trail.user,
-            trail.job,
-            decision,
-            reason,
-            202 if decision == "submitted" else None,
-            None,
-            detail=detail,
-            experiment=trail.experiment,
+            trail, decision, reason, status, detail=detail, latency_ms=trail.elapsed_ms
         )
         record.job_id = job_id
-        record.latency_ms = trail.elapsed_ms
         if decision != "submitted":
             self._write_refusal(record)  # cancel and outcome: the work is done or undone
             return
@@ -371,18 +261,13 @@ class Admission:
     def refused(self, ctx: CallContext, error: ServeError, status: int) -> None:
         """Record a request the API adapters answered with an error and the core has not
         recorded (a body that does not parse, a refused key): every request gets a line."""
-        self._record_error(ctx, error, status=status)
+        self._record_error(Trail(ctx), error, status=status)
 
     def _record_error(
         self,
-        ctx: CallContext,
+        trail: Trail,
         error: ServeError,
-        user: str | None = None,
-        job: ResolvedRequest | None = None,
         status: int | None = None,
-        prompt: str | None = None,
-        params: dict[str, Any] | None = None,
-        experiment: Assignment | None = None,
         outcome: Literal["failed"] | None = None,
     ) -> None:
         """One line for a request that ended in an error, unless it has one already (a
@@ -392,24 +277,12 @@ class Admission:
             return
         if self.failed_auth is not None and isinstance(error, Unauthenticated | AuthThrottled):
             # Summed up per address and interval (see flux_server.admission.auth_failures).
-            self.failed_auth.note(ctx, throttled=isinstance(error, AuthThrottled))
+            self.failed_auth.note(trail.ctx, throttled=isinstance(error, AuthThrottled))
             error.audited = True
             return
         reason, detail = refusal_of(error)
         status = status if status is not None else status_of(error).http
-        record = audit_record(
-            ctx,
-            user,
-            job,
-            "rejected",
-            reason,
-            status,
-            None,
-            detail=detail,
-            prompt=prompt,
-            params=params,
-            experiment=experiment,
-        )
+        record = audit_record(trail, "rejected", reason, status, detail=detail)
         record.outcome = outcome
         self._write_refusal(record)
         error.audited = True
@@ -433,21 +306,4 @@ class Admission:
             self.audit.record(record)
 
 
-def refusal_of(error: ServeError) -> tuple[str, str]:
-    """The audit line's reason and detail for a request that ended in ``error``: the
-    content policy's reason and what matched for a content refusal, else the error code
-    (two have their own names) and its message."""
-    if isinstance(error, ContentRejected) and error.refusal is not None:
-        return error.refusal, error.detail or error.message
-    reason = {Unauthenticated: "unauthenticated", PermissionDenied: "priority_denied"}.get(
-        type(error), error.code
-    )
-    return reason, error.message
-
-
 _AUDIT_DOWN = "the audit log cannot be written; retry on another replica"
-
-
-def _audit_failed(metrics: Metrics, exc: OSError) -> None:
-    metrics.audit_write_failures.inc()
-    log.error("audit line not written", extra={"error": str(exc)})

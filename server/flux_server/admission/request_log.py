@@ -9,7 +9,7 @@ import logging
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
-    from flux_server.admission.gate import Trail
+    from flux_server.admission.audit_lines import Trail
     from flux_server.requests.results import GenerationResult
     from flux_server.scheduling.batch_items import BatchInfo
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from flux_server.jobs.lifecycle import JobEvent, JobState
 from flux_server.jobs.manager import JobManager
+from flux_server.jobs.records import JobEvent, JobState
 
 
 class OwnedJobs:

@@ -18,13 +18,15 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any
 
-from flux_server.admission.gate import Admission, Trail, refusal_of
+from flux_server.admission.audit_lines import Trail, refusal_of
+from flux_server.admission.gate import Admission
 from flux_server.errors import InternalError, ServeError
 from flux_server.jobs.fleet_jobs import FleetJobs
-from flux_server.jobs.lifecycle import EventKind, JobEvent, JobState, JobStateError
 from flux_server.jobs.manager import JobManager
+from flux_server.jobs.records import EventKind, JobEvent, JobState, JobStateError
 from flux_server.jobs.webhook_url import WebhookTarget
 from flux_server.requests.results import GeneratedImage
 from flux_server.scheduling.batcher import Batcher, BatchInfo
@@ -38,33 +40,26 @@ log = logging.getLogger(__name__)
 ServedFn = Callable[[Trail, list[GeneratedImage], BatchInfo | None], Awaitable[None]]
 
 
+@dataclass(eq=False)
 class AsyncJobs:
     """The jobs this replica accepted, from submission to outcome."""
 
-    def __init__(
-        self,
-        batcher: Batcher[Work, Made],
-        admission: Admission,
-        manager: JobManager,
-        runner: Runner,
-        default_timeout: float,
-        on_served: ServedFn | None = None,
-        fleet: FleetJobs | None = None,
-    ) -> None:
-        self.batcher = batcher
-        self.admission = admission
-        self.manager = manager
-        self.runner = runner
-        self.default_timeout = default_timeout
-        self.on_served = on_served
-        self.fleet = fleet  # --queue: generations ride the fleet's queue
-        self._trails: dict[str, Trail] = {}  # live jobs: for their audit lines
-        # A failed job's audit reason and detail, when they say more than its error does
-        # (the content policy's reason, what matched).
-        self._refusals: dict[str, tuple[str, str]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._repositioning: asyncio.Task[None] | None = None
-        manager.add_listener(self._audit)
+    batcher: Batcher[Work, Made]
+    admission: Admission
+    manager: JobManager
+    runner: Runner
+    default_timeout: float
+    on_served: ServedFn | None = None
+    fleet: FleetJobs | None = None  # --queue: generations ride the fleet's queue
+    _trails: dict[str, Trail] = field(default_factory=dict, init=False)  # live jobs' audit
+    # A failed job's audit reason and detail, when they say more than its error does
+    # (the content policy's reason, what matched).
+    _refusals: dict[str, tuple[str, str]] = field(default_factory=dict, init=False)
+    _tasks: set[asyncio.Task[Any]] = field(default_factory=set, init=False)
+    _repositioning: asyncio.Task[None] | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.manager.add_listener(self._audit)
 
     async def submit(
         self,

@@ -17,8 +17,8 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from flux_server.jobs.lifecycle import JobStateError
 from flux_server.jobs.manager import JobManager
+from flux_server.jobs.records import JobStateError
 from flux_server.queue.front import FleetQueue, Placed, unpack
 from flux_server.scheduling.batch_items import BatchInfo
 from flux_server.scheduling.work import Generation, Made, Work

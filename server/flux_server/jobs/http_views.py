@@ -13,15 +13,8 @@ from dataclasses import asdict
 from typing import Any
 
 from flux_server.experiments.assignment import arm_json
-from flux_server.jobs.lifecycle import (
-    JobEvent,
-    JobState,
-    JobStatus,
-    images_json,
-    iso,
-    queued_json,
-    urls,
-)
+from flux_server.jobs.lifecycle import images_json, iso, queued_json, urls
+from flux_server.jobs.records import JobEvent, JobState, JobStatus
 
 # --- HTTP helpers --------------------------------------------------------------------------
 

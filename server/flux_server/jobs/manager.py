@@ -18,15 +18,15 @@ import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 
 from flux_server.errors import InvalidRequest, NotEnabled, ServeError, Unavailable
 from flux_server.execution.cancellation import CancelToken
 from flux_server.execution.previews import PreviewFn, PreviewImage
 from flux_server.experiments.assignment import ServedArm
 from flux_server.jobs import http_views, lifecycle
-from flux_server.jobs.lifecycle import ImageInfo, JobError, JobEvent, JobState
 from flux_server.jobs.reaper import Reaper, cancel_orphan
+from flux_server.jobs.records import ImageInfo, JobError, JobEvent, JobState
 from flux_server.jobs.store import JobStore, MemoryJobStore
 from flux_server.jobs.webhook_url import AllowList, Resolver, WebhookTarget, check_webhook_url
 from flux_server.jobs.webhook_url import system_resolver as _system_resolver
@@ -52,34 +52,33 @@ class LiveJob:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
+@dataclass(eq=False)
 class JobManager:
-    def __init__(
-        self,
-        store: JobStore,
-        *,
-        owner: str,
-        max_result_bytes: int,
-        webhooks: WebhookSender | None = None,
-        allow: AllowList | None = None,
-        metrics: Metrics | None = None,
-        clock: Callable[[], float] = time.time,
-        resolve: Resolver = _system_resolver,
-    ) -> None:
-        self.store = store
-        self.owner = owner
-        self.max_result_bytes = max_result_bytes
-        self.webhooks = webhooks
-        self.allow = allow or AllowList()
-        self.metrics = metrics
-        self._clock = clock
-        self._resolve = resolve
-        self._live: dict[str, LiveJob] = {}
-        self._states: dict[str, JobState] = {}
-        self._finished: collections.deque[tuple[float, str]] = collections.deque()
-        self._tasks: set[asyncio.Task[object]] = set()  # held so none is collected early
-        self._listeners: list[Listener] = []
-        self.reaper: Reaper | None = None  # heartbeat and lost replicas' jobs (Redis)
-        store.on_cancel(self._cancel_requested)
+    """The jobs of this replica: the state machine applied, stored, told to listeners,
+    webhooks and watchers. ``clock`` gives the events' times, ``resolve`` webhook hosts'
+    addresses."""
+
+    store: JobStore
+    _: KW_ONLY
+    owner: str
+    max_result_bytes: int
+    webhooks: WebhookSender | None = None
+    allow: AllowList = field(default_factory=AllowList)
+    metrics: Metrics | None = None
+    clock: Callable[[], float] = time.time
+    resolve: Resolver = _system_resolver
+    reaper: Reaper | None = field(default=None, init=False)  # heartbeat, lost replicas (Redis)
+    _live: dict[str, LiveJob] = field(default_factory=dict, init=False)
+    _states: dict[str, JobState] = field(default_factory=dict, init=False)
+    _finished: collections.deque[tuple[float, str]] = field(
+        default_factory=collections.deque, init=False
+    )
+    # Held, so that none is collected early.
+    _tasks: set[asyncio.Task[object]] = field(default_factory=set, init=False)
+    _listeners: list[Listener] = field(default_factory=list, init=False)
+
+    def __post_init__(self) -> None:
+        self.store.on_cancel(self._cancel_requested)
 
     async def start(self) -> None:
         await self.store.start()
@@ -110,7 +109,7 @@ class JobManager:
             return None, wanted
         if self.webhooks is None:
             raise NotEnabled("webhooks need the server started with --webhook-secret", "webhook")
-        return await check_webhook_url(url, self.allow, self._resolve), wanted
+        return await check_webhook_url(url, self.allow, self.resolve), wanted
 
     async def submit(
         self,
@@ -127,7 +126,7 @@ class JobManager:
         request must be refused, not run)."""
         state, event = lifecycle.submit(
             lifecycle.new_job_id(),
-            now=self._clock(),
+            now=self.clock(),
             position=position,
             owner=self.owner,
             kind=kind,
@@ -167,7 +166,7 @@ class JobManager:
             if state.status.terminal:
                 self._live.pop(job_id, None)
                 self._states.pop(job_id, None)
-                self._finished.append((self._clock(), state.status.value))
+                self._finished.append((self.clock(), state.status.value))
             try:
                 await self.store.save(state, event, images)
             except Unavailable as exc:
@@ -195,7 +194,7 @@ class JobManager:
 
     async def started(self, job_id: str, total_steps: int) -> None:
         await self._report(
-            job_id, lambda s: lifecycle.start(s, now=self._clock(), total=total_steps)
+            job_id, lambda s: lifecycle.start(s, now=self.clock(), total=total_steps)
         )
 
     async def step(self, job_id: str, done: int, total: int) -> None:
@@ -244,7 +243,7 @@ class JobManager:
         infos = [ImageInfo(i.seed, i.format, i.width, i.height, len(i.data)) for i in images]
         return await self._apply(
             job_id,
-            lambda s: lifecycle.succeed(s, now=self._clock(), images=infos),
+            lambda s: lifecycle.succeed(s, now=self.clock(), images=infos),
             [image.data for image in images],
         )
 
@@ -253,7 +252,7 @@ class JobManager:
             error = JobError(error.code, error.message, error.field)
         reason = error
         return await self._apply(
-            job_id, lambda s: lifecycle.fail(s, now=self._clock(), error=reason)
+            job_id, lambda s: lifecycle.fail(s, now=self.clock(), error=reason)
         )
 
     async def fail_unfinished(self, reason: str) -> int:
@@ -295,7 +294,7 @@ class JobManager:
             if live.on_cancel is not None:
                 live.on_cancel()
         log.info("job cancel requested", extra={"job_id": job_id})
-        return await self._apply(job_id, lambda s: lifecycle.cancel(s, now=self._clock()))
+        return await self._apply(job_id, lambda s: lifecycle.cancel(s, now=self.clock()))
 
     def add_listener(self, listener: Listener) -> None:
         """Call ``listener(state, event)`` on the loop after each transition of a job
@@ -332,7 +331,7 @@ class JobManager:
     def _refresh_gauge(self) -> None:
         if self.metrics is None:
             return
-        horizon = self._clock() - self.store.ttl
+        horizon = self.clock() - self.store.ttl
         while self._finished and self._finished[0][0] < horizon:
             self._finished.popleft()
         counts = collections.Counter(s.status.value for s in self._states.values())

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from flux_server.jobs import http_views
 from flux_server.jobs import lifecycle as jobs
-from flux_server.jobs.lifecycle import JobError, JobEvent, JobState
+from flux_server.jobs.records import JobError, JobEvent, JobState
 
 if TYPE_CHECKING:
     from flux_server.jobs.store_redis import RedisJobStore
@@ -48,8 +48,12 @@ class JobHost(Protocol):
     webhooks: Any
     allow: Any
     store: Any
-    _clock: Callable[[], float]
-    _resolve: Any
+
+    @property
+    def clock(self) -> Callable[[], float]: ...
+
+    @property
+    def resolve(self) -> Any: ...
 
     def live(self, job_id: str) -> Any: ...
 
@@ -225,7 +229,7 @@ async def send_webhook(manager: JobHost, state: JobState, event: JobEvent | None
     from flux_server.jobs.webhook_url import check_webhook_url
 
     try:
-        target = await check_webhook_url(state.webhook, manager.allow, manager._resolve)
+        target = await check_webhook_url(state.webhook, manager.allow, manager.resolve)
     except ServeError as exc:
         log.warning("webhook of a lost job refused", extra={"job_id": state.id, "error": str(exc)})
         return
@@ -240,7 +244,7 @@ async def cancel_orphan(manager: JobHost, reaper: Reaper, job_id: str) -> JobSta
     state = await manager.store.load(job_id)
     if state.status.terminal or not await reaper.lost(state.owner):
         return None
-    now = manager._clock()
+    now = manager.clock()
     taken = await take_over(reaper.store, job_id, lambda s: jobs.cancel(s, now=now))
     if taken is None:
         return await manager.store.load(job_id)

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from flux_server.errors import NotFound
-from flux_server.jobs.lifecycle import JobEvent, JobState, snapshot
+from flux_server.jobs.lifecycle import Watch
+from flux_server.jobs.records import JobEvent, JobState
 
 log = logging.getLogger(__name__)
 
@@ -192,19 +193,12 @@ class MemoryJobStore:
         queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         entry.watchers.add(queue)
         try:
-            last = entry.state.seq
-            for event in snapshot(entry.state):
+            watch = Watch()
+            for event in watch.start(entry.state):
                 yield event
-            if entry.state.status.terminal:
-                return
-            while True:
-                event = await queue.get()
-                if event.seq <= last:
-                    continue
-                last = event.seq
-                yield event
-                if event.kind.terminal:
-                    return
+            while not watch.done:
+                for event in watch.event(await queue.get()):
+                    yield event
         finally:
             entry.watchers.discard(queue)
 

@@ -26,19 +26,15 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from flux_server.admission.redis_link import connect, outage_errors
 from flux_server.errors import NotFound, Unavailable
-from flux_server.jobs.lifecycle import JobEvent, JobState, snapshot
+from flux_server.jobs.lifecycle import Watch
+from flux_server.jobs.records import JobEvent, JobState
 from flux_server.jobs.store import CancelHandler, not_found
 
 log = logging.getLogger(__name__)
 
 PREFIX = "fluxserve:job:"
-
-
-def _outage_errors() -> tuple[type[BaseException], ...]:
-    from redis.exceptions import RedisError
-
-    return (RedisError, OSError, asyncio.TimeoutError)
 
 
 class RedisJobStore:
@@ -52,10 +48,6 @@ class RedisJobStore:
         poll_interval: float = 5.0,
         prefix: str = PREFIX,
     ) -> None:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         if ttl <= 0:
             raise ValueError(f"--job-ttl must be positive, got {ttl}")
         self.ttl = ttl
@@ -63,21 +55,14 @@ class RedisJobStore:
         self.live_ttl_ms = max(self.ttl_ms, round(live_ttl * 1000))
         self.poll_interval = poll_interval
         self.prefix = prefix
-        self._errors = _outage_errors()
+        self._errors = outage_errors()
         self._handlers: list[CancelHandler] = []
         self._listener: asyncio.Task[None] | None = None
-        options: dict[str, Any] = {
-            "socket_connect_timeout": timeout,
-            # One retry: after a Redis restart every pooled connection is stale, and its
-            # first command would fail although Redis is back.
-            "retry": Retry(NoBackoff(), 1),
-        }
-        try:
-            self._client = Redis.from_url(url, socket_timeout=timeout, **options)
-            # Subscriptions wait for messages as long as they like: no read timeout.
-            self._subscriber = Redis.from_url(url, **options)
-        except ValueError as exc:  # never repeat the URL: it may hold a password
-            raise ValueError(f"--redis-url: {exc}") from None
+        # One retry: after a Redis restart every pooled connection is stale, and its
+        # first command would fail although Redis is back.
+        self._client = connect(url, timeout=timeout, retries=1)
+        # Subscriptions wait for messages as long as they like: no read timeout.
+        self._subscriber = connect(url, timeout=timeout, retries=1, read_timeout=False)
 
     # --- keys --------------------------------------------------------------------------
 
@@ -234,30 +219,21 @@ class RedisJobStore:
                 await pubsub.subscribe(self._channel(job_id))
             except self._errors as exc:
                 raise self._unavailable(exc, "watching a job") from None
-            state = await self.load(job_id)
-            last = state.seq
-            for event in snapshot(state):
+            watch = Watch()
+            for event in watch.start(await self.load(job_id)):
                 yield event
-            while not state.status.terminal:
+            while not watch.done:
                 try:
                     message = await pubsub.get_message(timeout=self.poll_interval)
                 except self._errors as exc:
                     raise self._unavailable(exc, "watching a job") from None
                 if message is None or message.get("type") != "message":
                     # Quiet: read the record, in case a message was lost.
-                    state = await self.load(job_id)
-                    if state.seq > last:
-                        last = state.seq
-                        for event in snapshot(state):
-                            yield event
-                    continue
-                event = JobEvent.from_message(message["data"])
-                if event.seq <= last:
-                    continue
-                last = event.seq
-                yield event
-                if event.kind.terminal:
-                    return
+                    news = watch.reread(await self.load(job_id))
+                else:
+                    news = watch.event(JobEvent.from_message(message["data"]))
+                for event in news:
+                    yield event
         finally:
             with contextlib.suppress(*self._errors):
                 await pubsub.aclose()

@@ -19,8 +19,9 @@ from typing import Any
 
 from flux_contract.experiment_counts import ExperimentsCounts
 from flux_contract.presets import StylePreset
+from flux_server.admission.audit_lines import Trail
 from flux_server.admission.auth import Principal
-from flux_server.admission.gate import Admission, Trail
+from flux_server.admission.gate import Admission
 from flux_server.errors import ServeError
 from flux_server.execution.engine import ModelInfo
 from flux_server.execution.previews import PreviewFn
@@ -29,8 +30,8 @@ from flux_server.experiments.runtime import ExperimentRuntime
 from flux_server.jobs.access import OwnedJobs
 from flux_server.jobs.async_jobs import AsyncJobs
 from flux_server.jobs.fleet_jobs import FleetJobs
-from flux_server.jobs.lifecycle import JobState
 from flux_server.jobs.manager import JobManager, build_job_manager
+from flux_server.jobs.records import JobState
 from flux_server.metrics import Metrics
 from flux_server.requests.context import CallContext, ProgressFn
 from flux_server.requests.params import GenerateParams
@@ -212,18 +213,8 @@ class GenerationService:
             await admission.store(prepared.cache_key, made.images)
             return await self.dispatch.answer(trail, made.images, info, "generate")
 
-    async def edit(
-        self,
-        *,
-        image: bytes,
-        mask: bytes | None,
-        mode: str | None,
-        strength: float | None,
-        params: GenerateParams,
-        ctx: CallContext,
-    ) -> GenerationResult:
+    async def edit(self, edit: EditRequest, ctx: CallContext) -> GenerationResult:
         """Edit an uploaded image (img2img, inpaint, instruct)."""
-        edit = EditRequest(image, mask, mode, strength, params)
         async with self.admission.request(ctx) as trail, self.batcher.arrival() as arrival:
             work = await self.intake.edit(trail, edit)
             self.admission.accepted(trail)
@@ -268,18 +259,12 @@ class GenerationService:
 
     async def submit_edit(
         self,
-        *,
-        image: bytes,
-        mask: bytes | None,
-        mode: str | None,
-        strength: float | None,
-        params: GenerateParams,
+        edit: EditRequest,
         ctx: CallContext,
         webhook: str | None = None,
         webhook_events_filter: Sequence[str] | None = None,
     ) -> JobState:
         """Admit an edit like :meth:`edit`, then queue it as an async job."""
-        edit = EditRequest(image, mask, mode, strength, params)
         async with self.admission.request(ctx) as trail:
             work = await self.intake.edit(trail, edit)
             target, wanted = await self.jobs.check_webhook(webhook, webhook_events_filter)

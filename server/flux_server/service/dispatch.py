@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from flux_server.admission.gate import Trail
+from flux_server.admission.audit_lines import Trail
 from flux_server.admission.request_log import Action, log_served
 from flux_server.errors import InternalError, ServeError
 from flux_server.experiments.runtime import ExperimentRuntime

@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flux_contract.names import normalize
-from flux_server.admission.gate import Admission, Trail
+from flux_server.admission.audit_lines import Trail
+from flux_server.admission.gate import Admission
 from flux_server.errors import NotEnabled
 from flux_server.experiments.runtime import ExperimentRuntime
 from flux_server.queue import uploads
@@ -48,22 +49,15 @@ class EditRequest:
     params: GenerateParams
 
 
+@dataclass(eq=False)
 class Intake:
     """Admission, experiments, resolution and the content policy, in one order."""
 
-    def __init__(
-        self,
-        settings: ServerSettings,
-        admission: Admission,
-        presets: PresetStore,
-        experiments: ExperimentRuntime,
-        runner: Runner,
-    ) -> None:
-        self.settings = settings
-        self.admission = admission
-        self.presets = presets
-        self.experiments = experiments
-        self.runner = runner
+    settings: ServerSettings
+    admission: Admission
+    presets: PresetStore
+    experiments: ExperimentRuntime
+    runner: Runner
 
     async def generation(self, trail: Trail, params: GenerateParams) -> Prepared:
         """A generation: admitted, resolved, screened, with its cache key."""

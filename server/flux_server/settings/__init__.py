@@ -2,102 +2,48 @@
 command line and ``FLUXSERVE_*`` environment variables (a flag wins over its variable).
 
 Every field is a flag: ``max_batch_size`` is ``--max-batch-size`` and
-``FLUXSERVE_MAX_BATCH_SIZE``. Nothing here is read at import time.
+``FLUXSERVE_MAX_BATCH_SIZE`` (:mod:`flux_contract.flags`, the operator's convention too).
+The model and speed flags, with what they mean on a device, are
+:mod:`flux_server.settings.engine`'s. Nothing here is read at import time.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import binascii
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import Field, field_validator, model_validator
+
+from flux_contract.flags import (
+    FlagError,
+    add_flag,
+    flag_name,
+    flags,
+    help_text,
+    settings_of,
 )
-
-from flux_server.execution.speedups import SpeedOptions, parse_sizes, parse_step_cache
-from flux_server.settings.flags import FlagError, add_flags, flag_name, flag_values, problems
+from flux_server.execution.speedups import SpeedOptions
+from flux_server.settings.engine import EngineSettings, check_speed_flags, speed_options
 from flux_server.settings.hosts import AllowList
+from flux_server.settings.webhook_secret import check_webhook_secret
 
 ENV_PREFIX = "FLUXSERVE_"
 
+__all__ = [
+    "ENV_PREFIX",
+    "ServerSettings",
+    "SettingsError",
+    "build_parser",
+    "check_webhook_secret",
+    "load_settings",
+]
 
-class ServerSettings(BaseModel):
-    """The inference server's configuration."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # --- model -------------------------------------------------------------------------
-    model: str = Field(description="Local directory or hub id of a FLUX pipeline.")
-    model_revision: str | None = Field(None, description="Hub revision (branch, tag, commit).")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="auto: CUDA when present, else CPU."
-    )
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="auto: bfloat16 on CUDA, float32 on CPU."
-    )
-    warmup: bool = Field(True, description="Run one small generation before reporting ready.")
-
-    # --- speed (see flux_server.execution.speedups) ------------------------------------------
-    compile: Literal["auto", "off", "regional", "full"] = Field(
-        "auto",
-        description="torch.compile the repeated transformer blocks (regional) or the whole "
-        "transformer (full); auto: regional on CUDA, off on CPU.",
-    )
-    compile_backend: Literal["inductor", "aot_eager", "eager"] = Field(
-        "inductor",
-        description="torch.compile backend; aot_eager/eager trace without generating code "
-        "(checks, debugging).",
-    )
-    warmup_sizes: tuple[str, ...] = Field(
-        (),
-        description="WxH sizes (comma separated or repeated) compiled and run at every batch "
-        "size up to --max-batch-size before ready; default with --compile: the default size.",
-    )
-    compile_cache: str | None = Field(
-        None,
-        description="With --compile: a directory (a volume) that keeps compiled kernels across "
-        "restarts, one entry per torch, diffusers, GPU and warm-up shapes; a mismatch or a "
-        "damaged entry recompiles.",
-    )
-    quantize: Literal["none", "fp8", "int8"] = Field(
-        "none",
-        description="torchao on the transformer: fp8 (CUDA, compute capability 8.9+) or int8 "
-        "weight-only.",
-    )
-    step_cache: str = Field(
-        "off",
-        description="Skip transformer work on steps that change little: off, "
-        "first-block:THRESHOLD, taylorseer:INTERVAL.",
-    )
-    attention_backend: str | None = Field(
-        None, description="diffusers attention dispatcher backend (native, flash, sage, ...)."
-    )
-    offload: Literal["none", "model", "sequential"] = Field(
-        "none",
-        description="CPU offload for GPUs smaller than the pipeline: model (whole components) "
-        "or sequential (layer by layer, least memory, slowest).",
-    )
-    vae_slicing: bool = Field(
-        True,
-        description="Decode a batch one image at a time: less memory, and an image's bytes "
-        "do not depend on the decode of the others in its batch.",
-    )
-    vae_tiling: bool = Field(False, description="Decode large images in tiles.")
-    lora_max_rank: int | None = Field(
-        None,
-        ge=1,
-        description="With --compile: the LoRA rank the hot-swap slot is prepared for "
-        "(default: the largest adapter's).",
-    )
+class ServerSettings(EngineSettings):
+    """The inference server's configuration: the engine's flags (model, speed), then
+    these."""
 
     # --- listeners -----------------------------------------------------------------------
     host: str = Field("0.0.0.0", description="Address the listeners bind.")
@@ -391,37 +337,9 @@ class ServerSettings(BaseModel):
             raise ValueError("--preview-decoder taef1 needs --preview-taef1 PATH (its weights)")
         return self
 
-    @field_validator("warmup_sizes", mode="before")
-    @classmethod
-    def _sizes(cls, value: Any) -> Any:
-        values = [value] if isinstance(value, str) else list(value or ())
-        return tuple(f"{w}x{h}" for w, h in parse_sizes(values))
-
-    @field_validator("compile_cache")
-    @classmethod
-    def _cache_is_a_directory(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or Path(value).is_file()):
-            raise ValueError(f"{value!r} is not a directory (a volume for compiled kernels)")
-        return value
-
-    @field_validator("step_cache")
-    @classmethod
-    def _step_cache(cls, value: str) -> str:
-        parse_step_cache(value)
-        return value
-
     @model_validator(mode="after")
     def _speed_options_fit_the_device(self) -> ServerSettings:
-        for size in self.warmup_sizes:
-            if max(int(side) for side in size.split("x")) > self.max_side:
-                raise ValueError(f"--warmup-sizes {size} is over --max-side {self.max_side}")
-        if self.quantize == "fp8" or self.offload != "none" or self.attention_backend:
-            # These depend on the device: torch (and diffusers) are imported only here.
-            from flux_server.execution.speedups import check_device_options, resolve_device
-
-            check_device_options(
-                resolve_device(self.device), self.quantize, self.offload, self.attention_backend
-            )
+        check_speed_flags(self, self.max_side)
         return self
 
     @property
@@ -431,40 +349,9 @@ class ServerSettings(BaseModel):
     def speed_options(self, device: str) -> SpeedOptions:
         """What the engine applies on ``device`` (``cuda`` or ``cpu``, already chosen):
         ``--compile auto`` compiles on a GPU only, and compiling warms up every batch size."""
-        mode = self.compile
-        if mode == "auto":
-            mode = "regional" if device == "cuda" else "off"
-        sizes = parse_sizes(self.warmup_sizes)
-        if not sizes and mode != "off":
-            sizes = ((self.default_width, self.default_height),)
-        return SpeedOptions(
-            compile=mode,
-            compile_backend=self.compile_backend,
-            warmup_sizes=sizes,
-            warmup_batch_sizes=tuple(range(1, self.max_batch_size + 1)) if mode != "off" else (1,),
-            quantize=self.quantize,
-            step_cache=parse_step_cache(self.step_cache),
-            attention_backend=self.attention_backend,
-            offload=self.offload,
-            vae_slicing=self.vae_slicing,
-            vae_tiling=self.vae_tiling,
-            lora_max_rank=self.lora_max_rank,
+        return speed_options(
+            self, device, (self.default_width, self.default_height), self.max_batch_size
         )
-
-
-def check_webhook_secret(secret: str) -> bytes:
-    """The key of a ``whsec_`` secret; ``ValueError`` (never echoing the secret) when it
-    is not ``whsec_`` and the base64 of 24 to 64 bytes, as Standard Webhooks asks."""
-    body = secret.strip().removeprefix("whsec_")
-    if body == secret.strip():
-        raise ValueError("must start with whsec_ (Standard Webhooks secret)")
-    try:
-        key = base64.b64decode(body, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("is not whsec_ followed by base64") from None
-    if not 24 <= len(key) <= 64:
-        raise ValueError(f"decodes to {len(key)} bytes; use 24 to 64 random bytes")
-    return key
 
 
 class SettingsError(ValueError):
@@ -484,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
-    add_flags(parser, ServerSettings, ENV_PREFIX)
+    for flag in flags(ServerSettings, ENV_PREFIX):
+        default = None if flag.field.is_required() else repr(flag.field.default)
+        add_flag(parser, flag, help_text(flag, default))
     return parser
 
 
@@ -497,9 +386,6 @@ def load_settings(
     """
     args = vars(build_parser().parse_args(list(argv or [])))
     try:
-        values = flag_values(ServerSettings, args, environ or {}, ENV_PREFIX)
-        return ServerSettings.model_validate(values)
+        return settings_of(ServerSettings, ENV_PREFIX, args, environ or {})
     except FlagError as exc:
         raise SettingsError(str(exc)) from None
-    except ValidationError as exc:
-        raise SettingsError(problems(exc, ENV_PREFIX)) from None

@@ -30,6 +30,10 @@ from flux_server.service.core import GenerationService
 
 log = logging.getLogger(__name__)
 
+Admit = Callable[[bytes, grpc.aio.ServicerContext], tuple[Any, ServeError | None]]
+"""Raw bytes to the decoded request, or the error the caller is refused with."""
+Refuse = Callable[[grpc.aio.ServicerContext, ServeError], Awaitable[None]]
+
 OPEN_METHODS = frozenset({"ListPresets"})
 """Methods that do no work for the caller and need no key (REST's ``/presets`` is open
 too)."""
@@ -85,7 +89,21 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         service_name, _, method = full_method.lstrip("/").rpartition("/")
         if handler is None or service_name != SERVICE_NAME or handler.request_streaming:
             return handler
-        decode = handler.request_deserializer
+        admit = self._admitter(handler_call_details, method, handler.request_deserializer)
+
+        async def refuse(context: grpc.aio.ServicerContext, error: ServeError) -> None:
+            await self._abort(context, handler_call_details, method, error)
+
+        if handler.unary_stream is not None:
+            return _streaming(handler, admit, refuse)
+        return _single(handler, admit, refuse)
+
+    def _admitter(
+        self,
+        details: grpc.HandlerCallDetails,
+        method: str,
+        decode: Callable[[bytes], Any] | None,
+    ) -> Admit:
         needs_key = method not in OPEN_METHODS
 
         def admit(raw: bytes, context: grpc.aio.ServicerContext) -> tuple[Any, ServeError | None]:
@@ -95,47 +113,15 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             # The callback holds the size only: a closure over ``raw`` would keep it.
             size = len(raw)
             context.add_done_callback(lambda _call: self.trimmer.after(size))
-            peer = _client(handler_call_details, context)
-            if needs_key and (error := self._refusal(handler_call_details, peer)) is not None:
+            peer = _client(details, context)
+            if needs_key and (error := self._refusal(details, peer)) is not None:
                 return None, error
             try:
                 return (decode(raw) if decode is not None else raw), None
             except (DecodeError, ValueError, TypeError) as exc:
                 return None, MalformedRequest(f"the request is not a {method} message: {exc}")
 
-        async def refuse(context: grpc.aio.ServicerContext, error: ServeError) -> None:
-            await self._abort(context, handler_call_details, method, error)
-
-        if handler.unary_stream is not None:
-            stream = handler.unary_stream
-
-            async def streaming(
-                raw: bytes, context: grpc.aio.ServicerContext
-            ) -> AsyncIterator[Any]:
-                request, error = admit(raw, context)
-                # The abort's traceback keeps this frame (a cycle, freed only by a full
-                # collection): it must not keep the message's bytes with it.
-                del raw
-                if error is not None:
-                    await refuse(context, error)
-                async for event in stream(request, context):
-                    yield event
-
-            return grpc.unary_stream_rpc_method_handler(
-                streaming, response_serializer=handler.response_serializer
-            )
-        unary = handler.unary_unary
-
-        async def single(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
-            request, error = admit(raw, context)
-            del raw  # as above
-            if error is not None:
-                await refuse(context, error)
-            return await unary(request, context)
-
-        return grpc.unary_unary_rpc_method_handler(
-            single, response_serializer=handler.response_serializer
-        )
+        return admit
 
     def _refusal(self, details: grpc.HandlerCallDetails, peer: str | None) -> ServeError | None:
         """The key's error (None when it is valid or the server is open)."""
@@ -163,3 +149,40 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(error, Unauthenticated):
             log.info("unauthenticated call refused", extra={"request_id": ctx.request_id})
         await self.calls.abort(context, ctx, error)
+
+
+def _streaming(
+    handler: grpc.RpcMethodHandler, admit: Admit, refuse: Refuse
+) -> grpc.RpcMethodHandler:
+    """A server-streaming method that takes the raw bytes and admits them first."""
+    stream = handler.unary_stream
+
+    async def streaming(raw: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        request, error = admit(raw, context)
+        # The abort's traceback keeps this frame (a cycle, freed only by a full
+        # collection): it must not keep the message's bytes with it.
+        del raw
+        if error is not None:
+            await refuse(context, error)
+        async for event in stream(request, context):
+            yield event
+
+    return grpc.unary_stream_rpc_method_handler(
+        streaming, response_serializer=handler.response_serializer
+    )
+
+
+def _single(handler: grpc.RpcMethodHandler, admit: Admit, refuse: Refuse) -> grpc.RpcMethodHandler:
+    """A unary method that takes the raw bytes and admits them first."""
+    unary = handler.unary_unary
+
+    async def single(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
+        request, error = admit(raw, context)
+        del raw  # as in _streaming
+        if error is not None:
+            await refuse(context, error)
+        return await unary(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        single, response_serializer=handler.response_serializer
+    )

@@ -15,7 +15,8 @@ from flux_contract.wire import IMAGE_FORMAT_TO_PB, pb
 from flux_server.api.grpc.convert import params_from_proto
 from flux_server.api.grpc.experiments import arm_to_proto
 from flux_server.jobs.access import OwnedJobs
-from flux_server.jobs.lifecycle import JobEvent, JobState, JobStatus, iso
+from flux_server.jobs.lifecycle import iso
+from flux_server.jobs.records import JobEvent, JobState, JobStatus
 
 if TYPE_CHECKING:
     from flux_server.api.grpc.calls import Calls

@@ -36,8 +36,10 @@ from flux_server.api.grpc.guard import GuardInterceptor
 from flux_server.api.grpc.jobs import JobRpcs
 from flux_server.errors import InvalidRequest
 from flux_server.execution.previews import PreviewImage
+from flux_server.requests.context import CallContext
 from flux_server.requests.results import GenerationResult
 from flux_server.service.core import GenerationService
+from flux_server.service.intake import EditRequest
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +60,7 @@ class FluxServicer(pb_grpc.FluxServiceServicer):
 
         async def work() -> pb.GenerateResponse:
             params = params_from_proto(request.params)
-            result = await self.service.generate(params, ctx)
-            context.set_trailing_metadata(
-                ((REQUEST_ID_METADATA, ctx.request_id), *grpc_experiments.arm_metadata(result))
-            )
-            return result_to_proto(result)
+            return _answer(context, ctx, await self.service.generate(params, ctx))
 
         return await self.calls.run(context, ctx, work)
 
@@ -94,16 +92,13 @@ class FluxServicer(pb_grpc.FluxServiceServicer):
                     yield getter.result()
                 else:
                     getter.cancel()
-            result = task.result()
-            context.set_trailing_metadata(
-                ((REQUEST_ID_METADATA, ctx.request_id), *grpc_experiments.arm_metadata(result))
-            )
+            last = _answer(context, ctx, task.result())
         finally:
             if not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        yield pb.GenerateEvent(result=result_to_proto(result))
+        yield pb.GenerateEvent(result=last)
 
     async def ListPresets(
         self, request: pb.ListPresetsRequest, context: grpc.aio.ServicerContext
@@ -129,18 +124,14 @@ class FluxServicer(pb_grpc.FluxServiceServicer):
             if request.mode not in EDIT_MODES:
                 raise InvalidRequest(f"unknown edit mode {request.mode}", "mode")
             params = params_from_proto(request.params)
-            result = await self.service.edit(
-                image=request.image,
-                mask=request.mask if request.HasField("mask") else None,
-                mode=EDIT_MODES[request.mode],
-                strength=request.strength if request.HasField("strength") else None,
-                params=params,
-                ctx=ctx,
+            edit = EditRequest(
+                request.image,
+                request.mask if request.HasField("mask") else None,
+                EDIT_MODES[request.mode],
+                request.strength if request.HasField("strength") else None,
+                params,
             )
-            context.set_trailing_metadata(
-                ((REQUEST_ID_METADATA, ctx.request_id), *grpc_experiments.arm_metadata(result))
-            )
-            return result_to_proto(result)
+            return _answer(context, ctx, await self.service.edit(edit, ctx))
 
         return await self.calls.run(context, ctx, work)
 
@@ -271,3 +262,13 @@ async def set_serving(health_servicer: health.aio.HealthServicer, serving: bool)
     )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, status)
+
+
+def _answer(
+    context: grpc.aio.ServicerContext, ctx: CallContext, result: GenerationResult
+) -> pb.GenerateResponse:
+    """A generation's answer, its request id and experiment arm in the trailing metadata."""
+    context.set_trailing_metadata(
+        ((REQUEST_ID_METADATA, ctx.request_id), *grpc_experiments.arm_metadata(result))
+    )
+    return result_to_proto(result)

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from flux_contract.experiment_counts import ExperimentsCounts
 from flux_contract.names import MAX_NAME_LENGTH
 from flux_server.api.rest.convert import context_from, json_body, refuse_query
-from flux_server.api.rest.openapi import ERROR_RESPONSES
+from flux_server.api.rest.openapi import ERROR_RESPONSES, error_answer, request_body
 from flux_server.experiments.feedback import MAX_REQUEST_ID
 from flux_server.requests.params import validation_error
 from flux_server.service.core import GenerationService
@@ -53,14 +53,11 @@ def experiment_routes(service: GenerationService) -> APIRouter:
         "/feedback",
         summary="Record an outcome of a request served in an experiment",
         openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {"application/json": {"schema": FeedbackBody.model_json_schema()}},
-            }
+            "requestBody": request_body({"application/json": FeedbackBody.model_json_schema()})
         },
         response_model=FeedbackAnswer,
         responses={
-            404: {**ERROR_RESPONSES[422], "description": "Unknown or expired request id."},
+            404: error_answer("Unknown or expired request id."),
             **ERROR_RESPONSES,
         },
     )

@@ -14,19 +14,14 @@ from flux_server.api.rest.convert import (
     result_response,
     unless_disconnected,
 )
-from flux_server.api.rest.jobs import (
-    ACCEPTED_RESPONSE,
-    PREFER_HEADER,
-    accepted_response,
-    pop_async_fields,
-    wants_async,
-    with_async_fields,
-)
+from flux_server.api.rest.jobs import accepted_response, pop_async_fields, wants_async
+from flux_server.api.rest.jobs_openapi import ACCEPTED_RESPONSE, PREFER_HEADER, with_async_fields
 from flux_server.api.rest.openapi import (
     CALL_HEADERS,
     ERROR_RESPONSES,
     IMAGE_OR_JSON_RESPONSE,
     WEBHOOK_OFF_RESPONSE,
+    request_body,
 )
 from flux_server.requests.params import GenerateParams
 from flux_server.service.core import GenerationService
@@ -39,14 +34,9 @@ def generation_routes(service: GenerationService) -> APIRouter:
         "/generate",
         summary="Generate images",
         openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": with_async_fields(GenerateParams.model_json_schema())
-                    }
-                },
-            },
+            "requestBody": request_body(
+                {"application/json": with_async_fields(GenerateParams.model_json_schema())}
+            ),
             "parameters": [*CALL_HEADERS, PREFER_HEADER],
         },
         responses={

@@ -11,13 +11,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from flux_contract.experiments import ExperimentArm
 from flux_contract.wire import EXPERIMENT_HEADER
 from flux_server.api.rest.convert import MEDIA_TYPES, context_from
-from flux_server.api.rest.openapi import ERROR_SCHEMA
+from flux_server.api.rest.jobs_openapi import JOB_ANSWERS, job_answers
 from flux_server.errors import InvalidRequest, NotFound
 from flux_server.jobs import http_views
-from flux_server.jobs.lifecycle import JobState, JobStatus
+from flux_server.jobs.records import JobState
 from flux_server.service.core import GenerationService
 
 ASYNC_FIELDS = ("webhook", "webhook_events_filter")
@@ -79,75 +78,6 @@ def accepted_response(state: JobState, request_id: str) -> JSONResponse:
     return JSONResponse(body, status_code=202, headers=headers)
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    texts = {
-        401: "A missing or unknown API key.",
-        404: "No such job: unknown, or expired (the message names --job-ttl).",
-        503: "The job store (Redis) is unreachable.",
-    }
-    return {
-        status: {
-            "description": texts[status],
-            "content": {"application/json": {"schema": ERROR_SCHEMA}},
-        }
-        for status in statuses
-    }
-
-
-JOB_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "kind": {"type": "string", "enum": ["generate", "edit"]},
-        "status": {"type": "string", "enum": [s.value for s in JobStatus]},
-        "created_at": {"type": "string", "format": "date-time"},
-        "started_at": {"type": ["string", "null"], "format": "date-time"},
-        "completed_at": {"type": ["string", "null"], "format": "date-time"},
-        "queue_position": {"type": "integer", "description": "0-based, while queued."},
-        "progress": {
-            "type": "object",
-            "properties": {"step": {"type": "integer"}, "total": {"type": "integer"}},
-        },
-        "error": ERROR_SCHEMA["properties"]["error"],
-        "images": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {
-                    "seed": {"type": "integer"},
-                    "format": {"type": "string"},
-                    "width": {"type": "integer"},
-                    "height": {"type": "integer"},
-                    "url": {"type": "string", "description": "GET it for the image's bytes."},
-                },
-            },
-        },
-        "urls": {"type": "object", "additionalProperties": {"type": "string"}},
-        "metrics": {"type": "object", "additionalProperties": {"type": "number"}},
-        "experiment": {
-            "anyOf": [ExperimentArm.model_json_schema(), {"type": "null"}],
-            "description": "The experiment arm assigned at submission (as a synchronous "
-            "answer's JSON names it); null outside any experiment.",
-        },
-    },
-    "required": ["id", "status", "created_at", "urls"],
-}
-PREFER_HEADER: dict[str, Any] = {
-    "name": "Prefer",
-    "in": "header",
-    "required": False,
-    "description": "respond-async: answer 202 with the job at once (see /jobs/{id}); the "
-    "body may then carry webhook and webhook_events_filter.",
-    "schema": {"type": "string", "example": "respond-async"},
-}
-ACCEPTED_RESPONSE: dict[int | str, dict[str, Any]] = {
-    202: {
-        "description": "With Prefer: respond-async: the job, queued. Location: /jobs/{id}.",
-        "content": {"application/json": {"schema": JOB_SCHEMA}},
-    }
-}
-
-
 def job_routes(service: GenerationService) -> APIRouter:
     router = APIRouter()
 
@@ -157,10 +87,7 @@ def job_routes(service: GenerationService) -> APIRouter:
     @router.get(
         "/jobs/{job_id}",
         summary="An async job: status, queue position, progress, error or images",
-        responses={
-            200: {"content": {"application/json": {"schema": JOB_SCHEMA}}},
-            **_errors(401, 404, 503),
-        },
+        responses=JOB_ANSWERS,
     )
     async def get_job(job_id: str, request: Request) -> JSONResponse:
         state = await reader(request, "").get(job_id)
@@ -170,10 +97,7 @@ def job_routes(service: GenerationService) -> APIRouter:
         "/jobs/{job_id}/cancel",
         summary="Cancel a job: a queued one leaves the queue, a running one stops at the "
         "next denoising step; a finished one stays as it is",
-        responses={
-            200: {"content": {"application/json": {"schema": JOB_SCHEMA}}},
-            **_errors(401, 404, 503),
-        },
+        responses=JOB_ANSWERS,
     )
     async def cancel_job(job_id: str, request: Request) -> JSONResponse:
         state = await reader(request, "/cancel").cancel(job_id)
@@ -184,10 +108,7 @@ def job_routes(service: GenerationService) -> APIRouter:
         summary="Server-Sent Events of a job: the current state first, then queued, "
         "running, one progress per step (and a preview every --preview-every steps with "
         "previews: true), and exactly one terminal event",
-        responses={
-            200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
-            **_errors(401, 404, 503),
-        },
+        responses=job_answers({"text/event-stream": {"schema": {"type": "string"}}}),
     )
     async def job_events(job_id: str, request: Request) -> StreamingResponse:
         jobs = reader(request, "/events")
@@ -198,10 +119,7 @@ def job_routes(service: GenerationService) -> APIRouter:
     @router.get(
         "/jobs/{job_id}/images/{index}",
         summary="The bytes of image `index` of a succeeded job",
-        responses={
-            200: {"content": {"image/png": {}, "image/jpeg": {}, "image/webp": {}}},
-            **_errors(401, 404, 503),
-        },
+        responses=job_answers({"image/png": {}, "image/jpeg": {}, "image/webp": {}}),
     )
     async def job_image(job_id: str, index: int, request: Request) -> Response:
         jobs = reader(request, "/images/{i}")
@@ -218,23 +136,3 @@ def job_routes(service: GenerationService) -> APIRouter:
 
 
 __all__ = ["accepted_response", "job_routes", "pop_async_fields", "wants_async"]
-
-
-def with_async_fields(schema: dict[str, Any]) -> dict[str, Any]:
-    """A request body's schema with the fields an async submission may add (its
-    ``$defs`` are moved to the document's components by ``hoist_defs``)."""
-    properties = {
-        **schema.get("properties", {}),
-        "webhook": {
-            "type": "string",
-            "format": "uri",
-            "description": "With Prefer: respond-async: POSTed the job's events, signed "
-            "(Standard Webhooks); private addresses are refused unless allowed.",
-        },
-        "webhook_events_filter": {
-            "type": "array",
-            "items": {"type": "string", "enum": ["start", "progress", "completed"]},
-            "default": ["completed"],
-        },
-    }
-    return {**schema, "properties": properties}

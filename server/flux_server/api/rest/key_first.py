@@ -17,6 +17,7 @@ from __future__ import annotations
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from flux_server.api.rest.convert import error_response
+from flux_server.api.rest.middleware import Middleware
 from flux_server.errors import ServeError, status_of
 from flux_server.requests.context import CallContext, new_request_id
 from flux_server.service.core import GenerationService
@@ -24,21 +25,21 @@ from flux_server.service.core import GenerationService
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
-class KeyBeforeBody:
+class KeyBeforeBody(Middleware):
     """Checks the API key of a request with a body before the application reads it."""
 
     def __init__(self, app: ASGIApp, service: GenerationService) -> None:
-        self.app = app
+        super().__init__(app)
         self.service = service
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope.get("method") not in BODY_METHODS
-            or self.service.admission.keys is None
-        ):
-            await self.app(scope, receive, send)
-            return
+    def applies(self, scope: Scope) -> bool:
+        return (
+            super().applies(scope)
+            and scope.get("method") in BODY_METHODS
+            and self.service.admission.keys is not None
+        )
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         ctx = _context(scope)
         try:
             self.service.authenticate(ctx)

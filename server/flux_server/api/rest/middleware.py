@@ -18,18 +18,35 @@ UNCOUNTED = {"/metrics", "/healthz", "/readyz"}
 STREAMS = {"/jobs/{job_id}/events"}
 
 
-class BodyLimit:
+class Middleware:
+    """An ASGI middleware that handles the HTTP requests it :meth:`applies` to and passes
+    every other call (lifespan, other requests) to ``app`` untouched."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    def applies(self, scope: Scope) -> bool:
+        return bool(scope["type"] == "http")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.applies(scope):
+            await self.handle(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class BodyLimit(Middleware):
     """Refuses request bodies over ``max_bytes`` (by Content-Length, or while streaming)
     before the application buffers them."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         error = PayloadTooLarge(
             f"the request body is over the limit of {self.max_bytes} bytes", "body"
         )
@@ -58,22 +75,19 @@ class BodyLimit:
             await error_response(exc)(scope, receive, send)
 
 
-class RequestMetrics:
+class RequestMetrics(Middleware):
     """Counts answers by endpoint and status, and their durations. The endpoint is the
     matched route's template (``/jobs/{job_id}``): bounded labels; a path no route
     matches is ``other``."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
-        self.app = app
+        super().__init__(app)
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        if scope.get("path", "") in UNCOUNTED:
-            await self.app(scope, receive, send)
-            return
+    def applies(self, scope: Scope) -> bool:
+        return super().applies(scope) and scope.get("path", "") not in UNCOUNTED
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         status = 500
         answered: float | None = None  # when the answer started

@@ -57,8 +57,21 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
     "required": ["error"],
 }
+
+
+def error_answer(description: str) -> dict[str, Any]:
+    """An answer in the one error shape, described."""
+    return {"description": description, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+
+
+def request_body(schemas: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A required request body: its schema by media type."""
+    content = {media: {"schema": schema} for media, schema in schemas.items()}
+    return {"required": True, "content": content}
+
+
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": text, "content": {"application/json": {"schema": ERROR_SCHEMA}}}
+    status: error_answer(text)
     for status, text in (
         (400, "Not a JSON object, or the content policy refused the prompt."),
         (413, "A body over --max-body-bytes."),
@@ -111,28 +124,19 @@ def with_vqa_token_limit(spec: dict[str, Any], limit: int) -> dict[str, Any]:
 
 UPLOAD_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     **ERROR_RESPONSES,
-    400: {
-        "description": "An image that cannot be decoded or is over --max-image-pixels, a "
-        "malformed form or JSON, or the content policy refused the prompt or question.",
-        "content": {"application/json": {"schema": ERROR_SCHEMA}},
-    },
-    415: {
-        "description": "A body that is neither multipart/form-data nor application/json.",
-        "content": {"application/json": {"schema": ERROR_SCHEMA}},
-    },
-    501: {
-        "description": "The feature is off (--enable-editing, --vqa-model; a webhook "
-        "needs --webhook-secret).",
-        "content": {"application/json": {"schema": ERROR_SCHEMA}},
-    },
+    400: error_answer(
+        "An image that cannot be decoded or is over --max-image-pixels, a malformed form or "
+        "JSON, or the content policy refused the prompt or question."
+    ),
+    415: error_answer("A body that is neither multipart/form-data nor application/json."),
+    501: error_answer(
+        "The feature is off (--enable-editing, --vqa-model; a webhook needs --webhook-secret)."
+    ),
 }
 """/edit's and /vqa's error answers."""
 
 WEBHOOK_OFF_RESPONSE: dict[int | str, dict[str, Any]] = {
-    501: {
-        "description": "A webhook asked of a server started without --webhook-secret.",
-        "content": {"application/json": {"schema": ERROR_SCHEMA}},
-    }
+    501: error_answer("A webhook asked of a server started without --webhook-secret.")
 }
 
 

@@ -15,23 +15,19 @@ from flux_server.api.rest.convert import (
     unless_disconnected,
     upload_fields,
 )
-from flux_server.api.rest.jobs import (
-    ACCEPTED_RESPONSE,
-    PREFER_HEADER,
-    accepted_response,
-    pop_async_fields,
-    wants_async,
-    with_async_fields,
-)
+from flux_server.api.rest.jobs import accepted_response, pop_async_fields, wants_async
+from flux_server.api.rest.jobs_openapi import ACCEPTED_RESPONSE, PREFER_HEADER, with_async_fields
 from flux_server.api.rest.openapi import (
     IMAGE_OR_JSON_RESPONSE,
     UPLOAD_ERROR_RESPONSES,
+    request_body,
 )
 from flux_server.errors import InvalidRequest
 from flux_server.requests.edits import EDIT_FIELDS, edit_body_schema, edit_options
 from flux_server.requests.params import GenerateParams
 from flux_server.requests.questions import question_fields, vqa_body_schema
 from flux_server.service.core import GenerationService
+from flux_server.service.intake import EditRequest
 
 
 def upload_routes(service: GenerationService) -> APIRouter:
@@ -44,20 +40,13 @@ def upload_routes(service: GenerationService) -> APIRouter:
 def _edit_openapi() -> dict[str, Any]:
     # Its $defs go to the document's components (hoist_defs).
     params_schema = GenerateParams.model_json_schema()
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {
-                    "schema": with_async_fields(edit_body_schema(params_schema, upload=True))
-                },
-                "application/json": {
-                    "schema": with_async_fields(edit_body_schema(params_schema, upload=False))
-                },
-            },
-        },
-        "parameters": [PREFER_HEADER],
-    }
+    body = request_body(
+        {
+            "multipart/form-data": with_async_fields(edit_body_schema(params_schema, upload=True)),
+            "application/json": with_async_fields(edit_body_schema(params_schema, upload=False)),
+        }
+    )
+    return {"requestBody": body, "parameters": [PREFER_HEADER]}
 
 
 def _edit_route(router: APIRouter, service: GenerationService) -> None:
@@ -83,29 +72,11 @@ def _edit_route(router: APIRouter, service: GenerationService) -> None:
         asynchronous = wants_async(request)
         webhook, events = pop_async_fields(fields, asynchronous)
         params = parse_params({k: v for k, v in fields.items() if k not in EDIT_FIELDS})
+        edit = EditRequest(files["image"], files.get("mask"), mode, strength, params)
         if asynchronous:
-            state = await service.submit_edit(
-                image=files["image"],
-                mask=files.get("mask"),
-                mode=mode,
-                strength=strength,
-                params=params,
-                ctx=ctx,
-                webhook=webhook,
-                webhook_events_filter=events,
-            )
+            state = await service.submit_edit(edit, ctx, webhook, events)
             return accepted_response(state, ctx.request_id)
-        result = await unless_disconnected(
-            request,
-            service.edit(
-                image=files["image"],
-                mask=files.get("mask"),
-                mode=mode,
-                strength=strength,
-                params=params,
-                ctx=ctx,
-            ),
-        )
+        result = await unless_disconnected(request, service.edit(edit, ctx))
         return result_response(request, result)
 
 
@@ -132,13 +103,12 @@ def _vqa_route(router: APIRouter, service: GenerationService) -> None:
         "/vqa",
         summary="Answer a question about an image (multipart, or JSON base64)",
         openapi_extra={
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "multipart/form-data": {"schema": vqa_body_schema(upload=True)},
-                    "application/json": {"schema": vqa_body_schema(upload=False)},
-                },
-            }
+            "requestBody": request_body(
+                {
+                    "multipart/form-data": vqa_body_schema(upload=True),
+                    "application/json": vqa_body_schema(upload=False),
+                }
+            )
         },
         responses={200: _VQA_ANSWER, **UPLOAD_ERROR_RESPONSES},
     )
