@@ -16,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 ROOTS = (
+    "server/flux_server",
     "client/flux_client",
     "contract/flux_contract",
     "trainer/flux_trainer",

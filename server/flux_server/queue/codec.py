@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -65,16 +64,7 @@ def images_outcome(
     images: Sequence[GeneratedImage], info: BatchInfo, worker: str
 ) -> dict[str, Any]:
     return {
-        "images": [
-            {
-                "data": base64.b64encode(i.data).decode(),
-                "format": i.format,
-                "width": i.width,
-                "height": i.height,
-                "seed": i.seed,
-            }
-            for i in images
-        ],
+        "images": [i.as_json("data") for i in images],
         "batch_size": info.size,
         "units": info.units,
         "queue_s": info.queue_s,
@@ -154,16 +144,7 @@ def info_of(outcome: Mapping[str, Any]) -> BatchInfo:
 
 
 def images_of(outcome: Mapping[str, Any]) -> tuple[list[GeneratedImage], BatchInfo]:
-    images = [
-        GeneratedImage(
-            data=base64.b64decode(i["data"]),
-            format=i["format"],
-            width=i["width"],
-            height=i["height"],
-            seed=i["seed"],
-        )
-        for i in outcome["images"]
-    ]
+    images = [GeneratedImage.from_json(i, "data") for i in outcome["images"]]
     return images, info_of(outcome)
 
 

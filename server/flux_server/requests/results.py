@@ -5,8 +5,11 @@ and both adapters use them."""
 
 from __future__ import annotations
 
+import base64
 import io
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
@@ -27,6 +30,28 @@ class GeneratedImage:
     def encoded(cls, image: Image.Image, fmt: str, seed: int) -> GeneratedImage:
         """``image`` in ``fmt`` (png, jpeg or webp)."""
         return cls(encode(image, fmt), fmt, image.width, image.height, seed)
+
+    def as_json(self, data_key: str) -> dict[str, Any]:
+        """A JSON object of the image: its bytes in base64 under ``data_key`` (the result
+        cache says ``b64``, a queue outcome ``data``), then format, size and seed."""
+        return {
+            data_key: base64.b64encode(self.data).decode("ascii"),
+            "format": self.format,
+            "width": self.width,
+            "height": self.height,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any], data_key: str) -> GeneratedImage:
+        """What :meth:`as_json` wrote."""
+        return cls(
+            data=base64.b64decode(entry[data_key]),
+            format=entry["format"],
+            width=entry["width"],
+            height=entry["height"],
+            seed=entry["seed"],
+        )
 
 
 def encode(image: Image.Image, fmt: str) -> bytes:
