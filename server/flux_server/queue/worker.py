@@ -23,7 +23,7 @@ from flux_server.execution.cancellation import CancelToken
 from flux_server.execution.step_priority import NotTaken
 from flux_server.queue import codec, names, uploads
 from flux_server.queue.broker import Broker
-from flux_server.queue.decisions import Candidate, take_compatible, updated_rate
+from flux_server.queue.decisions import Candidate, is_priority, take_compatible, updated_rate
 from flux_server.queue.step_watch import StepWatch
 from flux_server.scheduling.batch_items import BatchInfo
 from flux_server.scheduling.runner import Runner, Served, describe_failure
@@ -123,6 +123,10 @@ class QueueWorker:
                     found.append(got)
                     if _full(found, self.max_units) or got.batch_key != found[0].batch_key:
                         return found
+            if any(is_priority(c.payload) for c in found):
+                # A priority batch takes no normal company (its call would be slower),
+                # and normal entries not read now stay free for another worker.
+                return found
         return found
 
     async def _next_batch(
@@ -172,18 +176,19 @@ class QueueWorker:
         await self.watch.settled()  # priority work offered meanwhile: served or held over
         self.running = [c for c in self.running if c not in batch]
 
-    async def _serve_priority(self) -> None:
+    async def _serve_priority(self) -> bool:
         """Priority entries, served at the running call's next step boundary (the call
-        paused); held over as the next batch when the call ended before taking them."""
+        paused); held over as the next batch when the call ended before taking them.
+        True when there were some to serve (there may be more)."""
         batch = await self._next_batch((names.PRIORITIES[0],), main=False)
         if not batch:
-            return
+            return False
         self.running += batch
         ready, works = await self._prepare(batch)
         self.running = [c for c in self.running if c in ready or c not in batch]
         batch = ready
         if not batch:
-            return
+            return True
         await self._announce(batch)
         start = time.monotonic()
         try:
@@ -191,7 +196,7 @@ class QueueWorker:
         except NotTaken:
             self._carry = list(batch) + self._carry  # claimed: the next batch is theirs
             self.running = [c for c in self.running if c not in batch]
-            return
+            return False
         except Exception as exc:
             log.exception("priority work failed", extra={"error": repr(exc)})
             outcomes = [
@@ -199,6 +204,7 @@ class QueueWorker:
             ]
         await self._finish(batch, works, outcomes, start, at_step=True)
         self.running = [c for c in self.running if c not in batch]
+        return True
 
     async def _announce(self, batch: Sequence[Candidate]) -> None:
         for c in batch:
