@@ -158,7 +158,7 @@ class QueueWorker:
         if not batch:
             self.running = []
             return
-        await self._announce(batch)
+        self._announce(batch)
         self.watch.running({str(w.request_id): w.token for w in works if w.token is not None})
         start = time.monotonic()
         try:
@@ -189,7 +189,7 @@ class QueueWorker:
         batch = ready
         if not batch:
             return True
-        await self._announce(batch)
+        self._announce(batch)
         start = time.monotonic()
         try:
             outcomes = self._outcomes(batch, await self.runner.run_at_step(works), start)
@@ -206,9 +206,19 @@ class QueueWorker:
         self.running = [c for c in self.running if c not in batch]
         return True
 
-    async def _announce(self, batch: Sequence[Candidate]) -> None:
+    def _announce(self, batch: Sequence[Candidate]) -> None:
+        """Each request's ``started``, sent beside its call, not before it: the call
+        need not wait a round trip for it (its events still go out in order)."""
         for c in batch:
-            await self.broker.publish(str(c.payload["request_id"]), {"type": "started"})
+            self._publish(str(c.payload["request_id"]), {"type": "started"})
+
+    def _publish(self, request_id: str, event: dict[str, Any]) -> None:
+        # Each event waits for the one before: the front hears them in order.
+        before = self._sending.get(request_id)
+        task = asyncio.get_running_loop().create_task(
+            self._publish_after(before, request_id, event)
+        )
+        self._sending[request_id] = task
 
     def _outcomes(
         self, batch: Sequence[Candidate], results: Sequence[Served], start: float
@@ -283,14 +293,8 @@ class QueueWorker:
         request_id = str(c.payload["request_id"])
         job = codec.job_of(c.payload)
 
-        def publish(event: dict[str, Any]) -> None:
-            # Each event waits for the one before: the front hears them in order.
-            before = self._sending.get(request_id)
-            task = loop.create_task(self._publish_after(before, request_id, event))
-            self._sending[request_id] = task
-
         def progress(step: int, total: int) -> None:
-            publish({"type": "progress", "step": step, "total": total})
+            self._publish(request_id, {"type": "progress", "step": step, "total": total})
 
         work = Generation(
             request=job,
@@ -302,7 +306,9 @@ class QueueWorker:
         )
         if c.payload.get("previews"):
             work.previews = True
-            work.preview = lambda image: publish({"type": "preview", **image.to_json()})
+            work.preview = lambda image: self._publish(
+                request_id, {"type": "preview", **image.to_json()}
+            )
         return work
 
     async def _publish_after(
