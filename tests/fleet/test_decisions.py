@@ -42,6 +42,17 @@ def test_a_batch_takes_compatible_entries_up_to_the_free_slots() -> None:
     assert take_compatible([big], 4)[0] == [big]  # the first always runs
 
 
+def test_a_priority_entry_leads_and_takes_no_normal_company() -> None:
+    # As the in-process batcher's lane: a priority entry read after normal ones held
+    # over from an earlier read runs first, and alone among normal entries of its shape.
+    held, later = _candidate(1), _candidate(2)
+    high = Candidate("s", "3-0", batch_key({**_payload(), "priority": True}), 1,
+                     {**_payload(), "priority": True})  # fmt: skip
+    assert batch_key(high.payload) != batch_key(held.payload)
+    taken, rest = take_compatible([held, later, high], free_units=4)
+    assert taken == [high] and rest == [held, later]
+
+
 def test_keys_take_turns_least_recently_served_first() -> None:
     assert fair_order({"busy": 100.0, "new": 0.0, "other": 50.0}) == ["new", "other", "busy"]
     assert fair_order({"b": 1.0, "a": 1.0}) == ["a", "b"]

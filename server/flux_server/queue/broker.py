@@ -23,12 +23,29 @@ from flux_server.queue.decisions import Candidate, batch_key, fair_order
 # The client decodes replies (decode_responses=True), which redis-py's types cannot
 # express: these name what the commands used here return, for the casts below.
 Entry = tuple[str, dict[str, str]]
-StreamReply = list[tuple[str, list[Entry]]]
 
-# Drop a key from its class's rotation only if its stream is empty, atomically: a
-# front's XADD + ZADD (one MULTI) can never land between the check and the removal.
-_DROP_IF_EMPTY = """
-if redis.call('XLEN', KEYS[2]) == 0 then return redis.call('ZREM', KEYS[1], ARGV[1]) end
+# One key's next undelivered entry, for this consumer, in one round trip: read it and
+# mark the key served (its turn moves back); none, drop the key from its class's rotation
+# if its stream is empty, atomically (a front's XADD + ZADD, one MULTI, can never land
+# between the check and the removal). KEYS: class keys, stream; ARGV: group, consumer,
+# now, key id.
+_READ_ONE = """
+local got = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', 1,
+                       'STREAMS', KEYS[2], '>')
+if not got then
+  if redis.call('XLEN', KEYS[2]) == 0 then redis.call('ZREM', KEYS[1], ARGV[4]) end
+  return false
+end
+redis.call('ZADD', KEYS[1], 'XX', ARGV[3], ARGV[4])
+return got[1][2][1]
+"""
+
+# A claim in one round trip (see Broker.claim). KEYS: result, cancelled, claim; ARGV:
+# consumer, ttl ms.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+if redis.call('SET', KEYS[3], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[3]) == ARGV[1] then return 1 end
 return 0
 """
 
@@ -48,7 +65,8 @@ class Broker:
     def __init__(self, client: aioredis.Redis) -> None:
         self.redis = client
         self._groups: set[str] = set()
-        self._drop = client.register_script(_DROP_IF_EMPTY)
+        self._read_one = client.register_script(_READ_ONE)
+        self._claim = client.register_script(_CLAIM)
 
     async def _group(self, stream: str) -> None:
         if stream in self._groups:
@@ -100,16 +118,14 @@ class Broker:
         """The next undelivered entry of one key's stream, now this consumer's."""
         stream = names.stream(track, priority, key_id)
         await self._group(stream)
-        got = cast(
-            StreamReply,
-            await self.redis.xreadgroup(names.GROUP, consumer, {stream: ">"}, count=1),
+        got = await self._read_one(
+            keys=[names.class_keys(track, priority), stream],
+            args=[names.GROUP, consumer, time.time(), key_id],
         )
         if not got:
-            await self._drop(keys=[names.class_keys(track, priority), stream], args=[key_id])
             return None
-        await self.redis.zadd(names.class_keys(track, priority), {key_id: time.time()}, xx=True)
-        entry_id, fields = got[0][1][0]
-        return _candidate(stream, entry_id, fields)
+        entry_id, flat = got
+        return _candidate(stream, str(entry_id), dict(zip(flat[::2], flat[1::2], strict=True)))
 
     async def turn_order(self, track: str, priority: str) -> list[str]:
         scored = cast(
@@ -140,12 +156,8 @@ class Broker:
     async def claim(self, request_id: str, consumer: str, ttl: float) -> bool:
         """True when this consumer may generate the request: nobody else holds it and no
         result is stored."""
-        if await self.redis.exists(names.result(request_id), names.cancelled(request_id)):
-            return False
-        key = names.claim(request_id)
-        if await self.redis.set(key, consumer, nx=True, px=int(ttl * 1000)):
-            return True
-        return bool(await self.redis.get(key) == consumer)
+        keys = [names.result(request_id), names.cancelled(request_id), names.claim(request_id)]
+        return bool(await self._claim(keys=keys, args=[consumer, int(ttl * 1000)]))
 
     async def renew(self, consumer: str, held: list[Candidate], ttl: float) -> None:
         """Keep what this worker runs its own: the claims' TTL and the entries' idle time."""
@@ -159,15 +171,14 @@ class Broker:
         await self.redis.publish(names.events(request_id), json.dumps(event))
 
     async def finish(self, c: Candidate, outcome: Mapping[str, Any] | None, ttl: float) -> None:
-        """Store the outcome (the first stored wins), tell the front, then acknowledge.
-        ``outcome`` None: acknowledge only (already answered, or cancelled)."""
+        """Store the outcome (the first stored wins), tell the front, then acknowledge:
+        one transaction, so one round trip, and the entry is never acknowledged without
+        its result. ``outcome`` None: acknowledge only (already answered, or cancelled)."""
         request_id = str(c.payload["request_id"])
-        if outcome is not None:
-            await self.redis.set(
-                names.result(request_id), json.dumps(outcome), nx=True, px=int(ttl * 1000)
-            )
-        await self.redis.publish(names.events(request_id), json.dumps({"type": "done"}))
         async with self.redis.pipeline(transaction=True) as pipe:
+            if outcome is not None:
+                pipe.set(names.result(request_id), json.dumps(outcome), nx=True, px=int(ttl * 1000))
+            pipe.publish(names.events(request_id), json.dumps({"type": "done"}))
             pipe.xack(c.stream, names.GROUP, c.entry_id)
             pipe.xdel(c.stream, c.entry_id)
             pipe.delete(names.claim(request_id))

@@ -30,7 +30,9 @@ class Candidate:
 
 def batch_key(payload: Mapping[str, Any]) -> tuple[Any, ...]:
     """Entries with equal keys can share one pipeline call: same kind, size, steps,
-    guidance and adapters (the engine's own key, rebuilt from the wire form)."""
+    guidance and adapters (the engine's own key, rebuilt from the wire form), and same
+    lane: a priority entry runs with priority entries only, as in the in-process
+    batcher's lane (normal company would make its call bigger, so slower)."""
     if payload.get("kind", "generate") != "generate":
         # An edit or a question runs alone: its batch key would need its decoded image.
         return (payload["kind"], payload["request_id"])
@@ -38,6 +40,7 @@ def batch_key(payload: Mapping[str, Any]) -> tuple[Any, ...]:
     adapters = tuple(tuple(pair) for pair in job.get("adapters", ()))
     return (
         payload.get("kind", "generate"),
+        is_priority(payload),
         job["width"],
         job["height"],
         job["steps"],
@@ -45,6 +48,10 @@ def batch_key(payload: Mapping[str, Any]) -> tuple[Any, ...]:
         float(job.get("true_cfg_scale", 1.0)),
         adapters,
     )
+
+
+def is_priority(payload: Mapping[str, Any]) -> bool:
+    return bool(payload.get("priority", False))
 
 
 def fair_order(last_served: Mapping[str, float]) -> list[str]:
@@ -56,14 +63,17 @@ def fair_order(last_served: Mapping[str, float]) -> list[str]:
 def take_compatible(
     candidates: Sequence[Candidate], free_units: int
 ) -> tuple[list[Candidate], list[Candidate]]:
-    """The batch to run now and the entries left over (in order). The first candidate
-    sets the batch key; later ones with the same key join while their images fit.
-    The first always runs, even if it alone exceeds ``free_units``."""
+    """The batch to run now and the entries left over (in order). Priority entries go
+    first (an entry held over from an earlier read must not lead one that came later
+    by the priority lane); the first candidate sets the batch key, later ones with the
+    same key join while their images fit. The first always runs, even if it alone
+    exceeds ``free_units``."""
     if not candidates:
         return [], []
-    head = candidates[0]
+    ordered = sorted(candidates, key=lambda c: not is_priority(c.payload))  # stable
+    head = ordered[0]
     taken, rest, used = [head], [], head.units
-    for candidate in candidates[1:]:
+    for candidate in ordered[1:]:
         if candidate.batch_key == head.batch_key and used + candidate.units <= free_units:
             taken.append(candidate)
             used += candidate.units

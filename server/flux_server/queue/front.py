@@ -147,8 +147,11 @@ class FleetQueue:
         from then, with no worker alive, :meth:`no_worker` ends the wait. ``preview``
         hears each live preview, in the order the worker published them."""
         done = False
+        kind = "tick"
         while True:
-            outcome = await self.broker.result(request_id)
+            # Read when it may be there: at first, on ``done``, and after a silence (a
+            # message lost to a reconnect); not at every progress event.
+            outcome = await self.broker.result(request_id) if kind in ("tick", "done") else None
             if outcome is not None:
                 if preview is not None and not done:
                     await _previews_left(pubsub, preview)

@@ -23,7 +23,7 @@ from flux_server.execution.cancellation import CancelToken
 from flux_server.execution.step_priority import NotTaken
 from flux_server.queue import codec, names, uploads
 from flux_server.queue.broker import Broker
-from flux_server.queue.decisions import Candidate, take_compatible, updated_rate
+from flux_server.queue.decisions import Candidate, is_priority, take_compatible, updated_rate
 from flux_server.queue.step_watch import StepWatch
 from flux_server.scheduling.batch_items import BatchInfo
 from flux_server.scheduling.runner import Runner, Served, describe_failure
@@ -123,6 +123,10 @@ class QueueWorker:
                     found.append(got)
                     if _full(found, self.max_units) or got.batch_key != found[0].batch_key:
                         return found
+            if any(is_priority(c.payload) for c in found):
+                # A priority batch takes no normal company (its call would be slower),
+                # and normal entries not read now stay free for another worker.
+                return found
         return found
 
     async def _next_batch(
@@ -154,7 +158,7 @@ class QueueWorker:
         if not batch:
             self.running = []
             return
-        await self._announce(batch)
+        self._announce(batch)
         self.watch.running({str(w.request_id): w.token for w in works if w.token is not None})
         start = time.monotonic()
         try:
@@ -172,26 +176,27 @@ class QueueWorker:
         await self.watch.settled()  # priority work offered meanwhile: served or held over
         self.running = [c for c in self.running if c not in batch]
 
-    async def _serve_priority(self) -> None:
+    async def _serve_priority(self) -> bool:
         """Priority entries, served at the running call's next step boundary (the call
-        paused); held over as the next batch when the call ended before taking them."""
+        paused); held over as the next batch when the call ended before taking them.
+        True when there were some to serve (there may be more)."""
         batch = await self._next_batch((names.PRIORITIES[0],), main=False)
         if not batch:
-            return
+            return False
         self.running += batch
         ready, works = await self._prepare(batch)
         self.running = [c for c in self.running if c in ready or c not in batch]
         batch = ready
         if not batch:
-            return
-        await self._announce(batch)
+            return True
+        self._announce(batch)
         start = time.monotonic()
         try:
             outcomes = self._outcomes(batch, await self.runner.run_at_step(works), start)
         except NotTaken:
             self._carry = list(batch) + self._carry  # claimed: the next batch is theirs
             self.running = [c for c in self.running if c not in batch]
-            return
+            return False
         except Exception as exc:
             log.exception("priority work failed", extra={"error": repr(exc)})
             outcomes = [
@@ -199,10 +204,21 @@ class QueueWorker:
             ]
         await self._finish(batch, works, outcomes, start, at_step=True)
         self.running = [c for c in self.running if c not in batch]
+        return True
 
-    async def _announce(self, batch: Sequence[Candidate]) -> None:
+    def _announce(self, batch: Sequence[Candidate]) -> None:
+        """Each request's ``started``, sent beside its call, not before it: the call
+        need not wait a round trip for it (its events still go out in order)."""
         for c in batch:
-            await self.broker.publish(str(c.payload["request_id"]), {"type": "started"})
+            self._publish(str(c.payload["request_id"]), {"type": "started"})
+
+    def _publish(self, request_id: str, event: dict[str, Any]) -> None:
+        # Each event waits for the one before: the front hears them in order.
+        before = self._sending.get(request_id)
+        task = asyncio.get_running_loop().create_task(
+            self._publish_after(before, request_id, event)
+        )
+        self._sending[request_id] = task
 
     def _outcomes(
         self, batch: Sequence[Candidate], results: Sequence[Served], start: float
@@ -277,14 +293,8 @@ class QueueWorker:
         request_id = str(c.payload["request_id"])
         job = codec.job_of(c.payload)
 
-        def publish(event: dict[str, Any]) -> None:
-            # Each event waits for the one before: the front hears them in order.
-            before = self._sending.get(request_id)
-            task = loop.create_task(self._publish_after(before, request_id, event))
-            self._sending[request_id] = task
-
         def progress(step: int, total: int) -> None:
-            publish({"type": "progress", "step": step, "total": total})
+            self._publish(request_id, {"type": "progress", "step": step, "total": total})
 
         work = Generation(
             request=job,
@@ -296,7 +306,9 @@ class QueueWorker:
         )
         if c.payload.get("previews"):
             work.previews = True
-            work.preview = lambda image: publish({"type": "preview", **image.to_json()})
+            work.preview = lambda image: self._publish(
+                request_id, {"type": "preview", **image.to_json()}
+            )
         return work
 
     async def _publish_after(
