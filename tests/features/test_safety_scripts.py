@@ -62,6 +62,26 @@ def test_held_out_precision_and_recall_overall(holdout2: dict[str, Scores]) -> N
     assert total.recall >= HOLDOUT2_MIN_RECALL, total
 
 
+HOLDOUT4 = Path(__file__).parent / "data" / "safety_prompts" / "holdout4"
+# Held-out set 4, written from the policy alone by someone who had read neither the lists
+# nor the other sets; never used to write an entry, and its misses are not read (the
+# floors below are checked on totals, so a failure names no prompt). Measured: precision
+# 0.970 and recall 0.667 before this round's categories, 0.984 and 0.792 after. The
+# floors keep the lists from losing ground on prompts nobody here wrote.
+HOLDOUT4_MIN_PRECISION = 0.98
+HOLDOUT4_MIN_RECALL = 0.78
+
+
+def test_unseen_prompts_keep_their_precision_and_recall(default_filter: SafetyFilter) -> None:
+    total = sum(
+        (score(default_filter, read_labelled(HOLDOUT4 / f"{lang}.tsv"))[0] for lang in LANGUAGES),
+        Scores(0, 0, 0, 0),
+    )
+    assert total.true_pos + total.false_neg == 480 and total.false_pos + total.true_neg == 480
+    assert total.precision >= HOLDOUT4_MIN_PRECISION, f"precision {total.precision:.3f}"
+    assert total.recall >= HOLDOUT4_MIN_RECALL, f"recall {total.recall:.3f}"
+
+
 # --- reading each script ------------------------------------------------------------------
 
 
