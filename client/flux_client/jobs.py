@@ -10,24 +10,11 @@ import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from enum import Enum
 from typing import Any
 
 from flux_client.types import GenerationParams
 from flux_contract.experiments import ExperimentArm
-
-
-class JobStatus(str, Enum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELED = "canceled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELED)
-
+from flux_contract.jobs import JobStatus
 
 TERMINAL_EVENTS = frozenset({"succeeded", "failed", "canceled"})
 

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from flux_contract.jobs import TERMINAL
 from flux_server.experiments.assignment import ServedArm
 from flux_server.jobs.records import (
-    TERMINAL,
     EventKind,
     ImageInfo,
     JobError,
