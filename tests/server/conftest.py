@@ -44,8 +44,9 @@ def server_factory(
         args: Sequence[str] = (),
         wait: bool = True,
         env: Mapping[str, str] | None = None,
+        fresh: bool = False,
     ) -> ServerProcess:
-        server = start_server(model, log_dir, args, env)
+        server = start_server(model, log_dir, args, env, fresh=fresh)
         started.append(server)
         if wait:
             server.wait_ready()

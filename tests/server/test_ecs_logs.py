@@ -81,6 +81,8 @@ def served(
             *("--api-keys", str(root / "keys")),
             *("--audit-log", str(audit)),
         ],
+        # Exec'd, not forked: every line of a process's log, its imports' included.
+        fresh=True,
     )
     auth = {"Authorization": f"Bearer {key}", "Accept": "application/json"}
     body = {"prompt": "a lighthouse", "style_preset": "realistic", "width": 64, "height": 64}
@@ -187,7 +189,7 @@ def test_audit_lines_read_back_as_the_records_they_were(served: dict[str, Any]) 
 def test_plain_format_is_text_for_a_terminal(
     server_factory: Callable[..., ServerProcess], tiny_model_dir: Path
 ) -> None:
-    server = server_factory(tiny_model_dir, ["--log-format", "plain"])
+    server = server_factory(tiny_model_dir, ["--log-format", "plain"], fresh=True)
     assert server.stop() == 0
     lines = server.log().splitlines()
     listening = next(line for line in lines if " listening" in line)

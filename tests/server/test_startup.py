@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
 from server_process import ServerProcess, start_server
 
 
@@ -68,10 +70,13 @@ def test_help_lists_the_keys_command() -> None:
 def test_two_servers_side_by_side_with_the_default_metrics_port(
     tiny_model_dir: Path, tmp_path: Path
 ) -> None:
+    # One exec'd, one forked from the tests' preloaded process (tests/support/forked.py):
+    # they must answer alike, or the forked servers the other tests use prove nothing.
     servers: list[ServerProcess] = []
+    pixels = []
     try:
-        for _ in range(2):
-            servers.append(start_server(tiny_model_dir, tmp_path, metrics_port=False))
+        for fresh in (True, False):
+            servers.append(start_server(tiny_model_dir, tmp_path, metrics_port=False, fresh=fresh))
         for server in servers:
             server.wait_ready()
             # The metrics are on the REST port; no second port is taken.
@@ -79,12 +84,15 @@ def test_two_servers_side_by_side_with_the_default_metrics_port(
             assert scrape.status_code == 200 and "fluxserve_ready 1.0" in scrape.text
             listening = [r for r in server.log_records() if r.get("message") == "listening"]
             assert listening and listening[0]["fluxserve.detail.metrics_port"] == 0, server.log()
-            reply = httpx.post(f"{server.url}/generate", json={"prompt": "a heron"}, timeout=120)
+            body = {"prompt": "a heron", "seed": 11}
+            reply = httpx.post(f"{server.url}/generate", json=body, timeout=120)
             assert reply.status_code == 200, reply.text
+            pixels.append(Image.open(io.BytesIO(reply.content)).tobytes())
     finally:
         for server in servers:
             server.stop()
     assert not any(server.tracebacks() for server in servers)
+    assert pixels[0] == pixels[1]
 
 
 def test_listening_log_names_the_bound_ports(tiny_model_dir: Path, tmp_path: Path) -> None:
