@@ -185,7 +185,7 @@ def test_instruct_without_kontext_is_a_clear_error(plain_editor: Editor) -> None
         ({"prompt": "  "}, "prompt", "empty"),
         ({"strength": 0.0}, "strength", r"\(0, 1\]"),
         ({"strength": 1.5}, "strength", r"\(0, 1\]"),
-        # Above 0, but steps × strength rounds away: diffusers would fail the call.
+        # Above 0, but steps * strength rounds away: diffusers would fail the call.
         ({"strength": 5e-324}, "strength", "leaves none of the 2 steps"),
         ({"steps": 0}, "steps", "at least 1"),
         ({"num_images": 0}, "num_images", "at least 1"),

@@ -146,7 +146,7 @@ def check(job: EditJob, *, kontext_available: bool) -> None:
     if job.mode != "instruct" and not 0.0 < job.effective_strength <= 1.0:
         raise EditJobError("strength", f"must be in (0, 1], not {job.strength}")
     if denoising_steps(job) < 1:
-        # A strength so close to 0 that steps × strength rounds away: no step would run.
+        # A strength so close to 0 that steps * strength rounds away: no step would run.
         raise EditJobError(
             "strength", f"{job.strength} leaves none of the {job.steps} steps to run; raise it"
         )
