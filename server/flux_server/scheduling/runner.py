@@ -236,7 +236,8 @@ class Runner:
         assert engine is not None
         generations = members(works, Generation)
         # Previews first: a step's preview leaves before the call pauses for priority work.
-        hooks = self._preview_hooks(generations)
+        first = generations[0].request
+        hooks = self._preview_hooks(generations, (first.width, first.height))
         if self.breaks_steps and not nested:
             hooks.append(self.step_break.hook)
         made = engine.generate(
@@ -244,21 +245,20 @@ class Runner:
         )
         return self._screened(generations, made)
 
-    def _preview_hooks(self, generations: Sequence[Generation]) -> list[StepHook]:
+    def _preview_hooks(self, works: Sequence[Work], size: tuple[int, int]) -> list[StepHook]:
         """The call's preview hook, when a member asked for previews: one row per image,
-        each handed to its work's loop."""
-        if self.preview_decoder is None or all(g.preview is None for g in generations):
+        each handed to its work's loop; ``size`` is the call's (width, height)."""
+        if self.preview_decoder is None or all(w.preview is None for w in works):
             return []
         rows: list[tuple[PreviewFn, int] | None] = []
-        for g in generations:
-            sink = _on_loop(g)
-            rows += [None if sink is None else (sink, i) for i in range(g.request.num_images)]
-        first = generations[0].request
-        decoder = self.preview_decoder
-        hook = PreviewHook(decoder, self.preview_every, rows, first.width, first.height)
+        for work in works:
+            sink = _on_loop(work)
+            rows += [None if sink is None else (sink, i) for i in range(work.units)]
+        hook = PreviewHook(self.preview_decoder, self.preview_every, rows, *size)
+        total = works[0].steps
 
         def at_step_end(pipe: Any, step: int, timestep: Any, tensors: dict[str, Any]) -> None:
-            hook(step + 1, first.steps, tensors)
+            hook(step + 1, total, tensors)
 
         return [at_step_end]
 
@@ -310,7 +310,8 @@ class Runner:
         editor = self.editor
         assert editor is not None
         edits = members(works, Edit)
-        results = editor.run_batch([e.job for e in edits], on_step, should_stop)
+        hooks = self._preview_hooks(edits, edits[0].job.pipeline_size)
+        results = editor.run_batch([e.job for e in edits], on_step, should_stop, hooks)
         made = [
             [Picture(image, seed) for image, seed in zip(r.images, r.seeds, strict=True)]
             for r in results

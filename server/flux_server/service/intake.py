@@ -99,6 +99,7 @@ class Intake:
         )
         validate(job, kontext_available=editor is None or editor.can_instruct)
         work = Edit(job=job, output_format=request.output_format, request_id=trail.ctx.request_id)
+        work.previews = edit.params.previews
         if s.queue is not None:
             entry = uploads.edit_entry(
                 edit.image, edit.mask, edit.mode, edit.strength,
