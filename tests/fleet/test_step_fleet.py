@@ -62,14 +62,16 @@ def _until(check: Callable[[], Any], timeout: float = 120, what: str = "") -> An
     return got
 
 
-def _progress_seen(client: sync_redis.Redis) -> Callable[[], bool]:
-    """True once any running request reported a finished step (a batch is mid-call)."""
+def _event_seen(client: sync_redis.Redis, kind: str) -> Callable[[], bool]:
+    """True once a worker published an event of ``kind`` for any request: ``started``
+    as a call starts, ``progress`` after a finished step (for a job; a plain sync
+    request's steps are not published: its front has no one to tell them to)."""
     pubsub = client.pubsub()
     pubsub.psubscribe("fluxserve:queue:events:*")
 
     def seen() -> bool:
         message = pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05)
-        return bool(message and json.loads(message["data"]).get("type") == "progress")
+        return bool(message and json.loads(message["data"]).get("type") == kind)
 
     return seen
 
@@ -82,10 +84,10 @@ def test_a_priority_request_under_load_is_served_at_the_next_step(
     fleet: dict[str, Any],
 ) -> None:
     url, worker = fleet["front"].url, fleet["worker"]
-    progress = _progress_seen(fleet["redis"])
+    started = _event_seen(fleet["redis"], "started")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         normal = [pool.submit(_generate, url, f"load {i}", LONG) for i in range(2)]
-        _until(lambda: progress() or any(f.done() for f in normal), what="a batch mid-call")
+        _until(lambda: started() or any(f.done() for f in normal), what="a batch mid-call")
         assert not any(f.done() for f in normal), [f.result().text for f in normal]
         high = _generate(url, "urgent", 2, **{"X-Priority": "high"})
         loaded = [f.result() for f in normal]
@@ -105,7 +107,7 @@ def test_a_priority_request_under_load_is_served_at_the_next_step(
 
 def test_cancelling_a_running_job_stops_it_at_the_next_step(fleet: dict[str, Any]) -> None:
     url, worker, client = fleet["front"].url, fleet["worker"], fleet["redis"]
-    progress = _progress_seen(client)
+    progress = _event_seen(client, "progress")
     body = {"prompt": "to be cancelled", "steps": LONG, "width": 64, "height": 64}
     submitted = httpx.post(
         f"{url}/generate", json=body, headers={"Prefer": "respond-async"}, timeout=30
@@ -151,3 +153,31 @@ def test_a_canary_front_queues_on_the_canary_track_only(fleet: dict[str, Any]) -
     assert client.xlen("fluxserve:queue:canary:normal:anonymous") == 1
     job_id = submitted.json()["id"]
     assert httpx.post(f"{fleet['canary_front'].url}/jobs/{job_id}/cancel", timeout=30).is_success
+
+
+def test_a_worker_publishes_steps_only_where_the_front_relays_them(
+    fleet: dict[str, Any],
+) -> None:
+    # A plain sync request: its front has no one to tell the steps to, and each event
+    # costs the running call time; a job's steps reach its status and SSE events.
+    pubsub = fleet["redis"].pubsub()
+    pubsub.psubscribe("fluxserve:queue:events:*")
+    url = fleet["front"].url
+    plain = _generate(url, "steps unheard", 3, **{"X-Request-Id": "plain-sync"})
+    assert plain.status_code == 200, plain.text
+    body = {"prompt": "steps heard", "steps": 3, "width": 64, "height": 64}
+    headers = {"Prefer": "respond-async", "X-Request-Id": "as-a-job"}
+    job = httpx.post(f"{url}/generate", json=body, headers=headers, timeout=30)
+    assert job.status_code == 202, job.text
+    kinds: dict[str, list[str]] = {"plain-sync": [], "as-a-job": []}
+
+    def job_done() -> bool:
+        while message := pubsub.get_message(ignore_subscribe_messages=True, timeout=0.05):
+            request_id = str(message["channel"]).rsplit(":", 1)[-1]
+            if request_id in kinds:
+                kinds[request_id].append(json.loads(message["data"])["type"])
+        return "done" in kinds["as-a-job"]
+
+    _until(job_done, what="the job's done event")
+    assert kinds["plain-sync"] == ["started", "done"], kinds
+    assert kinds["as-a-job"] == ["started", "progress", "progress", "progress", "done"], kinds

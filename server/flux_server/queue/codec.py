@@ -36,11 +36,14 @@ def entry(
     timeout: float,
     result_ttl: float,
     previews: bool = False,
+    progress: bool = True,
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """An entry: the resolved request (seed included, so a redelivered entry makes the
     same images), who asked, and until when it is worth running. ``extra``: an edit's
-    or a question's own fields (its ``kind`` and upload, :mod:`flux_server.queue.uploads`)."""
+    or a question's own fields (its ``kind`` and upload, :mod:`flux_server.queue.uploads`).
+    ``previews``, ``progress``: whether its front relays those events (a plain sync
+    request has no one to tell its steps to, and each event costs the call time)."""
     now = time.time()
     return {
         "kind": "generate",
@@ -52,6 +55,7 @@ def entry(
         "deadline": now + timeout,
         "result_ttl": result_ttl,
         "previews": previews,
+        "progress": progress,
         **(extra or {}),
     }
 

@@ -88,7 +88,7 @@ class FleetQueue:
         deadline = time.monotonic() + timeout
         placed, pubsub = await self.place(
             job, request_id=request_id, key_id=key_id, priority=priority, timeout=timeout,
-            previews=preview is not None, extra=extra,
+            previews=preview is not None, progress=progress is not None, extra=extra,
         )  # fmt: skip
         answer_by = deadline - min(_ANSWER_MARGIN_S, timeout / 10)
         try:
@@ -110,13 +110,15 @@ class FleetQueue:
 
     async def place(
         self, job: ResolvedRequest | None, *, request_id: str, key_id: str, priority: bool,
-        timeout: float, previews: bool = False, extra: Mapping[str, Any] | None = None,
+        timeout: float, previews: bool = False, progress: bool = True,
+        extra: Mapping[str, Any] | None = None,
     ) -> tuple[Placed, Any]:  # fmt: skip
         """Put one generation on the queue, subscribed to its events first (so none is
         missed); ``Unavailable`` (503, Retry-After) when Redis cannot take it."""
         payload = codec.entry(
             job, request_id, key_id, priority=priority, timeout=timeout,
-            result_ttl=timeout + _RESULT_MARGIN_S, previews=previews, extra=extra,
+            result_ttl=timeout + _RESULT_MARGIN_S, previews=previews, progress=progress,
+            extra=extra,
         )  # fmt: skip
         subject = request_id if key_id == "anonymous" else key_id
         track = release_track(self.track, self.canary_weight, subject)

@@ -293,14 +293,17 @@ class QueueWorker:
         return ready, works
 
     def _heard(self, work: Work, c: Candidate, loop: asyncio.AbstractEventLoop) -> Work:
-        """The work with its progress (and live previews, when asked for) published on
-        the request's events channel, for the front that waits on it."""
+        """The work with its progress and live previews, where its front relays them,
+        published on the request's events channel. (An entry without the ``progress``
+        field, from an older front, gets progress.)"""
         request_id = work.request_id
 
         def progress(step: int, total: int) -> None:
             self._publish(request_id, {"type": "progress", "step": step, "total": total})
 
-        work.progress, work.loop = progress, loop
+        work.loop = loop
+        if c.payload.get("progress", True):
+            work.progress = progress
         work.token = work.token or CancelToken()
         if c.payload.get("previews"):
             work.previews = True
