@@ -14,9 +14,10 @@ each wall time, the CPU seconds all the setup's processes spent (psutil).
     client sending one after another); loaded ÷ idle (goal: 1.2x or less), and the
     cost to the others: the load's p50 with the priority client ÷ without.
 
-On one machine the two workers share its cores (or its one GPU): the fleet's img/s
-here says what the queue costs and whether two pullers keep the hardware busy, not
-what two machines give.
+On one machine the two workers share its cores (on a CPU each gets half of them, its
+torch threads set with ``OMP_NUM_THREADS``) or its one GPU: the fleet's img/s here says
+what the queue costs and whether two pullers keep the hardware busy, not what two
+machines give.
 """
 
 from __future__ import annotations
@@ -86,17 +87,24 @@ def setups(model: Path, work: Path, redis_url: str) -> list[Setup]:
     batching = ["--max-batch-size", "4", "--max-delay-ms", "50"]
     queue = ["--queue", redis_url, "--visibility-timeout", "600"]
 
-    def server(log: str, *args: str) -> Server:
-        return Server(model, work / f"{log}.log", [*batching, *args])
+    def server(log: str, *args: str, threads: int | None = None) -> Server:
+        return Server(model, work / f"{log}.log", [*batching, *args], threads)
 
+    # Each worker its half of the cores, as two machines would each have their own: two
+    # processes each running a torch thread on every core oversubscribe them, and
+    # OpenMP's spinning threads then cost several times the CPU an image needs.
+    half = max(1, (os.cpu_count() or 2) // 2)
+    one = server("one")
+    alone_with_queue = server("all", *queue, "--role", "all", "--track", "all")
+    fleet = [server("front", *queue, "--role", "front", "--track", "fleet")]
+    fleet += [
+        server(f"w{i}", *queue, "--role", "worker", "--track", "fleet", threads=half)
+        for i in (1, 2)
+    ]
     return [
-        Setup("one process", [server("one")]),
-        Setup("all (queue)", [server("all", *queue, "--role", "all", "--track", "all")]),
-        Setup(
-            "fleet 1+2",
-            [server("front", *queue, "--role", "front", "--track", "fleet")]
-            + [server(f"w{i}", *queue, "--role", "worker", "--track", "fleet") for i in (1, 2)],
-        ),
+        Setup("one process", [one]),
+        Setup("all (queue)", [alone_with_queue]),
+        Setup("fleet 1+2", fleet),
     ]
 
 

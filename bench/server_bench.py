@@ -54,10 +54,15 @@ def free_port() -> int:
 class Server:
     """``python -m flux_server`` in a child process, on free ports."""
 
-    def __init__(self, model: Path, log: Path, args: Sequence[str]) -> None:
+    def __init__(
+        self, model: Path, log: Path, args: Sequence[str], threads: int | None = None
+    ) -> None:
+        """``threads``: torch's CPU threads (``OMP_NUM_THREADS``); default, one a core."""
         self.http_port, self.grpc_port = free_port(), free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
         env["HF_HUB_OFFLINE"] = "1"
+        if threads is not None:
+            env["OMP_NUM_THREADS"] = str(threads)
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 [
