@@ -83,9 +83,10 @@ demo: install ## Serve a random-weight FLUX, run the article's REST example (dem
 	@echo "==> install done ($(VENV))"
 	$(PY) scripts/demo.py
 
-bench: install ## Server latency overhead (REST, gRPC vs in-process), batching policies, the fleet queue (1 front + 2 workers vs one process), the speed options vs eager, the image safety check's cost, cold start with and without the compile cache, live previews' cost (CPU); the operator's bench
+bench: install ## Server latency overhead (REST, gRPC vs in-process), batching policies, the fleet queue (1 front + 2 workers vs one process), priority at the step (pausing vs joining), the speed options vs eager, the image safety check's cost, cold start with and without the compile cache, live previews' cost (CPU); the operator's bench
 	$(PY) bench/server_bench.py
 	$(PY) bench/fleet_bench.py
+	$(PY) bench/join_bench.py
 	$(PY) bench/speed_bench.py
 	$(PY) bench/image_safety_bench.py
 	$(PY) bench/cold_start_bench.py
