@@ -23,9 +23,10 @@ ZYGOTE = Path(__file__).with_name("server_zygote.py")
 
 
 class Zygote:
-    def __init__(self) -> None:
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-        env = {k: v for k, v in env.items() if not k.startswith("FLUXSERVE_")}
+    """``env``: what the zygote imports under (the servers' environment before their own
+    variables), since a library may read a variable at import."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
         # Its own output (the libraries' import-time warnings) goes to a file, read back
         # only if it fails to start.
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (open while the zygote runs)
@@ -34,7 +35,7 @@ class Zygote:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
-            env=env,
+            env=dict(env),
         )
         self._lock = threading.Lock()  # one request at a time: replies come in order
         self._changed = threading.Condition()
@@ -89,9 +90,12 @@ class Zygote:
         return Forked(self, pid, list(argv))
 
     def code(self, pid: int, timeout: float | None) -> int | None:
-        """The child's exit code once it exited, waiting up to ``timeout`` s (0: not at all)."""
+        """The child's exit code once it exited, waiting up to ``timeout`` s (0: not at all).
+        Raises RuntimeError when the zygote has gone: no exit code will come."""
         with self._changed:
             self._changed.wait_for(lambda: pid in self._codes or not self._alive, timeout)
+            if pid not in self._codes and not self._alive:
+                raise RuntimeError(f"the server zygote exited; server {pid}'s end is unknown")
             return self._codes.get(pid)
 
 
@@ -135,10 +139,10 @@ _zygote: Zygote | None = None
 _zygote_lock = threading.Lock()
 
 
-def zygote() -> Zygote:
-    """This test process's zygote, started (a few seconds) on first use."""
+def zygote(env: Mapping[str, str]) -> Zygote:
+    """This test process's zygote, started (a few seconds) under ``env`` on first use."""
     global _zygote
     with _zygote_lock:
         if _zygote is None:
-            _zygote = Zygote()
+            _zygote = Zygote(env)
         return _zygote

@@ -112,15 +112,15 @@ def start_server(
         "--default-width", "64", "--default-height", "64", "--default-steps", "2",
         *args,
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
-    env["HF_HUB_OFFLINE"] = "1"
-    env.update(env_overrides or {})
+    base = {k: v for k, v in os.environ.items() if not k.startswith("FLUXSERVE_")}
+    base["HF_HUB_OFFLINE"] = "1"
+    env = {**base, **(env_overrides or {})}
 
     if not fresh and not _is_front(args, env) and _read_after_import(env_overrides or {}):
         from forked import zygote
 
         log_path.write_bytes(b"")
-        process: Any = zygote().fork(command[3:], env, log_path, rlimit_nofile)
+        process: Any = zygote(base).fork(command[3:], env, log_path, rlimit_nofile)
         return ServerProcess(process, http_port, grpc_port, metrics, log_path)
 
     def limits() -> None:
